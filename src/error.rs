@@ -1,0 +1,191 @@
+//! The one place where a refusal becomes an HTTP answer.
+//!
+//! Every phase returns its own typed error; they all convert into [`GatewayError`], and only
+//! [`GatewayError::into_response`] picks the status, the stable error code of the contract and
+//! the fixed client message. Causes go to the log, never into the body.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{full, Body};
+
+/// A refusal the gateway answers itself, with the contract's code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    BadRequest(&'static str),
+    MissingToken,
+    InvalidToken,
+    TokenExpired,
+    SessionRevoked,
+    SessionReplaced,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    TokenTheftDetected,
+    Forbidden,
+    NoRoute,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    HeadersTooLarge,
+    AccountLocked { retry_after: Duration },
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    StoreUnavailable,
+    /// Admin API without the right bearer token.
+    AdminUnauthorized,
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            BadRequest(_) => StatusCode::BAD_REQUEST,
+            MissingToken | InvalidToken | TokenExpired | SessionRevoked | SessionReplaced
+            | InvalidCredentials | InvalidRefreshToken | TokenTheftDetected
+            | AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NoRoute | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            AccountLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
+            UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code of the contract (§7).
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            BadRequest(_) => "bad_request",
+            MissingToken => "missing_token",
+            InvalidToken => "invalid_token",
+            TokenExpired => "token_expired",
+            SessionRevoked => "session_revoked",
+            SessionReplaced => "session_replaced",
+            InvalidCredentials => "invalid_credentials",
+            InvalidRefreshToken => "invalid_refresh_token",
+            TokenTheftDetected => "token_theft_detected",
+            AdminUnauthorized => "invalid_token",
+            Forbidden => "forbidden",
+            NoRoute => "no_route",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            PayloadTooLarge => "payload_too_large",
+            HeadersTooLarge => "request_header_fields_too_large",
+            AccountLocked { .. } => "account_locked",
+            UpstreamUnavailable => "upstream_unavailable",
+            UpstreamTimeout => "upstream_timeout",
+            StoreUnavailable => "store_unavailable",
+            Internal => "internal_error",
+        }
+    }
+
+    /// A fixed message for the client; never the cause.
+    pub fn message(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            BadRequest(m) => m,
+            MissingToken => "an access token is required",
+            InvalidToken => "the access token is invalid",
+            TokenExpired => "the access token has expired; call the refresh endpoint",
+            SessionRevoked => "the session has ended",
+            SessionReplaced => "the session was ended by a newer login on the same platform",
+            InvalidCredentials => "invalid username or password",
+            InvalidRefreshToken => "the refresh token is invalid or expired",
+            TokenTheftDetected => "a spent refresh token was reused; the session has been ended",
+            AdminUnauthorized => "the admin token is missing or wrong",
+            Forbidden => "access to this route is not allowed",
+            NoRoute => "no route matches this path",
+            NotFound => "not found",
+            MethodNotAllowed => "method not allowed on this route",
+            PayloadTooLarge => "the request body is too large",
+            HeadersTooLarge => "the request headers are too large",
+            AccountLocked { .. } => "too many failed logins; try again later",
+            UpstreamUnavailable => "the upstream is unavailable",
+            UpstreamTimeout => "the upstream did not answer in time",
+            StoreUnavailable => "the session store is unavailable; try again shortly",
+            Internal => "internal error",
+        }
+    }
+
+    /// The JSON answer, with `WWW-Authenticate` on 401 and `Retry-After` where the contract asks.
+    pub fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status() == StatusCode::UNAUTHORIZED {
+            let v = if matches!(self, GatewayError::MissingToken) {
+                r#"Bearer realm="authgate", error="invalid_request""#
+            } else {
+                r#"Bearer realm="authgate", error="invalid_token""#
+            };
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+        }
+        match self {
+            GatewayError::AccountLocked { retry_after } => {
+                let secs = retry_after.as_secs().max(1);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            GatewayError::StoreUnavailable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_401_has_www_authenticate_and_json() {
+        for e in [
+            GatewayError::MissingToken,
+            GatewayError::InvalidToken,
+            GatewayError::TokenExpired,
+            GatewayError::SessionRevoked,
+            GatewayError::SessionReplaced,
+            GatewayError::InvalidCredentials,
+            GatewayError::InvalidRefreshToken,
+            GatewayError::TokenTheftDetected,
+        ] {
+            let code = e.code();
+            let missing = matches!(e, GatewayError::MissingToken);
+            let r = e.into_response();
+            assert_eq!(r.status(), 401);
+            let www = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+            let want = if missing { "invalid_request" } else { "invalid_token" };
+            assert!(www.contains(want), "{code}: {www}");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[test]
+    fn retry_after_on_429_and_503() {
+        let r = GatewayError::AccountLocked { retry_after: Duration::from_secs(90) }.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "90");
+        let r = GatewayError::StoreUnavailable.into_response();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+    }
+}

@@ -1,0 +1,34 @@
+//! authgate: a reverse-proxy authentication gateway for legacy backends.
+//!
+//! It lets public routes through, verifies the access token on every other request, checks its
+//! server-side session, hands a fresh token back in a response header when the old one nears
+//! expiry, strips any identity headers a client sent and injects the verified ones, then
+//! forwards to the legacy upstream. It also issues tokens itself (login, refresh with rotation
+//! and theft detection, logout, per-platform sessions).
+//!
+//! # Layout
+//! - [`config`]: `gateway.toml` → validated [`config::Config`]; live reload.
+//! - [`server`]: listeners, TLS, connection limits, graceful shutdown.
+//! - [`pipeline`]: one request through its phases: [`pipeline::path`] (canonicalise),
+//!   [`pipeline::route`] (match), [`pipeline::token`] (extract + verify),
+//!   [`pipeline::identity`] (strip + inject), [`pipeline::refresh`] (silent refresh),
+//!   [`pipeline::cors`].
+//! - [`proxy`]: the upstream client: pool, round robin, hop-by-hop headers, X-Forwarded-*.
+//! - [`tokens`]: key ring, verification, minting, JWKS, keygen.
+//! - [`session`]: the session store (memory, Redis).
+//! - [`endpoints`]: the gateway's own `/auth/*` endpoints and the admin listener.
+//! - [`error`]: [`error::GatewayError`] and its one mapping to HTTP.
+//! - [`body`]: the streaming body type used throughout.
+//! - [`demo`]: `authgate demo`'s echo upstream and config.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod endpoints;
+pub mod error;
+pub mod pipeline;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod tokens;

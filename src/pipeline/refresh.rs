@@ -1,0 +1,1 @@
+//! Silent refresh: a fresh access token rides back when the presented one nears expiry.
