@@ -22,11 +22,13 @@
 //! - [`demo`]: `authgate demo`'s echo upstream and config.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod body;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod error;
+pub mod explain;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;

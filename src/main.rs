@@ -1,1 +1,161 @@
-fn main() {}
+//! The `authgate` command line: run, check, demo, hash-password, keygen, explain.
+//!
+//! Exit codes: 0 clean shutdown, 1 bad config or start-up failure (one-line reason),
+//! 2 usage (clap's own exit code for usage errors).
+
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "authgate", version, about = "A reverse-proxy authentication gateway for legacy backends")]
+struct Cli {
+    /// The config file.
+    #[arg(short = 'c', long = "config", global = true, default_value = "gateway.toml")]
+    config: PathBuf,
+    /// Log format on stderr (default: text on a terminal, json otherwise).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config and print every problem with its key path.
+    Check,
+    /// Run a gateway with a built-in echo upstream, an ephemeral secret and a demo user.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        admin_listen: SocketAddr,
+    },
+    /// Read one password from stdin and print an Argon2id PHC string for the users file.
+    HashPassword,
+    /// Write private.pem and public.pem for an asymmetric algorithm.
+    Keygen {
+        #[arg(long, value_parser = ["ES256", "RS256", "EdDSA"])]
+        alg: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show how a request would be handled: canonical path, route, auth mode, upstream.
+    Explain {
+        method: String,
+        /// A URL or a bare path such as `/a/../b?x=1`.
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::Run => run(&cli.config),
+        Cmd::Check => check(&cli.config),
+        Cmd::Demo { listen, admin_listen } => demo(listen, admin_listen),
+        Cmd::HashPassword => hash_password(),
+        Cmd::Keygen { alg, out } => authgate::tokens::keygen::keygen(&alg, &out)
+            .map(|()| {
+                println!("wrote {} and {}", out.join("private.pem").display(), out.join("public.pem").display());
+            })
+            .map_err(anyhow::Error::from),
+        Cmd::Explain { method, url } => explain(&cli.config, &method, &url),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<authgate::config::Loaded> {
+    authgate::config::load(path).map_err(|e| {
+        for p in &e.0 {
+            eprintln!("{p}");
+        }
+        anyhow::anyhow!("{}: {} problem(s)", path.display(), e.0.len())
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let loaded = load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    runtime()?.block_on(async {
+        let app = authgate::app::App::new(loaded.config);
+        let handle = authgate::server::start(app.clone()).await.context("binding the listeners")?;
+        authgate::config::reload::spawn(app, path.to_path_buf());
+        handle.run_until_signal().await;
+        Ok(())
+    })
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let loaded = load(path)?;
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
+    println!("{}: ok", path.display());
+    Ok(())
+}
+
+fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let demo = authgate::demo::start(listen, admin).await?;
+        println!("{}", demo.walkthrough);
+        demo.handle.run_until_signal().await;
+        Ok(())
+    })
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).context("reading the password from stdin")?;
+    let password = input.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&input);
+    anyhow::ensure!(!password.is_empty(), "empty password on stdin");
+    println!("{}", authgate::tokens::keygen::hash_password(password)?);
+    Ok(())
+}
+
+fn explain(path: &Path, method: &str, url: &str) -> anyhow::Result<()> {
+    let loaded = load(path)?;
+    print!("{}", authgate::explain::explain(&loaded.config, method, url));
+    Ok(())
+}

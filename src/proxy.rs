@@ -1,1 +1,443 @@
-//! The upstream client.
+//! The upstream side: one pooled HTTP/1.1 client per upstream, round robin over its urls at
+//! connect time (a url that refuses or times out is skipped), request preparation (hop-by-hop
+//! headers, `X-Forwarded-*`, HTTP/1.1 towards the legacy app), timeouts, size limits on the
+//! streamed request body, and WebSocket upgrade pass-through.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body::{Frame, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+
+use crate::body::{Body, BodyError};
+use crate::config::{Upstream, UpstreamTarget};
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no upstream url accepted a connection: {0}")]
+    Unavailable(String),
+    #[error("the upstream did not answer within the request timeout")]
+    Timeout,
+    #[error("the request body exceeded max_body_bytes")]
+    BodyTooLarge,
+}
+
+/// Connects to the urls of one upstream in turn, starting one further each time, skipping
+/// those that refuse or time out.
+#[derive(Clone)]
+pub struct RoundRobin {
+    targets: Arc<[UpstreamTarget]>,
+    next: Arc<AtomicUsize>,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for RoundRobin {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let targets = self.targets.clone();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.connect_timeout;
+        Box::pin(async move {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no upstream urls");
+            for i in 0..targets.len() {
+                let target = &targets[(start + i) % targets.len()];
+                let connect = TcpStream::connect(target.authority.as_str());
+                match tokio::time::timeout(timeout, connect).await {
+                    Ok(Ok(stream)) => {
+                        // Nagle only delays small proxied writes; never worth it here.
+                        let _ = stream.set_nodelay(true);
+                        return Ok(TokioIo::new(stream));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = %target.authority, error = %e, "upstream connect failed");
+                        last = e;
+                    }
+                    Err(_) => {
+                        tracing::warn!(upstream = %target.authority, "upstream connect timed out");
+                        last = io::Error::new(io::ErrorKind::TimedOut, "connect timeout");
+                    }
+                }
+            }
+            Err(last)
+        })
+    }
+}
+
+/// The client for one configured upstream.
+pub struct UpstreamClient {
+    pub name: String,
+    client: Client<RoundRobin, Body>,
+    /// `http://host:port` of the first url: the pool key (each upstream has its own pool).
+    scheme_authority: Bytes,
+    base_path: String,
+}
+
+impl UpstreamClient {
+    pub fn new(upstream: &Upstream) -> Self {
+        let connector = RoundRobin {
+            targets: upstream.targets.clone().into(),
+            next: Arc::new(AtomicUsize::new(0)),
+            connect_timeout: upstream.connect_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        let first = &upstream.targets[0];
+        Self {
+            name: upstream.name.clone(),
+            client,
+            scheme_authority: Bytes::from(format!("http://{}", first.authority)),
+            base_path: first.base_path.clone(),
+        }
+    }
+
+    /// The absolute URI to send for a forwarded path and query.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Uri {
+        let mut s = String::with_capacity(
+            self.scheme_authority.len() + self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        // The bytes came from a String in `new`.
+        s.push_str(std::str::from_utf8(&self.scheme_authority).unwrap_or("http://invalid"));
+        s.push_str(&self.base_path);
+        s.push_str(path);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        Uri::try_from(s).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+    }
+
+    /// Sends one request; `timeout` bounds the wait for the response head.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+        too_large: &AtomicBool,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) if too_large.load(Ordering::Acquire) => Err(UpstreamError::BodyTooLarge),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %self.name, error = %e, cause = ?std::error::Error::source(&e), "upstream exchange failed");
+                Err(UpstreamError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Whether a request asks for a WebSocket upgrade.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    upgrade && connection_lists(headers, "upgrade")
+}
+
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: the fixed list, `Proxy-*`, and every header named in
+/// `Connection` unless `protected` says the gateway sets it itself. `Upgrade` survives only
+/// for a WebSocket upgrade, which keeps `Connection: upgrade` too.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool, protected: impl Fn(&HeaderName) -> bool) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(header::CONNECTION).iter() {
+        if let Ok(v) = v.to_str() {
+            for t in v.split(',') {
+                if let Ok(name) = HeaderName::from_bytes(t.trim().as_bytes()) {
+                    if !protected(&name) && !(websocket && name == header::UPGRADE) {
+                        named.push(name);
+                    }
+                }
+            }
+        }
+    }
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP.iter() {
+        headers.remove(n);
+    }
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    let proxy: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+    for n in proxy {
+        headers.remove(n);
+    }
+}
+
+/// Where a request came from, as far as the gateway may believe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// The client: the peer, or for a trusted proxy the nearest untrusted hop it reports.
+    pub client: IpAddr,
+    pub peer_trusted: bool,
+}
+
+/// Works out the client address from the peer and, only for trusted peers, `X-Forwarded-For`.
+pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+    let peer_ip = peer.ip().to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer_trusted = is_trusted(&peer_ip);
+    let mut client = peer_ip;
+    if peer_trusted {
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+            .collect();
+        for hop in hops.iter().rev() {
+            client = *hop;
+            if !is_trusted(hop) {
+                break;
+            }
+        }
+    }
+    ClientAddr { peer: peer_ip, client, peer_trusted }
+}
+
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host` (and `X-Real-IP`): extended from a trusted
+/// peer, replaced from anyone else. `Forwarded` from an untrusted peer is dropped.
+pub fn set_forwarded(headers: &mut HeaderMap, addr: &ClientAddr, tls: bool, host: Option<&HeaderValue>) {
+    let peer = addr.peer.to_string();
+    let xff = "x-forwarded-for";
+    if addr.peer_trusted {
+        let prior: Vec<&str> =
+            headers.get_all(xff).iter().filter_map(|v| v.to_str().ok()).collect();
+        let joined = if prior.is_empty() { peer } else { format!("{}, {peer}", prior.join(", ")) };
+        if let Ok(v) = HeaderValue::from_str(&joined) {
+            headers.insert(xff, v);
+        }
+    } else {
+        headers.remove(header::FORWARDED);
+        if let Ok(v) = HeaderValue::from_str(&peer) {
+            headers.insert(xff, v);
+        }
+    }
+    let proto_name = HeaderName::from_static("x-forwarded-proto");
+    if !addr.peer_trusted || !headers.contains_key(&proto_name) {
+        headers.insert(proto_name, HeaderValue::from_static(if tls { "https" } else { "http" }));
+    }
+    let host_name = HeaderName::from_static("x-forwarded-host");
+    if !addr.peer_trusted || !headers.contains_key(&host_name) {
+        match host {
+            Some(h) => {
+                headers.insert(host_name, h.clone());
+            }
+            None => {
+                headers.remove(host_name);
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&addr.client.to_string()) {
+        headers.insert(HeaderName::from_static("x-real-ip"), v);
+    }
+}
+
+/// Marks requests to the upstream as HTTP/1.1 whatever the client spoke (h2 → h1 upstreams).
+pub fn set_upstream_version(req: &mut Request<Body>) {
+    *req.version_mut() = Version::HTTP_11;
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection until either
+/// side closes.
+pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (c, u) => {
+            tracing::debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel ended");
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails once more than `limit` bytes have passed, setting `flag` so
+    /// the gateway can answer 413 instead of 502.
+    pub struct LimitedBody<B> {
+        #[pin]
+        inner: B,
+        remaining: u64,
+        flag: Arc<AtomicBool>,
+    }
+}
+
+impl<B> LimitedBody<B> {
+    pub fn new(inner: B, limit: u64, flag: Arc<AtomicBool>) -> Self {
+        Self { inner, remaining: limit, flag }
+    }
+}
+
+/// The body exceeded `max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body too large")]
+pub struct TooLarge;
+
+impl<B> http_body::Body for LimitedBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BodyError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > *this.remaining {
+                        this.flag.store(true, Ordering::Release);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    *this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_go_but_protected_ones_stay() {
+        let mut h = hm(&[
+            ("connection", "close, X-Custom, X-User-Id"),
+            ("x-custom", "1"),
+            ("x-user-id", "gateway-set"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "bar"),
+            ("upgrade", "h2c"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false, |n| n == "x-user-id");
+        assert!(!h.contains_key("x-custom"));
+        assert_eq!(h["x-user-id"], "gateway-set");
+        for gone in ["connection", "keep-alive", "te", "proxy-authorization", "proxy-foo", "upgrade"] {
+            assert!(!h.contains_key(gone), "{gone} should be stripped");
+        }
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn websocket_keeps_upgrade() {
+        let mut h = hm(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_websocket_upgrade(&h));
+        strip_hop_by_hop(&mut h, true, |_| false);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_replaced_from_untrusted_extended_from_trusted() {
+        let peer: SocketAddr = "10.0.0.5:1234".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
+        let a = client_addr(peer, &h, &trusted);
+        assert_eq!(a.client, "1.2.3.4".parse::<IpAddr>().unwrap());
+        set_forwarded(&mut h, &a, false, None);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.5");
+        assert_eq!(h["x-forwarded-proto"], "https");
+
+        let peer: SocketAddr = "192.0.2.9:1234".parse().unwrap();
+        let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=1.2.3.4")]);
+        let a = client_addr(peer, &h, &trusted);
+        assert_eq!(a.client, "192.0.2.9".parse::<IpAddr>().unwrap());
+        set_forwarded(&mut h, &a, false, Some(&HeaderValue::from_static("app.example")));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert_eq!(h["x-real-ip"], "192.0.2.9");
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn client_addr_skips_trusted_hops() {
+        let peer: SocketAddr = "10.0.0.5:1".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = hm(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.1.1.1")]);
+        assert_eq!(client_addr(peer, &h, &trusted).client, "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,1 +1,430 @@
-//! Listeners.
+//! Listeners and connections: the proxy listener (HTTP/1.1 and h2c by prior knowledge, or TLS
+//! with ALPN h2), the admin listener, per-connection limits (head size, slow heads, idle
+//! keep-alive) and one shutdown story: on the signal every listener stops accepting, every
+//! connection is asked to finish gracefully, and whatever is still running after
+//! `shutdown_grace` is dropped.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::App;
+use crate::config::Server as ServerConfig;
+use crate::endpoints::admin;
+use crate::pipeline::{self, ConnInfo};
+
+/// A running gateway: its bound addresses and the means to stop it.
+pub struct Handle {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+    grace: Duration,
+}
+
+impl Handle {
+    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(self.grace, self.done.recv()).await;
+    }
+
+    /// Waits for SIGTERM or SIGINT, then shuts down.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Binds the listeners named in the app's config and starts serving.
+pub async fn start(app: Arc<App>) -> io::Result<Handle> {
+    // Install the metrics recorder before the first request counts anything.
+    admin::prometheus();
+    let live = app.live();
+    let server = &live.config.server;
+    let listener = TcpListener::bind(server.listen).await?;
+    let addr = listener.local_addr()?;
+    let admin_listener = match server.admin_listen {
+        Some(a) => Some(TcpListener::bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let tls = match &server.tls {
+        Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Every connection and listener holds a sender; when all are gone, shutdown is complete.
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
+    let limits = Limits::from(server);
+    tokio::spawn(accept_loop(
+        listener,
+        Arc::new(builder(&limits)),
+        limits,
+        tls,
+        app.clone(),
+        shutdown_rx.clone(),
+        done_tx.clone(),
+        Kind::Proxy,
+    ));
+    if let Some(l) = admin_listener {
+        tokio::spawn(accept_loop(
+            l,
+            Arc::new(builder(&limits)),
+            limits,
+            None,
+            app.clone(),
+            shutdown_rx,
+            done_tx,
+            Kind::Admin,
+        ));
+    }
+    tracing::info!(%addr, admin = ?admin_addr, tls = server.tls.is_some(), "listening");
+    Ok(Handle { addr, admin_addr, app, shutdown: shutdown_tx, done: done_rx, grace: server.shutdown_grace })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Proxy,
+    Admin,
+}
+
+/// Per-connection limits, fixed at start (listener settings need a restart).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl From<&ServerConfig> for Limits {
+    fn from(s: &ServerConfig) -> Self {
+        Self { header_timeout: s.header_timeout, idle_timeout: s.idle_timeout, max_header_bytes: s.max_header_bytes }
+    }
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper answers 431 itself when a request head outgrows its read buffer; its minimum
+    // buffer is 8 KiB, so smaller settings are raised to that.
+    b.http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(256)
+        .enable_connect_protocol();
+    b
+}
+
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> io::Result<TlsAcceptor> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut io::BufReader::new(std::fs::File::open(cert)?))
+        .collect::<Result<_, _>>()?;
+    let key = rustls_pemfile::private_key(&mut io::BufReader::new(std::fs::File::open(key)?))?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no private key in tls_key_file"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    listener: TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+    kind: Kind,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            builder: builder.clone(),
+            limits,
+            app: app.clone(),
+            shutdown: shutdown.clone(),
+            _done: done.clone(),
+            peer,
+            kind,
+        };
+        match tls.clone() {
+            None => {
+                tokio::spawn(conn.serve(stream, false));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => conn.serve(s, true).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: Limits,
+    app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+    /// Dropped when the connection ends; shutdown waits for all of these.
+    _done: mpsc::Sender<()>,
+    peer: SocketAddr,
+    kind: Kind,
+}
+
+impl Conn {
+    async fn serve<S>(mut self, stream: S, tls: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let state = Arc::new(ConnState::new());
+        let io = TokioIo::new(Watched { inner: stream, state: state.clone() });
+        let info = ConnInfo { peer: self.peer, tls };
+        let app = self.app.clone();
+        let kind = self.kind;
+        let svc_state = state.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let app = app.clone();
+            let state = svc_state.clone();
+            state.request_started();
+            async move {
+                let resp = match kind {
+                    Kind::Proxy => pipeline::handle(app, req, info).await,
+                    Kind::Admin => admin::handle(app, req, info).await,
+                };
+                state.request_finished();
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(conn);
+        let mut draining = false;
+        loop {
+            let deadline = state.deadline(&self.limits);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.shutdown.changed(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(deadline), if !draining => {
+                    match state.expired(&self.limits) {
+                        Some(Expiry::SlowHead) => {
+                            tracing::debug!(peer = %self.peer, "request head too slow; closing");
+                            break;
+                        }
+                        Some(Expiry::Idle) => {
+                            draining = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the watchdog knows about one connection.
+struct ConnState {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last read or write.
+    last_activity: AtomicU64,
+    /// Milliseconds since `epoch` (+1) of the first byte of a request head not yet complete; 0: none.
+    head_started: AtomicU64,
+    inflight: AtomicUsize,
+    /// The client spoke the HTTP/2 preface: no head timeout between streams.
+    h2: AtomicBool,
+    /// Whether any byte has been read yet (the preface check looks at the first read only).
+    seen: AtomicBool,
+}
+
+enum Expiry {
+    SlowHead,
+    Idle,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
+            seen: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn on_read(&self, first: &[u8]) {
+        let now = self.now_ms();
+        self.last_activity.store(now, Ordering::Relaxed);
+        if !self.seen.swap(true, Ordering::Relaxed) && first.starts_with(b"PRI * HTTP/2.0") {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        if self.inflight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
+            self.head_started.store(now + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_write(&self) {
+        self.last_activity.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn request_started(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+    }
+
+    fn request_finished(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.last_activity.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the watchdog should look again.
+    fn deadline(&self, limits: &Limits) -> Instant {
+        let idle = self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64;
+        let head = match self.head_started.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            t => t - 1 + limits.header_timeout.as_millis() as u64,
+        };
+        let at = if self.h2.load(Ordering::Relaxed) { idle } else { idle.min(head) };
+        self.epoch + Duration::from_millis(at)
+    }
+
+    fn expired(&self, limits: &Limits) -> Option<Expiry> {
+        let now = self.now_ms();
+        if self.inflight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let head = self.head_started.load(Ordering::Relaxed);
+        if head != 0 && !self.h2.load(Ordering::Relaxed) && now + 1 >= head + limits.header_timeout.as_millis() as u64 {
+            return Some(Expiry::SlowHead);
+        }
+        if now >= self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64 {
+            return Some(Expiry::Idle);
+        }
+        None
+    }
+}
+
+/// The socket, reporting reads and writes to the connection's watchdog.
+struct Watched<S> {
+    inner: S,
+    state: Arc<ConnState>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.on_read(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.on_write();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.on_write();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,1 +1,133 @@
-//! TODO
+//! Identity headers: strip every client copy, then inject the verified ones.
+//!
+//! Stripping happens on every route, public ones included, and matches names without regard
+//! to case and with `_` and `-` taken as the same, because many legacy stacks (CGI, PHP,
+//! some Java containers) fold `X_User_Id` into the same variable as `X-User-Id`.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::Identity;
+use crate::tokens::Claims;
+
+/// Whether two header names are the same once case is ignored and `_` equals `-`.
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let fold = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+            fold(*x) == fold(*y)
+        })
+}
+
+impl Identity {
+    /// The names the gateway sets itself; a client's copy of any of them never survives.
+    pub fn names(&self) -> [&HeaderName; 6] {
+        [&self.user_id, &self.user_name, &self.tenant, &self.roles, &self.session_id, &self.platform]
+    }
+
+    /// Whether `name` is (a spelling of) one of the identity headers.
+    pub fn is_identity(&self, name: &[u8]) -> bool {
+        self.names().iter().any(|n| same_name(n.as_str().as_bytes(), name))
+    }
+}
+
+/// Removes every incoming spelling of an identity header (and of `extra`, e.g. the refresh
+/// header, which only the gateway may set on a response).
+pub fn strip(headers: &mut HeaderMap, identity: &Identity) {
+    // Most requests carry none: scan first, allocate only when something must go.
+    if !headers.keys().any(|k| identity.is_identity(k.as_str().as_bytes())) {
+        return;
+    }
+    let doomed: Vec<HeaderName> =
+        headers.keys().filter(|k| identity.is_identity(k.as_str().as_bytes())).cloned().collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Sets the identity headers from verified claims. Values that are not valid header text
+/// (they came from a signed token, but may still hold a newline) are left out, not mangled.
+pub fn inject(headers: &mut HeaderMap, identity: &Identity, claims: &Claims) {
+    set(headers, &identity.user_id, Some(&claims.sub));
+    set(headers, &identity.user_name, claims.name.as_deref());
+    set(headers, &identity.tenant, claims.tenant.as_deref());
+    set(headers, &identity.session_id, claims.sid.as_deref());
+    set(headers, &identity.platform, claims.plat.as_deref());
+    if let Some(roles) = &claims.roles {
+        if !roles.is_empty() {
+            set(headers, &identity.roles, Some(&roles.join(",")));
+        }
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
+    if let Some(v) = value {
+        match HeaderValue::from_str(v) {
+            Ok(v) => {
+                headers.insert(name.clone(), v);
+            }
+            Err(_) => tracing::warn!(header = %name, "identity value is not valid header text; left out"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            user_id: HeaderName::from_static("x-user-id"),
+            user_name: HeaderName::from_static("x-user-name"),
+            tenant: HeaderName::from_static("x-tenant-id"),
+            roles: HeaderName::from_static("x-user-roles"),
+            session_id: HeaderName::from_static("x-session-id"),
+            platform: HeaderName::from_static("x-user-platform"),
+            forward_authorization: true,
+        }
+    }
+
+    #[test]
+    fn same_name_folds_case_and_underscore() {
+        for (a, b, want) in [
+            ("x-user-id", "X-User-Id", true),
+            ("x-user-id", "X_User_Id", true),
+            ("x-user-id", "x_user-id", true),
+            ("x-user-id", "x-user-idx", false),
+            ("x-user-id", "x-user-ie", false),
+        ] {
+            assert_eq!(same_name(a.as_bytes(), b.as_bytes()), want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn strip_removes_every_spelling_and_keeps_the_rest() {
+        let id = identity();
+        let mut h = HeaderMap::new();
+        h.append(HeaderName::from_static("x-user-id"), HeaderValue::from_static("666"));
+        h.append(HeaderName::from_static("x_user_id"), HeaderValue::from_static("667"));
+        h.append(HeaderName::from_static("x_tenant_id"), HeaderValue::from_static("evil"));
+        h.append(HeaderName::from_static("x-user-roles"), HeaderValue::from_static("admin"));
+        h.append(HeaderName::from_static("accept"), HeaderValue::from_static("*/*"));
+        strip(&mut h, &id);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn inject_sets_claims() {
+        let id = identity();
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "iss": "i", "aud": "a", "sub": "1001", "name": "alice", "sid": "s1", "plat": "web",
+            "iat": 1, "exp": 2, "jti": "j", "tenant": "acme", "roles": ["admin", "ops"]
+        }))
+        .unwrap();
+        let mut h = HeaderMap::new();
+        inject(&mut h, &id, &claims);
+        assert_eq!(h["x-user-id"], "1001");
+        assert_eq!(h["x-user-name"], "alice");
+        assert_eq!(h["x-tenant-id"], "acme");
+        assert_eq!(h["x-user-roles"], "admin,ops");
+        assert_eq!(h["x-session-id"], "s1");
+        assert_eq!(h["x-user-platform"], "web");
+    }
+}

@@ -1,4 +1,10 @@
-//! One request through the gateway's phases, in one direction.
+//! One request through the gateway's phases, in one direction:
+//! canonicalise the path → match a route → strip identity and hop-by-hop headers →
+//! authenticate (token, session, route requirements) → inject identity → forward →
+//! hand a fresh token back if the old one nears expiry.
+//!
+//! Every phase returns a value or a [`GatewayError`]; only [`handle`] turns errors into
+//! answers, so nothing refused is ever forwarded.
 
 pub mod cors;
 pub mod identity;
@@ -6,3 +12,213 @@ pub mod path;
 pub mod refresh;
 pub mod route;
 pub mod token;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::app::{now, App, Live};
+use crate::body::Body;
+use crate::config::SessionMode;
+use crate::error::GatewayError;
+use crate::proxy::{self, LimitedBody, UpstreamError};
+use crate::tokens::{Claims, TokenError};
+use route::{AuthMode, Route, RouteMatch};
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Runs one request through the gateway and always produces an answer.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let live = app.live();
+    let started = Instant::now();
+    let origin = live.config.cors.allow_origin(req.headers());
+    let mut label = "-";
+    let mut resp = match run(&app, &live, req, conn, &mut label).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status() == StatusCode::UNAUTHORIZED {
+                metrics::counter!("authgate_auth_failures_total", "reason" => e.code()).increment(1);
+            }
+            e.into_response()
+        }
+    };
+    let refresh_header = &live.config.token.refresh_header;
+    let expose = resp.headers().contains_key(refresh_header).then_some(&live.expose_refresh);
+    live.config.cors.decorate(origin, resp.headers_mut(), expose);
+    metrics::counter!("authgate_requests_total", "route" => label.to_owned(), "status" => resp.status().as_str().to_owned())
+        .increment(1);
+    tracing::debug!(status = resp.status().as_u16(), route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+/// The phases; any error is the answer.
+async fn run<'l>(
+    app: &App,
+    live: &'l Live,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    label: &mut &'l str,
+) -> Result<Response<Body>, GatewayError> {
+    let cfg = &live.config;
+    let (mut parts, body) = req.into_parts();
+    // 1. canonical path; everything below uses it.
+    let canonical = path::canonicalize(parts.uri.path()).map_err(|e| {
+        tracing::info!(reason = %e, "refused path");
+        GatewayError::BadRequest("the request path is malformed or ambiguous")
+    })?;
+
+    // 2. route; a CORS preflight never needs a token.
+    let preflight = cors::is_preflight(&parts.method, &parts.headers);
+    if preflight && cfg.cors.enabled() {
+        return Ok(cfg.cors.preflight(&parts.headers));
+    }
+    let route: &Route = match cfg.routes.find(&canonical, &parts.method) {
+        RouteMatch::Found(r) => r,
+        RouteMatch::MethodNotAllowed(r) if preflight => r,
+        RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
+        RouteMatch::NotFound => return Err(GatewayError::NoRoute),
+    };
+    *label = &route.label;
+
+    // 3. strip: identity headers on every route, then hop-by-hop (Connection tokens are
+    //    applied before anything is injected, so they can never remove what we set).
+    let h = &mut parts.headers;
+    let websocket = proxy::is_websocket_upgrade(h);
+    identity::strip(h, &cfg.identity);
+    proxy::strip_hop_by_hop(h, websocket, |_| false);
+
+    // 4. authenticate.
+    let auth = if preflight { AuthMode::Public } else { route.auth };
+    let claims = match auth {
+        AuthMode::Public => None,
+        AuthMode::Required => Some(authenticate(app, live, h).await?),
+        AuthMode::Optional => match authenticate(app, live, h).await {
+            Ok(c) => Some(c),
+            Err(GatewayError::BadRequest(m)) => return Err(GatewayError::BadRequest(m)),
+            Err(GatewayError::StoreUnavailable) => return Err(GatewayError::StoreUnavailable),
+            Err(_) => None,
+        },
+    };
+    if let Some(c) = &claims {
+        check_requirements(route, c)?;
+    }
+    let refreshed = claims
+        .as_deref()
+        .and_then(|c| app.refresher.maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now()));
+
+    // 5. prepare and forward.
+    let addr = proxy::client_addr(conn.peer, h, &cfg.server.trusted_proxies);
+    let host = h
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    proxy::set_forwarded(h, &addr, conn.tls, host.as_ref());
+    if let Some(host) = &host {
+        h.insert(header::HOST, host.clone());
+    }
+    if let Some(c) = &claims {
+        identity::inject(h, &cfg.identity, c);
+    }
+    if !cfg.identity.forward_authorization {
+        h.remove(header::AUTHORIZATION);
+        if let Some(name) = &cfg.token.cookie {
+            token::strip_cookie(h, name);
+        }
+    }
+    let max = cfg.server.max_body_bytes;
+    let declared = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(GatewayError::PayloadTooLarge);
+    }
+
+    let client_upgrade = if websocket { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let upstream = &live.upstreams[route.upstream];
+    parts.uri = upstream.uri_for(route.forward_path(&canonical), parts.uri.query());
+    let too_large = Arc::new(AtomicBool::new(false));
+    let body = LimitedBody::new(body, max, too_large.clone()).boxed();
+    let mut out = Request::from_parts(parts, body);
+    proxy::set_upstream_version(&mut out);
+
+    let started = Instant::now();
+    let result = upstream.send(out, cfg.server.request_timeout, &too_large).await;
+    metrics::histogram!("authgate_upstream_duration_seconds").record(started.elapsed().as_secs_f64());
+    let mut resp = result.map_err(|e| match e {
+        UpstreamError::Timeout => GatewayError::UpstreamTimeout,
+        UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
+        UpstreamError::Unavailable(_) => GatewayError::UpstreamUnavailable,
+    })?;
+
+    // 6. the answer: WebSocket tunnel, hop-by-hop out, our refresh header in.
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(proxy::tunnel(client_upgrade, upstream_upgrade));
+        }
+    } else {
+        proxy::strip_hop_by_hop(resp.headers_mut(), false, |_| false);
+    }
+    let h = resp.headers_mut();
+    h.remove(&cfg.token.refresh_header);
+    if let Some(t) = refreshed {
+        if let Ok(v) = HeaderValue::from_str(&t) {
+            h.insert(cfg.token.refresh_header.clone(), v);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, live.expose_refresh.clone());
+            metrics::counter!("authgate_silent_refreshes_total").increment(1);
+        }
+    }
+    Ok(resp.map(|b| b.map_err(Into::into).boxed()))
+}
+
+/// Token → verified claims → (stateful mode) an active session.
+async fn authenticate(app: &App, live: &Live, headers: &http::HeaderMap) -> Result<Arc<Claims>, GatewayError> {
+    let cfg = &live.config;
+    let raw = token::extract(headers, cfg.token.cookie.as_deref())?.ok_or(GatewayError::MissingToken)?;
+    let claims = cfg.token.keys.verify(raw, now()).map_err(|e| match e {
+        TokenError::Expired => GatewayError::TokenExpired,
+        TokenError::Invalid(why) => {
+            tracing::info!(reason = why, "invalid token");
+            GatewayError::InvalidToken
+        }
+    })?;
+    let claims = Arc::new(claims);
+    if cfg.session.mode == SessionMode::Stateful {
+        check_session(app, live, &claims).await?;
+    }
+    Ok(claims)
+}
+
+/// The stateful check: the token's session must be active.
+async fn check_session(_app: &App, _live: &Live, claims: &Claims) -> Result<(), GatewayError> {
+    // Sessions arrive with the session store; until then no session is known.
+    let _ = claims;
+    Err(GatewayError::SessionRevoked)
+}
+
+/// `require_roles` / `require_tenants`: 403 unless the token has one of them.
+fn check_requirements(route: &Route, claims: &Claims) -> Result<(), GatewayError> {
+    if !route.require_roles.is_empty() {
+        let roles = claims.roles.as_deref().unwrap_or(&[]);
+        if !roles.iter().any(|r| route.require_roles.contains(r)) {
+            return Err(GatewayError::Forbidden);
+        }
+    }
+    if !route.require_tenants.is_empty() {
+        let ok = claims.tenant.as_ref().is_some_and(|t| route.require_tenants.contains(t));
+        if !ok {
+            return Err(GatewayError::Forbidden);
+        }
+    }
+    Ok(())
+}

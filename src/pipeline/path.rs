@@ -1,7 +1,30 @@
 //! Path canonicalisation: the one path that route matching and forwarding both use.
 //!
 //! Works on bytes, once: split on `/`, decode percent-encoded unreserved characters, resolve `.`
-//! and `..`, merge `//`, keep every other escape as it came. Anything ambiguous is refused.
+//! and `..`, merge `//`, keep every other escape as it came. Anything ambiguous is refused, so
+//! the upstream sees exactly the path that was matched and cannot read a different one out of it.
+//!
+//! The canonical form, precisely:
+//! - starts with `/`; no empty segment except a trailing slash (`/a//b` → `/a/b`, `/a/b/` stays);
+//! - no `.` or `..` segment: they are resolved as RFC 3986 `remove_dot_segments` does, a final
+//!   one leaving a trailing slash (`/a/.` → `/a/`, `/a/b/..` → `/a/`); climbing above the root
+//!   (`/..`, `/a/../..`) is refused rather than clamped;
+//! - percent-encoded unreserved characters (`ALPHA DIGIT - . _ ~`) are decoded (`/%7Euser` →
+//!   `/~user`, `/%2e%2e` is `..`);
+//! - every other escape is kept, with its hex digits in upper case (`%c3%a9` → `%C3%A9`; RFC 3986
+//!   §6.2.2.1 makes them equivalent, and one spelling lets a route pattern match either);
+//! - raw bytes that RFC 3986 does not allow in a path but hyper lets through (`" < > [ ] ^ `` ` ``
+//!   `{ | }`, `?` and `#` if the caller passed them, and non-ASCII bytes) are percent-encoded, so
+//!   `{` and `%7B` are one path and the result is always a valid URI path.
+//!
+//! Refused ([`PathError`], answered 400 bad_request): a path not starting with `/`; an encoded
+//! `/` or `\` (`%2F`, `%5C`); a raw `\`; a raw byte below `0x21` or `0x7F`, or an encoded one
+//! below `%20` or `%7F`; a `%` not followed by two hex digits; a dot or empty segment carrying
+//! parameters (`..;x`, `.;x`, `;x`, also `%2e%2e;x` and `..%3Bx`), which servlet containers read
+//! as `..`, `.` or an empty segment; and `..` above the root.
+//!
+//! Canonicalising a canonical path changes nothing, and returns it borrowed: an ordinary path
+//! costs one scan and no allocation.
 
 use std::borrow::Cow;
 
@@ -20,12 +43,406 @@ pub enum PathError {
     BadEscape,
     #[error("the path climbs above the root")]
     AboveRoot,
-    #[error("dot segment with parameters")]
+    #[error("dot or empty segment with parameters")]
     DotSegmentParams,
 }
 
 /// Canonicalises the path part of a request target (no query).
+///
+/// Returns the input borrowed when it already is canonical. See the module docs for the form.
 pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
-    let _ = path;
-    todo!("path::canonicalize")
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // `None` while the output equals `path[..start]`, `start` being the `/` that opens the
+    // segment at hand: the common case never allocates.
+    let mut out: Option<String> = None;
+    let mut start = 0;
+    loop {
+        // Where this segment's `/` goes in the output.
+        let mark = out.as_ref().map_or(start, String::len);
+        if let Some(o) = out.as_mut() {
+            o.push('/');
+        }
+        let mut kind = SegmentScan::default();
+        let mut i = start + 1;
+        while i < bytes.len() && bytes[i] != b'/' {
+            let (unit, next) = read_unit(bytes, i)?;
+            kind.feed(unit)?;
+            match out.as_mut() {
+                Some(o) => unit.write(o),
+                None if unit.is_unchanged() => {}
+                None => {
+                    let mut o = String::with_capacity(path.len() + 8);
+                    // Every byte before `i` was unchanged, hence ASCII (a non-ASCII byte is
+                    // always re-encoded), so `i` is a char boundary and the slice cannot panic.
+                    o.push_str(&path[..i]);
+                    unit.write(&mut o);
+                    out = Some(o);
+                }
+            }
+            i = next;
+        }
+        let last = i == bytes.len();
+        let kind = kind.finish();
+        if kind != Segment::Name && !(last && kind == Segment::Empty && out.is_none()) {
+            // Take back this segment's text: it is merged away or resolved.
+            let o = match out.as_mut() {
+                Some(o) => {
+                    o.truncate(mark);
+                    o
+                }
+                // `start` is the index of a `/`, so a char boundary: the slice cannot panic.
+                None => out.insert(path[..start].to_owned()),
+            };
+            if kind == Segment::DotDot {
+                // The output is `/s1/.../sk` here: drop `/sk`, or fail if there is none.
+                let k = o.rfind('/').ok_or(PathError::AboveRoot)?;
+                o.truncate(k);
+            }
+            if last {
+                // A final empty, `.` or `..` segment leaves a trailing slash (RFC 3986).
+                o.push('/');
+            }
+        }
+        if last {
+            break;
+        }
+        start = i;
+    }
+    Ok(match out {
+        None => Cow::Borrowed(path),
+        Some(o) => Cow::Owned(o),
+    })
+}
+
+/// One input unit: a byte, or a `%XX` escape, and how it is written out.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    /// A byte kept as it came.
+    Same(u8),
+    /// An escape of an unreserved character, written decoded.
+    Decoded(u8),
+    /// An escape kept; `as_came` when its hex digits were already upper case.
+    Escape { byte: u8, as_came: bool },
+    /// A raw byte that must be written percent-encoded.
+    Encode(u8),
+}
+
+impl Unit {
+    fn is_unchanged(self) -> bool {
+        matches!(self, Unit::Same(_) | Unit::Escape { as_came: true, .. })
+    }
+
+    /// The byte this unit stands for, and whether it stays encoded.
+    fn value(self) -> (u8, bool) {
+        match self {
+            Unit::Same(b) | Unit::Decoded(b) => (b, false),
+            Unit::Escape { byte, .. } | Unit::Encode(byte) => (byte, true),
+        }
+    }
+
+    fn write(self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        match self.value() {
+            // `Same` and `Decoded` bytes are ASCII (see `read_unit`), so one char each.
+            (b, false) => out.push(char::from(b)),
+            (b, true) => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            }
+        }
+    }
+}
+
+/// Reads the unit at `bytes[i]`, returning it and the index after it.
+fn read_unit(bytes: &[u8], i: usize) -> Result<(Unit, usize), PathError> {
+    let b = bytes[i];
+    let unit = match b {
+        b'%' => {
+            let hi = bytes.get(i + 1).copied().and_then(hex_value);
+            let lo = bytes.get(i + 2).copied().and_then(hex_value);
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::BadEscape);
+            };
+            let byte = (hi << 4) | lo;
+            return Ok((
+                match byte {
+                    0x00..=0x1f | 0x7f => return Err(PathError::ControlByte),
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    _ if is_unreserved(byte) => Unit::Decoded(byte),
+                    _ => Unit::Escape {
+                        byte,
+                        as_came: !bytes[i + 1..i + 3].iter().any(u8::is_ascii_lowercase),
+                    },
+                },
+                i + 3,
+            ));
+        }
+        b'\\' => return Err(PathError::Backslash),
+        0x00..=0x20 | 0x7f => return Err(PathError::ControlByte),
+        b'"' | b'<' | b'>' | b'[' | b']' | b'^' | b'`' | b'{' | b'|' | b'}' | b'?' | b'#' => {
+            Unit::Encode(b)
+        }
+        0x80..=0xff => Unit::Encode(b),
+        _ => Unit::Same(b),
+    };
+    Ok((unit, i + 1))
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 `unreserved`: the characters whose escapes are decoded.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// What a whole segment turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    Empty,
+    Dot,
+    DotDot,
+    Name,
+}
+
+/// Classifies a segment as its units go by: counts leading dots until something else shows up.
+#[derive(Debug, Default)]
+struct SegmentScan {
+    /// Leading (decoded) dots so far; `None` once the segment is known to be a name.
+    dots: Option<usize>,
+    started: bool,
+}
+
+impl SegmentScan {
+    fn feed(&mut self, unit: Unit) -> Result<(), PathError> {
+        let dots = if self.started {
+            self.dots
+        } else {
+            self.started = true;
+            Some(0)
+        };
+        self.dots = match (dots, unit.value()) {
+            (Some(n), (b'.', false)) => Some(n + 1),
+            // `;` raw or encoded right after nothing, `.` or `..`: parameters on a segment that
+            // servlet containers strip and then treat as empty or a dot segment.
+            (Some(0..=2), (b';', _)) => return Err(PathError::DotSegmentParams),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    fn finish(self) -> Segment {
+        match (self.started, self.dots) {
+            (false, _) => Segment::Empty,
+            (true, Some(1)) => Segment::Dot,
+            (true, Some(2)) => Segment::DotDot,
+            _ => Segment::Name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn canon(path: &str) -> Result<String, PathError> {
+        canonicalize(path).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn bypass_attempts_are_resolved_or_refused() {
+        use PathError::*;
+        let table: &[(&str, Result<&str, PathError>)] = &[
+            ("/public/../private", Ok("/private")),
+            ("/public/%2e%2e/private", Ok("/private")),
+            ("/public/%2E%2e/private", Ok("/private")),
+            ("/public/.%2e/private", Ok("/private")),
+            ("/public/%2e./private", Ok("/private")),
+            ("/public/%2e/private", Ok("/public/private")),
+            ("//public/../private", Ok("/private")),
+            ("/public/..;/private", Err(DotSegmentParams)),
+            ("/public/..;x/private", Err(DotSegmentParams)),
+            ("/public/.;x/private", Err(DotSegmentParams)),
+            ("/public/%2e%2e;/private", Err(DotSegmentParams)),
+            ("/public/..%3b/private", Err(DotSegmentParams)),
+            ("/public/;x/private", Err(DotSegmentParams)),
+            ("/public/..;", Err(DotSegmentParams)),
+            ("/a/.%3b", Err(DotSegmentParams)),
+            ("/%3B", Err(DotSegmentParams)),
+            ("/;", Err(DotSegmentParams)),
+            ("/public%2fprivate", Err(EncodedSeparator)),
+            ("/public%2Fprivate", Err(EncodedSeparator)),
+            ("/public/%5c..%5cprivate", Err(EncodedSeparator)),
+            ("/public/%5C..%5Cprivate", Err(EncodedSeparator)),
+            ("/public\\..\\private", Err(Backslash)),
+            ("/..", Err(AboveRoot)),
+            ("/../a", Err(AboveRoot)),
+            ("/a/../..", Err(AboveRoot)),
+            ("/a/../../b", Err(AboveRoot)),
+            ("/%2e%2e", Err(AboveRoot)),
+            ("/a/%zz", Err(BadEscape)),
+            ("/a/%", Err(BadEscape)),
+            ("/a/%4", Err(BadEscape)),
+            ("/a/%4/b", Err(BadEscape)),
+            ("/a/%/4", Err(BadEscape)),
+            ("/a/%é", Err(BadEscape)),
+            ("/a%00b", Err(ControlByte)),
+            ("/a%0ab", Err(ControlByte)),
+            ("/a%1Fb", Err(ControlByte)),
+            ("/a%7fb", Err(ControlByte)),
+            ("/a\0b", Err(ControlByte)),
+            ("/a\nb", Err(ControlByte)),
+            ("/a b", Err(ControlByte)),
+            ("/a\x7fb", Err(ControlByte)),
+            ("", Err(NotAbsolute)),
+            ("*", Err(NotAbsolute)),
+            ("a/b", Err(NotAbsolute)),
+            ("%2Fa", Err(NotAbsolute)),
+        ];
+        for (input, want) in table {
+            assert_eq!(canon(input).as_deref(), want.as_deref(), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn benign_paths() {
+        let table: &[(&str, &str)] = &[
+            ("/", "/"),
+            ("/api/users/42", "/api/users/42"),
+            ("/a//b", "/a/b"),
+            ("/a///b//", "/a/b/"),
+            ("//", "/"),
+            ("/%7Euser", "/~user"),
+            ("/%7euser", "/~user"),
+            ("/%41%62%2D%5f%30", "/Ab-_0"),
+            ("/a%20b", "/a%20b"),
+            ("/a/./b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("/a/.", "/a/"),
+            ("/a/./", "/a/"),
+            ("/a/b/..", "/a/"),
+            ("/a/..", "/"),
+            ("/a/../", "/"),
+            ("/.", "/"),
+            ("/./", "/"),
+            ("/a/b/../c/./d", "/a/c/d"),
+            ("/...", "/..."),
+            ("/.../x", "/.../x"),
+            ("/..a/.b/a..", "/..a/.b/a.."),
+            ("/a;x/b", "/a;x/b"),
+            ("/a/b;jsessionid=1", "/a/b;jsessionid=1"),
+            ("/public;x/../private", "/private"),
+            ("/x/%25", "/x/%25"),
+            ("/x/%252e%252e", "/x/%252e%252e"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/café", "/caf%C3%A9"),
+            ("/a%3ab%2A", "/a%3Ab%2A"),
+            ("/{\"a\":1}", "/%7B%22a%22:1%7D"),
+            ("/a[0]|b^c`d<e>", "/a%5B0%5D%7Cb%5Ec%60d%3Ce%3E"),
+            ("/a?b#c", "/a%3Fb%23c"),
+            ("/!$&'()*+,=:@-._~", "/!$&'()*+,=:@-._~"),
+        ];
+        for (input, want) in table {
+            assert_eq!(canon(input).as_deref(), Ok(*want), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        for path in [
+            "/",
+            "/api/users/42",
+            "/a/b/",
+            "/a%20b",
+            "/%C3%A9",
+            "/a;x/b",
+            "/...",
+        ] {
+            assert!(
+                matches!(canonicalize(path), Ok(Cow::Borrowed(p)) if p == path),
+                "{path:?} should come back borrowed"
+            );
+        }
+        for path in ["/a//b", "/%7e", "/%c3", "/a/.", "/é"] {
+            assert!(
+                matches!(canonicalize(path), Ok(Cow::Owned(_))),
+                "{path:?} should be rewritten"
+            );
+        }
+    }
+
+    /// Pieces that exercise every rule, glued into paths by the property tests.
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "/", "/", "/", ".", "..", "%2e", "%2E", "a", "B", "~", "-", ";", "x;y", "%41", "%7e",
+            "%7E", "%20", "%c3%a9", "%C3", "%25", "%3b", "%2f", "%5C", "\\", "%zz", "%", "%00",
+            "é", "{", "?", "*", ":", "@",
+        ])
+    }
+
+    fn path_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(), 0..16).prop_map(|pieces| format!("/{}", pieces.concat()))
+    }
+
+    fn check_canonical(path: &str) -> Result<(), TestCaseError> {
+        if let Ok(c) = canonicalize(path) {
+            prop_assert!(
+                matches!(canonicalize(&c), Ok(Cow::Borrowed(again)) if again == c),
+                "not idempotent: {path:?} -> {c:?} -> {:?}",
+                canonicalize(&c)
+            );
+            prop_assert!(c.starts_with('/'));
+            for bad in ["/../", "/./", "//"] {
+                prop_assert!(!c.contains(bad), "{path:?} -> {c:?} contains {bad:?}");
+            }
+            prop_assert!(
+                !c.ends_with("/..") && !c.ends_with("/."),
+                "{path:?} -> {c:?}"
+            );
+            prop_assert!(
+                c.bytes().all(|b| b.is_ascii_graphic() && b != b'\\'),
+                "{path:?} -> {c:?} has a byte outside printable ASCII"
+            );
+            for escape in c.split('%').skip(1) {
+                let hex = escape.get(..2).unwrap_or_default();
+                prop_assert!(
+                    hex.len() == 2
+                        && hex
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
+                    "{path:?} -> {c:?}: escape %{hex} not upper-case hex"
+                );
+                let byte = u8::from_str_radix(hex, 16).unwrap_or(b'a');
+                prop_assert!(
+                    !is_unreserved(byte),
+                    "{path:?} -> {c:?}: %{hex} left encoded"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_output_is_a_fixed_point(path in path_strategy()) {
+            check_canonical(&path)?;
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(path in any::<String>().prop_map(|s| format!("/{s}"))) {
+            check_canonical(&path)?;
+        }
+    }
 }

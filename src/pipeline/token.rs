@@ -1,1 +1,130 @@
-//! TODO
+//! Finding the access token in a request: `Authorization: Bearer`, else the configured cookie.
+//!
+//! Ambiguity is refused rather than resolved: two `Authorization` headers, two different
+//! token cookies, or a header and a cookie that disagree are a 400, so a proxy in front and
+//! the gateway can never read different tokens out of one request.
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::error::GatewayError;
+
+const AMBIGUOUS: GatewayError = GatewayError::BadRequest("the request carries more than one access token");
+
+/// The token the request presents, if any.
+pub fn extract<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Result<Option<&'a str>, GatewayError> {
+    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
+    let bearer = match (auth.next(), auth.next()) {
+        (Some(_), Some(_)) => return Err(AMBIGUOUS),
+        (Some(v), None) => bearer(v)?,
+        _ => None,
+    };
+    let from_cookie = match cookie {
+        Some(name) => cookie_value(headers, name)?,
+        None => None,
+    };
+    match (bearer, from_cookie) {
+        (Some(b), Some(c)) if b != c => Err(AMBIGUOUS),
+        (Some(b), _) => Ok(Some(b)),
+        (None, c) => Ok(c),
+    }
+}
+
+/// The credentials of a `Bearer` Authorization value; other schemes are not ours.
+fn bearer(v: &HeaderValue) -> Result<Option<&str>, GatewayError> {
+    let s = v.to_str().map_err(|_| GatewayError::InvalidToken)?;
+    let Some((scheme, rest)) = s.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim();
+    if token.is_empty() {
+        return Err(GatewayError::InvalidToken);
+    }
+    Ok(Some(token))
+}
+
+/// The value of cookie `name` across every `Cookie` header; two different values are a 400.
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
+    let mut found: Option<&str> = None;
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        for pair in s.split(';') {
+            let Some((k, val)) = pair.trim().split_once('=') else { continue };
+            if k.trim() == name {
+                let val = val.trim().trim_matches('"');
+                match found {
+                    Some(prev) if prev != val => return Err(AMBIGUOUS),
+                    _ => found = Some(val),
+                }
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+/// Removes cookie `name` from every `Cookie` header, keeping the others.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let values: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|s| {
+            s.split(';')
+                .map(str::trim)
+                .filter(|p| p.split_once('=').map_or(true, |(k, _)| k.trim() != name))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in values {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn extract_table() {
+        let bad = Err(AMBIGUOUS);
+        let cases: Vec<(HeaderMap, Option<&str>, Result<Option<&str>, GatewayError>)> = vec![
+            (hm(&[]), None, Ok(None)),
+            (hm(&[("authorization", "Bearer abc")]), None, Ok(Some("abc"))),
+            (hm(&[("authorization", "bearer   abc ")]), None, Ok(Some("abc"))),
+            (hm(&[("authorization", "Basic dXNlcjpwYXNz")]), None, Ok(None)),
+            (hm(&[("authorization", "Bearer ")]), None, Err(GatewayError::InvalidToken)),
+            (hm(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]), None, bad.clone()),
+            (hm(&[("cookie", "x=1; at=tok; y=2")]), Some("at"), Ok(Some("tok"))),
+            (hm(&[("cookie", "at=tok")]), None, Ok(None)),
+            (hm(&[("cookie", "at=one"), ("cookie", "at=two")]), Some("at"), bad.clone()),
+            (hm(&[("authorization", "Bearer a"), ("cookie", "at=b")]), Some("at"), bad.clone()),
+            (hm(&[("authorization", "Bearer a"), ("cookie", "at=a")]), Some("at"), Ok(Some("a"))),
+        ];
+        for (i, (h, cookie, want)) in cases.into_iter().enumerate() {
+            assert_eq!(extract(&h, cookie), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn strip_cookie_keeps_others() {
+        let mut h = hm(&[("cookie", "x=1; at=tok; y=2"), ("cookie", "at=tok")]);
+        strip_cookie(&mut h, "at");
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, vec!["x=1; y=2"]);
+    }
+}

@@ -1,1 +1,431 @@
-//! The session store.
+//! The session store: every token's server-side session, so logout, kick-out and theft
+//! detection take effect at once.
+//!
+//! [`SessionStore`] is an enum over the two implementations (async methods, so enum dispatch
+//! rather than a `dyn` trait): [`MemoryStore`] (the embedded default; **sessions are lost on
+//! restart**) and [`RedisStore`] (single node through a reconnecting `ConnectionManager`, or a
+//! Redis Cluster; shared by every gateway instance). Both keep the same semantics, and one
+//! behaviour suite (`tests.rs`) runs against both.
+//!
+//! What a session is: [`Session`]. Its id is `base64url(user_id).base64url(128 random bits)`,
+//! so the id alone locates it (admin revoke by id); the refresh token is
+//! `<session id>.base64url(R)` and rotates as described in [`ids`] and `DESIGN-NOTES.md`:
+//! successors are derived with HMAC so the immediate parent within the grace gets *the same*
+//! successor, and only truncated SHA-256 hashes are stored.
+//!
+//! Time is always passed in (`now`, Unix seconds) so tests control it. `refresh_ttl` is an idle
+//! limit extended by each refresh, `max_lifetime` caps the total age ([`Lifetimes`]). An ended
+//! session stays as a small tombstone for `tombstone_ttl` so that its tokens answer
+//! `session_replaced` (kicked) rather than `session_revoked`; an unknown or expired one answers
+//! [`SessionCheck::Unknown`] / `Ended(Expired)`, both `session_revoked` for the caller.
+//!
+//! A store error is always `Err(StoreError)`: it never ends a session and never hands out a
+//! token that was not saved. Ending a session publishes its id on
+//! [`SessionStore::subscribe_revocations`] on every instance.
+//!
+//! Lock-out counters ([`SessionStore::record_failure`] and friends) live here too, so several
+//! instances share them.
+
+pub mod ids;
+pub mod memory;
+pub(crate) mod record;
+pub mod redis;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+pub use ids::{user_id_of, RefreshKey, RefreshToken};
+pub use memory::MemoryStore;
+pub use redis::{RedisStore, RedisTarget};
+
+/// Sent on the revocation channel instead of a session id when revocations may have been
+/// missed (the Redis subscription was re-established after a gap, or a receiver lagged): a
+/// holder of long-lived connections should re-check all of their sessions.
+pub const RECHECK_ALL: &str = "*";
+
+/// Hard cap on one user's active sessions across all platforms (beyond it the oldest is ended
+/// as `Replaced`): keeps a user's record, read on every request, bounded even on platforms
+/// without a `max_sessions` limit.
+pub const MAX_SESSIONS_PER_USER: u32 = 100;
+
+/// Rotations a presented old refresh token is walked forward to tell a genuine old token
+/// (theft: the session is ended) from a forged one naming a known session id (invalid: nothing
+/// happens). Older genuine tokens are treated as invalid. About 0.1 ms of HMAC at most.
+pub const THEFT_WALK_LIMIT: u32 = 256;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The user logged out (or logged out everywhere).
+    Logout,
+    /// An admin or the user revoked it from the session list.
+    Revoked,
+    /// A newer login on the same platform went beyond `max_sessions`.
+    Replaced,
+    /// An old refresh token was presented again.
+    Theft,
+    /// Idle or lifetime expiry.
+    Expired,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Revoked => "revoked",
+            Self::Replaced => "replaced",
+            Self::Theft => "theft",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Active,
+    Ended(EndReason),
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `base64url(user_id).base64url(16 random bytes)`; survives refreshes.
+    pub id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub tenant: Option<String>,
+    pub roles: Vec<String>,
+    pub platform: String,
+    /// From `X-Device-Id`; cut to 255 bytes.
+    pub device: Option<String>,
+    /// Client IP at login; cut to 255 bytes.
+    pub ip: String,
+    /// Cut to 255 bytes.
+    pub user_agent: Option<String>,
+    pub created_at: u64,
+    /// Login, each refresh, and (Redis) a request at most once a minute; see
+    /// [`SessionStore::check`].
+    pub last_seen_at: u64,
+    /// 0 before the first rotation.
+    pub rotated_at: u64,
+    /// Number of rotations so far.
+    pub generation: u32,
+    /// Active: when it idles out (or hits `max_lifetime`); the refresh token's expiry.
+    /// Ended: when its tombstone goes.
+    pub expires_at: u64,
+    pub state: SessionState,
+}
+
+impl Session {
+    /// Active and not past its expiry.
+    pub fn is_active(&self, now: u64) -> bool {
+        self.state == SessionState::Active && self.expires_at > now
+    }
+}
+
+/// What a login creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// 1 to 255 bytes.
+    pub user_id: String,
+    pub user_name: String,
+    pub tenant: Option<String>,
+    pub roles: Vec<String>,
+    pub platform: String,
+    pub device: Option<String>,
+    pub ip: String,
+    pub user_agent: Option<String>,
+}
+
+/// The reloadable token lifetimes that shape a session's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Idle limit: each refresh extends the session to `now + refresh_ttl`.
+    pub refresh_ttl: Duration,
+    /// Cap on the total age from login; `None`: no cap.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Lifetimes {
+    /// The expiry of a session created at `created_at`, refreshed (or created) at `now`.
+    pub fn expiry(&self, created_at: u64, now: u64) -> u64 {
+        let idle = now.saturating_add(self.refresh_ttl.as_secs());
+        match self.max_lifetime {
+            Some(life) => idle.min(created_at.saturating_add(life.as_secs())),
+            None => idle,
+        }
+    }
+}
+
+/// Settings both stores share. Not reloadable (the store needs a restart anyway).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Derives each refresh token from its parent; the same on every instance.
+    pub refresh_key: RefreshKey,
+    /// `refresh_reuse_grace`: how long the immediate parent still gets the same successor.
+    pub reuse_grace: Duration,
+    /// How long an ended session is remembered (so its access tokens answer
+    /// `session_replaced`, not `session_revoked`). Set it to at least the longest `access_ttl`
+    /// in use.
+    pub tombstone_ttl: Duration,
+}
+
+/// What a login got.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub session: Session,
+    pub refresh_token: RefreshToken,
+    /// Ids of the sessions ended (`Replaced`) to make room, oldest first.
+    pub kicked: Vec<String>,
+}
+
+/// The hot-path answer for a token's `sid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCheck {
+    Active,
+    /// Ended, and still remembered: `Replaced` answers `session_replaced`, everything else
+    /// (including `Expired`: an idle or lifetime expiry seen before it was swept)
+    /// `session_revoked`.
+    Ended(EndReason),
+    /// No such session (never existed, swept after expiry, or tombstone gone):
+    /// `session_revoked`.
+    Unknown,
+}
+
+/// What `POST /auth/refresh` does with a refresh token.
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    /// The current token: rotated, saved, here is the successor.
+    Rotated {
+        session: Session,
+        token: RefreshToken,
+    },
+    /// The immediate parent within the grace: the same successor as the rotation handed out.
+    Grace {
+        session: Session,
+        token: RefreshToken,
+    },
+    /// An older token of this session, or the parent after the grace: the session (this one
+    /// alone) has been ended with reason `Theft`.
+    Theft { session: Session },
+    /// Malformed, unknown, forged, expired, or of an ended session: nothing changed.
+    Invalid,
+}
+
+/// A store failure. None of them changes a session.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached (connection refused or lost, timeout, cluster down):
+    /// `503 store_unavailable`.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered, but not as expected (script error, corrupt record).
+    #[error("session store error: {0}")]
+    Backend(String),
+    /// The caller passed something that cannot be stored (an over-long user id, ...).
+    #[error("invalid session data: {0}")]
+    InvalidInput(&'static str),
+}
+
+/// The configured store: memory or Redis.
+#[derive(Debug, Clone)]
+pub enum SessionStore {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            SessionStore::Memory($s) => $call,
+            SessionStore::Redis($s) => $call,
+        }
+    };
+}
+
+impl SessionStore {
+    /// `"memory"` or `"redis"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Creates a session and, atomically with it, ends the oldest active sessions of the same
+    /// user on the same platform beyond `max_per_platform` (reason `Replaced`; `None`: no
+    /// limit, though never more than [`MAX_SESSIONS_PER_USER`] in all).
+    pub async fn create(
+        &self,
+        new: NewSession,
+        max_per_platform: Option<u32>,
+        lifetimes: Lifetimes,
+        now: u64,
+    ) -> Result<Created, StoreError> {
+        dispatch!(self, s => s.create(new, max_per_platform, lifetimes, now).await)
+    }
+
+    /// The hot-path check of a token's session: one lookup (one `GET` on Redis).
+    ///
+    /// `last_seen_at` is kept coarsely: the memory store updates it on every check; Redis
+    /// updates it at most once a minute per session, in a background write that the request
+    /// does not wait for (and whose failure is ignored), plus on every refresh.
+    pub async fn check(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now: u64,
+    ) -> Result<SessionCheck, StoreError> {
+        dispatch!(self, s => s.check(user_id, session_id, now).await)
+    }
+
+    /// Rotates a refresh token (see [`RefreshOutcome`]); atomic across instances.
+    pub async fn refresh(
+        &self,
+        token: &str,
+        lifetimes: Lifetimes,
+        now: u64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        dispatch!(self, s => s.refresh(token, lifetimes, now).await)
+    }
+
+    /// Ends one active session of `user_id`; `false` if there was none to end.
+    pub async fn end(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.end(user_id, session_id, reason, now).await)
+    }
+
+    /// Ends a session knowing only its id (admin API); `false` if there was none to end.
+    pub async fn end_by_id(
+        &self,
+        session_id: &str,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        match user_id_of(session_id) {
+            Some(user) => self.end(&user, session_id, reason, now).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Ends every active session of `user_id`; how many.
+    pub async fn end_all(
+        &self,
+        user_id: &str,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<u32, StoreError> {
+        dispatch!(self, s => s.end_all(user_id, reason, now).await)
+    }
+
+    /// The active sessions of `user_id`, oldest first.
+    pub async fn list(&self, user_id: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+        dispatch!(self, s => s.list(user_id, now).await)
+    }
+
+    /// One session as stored, ended ones (tombstones) included.
+    pub async fn get(&self, user_id: &str, session_id: &str) -> Result<Option<Session>, StoreError> {
+        dispatch!(self, s => s.get(user_id, session_id).await)
+    }
+
+    /// Counts a failed login under `key` (e.g. `u:alice`, `ip:203.0.113.7`) and returns the
+    /// failures within the current window. The window starts at the first failure and lasts
+    /// `window`; a failure after it starts a new one at 1.
+    ///
+    /// Lock-out is the caller's: `if record_failure(..) >= max { lock(key, duration, now) }`,
+    /// and `locked_until` before checking a password.
+    pub async fn record_failure(
+        &self,
+        key: &str,
+        window: Duration,
+        now: u64,
+    ) -> Result<u32, StoreError> {
+        dispatch!(self, s => s.record_failure(key, window, now).await)
+    }
+
+    /// Locks `key` until `now + duration`; returns that time.
+    pub async fn lock(&self, key: &str, duration: Duration, now: u64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.lock(key, duration, now).await)
+    }
+
+    /// When `key`'s lock ends, if it is locked at `now`.
+    pub async fn locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        dispatch!(self, s => s.locked_until(key, now).await)
+    }
+
+    /// Forgets `key`'s failures (after a successful login). A lock stays.
+    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.clear_failures(key).await)
+    }
+
+    /// Is the store reachable (`/readyz`)?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Ids of sessions as they end, on every instance (Redis pub/sub), and
+    /// [`RECHECK_ALL`] when some may have been missed. The local instance's own ends may
+    /// arrive twice (directly and through Redis); treat the stream as idempotent. On
+    /// `RecvError::Lagged`, re-check everything too.
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
+        dispatch!(self, s => s.subscribe_revocations())
+    }
+
+    /// Active sessions, for the `authgate_sessions_active` gauge. Memory: exact except for
+    /// expired sessions not yet swept (at most a minute). Redis: an approximation kept in
+    /// counters per expiry hour, updated after each change without waiting (see
+    /// [`RedisStore`]).
+    pub async fn active_count(&self, now: u64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.active_count(now).await)
+    }
+}
+
+impl From<MemoryStore> for SessionStore {
+    fn from(s: MemoryStore) -> Self {
+        Self::Memory(s)
+    }
+}
+
+impl From<RedisStore> for SessionStore {
+    fn from(s: RedisStore) -> Self {
+        Self::Redis(s)
+    }
+}
+
+/// Unix seconds now, for callers (the stores themselves always take `now`).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Walks an old refresh secret forward up to `steps` rotations; true if it reaches one of the
+/// stored hashes, i.e. it is a genuine older token of this session (not a forgery).
+pub(crate) fn is_ancestor(
+    key: &RefreshKey,
+    secret: &ids::Secret,
+    steps: u32,
+    current: &[u8],
+    parent: &[u8],
+) -> bool {
+    let mut r = *secret;
+    for _ in 0..steps.min(THEFT_WALK_LIMIT) {
+        r = key.successor(&r);
+        let h = ids::token_hash(&r);
+        if h == current || h == parent {
+            return true;
+        }
+    }
+    false
+}

@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# authgate throughput and tail latency against nginx and HAProxy (issues 2 and 3).
+#
+#   bash bench/run.sh                         # 3 rounds x 10 s per case (~5 min)
+#   DURATION=3 ROUNDS=1 bash bench/run.sh     # quick look
+#   CASES="a b c" bash bench/run.sh           # a subset
+#
+# Cases, each measured with wrk (64 connections, --latency) on CPU 1, the proxy under test
+# pinned to CPU 0, the upstream (and redis-server) on CPU 1:
+#   (a) nginx direct: one worker, `return 200` with a small JSON body
+#   (b) nginx, one worker, keep-alive reverse proxy to (a)
+#   (c) HAProxy 2.6, nbthread 1: jwt_verify HS256 + exp check + 2 set-header, then (a)
+#   (d) authgate public route            (e) authgate required route, stateless HS256
+#   (f) authgate required, stateful, memory store
+#   (g) authgate required, stateful, Redis store
+# Rounds are round-robin over the cases (a b c ... g, a b c ... g, ...); the table shows
+# medians over rounds. A case whose preconditions fail prints "SKIPPED: reason" and the
+# run goes on.
+#
+# Environment: DURATION (s per case per round, 10), ROUNDS (3), CONNECTIONS (64),
+# WRK_THREADS (1), WARMUP (s per case before round 1, 2), CASES ("a b c d e f g"),
+# SKIP_BUILD=1 (use the existing release binary), AUTHGATE_LOG (gateway RUST_LOG, warn),
+# KEEP_TMP=1 (keep configs and raw wrk output), OUT_DIR (copy raw output and table there).
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DURATION="${DURATION:-10}"
+DURATION="${DURATION%s}"
+ROUNDS="${ROUNDS:-3}"
+CONNECTIONS="${CONNECTIONS:-64}"
+WRK_THREADS="${WRK_THREADS:-1}"
+WARMUP="${WARMUP:-2}"
+WARMUP="${WARMUP%s}"
+CASES="${CASES:-a b c d e f g}"
+for v in DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
+done
+[ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] || die "DURATION and ROUNDS must be at least 1"
+
+ensure_tools wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server redis-cli:redis-tools \
+    taskset:util-linux curl:curl python3:python3
+[ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, wrk and upstream on CPU 1)"
+[ "$(nproc --all)" -eq 2 ] || log "note: $(nproc --all) CPUs; the bench still uses only CPUs 0 and 1"
+raise_nofile 20000
+init_tmp
+RES="$TMP_DIR/results"
+mkdir -p "$RES"
+
+read -r UP_PORT B_PORT C_PORT D_PORT D_ADMIN F_PORT F_ADMIN G_PORT G_ADMIN REDIS_PORT <<<"$(free_ports 10)"
+
+declare -A URL=() TOKEN=() PID_OF=()
+ACTIVE=()
+wanted() { [[ " $CASES " == *" $1 "* ]]; }
+for k in a b c d e f g; do
+    wanted "$k" || echo "not selected (CASES=\"$CASES\")" >"$RES/$k.skipped"
+done
+skip() { # skip CASE REASON
+    log "($1) SKIPPED: $2"
+    echo "$2" >"$RES/$1.skipped"
+}
+enable() { # enable CASE URL PID [TOKEN]
+    URL[$1]="$2"
+    PID_OF[$1]="$3"
+    TOKEN[$1]="${4:-}"
+    ACTIVE+=("$1")
+}
+
+GOOD="$(mint "$BENCH_SECRET")"
+BADSIG="$(mint "wrong-secret-but-also-32-bytes-long-xx")"
+EXPIRED="$(mint "$BENCH_SECRET" --exp-in -3600)"
+AUTH=(-H "Authorization: Bearer $GOOD")
+
+# ---- (a) the upstream (always needed) -------------------------------------------------
+start_upstream "$UP_PORT"
+log "(a) nginx upstream on 127.0.0.1:$UP_PORT (CPU 1)"
+wanted a && enable a "http://127.0.0.1:$UP_PORT/bench" "$UP_PID"
+
+# ---- (b) nginx keep-alive reverse proxy ---------------------------------------------------
+if wanted b; then
+    mkdir -p "$TMP_DIR/nginx-proxy-body" "$TMP_DIR/nginx-proxy-tmp"
+    render "$BENCH_DIR/conf/nginx-proxy.conf" "$TMP_DIR/nginx-proxy.conf" \
+        TMP="$TMP_DIR" UP_PORT="$UP_PORT" B_PORT="$B_PORT"
+    start_bg nginx-proxy 0 nginx -e "$TMP_DIR/nginx-proxy.err" -p "$TMP_DIR" -c "$TMP_DIR/nginx-proxy.conf"
+    pid=$LAST_PID
+    if ! wait_http "http://127.0.0.1:$B_PORT/" "$pid"; then
+        skip b "nginx proxy did not start: $(tail -n 2 "$TMP_DIR/nginx-proxy.log" | tr '\n' ' ')"
+    elif [ "$(http_code "http://127.0.0.1:$B_PORT/bench")" != 200 ]; then
+        skip b "nginx proxy does not answer 200"
+    else
+        log "(b) nginx proxy on 127.0.0.1:$B_PORT (CPU 0)"
+        enable b "http://127.0.0.1:$B_PORT/bench" "$pid"
+    fi
+fi
+
+# ---- (c) HAProxy with jwt_verify ----------------------------------------------------------
+if wanted c; then
+    render "$BENCH_DIR/conf/haproxy.cfg" "$TMP_DIR/haproxy.cfg" \
+        TMP="$TMP_DIR" UP_PORT="$UP_PORT" C_PORT="$C_PORT" SECRET="$BENCH_SECRET"
+    if ! haproxy -c -q -f "$TMP_DIR/haproxy.cfg" >"$TMP_DIR/haproxy-check.log" 2>&1; then
+        skip c "haproxy -c rejects the config: $(head -n 3 "$TMP_DIR/haproxy-check.log" | tr '\n' ' ')"
+    else
+        start_bg haproxy 0 haproxy -db -f "$TMP_DIR/haproxy.cfg"
+        pid=$LAST_PID
+        c_url="http://127.0.0.1:$C_PORT/bench"
+        if ! wait_http "$c_url" "$pid"; then
+            skip c "haproxy did not start: $(tail -n 2 "$TMP_DIR/haproxy.log" | tr '\n' ' ')"
+        else
+            good="$(http_code "$c_url" "${AUTH[@]}")"
+            bad="$(http_code "$c_url" -H "Authorization: Bearer $BADSIG")"
+            none="$(http_code "$c_url")"
+            expd="$(http_code "$c_url" -H "Authorization: Bearer $EXPIRED")"
+            who="$(curl -s --max-time 5 "${AUTH[@]}" "http://127.0.0.1:$C_PORT/__whoami" || true)"
+            if [ "$good" != 200 ]; then
+                skip c "haproxy answers $good to a valid token"
+            elif [ "$bad" != 401 ] || [ "$none" != 401 ] || [ "$expd" != 401 ]; then
+                skip c "haproxy lets bad tokens through (bad signature $bad, none $none, expired $expd)"
+            elif [[ "$who" != *'"user_id":"k1","user_name":"k1"'* ]]; then
+                skip c "haproxy does not inject X-User-Id/X-User-Name (upstream saw: $who)"
+            else
+                log "(c) haproxy on 127.0.0.1:$C_PORT (CPU 0): valid 200, bad signature/none/expired 401, identity headers set"
+                enable c "$c_url" "$pid" "$GOOD"
+            fi
+        fi
+    fi
+fi
+
+# ---- (d)-(g) authgate -------------------------------------------------------------------------
+GW_CASES=()
+for k in d e f g; do wanted "$k" && GW_CASES+=("$k"); done
+if [ "${#GW_CASES[@]}" -gt 0 ]; then
+    if ! build_authgate; then
+        for k in "${GW_CASES[@]}"; do skip "$k" "authgate cannot be built: $BUILD_FAILURE"; done
+        GW_CASES=()
+    fi
+fi
+
+# check_required CASE PORT TOKEN: the required route answers 200 with TOKEN, 401 with a bad
+# signature, an expired token and none, and injects the identity headers.
+check_required() {
+    local k="$1" port="$2" tok="$3" url="http://127.0.0.1:$2/api/bench" good bad none expd who
+    good="$(http_code "$url" -H "Authorization: Bearer $tok")"
+    bad="$(http_code "$url" -H "Authorization: Bearer $BADSIG")"
+    none="$(http_code "$url")"
+    expd="$(http_code "$url" -H "Authorization: Bearer $EXPIRED")"
+    who="$(curl -s --max-time 5 -H "Authorization: Bearer $tok" "http://127.0.0.1:$port/__whoami" || true)"
+    if [ "$good" != 200 ]; then
+        skip "$k" "required route answers $good to a valid token"
+    elif [ "$bad" != 401 ] || [ "$none" != 401 ] || [ "$expd" != 401 ]; then
+        skip "$k" "auth is not on: bad signature $bad, no token $none, expired $expd (want 401)"
+    elif [[ "$who" != *'"user_id":"k1"'* ]]; then
+        skip "$k" "identity headers not injected (upstream saw: $who)"
+    else
+        return 0
+    fi
+    return 1
+}
+
+if [[ " ${GW_CASES[*]} " == *" d "* || " ${GW_CASES[*]} " == *" e "* ]]; then
+    write_authgate_config "$TMP_DIR/authgate-stateless.toml" "$D_PORT" "$D_ADMIN" "$UP_PORT" \
+        stateless memory none
+    if ! start_authgate authgate-stateless "$TMP_DIR/authgate-stateless.toml" "$D_PORT"; then
+        for k in d e; do wanted "$k" && skip "$k" "$START_FAILURE"; done
+    else
+        log "authgate (stateless) on 127.0.0.1:$D_PORT (CPU 0)"
+        if wanted d; then
+            code="$(http_code "http://127.0.0.1:$D_PORT/public/bench")"
+            if [ "$code" = 200 ]; then
+                enable d "http://127.0.0.1:$D_PORT/public/bench" "$GW_PID"
+            else
+                skip d "public route answers $code, not 200"
+            fi
+        fi
+        if wanted e && check_required e "$D_PORT" "$GOOD"; then
+            log "(e) valid 200; bad signature, no token, expired 401; identity injected"
+            enable e "http://127.0.0.1:$D_PORT/api/bench" "$GW_PID" "$GOOD"
+        fi
+    fi
+fi
+
+# stateful_case CASE PORT ADMIN STORE: start a stateful gateway, log in twice on the same
+# platform (max_sessions web = 1, so the first session is replaced: proves the per-request
+# session check is on), and enable CASE with the second token.
+stateful_case() {
+    local k="$1" port="$2" admin="$3" store="$4" users="$TMP_DIR/users.toml" t1="" t2="" c1
+    if [ ! -f "$users" ] && ! make_users_file "$users"; then
+        skip "$k" "\`authgate hash-password\` did not print an Argon2id hash"
+        return 0
+    fi
+    write_authgate_config "$TMP_DIR/authgate-$k.toml" "$port" "$admin" "$UP_PORT" \
+        stateful "$store" users_file "$users" "$REDIS_PORT"
+    if ! start_authgate "authgate-$k" "$TMP_DIR/authgate-$k.toml" "$port"; then
+        skip "$k" "$START_FAILURE"
+        return 0
+    fi
+    if ! login "$port" t1 || ! login "$port" t2; then
+        skip "$k" "$LOGIN_FAILURE"
+        return 0
+    fi
+    c1="$(http_code "http://127.0.0.1:$port/api/bench" -H "Authorization: Bearer $t1")"
+    if [ "$c1" != 401 ]; then
+        skip "$k" "a session replaced by a newer login still answers $c1 (want 401 session_replaced): the session check is not on"
+        return 0
+    fi
+    if check_required "$k" "$port" "$t2"; then
+        log "($k) stateful $store: logged in; replaced session 401; valid 200; bad tokens 401"
+        enable "$k" "http://127.0.0.1:$port/api/bench" "$GW_PID" "$t2"
+    fi
+}
+
+if [[ " ${GW_CASES[*]} " == *" f "* ]]; then
+    stateful_case f "$F_PORT" "$F_ADMIN" memory
+fi
+if [[ " ${GW_CASES[*]} " == *" g "* ]]; then
+    start_bg redis 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+        --appendonly no --daemonize no --dir "$TMP_DIR"
+    redis_pid=$LAST_PID
+    ok=0
+    for _ in $(seq 1 50); do
+        if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then ok=1; break; fi
+        kill -0 "$redis_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ "$ok" = 1 ]; then
+        log "redis-server on 127.0.0.1:$REDIS_PORT (CPU 1)"
+        stateful_case g "$G_PORT" "$G_ADMIN" redis
+    else
+        skip g "redis-server did not start: $(tail -n 2 "$TMP_DIR/redis.log" | tr '\n' ' ')"
+    fi
+fi
+
+[ "${#ACTIVE[@]}" -gt 0 ] || die "no case can run"
+
+# ---- measure ---------------------------------------------------------------------------------
+run_wrk() { # run_wrk CASE SECONDS OUTFILE
+    local k="$1" hdr=()
+    [ -n "${TOKEN[$k]}" ] && hdr=(-H "Authorization: Bearer ${TOKEN[$k]}")
+    taskset -c 1 wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$2"s --timeout 5s --latency \
+        "${hdr[@]}" "${URL[$k]}" >"$3" 2>&1
+}
+
+alive() { kill -0 "${PID_OF[$1]}" 2>/dev/null; }
+
+if [ "$WARMUP" -gt 0 ]; then
+    log "warm-up: ${WARMUP}s per case (${ACTIVE[*]})"
+    for k in "${ACTIVE[@]}"; do run_wrk "$k" "$WARMUP" "$RES/$k.warmup" || true; done
+fi
+
+total=$(( ${#ACTIVE[@]} * ROUNDS * DURATION ))
+log "measuring ${ACTIVE[*]}: $ROUNDS round(s) x ${DURATION}s, ${CONNECTIONS} connections, ~${total}s"
+for r in $(seq 1 "$ROUNDS"); do
+    for k in "${ACTIVE[@]}"; do
+        [ -f "$RES/$k.skipped" ] && continue
+        if ! alive "$k"; then
+            skip "$k" "its server exited during the run (round $r); log in $TMP_DIR"
+            continue
+        fi
+        out="$RES/$k.r$r.txt"
+        if run_wrk "$k" "$DURATION" "$out"; then
+            rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+            p99="$(awk '$1 == "99%" {print $2}' "$out")"
+            log "round $r ($k): ${rps:-?} req/s, p99 ${p99:-?}"
+        else
+            log "round $r ($k): wrk failed: $(tail -n 1 "$out")"
+            mv "$out" "$out.failed"
+        fi
+    done
+done
+
+# ---- report --------------------------------------------------------------------------------------
+{
+    echo "## authgate bench: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "Command: \`DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS CASES=\"$CASES\" bash bench/run.sh\`"
+    echo
+    echo "Machine: $(nproc --all) CPUs ($(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')), $(uname -sr)."
+    echo "wrk ${WRK_THREADS} thread(s), ${CONNECTIONS} connections, ${DURATION}s per case per round, ${ROUNDS} round(s) round-robin, median over rounds;"
+    echo "proxy under test on CPU 0, wrk + nginx upstream (+ redis) on CPU 1."
+    echo "Versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n 1 | awk '{print "HAProxy " $3}'), $(redis-server --version | awk '{print "Redis " $3}' | sed 's/v=//'), authgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')."
+    echo
+    python3 "$BENCH_DIR/summarize.py" "$RES"
+} | tee "$RES/table.md"
+
+if [ -n "${OUT_DIR:-}" ]; then
+    mkdir -p "$OUT_DIR"
+    cp -r "$RES/." "$OUT_DIR/"
+    log "raw wrk output and table.md copied to $OUT_DIR"
+fi

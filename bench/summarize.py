@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Read the wrk outputs bench/run.sh saved and print the Markdown result table.
+
+    summarize.py RESULTS_DIR
+
+RESULTS_DIR holds `<case>.r<round>.txt` (wrk --latency output) and `<case>.skipped`
+(one line: why the case did not run). Medians are taken over rounds, separately for
+requests/s and for p99 latency. Ratios and targets are those of issues 2 and 3.
+"""
+import os
+import re
+import statistics
+import sys
+
+CASES = [
+    ("a", "nginx direct (return 200, 1 worker)"),
+    ("b", "nginx keep-alive reverse proxy (1 worker)"),
+    ("c", "HAProxy 2.6 jwt_verify HS256 + exp + 2 set-header (1 thread)"),
+    ("d", "authgate, public route"),
+    ("e", "authgate, required route, stateless HS256"),
+    ("f", "authgate, required route, stateful, memory store"),
+    ("g", "authgate, required route, stateful, Redis store"),
+]
+# case -> (reference case, minimum req/s ratio, p99 must be <= reference's)
+TARGETS = {
+    "d": ("b", 1.0, False),
+    "e": ("c", 1.2, True),
+    "f": ("e", 0.95, False),
+    "g": ("f", 0.8, False),
+}
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse(path):
+    text = open(path, encoding="utf-8", errors="replace").read()
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    p99 = re.search(r"^\s+99(?:\.000)?%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if not rps or not p99:
+        return None
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    return float(rps.group(1)), float(p99.group(1)) * UNIT[p99.group(2)], errors
+
+
+def main():
+    d = sys.argv[1]
+    files = os.listdir(d)
+    res, skipped = {}, {}
+    for key, _ in CASES:
+        runs = []
+        for f in sorted(files):
+            m = re.fullmatch(re.escape(key) + r"\.r(\d+)\.txt", f)
+            if m:
+                r = parse(os.path.join(d, f))
+                if r:
+                    runs.append(r)
+        if runs:
+            res[key] = {
+                "rps": statistics.median(r[0] for r in runs),
+                "p99": statistics.median(r[1] for r in runs),
+                "rounds": [r[0] for r in runs],
+                "errors": sum(r[2] for r in runs),
+            }
+        sk = os.path.join(d, key + ".skipped")
+        if os.path.exists(sk):
+            skipped[key] = open(sk).read().strip()
+
+    print("| case | what | req/s (median) | p99 ms (median) | req/s per round | errors | ratio | target | met |")
+    print("|---|---|---:|---:|---|---:|---:|---|---|")
+    for key, what in CASES:
+        if key not in res:
+            reason = skipped.get(key, "not run")
+            print(f"| ({key}) | {what} | — | — | — | — | — | SKIPPED: {reason} | — |")
+            continue
+        r = res[key]
+        ratio = target = met = "—"
+        if key in TARGETS:
+            ref, minimum, p99_rule = TARGETS[key]
+            shown = f"{minimum:.2f}".rstrip("0")
+            shown = shown + "0" if shown.endswith(".") else shown
+            target = f"≥ {shown}× ({ref})" + (f", p99 ≤ ({ref})" if p99_rule else "")
+            if ref in res:
+                q = r["rps"] / res[ref]["rps"]
+                ratio = f"{q:.2f}× ({ref})"
+                ok = q >= minimum
+                detail = []
+                if not ok:
+                    detail.append(f"req/s short by {(minimum - q) / minimum * 100:.0f}%")
+                if p99_rule:
+                    pr = r["p99"] / res[ref]["p99"]
+                    ratio += f", p99 {pr:.2f}×"
+                    if r["p99"] > res[ref]["p99"]:
+                        ok = False
+                        detail.append(f"p99 {(pr - 1) * 100:.0f}% worse")
+                met = "yes" if ok else "NO: " + "; ".join(detail)
+            else:
+                met = f"n/a: ({ref}) not measured"
+        elif key in ("b", "c") and "a" in res:
+            ratio = f"{r['rps'] / res['a']['rps']:.2f}× (a)"
+        rounds = ", ".join(f"{x:,.0f}" for x in r["rounds"])
+        errs = str(r["errors"]) if r["errors"] == 0 else f"**{r['errors']}**"
+        print(f"| ({key}) | {what} | {r['rps']:,.0f} | {r['p99']:.2f} | {rounds} | {errs} | {ratio} | {target} | {met} |")
+    if any(r["errors"] for r in res.values()):
+        print("\nWARNING: some runs had non-2xx responses or socket errors (errors column); "
+              "their numbers do not measure the intended path.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+//! `authgate explain METHOD URL`: what the gateway would do with a request, phase by phase,
+//! using the same canonicaliser and route table as the live pipeline.
+
+use std::fmt::Write;
+
+use http::Method;
+
+use crate::config::{Config, SessionMode};
+use crate::pipeline::path;
+use crate::pipeline::route::{AuthMode, RouteMatch};
+
+/// A human-readable account of how `method url` would be handled.
+pub fn explain(cfg: &Config, method: &str, url: &str) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = explain_into(&mut out, cfg, method, url);
+    out
+}
+
+fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std::fmt::Result {
+    writeln!(out, "request:    {method} {url}")?;
+    let target = match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
+        None => url,
+    };
+    let target = target.split('#').next().unwrap_or(target);
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+        return writeln!(out, "refused:    400 bad_request (not an HTTP method)");
+    };
+    if raw_path == cfg.login.prefix || raw_path.starts_with(&format!("{}/", cfg.login.prefix)) {
+        writeln!(out, "endpoint:   the gateway's own endpoint under login.prefix {:?}; not proxied", cfg.login.prefix)?;
+        return Ok(());
+    }
+    let canonical = match path::canonicalize(raw_path) {
+        Ok(c) => c,
+        Err(e) => return writeln!(out, "refused:    400 bad_request ({e})"),
+    };
+    writeln!(out, "canonical:  {canonical}")?;
+    if let Some(q) = query {
+        writeln!(out, "query:      {q} (never used for matching; forwarded as is)")?;
+    }
+    let route = match cfg.routes.find(&canonical, &method) {
+        RouteMatch::Found(r) => r,
+        RouteMatch::MethodNotAllowed(r) => {
+            writeln!(out, "route:      routes[{}] {} matches the path but not {method}", r.index, r.label)?;
+            return writeln!(out, "refused:    405 method_not_allowed");
+        }
+        RouteMatch::NotFound => {
+            writeln!(out, "route:      none of the {} routes matches", cfg.routes.routes().len())?;
+            return writeln!(out, "refused:    404 no_route");
+        }
+    };
+    writeln!(out, "route:      routes[{}] {}", route.index, route.label)?;
+    let up = &cfg.upstreams[route.upstream];
+    let urls: Vec<String> = up.targets.iter().map(|t| format!("http://{}{}", t.authority, t.base_path)).collect();
+    let fwd = route.forward_path(&canonical);
+    writeln!(out, "upstream:   {} ({}) receives {}{}", up.name, urls.join(", "), fwd, query.map(|q| format!("?{q}")).unwrap_or_default())?;
+    match route.auth {
+        AuthMode::Public => {
+            writeln!(out, "auth:       public: forwarded without a token; identity headers from the client are removed")?;
+        }
+        AuthMode::Optional => {
+            writeln!(out, "auth:       optional: a valid token adds identity headers; a missing or bad one is ignored")?;
+        }
+        AuthMode::Required => {
+            let session = match cfg.session.mode {
+                SessionMode::Stateful => ", then its session must be active",
+                SessionMode::Stateless => "",
+            };
+            writeln!(out, "auth:       required: a valid access token (Authorization: Bearer{}){session}", cfg.token.cookie.as_ref().map(|c| format!(" or cookie {c:?}")).unwrap_or_default())?;
+            writeln!(out, "refused:    without a token 401 missing_token; bad token 401 invalid_token; expired 401 token_expired")?;
+        }
+    }
+    if !route.require_roles.is_empty() {
+        writeln!(out, "requires:   one of the roles {:?}, else 403 forbidden", route.require_roles)?;
+    }
+    if !route.require_tenants.is_empty() {
+        writeln!(out, "requires:   one of the tenants {:?}, else 403 forbidden", route.require_tenants)?;
+    }
+    Ok(())
+}

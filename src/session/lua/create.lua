@@ -1,0 +1,36 @@
+-- Creates a session and ends the oldest active ones of the same platform beyond the limit.
+-- KEYS[1] the user's key
+-- ARGV: now, new record, max per platform (0: none), tombstone ttl, channel, sid prefix,
+--       max per user
+-- Returns {sid, old expiry, ...} of the sessions ended (reason replaced), oldest first.
+local now, new, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local tomb, channel, prefix, cap = tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
+local list = load(KEYS[1])
+local plat = platform(new)
+local function older(a, b)
+  local ca, cb = u32(list[a], CREATED), u32(list[b], CREATED)
+  if ca ~= cb then return ca < cb end
+  return a < b
+end
+local same = {}
+for i, e in ipairs(list) do
+  if live(e, now) and platform(e) == plat then same[#same + 1] = i end
+end
+table.sort(same, older)
+local out = {}
+local function kick(i)
+  out[#out + 1] = sid(list[i])
+  out[#out + 1] = finish(list, i, 3, now, tomb, channel, prefix)
+end
+if max > 0 then
+  for j = 1, #same + 1 - max do kick(same[j]) end
+end
+local all = {}
+for i, e in ipairs(list) do
+  if live(e, now) then all[#all + 1] = i end
+end
+table.sort(all, older)
+for j = 1, #all + 1 - cap do kick(all[j]) end
+list[#list + 1] = new
+save(KEYS[1], list, now)
+return out

@@ -1,0 +1,15 @@
+-- Ends one active session (ARGV[2] its sid) or all of them (ARGV[2] empty).
+-- KEYS[1] the user's key
+-- ARGV: now, sid or '', reason code, tombstone ttl, channel, sid prefix
+-- Returns {old expiry, record, ...} of the sessions ended.
+local now, s, why, tomb = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local list = load(KEYS[1])
+local out = {}
+for i, e in ipairs(list) do
+  if (s == '' or sid(e) == s) and live(e, now) then
+    out[#out + 1] = finish(list, i, why, now, tomb, ARGV[5], ARGV[6])
+    out[#out + 1] = list[i]
+  end
+end
+if #out > 0 then save(KEYS[1], list, now) end
+return out

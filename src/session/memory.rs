@@ -1,0 +1,549 @@
+//! The embedded session store: everything in this process. **Sessions are lost on restart**
+//! (every user logs in again) and are not shared between instances; use Redis for either.
+//!
+//! Layout, tuned for memory (issue 3: at most 300 bytes of RSS per session at a million):
+//! 64 shards, each a `std::sync::Mutex` over a map from a keyed 64-bit hash of the user id to
+//! that user's blob of session records (`record.rs`), so one user's sessions are one
+//! allocation and every operation on a user (kick-out included) is one short critical section.
+//! Two user ids whose hashes collide share a blob; records carry the user id and every lookup
+//! compares it. Locks are never held across an `.await` (nothing here awaits).
+//!
+//! Expired sessions and tombstones are dropped lazily (a login rewrites its user's blob
+//! without them) and by a sweep every 30 seconds, which also drops stale lock-out counters.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::ids::{
+    format_sid, format_token, parse_sid, random, token_hash, ParsedToken, Secret, SidBytes,
+};
+use super::record::{self, get_u32, set_u32, t32, Entry};
+use super::{
+    is_ancestor, unix_now, Created, EndReason, Lifetimes, NewSession, RefreshOutcome, Session,
+    SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER,
+};
+
+const SHARDS: usize = 64;
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// The map key is already a keyed SipHash of the user id: hash it no further.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Shard = HashMap<u64, Box<[u8]>, BuildHasherDefault<IdHasher>>;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Lockout {
+    failures: u32,
+    window_end: u64,
+    locked_until: u64,
+}
+
+/// The in-process store. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    settings: StoreSettings,
+    lockouts: Mutex<HashMap<Box<str>, Lockout>>,
+    revoked: broadcast::Sender<String>,
+    active: AtomicI64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("active", &self.inner.active.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A panic elsewhere never leaves a blob half-written (each is replaced or patched in place by
+/// code that does not panic), so a poisoned lock's data is still good.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a refresh found, decided under the lock.
+enum Found {
+    Done(RefreshOutcome),
+    Ended(Session),
+    /// Neither the current token nor the parent: maybe an older one (theft), maybe a forgery.
+    Unmatched {
+        generation: u32,
+        current: [u8; 16],
+        parent: [u8; 16],
+    },
+}
+
+impl MemoryStore {
+    /// A new, empty store. Inside a Tokio runtime it also starts the periodic sweep (which
+    /// stops by itself once the store is dropped); outside one, call [`Self::sweep`].
+    pub fn new(settings: StoreSettings) -> Self {
+        let inner = Arc::new(Inner {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            settings,
+            lockouts: Mutex::new(HashMap::new()),
+            revoked: broadcast::channel(1024).0,
+            active: AtomicI64::new(0),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&inner);
+            rt.spawn(sweeper(weak));
+        }
+        Self { inner }
+    }
+
+    fn locate(&self, user_id: &str) -> (&Mutex<Shard>, u64) {
+        let h = self.inner.hasher.hash_one(user_id);
+        // Bits 32.. pick the shard: the map itself uses the low bits (bucket) and the top
+        // seven (tag), which must stay well spread within a shard.
+        (&self.inner.shards[(h >> 32) as usize % SHARDS], h)
+    }
+
+    fn tombstone_until(&self, now: u64) -> u32 {
+        t32(now.saturating_add(self.inner.settings.tombstone_ttl.as_secs()))
+    }
+
+    fn publish(&self, sids: impl IntoIterator<Item = String>) {
+        for sid in sids {
+            // No receivers is fine.
+            let _ = self.inner.revoked.send(sid);
+        }
+    }
+
+    /// Ends the record if it is live; the session as ended.
+    fn end_record(&self, e: &mut [u8], reason: EndReason, now: u64) -> Option<Session> {
+        if !Entry(e).is_live(now) {
+            return None;
+        }
+        e[record::STATE] = record::reason_code(reason);
+        set_u32(e, record::EXPIRES, self.tombstone_until(now));
+        self.inner.active.fetch_sub(1, Ordering::Relaxed);
+        Entry(e).to_session().ok()
+    }
+
+    pub async fn create(
+        &self,
+        new: NewSession,
+        max_per_platform: Option<u32>,
+        lifetimes: Lifetimes,
+        now: u64,
+    ) -> Result<Created, StoreError> {
+        let sid: SidBytes = random();
+        let secret: Secret = random();
+        let rec = record::encode(
+            &new,
+            &sid,
+            &token_hash(&secret),
+            now,
+            lifetimes.expiry(now, now),
+        )?;
+        let session = Entry(&rec).to_session()?;
+        let (shard, key) = self.locate(&new.user_id);
+        let mut kicked = Vec::new();
+        {
+            let mut map = lock(shard);
+            let old = map.get(&key).map(|b| &b[..]).unwrap_or_default();
+            let mut entries: Vec<Vec<u8>> = Vec::new();
+            for r in record::ranges(old)? {
+                let e = Entry(&old[r.clone()]);
+                if u64::from(e.expires()) > now {
+                    entries.push(old[r].to_vec());
+                } else if e.state() == record::STATE_ACTIVE {
+                    self.inner.active.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let mine = |e: &Entry| e.user_id() == new.user_id.as_bytes() && e.is_live(now);
+            let by_age = |idx: &mut Vec<usize>, entries: &[Vec<u8>]| {
+                idx.sort_by_key(|&i| (Entry(&entries[i]).created(), i));
+            };
+            let mut same: Vec<usize> = (0..entries.len())
+                .filter(|&i| {
+                    let e = Entry(&entries[i]);
+                    mine(&e) && e.platform() == new.platform.as_bytes()
+                })
+                .collect();
+            by_age(&mut same, &entries);
+            let mut victims = Vec::new();
+            if let Some(max) = max_per_platform {
+                let excess = (same.len() + 1).saturating_sub(max.max(1) as usize);
+                victims.extend_from_slice(&same[..excess]);
+            }
+            let mut all: Vec<usize> = (0..entries.len())
+                .filter(|&i| mine(&Entry(&entries[i])) && !victims.contains(&i))
+                .collect();
+            by_age(&mut all, &entries);
+            let excess = (all.len() + 1).saturating_sub(MAX_SESSIONS_PER_USER as usize);
+            victims.extend_from_slice(&all[..excess]);
+            for i in victims {
+                if let Some(s) = self.end_record(&mut entries[i], EndReason::Replaced, now) {
+                    kicked.push(s.id);
+                }
+            }
+            entries.push(rec);
+            map.insert(key, entries.concat().into_boxed_slice());
+            self.inner.active.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish(kicked.iter().cloned());
+        Ok(Created {
+            refresh_token: format_token(&new.user_id, &sid, &secret),
+            session,
+            kicked,
+        })
+    }
+
+    pub async fn check(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now: u64,
+    ) -> Result<SessionCheck, StoreError> {
+        let Some((uid, sid)) = parse_sid(session_id) else {
+            return Ok(SessionCheck::Unknown);
+        };
+        if uid != user_id {
+            return Ok(SessionCheck::Unknown);
+        }
+        let (shard, key) = self.locate(user_id);
+        let mut map = lock(shard);
+        let Some(doc) = map.get_mut(&key) else {
+            return Ok(SessionCheck::Unknown);
+        };
+        let Some(r) = record::find(doc, user_id, &sid)? else {
+            return Ok(SessionCheck::Unknown);
+        };
+        let e = &mut doc[r];
+        let answer = Entry(e).check(now);
+        if answer == SessionCheck::Active && get_u32(e, record::SEEN) < t32(now) {
+            set_u32(e, record::SEEN, t32(now));
+        }
+        Ok(answer)
+    }
+
+    pub async fn refresh(
+        &self,
+        token: &str,
+        lifetimes: Lifetimes,
+        now: u64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let Some(p) = ParsedToken::parse(token) else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let presented = token_hash(&p.secret);
+        let next = self.inner.settings.refresh_key.successor(&p.secret);
+        let next_hash = token_hash(&next);
+        let grace = self.inner.settings.reuse_grace.as_secs();
+        let (shard, key) = self.locate(&p.user_id);
+        let found = {
+            let mut map = lock(shard);
+            let Some(doc) = map.get_mut(&key) else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            let Some(r) = record::find(doc, &p.user_id, &p.sid)? else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            let e = &mut doc[r];
+            let v = Entry(e);
+            let generation = v.generation();
+            if !v.is_live(now) {
+                Found::Done(RefreshOutcome::Invalid)
+            } else if v.current() == presented {
+                let expires = lifetimes.expiry(v.created().into(), now);
+                if expires <= now {
+                    Found::Done(RefreshOutcome::Invalid)
+                } else {
+                    e.copy_within(record::CURRENT..record::CURRENT + 16, record::PARENT);
+                    e[record::CURRENT..record::CURRENT + 16].copy_from_slice(&next_hash);
+                    set_u32(e, record::ROTATED, t32(now));
+                    set_u32(e, record::GENERATION, generation.saturating_add(1));
+                    set_u32(e, record::SEEN, t32(now));
+                    set_u32(e, record::EXPIRES, t32(expires));
+                    Found::Done(RefreshOutcome::Rotated {
+                        session: Entry(e).to_session()?,
+                        token: format_token(&p.user_id, &p.sid, &next),
+                    })
+                }
+            } else if generation > 0 && v.parent() == presented {
+                if now.saturating_sub(v.rotated().into()) > grace {
+                    match self.end_record(e, EndReason::Theft, now) {
+                        Some(s) => Found::Ended(s),
+                        None => Found::Done(RefreshOutcome::Invalid),
+                    }
+                } else if v.current() != next_hash {
+                    // Only a different refresh key can get here (a restart with a new one).
+                    tracing::warn!(
+                        "refresh token parent reused within grace, but its successor does not \
+                         match: was the refresh key changed?"
+                    );
+                    Found::Done(RefreshOutcome::Invalid)
+                } else {
+                    Found::Done(RefreshOutcome::Grace {
+                        session: v.to_session()?,
+                        token: format_token(&p.user_id, &p.sid, &next),
+                    })
+                }
+            } else {
+                let mut current = [0u8; 16];
+                let mut parent = [0u8; 16];
+                current.copy_from_slice(v.current());
+                parent.copy_from_slice(v.parent());
+                Found::Unmatched {
+                    generation,
+                    current,
+                    parent,
+                }
+            }
+        };
+        match found {
+            Found::Done(outcome) => Ok(outcome),
+            Found::Ended(session) => {
+                self.publish([session.id.clone()]);
+                Ok(RefreshOutcome::Theft { session })
+            }
+            Found::Unmatched {
+                generation,
+                current,
+                parent,
+            } => {
+                // Walked outside the lock; the session may rotate meanwhile, but a token
+                // that was older then is older still.
+                let key_ = &self.inner.settings.refresh_key;
+                if !is_ancestor(key_, &p.secret, generation, &current, &parent) {
+                    return Ok(RefreshOutcome::Invalid);
+                }
+                let sid = format_sid(&p.user_id, &p.sid);
+                match self.end_one(&p.user_id, &p.sid, EndReason::Theft, now)? {
+                    Some(session) => {
+                        self.publish([sid]);
+                        Ok(RefreshOutcome::Theft { session })
+                    }
+                    None => Ok(RefreshOutcome::Invalid),
+                }
+            }
+        }
+    }
+
+    fn end_one(
+        &self,
+        user_id: &str,
+        sid: &SidBytes,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<Option<Session>, StoreError> {
+        let (shard, key) = self.locate(user_id);
+        let mut map = lock(shard);
+        let Some(doc) = map.get_mut(&key) else {
+            return Ok(None);
+        };
+        let Some(r) = record::find(doc, user_id, sid)? else {
+            return Ok(None);
+        };
+        Ok(self.end_record(&mut doc[r], reason, now))
+    }
+
+    pub async fn end(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let Some((uid, sid)) = parse_sid(session_id) else {
+            return Ok(false);
+        };
+        if uid != user_id {
+            return Ok(false);
+        }
+        let ended = self.end_one(user_id, &sid, reason, now)?;
+        let done = ended.is_some();
+        self.publish(ended.map(|s| s.id));
+        Ok(done)
+    }
+
+    pub async fn end_all(
+        &self,
+        user_id: &str,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<u32, StoreError> {
+        let (shard, key) = self.locate(user_id);
+        let mut ended = Vec::new();
+        {
+            let mut map = lock(shard);
+            let Some(doc) = map.get_mut(&key) else {
+                return Ok(0);
+            };
+            for r in record::ranges(doc)? {
+                let e = &mut doc[r];
+                if Entry(e).user_id() == user_id.as_bytes() {
+                    ended.extend(self.end_record(e, reason, now).map(|s| s.id));
+                }
+            }
+        }
+        let n = ended.len() as u32;
+        self.publish(ended);
+        Ok(n)
+    }
+
+    pub async fn list(&self, user_id: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+        let (shard, key) = self.locate(user_id);
+        let map = lock(shard);
+        let Some(doc) = map.get(&key) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for r in record::ranges(doc)? {
+            let e = Entry(&doc[r]);
+            if e.user_id() == user_id.as_bytes() && e.is_live(now) {
+                out.push(e.to_session()?);
+            }
+        }
+        out.sort_by_key(|s| s.created_at);
+        Ok(out)
+    }
+
+    pub async fn get(&self, user_id: &str, session_id: &str) -> Result<Option<Session>, StoreError> {
+        let Some((uid, sid)) = parse_sid(session_id) else {
+            return Ok(None);
+        };
+        if uid != user_id {
+            return Ok(None);
+        }
+        let (shard, key) = self.locate(user_id);
+        let map = lock(shard);
+        let Some(doc) = map.get(&key) else {
+            return Ok(None);
+        };
+        match record::find(doc, user_id, &sid)? {
+            Some(r) => Entry(&doc[r]).to_session().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn record_failure(
+        &self,
+        key: &str,
+        window: Duration,
+        now: u64,
+    ) -> Result<u32, StoreError> {
+        let mut map = lock(&self.inner.lockouts);
+        let l = map.entry(key.into()).or_default();
+        if l.window_end <= now {
+            l.failures = 1;
+            l.window_end = now.saturating_add(window.as_secs().max(1));
+        } else {
+            l.failures = l.failures.saturating_add(1);
+        }
+        Ok(l.failures)
+    }
+
+    pub async fn lock(&self, key: &str, duration: Duration, now: u64) -> Result<u64, StoreError> {
+        let until = now.saturating_add(duration.as_secs());
+        lock(&self.inner.lockouts)
+            .entry(key.into())
+            .or_default()
+            .locked_until = until;
+        Ok(until)
+    }
+
+    pub async fn locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        Ok(lock(&self.inner.lockouts)
+            .get(key)
+            .map(|l| l.locked_until)
+            .filter(|&until| until > now))
+    }
+
+    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(l) = lock(&self.inner.lockouts).get_mut(key) {
+            l.failures = 0;
+            l.window_end = 0;
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
+        self.inner.revoked.subscribe()
+    }
+
+    pub async fn active_count(&self, _now: u64) -> Result<u64, StoreError> {
+        Ok(self.inner.active.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// Drops expired sessions, tombstones and lock-out counters as of `now`. Runs every 30
+    /// seconds by itself inside a Tokio runtime.
+    pub fn sweep(&self, now: u64) {
+        self.inner.sweep(now);
+    }
+}
+
+impl Inner {
+    fn sweep(&self, now: u64) {
+        for shard in self.shards.iter() {
+            let mut map = lock(shard);
+            map.retain(|_, doc| {
+                let Ok(ranges) = record::ranges(doc) else {
+                    return true;
+                };
+                if ranges
+                    .iter()
+                    .all(|r| u64::from(Entry(&doc[r.clone()]).expires()) > now)
+                {
+                    return true;
+                }
+                let mut kept = Vec::with_capacity(doc.len());
+                for r in ranges {
+                    let e = Entry(&doc[r.clone()]);
+                    if u64::from(e.expires()) > now {
+                        kept.extend_from_slice(&doc[r]);
+                    } else if e.state() == record::STATE_ACTIVE {
+                        self.active.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                *doc = kept.into_boxed_slice();
+                !doc.is_empty()
+            });
+        }
+        lock(&self.lockouts).retain(|_, l| l.window_end > now || l.locked_until > now);
+    }
+}
+
+async fn sweeper(store: Weak<Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        inner.sweep(unix_now());
+    }
+}

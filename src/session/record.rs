@@ -1,0 +1,400 @@
+//! The binary layout of one session record, shared by both stores.
+//!
+//! Both stores keep *one blob per user*: the concatenation of that user's session records (the
+//! memory store in a map entry, Redis in one string key). One blob per user rather than one key
+//! per session is what keeps Redis at a few hundred bytes per session: a hash per session plus
+//! a per-user index costs ~590 bytes with a 40-byte user agent and ~1,430 with a browser's
+//! (every field of a hash with a value over 64 bytes becomes its own allocation); this layout
+//! measured 356 bytes at 1 session per user with a 100-byte user agent.
+//!
+//! The Lua scripts in `lua/` patch the fixed header in place at the same offsets (1-based
+//! there); the Rust side encodes new records and decodes them. Little-endian throughout.
+//!
+//! ```text
+//! off len field
+//!   0   2 total record length (u16)
+//!   2   1 state: 0 active, 1 logout, 2 revoked, 3 replaced, 4 theft, 5 expired
+//!   3   1 layout version (1)
+//!   4   4 created_at        (Unix seconds, u32: good until 2106)
+//!   8   4 last_seen_at
+//!  12   4 rotated_at        (0 before the first rotation)
+//!  16   4 expires_at        (active: idle/lifetime expiry; ended: when the tombstone goes)
+//!  20   4 generation        (rotations so far)
+//!  24  16 session id (random part)
+//!  40  16 current refresh-token hash
+//!  56  16 parent refresh-token hash (zeros at generation 0)
+//!  72   . platform, user_id, user_name, tenant, device, ip, user_agent: each u8 length + bytes
+//!       . roles: u8 count, then each u8 length + bytes
+//! ```
+//! An empty tenant, device or user agent means "none".
+
+use std::ops::Range;
+
+use super::ids::{format_sid, SidBytes, TokenHash};
+use super::{EndReason, NewSession, Session, SessionCheck, SessionState, StoreError};
+
+pub(crate) const HEADER: usize = 72;
+pub(crate) const LEN: usize = 0;
+pub(crate) const STATE: usize = 2;
+pub(crate) const VERSION: usize = 3;
+pub(crate) const CREATED: usize = 4;
+pub(crate) const SEEN: usize = 8;
+pub(crate) const ROTATED: usize = 12;
+pub(crate) const EXPIRES: usize = 16;
+pub(crate) const GENERATION: usize = 20;
+pub(crate) const SID: usize = 24;
+pub(crate) const CURRENT: usize = 40;
+pub(crate) const PARENT: usize = 56;
+
+pub(crate) const STATE_ACTIVE: u8 = 0;
+/// Smallest possible record: header, seven empty text fields, no roles.
+const MIN_LEN: usize = HEADER + 8;
+/// Display-only fields are cut to this many bytes (at a character boundary).
+const MAX_FIELD: usize = 255;
+
+/// Unix seconds as stored (saturating: records are u32).
+pub(crate) fn t32(t: u64) -> u32 {
+    t.min(u32::MAX as u64) as u32
+}
+
+pub(crate) fn reason_code(r: EndReason) -> u8 {
+    match r {
+        EndReason::Logout => 1,
+        EndReason::Revoked => 2,
+        EndReason::Replaced => 3,
+        EndReason::Theft => 4,
+        EndReason::Expired => 5,
+    }
+}
+
+fn reason_of(code: u8) -> Option<EndReason> {
+    Some(match code {
+        1 => EndReason::Logout,
+        2 => EndReason::Revoked,
+        3 => EndReason::Replaced,
+        4 => EndReason::Theft,
+        5 => EndReason::Expired,
+        _ => return None,
+    })
+}
+
+fn corrupt() -> StoreError {
+    StoreError::Backend("corrupt session record".into())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn push_text(out: &mut Vec<u8>, s: &str) {
+    // Callers have already checked or cut `s` to at most 255 bytes.
+    out.push(s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Encodes a new, active session record.
+pub(crate) fn encode(
+    new: &NewSession,
+    sid: &SidBytes,
+    current: &TokenHash,
+    now: u64,
+    expires_at: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let fits = |s: &str| s.len() <= MAX_FIELD;
+    if new.user_id.is_empty() || !fits(&new.user_id) {
+        return Err(StoreError::InvalidInput("user id must be 1 to 255 bytes"));
+    }
+    if new.platform.is_empty() || !fits(&new.platform) {
+        return Err(StoreError::InvalidInput("platform must be 1 to 255 bytes"));
+    }
+    if !fits(&new.user_name) || !new.tenant.as_deref().is_none_or(fits) {
+        return Err(StoreError::InvalidInput(
+            "user name and tenant must be at most 255 bytes",
+        ));
+    }
+    if new.roles.len() > MAX_FIELD || !new.roles.iter().all(|r| fits(r)) {
+        return Err(StoreError::InvalidInput(
+            "at most 255 roles of at most 255 bytes each",
+        ));
+    }
+    let mut out = Vec::with_capacity(
+        HEADER
+            + 8
+            + new.platform.len()
+            + new.user_id.len()
+            + new.user_name.len()
+            + new.tenant.as_deref().map_or(0, str::len)
+            + new.device.as_deref().map_or(0, str::len).min(MAX_FIELD)
+            + new.ip.len().min(MAX_FIELD)
+            + new.user_agent.as_deref().map_or(0, str::len).min(MAX_FIELD)
+            + new.roles.iter().map(|r| r.len() + 1).sum::<usize>(),
+    );
+    out.extend_from_slice(&[0, 0, STATE_ACTIVE, 1]);
+    let now = t32(now);
+    for v in [now, now, 0, t32(expires_at), 0] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(sid);
+    out.extend_from_slice(current);
+    out.extend_from_slice(&[0; 16]);
+    push_text(&mut out, &new.platform);
+    push_text(&mut out, &new.user_id);
+    push_text(&mut out, &new.user_name);
+    push_text(&mut out, new.tenant.as_deref().unwrap_or(""));
+    push_text(&mut out, truncate(new.device.as_deref().unwrap_or(""), MAX_FIELD));
+    push_text(&mut out, truncate(&new.ip, MAX_FIELD));
+    push_text(
+        &mut out,
+        truncate(new.user_agent.as_deref().unwrap_or(""), MAX_FIELD),
+    );
+    out.push(new.roles.len() as u8);
+    for r in &new.roles {
+        push_text(&mut out, r);
+    }
+    let len = u16::try_from(out.len())
+        .map_err(|_| StoreError::InvalidInput("session data too large (roles)"))?;
+    out[LEN..LEN + 2].copy_from_slice(&len.to_le_bytes());
+    Ok(out)
+}
+
+pub(crate) fn get_u32(e: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([e[off], e[off + 1], e[off + 2], e[off + 3]])
+}
+
+pub(crate) fn set_u32(e: &mut [u8], off: usize, v: u32) {
+    e[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A validated view of one record (at least [`HEADER`] bytes long).
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Entry<'a> {
+    pub(crate) fn state(&self) -> u8 {
+        self.0[STATE]
+    }
+    pub(crate) fn created(&self) -> u32 {
+        get_u32(self.0, CREATED)
+    }
+    pub(crate) fn rotated(&self) -> u32 {
+        get_u32(self.0, ROTATED)
+    }
+    pub(crate) fn seen(&self) -> u32 {
+        get_u32(self.0, SEEN)
+    }
+    pub(crate) fn expires(&self) -> u32 {
+        get_u32(self.0, EXPIRES)
+    }
+    pub(crate) fn generation(&self) -> u32 {
+        get_u32(self.0, GENERATION)
+    }
+    pub(crate) fn sid(&self) -> &'a [u8] {
+        &self.0[SID..SID + 16]
+    }
+    pub(crate) fn current(&self) -> &'a [u8] {
+        &self.0[CURRENT..CURRENT + 16]
+    }
+    pub(crate) fn parent(&self) -> &'a [u8] {
+        &self.0[PARENT..PARENT + 16]
+    }
+    /// Active and not yet past its expiry.
+    pub(crate) fn is_live(&self, now: u64) -> bool {
+        self.state() == STATE_ACTIVE && u64::from(self.expires()) > now
+    }
+
+    fn text(&self) -> TextReader<'a> {
+        TextReader {
+            buf: self.0,
+            pos: HEADER,
+        }
+    }
+
+    pub(crate) fn platform(&self) -> &'a [u8] {
+        self.text().next().unwrap_or_default()
+    }
+
+    pub(crate) fn user_id(&self) -> &'a [u8] {
+        let mut t = self.text();
+        t.next();
+        t.next().unwrap_or_default()
+    }
+
+    /// What the hot path needs: active, ended (why), or gone.
+    pub(crate) fn check(&self, now: u64) -> SessionCheck {
+        let expired = u64::from(self.expires()) <= now;
+        match (self.state(), expired) {
+            (STATE_ACTIVE, false) => SessionCheck::Active,
+            (STATE_ACTIVE, true) => SessionCheck::Ended(EndReason::Expired),
+            // A tombstone past its own expiry is as good as gone.
+            (_, true) => SessionCheck::Unknown,
+            (code, false) => reason_of(code).map_or(SessionCheck::Unknown, SessionCheck::Ended),
+        }
+    }
+
+    pub(crate) fn to_session(&self) -> Result<Session, StoreError> {
+        let mut t = self.text();
+        let mut field = || -> Result<String, StoreError> {
+            let b = t.next().ok_or_else(corrupt)?;
+            String::from_utf8(b.to_vec()).map_err(|_| corrupt())
+        };
+        let platform = field()?;
+        let user_id = field()?;
+        let user_name = field()?;
+        let tenant = field()?;
+        let device = field()?;
+        let ip = field()?;
+        let user_agent = field()?;
+        let count = t.byte().ok_or_else(corrupt)?;
+        let mut roles = Vec::with_capacity(count.into());
+        for _ in 0..count {
+            let b = t.next().ok_or_else(corrupt)?;
+            roles.push(String::from_utf8(b.to_vec()).map_err(|_| corrupt())?);
+        }
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let mut sid = [0u8; 16];
+        sid.copy_from_slice(self.sid());
+        Ok(Session {
+            id: format_sid(&user_id, &sid),
+            user_id,
+            user_name,
+            tenant: some(tenant),
+            roles,
+            platform,
+            device: some(device),
+            ip,
+            user_agent: some(user_agent),
+            created_at: self.created().into(),
+            last_seen_at: self.seen().into(),
+            rotated_at: self.rotated().into(),
+            generation: self.generation(),
+            expires_at: self.expires().into(),
+            state: match self.state() {
+                STATE_ACTIVE => SessionState::Active,
+                code => SessionState::Ended(reason_of(code).ok_or_else(corrupt)?),
+            },
+        })
+    }
+}
+
+struct TextReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> TextReader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let n = usize::from(self.byte()?);
+        let s = self.buf.get(self.pos..self.pos + n)?;
+        self.pos += n;
+        Some(s)
+    }
+}
+
+/// The byte ranges of the records in a user's blob, in order.
+pub(crate) fn ranges(doc: &[u8]) -> Result<Vec<Range<usize>>, StoreError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < doc.len() {
+        let len = doc
+            .get(pos..pos + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+            .ok_or_else(corrupt)?;
+        if len < MIN_LEN || pos + len > doc.len() || doc[pos + VERSION] != 1 {
+            return Err(corrupt());
+        }
+        out.push(pos..pos + len);
+        pos += len;
+    }
+    Ok(out)
+}
+
+/// Finds one session of `user_id` in a blob (the memory store may hold several users' records
+/// in one blob when their id hashes collide, so the user id is compared too).
+pub(crate) fn find(
+    doc: &[u8],
+    user_id: &str,
+    sid: &SidBytes,
+) -> Result<Option<Range<usize>>, StoreError> {
+    let mut pos = 0;
+    while pos < doc.len() {
+        let len = doc
+            .get(pos..pos + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+            .ok_or_else(corrupt)?;
+        if len < MIN_LEN || pos + len > doc.len() {
+            return Err(corrupt());
+        }
+        let e = Entry(&doc[pos..pos + len]);
+        if e.sid() == sid && e.user_id() == user_id.as_bytes() {
+            return Ok(Some(pos..pos + len));
+        }
+        pos += len;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_session() -> NewSession {
+        NewSession {
+            user_id: "1001".into(),
+            user_name: "alice".into(),
+            tenant: Some("acme".into()),
+            roles: vec!["admin".into(), "ops".into()],
+            platform: "web".into(),
+            device: None,
+            ip: "203.0.113.7".into(),
+            user_agent: Some("é".repeat(200)),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = encode(&new_session(), &[3; 16], &[4; 16], 1000, 2000).unwrap();
+        let ranges = ranges(&e).unwrap();
+        assert_eq!(ranges, vec![0..e.len()]);
+        let v = Entry(&e);
+        assert_eq!(v.platform(), b"web");
+        assert_eq!(v.user_id(), b"1001");
+        assert_eq!(v.check(1999), SessionCheck::Active);
+        assert_eq!(v.check(2000), SessionCheck::Ended(EndReason::Expired));
+        let s = v.to_session().unwrap();
+        assert_eq!(s.user_name, "alice");
+        assert_eq!(s.tenant.as_deref(), Some("acme"));
+        assert_eq!(s.device, None);
+        assert_eq!(s.roles, ["admin", "ops"]);
+        // Cut at a character boundary: 127 two-byte characters.
+        assert_eq!(s.user_agent.unwrap().len(), 254);
+        assert_eq!((s.created_at, s.expires_at, s.generation), (1000, 2000, 0));
+        let mut two = e.clone();
+        two.extend_from_slice(&e);
+        assert_eq!(find(&two, "1001", &[3; 16]).unwrap(), Some(0..e.len()));
+        assert_eq!(find(&two, "1002", &[3; 16]).unwrap(), None);
+        assert!(ranges(&two[..two.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn rejects_oversized_identity() {
+        let mut n = new_session();
+        n.user_id = "x".repeat(256);
+        assert!(encode(&n, &[0; 16], &[0; 16], 0, 1).is_err());
+        let mut n = new_session();
+        n.roles = vec!["r".repeat(255); 255];
+        assert!(encode(&n, &[0; 16], &[0; 16], 0, 1).is_err());
+    }
+}

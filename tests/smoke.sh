@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Smoke test: the README's curl walk-through against the real release binary.
+#
+#   bash tests/smoke.sh
+#
+# Builds `cargo build --release` (a no-op when fresh), starts `authgate demo` (built-in echo
+# upstream, ephemeral secret, memory store, demo user), waits for the admin /healthz, then
+# checks with curl what a user would see. Every check prints PASS, FAIL or SKIP; the exit
+# status is 1 when anything FAILed. The gateway is stopped on exit.
+#
+# Assumptions about the demo (CONTRACT.md sections 1, 4, 5, 7), adjustable here or by env:
+#   - it listens on 127.0.0.1:8080, admin on 127.0.0.1:9091   (GW, ADMIN, DEMO_ARGS)
+#   - routes: /public... is public, everything else required   (PUBLIC_PATH, PROTECTED_PATH)
+#   - the echo upstream answers JSON with the method, path and headers it received
+#   - login/refresh/logout exist once issue 3 lands: until then those checks SKIP when
+#     /auth/login does not answer 200; REQUIRE_LOGIN=1 turns that SKIP into a FAIL
+#   - SKIP_BUILD=1 uses the binary as is; AUTHGATE_BIN=PATH runs another one
+#   - the demo user: DEMO_USER/DEMO_PASSWORD, else read from the demo's printed
+#     walk-through ("username":"...","password":"..."), else demo/demo
+# Checks marked [demo] depend on the demo's routes and echo upstream; [login] on issue 3.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${AUTHGATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/authgate}"   # AUTHGATE_BIN: another binary
+GW="${GW:-http://127.0.0.1:8080}"
+ADMIN="${ADMIN:-http://127.0.0.1:9091}"
+DEMO_ARGS="${DEMO_ARGS:-}"              # e.g. "--port 18080" once the demo has such a flag
+PUBLIC_PATH="${PUBLIC_PATH:-/public/hello}"
+PROTECTED_PATH="${PROTECTED_PATH:-/api/hello}"
+REQUIRE_LOGIN="${REQUIRE_LOGIN:-0}"
+
+WORK="$(mktemp -d /tmp/authgate-smoke.XXXXXX)"
+LOG="$WORK/demo.log"
+GW_PID=""
+FAILS=0
+PASSES=0
+SKIPS=0
+
+cleanup() {
+    local rc=$?
+    if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
+        kill -TERM "$GW_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$GW_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$GW_PID" 2>/dev/null || true
+    fi
+    if [ "$rc" -ne 0 ] && [ -f "$LOG" ]; then
+        echo "--- last lines of the demo's output ($LOG) ---"
+        tail -n 20 "$LOG"
+    fi
+    if [ "$rc" -eq 0 ]; then rm -rf "$WORK"; else echo "(kept $WORK)"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+pass() { PASSES=$((PASSES + 1)); echo "PASS  $*"; }
+fail() { FAILS=$((FAILS + 1)); echo "FAIL  $*"; }
+skip() { SKIPS=$((SKIPS + 1)); echo "SKIP  $*"; }
+
+# req METHOD URL [CURL ARGS...]: sets CODE; the body is in $WORK/body, headers in $WORK/headers.
+req() {
+    local method="$1" url="$2"
+    shift 2
+    CODE="$(curl -sS --path-as-is -X "$method" -o "$WORK/body" -D "$WORK/headers" \
+        -w '%{http_code}' --max-time 10 "$@" "$url" 2>"$WORK/curl.err")" || CODE="${CODE:-000}"
+}
+body() { cat "$WORK/body"; }
+body_has() { grep -qiF -- "$1" "$WORK/body"; }
+header() { # header NAME: the response header's value (first one), without CR
+    grep -i "^$1:" "$WORK/headers" | head -n 1 | sed -e 's/^[^:]*:[[:space:]]*//' -e 's/\r$//'
+}
+json_field() { # json_field NAME: a top-level string field of the body (compact or pretty JSON)
+    sed -n "s/.*\"$1\"[[:space:]]*:[[:space:]]*\"\([^\"]*\)\".*/\1/p" "$WORK/body" | head -n 1
+}
+short() { tr -d '\n' <"$WORK/body" | cut -c1-160; }
+
+# expect NAME CODE METHOD URL [CURL ARGS...]: one request, one PASS/FAIL on its status.
+expect() {
+    local name="$1" want="$2"
+    shift 2
+    req "$@"
+    if [ "$CODE" = "$want" ]; then pass "$name ($CODE)"; else fail "$name: got $CODE, want $want: $(short)"; fi
+}
+
+# ---- start ------------------------------------------------------------------------------------
+command -v curl >/dev/null || { echo "FAIL  curl is needed"; exit 1; }
+if curl -s -o /dev/null --max-time 2 "$ADMIN/healthz" || curl -s -o /dev/null --max-time 2 "$GW/"; then
+    echo "FAIL  something already listens on $GW or $ADMIN; stop it or set GW/ADMIN/DEMO_ARGS"
+    exit 1
+fi
+
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+    echo "==> SKIP_BUILD=1: using $BIN as is"
+else
+    echo "==> cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+[ -x "$BIN" ] || { echo "FAIL  no binary at $BIN"; exit 1; }
+
+echo "==> $BIN demo $DEMO_ARGS"
+# shellcheck disable=SC2086 # DEMO_ARGS is a list of words on purpose
+"$BIN" demo $DEMO_ARGS >"$LOG" 2>&1 &
+GW_PID=$!
+
+ready=0
+for _ in $(seq 1 100); do # up to ~20 s
+    kill -0 "$GW_PID" 2>/dev/null || break
+    if curl -sf -o /dev/null --max-time 2 "$ADMIN/healthz"; then ready=1; break; fi
+    sleep 0.2
+done
+if [ "$ready" != 1 ]; then
+    fail "the demo did not become ready ($ADMIN/healthz)"
+    exit 1
+fi
+pass "admin /healthz answers 200"
+
+# ---- the gateway core (issue 2) ---------------------------------------------------------------
+SPOOF="spoofed-4242"
+
+# [demo] a public route reaches the echo upstream
+req GET "$GW$PUBLIC_PATH"
+if [ "$CODE" = 200 ] && body_has "$PUBLIC_PATH"; then
+    pass "[demo] public route $PUBLIC_PATH answers 200 from the echo upstream"
+else
+    fail "[demo] public route $PUBLIC_PATH: got $CODE, want 200 with the path echoed: $(short)"
+fi
+
+# a protected route without a token: 401 missing_token with WWW-Authenticate
+req GET "$GW$PROTECTED_PATH"
+www="$(header WWW-Authenticate)"
+if [ "$CODE" = 401 ] && [ "$(json_field error)" = missing_token ] && [[ "$www" == Bearer* ]]; then
+    pass "protected route without a token: 401 missing_token, WWW-Authenticate: $www"
+else
+    fail "protected route without a token: got $CODE, error '$(json_field error)', WWW-Authenticate '$www'"
+fi
+
+# a garbage token: 401 invalid_token
+req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer not.a.jwt"
+if [ "$CODE" = 401 ] && [ "$(json_field error)" = invalid_token ]; then
+    pass "protected route with a garbage token: 401 invalid_token"
+else
+    fail "protected route with a garbage token: got $CODE, error '$(json_field error)', want 401 invalid_token"
+fi
+
+# [demo] spoofed identity headers never reach the upstream, public route included
+req GET "$GW$PUBLIC_PATH" -H "X-User-Id: $SPOOF" -H "X_User_Id: $SPOOF" -H "x-user-name: $SPOOF"
+if [ "$CODE" = 200 ] && ! body_has "$SPOOF"; then
+    pass "[demo] spoofed X-User-Id / X_User_Id / x-user-name are not passed to the upstream"
+else
+    fail "[demo] spoofed identity headers: got $CODE, upstream saw '$SPOOF': $(short)"
+fi
+
+# path tricks never reach a public route (CONTRACT section 4.1)
+expect "/public/../private is the protected /private" 401 GET "$GW/public/../private"
+expect "/public/%2e%2e/private is the protected /private" 401 GET "$GW/public/%2e%2e/private"
+expect "//public/../private is the protected /private" 401 GET "$GW//public/../private"
+expect "/public%2fprivate is ambiguous" 400 GET "$GW/public%2fprivate"
+expect "/public/..;/private is ambiguous" 400 GET "$GW/public/..;/private"
+expect "/publicx is not under /public" 401 GET "$GW/publicx"
+
+# ---- sessions (issue 3) ------------------------------------------------------------------------
+USER_NAME="${DEMO_USER:-$(sed -n 's/.*"username"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$LOG" | head -n 1)}"
+USER_PASS="${DEMO_PASSWORD:-$(sed -n 's/.*"password"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$LOG" | head -n 1)}"
+USER_NAME="${USER_NAME:-demo}"
+USER_PASS="${USER_PASS:-demo}"
+
+req POST "$GW/auth/login" -H 'Content-Type: application/json' -H 'X-Platform: web' \
+    -d "{\"username\":\"$USER_NAME\",\"password\":\"$USER_PASS\"}"
+if [ "$CODE" != 200 ]; then
+    if [ "$REQUIRE_LOGIN" = 1 ]; then
+        fail "[login] POST /auth/login as $USER_NAME: got $CODE, want 200: $(short)"
+    else
+        skip "[login] POST /auth/login as $USER_NAME answers $CODE (login not there yet?): login/refresh/logout checks skipped; REQUIRE_LOGIN=1 makes this a failure"
+    fi
+else
+    ACCESS="$(json_field access_token)"
+    REFRESH="$(json_field refresh_token)"
+    SID="$(json_field session_id)"
+    USER_ID="$(sed -n 's/.*"user"[[:space:]]*:[[:space:]]*{[^}]*"id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$WORK/body" | head -n 1)"
+    if [ -n "$ACCESS" ] && [ -n "$REFRESH" ] && [ -n "$SID" ] && [[ "$(header Cache-Control)" == *no-store* ]]; then
+        pass "[login] login as $USER_NAME: 200 with a token pair, session $SID, Cache-Control: no-store"
+    else
+        fail "[login] login answer lacks access_token/refresh_token/session_id or Cache-Control: no-store: $(short)"
+    fi
+
+    # [demo] the call carries the identity to the upstream
+    req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $ACCESS" -H "X-User-Id: $SPOOF"
+    if [ "$CODE" = 200 ] && body_has "x-user-id" && { [ -z "$USER_ID" ] || body_has "$USER_ID"; } && ! body_has "$SPOOF"; then
+        pass "[login][demo] protected call with the token: 200, upstream saw X-User-Id ${USER_ID:-?} (not the spoofed one)"
+    else
+        fail "[login][demo] protected call with the token: got $CODE, want 200 with X-User-Id ${USER_ID:-?}: $(short)"
+    fi
+
+    # refresh: a new pair, same session, the old refresh token spent
+    req POST "$GW/auth/refresh" -H 'Content-Type: application/json' -d "{\"refresh_token\":\"$REFRESH\"}"
+    NEW_ACCESS="$(json_field access_token)"
+    NEW_REFRESH="$(json_field refresh_token)"
+    if [ "$CODE" = 200 ] && [ -n "$NEW_ACCESS" ] && [ -n "$NEW_REFRESH" ] && [ "$NEW_REFRESH" != "$REFRESH" ] && [ "$(json_field session_id)" = "$SID" ]; then
+        pass "[login] refresh: 200, a new pair, same session $SID"
+    else
+        fail "[login] refresh: got $CODE, want 200 with a new refresh token and session $SID: $(short)"
+        NEW_ACCESS="${NEW_ACCESS:-$ACCESS}"
+    fi
+    expect "[login] call with the refreshed access token" 200 GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $NEW_ACCESS"
+
+    # logout ends the session: both tokens are dead
+    expect "[login] logout" 204 POST "$GW/auth/logout" -H "Authorization: Bearer $NEW_ACCESS"
+    req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $NEW_ACCESS"
+    if [ "$CODE" = 401 ] && [ "$(json_field error)" = session_revoked ]; then
+        pass "[login] the access token after logout: 401 session_revoked"
+    else
+        fail "[login] the access token after logout: got $CODE, error '$(json_field error)', want 401 session_revoked"
+    fi
+    req POST "$GW/auth/refresh" -H 'Content-Type: application/json' -d "{\"refresh_token\":\"$NEW_REFRESH\"}"
+    if [ "$CODE" = 401 ]; then
+        pass "[login] the refresh token after logout: 401 $(json_field error)"
+    else
+        fail "[login] the refresh token after logout: got $CODE, want 401: $(short)"
+    fi
+fi
+
+echo
+echo "smoke: $PASSES passed, $FAILS failed, $SKIPS skipped"
+[ "$FAILS" -eq 0 ]
