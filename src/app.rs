@@ -5,12 +5,13 @@
 //! the rules in the middle of a request.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
+use crate::session::{MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError, StoreSettings};
 use crate::pipeline::refresh::SilentRefresher;
 use crate::proxy::UpstreamClient;
 
@@ -37,13 +38,29 @@ impl Live {
 pub struct App {
     live: ArcSwap<Live>,
     pub refresher: SilentRefresher,
+    /// Fixed at start: a reload does not change the store.
+    pub store: SessionStore,
 }
 
 impl App {
+    /// An app with the store its config names (Redis is connected lazily: an unreachable
+    /// server shows in `/readyz` and as 503s, and is picked up once it answers).
+    pub async fn build(config: Config) -> Result<Arc<Self>, StoreError> {
+        let store = open_store(&config).await?;
+        Ok(Self::with_store(config, store))
+    }
+
+    /// An app with the memory store, whatever the config says (tests, demo).
     pub fn new(config: Config) -> Arc<Self> {
+        let store = MemoryStore::new(store_settings(&config)).into();
+        Self::with_store(config, store)
+    }
+
+    pub fn with_store(config: Config, store: SessionStore) -> Arc<Self> {
         Arc::new(Self {
             live: ArcSwap::from_pointee(Live::new(config)),
             refresher: SilentRefresher::new(),
+            store,
         })
     }
 
@@ -56,6 +73,33 @@ impl App {
     pub fn swap(&self, config: Config) {
         self.live.store(Arc::new(Live::new(config)));
     }
+}
+
+/// How long an ended session is remembered, so its still-valid access tokens answer
+/// `session_replaced` rather than `session_revoked`: the life of an access token, plus leeway.
+fn store_settings(config: &Config) -> StoreSettings {
+    let t = &config.token;
+    StoreSettings {
+        refresh_key: RefreshKey::new(&t.refresh_secret),
+        reuse_grace: config.session.refresh_reuse_grace,
+        tombstone_ttl: t.access_ttl + t.keys.rules().leeway + Duration::from_secs(60),
+    }
+}
+
+async fn open_store(config: &Config) -> Result<SessionStore, StoreError> {
+    let settings = store_settings(config);
+    let s = &config.session;
+    Ok(match s.store {
+        StoreKind::Memory => MemoryStore::new(settings).into(),
+        StoreKind::Redis => {
+            let target = if s.redis_cluster.is_empty() {
+                RedisTarget::Single(s.redis_url.clone())
+            } else {
+                RedisTarget::Cluster(s.redis_cluster.clone())
+            };
+            RedisStore::connect(target, &s.key_prefix, settings, Duration::from_secs(1)).await?.into()
+        }
+    })
 }
 
 /// Unix seconds now.

@@ -30,6 +30,8 @@ pub enum GatewayError {
     PayloadTooLarge,
     HeadersTooLarge,
     AccountLocked { retry_after: Duration },
+    /// The per-IP login flood guard refused the attempt.
+    RateLimited,
     UpstreamUnavailable,
     UpstreamTimeout,
     StoreUnavailable,
@@ -51,7 +53,7 @@ impl GatewayError {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            AccountLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AccountLocked { .. } | RateLimited => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -80,6 +82,7 @@ impl GatewayError {
             PayloadTooLarge => "payload_too_large",
             HeadersTooLarge => "request_header_fields_too_large",
             AccountLocked { .. } => "account_locked",
+            RateLimited => "rate_limited",
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
             StoreUnavailable => "store_unavailable",
@@ -108,6 +111,7 @@ impl GatewayError {
             PayloadTooLarge => "the request body is too large",
             HeadersTooLarge => "the request headers are too large",
             AccountLocked { .. } => "too many failed logins; try again later",
+            RateLimited => "too many login attempts from this address; slow down",
             UpstreamUnavailable => "the upstream is unavailable",
             UpstreamTimeout => "the upstream did not answer in time",
             StoreUnavailable => "the session store is unavailable; try again shortly",
@@ -136,7 +140,7 @@ impl GatewayError {
                 let secs = retry_after.as_secs().max(1);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            GatewayError::StoreUnavailable => {
+            GatewayError::StoreUnavailable | GatewayError::RateLimited => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -23,12 +23,14 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod error;
 pub mod explain;
+pub mod login;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;

@@ -119,7 +119,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     runtime()?.block_on(async {
-        let app = authgate::app::App::new(loaded.config);
+        let app = authgate::app::App::build(loaded.config).await.context("opening the session store")?;
         let handle = authgate::server::start(app.clone()).await.context("binding the listeners")?;
         authgate::config::reload::spawn(app, path.to_path_buf());
         handle.run_until_signal().await;

@@ -23,7 +23,7 @@ use super::Problem;
 pub const DEFAULT_SECRET_ENV: &str = "AUTHGATE_JWT_SECRET";
 
 /// The whole of `gateway.toml`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayFile {
     pub server: ServerFile,
@@ -35,22 +35,6 @@ pub struct GatewayFile {
     pub cors: CorsFile,
     pub upstreams: Vec<UpstreamFile>,
     pub routes: Vec<RouteFile>,
-}
-
-impl Default for GatewayFile {
-    fn default() -> Self {
-        Self {
-            server: ServerFile::default(),
-            token: TokenFile::default(),
-            session: SessionFile::default(),
-            platforms: PlatformsFile::default(),
-            login: LoginFile::default(),
-            identity: IdentityFile::default(),
-            cors: CorsFile::default(),
-            upstreams: Vec::new(),
-            routes: Vec::new(),
-        }
-    }
 }
 
 /// `[server]`

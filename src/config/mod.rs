@@ -84,6 +84,11 @@ pub struct TlsFiles {
 pub struct Token {
     /// Signing key, verify keys, issuer, audience, leeway.
     pub keys: KeyRing,
+    /// Derives each refresh token from its parent (see `session::ids`). Derived from the
+    /// signing key, so every instance sharing a config and a Redis store agrees on it and it
+    /// survives restarts; rotating the signing key invalidates outstanding refresh tokens'
+    /// grace recomputation, not the sessions.
+    pub refresh_secret: [u8; 32],
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     /// `None` when `max_lifetime = "0s"`.
@@ -205,6 +210,19 @@ pub struct UpstreamTarget {
     pub authority: http::uri::Authority,
     /// Path prefix of the url, without trailing slash ("" for none).
     pub base_path: String,
+}
+
+/// The refresh-token derivation key: HMAC-SHA256 of a fixed label under the signing key's bytes.
+fn refresh_secret(material: &crate::tokens::KeyMaterial) -> [u8; 32] {
+    use crate::tokens::KeyMaterial;
+    let bytes = match material {
+        KeyMaterial::Secret(b) | KeyMaterial::PrivatePem(b) | KeyMaterial::PublicPem(b) => b,
+    };
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes);
+    let tag = aws_lc_rs::hmac::sign(&key, b"authgate refresh-token derivation key v1");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 /// Reads, parses and validates the config at `path`; secrets come from the process
@@ -730,6 +748,7 @@ impl Cx<'_> {
             algorithm: alg.to_jwt(),
             material: signing?,
         };
+        let refresh_secret = refresh_secret(&signing.material);
         let rules = TokenRules {
             issuer: f.issuer.clone(),
             audience: f.audience.clone(),
@@ -751,6 +770,7 @@ impl Cx<'_> {
             silent_refresh_window,
             refresh_header,
             cookie,
+            refresh_secret,
         })
     }
 

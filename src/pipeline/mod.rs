@@ -25,7 +25,8 @@ use hyper::body::Incoming;
 
 use crate::app::{now, App, Live};
 use crate::body::Body;
-use crate::config::SessionMode;
+use crate::config::{OnStoreError, SessionMode};
+use crate::session::{EndReason, SessionCheck};
 use crate::error::GatewayError;
 use crate::proxy::{self, LimitedBody, UpstreamError};
 use crate::tokens::{Claims, TokenError};
@@ -182,32 +183,51 @@ async fn run<'l>(
 }
 
 /// Token → verified claims → (stateful mode) an active session.
-async fn authenticate(app: &App, live: &Live, headers: &http::HeaderMap) -> Result<Arc<Claims>, GatewayError> {
+pub(crate) async fn authenticate(app: &App, live: &Live, headers: &http::HeaderMap) -> Result<Arc<Claims>, GatewayError> {
     let cfg = &live.config;
     let raw = token::extract(headers, cfg.token.cookie.as_deref())?.ok_or(GatewayError::MissingToken)?;
-    let claims = cfg.token.keys.verify(raw, now()).map_err(|e| match e {
+    let claims = cfg.token.keys.verify_shared(raw, now()).map_err(|e| match e {
         TokenError::Expired => GatewayError::TokenExpired,
         TokenError::Invalid(why) => {
             tracing::info!(reason = why, "invalid token");
             GatewayError::InvalidToken
         }
     })?;
-    let claims = Arc::new(claims);
     if cfg.session.mode == SessionMode::Stateful {
         check_session(app, live, &claims).await?;
     }
     Ok(claims)
 }
 
-/// The stateful check: the token's session must be active.
-async fn check_session(_app: &App, _live: &Live, claims: &Claims) -> Result<(), GatewayError> {
-    // Sessions arrive with the session store; until then no session is known.
-    let _ = claims;
-    Err(GatewayError::SessionRevoked)
+/// The stateful check: the token's session must be active. A store error never ends a
+/// session: it is a 503 (`deny`) or the token alone decides (`allow_stateless`).
+async fn check_session(app: &App, live: &Live, claims: &Claims) -> Result<(), GatewayError> {
+    let Some(sid) = claims.sid.as_deref() else {
+        // A token without a session id has no session to be active.
+        return Err(GatewayError::SessionRevoked);
+    };
+    match app.store.check(&claims.sub, sid, now()).await {
+        Ok(SessionCheck::Active) => Ok(()),
+        Ok(SessionCheck::Ended(EndReason::Replaced)) => Err(GatewayError::SessionReplaced),
+        Ok(SessionCheck::Ended(_) | SessionCheck::Unknown) => Err(GatewayError::SessionRevoked),
+        Err(e) => {
+            metrics::counter!("authgate_store_errors_total").increment(1);
+            match live.config.session.on_store_error {
+                OnStoreError::Deny => {
+                    tracing::warn!(error = %e, "session store unavailable; refusing with 503");
+                    Err(GatewayError::StoreUnavailable)
+                }
+                OnStoreError::AllowStateless => {
+                    tracing::warn!(error = %e, "session store unavailable; token accepted on its own");
+                    Ok(())
+                }
+            }
+        }
+    }
 }
 
 /// `require_roles` / `require_tenants`: 403 unless the token has one of them.
-fn check_requirements(route: &Route, claims: &Claims) -> Result<(), GatewayError> {
+pub(crate) fn check_requirements(route: &Route, claims: &Claims) -> Result<(), GatewayError> {
     if !route.require_roles.is_empty() {
         let roles = claims.roles.as_deref().unwrap_or(&[]);
         if !roles.iter().any(|r| route.require_roles.contains(r)) {

@@ -366,8 +366,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let e = encode(&new_session(), &[3; 16], &[4; 16], 1000, 2000).unwrap();
-        let ranges = ranges(&e).unwrap();
-        assert_eq!(ranges, vec![0..e.len()]);
+        assert_eq!(ranges(&e).unwrap(), vec![0..e.len()]);
         let v = Entry(&e);
         assert_eq!(v.platform(), b"web");
         assert_eq!(v.user_id(), b"1001");

@@ -160,6 +160,9 @@ const MAX_RSA_BITS: usize = 8192;
 /// Budget of the verify cache, in approximate bytes (token + claims).
 const VERIFY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Longest a verified token stays cached, whatever its `exp` says.
+const MAX_CACHE_TTL: u64 = 24 * 3600;
+
 /// Gives each ring a process-unique id, so caches outside it can tell rings apart.
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -407,7 +410,11 @@ impl KeyRing {
 
     /// Caches a verified token until its `exp + leeway`.
     fn remember(&self, token: &str, claims: &Arc<Claims>, now: u64) {
-        let ttl = claims.exp.saturating_add(self.leeway).saturating_sub(now);
+        let ttl = claims
+            .exp
+            .saturating_add(self.leeway)
+            .saturating_sub(now)
+            .min(MAX_CACHE_TTL);
         if ttl > 0 {
             self.cache.insert(
                 token.into(),
@@ -1435,12 +1442,7 @@ mod tests {
                 ),
                 Some(TokenError::Invalid("bad_signature")),
             ),
-            (
-                "truncated",
-                &hs,
-                good[..good.len() - 6].to_string(),
-                None,
-            ),
+            ("truncated", &hs, good[..good.len() - 6].to_string(), None),
             (
                 "truncated to two parts",
                 &hs,
@@ -1828,5 +1830,24 @@ mod tests {
         let (token, claims) = keys.mint(&id, NOW).unwrap();
         assert_eq!(keys.verify(&token, NOW).unwrap().sid, None);
         assert_eq!(claims.identity(), id);
+    }
+
+    #[test]
+    #[ignore]
+    fn tmp_bench() {
+        let keys = ring(private("k1", Algorithm::HS256), vec![]);
+        let (token, _) = keys.mint(&identity(), NOW).unwrap();
+        let n = 200_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(keys.verify_shared(&token, NOW).unwrap());
+        }
+        let hit = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..20_000 {
+            std::hint::black_box(keys.verify_uncached(&token).unwrap());
+        }
+        let miss = t.elapsed() / 20_000;
+        eprintln!("hit {hit:?} miss {miss:?}");
     }
 }

@@ -1,0 +1,389 @@
+//! The gateway's own endpoints under `login.prefix` (default `/auth`), and
+//! `/.well-known/jwks.json`:
+//! login, refresh (rotation, grace, theft), logout, logout-all, the caller's sessions,
+//! forward-auth `verify`, and the public keys.
+//!
+//! Every answer that carries tokens has `Cache-Control: no-store`. A store error is a 503 and
+//! never ends a session or hands out a token that was not saved.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::app::{now, App, Live};
+use crate::audit::{self, Event, Subject};
+use crate::body::{empty, full, Body};
+use crate::config::LoginBackend;
+use crate::error::GatewayError;
+use crate::login::{self, LoginIdentity, LoginOutcome};
+use crate::pipeline::{self, path, route::RouteMatch, ConnInfo};
+use crate::proxy;
+use crate::session::{EndReason, NewSession, RefreshOutcome, Session, StoreError};
+use crate::tokens::{AccessIdentity, Claims};
+
+/// The path of the JWKS document.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Largest JSON body the endpoints read.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// Whether `path` (raw, as requested) is one of the gateway's own endpoints.
+pub fn is_ours(live: &Live, path: &str) -> bool {
+    let prefix = &live.config.login.prefix;
+    path == JWKS_PATH
+        || (path.starts_with(prefix.as_str()) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// Answers one request to an endpoint of ours.
+pub async fn handle(app: &App, live: &Live, req: Request<Incoming>, conn: ConnInfo) -> Result<Response<Body>, GatewayError> {
+    let path = req.uri().path();
+    if path == JWKS_PATH {
+        return match *req.method() {
+            Method::GET | Method::HEAD => jwks(live),
+            _ => Err(GatewayError::MethodNotAllowed),
+        };
+    }
+    let rest = path[live.config.login.prefix.len()..].to_owned();
+    let addr = proxy::client_addr(conn.peer, req.headers(), &live.config.server.trusted_proxies);
+    let method = req.method().clone();
+    match (method, rest.as_str()) {
+        (Method::POST, "/login") => login(app, live, req, addr.client).await,
+        (Method::POST, "/refresh") => refresh(app, live, req, addr.client).await,
+        (Method::POST, "/logout") => logout(app, live, req.headers(), addr.client, false).await,
+        (Method::POST, "/logout-all") => logout(app, live, req.headers(), addr.client, true).await,
+        (Method::GET, "/sessions") => sessions(app, live, req.headers()).await,
+        (Method::DELETE, p) if p.starts_with("/sessions/") && p.len() > "/sessions/".len() => {
+            delete_session(app, live, req.headers(), &p["/sessions/".len()..], addr.client).await
+        }
+        (Method::GET | Method::HEAD, "/verify") => verify(app, live, req.headers(), conn).await,
+        (_, "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify") => {
+            Err(GatewayError::MethodNotAllowed)
+        }
+        (_, p) if p.starts_with("/sessions/") => Err(GatewayError::MethodNotAllowed),
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(value.to_string()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn store_error(e: StoreError) -> GatewayError {
+    tracing::error!(error = %e, "session store error");
+    metrics::counter!("authgate_store_errors_total").increment(1);
+    GatewayError::StoreUnavailable
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, GatewayError> {
+    match Limited::new(req.into_body(), MAX_JSON_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge),
+        Err(_) => Err(GatewayError::BadRequest("the request body could not be read")),
+    }
+}
+
+fn jwks(live: &Live) -> Result<Response<Body>, GatewayError> {
+    let doc = live.config.token.keys.jwks().ok_or(GatewayError::NotFound)?;
+    let mut r = json(StatusCode::OK, &doc);
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    Ok(r)
+}
+
+/// The platform a login is for: the configured header, else the default; unknown is a 400.
+fn platform(live: &Live, headers: &HeaderMap) -> Result<String, GatewayError> {
+    let p = &live.config.platforms;
+    let Some(v) = headers.get(&p.header) else { return Ok(p.default.clone()) };
+    let v = v.to_str().map_err(|_| GatewayError::BadRequest("unknown platform"))?.trim();
+    p.allowed.iter().find(|a| a.as_str() == v).cloned().ok_or(GatewayError::BadRequest("unknown platform"))
+}
+
+fn header_text(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(255).collect())
+}
+
+async fn login(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, GatewayError> {
+    if matches!(live.config.login.backend, LoginBackend::None) {
+        return Err(GatewayError::NotFound);
+    }
+    if !app.flood.allow(ip) {
+        metrics::counter!("authgate_logins_total", "result" => "flood").increment(1);
+        return Err(GatewayError::RateLimited);
+    }
+    let headers = req.headers().clone();
+    let platform = platform(live, &headers)?;
+    let body = read_body(req).await?;
+    let username = login::username_of(&body);
+    let t = now();
+    let lockout = &live.lockout;
+    if let Some(wait) = lockout.check(&app.store, username.as_deref(), ip, t).await.map_err(store_error)? {
+        metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
+        audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
+        return Err(GatewayError::AccountLocked { retry_after: wait });
+    }
+    let outcome = live.login.authenticate(body, &headers, ip).await;
+    let failed = |counted: bool| async move {
+        if !counted {
+            return Ok::<Option<Duration>, GatewayError>(None);
+        }
+        let locked = lockout.record_failure(&app.store, username.as_deref(), ip, t).await.map_err(store_error)?;
+        Ok(locked)
+    };
+    match outcome {
+        LoginOutcome::Success(identity) => {
+            lockout.record_success(&app.store, username.as_deref(), ip).await.map_err(store_error)?;
+            let resp = issue(app, live, identity, &platform, &headers, ip).await?;
+            metrics::counter!("authgate_logins_total", "result" => "success").increment(1);
+            Ok(resp)
+        }
+        LoginOutcome::InvalidCredentials => {
+            metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
+            audit::record(Event::LoginFailed, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
+            if let Some(wait) = failed(true).await? {
+                audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
+                tracing::info!(retry_after = wait.as_secs(), "login locked after repeated failures");
+            }
+            Err(GatewayError::InvalidCredentials)
+        }
+        LoginOutcome::Relay { response, counts_as_failure } => {
+            if counts_as_failure {
+                metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
+                audit::record(Event::LoginFailed, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
+                if failed(true).await?.is_some() {
+                    audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
+                }
+            }
+            Ok(response)
+        }
+        LoginOutcome::BadRequest(m) => Err(GatewayError::BadRequest(m)),
+        LoginOutcome::Unavailable => Err(GatewayError::UpstreamUnavailable),
+    }
+}
+
+/// Creates the session (ending the oldest beyond the platform limit) and answers the pair.
+async fn issue(
+    app: &App,
+    live: &Live,
+    identity: LoginIdentity,
+    platform: &str,
+    headers: &HeaderMap,
+    ip: IpAddr,
+) -> Result<Response<Body>, GatewayError> {
+    let cfg = &live.config;
+    let t = now();
+    let new = NewSession {
+        user_id: identity.user_id.clone(),
+        user_name: identity.user_name.clone(),
+        tenant: identity.tenant.clone(),
+        roles: identity.roles.clone(),
+        platform: platform.to_owned(),
+        device: header_text(headers, "x-device-id"),
+        ip: ip.to_string(),
+        user_agent: header_text(headers, header::USER_AGENT),
+    };
+    let limit = cfg.platforms.max_sessions.get(platform).copied();
+    let created = app.store.create(new, limit, live.lifetimes, t).await.map_err(store_error)?;
+    for kicked in &created.kicked {
+        audit::record(
+            Event::SessionReplaced,
+            Subject { user_id: Some(&identity.user_id), session_id: Some(kicked), platform: Some(platform), ip: Some(ip) },
+        );
+    }
+    let s = &created.session;
+    audit::record(Event::Login, Subject { user_id: Some(&s.user_id), session_id: Some(&s.id), platform: Some(platform), ip: Some(ip) });
+    let mut pair = token_pair(live, s, created.refresh_token.as_str(), t)?;
+    if let Some(body) = identity.upstream_body {
+        pair["upstream"] = body;
+    }
+    Ok(json(StatusCode::OK, &pair))
+}
+
+/// The access token for a session, minted now.
+fn access_for(live: &Live, s: &Session, t: u64) -> Result<(String, Claims), GatewayError> {
+    let id = AccessIdentity {
+        sub: s.user_id.clone(),
+        name: Some(s.user_name.clone()),
+        sid: Some(s.id.clone()),
+        plat: Some(s.platform.clone()),
+        tenant: s.tenant.clone(),
+        roles: (!s.roles.is_empty()).then(|| s.roles.clone()),
+    };
+    live.config.token.keys.mint(&id, t).map_err(|e| {
+        tracing::error!(error = %e, "signing an access token failed");
+        GatewayError::Internal
+    })
+}
+
+fn token_pair(live: &Live, s: &Session, refresh_token: &str, t: u64) -> Result<serde_json::Value, GatewayError> {
+    let (access, claims) = access_for(live, s, t)?;
+    Ok(serde_json::json!({
+        "token_type": "Bearer",
+        "access_token": access,
+        "expires_in": claims.exp.saturating_sub(t),
+        "access_token_expires_at": claims.exp,
+        "refresh_token": refresh_token,
+        "refresh_token_expires_at": s.expires_at,
+        "session_id": s.id,
+        "platform": s.platform,
+        "user": { "id": s.user_id, "name": s.user_name },
+    }))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, GatewayError> {
+    let body = read_body(req).await?;
+    let RefreshBody { refresh_token } = serde_json::from_slice(&body)
+        .map_err(|_| GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}"))?;
+    let t = now();
+    match app.store.refresh(&refresh_token, live.lifetimes, t).await.map_err(store_error)? {
+        RefreshOutcome::Rotated { session, token } | RefreshOutcome::Grace { session, token } => {
+            audit::record(
+                Event::Refresh,
+                Subject { user_id: Some(&session.user_id), session_id: Some(&session.id), platform: Some(&session.platform), ip: Some(ip) },
+            );
+            Ok(json(StatusCode::OK, &token_pair(live, &session, token.as_str(), t)?))
+        }
+        RefreshOutcome::Theft { session } => {
+            audit::record(
+                Event::TokenTheftDetected,
+                Subject { user_id: Some(&session.user_id), session_id: Some(&session.id), platform: Some(&session.platform), ip: Some(ip) },
+            );
+            tracing::warn!(session_id = %session.id, "refresh token reuse: session ended");
+            Err(GatewayError::TokenTheftDetected)
+        }
+        RefreshOutcome::Invalid => Err(GatewayError::InvalidRefreshToken),
+    }
+}
+
+/// The caller's verified claims with an active session (stateful) — as for a required route.
+async fn caller(app: &App, live: &Live, headers: &HeaderMap) -> Result<Arc<Claims>, GatewayError> {
+    let claims = pipeline::authenticate(app, live, headers).await?;
+    if claims.sid.is_none() {
+        // Tokens of another issuer have no session of ours to act on.
+        return Err(GatewayError::InvalidToken);
+    }
+    Ok(claims)
+}
+
+async fn logout(app: &App, live: &Live, headers: &HeaderMap, ip: IpAddr, all: bool) -> Result<Response<Body>, GatewayError> {
+    let c = caller(app, live, headers).await?;
+    let sid = c.sid.as_deref().unwrap_or_default();
+    let t = now();
+    if all {
+        let n = app.store.end_all(&c.sub, EndReason::Logout, t).await.map_err(store_error)?;
+        tracing::info!(user_id = %c.sub, ended = n, "logout-all");
+        audit::record(Event::LogoutAll, Subject { user_id: Some(&c.sub), session_id: Some(sid), platform: c.plat.as_deref(), ip: Some(ip) });
+    } else {
+        app.store.end(&c.sub, sid, EndReason::Logout, t).await.map_err(store_error)?;
+        audit::record(Event::Logout, Subject { user_id: Some(&c.sub), session_id: Some(sid), platform: c.plat.as_deref(), ip: Some(ip) });
+    }
+    Ok(no_content())
+}
+
+/// The JSON of one session for listings.
+pub fn session_json(s: &Session, current: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "session_id": s.id,
+        "user_id": s.user_id,
+        "platform": s.platform,
+        "device": s.device,
+        "ip": s.ip,
+        "user_agent": s.user_agent,
+        "created_at": s.created_at,
+        "last_seen_at": s.last_seen_at,
+        "expires_at": s.expires_at,
+        "current": current == Some(s.id.as_str()),
+    })
+}
+
+async fn sessions(app: &App, live: &Live, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+    let c = caller(app, live, headers).await?;
+    let list = app.store.list(&c.sub, now()).await.map_err(store_error)?;
+    let items: Vec<_> = list.iter().map(|s| session_json(s, c.sid.as_deref())).collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "sessions": items })))
+}
+
+async fn delete_session(app: &App, live: &Live, headers: &HeaderMap, id: &str, ip: IpAddr) -> Result<Response<Body>, GatewayError> {
+    let c = caller(app, live, headers).await?;
+    // Only one's own sessions; anyone else's is "not found", never "forbidden".
+    if crate::session::user_id_of(id).as_deref() != Some(c.sub.as_str()) {
+        return Err(GatewayError::NotFound);
+    }
+    if !app.store.end(&c.sub, id, EndReason::Revoked, now()).await.map_err(store_error)? {
+        return Err(GatewayError::NotFound);
+    }
+    audit::record(Event::SessionRevoked, Subject { user_id: Some(&c.sub), session_id: Some(id), platform: c.plat.as_deref(), ip: Some(ip) });
+    Ok(no_content())
+}
+
+/// Forward-auth for nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`.
+async fn verify(app: &App, live: &Live, headers: &HeaderMap, conn: ConnInfo) -> Result<Response<Body>, GatewayError> {
+    let cfg = &live.config;
+    let addr = proxy::client_addr(conn.peer, headers, &cfg.server.trusted_proxies);
+    // The original request, as the fronting proxy reports it; believed only from trusted peers.
+    let original = if addr.peer_trusted {
+        let method = headers.get("x-forwarded-method").and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        let uri = headers.get("x-forwarded-uri").and_then(|v| v.to_str().ok());
+        method.zip(uri)
+    } else {
+        None
+    };
+    let route = match original {
+        Some((method, uri)) => {
+            let raw = uri.split('?').next().unwrap_or(uri);
+            let canonical = path::canonicalize(raw)
+                .map_err(|_| GatewayError::BadRequest("the request path is malformed or ambiguous"))?;
+            match cfg.routes.find(&canonical, &method) {
+                RouteMatch::Found(r) => Some(r),
+                RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
+                RouteMatch::NotFound => return Err(GatewayError::NoRoute),
+            }
+        }
+        None => None,
+    };
+    use crate::pipeline::route::AuthMode;
+    let claims = match route.map(|r| r.auth) {
+        Some(AuthMode::Public) => None,
+        Some(AuthMode::Optional) => pipeline::authenticate(app, live, headers).await.ok(),
+        Some(AuthMode::Required) | None => Some(pipeline::authenticate(app, live, headers).await?),
+    };
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::OK;
+    if let Some(c) = &claims {
+        if let Some(r) = route {
+            pipeline::check_requirements(r, c)?;
+        }
+        crate::pipeline::identity::inject(resp.headers_mut(), &cfg.identity, c);
+        if let Some(t) = app.refresher.maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now()) {
+            if let Ok(v) = HeaderValue::from_str(&t) {
+                let h = resp.headers_mut();
+                h.insert(cfg.token.refresh_header.clone(), v);
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, live.expose_refresh.clone());
+            }
+        }
+    }
+    Ok(resp)
+}

@@ -1,0 +1,411 @@
+//! Login lock-out and the flood guard in front of Argon2.
+//!
+//! [`Lockout`] is the `[login.lockout]` policy: failed logins are counted per username
+//! (`u:<username, lowercased>`) and per client IP (`ip:<ip>`) in the session store, so every
+//! gateway instance sees the same counts; a key whose failures within `window` reach
+//! `max_failures` (username) or `max_failures_per_ip` (IP) is locked for `duration`. A locked
+//! key answers `429 account_locked` with `Retry-After` *before* any password is looked at, so
+//! the right password does not help. The decisions themselves are pure functions
+//! ([`reaches_limit`], [`retry_after`]) so they can be table-tested without a store.
+//!
+//! [`FloodGuard`] is the cheap first line: a fixed-memory per-IP rate estimate (pingora-limits
+//! [`Rate`], a count-min sketch over 1 s windows) that refuses an IP's attempts beyond
+//! [`FLOOD_LIMIT_PER_SECOND`] before they reach the store or Argon2. Behind it,
+//! [`verify_slot`] bounds concurrent Argon2 verifications to the number of CPUs, so a flood
+//! from many IPs queues instead of eating every core, and gives up after [`VERIFY_QUEUE_WAIT`].
+
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use pingora_limits::rate::Rate;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::session::{SessionStore, StoreError};
+
+/// Login attempts one client IP may make per second before [`FloodGuard::allow`] refuses it.
+///
+/// Far above what a person types (or a page retries) and far below what a password-guessing
+/// script sends; each refused attempt costs a few atomic increments instead of an Argon2
+/// verification (tens of milliseconds of a core) and two store round trips. Several users
+/// behind one NAT share the budget, hence not lower.
+pub const FLOOD_LIMIT_PER_SECOND: u32 = 20;
+
+/// How long a login waits for a free Argon2 slot before it gives up (`LoginOutcome::Busy`).
+pub const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Usernames longer than this are cut (at a character boundary) in lock-out keys, so a
+/// 64 KiB username cannot make a 64 KiB store key. Keys that only differ beyond it share a
+/// counter, which can only lock sooner.
+const MAX_KEY_USERNAME_BYTES: usize = 256;
+
+/// The store key of a username's failure counter: `u:<username, lowercased>`. The store adds
+/// its own prefix (`authgate:lock:` on Redis).
+pub fn user_key(username: &str) -> String {
+    let lower = username.to_lowercase();
+    let mut end = lower.len().min(MAX_KEY_USERNAME_BYTES);
+    while !lower.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("u:{}", &lower[..end])
+}
+
+/// The store key of a client IP's failure counter: `ip:<ip>`. IPv4-mapped IPv6 addresses are
+/// folded to IPv4 so one client has one key.
+pub fn ip_key(ip: IpAddr) -> String {
+    format!("ip:{}", ip.to_canonical())
+}
+
+/// Do `failures` within the window reach `limit`? (A limit of 0 never locks; config requires
+/// at least 1.)
+pub fn reaches_limit(failures: u32, limit: u32) -> bool {
+    limit > 0 && failures >= limit
+}
+
+/// How long until the latest of the given locks ends, if any is still in force at `now`
+/// (Unix seconds). At least one second, so `Retry-After` never says 0.
+pub fn retry_after(
+    locked_until: impl IntoIterator<Item = Option<u64>>,
+    now: u64,
+) -> Option<Duration> {
+    locked_until
+        .into_iter()
+        .flatten()
+        .filter(|&until| until > now)
+        .max()
+        .map(|until| Duration::from_secs((until - now).max(1)))
+}
+
+/// The `[login.lockout]` policy over the session store's counters.
+///
+/// The caller's order for one login: [`FloodGuard::allow`] → [`Lockout::check`] (locked: 429,
+/// the password is not looked at) → authenticate → [`Lockout::record_failure`] (invalid
+/// credentials, or a 401/403 relayed from the upstream login) or [`Lockout::record_success`].
+#[derive(Debug, Clone)]
+pub struct Lockout {
+    cfg: crate::config::Lockout,
+}
+
+impl Lockout {
+    pub fn new(cfg: &crate::config::Lockout) -> Self {
+        Self { cfg: cfg.clone() }
+    }
+
+    /// Is the username or the IP locked at `now`? `Some(retry after)` if so.
+    pub async fn check(
+        &self,
+        store: &SessionStore,
+        username: Option<&str>,
+        ip: IpAddr,
+        now: u64,
+    ) -> Result<Option<Duration>, StoreError> {
+        let ip_lock = store.locked_until(&ip_key(ip), now);
+        let user_lock = async {
+            match username {
+                Some(u) => store.locked_until(&user_key(u), now).await,
+                None => Ok(None),
+            }
+        };
+        let (ip_lock, user_lock) = tokio::join!(ip_lock, user_lock);
+        Ok(retry_after([ip_lock?, user_lock?], now))
+    }
+
+    /// Counts a failed login against the username (if known) and the IP; locks whichever
+    /// reached its limit. `Some(retry after)` if this failure locked something.
+    pub async fn record_failure(
+        &self,
+        store: &SessionStore,
+        username: Option<&str>,
+        ip: IpAddr,
+        now: u64,
+    ) -> Result<Option<Duration>, StoreError> {
+        let window = self.cfg.window;
+        let mut until = Vec::with_capacity(2);
+        let ip_key = ip_key(ip);
+        if reaches_limit(
+            store.record_failure(&ip_key, window, now).await?,
+            self.cfg.max_failures_per_ip,
+        ) {
+            until.push(Some(store.lock(&ip_key, self.cfg.duration, now).await?));
+        }
+        if let Some(u) = username {
+            let key = user_key(u);
+            if reaches_limit(
+                store.record_failure(&key, window, now).await?,
+                self.cfg.max_failures,
+            ) {
+                until.push(Some(store.lock(&key, self.cfg.duration, now).await?));
+            }
+        }
+        Ok(retry_after(until, now))
+    }
+
+    /// Forgets the username's failures after a successful login. The IP's count stays: one
+    /// valid account must not reset the budget of a script guessing others from that IP.
+    pub async fn record_success(
+        &self,
+        store: &SessionStore,
+        username: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match username {
+            Some(u) => store.clear_failures(&user_key(u)).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Fixed-memory per-IP login rate limit (about 64 KiB whatever the number of IPs).
+///
+/// A count-min sketch can only over-count: under a flood from very many IPs an innocent IP
+/// may share a cell with a noisy one and be refused for the rest of that second. Keep one
+/// guard for the process (it need not follow config reloads).
+pub struct FloodGuard {
+    rate: Rate,
+    limit: u32,
+}
+
+impl Default for FloodGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FloodGuard {
+    /// [`FLOOD_LIMIT_PER_SECOND`] attempts per IP per second.
+    pub fn new() -> Self {
+        Self::with_limit(FLOOD_LIMIT_PER_SECOND)
+    }
+
+    /// `limit` attempts per IP per second.
+    pub fn with_limit(limit: u32) -> Self {
+        Self {
+            rate: Rate::new(Duration::from_secs(1)),
+            limit,
+        }
+    }
+
+    /// Counts one login attempt from `ip`; false once it is beyond the limit for the current
+    /// one-second window (the caller answers 429 with `Retry-After: 1`).
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let seen = self.rate.observe(&ip.to_canonical(), 1);
+        seen <= self.limit as isize
+    }
+}
+
+/// Process-wide: Argon2 verifications that may run at once.
+static VERIFY_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Arc::new(Semaphore::new(cpus))
+});
+
+/// The process-wide Argon2 semaphore (one permit per CPU).
+pub fn verify_slots() -> Arc<Semaphore> {
+    VERIFY_SLOTS.clone()
+}
+
+/// Waits up to `wait` for a permit of `slots`; `None` if none came free (or the semaphore
+/// was closed). Hold the permit for the whole verification, inside the blocking task.
+pub async fn verify_slot(slots: &Arc<Semaphore>, wait: Duration) -> Option<OwnedSemaphorePermit> {
+    match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Some(permit),
+        Ok(Err(_closed)) => None,
+        Err(_elapsed) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{MemoryStore, RefreshKey, StoreSettings};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn cfg(max_failures: u32, max_failures_per_ip: u32) -> crate::config::Lockout {
+        crate::config::Lockout {
+            max_failures,
+            max_failures_per_ip,
+            window: Duration::from_secs(60),
+            duration: Duration::from_secs(600),
+        }
+    }
+
+    fn store() -> SessionStore {
+        MemoryStore::new(StoreSettings {
+            refresh_key: RefreshKey::generate(),
+            reuse_grace: Duration::from_secs(10),
+            tombstone_ttl: Duration::from_secs(7200),
+        })
+        .into()
+    }
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    const OTHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 8));
+
+    #[test]
+    fn reaches_limit_table() {
+        for (failures, limit, want) in [
+            (0, 5, false),
+            (4, 5, false),
+            (5, 5, true),
+            (6, 5, true),
+            (1, 1, true),
+            (100, 0, false),
+        ] {
+            assert_eq!(
+                reaches_limit(failures, limit),
+                want,
+                "{failures} of {limit}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_table() {
+        let now = 1_000;
+        for (locks, want) in [
+            (vec![None, None], None),
+            (vec![Some(999), None], None),
+            (vec![Some(1_000)], None),
+            (vec![Some(1_001)], Some(1)),
+            (vec![Some(1_600), Some(1_060)], Some(600)),
+            (vec![None, Some(1_060)], Some(60)),
+        ] {
+            assert_eq!(
+                retry_after(locks.clone(), now),
+                want.map(Duration::from_secs),
+                "{locks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(user_key("Alice"), "u:alice");
+        assert_eq!(ip_key(IP), "ip:203.0.113.7");
+        let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 7).to_ipv6_mapped());
+        assert_eq!(ip_key(mapped), "ip:203.0.113.7");
+        assert_eq!(ip_key(IpAddr::V6(Ipv6Addr::LOCALHOST)), "ip:::1");
+        let long = "é".repeat(300);
+        let key = user_key(&long);
+        assert!(key.len() <= 2 + MAX_KEY_USERNAME_BYTES);
+        assert!(key.starts_with("u:éé"));
+    }
+
+    #[tokio::test]
+    async fn username_locks_at_max_failures_even_for_later_checks() {
+        let store = store();
+        let l = Lockout::new(&cfg(3, 50));
+        let now = 10_000;
+        assert_eq!(l.check(&store, Some("alice"), IP, now).await.unwrap(), None);
+        assert_eq!(
+            l.record_failure(&store, Some("alice"), IP, now)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            l.record_failure(&store, Some("ALICE"), IP, now + 1)
+                .await
+                .unwrap(),
+            None
+        );
+        let locked = l
+            .record_failure(&store, Some("alice"), IP, now + 2)
+            .await
+            .unwrap();
+        assert_eq!(locked, Some(Duration::from_secs(600)));
+        // Locked for everyone asking for alice, from any IP; case does not matter.
+        assert_eq!(
+            l.check(&store, Some("Alice"), OTHER_IP, now + 100)
+                .await
+                .unwrap(),
+            Some(Duration::from_secs(502))
+        );
+        // Others are not.
+        assert_eq!(
+            l.check(&store, Some("bob"), IP, now + 100).await.unwrap(),
+            None
+        );
+        // Until the duration is over.
+        assert_eq!(
+            l.check(&store, Some("alice"), IP, now + 602).await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_outside_the_window_do_not_add_up() {
+        let store = store();
+        let l = Lockout::new(&cfg(2, 50));
+        assert_eq!(
+            l.record_failure(&store, Some("a"), IP, 0).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            l.record_failure(&store, Some("a"), IP, 61).await.unwrap(),
+            None
+        );
+        assert!(l
+            .record_failure(&store, Some("a"), IP, 62)
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn success_clears_the_username_but_not_the_ip() {
+        let store = store();
+        let l = Lockout::new(&cfg(2, 3));
+        assert_eq!(
+            l.record_failure(&store, Some("a"), IP, 0).await.unwrap(),
+            None
+        );
+        l.record_success(&store, Some("a")).await.unwrap();
+        assert_eq!(
+            l.record_failure(&store, Some("a"), IP, 1).await.unwrap(),
+            None
+        );
+        // Third failure from the IP (different usernames count too): the IP is locked.
+        let locked = l.record_failure(&store, Some("b"), IP, 2).await.unwrap();
+        assert_eq!(locked, Some(Duration::from_secs(600)));
+        assert!(l.check(&store, Some("c"), IP, 3).await.unwrap().is_some());
+        assert!(l.check(&store, None, IP, 3).await.unwrap().is_some());
+        assert_eq!(l.check(&store, Some("c"), OTHER_IP, 3).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn without_a_username_only_the_ip_counts() {
+        let store = store();
+        let l = Lockout::new(&cfg(1, 2));
+        assert_eq!(l.record_failure(&store, None, IP, 0).await.unwrap(), None);
+        assert!(l
+            .record_failure(&store, None, IP, 0)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(l.check(&store, None, IP, 1).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn flood_guard_refuses_the_21st_attempt_of_one_ip_only() {
+        let guard = FloodGuard::new();
+        for i in 0..FLOOD_LIMIT_PER_SECOND {
+            assert!(guard.allow(IP), "attempt {}", i + 1);
+        }
+        assert!(!guard.allow(IP), "attempt 21");
+        assert!(guard.allow(OTHER_IP));
+    }
+
+    #[tokio::test]
+    async fn verify_slot_gives_up_when_none_comes_free() {
+        let slots = Arc::new(Semaphore::new(1));
+        let held = verify_slot(&slots, Duration::from_millis(10)).await;
+        assert!(held.is_some());
+        assert!(verify_slot(&slots, Duration::from_millis(20))
+            .await
+            .is_none());
+        drop(held);
+        assert!(verify_slot(&slots, Duration::from_millis(20))
+            .await
+            .is_some());
+    }
+}

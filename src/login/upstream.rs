@@ -1,0 +1,497 @@
+//! The `upstream` login backend: the legacy application's own login decides.
+//!
+//! The client's login body is POSTed unchanged to `login.upstream_url` (with its
+//! `Content-Type`, `Accept`, `Accept-Language` and `User-Agent`, and `X-Forwarded-For` set to
+//! the client IP). A 2xx answer must be JSON: the identity is read from it with the configured
+//! JSON pointers and the whole body is handed back for the `"upstream"` member of the token
+//! pair. Any other status is relayed to the client unchanged (status, headers without the
+//! hop-by-hop ones, body); 401 and 403 count as failed logins for lock-out.
+//!
+//! The exchange is bounded: 2 s to connect, [`EXCHANGE_TIMEOUT`] for the whole exchange
+//! including the body, which is buffered up to [`MAX_RESPONSE_BYTES`]. A refused connection,
+//! a timeout, an over-long or non-JSON 2xx body, or one without a user id are
+//! [`LoginOutcome::Unavailable`] (502) with the cause in the log, never in the response.
+//! Only `http://` is supported for now; an `https://` login URL answers `Unavailable` (logged).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use super::{LoginIdentity, LoginOutcome};
+use crate::config::UpstreamLogin;
+
+/// Time allowed to connect to the legacy login.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for the whole exchange: connect, request, answer head and body.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer body read from the legacy login (2xx or relayed).
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Request headers of the client passed on to the legacy login.
+const PASSED_ON: [header::HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::USER_AGENT,
+];
+
+/// The legacy login of one config snapshot and a pooled client towards it.
+pub struct UpstreamBackend {
+    cfg: UpstreamLogin,
+    client: Client<HttpConnector, Full<Bytes>>,
+    exchange_timeout: Duration,
+}
+
+impl UpstreamBackend {
+    pub fn new(cfg: &UpstreamLogin) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        if cfg.url.scheme_str() != Some("http") {
+            tracing::warn!(url = %cfg.url, "login.upstream_url: only http:// is supported; logins will fail with 502");
+        }
+        Self {
+            cfg: UpstreamLogin {
+                url: cfg.url.clone(),
+                user_id_pointer: cfg.user_id_pointer.clone(),
+                user_name_pointer: cfg.user_name_pointer.clone(),
+                tenant_pointer: cfg.tenant_pointer.clone(),
+                roles_pointer: cfg.roles_pointer.clone(),
+            },
+            client,
+            exchange_timeout: EXCHANGE_TIMEOUT,
+        }
+    }
+
+    pub async fn authenticate(
+        &self,
+        body: Bytes,
+        headers: &HeaderMap,
+        client_ip: IpAddr,
+    ) -> LoginOutcome {
+        if self.cfg.url.scheme_str() != Some("http") {
+            tracing::error!(url = %self.cfg.url, "upstream login: only http:// login URLs are supported");
+            return LoginOutcome::Unavailable;
+        }
+        let req = self.request(body, headers, client_ip);
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let (parts, body) = resp.into_parts();
+            let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((parts, bytes))
+        };
+        let (parts, bytes) = match tokio::time::timeout(self.exchange_timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                tracing::warn!(url = %self.cfg.url, error = %e, "upstream login failed");
+                return LoginOutcome::Unavailable;
+            }
+            Err(_) => {
+                tracing::warn!(url = %self.cfg.url, timeout = ?self.exchange_timeout, "upstream login timed out");
+                return LoginOutcome::Unavailable;
+            }
+        };
+        if !parts.status.is_success() {
+            return relay(parts, bytes);
+        }
+        let json: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(url = %self.cfg.url, status = %parts.status, error = %e, "upstream login: 2xx answer is not JSON");
+                return LoginOutcome::Unavailable;
+            }
+        };
+        match identity(&self.cfg, json) {
+            Ok(id) => LoginOutcome::Success(id),
+            Err(why) => {
+                tracing::warn!(url = %self.cfg.url, status = %parts.status, "upstream login: 2xx answer unusable: {why}");
+                LoginOutcome::Unavailable
+            }
+        }
+    }
+
+    fn request(&self, body: Bytes, headers: &HeaderMap, client_ip: IpAddr) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.cfg.url.clone();
+        let out = req.headers_mut();
+        for name in PASSED_ON {
+            for v in headers.get_all(&name) {
+                out.append(name.clone(), v.clone());
+            }
+        }
+        out.insert(
+            header::HeaderName::from_static("x-forwarded-for"),
+            // An IP address's text is always a valid header value.
+            HeaderValue::try_from(client_ip.to_canonical().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+        );
+        req
+    }
+}
+
+/// A non-2xx answer, relayed: status, headers without hop-by-hop ones, body.
+fn relay(parts: http::response::Parts, body: Bytes) -> LoginOutcome {
+    let counts_as_failure = matches!(
+        parts.status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    );
+    let mut response = Response::from_parts(parts, crate::body::full(body));
+    crate::proxy::strip_hop_by_hop(response.headers_mut(), false, |_| false);
+    LoginOutcome::Relay {
+        response,
+        counts_as_failure,
+    }
+}
+
+/// Reads the identity out of a 2xx JSON answer; the answer itself goes along.
+fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, String> {
+    let user_id = json
+        .pointer(&cfg.user_id_pointer)
+        .and_then(scalar)
+        .ok_or_else(|| {
+            format!(
+                "no string or number at user_id_pointer {:?}",
+                cfg.user_id_pointer
+            )
+        })?;
+    let at = |p: &Option<String>| p.as_deref().and_then(|p| json.pointer(p));
+    let user_name = at(&cfg.user_name_pointer)
+        .and_then(scalar)
+        .unwrap_or_else(|| user_id.clone());
+    let tenant = at(&cfg.tenant_pointer).and_then(scalar);
+    let roles = at(&cfg.roles_pointer).map(roles).unwrap_or_default();
+    Ok(LoginIdentity {
+        user_id,
+        user_name,
+        tenant,
+        roles,
+        upstream_body: Some(json),
+    })
+}
+
+/// A non-empty string, or a number as text.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Roles from an array of strings (numbers too) or a comma-separated string; each trimmed,
+/// empty ones dropped, commas inside array items split (the roles header is comma-separated).
+fn roles(v: &Value) -> Vec<String> {
+    let items: Vec<String> = match v {
+        Value::Array(a) => a.iter().filter_map(scalar).collect(),
+        other => scalar(other).into_iter().collect(),
+    };
+    items
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::{Arc, Mutex};
+
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+
+    /// What the fake legacy login saw.
+    #[derive(Default, Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    /// A legacy login on 127.0.0.1:0 answering every request with `status`, `headers`, `body`.
+    async fn legacy(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body: &'static str,
+    ) -> (SocketAddr, Arc<Mutex<Seen>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        *record.lock().unwrap() = Seen {
+                            method: parts.method.to_string(),
+                            path: parts.uri.path().to_owned(),
+                            headers: parts.headers,
+                            body,
+                        };
+                        let mut resp = Response::builder().status(status);
+                        for (k, v) in headers {
+                            resp = resp.header(*k, *v);
+                        }
+                        Ok::<_, Infallible>(
+                            resp.body(Full::new(Bytes::from_static(body.as_bytes())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn cfg(addr: SocketAddr) -> UpstreamLogin {
+        UpstreamLogin {
+            url: format!("http://{addr}/api/login").parse().unwrap(),
+            user_id_pointer: "/data/id".into(),
+            user_name_pointer: Some("/data/username".into()),
+            tenant_pointer: Some("/data/tenant".into()),
+            roles_pointer: Some("/data/roles".into()),
+        }
+    }
+
+    fn client_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        h.insert(header::USER_AGENT, HeaderValue::from_static("test-agent/1"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer not-for-the-login"),
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h
+    }
+
+    #[tokio::test]
+    async fn a_2xx_answer_gives_the_identity_by_pointers_and_the_body_goes_through_unchanged() {
+        let (addr, seen) = legacy(
+            200,
+            &[("content-type", "application/json")],
+            r#"{"code":0,"data":{"id":1001,"username":"alice","tenant":"acme","roles":["admin","ops, audit"]}}"#,
+        )
+        .await;
+        let b = UpstreamBackend::new(&cfg(addr));
+        let body = Bytes::from_static(b"user=alice&pass=%C3%A9+x&\x00\xff");
+        let out = b
+            .authenticate(body.clone(), &client_headers(), CLIENT)
+            .await;
+        let LoginOutcome::Success(id) = out else {
+            panic!("expected success");
+        };
+        assert_eq!(id.user_id, "1001");
+        assert_eq!(id.user_name, "alice");
+        assert_eq!(id.tenant.as_deref(), Some("acme"));
+        assert_eq!(id.roles, ["admin", "ops", "audit"]);
+        assert_eq!(id.upstream_body.unwrap()["code"], 0);
+
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.path, "/api/login");
+        assert_eq!(seen.body, body, "byte for byte");
+        assert_eq!(
+            seen.headers["content-type"],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(seen.headers["accept"], "application/json");
+        assert_eq!(seen.headers["user-agent"], "test-agent/1");
+        assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.9");
+        assert!(seen.headers.get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn roles_as_a_comma_string_and_defaults_for_missing_fields() {
+        let (addr, _) = legacy(200, &[], r#"{"data":{"id":"u-7","roles":"a, b,,c"}}"#).await;
+        let b = UpstreamBackend::new(&cfg(addr));
+        let LoginOutcome::Success(id) = b
+            .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+            .await
+        else {
+            panic!("expected success");
+        };
+        assert_eq!(id.user_id, "u-7");
+        assert_eq!(id.user_name, "u-7", "the name defaults to the id");
+        assert_eq!(id.tenant, None);
+        assert_eq!(id.roles, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_2xx_without_a_user_id_or_not_json_is_unavailable() {
+        for body in [
+            r#"{"data":{}}"#,
+            r#"{"data":{"id":""}}"#,
+            r#"{"data":{"id":null}}"#,
+            "<html>ok</html>",
+        ] {
+            let (addr, _) = legacy(200, &[], body).await;
+            let b = UpstreamBackend::new(&cfg(addr));
+            let out = b
+                .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+                .await;
+            assert!(matches!(out, LoginOutcome::Unavailable), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_401_is_relayed_unchanged_and_counts_as_a_failure() {
+        let (addr, _) = legacy(
+            401,
+            &[
+                ("content-type", "application/json"),
+                ("x-legacy", "yes"),
+                ("set-cookie", "a=b"),
+                ("connection", "x-legacy-hop"),
+                ("x-legacy-hop", "1"),
+                ("keep-alive", "timeout=5"),
+            ],
+            r#"{"msg":"wrong password"}"#,
+        )
+        .await;
+        let b = UpstreamBackend::new(&cfg(addr));
+        let out = b
+            .authenticate(Bytes::from_static(b"{}"), &client_headers(), CLIENT)
+            .await;
+        let LoginOutcome::Relay {
+            response,
+            counts_as_failure,
+        } = out
+        else {
+            panic!("expected relay");
+        };
+        assert!(counts_as_failure);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let h = response.headers();
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["x-legacy"], "yes");
+        assert_eq!(h["set-cookie"], "a=b");
+        for gone in ["connection", "x-legacy-hop", "keep-alive"] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, Bytes::from_static(br#"{"msg":"wrong password"}"#));
+    }
+
+    #[tokio::test]
+    async fn a_403_counts_and_a_500_or_400_does_not() {
+        for (status, counts) in [(403, true), (500, false), (400, false), (302, false)] {
+            let (addr, _) = legacy(status, &[], "no").await;
+            let b = UpstreamBackend::new(&cfg(addr));
+            let out = b
+                .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+                .await;
+            let LoginOutcome::Relay {
+                response,
+                counts_as_failure,
+            } = out
+            else {
+                panic!("expected relay for {status}");
+            };
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(counts_as_failure, counts, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_unavailable() {
+        // Bind, learn the port, close: nothing listens there any more.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let b = UpstreamBackend::new(&cfg(addr));
+        let out = b
+            .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+            .await;
+        assert!(matches!(out, LoginOutcome::Unavailable));
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_times_out_as_unavailable() {
+        // Accepts, never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut b = UpstreamBackend::new(&cfg(addr));
+        b.exchange_timeout = Duration::from_millis(100);
+        let out = b
+            .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+            .await;
+        assert!(matches!(out, LoginOutcome::Unavailable));
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn https_is_unavailable_without_connecting() {
+        let mut c = cfg("127.0.0.1:1".parse().unwrap());
+        c.url = "https://127.0.0.1:1/login".parse().unwrap();
+        let b = UpstreamBackend::new(&c);
+        let out = b
+            .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+            .await;
+        assert!(matches!(out, LoginOutcome::Unavailable));
+    }
+
+    #[test]
+    fn roles_table() {
+        for (json, want) in [
+            (r#"["a","b"]"#, vec!["a", "b"]),
+            (r#"" a , b ,""#, vec!["a", "b"]),
+            (r#"["a,b", " c ", "", 7, null]"#, vec!["a", "b", "c", "7"]),
+            (r#""""#, vec![]),
+            (r#"null"#, vec![]),
+            (r#"{"x":1}"#, vec![]),
+        ] {
+            let v: Value = serde_json::from_str(json).unwrap();
+            assert_eq!(roles(&v), want, "{json}");
+        }
+    }
+}

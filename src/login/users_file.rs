@@ -1,0 +1,353 @@
+//! The `users_file` login backend: `{"username", "password"}` checked against the Argon2 PHC
+//! hashes of `users.toml`.
+//!
+//! Verification runs in `spawn_blocking` (an Argon2 hash takes tens of milliseconds of a core
+//! and must never stall the runtime), at most one per CPU at a time (see
+//! [`super::lockout::verify_slot`]). An unknown username is verified too, against a dummy hash
+//! with the parameters most of the file's users have, so it costs what a wrong password costs
+//! and answers the same `InvalidCredentials`: response time does not reveal which usernames
+//! exist. The dummy is computed once per config snapshot, on the first unknown username.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use tokio::sync::Semaphore;
+
+use super::{lockout, LoginIdentity, LoginOutcome};
+use crate::config::User;
+
+/// Login bodies above this size are refused (`400 bad_request`) without parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Parses `{"username": "...", "password": "..."}`: both required, non-empty strings; other
+/// fields are ignored.
+pub(super) fn parse_body(body: &[u8]) -> Result<(String, String), &'static str> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err("the login body is too large");
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| "the login body must be JSON: {\"username\": ..., \"password\": ...}")?;
+    let Some(obj) = value.as_object() else {
+        return Err("the login body must be a JSON object: {\"username\": ..., \"password\": ...}");
+    };
+    let field = |name| {
+        obj.get(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
+    let username = field("username").ok_or("`username` must be a non-empty string")?;
+    let password = field("password").ok_or("`password` must be a non-empty string")?;
+    Ok((username.to_owned(), password.to_owned()))
+}
+
+/// The users of one config snapshot and how to verify them.
+pub struct UsersFile {
+    users: Arc<HashMap<String, User>>,
+    /// A PHC hash with the users' usual parameters, for unknown usernames; made on first use.
+    dummy: Arc<OnceLock<Option<String>>>,
+    slots: Arc<Semaphore>,
+    queue_wait: Duration,
+    #[cfg(test)]
+    verifications: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl UsersFile {
+    /// Uses the process-wide Argon2 slots ([`lockout::verify_slots`]).
+    pub fn new(users: &HashMap<String, User>) -> Self {
+        Self::with_slots(users, lockout::verify_slots(), lockout::VERIFY_QUEUE_WAIT)
+    }
+
+    /// With its own semaphore and queue wait (tests).
+    pub fn with_slots(
+        users: &HashMap<String, User>,
+        slots: Arc<Semaphore>,
+        queue_wait: Duration,
+    ) -> Self {
+        Self {
+            users: Arc::new(users.clone()),
+            dummy: Arc::new(OnceLock::new()),
+            slots,
+            queue_wait,
+            #[cfg(test)]
+            verifications: Default::default(),
+        }
+    }
+
+    pub async fn authenticate(&self, body: &[u8]) -> LoginOutcome {
+        let (username, password) = match parse_body(body) {
+            Ok(c) => c,
+            Err(why) => return LoginOutcome::BadRequest(why),
+        };
+        let Some(permit) = lockout::verify_slot(&self.slots, self.queue_wait).await else {
+            tracing::warn!("login refused: no Argon2 slot came free in time (login flood?)");
+            return LoginOutcome::Busy;
+        };
+        let users = self.users.clone();
+        let dummy = self.dummy.clone();
+        #[cfg(test)]
+        let counter = self.verifications.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            #[cfg(test)]
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match users.get(&username) {
+                Some(user) => verify(&user.password_hash, &password).then(|| user.clone()),
+                None => {
+                    if let Some(hash) = dummy.get_or_init(|| dummy_hash(&users)) {
+                        // Same work as a real user; the result does not matter.
+                        let _ = verify(hash, &password);
+                    }
+                    None
+                }
+            }
+        })
+        .await;
+        match verified {
+            Ok(Some(user)) => LoginOutcome::Success(LoginIdentity {
+                user_id: user.id,
+                user_name: user.username,
+                tenant: user.tenant,
+                roles: user.roles,
+                upstream_body: None,
+            }),
+            Ok(None) => LoginOutcome::InvalidCredentials,
+            Err(e) => {
+                // Only a panic inside argon2 gets here; answer as for a wrong password.
+                tracing::error!(error = %e, "password verification task failed");
+                LoginOutcome::InvalidCredentials
+            }
+        }
+    }
+
+    /// Argon2 verifications run so far (unknown usernames included).
+    #[cfg(test)]
+    pub(super) fn verifications(&self) -> usize {
+        self.verifications.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Does `password` match the PHC string `hash`? The algorithm, version and parameters come
+/// from the hash itself.
+fn verify(hash: &str, password: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(e) => {
+            // The config validated every hash; this is a bug, not a login failure.
+            tracing::error!(error = %e, "a users file password hash does not parse");
+            false
+        }
+    }
+}
+
+/// A hash of a fixed password with the parameters (algorithm, version, m/t/p, output length,
+/// salt length) most users of the file have; ties go to the costliest. Without users (or if
+/// it cannot be made): the `hash-password` defaults.
+fn dummy_hash(users: &HashMap<String, User>) -> Option<String> {
+    // Group by the parameter part of the PHC string (all but salt and hash), counting users
+    // and remembering one hash of each group as the model.
+    let mut groups: HashMap<&str, (usize, u64, &str)> = HashMap::new();
+    for u in users.values() {
+        let Ok(parsed) = PasswordHash::new(&u.password_hash) else {
+            continue;
+        };
+        let cost = argon2::Params::try_from(&parsed).map_or(0, |p| {
+            u64::from(p.m_cost()) * u64::from(p.t_cost()) * u64::from(p.p_cost())
+        });
+        let shape = u.password_hash.rsplitn(3, '$').nth(2).unwrap_or("");
+        groups.entry(shape).or_insert((0, cost, &u.password_hash)).0 += 1;
+    }
+    let model = groups
+        .into_values()
+        .max_by_key(|&(n, cost, _)| (n, cost))
+        .map(|(_, _, hash)| hash);
+    let made = match model.and_then(|h| PasswordHash::new(h).ok()) {
+        Some(model) => {
+            let salt_len = model.salt.map_or(16, |s| s.len());
+            let salt = SaltString::from_b64(&"A".repeat(salt_len));
+            let params = argon2::Params::try_from(&model);
+            match (salt, params) {
+                (Ok(salt), Ok(params)) => Argon2::default()
+                    .hash_password_customized(
+                        b"authgate-dummy-password",
+                        Some(model.algorithm),
+                        model.version,
+                        params,
+                        &salt,
+                    )
+                    .map(|h| h.to_string()),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+        None => SaltString::from_b64("AAAAAAAAAAAAAAAAAAAAAA").and_then(|salt| {
+            Argon2::default()
+                .hash_password(b"authgate-dummy-password", &salt)
+                .map(|h| h.to_string())
+        }),
+    };
+    match made {
+        Ok(hash) => Some(hash),
+        Err(e) => {
+            // Unknown usernames then answer faster than wrong passwords; say so loudly.
+            tracing::error!(error = %e, "cannot make the dummy hash for unknown usernames");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A PHC hash with cheap parameters (m=256 KiB, t=1, p=1).
+    pub fn cheap_hash(password: &str) -> String {
+        let params = argon2::Params::new(256, 1, 1, None).expect("valid params");
+        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0c2FsdA").expect("valid salt");
+        argon
+            .hash_password(password.as_bytes(), &salt)
+            .expect("hashes")
+            .to_string()
+    }
+
+    pub fn users() -> HashMap<String, User> {
+        let mut users = HashMap::new();
+        users.insert(
+            "alice".to_owned(),
+            User {
+                id: "1001".into(),
+                username: "alice".into(),
+                password_hash: cheap_hash("correct horse"),
+                tenant: Some("acme".into()),
+                roles: vec!["admin".into(), "ops".into()],
+            },
+        );
+        users.insert(
+            "bob".to_owned(),
+            User {
+                id: "1002".into(),
+                username: "bob".into(),
+                password_hash: cheap_hash("battery staple"),
+                tenant: None,
+                roles: vec![],
+            },
+        );
+        users
+    }
+
+    #[tokio::test]
+    async fn right_password_gives_the_identity() {
+        let b = UsersFile::new(&users());
+        let LoginOutcome::Success(id) = b
+            .authenticate(br#"{"username":"alice","password":"correct horse"}"#)
+            .await
+        else {
+            panic!("expected success");
+        };
+        assert_eq!(id.user_id, "1001");
+        assert_eq!(id.user_name, "alice");
+        assert_eq!(id.tenant.as_deref(), Some("acme"));
+        assert_eq!(id.roles, ["admin", "ops"]);
+        assert!(id.upstream_body.is_none());
+        let LoginOutcome::Success(id) = b
+            .authenticate(br#"{"password":"battery staple","username":"bob","extra":1}"#)
+            .await
+        else {
+            panic!("expected success");
+        };
+        assert_eq!(
+            (id.user_id.as_str(), id.tenant, id.roles.len()),
+            ("1002", None, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_password_and_unknown_user_both_verify_and_answer_the_same() {
+        let b = UsersFile::new(&users());
+        let wrong = b
+            .authenticate(br#"{"username":"alice","password":"wrong"}"#)
+            .await;
+        assert!(matches!(wrong, LoginOutcome::InvalidCredentials));
+        assert_eq!(b.verifications(), 1);
+        let unknown = b
+            .authenticate(br#"{"username":"mallory","password":"correct horse"}"#)
+            .await;
+        assert!(matches!(unknown, LoginOutcome::InvalidCredentials));
+        assert_eq!(b.verifications(), 2, "an unknown user runs Argon2 too");
+        // Usernames are matched exactly.
+        let case = b
+            .authenticate(br#"{"username":"Alice","password":"correct horse"}"#)
+            .await;
+        assert!(matches!(case, LoginOutcome::InvalidCredentials));
+        assert_eq!(b.verifications(), 3);
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_users_parameters() {
+        let dummy = dummy_hash(&users()).expect("made");
+        let parsed = PasswordHash::new(&dummy).unwrap();
+        let model_hash = cheap_hash("x");
+        let model = PasswordHash::new(&model_hash).unwrap();
+        assert_eq!(parsed.algorithm, model.algorithm);
+        assert_eq!(parsed.version, model.version);
+        assert_eq!(parsed.params, model.params);
+        assert_eq!(parsed.hash.unwrap().len(), model.hash.unwrap().len());
+        assert_eq!(parsed.salt.unwrap().len(), model.salt.unwrap().len());
+        // Without users: the hash-password defaults.
+        let default = dummy_hash(&HashMap::new()).expect("made");
+        assert!(
+            default.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{default}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_bad_requests_without_verifying() {
+        let b = UsersFile::new(&users());
+        let big = format!(
+            r#"{{"username":"alice","password":"{}"}}"#,
+            "x".repeat(MAX_BODY_BYTES)
+        );
+        for body in [
+            "",
+            "not json",
+            "{",
+            "[]",
+            "\"alice\"",
+            "null",
+            "{}",
+            r#"{"username":"alice"}"#,
+            r#"{"password":"x"}"#,
+            r#"{"username":"","password":"x"}"#,
+            r#"{"username":"alice","password":""}"#,
+            r#"{"username":1001,"password":"x"}"#,
+            r#"{"username":"alice","password":123}"#,
+            r#"{"username":["alice"],"password":"x"}"#,
+            r#"{"username":"alice","password":null}"#,
+            big.as_str(),
+        ] {
+            let out = b.authenticate(body.as_bytes()).await;
+            assert!(
+                matches!(out, LoginOutcome::BadRequest(_)),
+                "{:?}",
+                &body[..body.len().min(60)]
+            );
+        }
+        assert_eq!(b.verifications(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_free_slot_in_time_is_busy() {
+        let slots = Arc::new(Semaphore::new(0));
+        let b = UsersFile::with_slots(&users(), slots, Duration::from_millis(20));
+        let out = b
+            .authenticate(br#"{"username":"alice","password":"correct horse"}"#)
+            .await;
+        assert!(matches!(out, LoginOutcome::Busy));
+        assert_eq!(b.verifications(), 0);
+    }
+}

@@ -1,0 +1,795 @@
+//! The Redis session store, shared by every gateway instance; sessions survive gateway
+//! restarts.
+//!
+//! # Key layout (`<p>` is `key_prefix`, default `authgate:`)
+//! - `<p>{u:<user_id>}`: a string holding all of one user's session records back to back
+//!   (`record.rs`; ~220 bytes per session with a browser user agent). Its TTL is the latest
+//!   expiry among them. One key per user (not a hash per session plus an index) because that
+//!   is what meets the memory target: see `record.rs`. The hash tag keeps anything added for a
+//!   user later on the same cluster slot.
+//! - `<p>lock:<key>`: failed logins (`lock:u:<username>`, `lock:ip:<ip>`), a hash
+//!   `{n: count, e: window end}`, TTL the window.
+//! - `<p>locked:<key>`: lock-out, value the Unix second it ends, TTL the lock duration.
+//! - `<p>stats:active`: the `authgate_sessions_active` approximation, a hash from expiry hour
+//!   (`expires_at / 3600`) to the number of sessions expiring in it. Every change adjusts it
+//!   after the fact, in a write the caller does not wait for; reading sums the hours not yet
+//!   past. So it is off by sessions that idle out within the current hour and by any update
+//!   lost to a failure, and heals as hours pass. TTL: the last hour it counts.
+//! - Channel `<p>revoked`: `PUBLISH`ed by the scripts whenever a session ends, payload
+//!   `base64url(user_id) "."` followed by the 16 raw bytes of the session id.
+//!
+//! Every write that must be atomic (create with kick-out, rotation, end) is one Lua script on
+//! the user's one key, so it works unchanged on Redis Cluster. Times inside records are the
+//! `now` passed in; Redis TTLs only collect garbage.
+//!
+//! # Failure
+//! A single node goes through a `ConnectionManager` (reconnects by itself); a cluster through
+//! `cluster_async::ClusterConnection`. Connect and response timeouts are both `timeout`, and
+//! every operation is also bounded by it as a whole: while Redis is down, operations fail
+//! fast with [`StoreError::Unavailable`], and they work again once it is back, without
+//! recreating the store. The revocation subscriber is a task of its own that resubscribes with
+//! backoff and announces [`RECHECK_ALL`] after a gap.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
+use tokio::sync::{broadcast, watch};
+
+use super::ids::{
+    b64, format_token, parse_sid, random, sid_prefix, token_hash, ParsedToken, Secret, SidBytes,
+};
+use super::record::{self, Entry};
+use super::{
+    is_ancestor, Created, EndReason, Lifetimes, NewSession, RefreshOutcome, Session, SessionCheck,
+    StoreError, StoreSettings, MAX_SESSIONS_PER_USER, RECHECK_ALL,
+};
+
+const COMMON: &str = include_str!("lua/common.lua");
+/// A request moves `last_seen_at` at most this often (a background write).
+const TOUCH_EVERY: u64 = 60;
+const HOUR: u64 = 3600;
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://` or `rediss://` URL of one node.
+    Single(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+/// The connection: one reconnecting node, or a cluster. Both are cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+struct Scripts {
+    create: Script,
+    refresh: Script,
+    end: Script,
+    touch: Script,
+    failure: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Self {
+            create: with_common(include_str!("lua/create.lua")),
+            refresh: with_common(include_str!("lua/refresh.lua")),
+            end: with_common(include_str!("lua/end.lua")),
+            touch: with_common(include_str!("lua/touch.lua")),
+            failure: Script::new(include_str!("lua/failure.lua")),
+        }
+    }
+}
+
+/// The Redis store. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Conn,
+    prefix: String,
+    channel: String,
+    stats_key: String,
+    settings: StoreSettings,
+    timeout: Duration,
+    scripts: Scripts,
+    revoked: broadcast::Sender<String>,
+    subscribed: watch::Receiver<bool>,
+    subscriber: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("cluster", &matches!(self.inner.conn, Conn::Cluster(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(e: RedisError) -> StoreError {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ResponseError)
+        | ErrorKind::Parse
+        | ErrorKind::UnexpectedReturnType
+        | ErrorKind::InvalidClientConfig => StoreError::Backend(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn unexpected(what: &str) -> StoreError {
+    StoreError::Backend(format!("unexpected answer from Redis ({what})"))
+}
+
+fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        _ => Err(unexpected("integer")),
+    }
+}
+
+fn bytes(v: &Value) -> Result<&[u8], StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        _ => Err(unexpected("string")),
+    }
+}
+
+fn array(v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        Value::Nil => Ok(Vec::new()),
+        _ => Err(unexpected("array")),
+    }
+}
+
+/// Turns a revocation payload (`base64url(user) "."` + 16 raw bytes) into a session id.
+fn decode_revocation(payload: &[u8]) -> Option<String> {
+    let split = payload.len().checked_sub(16)?;
+    let (prefix, raw) = payload.split_at(split);
+    let prefix = std::str::from_utf8(prefix).ok()?;
+    if !prefix.ends_with('.') || prefix.len() < 2 {
+        return None;
+    }
+    Some(format!("{prefix}{}", b64(raw)))
+}
+
+impl RedisStore {
+    /// Sets up the store. Does not wait for Redis: an unreachable server shows in
+    /// [`Self::ping`] and in each operation's `Err`, and is picked up once it answers. Fails
+    /// only for an unusable URL.
+    ///
+    /// `timeout` bounds connecting and every operation (1 s is a good value).
+    pub async fn connect(
+        target: RedisTarget,
+        key_prefix: &str,
+        settings: StoreSettings,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let bad = |e: RedisError| StoreError::InvalidInput(bad_url(e));
+        let (conn, urls) = match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(bad)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                let manager = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(map_err)?;
+                (Conn::Single(manager), vec![url])
+            }
+            RedisTarget::Cluster(nodes) => {
+                if nodes.is_empty() {
+                    return Err(StoreError::InvalidInput("no Redis Cluster nodes given"));
+                }
+                for n in &nodes {
+                    redis::Client::open(n.as_str()).map_err(bad)?;
+                }
+                let client = ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(bad)?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                (
+                    Conn::Cluster(client.get_pending_async_connection_with_config(config)),
+                    nodes,
+                )
+            }
+        };
+        let channel = format!("{key_prefix}revoked");
+        let (revoked, _) = broadcast::channel(1024);
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let subscriber = tokio::spawn(subscriber(
+            urls,
+            channel.clone(),
+            revoked.clone(),
+            ready_tx,
+            timeout,
+        ))
+        .abort_handle();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                prefix: key_prefix.to_owned(),
+                stats_key: format!("{key_prefix}stats:active"),
+                channel,
+                settings,
+                timeout,
+                scripts: Scripts::new(),
+                revoked,
+                subscribed: ready_rx,
+                subscriber,
+            }),
+        })
+    }
+
+    fn user_key(&self, user_id: &str) -> String {
+        format!("{}{{u:{user_id}}}", self.inner.prefix)
+    }
+
+    fn tomb(&self) -> u64 {
+        self.inner.settings.tombstone_ttl.as_secs().max(1)
+    }
+
+    /// Runs one Redis call, bounded by the timeout.
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_err(e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    fn publish_local(&self, sids: impl IntoIterator<Item = String>) {
+        for sid in sids {
+            // No receivers is fine.
+            let _ = self.inner.revoked.send(sid);
+        }
+    }
+
+    /// Adjusts the active-session counters in the background: `(expires_at, delta)`.
+    fn bump(&self, deltas: &[(u64, i64)], now: u64) {
+        let mut by_hour: Vec<(u64, i64)> = Vec::new();
+        for &(exp, d) in deltas {
+            let h = exp / HOUR;
+            match by_hour.iter_mut().find(|(b, _)| *b == h) {
+                Some((_, n)) => *n += d,
+                None => by_hour.push((h, d)),
+            }
+        }
+        by_hour.retain(|&(_, d)| d != 0);
+        if by_hour.is_empty() {
+            return;
+        }
+        let key = &self.inner.stats_key;
+        let mut p = redis::pipe();
+        for &(h, d) in &by_hour {
+            p.cmd("HINCRBY").arg(key).arg(h).arg(d).ignore();
+        }
+        let last = by_hour.iter().map(|&(h, _)| h).max().unwrap_or(0);
+        let ttl = ((last + 1) * HOUR).saturating_sub(now).max(HOUR);
+        p.cmd("EXPIRE").arg(key).arg(ttl).arg("NX").ignore();
+        p.cmd("EXPIRE").arg(key).arg(ttl).arg("GT").ignore();
+        let mut conn = self.inner.conn.clone();
+        let timeout = self.inner.timeout;
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = tokio::time::timeout(timeout, p.exec_async(&mut conn)).await {
+                tracing::debug!(error = %e, "active-session counter update lost");
+            }
+        });
+    }
+
+    pub async fn create(
+        &self,
+        new: NewSession,
+        max_per_platform: Option<u32>,
+        lifetimes: Lifetimes,
+        now: u64,
+    ) -> Result<Created, StoreError> {
+        let sid: SidBytes = random();
+        let secret: Secret = random();
+        let expires = lifetimes.expiry(now, now);
+        let rec = record::encode(&new, &sid, &token_hash(&secret), now, expires)?;
+        let session = Entry(&rec).to_session()?;
+        let prefix = sid_prefix(&new.user_id);
+        let mut conn = self.inner.conn.clone();
+        let mut inv = self.inner.scripts.create.key(self.user_key(&new.user_id));
+        inv.arg(now)
+            .arg(&rec[..])
+            .arg(max_per_platform.map_or(0, |m| m.max(1)))
+            .arg(self.tomb())
+            .arg(&self.inner.channel)
+            .arg(&prefix)
+            .arg(MAX_SESSIONS_PER_USER);
+        let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
+        let mut kicked = Vec::with_capacity(out.len() / 2);
+        let mut deltas = vec![(u64::from(record::t32(expires)), 1)];
+        for pair in out.chunks(2) {
+            let [sid, exp] = pair else {
+                return Err(unexpected("create"));
+            };
+            kicked.push(format!("{prefix}{}", b64(bytes(sid)?)));
+            deltas.push((int(exp)?.max(0) as u64, -1));
+        }
+        self.bump(&deltas, now);
+        self.publish_local(kicked.iter().cloned());
+        Ok(Created {
+            refresh_token: format_token(&new.user_id, &sid, &secret),
+            session,
+            kicked,
+        })
+    }
+
+    pub async fn check(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now: u64,
+    ) -> Result<SessionCheck, StoreError> {
+        let Some((uid, sid)) = parse_sid(session_id) else {
+            return Ok(SessionCheck::Unknown);
+        };
+        if uid != user_id {
+            return Ok(SessionCheck::Unknown);
+        }
+        let key = self.user_key(user_id);
+        let mut conn = self.inner.conn.clone();
+        let doc: Option<Vec<u8>> = self
+            .timed(redis::cmd("GET").arg(&key).query_async(&mut conn))
+            .await?;
+        let Some(doc) = doc else {
+            return Ok(SessionCheck::Unknown);
+        };
+        let Some(r) = record::find(&doc, user_id, &sid)? else {
+            return Ok(SessionCheck::Unknown);
+        };
+        let e = Entry(&doc[r]);
+        let answer = e.check(now);
+        if answer == SessionCheck::Active && u64::from(e.seen()) + TOUCH_EVERY <= now {
+            self.touch(key, sid, now);
+        }
+        Ok(answer)
+    }
+
+    /// Moves `last_seen_at` in the background; a failure only leaves it older.
+    fn touch(&self, key: String, sid: SidBytes, now: u64) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut conn = store.inner.conn.clone();
+            let mut inv = store.inner.scripts.touch.key(key);
+            inv.arg(now).arg(&sid[..]);
+            if let Err(e) = store.timed(inv.invoke_async::<Value>(&mut conn)).await {
+                tracing::debug!(error = %e, "last-seen update lost");
+            }
+        });
+    }
+
+    pub async fn refresh(
+        &self,
+        token: &str,
+        lifetimes: Lifetimes,
+        now: u64,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let Some(p) = ParsedToken::parse(token) else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let key_ = &self.inner.settings.refresh_key;
+        let presented = token_hash(&p.secret);
+        let next = key_.successor(&p.secret);
+        let prefix = sid_prefix(&p.user_id);
+        let mut conn = self.inner.conn.clone();
+        let mut inv = self.inner.scripts.refresh.key(self.user_key(&p.user_id));
+        inv.arg(now)
+            .arg(&p.sid[..])
+            .arg(&presented[..])
+            .arg(&token_hash(&next)[..])
+            .arg(self.inner.settings.reuse_grace.as_secs())
+            .arg(lifetimes.refresh_ttl.as_secs())
+            .arg(lifetimes.max_lifetime.map_or(0, |d| d.as_secs().max(1)))
+            .arg(self.tomb())
+            .arg(&self.inner.channel)
+            .arg(&prefix);
+        let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
+        let [code, old, rec] = &out[..] else {
+            return Err(unexpected("refresh"));
+        };
+        let (code, old) = (int(code)?, int(old)?.max(0) as u64);
+        if code == 0 {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let rec = bytes(rec)?;
+        if rec.len() < record::HEADER {
+            return Err(unexpected("refresh record"));
+        }
+        let e = Entry(rec);
+        let session = e.to_session()?;
+        Ok(match code {
+            1 => {
+                self.bump(&[(old, -1), (session.expires_at, 1)], now);
+                RefreshOutcome::Rotated {
+                    session,
+                    token: format_token(&p.user_id, &p.sid, &next),
+                }
+            }
+            2 => RefreshOutcome::Grace {
+                session,
+                token: format_token(&p.user_id, &p.sid, &next),
+            },
+            3 => {
+                self.bump(&[(old, -1)], now);
+                self.publish_local([session.id.clone()]);
+                RefreshOutcome::Theft { session }
+            }
+            4 => {
+                if !is_ancestor(key_, &p.secret, e.generation(), e.current(), e.parent()) {
+                    return Ok(RefreshOutcome::Invalid);
+                }
+                match self.end_matching(&p.user_id, Some(&p.sid), EndReason::Theft, now).await?.pop() {
+                    Some(session) => RefreshOutcome::Theft { session },
+                    None => RefreshOutcome::Invalid,
+                }
+            }
+            5 => {
+                tracing::warn!(
+                    "refresh token parent reused within grace, but its successor does not \
+                     match: do all instances share the same refresh key?"
+                );
+                RefreshOutcome::Invalid
+            }
+            _ => return Err(unexpected("refresh code")),
+        })
+    }
+
+    /// Ends one session (`sid`) or all of a user's; the sessions ended.
+    async fn end_matching(
+        &self,
+        user_id: &str,
+        sid: Option<&SidBytes>,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let mut inv = self.inner.scripts.end.key(self.user_key(user_id));
+        inv.arg(now)
+            .arg(sid.map_or(&[][..], |s| &s[..]))
+            .arg(record::reason_code(reason))
+            .arg(self.tomb())
+            .arg(&self.inner.channel)
+            .arg(sid_prefix(user_id));
+        let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
+        let mut ended = Vec::with_capacity(out.len() / 2);
+        let mut deltas = Vec::with_capacity(out.len() / 2);
+        for pair in out.chunks(2) {
+            let [old, rec] = pair else {
+                return Err(unexpected("end"));
+            };
+            let rec = bytes(rec)?;
+            if rec.len() < record::HEADER {
+                return Err(unexpected("end record"));
+            }
+            deltas.push((int(old)?.max(0) as u64, -1));
+            ended.push(Entry(rec).to_session()?);
+        }
+        self.bump(&deltas, now);
+        self.publish_local(ended.iter().map(|s| s.id.clone()));
+        Ok(ended)
+    }
+
+    pub async fn end(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let Some((uid, sid)) = parse_sid(session_id) else {
+            return Ok(false);
+        };
+        if uid != user_id {
+            return Ok(false);
+        }
+        Ok(!self
+            .end_matching(user_id, Some(&sid), reason, now)
+            .await?
+            .is_empty())
+    }
+
+    pub async fn end_all(
+        &self,
+        user_id: &str,
+        reason: EndReason,
+        now: u64,
+    ) -> Result<u32, StoreError> {
+        Ok(self.end_matching(user_id, None, reason, now).await?.len() as u32)
+    }
+
+    async fn load(&self, user_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        self.timed(
+            redis::cmd("GET")
+                .arg(self.user_key(user_id))
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    pub async fn list(&self, user_id: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+        let Some(doc) = self.load(user_id).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for r in record::ranges(&doc)? {
+            let e = Entry(&doc[r]);
+            if e.is_live(now) {
+                out.push(e.to_session()?);
+            }
+        }
+        out.sort_by_key(|s| s.created_at);
+        Ok(out)
+    }
+
+    pub async fn get(&self, user_id: &str, session_id: &str) -> Result<Option<Session>, StoreError> {
+        let Some((uid, sid)) = parse_sid(session_id) else {
+            return Ok(None);
+        };
+        if uid != user_id {
+            return Ok(None);
+        }
+        let Some(doc) = self.load(user_id).await? else {
+            return Ok(None);
+        };
+        match record::find(&doc, user_id, &sid)? {
+            Some(r) => Entry(&doc[r]).to_session().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn record_failure(
+        &self,
+        key: &str,
+        window: Duration,
+        now: u64,
+    ) -> Result<u32, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let mut inv = self
+            .inner
+            .scripts
+            .failure
+            .key(format!("{}lock:{key}", self.inner.prefix));
+        inv.arg(now).arg(window.as_secs().max(1));
+        let n: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    pub async fn lock(&self, key: &str, duration: Duration, now: u64) -> Result<u64, StoreError> {
+        let until = now.saturating_add(duration.as_secs());
+        let mut conn = self.inner.conn.clone();
+        let () = self
+            .timed(
+                redis::cmd("SET")
+                    .arg(format!("{}locked:{key}", self.inner.prefix))
+                    .arg(until)
+                    .arg("EX")
+                    .arg(duration.as_secs().max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(until)
+    }
+
+    pub async fn locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let until: Option<u64> = self
+            .timed(
+                redis::cmd("GET")
+                    .arg(format!("{}locked:{key}", self.inner.prefix))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(until.filter(|&u| u > now))
+    }
+
+    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let _: i64 = self
+            .timed(
+                redis::cmd("DEL")
+                    .arg(format!("{}lock:{key}", self.inner.prefix))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let _: Value = self
+            .timed(redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        Ok(())
+    }
+
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
+        self.inner.revoked.subscribe()
+    }
+
+    /// Waits until the revocation subscription is up (at most `limit`); whether it is.
+    pub async fn wait_subscribed(&self, limit: Duration) -> bool {
+        let mut rx = self.inner.subscribed.clone();
+        let up = matches!(
+            tokio::time::timeout(limit, rx.wait_for(|up| *up)).await,
+            Ok(Ok(_))
+        );
+        up
+    }
+
+    pub async fn active_count(&self, now: u64) -> Result<u64, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let key = &self.inner.stats_key;
+        let hours: Vec<(u64, i64)> = self
+            .timed(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
+            .await?;
+        let current = now / HOUR;
+        let sum: i64 = hours
+            .iter()
+            .filter(|(h, _)| *h >= current)
+            .map(|(_, n)| n)
+            .sum();
+        let stale: Vec<u64> = hours
+            .iter()
+            .filter(|(h, _)| *h < current)
+            .map(|(h, _)| *h)
+            .collect();
+        if !stale.is_empty() {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(key).arg(stale);
+            let timeout = self.inner.timeout;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(timeout, cmd.exec_async(&mut conn)).await;
+            });
+        }
+        Ok(sum.max(0) as u64)
+    }
+}
+
+fn bad_url(e: RedisError) -> &'static str {
+    tracing::error!(error = %e, "unusable Redis URL");
+    "unusable Redis URL"
+}
+
+/// Keeps one subscription to the revocation channel, forwarding into `tx`.
+async fn subscriber(
+    urls: Vec<String>,
+    channel: String,
+    tx: broadcast::Sender<String>,
+    ready: watch::Sender<bool>,
+    timeout: Duration,
+) {
+    let mut attempt = 0usize;
+    let mut delay = Duration::from_millis(100);
+    let mut had_subscription = false;
+    loop {
+        let url = &urls[attempt % urls.len()];
+        match tokio::time::timeout(timeout * 2, subscribe_once(url, &channel)).await {
+            Ok(Ok(pubsub)) => {
+                let (mut sink, mut stream) = pubsub.split();
+                if had_subscription {
+                    let _ = tx.send(RECHECK_ALL.to_owned());
+                }
+                had_subscription = true;
+                ready.send_replace(true);
+                delay = Duration::from_millis(100);
+                let mut ping = tokio::time::interval(Duration::from_secs(10));
+                ping.tick().await;
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(m) => {
+                                if let Some(sid) = decode_revocation(m.get_payload_bytes()) {
+                                    let _ = tx.send(sid);
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = ping.tick() => {
+                            let pong = tokio::time::timeout(timeout, sink.ping::<Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                ready.send_replace(false);
+                tracing::warn!("revocation subscription lost; resubscribing");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "revocation subscription failed"),
+            Err(_) => tracing::debug!("revocation subscription timed out"),
+        }
+        attempt += 1;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn subscribe_once(url: &str, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
+    let client = redis::Client::open(url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_payload() {
+        let mut p = b"MTAwMQ.".to_vec();
+        p.extend_from_slice(&[0xfb; 16]);
+        assert_eq!(
+            decode_revocation(&p).as_deref(),
+            Some(format!("MTAwMQ.{}", b64(&[0xfb; 16])).as_str())
+        );
+        assert_eq!(decode_revocation(&[0; 16]), None);
+        assert_eq!(decode_revocation(b"x"), None);
+    }
+}

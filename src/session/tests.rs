@@ -1,0 +1,1031 @@
+//! The behaviour suite, run against both stores (`memory_store::*` and `redis_store::*`), plus
+//! Redis-only fault tests and two ignored memory measurements.
+
+use std::time::{Duration, Instant};
+
+use super::ids::{format_sid, format_token, random};
+use super::testutil::RedisServer;
+use super::*;
+
+const GRACE: u64 = 10;
+const TOMB: u64 = 300;
+
+fn settings() -> StoreSettings {
+    StoreSettings {
+        refresh_key: RefreshKey::new(&[42; 32]),
+        reuse_grace: Duration::from_secs(GRACE),
+        tombstone_ttl: Duration::from_secs(TOMB),
+    }
+}
+
+fn life() -> Lifetimes {
+    Lifetimes {
+        refresh_ttl: Duration::from_secs(3600),
+        max_lifetime: None,
+    }
+}
+
+fn new(user: &str, platform: &str) -> NewSession {
+    NewSession {
+        user_id: user.into(),
+        user_name: format!("name-{user}"),
+        tenant: Some("acme".into()),
+        roles: vec!["admin".into(), "ops".into()],
+        platform: platform.into(),
+        device: Some("dev-1".into()),
+        ip: "203.0.113.7".into(),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) test".into()),
+    }
+}
+
+struct Fixture {
+    store: SessionStore,
+    server: Option<RedisServer>,
+}
+
+impl Fixture {
+    fn memory() -> Self {
+        Self {
+            store: MemoryStore::new(settings()).into(),
+            server: None,
+        }
+    }
+
+    async fn redis() -> Option<Self> {
+        let server = RedisServer::start()?;
+        let store = redis_store(&server).await;
+        Some(Self {
+            store,
+            server: Some(server),
+        })
+    }
+
+    /// Another gateway instance on the same store (memory: the same store).
+    async fn another_instance(&self) -> SessionStore {
+        match &self.server {
+            Some(server) => redis_store(server).await,
+            None => self.store.clone(),
+        }
+    }
+}
+
+async fn redis_store(server: &RedisServer) -> SessionStore {
+    let store = RedisStore::connect(
+        RedisTarget::Single(server.url()),
+        "authgate:",
+        settings(),
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("connect");
+    assert!(store.wait_subscribed(Duration::from_secs(5)).await);
+    store.into()
+}
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Fixture::memory()).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(f) = super::Fixture::redis().await {
+                        super::$name(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    create_and_check,
+    kick_out_on_the_same_platform,
+    no_kick_across_platforms_or_users,
+    concurrent_creates_leave_exactly_one,
+    refresh_rotates,
+    grace_gives_the_same_successor,
+    parallel_refreshes_have_one_successor,
+    parent_after_grace_is_theft_of_that_session_only,
+    older_generation_is_theft,
+    forged_token_is_invalid,
+    invalid_refresh_tokens,
+    end_end_all_and_list,
+    idle_expiry,
+    max_lifetime_caps_refreshes,
+    tombstones_answer_replaced_then_go,
+    lockout_counters,
+    revocations_are_broadcast,
+    active_count_follows_changes,
+    instances_share_sessions,
+);
+
+fn rotated(o: RefreshOutcome) -> (Session, RefreshToken) {
+    match o {
+        RefreshOutcome::Rotated { session, token } => (session, token),
+        other => panic!("expected Rotated, got {other:?}"),
+    }
+}
+
+async fn create_and_check(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let c = s
+        .create(new("1001", "web"), Some(1), life(), t)
+        .await
+        .unwrap();
+    assert!(c.kicked.is_empty());
+    let sess = &c.session;
+    assert_eq!(user_id_of(&sess.id).as_deref(), Some("1001"));
+    assert!(c.refresh_token.as_str().starts_with(&format!("{}.", sess.id)));
+    assert_eq!(sess.user_id, "1001");
+    assert_eq!(sess.user_name, "name-1001");
+    assert_eq!(sess.tenant.as_deref(), Some("acme"));
+    assert_eq!(sess.roles, ["admin", "ops"]);
+    assert_eq!(sess.platform, "web");
+    assert_eq!(sess.device.as_deref(), Some("dev-1"));
+    assert_eq!(sess.ip, "203.0.113.7");
+    assert_eq!((sess.created_at, sess.last_seen_at), (t, t));
+    assert_eq!((sess.generation, sess.rotated_at), (0, 0));
+    assert_eq!(sess.expires_at, t + 3600);
+    assert_eq!(sess.state, SessionState::Active);
+
+    assert_eq!(
+        s.check("1001", &sess.id, t + 1).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert_eq!(
+        s.check("1002", &sess.id, t + 1).await.unwrap(),
+        SessionCheck::Unknown
+    );
+    assert_eq!(
+        s.check("1001", "garbage", t).await.unwrap(),
+        SessionCheck::Unknown
+    );
+    let unknown = format_sid("1001", &random());
+    assert_eq!(
+        s.check("1001", &unknown, t).await.unwrap(),
+        SessionCheck::Unknown
+    );
+    assert_eq!(s.get("1001", &sess.id).await.unwrap().as_ref(), Some(sess));
+    assert_eq!(s.get("1001", &unknown).await.unwrap(), None);
+    assert_eq!(s.list("1001", t).await.unwrap(), vec![sess.clone()]);
+    assert!(s.list("1002", t).await.unwrap().is_empty());
+    s.ping().await.unwrap();
+
+    // A user id with characters that mean something to Redis or to our own formats.
+    let odd = "a}{b}.c d";
+    let c = s.create(new(odd, "web"), None, life(), t).await.unwrap();
+    assert_eq!(user_id_of(&c.session.id).as_deref(), Some(odd));
+    assert_eq!(
+        s.check(odd, &c.session.id, t).await.unwrap(),
+        SessionCheck::Active
+    );
+    rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+
+    let too_long = "x".repeat(256);
+    assert!(matches!(
+        s.create(new(&too_long, "web"), None, life(), t).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+}
+
+async fn kick_out_on_the_same_platform(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let b = s
+        .create(new("u", "web"), Some(1), life(), t + 1)
+        .await
+        .unwrap();
+    assert_eq!(b.kicked, vec![a.session.id.clone()]);
+    assert_eq!(
+        s.check("u", &a.session.id, t + 2).await.unwrap(),
+        SessionCheck::Ended(EndReason::Replaced)
+    );
+    assert_eq!(
+        s.check("u", &b.session.id, t + 2).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert!(matches!(
+        s.refresh(a.refresh_token.as_str(), life(), t + 2)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    ));
+    let ended = s.get("u", &a.session.id).await.unwrap().unwrap();
+    assert_eq!(ended.state, SessionState::Ended(EndReason::Replaced));
+
+    // A limit of two keeps two; the third login ends the oldest.
+    let c1 = s.create(new("u", "app"), Some(2), life(), t).await.unwrap();
+    let c2 = s
+        .create(new("u", "app"), Some(2), life(), t + 1)
+        .await
+        .unwrap();
+    assert!(c2.kicked.is_empty());
+    let c3 = s
+        .create(new("u", "app"), Some(2), life(), t + 2)
+        .await
+        .unwrap();
+    assert_eq!(c3.kicked, vec![c1.session.id.clone()]);
+    let ids: Vec<String> = s
+        .list("u", t + 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(ids, vec![b.session.id, c2.session.id, c3.session.id]);
+}
+
+async fn no_kick_across_platforms_or_users(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let mut ids = Vec::new();
+    for p in ["web", "h5", "app"] {
+        let c = s.create(new("u", p), Some(1), life(), t).await.unwrap();
+        assert!(c.kicked.is_empty());
+        ids.push(c.session.id);
+    }
+    let other = s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
+    assert!(other.kicked.is_empty());
+    for id in &ids {
+        assert_eq!(
+            s.check("u", id, t + 1).await.unwrap(),
+            SessionCheck::Active
+        );
+    }
+    assert_eq!(s.list("u", t + 1).await.unwrap().len(), 3);
+    // No limit on a platform: no kick either.
+    for i in 0..5 {
+        let c = s.create(new("u", "cli"), None, life(), t + i).await.unwrap();
+        assert!(c.kicked.is_empty());
+    }
+    assert_eq!(s.list("u", t + 10).await.unwrap().len(), 8);
+}
+
+async fn concurrent_creates_leave_exactly_one(f: Fixture) {
+    let t = unix_now();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let s = f.store.clone();
+            tokio::spawn(async move { s.create(new("u", "web"), Some(1), life(), t).await })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut kicked = 0;
+    for task in tasks {
+        let c = task.await.unwrap().unwrap();
+        kicked += c.kicked.len();
+        all.push(c.session.id);
+    }
+    let live = f.store.list("u", t).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(kicked, 9);
+    for id in all.iter().filter(|id| **id != live[0].id) {
+        assert_eq!(
+            f.store.check("u", id, t).await.unwrap(),
+            SessionCheck::Ended(EndReason::Replaced)
+        );
+    }
+}
+
+async fn refresh_rotates(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let (s1, t1) = rotated(
+        s.refresh(c.refresh_token.as_str(), life(), t + 100)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(s1.id, c.session.id);
+    assert_ne!(t1, c.refresh_token);
+    assert_eq!(s1.generation, 1);
+    assert_eq!(s1.rotated_at, t + 100);
+    assert_eq!(s1.last_seen_at, t + 100);
+    assert_eq!(s1.expires_at, t + 100 + 3600);
+    assert_eq!(s1.created_at, t);
+    let (s2, t2) = rotated(s.refresh(t1.as_str(), life(), t + 200).await.unwrap());
+    assert_eq!(s2.generation, 2);
+    assert_ne!(t2, t1);
+    assert_eq!(
+        s.check("u", &c.session.id, t + 201).await.unwrap(),
+        SessionCheck::Active
+    );
+    let listed = s.list("u", t + 201).await.unwrap();
+    assert_eq!(listed[0].expires_at, t + 200 + 3600);
+}
+
+async fn grace_gives_the_same_successor(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let t0 = c.refresh_token.as_str();
+    let (_, t1) = rotated(s.refresh(t0, life(), t).await.unwrap());
+    for dt in [1, 5, GRACE] {
+        match s.refresh(t0, life(), t + dt).await.unwrap() {
+            RefreshOutcome::Grace { session, token } => {
+                assert_eq!(token, t1);
+                assert_eq!(session.generation, 1);
+                assert_eq!(session.id, c.session.id);
+            }
+            other => panic!("expected Grace at +{dt}, got {other:?}"),
+        }
+    }
+    // The successor handed out twice is the current token.
+    let (s2, _) = rotated(s.refresh(t1.as_str(), life(), t + GRACE).await.unwrap());
+    assert_eq!(s2.generation, 2);
+}
+
+async fn parallel_refreshes_have_one_successor(f: Fixture) {
+    let t = unix_now();
+    let c = f
+        .store
+        .create(new("u", "web"), Some(1), life(), t)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let s = f.store.clone();
+            let tok = c.refresh_token.clone();
+            tokio::spawn(async move { s.refresh(tok.as_str(), life(), t + 1).await })
+        })
+        .collect();
+    let mut rotations = 0;
+    let mut tokens = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            RefreshOutcome::Rotated { token, .. } => {
+                rotations += 1;
+                tokens.push(token);
+            }
+            RefreshOutcome::Grace { token, .. } => tokens.push(token),
+            other => panic!("expected Rotated or Grace, got {other:?}"),
+        }
+    }
+    assert_eq!(rotations, 1);
+    assert!(tokens.iter().all(|x| *x == tokens[0]));
+    assert_eq!(
+        f.store.check("u", &c.session.id, t + 1).await.unwrap(),
+        SessionCheck::Active
+    );
+    let (s2, _) = rotated(f.store.refresh(tokens[0].as_str(), life(), t + 2).await.unwrap());
+    assert_eq!(s2.generation, 2);
+}
+
+async fn parent_after_grace_is_theft_of_that_session_only(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let other = s.create(new("u", "app"), Some(1), life(), t).await.unwrap();
+    let (_, t1) = rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    match s
+        .refresh(c.refresh_token.as_str(), life(), t + GRACE + 1)
+        .await
+        .unwrap()
+    {
+        RefreshOutcome::Theft { session } => {
+            assert_eq!(session.id, c.session.id);
+            assert_eq!(session.state, SessionState::Ended(EndReason::Theft));
+        }
+        o => panic!("expected Theft, got {o:?}"),
+    }
+    let later = t + GRACE + 2;
+    assert_eq!(
+        s.check("u", &c.session.id, later).await.unwrap(),
+        SessionCheck::Ended(EndReason::Theft)
+    );
+    assert_eq!(
+        s.check("u", &other.session.id, later).await.unwrap(),
+        SessionCheck::Active
+    );
+    // The successor died with the session; the other session still refreshes.
+    assert!(matches!(
+        s.refresh(t1.as_str(), life(), later).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
+    assert!(matches!(
+        s.refresh(c.refresh_token.as_str(), life(), later)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    ));
+    rotated(
+        s.refresh(other.refresh_token.as_str(), life(), later)
+            .await
+            .unwrap(),
+    );
+}
+
+async fn older_generation_is_theft(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let (_, t1) = rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    let (_, t2) = rotated(s.refresh(t1.as_str(), life(), t + 1).await.unwrap());
+    let (_, _t3) = rotated(s.refresh(t2.as_str(), life(), t + 2).await.unwrap());
+    // Two generations back, well within the grace in time: still theft.
+    assert!(matches!(
+        s.refresh(t1.as_str(), life(), t + 3).await.unwrap(),
+        RefreshOutcome::Theft { .. }
+    ));
+    assert_eq!(
+        s.check("u", &c.session.id, t + 3).await.unwrap(),
+        SessionCheck::Ended(EndReason::Theft)
+    );
+
+    // The very first token, many rotations later.
+    let c = s.create(new("w", "web"), Some(1), life(), t).await.unwrap();
+    let mut tok = c.refresh_token.clone();
+    for i in 0..20 {
+        tok = rotated(s.refresh(tok.as_str(), life(), t + i).await.unwrap()).1;
+    }
+    assert!(matches!(
+        s.refresh(c.refresh_token.as_str(), life(), t + 20)
+            .await
+            .unwrap(),
+        RefreshOutcome::Theft { .. }
+    ));
+}
+
+async fn forged_token_is_invalid(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let (_, t1) = rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    // Someone who knows the session id (it travels in headers) but no token of it.
+    let (sid_user, sid) = super::ids::parse_sid(&c.session.id).unwrap();
+    let forged = format_token(&sid_user, &sid, &random());
+    for now in [t + 1, t + GRACE + 5] {
+        assert!(matches!(
+            s.refresh(forged.as_str(), life(), now).await.unwrap(),
+            RefreshOutcome::Invalid
+        ));
+    }
+    assert_eq!(
+        s.check("u", &c.session.id, t + 20).await.unwrap(),
+        SessionCheck::Active
+    );
+    rotated(s.refresh(t1.as_str(), life(), t + 20).await.unwrap());
+}
+
+async fn invalid_refresh_tokens(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let unknown = format_token("u", &random(), &random());
+    let nobody = format_token("nobody", &random(), &random());
+    let tok = c.refresh_token.as_str();
+    for bad in [
+        "",
+        "garbage",
+        "a.b.c",
+        &tok[..tok.len() - 1],
+        &format!("{tok}.x"),
+        unknown.as_str(),
+        nobody.as_str(),
+    ] {
+        assert!(
+            matches!(
+                s.refresh(bad, life(), t + 1).await.unwrap(),
+                RefreshOutcome::Invalid
+            ),
+            "{bad:?}"
+        );
+    }
+    // Expired: the idle limit is reached at exactly created + refresh_ttl.
+    assert!(matches!(
+        s.refresh(tok, life(), t + 3600).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
+    // Ended by logout: both the token and (after) anything else.
+    assert!(s.end("u", &c.session.id, EndReason::Logout, t + 1).await.unwrap());
+    assert!(matches!(
+        s.refresh(tok, life(), t + 2).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
+}
+
+async fn end_end_all_and_list(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let web = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let app = s
+        .create(new("u", "app"), Some(1), life(), t + 1)
+        .await
+        .unwrap();
+    let h5 = s.create(new("u", "h5"), Some(1), life(), t + 2).await.unwrap();
+    let v = s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
+
+    assert!(!s.end("v", &web.session.id, EndReason::Logout, t + 3).await.unwrap());
+    assert!(s.end("u", &web.session.id, EndReason::Logout, t + 3).await.unwrap());
+    assert!(!s.end("u", &web.session.id, EndReason::Logout, t + 3).await.unwrap());
+    assert!(!s.end("u", "nonsense", EndReason::Logout, t + 3).await.unwrap());
+    let listed: Vec<String> = s
+        .list("u", t + 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(listed, vec![app.session.id.clone(), h5.session.id.clone()]);
+    assert_eq!(
+        s.check("u", &web.session.id, t + 3).await.unwrap(),
+        SessionCheck::Ended(EndReason::Logout)
+    );
+
+    assert_eq!(s.end_all("u", EndReason::Revoked, t + 4).await.unwrap(), 2);
+    assert_eq!(s.end_all("u", EndReason::Revoked, t + 4).await.unwrap(), 0);
+    assert!(s.list("u", t + 4).await.unwrap().is_empty());
+    assert_eq!(
+        s.check("u", &app.session.id, t + 4).await.unwrap(),
+        SessionCheck::Ended(EndReason::Revoked)
+    );
+    // The other user is untouched.
+    assert_eq!(
+        s.check("v", &v.session.id, t + 4).await.unwrap(),
+        SessionCheck::Active
+    );
+
+    // By id alone (admin API).
+    assert!(s.end_by_id(&v.session.id, EndReason::Revoked, t + 5).await.unwrap());
+    assert!(!s.end_by_id(&v.session.id, EndReason::Revoked, t + 5).await.unwrap());
+    assert!(!s.end_by_id("junk", EndReason::Revoked, t + 5).await.unwrap());
+    assert_eq!(s.end_all("nobody", EndReason::Revoked, t).await.unwrap(), 0);
+}
+
+async fn idle_expiry(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let short = Lifetimes {
+        refresh_ttl: Duration::from_secs(100),
+        max_lifetime: None,
+    };
+    let c = s.create(new("u", "web"), None, short, t).await.unwrap();
+    let id = &c.session.id;
+    assert_eq!(s.check("u", id, t + 99).await.unwrap(), SessionCheck::Active);
+    assert_ne!(s.check("u", id, t + 100).await.unwrap(), SessionCheck::Active);
+    assert!(s.list("u", t + 100).await.unwrap().is_empty());
+    assert!(matches!(
+        s.refresh(c.refresh_token.as_str(), short, t + 100)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    ));
+    assert!(!s.end("u", id, EndReason::Logout, t + 100).await.unwrap());
+
+    // Each refresh extends the idle limit.
+    let c = s.create(new("u", "web"), None, short, t).await.unwrap();
+    let (s1, _) = rotated(
+        s.refresh(c.refresh_token.as_str(), short, t + 90)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(s1.expires_at, t + 190);
+    assert_eq!(
+        s.check("u", &c.session.id, t + 150).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert_eq!(s.list("u", t + 150).await.unwrap().len(), 1);
+    assert_ne!(
+        s.check("u", &c.session.id, t + 190).await.unwrap(),
+        SessionCheck::Active
+    );
+}
+
+async fn max_lifetime_caps_refreshes(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let l = Lifetimes {
+        refresh_ttl: Duration::from_secs(100),
+        max_lifetime: Some(Duration::from_secs(150)),
+    };
+    let c = s.create(new("u", "web"), None, l, t).await.unwrap();
+    assert_eq!(c.session.expires_at, t + 100);
+    let (s1, t1) = rotated(s.refresh(c.refresh_token.as_str(), l, t + 90).await.unwrap());
+    assert_eq!(s1.expires_at, t + 150);
+    let (s2, t2) = rotated(s.refresh(t1.as_str(), l, t + 140).await.unwrap());
+    assert_eq!(s2.expires_at, t + 150);
+    assert_eq!(
+        s.check("u", &c.session.id, t + 149).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert_ne!(
+        s.check("u", &c.session.id, t + 150).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert!(matches!(
+        s.refresh(t2.as_str(), l, t + 150).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
+    // A lifetime shorter than the idle limit caps the very first expiry.
+    let tiny = Lifetimes {
+        refresh_ttl: Duration::from_secs(100),
+        max_lifetime: Some(Duration::from_secs(30)),
+    };
+    let c = s.create(new("u", "app"), None, tiny, t).await.unwrap();
+    assert_eq!(c.session.expires_at, t + 30);
+}
+
+async fn tombstones_answer_replaced_then_go(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    assert_eq!(
+        s.check("u", &a.session.id, t + TOMB - 1).await.unwrap(),
+        SessionCheck::Ended(EndReason::Replaced)
+    );
+    assert_eq!(
+        s.check("u", &a.session.id, t + TOMB).await.unwrap(),
+        SessionCheck::Unknown
+    );
+    // A later write drops the tombstone for good.
+    s.create(new("u", "app"), Some(1), life(), t + TOMB + 1)
+        .await
+        .unwrap();
+    assert_eq!(s.get("u", &a.session.id).await.unwrap(), None);
+}
+
+async fn lockout_counters(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let w = Duration::from_secs(60);
+    let u = "u:alice";
+    let ip = "ip:203.0.113.7";
+    assert_eq!(s.record_failure(u, w, t).await.unwrap(), 1);
+    assert_eq!(s.record_failure(u, w, t + 1).await.unwrap(), 2);
+    assert_eq!(s.record_failure(u, w, t + 59).await.unwrap(), 3);
+    assert_eq!(s.record_failure(ip, w, t + 59).await.unwrap(), 1);
+    // The window started at the first failure.
+    assert_eq!(s.record_failure(u, w, t + 60).await.unwrap(), 1);
+    assert_eq!(s.record_failure(u, w, t + 61).await.unwrap(), 2);
+    s.clear_failures(u).await.unwrap();
+    assert_eq!(s.record_failure(u, w, t + 62).await.unwrap(), 1);
+    assert_eq!(s.record_failure(ip, w, t + 62).await.unwrap(), 2);
+
+    assert_eq!(s.locked_until(u, t).await.unwrap(), None);
+    let until = s.lock(u, Duration::from_secs(600), t).await.unwrap();
+    assert_eq!(until, t + 600);
+    assert_eq!(s.locked_until(u, t + 599).await.unwrap(), Some(t + 600));
+    assert_eq!(s.locked_until(u, t + 600).await.unwrap(), None);
+    assert_eq!(s.locked_until(ip, t + 1).await.unwrap(), None);
+    s.clear_failures(u).await.unwrap();
+    assert_eq!(s.locked_until(u, t + 1).await.unwrap(), Some(t + 600));
+}
+
+/// The next session id on `rx` (skipping re-check markers), within two seconds.
+async fn next_revocation(rx: &mut tokio::sync::broadcast::Receiver<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, rx.recv())
+            .await
+            .expect("a revocation within 2 s")
+            .expect("channel open");
+        if msg != RECHECK_ALL {
+            return msg;
+        }
+    }
+}
+
+async fn revocations_are_broadcast(f: Fixture) {
+    let s = &f.store;
+    let remote = f.another_instance().await;
+    let mut here = s.subscribe_revocations();
+    let mut there = remote.subscribe_revocations();
+    let t = unix_now();
+
+    let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    assert!(s.end("u", &a.session.id, EndReason::Logout, t).await.unwrap());
+    assert_eq!(next_revocation(&mut here).await, a.session.id);
+    assert_eq!(next_revocation(&mut there).await, a.session.id);
+
+    let b = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    assert_eq!(c.kicked, vec![b.session.id.clone()]);
+    assert_eq!(next_revocation(&mut there).await, b.session.id);
+
+    let d = s.create(new("u", "app"), Some(1), life(), t).await.unwrap();
+    let t0 = d.refresh_token.as_str();
+    rotated(s.refresh(t0, life(), t).await.unwrap());
+    assert!(matches!(
+        s.refresh(t0, life(), t + GRACE + 1).await.unwrap(),
+        RefreshOutcome::Theft { .. }
+    ));
+    assert_eq!(next_revocation(&mut there).await, d.session.id);
+
+    assert_eq!(s.end_all("u", EndReason::Logout, t + 20).await.unwrap(), 1);
+    assert_eq!(next_revocation(&mut there).await, c.session.id);
+}
+
+async fn active_count_follows_changes(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
+    s.create(new("w", "web"), Some(1), life(), t).await.unwrap();
+    // Kicks w's first session.
+    let w2 = s.create(new("w", "web"), Some(1), life(), t).await.unwrap();
+    assert!(s.end("u", &a.session.id, EndReason::Logout, t).await.unwrap());
+    // A rotation moves a session to a later expiry hour; still one session.
+    rotated(
+        s.refresh(w2.refresh_token.as_str(), life(), t + 100)
+            .await
+            .unwrap(),
+    );
+    // Redis adjusts its counters in the background: allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = s.active_count(t).await.unwrap();
+        if n == 2 || Instant::now() > deadline {
+            assert_eq!(n, 2);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn instances_share_sessions(f: Fixture) {
+    let a = &f.store;
+    let b = f.another_instance().await;
+    let t = unix_now();
+    let c = a.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    assert_eq!(
+        b.check("u", &c.session.id, t).await.unwrap(),
+        SessionCheck::Active
+    );
+    let (_, t1) = rotated(b.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    assert!(matches!(
+        a.refresh(c.refresh_token.as_str(), life(), t + 1)
+            .await
+            .unwrap(),
+        RefreshOutcome::Grace { token, .. } if token == t1
+    ));
+    assert_eq!(b.end_all("u", EndReason::Logout, t + 2).await.unwrap(), 1);
+    assert_eq!(
+        a.check("u", &c.session.id, t + 2).await.unwrap(),
+        SessionCheck::Ended(EndReason::Logout)
+    );
+}
+
+// ---- Redis only -------------------------------------------------------------------------
+
+fn assert_unavailable_fast<T: std::fmt::Debug>(r: Result<T, StoreError>, started: Instant) {
+    assert!(
+        matches!(r, Err(StoreError::Unavailable(_))),
+        "expected Unavailable, got {r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_fails_fast_and_restart_recovers() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let SessionStore::Redis(redis) = &store else {
+        unreachable!()
+    };
+    let mut revocations = store.subscribe_revocations();
+    let t = unix_now();
+    let c = store
+        .create(new("u", "web"), Some(1), life(), t)
+        .await
+        .unwrap();
+
+    server.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_unavailable_fast(store.check("u", &c.session.id, t).await, started);
+        let started = Instant::now();
+        assert_unavailable_fast(
+            store.refresh(c.refresh_token.as_str(), life(), t).await,
+            started,
+        );
+        let started = Instant::now();
+        assert_unavailable_fast(
+            store.create(new("u", "web"), Some(1), life(), t).await,
+            started,
+        );
+        let started = Instant::now();
+        assert_unavailable_fast(
+            store.end("u", &c.session.id, EndReason::Logout, t).await,
+            started,
+        );
+        let started = Instant::now();
+        assert_unavailable_fast(
+            store.record_failure("u:x", Duration::from_secs(60), t).await,
+            started,
+        );
+        let started = Instant::now();
+        assert_unavailable_fast(store.ping().await, started);
+    }
+
+    server.restart();
+    // The same store object recovers by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after a restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = store
+        .create(new("u", "web"), Some(1), life(), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.check("u", &c.session.id, t).await.unwrap(),
+        SessionCheck::Active
+    );
+    rotated(
+        store
+            .refresh(c.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
+    // The subscription comes back too, and says revocations may have been missed.
+    assert!(redis.wait_subscribed(Duration::from_secs(10)).await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, revocations.recv()).await {
+            Ok(Ok(m)) if m == RECHECK_ALL => break,
+            Ok(_) => continue,
+            Err(_) => panic!("no re-check marker after resubscribing"),
+        }
+    }
+    store.end("u", &c.session.id, EndReason::Logout, t).await.unwrap();
+    assert_eq!(next_revocation(&mut revocations).await, c.session.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_timed_out_refresh_can_be_retried_for_the_same_pair() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let t = unix_now();
+    let c = store
+        .create(new("u", "web"), Some(1), life(), t)
+        .await
+        .unwrap();
+    // Writes stall longer than the store's 1 s timeout; the script runs after the pause.
+    server.command(&["CLIENT", "PAUSE", "1500", "WRITE"]).unwrap();
+    let started = Instant::now();
+    let r = store
+        .refresh(c.refresh_token.as_str(), life(), t + 1)
+        .await;
+    assert_unavailable_fast(r, started);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The client retries with the same token: it gets a token and the session lives.
+    match store
+        .refresh(c.refresh_token.as_str(), life(), t + 2)
+        .await
+        .unwrap()
+    {
+        RefreshOutcome::Grace { session, .. } | RefreshOutcome::Rotated { session, .. } => {
+            assert_eq!(session.generation, 1)
+        }
+        o => panic!("expected Grace or Rotated, got {o:?}"),
+    }
+    assert_eq!(
+        store.check("u", &c.session.id, t + 2).await.unwrap(),
+        SessionCheck::Active
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_keys_all_have_a_ttl() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let t = unix_now();
+    let c = store
+        .create(new("u", "web"), Some(1), life(), t)
+        .await
+        .unwrap();
+    store.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    store
+        .record_failure("u:alice", Duration::from_secs(60), t)
+        .await
+        .unwrap();
+    store
+        .lock("u:alice", Duration::from_secs(600), t)
+        .await
+        .unwrap();
+    store
+        .end("u", &c.session.id, EndReason::Logout, t)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // background counter writes
+    let keys = server.command(&["DBSIZE"]).unwrap();
+    assert_eq!(keys, "4", "user, lock, locked, stats");
+    for key in [
+        "authgate:{u:u}",
+        "authgate:lock:u:alice",
+        "authgate:locked:u:alice",
+        "authgate:stats:active",
+    ] {
+        let ttl: i64 = server.command(&["TTL", key]).unwrap().parse().unwrap();
+        assert!(ttl > 0, "{key} has TTL {ttl}");
+    }
+}
+
+// ---- Measurements (ignored; run by hand) --------------------------------------------------
+
+fn browser_session(i: u64) -> NewSession {
+    NewSession {
+        user_id: format!("{}", 1_000_000 + i),
+        user_name: format!("user{i}"),
+        tenant: None,
+        roles: vec!["user".into()],
+        platform: "web".into(),
+        device: None,
+        ip: "203.0.113.7".into(),
+        user_agent: Some(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/126.0.0.0 Safari/537.36"
+                .into(),
+        ),
+    }
+}
+
+/// `cargo test --release --lib redis_memory_per_session -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn redis_memory_per_session() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let t = unix_now();
+    let n = 100_000u64;
+    let before = server.used_memory();
+    for chunk in 0..(n / 500) {
+        let tasks: Vec<_> = (0..500)
+            .map(|j| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.create(browser_session(chunk * 500 + j), Some(1), life(), t)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.used_memory();
+    println!(
+        "redis: {} bytes per session ({n} users, one browser session each)",
+        (after - before) / n
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `cargo test --release --lib memory_store_rss_per_session -- --ignored --nocapture`
+/// (alone: other tests in the process would distort RSS).
+#[tokio::test(flavor = "current_thread")]
+#[ignore]
+async fn memory_store_rss_per_session() {
+    let store = MemoryStore::new(settings());
+    let t = unix_now();
+    let n = 1_000_000u64;
+    let before = rss_bytes();
+    for i in 0..n {
+        store
+            .create(browser_session(i), Some(1), life(), t)
+            .await
+            .unwrap();
+    }
+    let after = rss_bytes();
+    println!(
+        "memory: {} bytes of RSS per session ({n} users, one browser session each)",
+        (after - before) / n
+    );
+}

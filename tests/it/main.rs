@@ -1,0 +1,16 @@
+//! Integration tests of the gateway core: the real gateway on port 0 (the library entry the
+//! binary uses), real upstreams over sockets, real clients (HTTP/1.1, h2c, raw bytes,
+//! WebSocket). Each test starts its own gateway and upstream, so they run in parallel.
+
+mod support;
+
+mod cors;
+mod headers;
+mod lifecycle;
+mod limits;
+mod paths;
+mod proxy;
+mod refresh;
+mod routes;
+mod tokens;
+mod websocket;

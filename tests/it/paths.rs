@@ -1,0 +1,145 @@
+//! Path tricks against a `/public` route in front of a protected `/`: each is either a 400 or
+//! treated as the protected route it resolves to, never forwarded as public; and the upstream
+//! receives the canonical path that was matched.
+
+use crate::support::*;
+
+enum Expect {
+    /// 400 bad_request, with or without a token.
+    BadRequest,
+    /// Handled as the protected route at this canonical path.
+    Protected(&'static str),
+}
+
+async fn attempt(raw_path: &str, expect: Expect) {
+    let gw = Gateway::start(Conf::new()).await;
+    let token = gw.mint(&alice());
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    match expect {
+        Expect::BadRequest => {
+            gw.raw_get(raw_path, "").await.assert_error(400, "bad_request");
+            gw.raw_get(raw_path, &auth)
+                .await
+                .assert_error(400, "bad_request");
+            assert_eq!(gw.upstream.hits(), 0, "{raw_path} reached the upstream");
+        }
+        Expect::Protected(canonical) => {
+            gw.raw_get(raw_path, "")
+                .await
+                .assert_error(401, "missing_token");
+            assert_eq!(gw.upstream.hits(), 0, "{raw_path} reached the upstream without a token");
+            // With a token it is the protected route: identity injected, canonical path sent.
+            let r = gw.raw_get(raw_path, &auth).await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            assert_eq!(r.seen_path(), canonical);
+            assert_eq!(r.seen("x-user-id"), ["1001"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn dot_dot_out_of_public() {
+    attempt("/public/../private", Expect::Protected("/private")).await;
+}
+
+#[tokio::test]
+async fn encoded_dot_dot_out_of_public() {
+    attempt("/public/%2e%2e/private", Expect::Protected("/private")).await;
+    attempt("/public/%2E%2E/private", Expect::Protected("/private")).await;
+    attempt("/public/.%2e/private", Expect::Protected("/private")).await;
+}
+
+#[tokio::test]
+async fn dot_dot_semicolon_is_400() {
+    attempt("/public/..;/private", Expect::BadRequest).await;
+    attempt("/public/..;jsessionid=x/private", Expect::BadRequest).await;
+}
+
+#[tokio::test]
+async fn encoded_slash_is_400() {
+    attempt("/public%2fprivate", Expect::BadRequest).await;
+    attempt("/public%2Fprivate", Expect::BadRequest).await;
+    attempt("/public/..%2fprivate", Expect::BadRequest).await;
+}
+
+#[tokio::test]
+async fn double_slash_then_dot_dot() {
+    attempt("//public/../private", Expect::Protected("/private")).await;
+}
+
+#[tokio::test]
+async fn encoded_backslash_is_400() {
+    attempt("/public/%5c..%5cprivate", Expect::BadRequest).await;
+    attempt("/public/%5C..%5Cprivate", Expect::BadRequest).await;
+    attempt("/public/\\..\\private", Expect::BadRequest).await;
+}
+
+#[tokio::test]
+async fn query_string_never_selects_the_route() {
+    let gw = Gateway::start(Conf::new()).await;
+    gw.raw_get("/admin?x=/public", "")
+        .await
+        .assert_error(401, "missing_token");
+    let bob = gw.mint(&bob());
+    gw.raw_get("/admin?x=/public", &format!("Authorization: Bearer {bob}\r\n"))
+        .await
+        .assert_error(403, "forbidden");
+    assert_eq!(gw.upstream.hits(), 0);
+    let alice = gw.mint(&alice());
+    let r = gw
+        .raw_get("/admin?x=/public", &format!("Authorization: Bearer {alice}\r\n"))
+        .await;
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    assert_eq!(echo["path"], "/admin");
+    assert_eq!(echo["query"], "x=/public");
+}
+
+#[tokio::test]
+async fn prefix_only_matches_on_segment_boundary() {
+    attempt("/publicx", Expect::Protected("/publicx")).await;
+    attempt("/public.json", Expect::Protected("/public.json")).await;
+}
+
+#[tokio::test]
+async fn climbing_above_the_root_is_400() {
+    attempt("/public/../../etc/passwd", Expect::BadRequest).await;
+    attempt("/..", Expect::BadRequest).await;
+}
+
+#[tokio::test]
+async fn control_bytes_and_bad_escapes_are_400() {
+    attempt("/public/%00", Expect::BadRequest).await;
+    attempt("/public/a%zz", Expect::BadRequest).await;
+    attempt("/public/%1b", Expect::BadRequest).await;
+}
+
+#[tokio::test]
+async fn absolute_form_target_is_canonicalised_too() {
+    attempt(
+        "http://gw.test/public/../private",
+        Expect::Protected("/private"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_receives_the_canonical_path() {
+    let gw = Gateway::start(Conf::new()).await;
+    for (sent, canonical) in [
+        ("/public/a/./b/../c//d", "/public/a/c/d"),
+        ("/public/%7Euser", "/public/~user"),
+        ("/public/caf%c3%a9", "/public/caf%C3%A9"),
+        ("/public/x/", "/public/x/"),
+        ("/public/a/..", "/public/"),
+        ("/public//", "/public/"),
+    ] {
+        let r = gw.raw_get(sent, "").await;
+        assert_eq!(r.status, 200, "{sent}");
+        assert_eq!(r.seen_path(), canonical, "{sent}");
+    }
+    // A dot segment out of and back into the public route stays public.
+    let r = gw.raw_get("/private/../public/x", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_path(), "/public/x");
+}
