@@ -139,6 +139,24 @@ wait_http() {
     return 1
 }
 
+# cpu_busy SECONDS: prints "cpu0=N% cpu1=N%", how busy CPUs 0 and 1 were over SECONDS
+# (everything on the machine: run it while the bench's own servers are idle).
+cpu_busy() {
+    python3 - "$1" <<'PY'
+import sys, time
+def snap():
+    out = {}
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f[0] in ("cpu0", "cpu1"):
+            v = list(map(int, f[1:]))
+            out[f[0]] = (sum(v), v[3] + v[4])  # total, idle + iowait
+    return out
+a = snap(); time.sleep(float(sys.argv[1])); b = snap()
+print(" ".join(f"{c}={100 * (1 - (b[c][1] - a[c][1]) / max(1, b[c][0] - a[c][0])):.0f}%" for c in sorted(a)))
+PY
+}
+
 mint() { python3 "$BENCH_DIR/mint_jwt.py" "$@"; }
 
 start_upstream() { # start_upstream PORT: case (a), nginx on CPU 1; sets UP_PID
@@ -250,7 +268,7 @@ login() {
         -d "{\"username\":\"bench\",\"password\":\"$BENCH_PASSWORD\"}" \
         "http://127.0.0.1:$port/auth/login" 2>/dev/null)" || true
     if [ "$code" != 200 ]; then
-        LOGIN_FAILURE="POST /auth/login answered $code, not 200"
+        LOGIN_FAILURE="POST /auth/login answered $code, not 200: $(head -c 120 "$body" 2>/dev/null | tr -d '\n')"
         return 1
     fi
     if ! token="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' "$body" 2>/dev/null)"; then

@@ -247,6 +247,14 @@ if [ "$WARMUP" -gt 0 ]; then
     for k in "${ACTIVE[@]}"; do run_wrk "$k" "$WARMUP" "$RES/$k.warmup" || true; done
 fi
 
+# The numbers only mean something on an otherwise idle machine: say so when it is not.
+BUSY="$(cpu_busy 2)"
+log "background load before measuring (all servers idle): $BUSY"
+if awk -v s="$BUSY" 'BEGIN { n = split(s, f, /[= %]+/); for (i = 2; i <= n; i += 2) if (f[i] + 0 > 10) exit 0; exit 1 }'; then
+    log "WARNING: CPUs 0/1 are busy with other work ($BUSY); the results will be noisy and low"
+    BUSY="$BUSY (WARNING: machine not idle, numbers unreliable)"
+fi
+
 total=$(( ${#ACTIVE[@]} * ROUNDS * DURATION ))
 log "measuring ${ACTIVE[*]}: $ROUNDS round(s) x ${DURATION}s, ${CONNECTIONS} connections, ~${total}s"
 for r in $(seq 1 "$ROUNDS"); do
@@ -277,6 +285,7 @@ done
     echo "Machine: $(nproc --all) CPUs ($(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')), $(uname -sr)."
     echo "wrk ${WRK_THREADS} thread(s), ${CONNECTIONS} connections, ${DURATION}s per case per round, ${ROUNDS} round(s) round-robin, median over rounds;"
     echo "proxy under test on CPU 0, wrk + nginx upstream (+ redis) on CPU 1."
+    echo "Background CPU load just before measuring: $BUSY."
     echo "Versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n 1 | awk '{print "HAProxy " $3}'), $(redis-server --version | awk '{print "Redis " $3}' | sed 's/v=//'), authgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')."
     echo
     python3 "$BENCH_DIR/summarize.py" "$RES"

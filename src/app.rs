@@ -11,7 +11,9 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::config::{Config, StoreKind};
-use crate::session::{MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError, StoreSettings};
+use crate::login::lockout::{FloodGuard, Lockout};
+use crate::login::Authenticator;
+use crate::session::{Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError, StoreSettings};
 use crate::pipeline::refresh::SilentRefresher;
 use crate::proxy::UpstreamClient;
 
@@ -22,6 +24,12 @@ pub struct Live {
     pub upstreams: Vec<UpstreamClient>,
     /// `Access-Control-Expose-Headers` value naming the refresh header.
     pub expose_refresh: HeaderValue,
+    /// The credential backend of `[login]`.
+    pub login: Authenticator,
+    /// The lock-out policy of `[login.lockout]`.
+    pub lockout: Lockout,
+    /// `refresh_ttl` and `max_lifetime`, as the store wants them.
+    pub lifetimes: Lifetimes,
 }
 
 impl Live {
@@ -30,7 +38,11 @@ impl Live {
         let expose_refresh = HeaderValue::from_str(config.token.refresh_header.as_str())
             // A HeaderName is always a valid HeaderValue.
             .unwrap_or(HeaderValue::from_static("refresh-token"));
-        Self { config, upstreams, expose_refresh }
+        let login = Authenticator::new(&config.login);
+        let lockout = Lockout::new(&config.login.lockout);
+        let lifetimes =
+            Lifetimes { refresh_ttl: config.token.refresh_ttl, max_lifetime: config.token.max_lifetime };
+        Self { config, upstreams, expose_refresh, login, lockout, lifetimes }
     }
 }
 
@@ -40,6 +52,8 @@ pub struct App {
     pub refresher: SilentRefresher,
     /// Fixed at start: a reload does not change the store.
     pub store: SessionStore,
+    /// Per-IP login flood guard in front of Argon2 (fixed memory).
+    pub flood: FloodGuard,
 }
 
 impl App {
@@ -61,6 +75,7 @@ impl App {
             live: ArcSwap::from_pointee(Live::new(config)),
             refresher: SilentRefresher::new(),
             store,
+            flood: FloodGuard::new(),
         })
     }
 

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 
 use base64::Engine;
 use http::{header, HeaderValue, Request, Response};
@@ -70,12 +69,25 @@ pub struct Demo {
 #[error("{0}")]
 pub struct DemoError(String);
 
+/// The demo user's credentials (printed in the walk-through).
+pub const DEMO_USER: &str = "alice";
+pub const DEMO_PASSWORD: &str = "wonderland-demo-42";
+
 /// Starts the echo upstream and a gateway in front of it.
 pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoError> {
-    let echo = spawn_echo(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| DemoError(format!("echo upstream: {e}")))?;
+    let err = |what: &'static str| move |e: &dyn std::fmt::Display| DemoError(format!("{what}: {e}"));
+    let echo = spawn_echo(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| err("echo upstream")(&e))?;
     let mut secret = [0u8; 32];
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| DemoError("no randomness for the demo secret".into()))?;
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    // The users file lives in a private temporary folder for the life of the demo.
+    let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| err("temporary folder")(&e))?;
+    let hash = crate::tokens::keygen::hash_password(DEMO_PASSWORD).map_err(|e| err("hashing the demo password")(&e))?;
+    let users = format!(
+        "[[users]]\nid = \"1001\"\nusername = \"{DEMO_USER}\"\npassword_hash = \"{hash}\"\ntenant = \"acme\"\nroles = [\"admin\"]\n"
+    );
+    std::fs::write(dir.join("users.toml"), users).map_err(|e| err("writing the demo users file")(&e))?;
     let text = format!(
         r#"
 [server]
@@ -90,10 +102,11 @@ silent_refresh_window = "30m"
 
 [session]
 store = "memory"
-mode = "stateless"
+mode = "stateful"
 
 [login]
-backend = "none"
+backend = "users_file"
+users_file = "users.toml"
 
 [[upstreams]]
 name = "echo"
@@ -111,24 +124,33 @@ auth = "required"
 "#
     );
     let env = |name: &str| (name == "AUTHGATE_DEMO_SECRET").then(|| secret.clone());
-    let loaded = crate::config::load_str(&text, Path::new("."), &env)
-        .map_err(|e| DemoError(format!("demo config: {e}")))?;
+    let loaded = crate::config::load_str(&text, &dir, &env).map_err(|e| err("demo config")(&e))?;
     let app = App::new(loaded.config);
+    // A session whose access token is already inside the silent-refresh window, so the
+    // walk-through can show the refresh header without waiting 90 minutes.
     let live = app.live();
-    let keys = &live.config.token.keys;
+    let t = now();
+    let aged = t.saturating_sub(live.config.token.access_ttl.as_secs() - 60);
+    let new = crate::session::NewSession {
+        user_id: "1001".into(),
+        user_name: DEMO_USER.into(),
+        tenant: Some("acme".into()),
+        roles: vec!["admin".into()],
+        platform: "app".into(),
+        device: Some("demo-aged-token".into()),
+        ip: "127.0.0.1".into(),
+        user_agent: None,
+    };
+    let created = app.store.create(new, None, live.lifetimes, t).await.map_err(|e| err("demo session")(&e))?;
     let id = AccessIdentity {
         sub: "1001".into(),
-        name: Some("alice".into()),
-        sid: None,
-        plat: Some("web".into()),
+        name: Some(DEMO_USER.into()),
+        sid: Some(created.session.id.clone()),
+        plat: Some("app".into()),
         tenant: Some("acme".into()),
         roles: Some(vec!["admin".into()]),
     };
-    let (token, _) = keys.mint(&id, now()).map_err(|e| DemoError(format!("minting the demo token: {e}")))?;
-    // A token already inside the silent-refresh window, to show the refresh header.
-    let (near_expiry, _) = keys
-        .mint(&id, now().saturating_sub(live.config.token.access_ttl.as_secs() - 60))
-        .map_err(|e| DemoError(format!("minting the demo token: {e}")))?;
+    let (near_expiry, _) = live.config.token.keys.mint(&id, aged).map_err(|e| err("minting the demo token")(&e))?;
     drop(live);
     let handle = crate::server::start(app).await.map_err(|e| DemoError(format!("binding {listen} / {admin}: {e}")))?;
     let base = format!("http://{}", handle.addr);
@@ -137,7 +159,8 @@ auth = "required"
   gateway   {base}  (public: /public/*, everything else needs a token)
   admin     http://{admin}/healthz  /readyz  /metrics
   upstream  http://{echo}  (echoes what it receives as JSON)
-  demo user alice (id 1001, tenant acme, role admin)
+  demo user {DEMO_USER} / {DEMO_PASSWORD}  (id 1001, tenant acme, role admin)
+  store     memory (sessions are lost when the demo stops)
 
 # 1. A public route: no token needed; a spoofed identity header never reaches the upstream.
 curl -s {base}/public/hello -H 'X-User-Id: 666'
@@ -145,17 +168,30 @@ curl -s {base}/public/hello -H 'X-User-Id: 666'
 # 2. A protected route without a token: 401 missing_token.
 curl -si {base}/api/orders
 
-# 3. With alice's access token: the upstream sees X-User-Id, X-User-Name, X-Tenant-Id, ...
-TOKEN='{token}'
-curl -s {base}/api/orders -H "Authorization: Bearer $TOKEN"
+# 3. Log in (X-Platform: web | h5 | app); keep the two tokens.
+curl -s -X POST {base}/auth/login -H 'Content-Type: application/json' -H 'X-Platform: web' \
+     -d '{{"username":"{DEMO_USER}","password":"{DEMO_PASSWORD}"}}' | tee /tmp/authgate-login.json
+ACCESS=$(sed -E 's/.*"access_token":"([^"]+)".*/\1/' /tmp/authgate-login.json)
+REFRESH=$(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' /tmp/authgate-login.json)
 
-# 4. A token close to expiry: a fresh one rides back in the refresh-token header.
+# 4. Call the protected route: the upstream sees X-User-Id, X-User-Name, X-Tenant-Id, X-Session-Id ...
+curl -s {base}/api/orders -H "Authorization: Bearer $ACCESS"
+
+# 5. Silent refresh: this token has a minute left, so a fresh one rides back in `refresh-token`.
 OLD='{near_expiry}'
 curl -si {base}/api/orders -H "Authorization: Bearer $OLD" | grep -i '^refresh-token'
 
-# 5. Path tricks do not reach the public route: 400, or the protected route's 401.
-curl -si {base}/public/..%2f../api/orders
-curl -si --path-as-is '{base}/public/../api/orders'
+# 6. Refresh: a new pair for the same session; the old refresh token is spent.
+curl -s -X POST {base}/auth/refresh -H 'Content-Type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"
+
+# 7. Your sessions, then log out: the access token stops working at once (401 session_revoked).
+curl -s {base}/auth/sessions -H "Authorization: Bearer $ACCESS"
+curl -si -X POST {base}/auth/logout -H "Authorization: Bearer $ACCESS" | head -1
+curl -s {base}/api/orders -H "Authorization: Bearer $ACCESS"
+
+# 8. Path tricks never reach the public route: 400, or the protected route's 401.
+curl -si {base}/public/..%2f../api/orders | head -1
+curl -si --path-as-is '{base}/public/../api/orders' | head -1
 
 Ctrl-C stops the demo.
 "#

@@ -32,6 +32,8 @@ pub enum GatewayError {
     AccountLocked { retry_after: Duration },
     /// The per-IP login flood guard refused the attempt.
     RateLimited,
+    /// Every password-hashing slot stayed busy: 503 with Retry-After.
+    LoginBusy,
     UpstreamUnavailable,
     UpstreamTimeout,
     StoreUnavailable,
@@ -56,7 +58,7 @@ impl GatewayError {
             AccountLocked { .. } | RateLimited => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable | LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +88,7 @@ impl GatewayError {
             UpstreamUnavailable => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
             StoreUnavailable => "store_unavailable",
+            LoginBusy => "login_busy",
             Internal => "internal_error",
         }
     }
@@ -115,6 +118,7 @@ impl GatewayError {
             UpstreamUnavailable => "the upstream is unavailable",
             UpstreamTimeout => "the upstream did not answer in time",
             StoreUnavailable => "the session store is unavailable; try again shortly",
+            LoginBusy => "too many logins in progress; try again shortly",
             Internal => "internal error",
         }
     }
@@ -140,7 +144,7 @@ impl GatewayError {
                 let secs = retry_after.as_secs().max(1);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            GatewayError::StoreUnavailable | GatewayError::RateLimited => {
+            GatewayError::StoreUnavailable | GatewayError::RateLimited | GatewayError::LoginBusy => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

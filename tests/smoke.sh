@@ -9,22 +9,27 @@
 # status is 1 when anything FAILed. The gateway is stopped on exit.
 #
 # Assumptions about the demo (CONTRACT.md sections 1, 4, 5, 7), adjustable here or by env:
-#   - it listens on 127.0.0.1:8080, admin on 127.0.0.1:9091   (GW, ADMIN, DEMO_ARGS)
+#   - it listens on LISTEN (127.0.0.1:8080), admin on ADMIN_LISTEN (127.0.0.1:9091), set
+#     with `demo --listen --admin-listen`; DEMO_ARGS adds more arguments
 #   - routes: /public... is public, everything else required   (PUBLIC_PATH, PROTECTED_PATH)
 #   - the echo upstream answers JSON with the method, path and headers it received
+#   - the demo prints an access token (TOKEN='...') and one near expiry (OLD='...') for
+#     alice (id 1001); without them those checks SKIP
 #   - login/refresh/logout exist once issue 3 lands: until then those checks SKIP when
 #     /auth/login does not answer 200; REQUIRE_LOGIN=1 turns that SKIP into a FAIL
 #   - SKIP_BUILD=1 uses the binary as is; AUTHGATE_BIN=PATH runs another one
 #   - the demo user: DEMO_USER/DEMO_PASSWORD, else read from the demo's printed
-#     walk-through ("username":"...","password":"..."), else demo/demo
+#     walk-through ("username":"...","password":"..."), else alice/alice
 # Checks marked [demo] depend on the demo's routes and echo upstream; [login] on issue 3.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${AUTHGATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/authgate}"   # AUTHGATE_BIN: another binary
-GW="${GW:-http://127.0.0.1:8080}"
-ADMIN="${ADMIN:-http://127.0.0.1:9091}"
-DEMO_ARGS="${DEMO_ARGS:-}"              # e.g. "--port 18080" once the demo has such a flag
+LISTEN="${LISTEN:-127.0.0.1:8080}"
+ADMIN_LISTEN="${ADMIN_LISTEN:-127.0.0.1:9091}"
+DEMO_ARGS="${DEMO_ARGS:-}"
+GW="http://$LISTEN"
+ADMIN="http://$ADMIN_LISTEN"
 PUBLIC_PATH="${PUBLIC_PATH:-/public/hello}"
 PROTECTED_PATH="${PROTECTED_PATH:-/api/hello}"
 REQUIRE_LOGIN="${REQUIRE_LOGIN:-0}"
@@ -89,7 +94,7 @@ expect() {
 # ---- start ------------------------------------------------------------------------------------
 command -v curl >/dev/null || { echo "FAIL  curl is needed"; exit 1; }
 if curl -s -o /dev/null --max-time 2 "$ADMIN/healthz" || curl -s -o /dev/null --max-time 2 "$GW/"; then
-    echo "FAIL  something already listens on $GW or $ADMIN; stop it or set GW/ADMIN/DEMO_ARGS"
+    echo "FAIL  something already listens on $GW or $ADMIN; stop it or set LISTEN / ADMIN_LISTEN"
     exit 1
 fi
 
@@ -101,9 +106,9 @@ else
 fi
 [ -x "$BIN" ] || { echo "FAIL  no binary at $BIN"; exit 1; }
 
-echo "==> $BIN demo $DEMO_ARGS"
+echo "==> $BIN demo --listen $LISTEN --admin-listen $ADMIN_LISTEN $DEMO_ARGS"
 # shellcheck disable=SC2086 # DEMO_ARGS is a list of words on purpose
-"$BIN" demo $DEMO_ARGS >"$LOG" 2>&1 &
+"$BIN" demo --listen "$LISTEN" --admin-listen "$ADMIN_LISTEN" $DEMO_ARGS >"$LOG" 2>&1 &
 GW_PID=$!
 
 ready=0
@@ -154,6 +159,34 @@ else
     fail "[demo] spoofed identity headers: got $CODE, upstream saw '$SPOOF': $(short)"
 fi
 
+# [demo] the token the demo prints: identity reaches the upstream, spoofed copies don't
+DEMO_TOKEN="$(sed -n "s/^TOKEN='\([^']*\)'.*/\1/p" "$LOG" | head -n 1)"
+if [ -z "$DEMO_TOKEN" ]; then
+    skip "[demo] no TOKEN='...' line in the demo's output: printed-token checks skipped"
+else
+    req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $DEMO_TOKEN" -H "X-User-Id: $SPOOF"
+    if [ "$CODE" = 200 ] && body_has '"x-user-id":["1001"]' && ! body_has "$SPOOF"; then
+        pass "[demo] the printed token: 200, the upstream saw X-User-Id 1001 and not the spoofed one"
+    else
+        fail "[demo] the printed token: got $CODE, want 200 with X-User-Id 1001 only: $(short)"
+    fi
+fi
+OLD_TOKEN="$(sed -n "s/^OLD='\([^']*\)'.*/\1/p" "$LOG" | head -n 1)"
+if [ -z "$OLD_TOKEN" ]; then
+    skip "[demo] no OLD='...' line in the demo's output: silent-refresh check skipped"
+else
+    req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $OLD_TOKEN"
+    fresh="$(header refresh-token)"
+    if [ "$CODE" = 200 ] && [ -n "$fresh" ] && [[ "$(header Cache-Control)" == *no-store* ]]; then
+        pass "[demo] a token near expiry: 200 with a fresh token in refresh-token, Cache-Control: no-store"
+    else
+        fail "[demo] a token near expiry: got $CODE, refresh-token '${fresh:0:20}', Cache-Control '$(header Cache-Control)'"
+    fi
+    if [ -n "$fresh" ]; then
+        expect "[demo] the silently refreshed token works" 200 GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $fresh"
+    fi
+fi
+
 # path tricks never reach a public route (CONTRACT section 4.1)
 expect "/public/../private is the protected /private" 401 GET "$GW/public/../private"
 expect "/public/%2e%2e/private is the protected /private" 401 GET "$GW/public/%2e%2e/private"
@@ -165,8 +198,8 @@ expect "/publicx is not under /public" 401 GET "$GW/publicx"
 # ---- sessions (issue 3) ------------------------------------------------------------------------
 USER_NAME="${DEMO_USER:-$(sed -n 's/.*"username"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$LOG" | head -n 1)}"
 USER_PASS="${DEMO_PASSWORD:-$(sed -n 's/.*"password"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$LOG" | head -n 1)}"
-USER_NAME="${USER_NAME:-demo}"
-USER_PASS="${USER_PASS:-demo}"
+USER_NAME="${USER_NAME:-alice}"
+USER_PASS="${USER_PASS:-alice}"
 
 req POST "$GW/auth/login" -H 'Content-Type: application/json' -H 'X-Platform: web' \
     -d "{\"username\":\"$USER_NAME\",\"password\":\"$USER_PASS\"}"

@@ -8,7 +8,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -30,9 +29,6 @@ use crate::tokens::{AccessIdentity, Claims};
 
 /// The path of the JWKS document.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
-
-/// Largest JSON body the endpoints read.
-const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// Whether `path` (raw, as requested) is one of the gateway's own endpoints.
 pub fn is_ours(live: &Live, path: &str) -> bool {
@@ -94,7 +90,7 @@ fn store_error(e: StoreError) -> GatewayError {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, GatewayError> {
-    match Limited::new(req.into_body(), MAX_JSON_BODY).collect().await {
+    match Limited::new(req.into_body(), login::MAX_BODY_BYTES).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge),
         Err(_) => Err(GatewayError::BadRequest("the request body could not be read")),
@@ -140,16 +136,9 @@ async fn login(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Re
         return Err(GatewayError::AccountLocked { retry_after: wait });
     }
     let outcome = live.login.authenticate(body, &headers, ip).await;
-    let failed = |counted: bool| async move {
-        if !counted {
-            return Ok::<Option<Duration>, GatewayError>(None);
-        }
-        let locked = lockout.record_failure(&app.store, username.as_deref(), ip, t).await.map_err(store_error)?;
-        Ok(locked)
-    };
     match outcome {
         LoginOutcome::Success(identity) => {
-            lockout.record_success(&app.store, username.as_deref(), ip).await.map_err(store_error)?;
+            lockout.record_success(&app.store, username.as_deref()).await.map_err(store_error)?;
             let resp = issue(app, live, identity, &platform, &headers, ip).await?;
             metrics::counter!("authgate_logins_total", "result" => "success").increment(1);
             Ok(resp)
@@ -157,7 +146,7 @@ async fn login(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Re
         LoginOutcome::InvalidCredentials => {
             metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
             audit::record(Event::LoginFailed, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
-            if let Some(wait) = failed(true).await? {
+            if let Some(wait) = lockout.record_failure(&app.store, username.as_deref(), ip, t).await.map_err(store_error)? {
                 audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
                 tracing::info!(retry_after = wait.as_secs(), "login locked after repeated failures");
             }
@@ -167,7 +156,7 @@ async fn login(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Re
             if counts_as_failure {
                 metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
                 audit::record(Event::LoginFailed, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
-                if failed(true).await?.is_some() {
+                if lockout.record_failure(&app.store, username.as_deref(), ip, t).await.map_err(store_error)?.is_some() {
                     audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
                 }
             }
@@ -175,6 +164,7 @@ async fn login(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Re
         }
         LoginOutcome::BadRequest(m) => Err(GatewayError::BadRequest(m)),
         LoginOutcome::Unavailable => Err(GatewayError::UpstreamUnavailable),
+        LoginOutcome::Busy => Err(GatewayError::LoginBusy),
     }
 }
 

@@ -2,3 +2,4 @@
 //! admin listener with health, readiness, metrics and the admin API (`admin.rs`).
 
 pub mod admin;
+pub mod auth;

@@ -99,7 +99,8 @@ impl Lockout {
         ip: IpAddr,
         now: u64,
     ) -> Result<Option<Duration>, StoreError> {
-        let ip_lock = store.locked_until(&ip_key(ip), now);
+        let ip_key = ip_key(ip);
+        let ip_lock = store.locked_until(&ip_key, now);
         let user_lock = async {
             match username {
                 Some(u) => store.locked_until(&user_key(u), now).await,

@@ -73,7 +73,8 @@ pub struct Authenticator {
 
 enum Backend {
     UsersFile(users_file::UsersFile),
-    Upstream(upstream::UpstreamBackend),
+    /// Boxed: the pooled client is large, and one enum is built per config snapshot.
+    Upstream(Box<upstream::UpstreamBackend>),
     None,
 }
 
@@ -85,7 +86,9 @@ impl Authenticator {
             LoginBackend::UsersFile { users, .. } => {
                 Backend::UsersFile(users_file::UsersFile::new(users))
             }
-            LoginBackend::Upstream(up) => Backend::Upstream(upstream::UpstreamBackend::new(up)),
+            LoginBackend::Upstream(up) => {
+                Backend::Upstream(Box::new(upstream::UpstreamBackend::new(up)))
+            }
             LoginBackend::None => Backend::None,
         };
         Self { backend }

@@ -252,13 +252,13 @@ mod tests {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let record = record.clone();
                     async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
+                        let (parts, incoming) = req.into_parts();
+                        let got = incoming.collect().await.unwrap().to_bytes();
                         *record.lock().unwrap() = Seen {
                             method: parts.method.to_string(),
                             path: parts.uri.path().to_owned(),
                             headers: parts.headers,
-                            body,
+                            body: got,
                         };
                         let mut resp = Response::builder().status(status);
                         for (k, v) in headers {

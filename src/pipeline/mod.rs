@@ -72,6 +72,10 @@ async fn run<'l>(
     label: &mut &'l str,
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &live.config;
+    if crate::endpoints::auth::is_ours(live, req.uri().path()) {
+        *label = "auth";
+        return crate::endpoints::auth::handle(app, live, req, conn).await;
+    }
     let (mut parts, body) = req.into_parts();
     // 1. canonical path; everything below uses it.
     let canonical = path::canonicalize(parts.uri.path()).map_err(|e| {

@@ -427,7 +427,11 @@ impl MemoryStore {
         Ok(out)
     }
 
-    pub async fn get(&self, user_id: &str, session_id: &str) -> Result<Option<Session>, StoreError> {
+    pub async fn get(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Session>, StoreError> {
         let Some((uid, sid)) = parse_sid(session_id) else {
             return Ok(None);
         };

@@ -335,7 +335,11 @@ impl SessionStore {
     }
 
     /// One session as stored, ended ones (tombstones) included.
-    pub async fn get(&self, user_id: &str, session_id: &str) -> Result<Option<Session>, StoreError> {
+    pub async fn get(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Session>, StoreError> {
         dispatch!(self, s => s.get(user_id, session_id).await)
     }
 

@@ -148,7 +148,10 @@ pub(crate) fn encode(
     push_text(&mut out, &new.user_id);
     push_text(&mut out, &new.user_name);
     push_text(&mut out, new.tenant.as_deref().unwrap_or(""));
-    push_text(&mut out, truncate(new.device.as_deref().unwrap_or(""), MAX_FIELD));
+    push_text(
+        &mut out,
+        truncate(new.device.as_deref().unwrap_or(""), MAX_FIELD),
+    );
     push_text(&mut out, truncate(&new.ip, MAX_FIELD));
     push_text(
         &mut out,
@@ -238,7 +241,7 @@ impl<'a> Entry<'a> {
         }
     }
 
-    pub(crate) fn to_session(&self) -> Result<Session, StoreError> {
+    pub(crate) fn to_session(self) -> Result<Session, StoreError> {
         let mut t = self.text();
         let mut field = || -> Result<String, StoreError> {
             let b = t.next().ok_or_else(corrupt)?;

@@ -223,8 +223,8 @@ impl RedisStore {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
-                let manager = ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(map_err)?;
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?;
                 (Conn::Single(manager), vec![url])
             }
             RedisTarget::Cluster(nodes) => {
@@ -483,7 +483,11 @@ impl RedisStore {
                 if !is_ancestor(key_, &p.secret, e.generation(), e.current(), e.parent()) {
                     return Ok(RefreshOutcome::Invalid);
                 }
-                match self.end_matching(&p.user_id, Some(&p.sid), EndReason::Theft, now).await?.pop() {
+                match self
+                    .end_matching(&p.user_id, Some(&p.sid), EndReason::Theft, now)
+                    .await?
+                    .pop()
+                {
                     Some(session) => RefreshOutcome::Theft { session },
                     None => RefreshOutcome::Invalid,
                 }
@@ -587,7 +591,11 @@ impl RedisStore {
         Ok(out)
     }
 
-    pub async fn get(&self, user_id: &str, session_id: &str) -> Result<Option<Session>, StoreError> {
+    pub async fn get(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Session>, StoreError> {
         let Some((uid, sid)) = parse_sid(session_id) else {
             return Ok(None);
         };

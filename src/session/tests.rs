@@ -105,7 +105,7 @@ macro_rules! both_stores {
     };
 }
 
-both_stores!(
+both_stores! {
     create_and_check,
     kick_out_on_the_same_platform,
     no_kick_across_platforms_or_users,
@@ -125,7 +125,7 @@ both_stores!(
     revocations_are_broadcast,
     active_count_follows_changes,
     instances_share_sessions,
-);
+}
 
 fn rotated(o: RefreshOutcome) -> (Session, RefreshToken) {
     match o {
@@ -144,7 +144,10 @@ async fn create_and_check(f: Fixture) {
     assert!(c.kicked.is_empty());
     let sess = &c.session;
     assert_eq!(user_id_of(&sess.id).as_deref(), Some("1001"));
-    assert!(c.refresh_token.as_str().starts_with(&format!("{}.", sess.id)));
+    assert!(c
+        .refresh_token
+        .as_str()
+        .starts_with(&format!("{}.", sess.id)));
     assert_eq!(sess.user_id, "1001");
     assert_eq!(sess.user_name, "name-1001");
     assert_eq!(sess.tenant.as_deref(), Some("acme"));
@@ -174,9 +177,15 @@ async fn create_and_check(f: Fixture) {
         s.check("1001", &unknown, t).await.unwrap(),
         SessionCheck::Unknown
     );
-    assert_eq!(s.get("1001", &sess.id).await.unwrap().as_ref(), Some(sess));
+    // Memory moves last_seen_at on every check; Redis at most once a minute.
+    let mut got = s.get("1001", &sess.id).await.unwrap().unwrap();
+    assert!(got.last_seen_at >= t);
+    got.last_seen_at = t;
+    assert_eq!(&got, sess);
     assert_eq!(s.get("1001", &unknown).await.unwrap(), None);
-    assert_eq!(s.list("1001", t).await.unwrap(), vec![sess.clone()]);
+    let listed = s.list("1001", t).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, sess.id);
     assert!(s.list("1002", t).await.unwrap().is_empty());
     s.ping().await.unwrap();
 
@@ -188,7 +197,11 @@ async fn create_and_check(f: Fixture) {
         s.check(odd, &c.session.id, t).await.unwrap(),
         SessionCheck::Active
     );
-    rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    rotated(
+        s.refresh(c.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
 
     let too_long = "x".repeat(256);
     assert!(matches!(
@@ -257,15 +270,15 @@ async fn no_kick_across_platforms_or_users(f: Fixture) {
     let other = s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
     assert!(other.kicked.is_empty());
     for id in &ids {
-        assert_eq!(
-            s.check("u", id, t + 1).await.unwrap(),
-            SessionCheck::Active
-        );
+        assert_eq!(s.check("u", id, t + 1).await.unwrap(), SessionCheck::Active);
     }
     assert_eq!(s.list("u", t + 1).await.unwrap().len(), 3);
     // No limit on a platform: no kick either.
     for i in 0..5 {
-        let c = s.create(new("u", "cli"), None, life(), t + i).await.unwrap();
+        let c = s
+            .create(new("u", "cli"), None, life(), t + i)
+            .await
+            .unwrap();
         assert!(c.kicked.is_empty());
     }
     assert_eq!(s.list("u", t + 10).await.unwrap().len(), 8);
@@ -377,7 +390,12 @@ async fn parallel_refreshes_have_one_successor(f: Fixture) {
         f.store.check("u", &c.session.id, t + 1).await.unwrap(),
         SessionCheck::Active
     );
-    let (s2, _) = rotated(f.store.refresh(tokens[0].as_str(), life(), t + 2).await.unwrap());
+    let (s2, _) = rotated(
+        f.store
+            .refresh(tokens[0].as_str(), life(), t + 2)
+            .await
+            .unwrap(),
+    );
     assert_eq!(s2.generation, 2);
 }
 
@@ -386,7 +404,11 @@ async fn parent_after_grace_is_theft_of_that_session_only(f: Fixture) {
     let t = unix_now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let other = s.create(new("u", "app"), Some(1), life(), t).await.unwrap();
-    let (_, t1) = rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    let (_, t1) = rotated(
+        s.refresh(c.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
     match s
         .refresh(c.refresh_token.as_str(), life(), t + GRACE + 1)
         .await
@@ -429,7 +451,11 @@ async fn older_generation_is_theft(f: Fixture) {
     let s = &f.store;
     let t = unix_now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
-    let (_, t1) = rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    let (_, t1) = rotated(
+        s.refresh(c.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
     let (_, t2) = rotated(s.refresh(t1.as_str(), life(), t + 1).await.unwrap());
     let (_, _t3) = rotated(s.refresh(t2.as_str(), life(), t + 2).await.unwrap());
     // Two generations back, well within the grace in time: still theft.
@@ -460,7 +486,11 @@ async fn forged_token_is_invalid(f: Fixture) {
     let s = &f.store;
     let t = unix_now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
-    let (_, t1) = rotated(s.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    let (_, t1) = rotated(
+        s.refresh(c.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
     // Someone who knows the session id (it travels in headers) but no token of it.
     let (sid_user, sid) = super::ids::parse_sid(&c.session.id).unwrap();
     let forged = format_token(&sid_user, &sid, &random());
@@ -507,7 +537,10 @@ async fn invalid_refresh_tokens(f: Fixture) {
         RefreshOutcome::Invalid
     ));
     // Ended by logout: both the token and (after) anything else.
-    assert!(s.end("u", &c.session.id, EndReason::Logout, t + 1).await.unwrap());
+    assert!(s
+        .end("u", &c.session.id, EndReason::Logout, t + 1)
+        .await
+        .unwrap());
     assert!(matches!(
         s.refresh(tok, life(), t + 2).await.unwrap(),
         RefreshOutcome::Invalid
@@ -522,13 +555,28 @@ async fn end_end_all_and_list(f: Fixture) {
         .create(new("u", "app"), Some(1), life(), t + 1)
         .await
         .unwrap();
-    let h5 = s.create(new("u", "h5"), Some(1), life(), t + 2).await.unwrap();
+    let h5 = s
+        .create(new("u", "h5"), Some(1), life(), t + 2)
+        .await
+        .unwrap();
     let v = s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
 
-    assert!(!s.end("v", &web.session.id, EndReason::Logout, t + 3).await.unwrap());
-    assert!(s.end("u", &web.session.id, EndReason::Logout, t + 3).await.unwrap());
-    assert!(!s.end("u", &web.session.id, EndReason::Logout, t + 3).await.unwrap());
-    assert!(!s.end("u", "nonsense", EndReason::Logout, t + 3).await.unwrap());
+    assert!(!s
+        .end("v", &web.session.id, EndReason::Logout, t + 3)
+        .await
+        .unwrap());
+    assert!(s
+        .end("u", &web.session.id, EndReason::Logout, t + 3)
+        .await
+        .unwrap());
+    assert!(!s
+        .end("u", &web.session.id, EndReason::Logout, t + 3)
+        .await
+        .unwrap());
+    assert!(!s
+        .end("u", "nonsense", EndReason::Logout, t + 3)
+        .await
+        .unwrap());
     let listed: Vec<String> = s
         .list("u", t + 3)
         .await
@@ -556,9 +604,18 @@ async fn end_end_all_and_list(f: Fixture) {
     );
 
     // By id alone (admin API).
-    assert!(s.end_by_id(&v.session.id, EndReason::Revoked, t + 5).await.unwrap());
-    assert!(!s.end_by_id(&v.session.id, EndReason::Revoked, t + 5).await.unwrap());
-    assert!(!s.end_by_id("junk", EndReason::Revoked, t + 5).await.unwrap());
+    assert!(s
+        .end_by_id(&v.session.id, EndReason::Revoked, t + 5)
+        .await
+        .unwrap());
+    assert!(!s
+        .end_by_id(&v.session.id, EndReason::Revoked, t + 5)
+        .await
+        .unwrap());
+    assert!(!s
+        .end_by_id("junk", EndReason::Revoked, t + 5)
+        .await
+        .unwrap());
     assert_eq!(s.end_all("nobody", EndReason::Revoked, t).await.unwrap(), 0);
 }
 
@@ -571,8 +628,14 @@ async fn idle_expiry(f: Fixture) {
     };
     let c = s.create(new("u", "web"), None, short, t).await.unwrap();
     let id = &c.session.id;
-    assert_eq!(s.check("u", id, t + 99).await.unwrap(), SessionCheck::Active);
-    assert_ne!(s.check("u", id, t + 100).await.unwrap(), SessionCheck::Active);
+    assert_eq!(
+        s.check("u", id, t + 99).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert_ne!(
+        s.check("u", id, t + 100).await.unwrap(),
+        SessionCheck::Active
+    );
     assert!(s.list("u", t + 100).await.unwrap().is_empty());
     assert!(matches!(
         s.refresh(c.refresh_token.as_str(), short, t + 100)
@@ -610,7 +673,11 @@ async fn max_lifetime_caps_refreshes(f: Fixture) {
     };
     let c = s.create(new("u", "web"), None, l, t).await.unwrap();
     assert_eq!(c.session.expires_at, t + 100);
-    let (s1, t1) = rotated(s.refresh(c.refresh_token.as_str(), l, t + 90).await.unwrap());
+    let (s1, t1) = rotated(
+        s.refresh(c.refresh_token.as_str(), l, t + 90)
+            .await
+            .unwrap(),
+    );
     assert_eq!(s1.expires_at, t + 150);
     let (s2, t2) = rotated(s.refresh(t1.as_str(), l, t + 140).await.unwrap());
     assert_eq!(s2.expires_at, t + 150);
@@ -705,7 +772,10 @@ async fn revocations_are_broadcast(f: Fixture) {
     let t = unix_now();
 
     let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
-    assert!(s.end("u", &a.session.id, EndReason::Logout, t).await.unwrap());
+    assert!(s
+        .end("u", &a.session.id, EndReason::Logout, t)
+        .await
+        .unwrap());
     assert_eq!(next_revocation(&mut here).await, a.session.id);
     assert_eq!(next_revocation(&mut there).await, a.session.id);
 
@@ -735,7 +805,10 @@ async fn active_count_follows_changes(f: Fixture) {
     s.create(new("w", "web"), Some(1), life(), t).await.unwrap();
     // Kicks w's first session.
     let w2 = s.create(new("w", "web"), Some(1), life(), t).await.unwrap();
-    assert!(s.end("u", &a.session.id, EndReason::Logout, t).await.unwrap());
+    assert!(s
+        .end("u", &a.session.id, EndReason::Logout, t)
+        .await
+        .unwrap());
     // A rotation moves a session to a later expiry hour; still one session.
     rotated(
         s.refresh(w2.refresh_token.as_str(), life(), t + 100)
@@ -763,7 +836,11 @@ async fn instances_share_sessions(f: Fixture) {
         b.check("u", &c.session.id, t).await.unwrap(),
         SessionCheck::Active
     );
-    let (_, t1) = rotated(b.refresh(c.refresh_token.as_str(), life(), t).await.unwrap());
+    let (_, t1) = rotated(
+        b.refresh(c.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
     assert!(matches!(
         a.refresh(c.refresh_token.as_str(), life(), t + 1)
             .await
@@ -828,7 +905,9 @@ async fn redis_outage_fails_fast_and_restart_recovers() {
         );
         let started = Instant::now();
         assert_unavailable_fast(
-            store.record_failure("u:x", Duration::from_secs(60), t).await,
+            store
+                .record_failure("u:x", Duration::from_secs(60), t)
+                .await,
             started,
         );
         let started = Instant::now();
@@ -867,7 +946,10 @@ async fn redis_outage_fails_fast_and_restart_recovers() {
             Err(_) => panic!("no re-check marker after resubscribing"),
         }
     }
-    store.end("u", &c.session.id, EndReason::Logout, t).await.unwrap();
+    store
+        .end("u", &c.session.id, EndReason::Logout, t)
+        .await
+        .unwrap();
     assert_eq!(next_revocation(&mut revocations).await, c.session.id);
 }
 
@@ -883,11 +965,11 @@ async fn redis_timed_out_refresh_can_be_retried_for_the_same_pair() {
         .await
         .unwrap();
     // Writes stall longer than the store's 1 s timeout; the script runs after the pause.
-    server.command(&["CLIENT", "PAUSE", "1500", "WRITE"]).unwrap();
+    server
+        .command(&["CLIENT", "PAUSE", "1500", "WRITE"])
+        .unwrap();
     let started = Instant::now();
-    let r = store
-        .refresh(c.refresh_token.as_str(), life(), t + 1)
-        .await;
+    let r = store.refresh(c.refresh_token.as_str(), life(), t + 1).await;
     assert_unavailable_fast(r, started);
     tokio::time::sleep(Duration::from_millis(700)).await;
     // The client retries with the same token: it gets a token and the session lives.
@@ -918,7 +1000,10 @@ async fn redis_keys_all_have_a_ttl() {
         .create(new("u", "web"), Some(1), life(), t)
         .await
         .unwrap();
-    store.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    store
+        .create(new("u", "web"), Some(1), life(), t)
+        .await
+        .unwrap();
     store
         .record_failure("u:alice", Duration::from_secs(60), t)
         .await
@@ -1028,4 +1113,31 @@ async fn memory_store_rss_per_session() {
         "memory: {} bytes of RSS per session ({n} users, one browser session each)",
         (after - before) / n
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_seen_moves_on_checks() {
+    for f in [Some(Fixture::memory()), Fixture::redis().await]
+        .into_iter()
+        .flatten()
+    {
+        let s = &f.store;
+        let t = unix_now();
+        let c = s.create(new("u", "web"), None, life(), t).await.unwrap();
+        let id = &c.session.id;
+        assert_eq!(
+            s.check("u", id, t + 61).await.unwrap(),
+            SessionCheck::Active
+        );
+        // Redis writes it in the background.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while s.get("u", id).await.unwrap().unwrap().last_seen_at != t + 61 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: last_seen_at not moved",
+                s.kind()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -91,6 +91,7 @@ impl RedisServer {
         false
     }
 
+    #[allow(dead_code)] // for tests that need the bare port
     pub(crate) fn port(&self) -> u16 {
         self.port
     }

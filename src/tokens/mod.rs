@@ -62,6 +62,25 @@ pub struct KeySpec {
     pub material: KeyMaterial,
 }
 
+impl KeySpec {
+    /// Checks this key alone as a signing key (what [`KeyRing::new`] does with it), so config
+    /// validation can report each key's problem under its own key path.
+    pub fn check_signing_key(&self) -> Result<(), KeyError> {
+        if matches!(self.material, KeyMaterial::PublicPem(_)) {
+            return Err(key_error(self, SIGNING_NOT_PUBLIC));
+        }
+        load_key(self).map(|_| ())
+    }
+
+    /// Checks this key alone as a verify-only key (`[[token.verify_keys]]`).
+    pub fn check_verify_key(&self) -> Result<(), KeyError> {
+        load_key(self).map(|_| ())
+    }
+}
+
+const SIGNING_NOT_PUBLIC: &str =
+    "the signing key must be a private key (private_key_file), not a public key";
+
 /// What every token must say and how much clock skew is allowed.
 #[derive(Debug, Clone)]
 pub struct TokenRules {
@@ -246,10 +265,7 @@ impl KeyRing {
         let mut jwks = Vec::new();
 
         if matches!(signing.material, KeyMaterial::PublicPem(_)) {
-            return Err(key_error(
-                &signing,
-                "the signing key must be a private key (private_key_file), not a public key",
-            ));
+            return Err(key_error(&signing, SIGNING_NOT_PUBLIC));
         }
         let loaded = load_key(&signing)?;
         let encoding = loaded.encoding.ok_or_else(|| {
@@ -1158,6 +1174,9 @@ mod tests {
         let hdr = json!({"alg": "HS256", "typ": "JWT", "kid": "k1"});
         let good = hs256_by_hand(&hdr, &good_payload(), SECRET);
         assert!(hs.verify(&good, NOW).is_ok(), "the baseline must verify");
+        let aud_list = with(good_payload(), "aud", json!(["other-app", AUD]));
+        let aud_list = hs256_by_hand(&hdr, &aud_list, SECRET);
+        assert!(hs.verify(&aud_list, NOW).is_ok(), "an aud list naming us");
 
         let unsigned = |alg: &str, sig: &str| {
             format!(
@@ -1526,7 +1545,7 @@ mod tests {
         hs.cache.run_pending_tasks();
         rs.cache.run_pending_tasks();
         assert_eq!(rs.cache.entry_count(), 0);
-        assert_eq!(hs.cache.entry_count(), 1, "only the baseline");
+        assert_eq!(hs.cache.entry_count(), 2, "only the two good tokens");
     }
 
     #[test]
@@ -1717,11 +1736,13 @@ mod tests {
             ),
         ];
         for (name, signing, needle) in signing_cases {
+            let alone = signing.check_signing_key().unwrap_err();
             let err = KeyRing::new(signing, vec![], rules())
                 .map(|_| ())
                 .unwrap_err();
             assert!(err.0.contains(needle), "{name}: {err}");
             assert!(err.0.contains("\"k1\""), "{name}: names the kid: {err}");
+            assert_eq!(alone, err, "{name}: the same check alone");
         }
 
         let verify_cases: Vec<(&str, KeySpec, &str)> = vec![
@@ -1747,6 +1768,11 @@ mod tests {
             ),
         ];
         for (name, verify, needle) in verify_cases {
+            assert_eq!(
+                verify.check_verify_key().is_ok(),
+                needle.is_empty(),
+                "{name}"
+            );
             let result = KeyRing::new(private("sign", Algorithm::HS256), vec![verify], rules());
             match (needle, result) {
                 ("", Ok(_)) => {}

@@ -17,10 +17,15 @@ async fn attempt(raw_path: &str, expect: Expect) {
     let auth = format!("Authorization: Bearer {token}\r\n");
     match expect {
         Expect::BadRequest => {
-            gw.raw_get(raw_path, "").await.assert_error(400, "bad_request");
-            gw.raw_get(raw_path, &auth)
-                .await
-                .assert_error(400, "bad_request");
+            for extra in ["", auth.as_str()] {
+                let r = gw.raw_get(raw_path, extra).await;
+                assert_eq!(r.status, 400, "{raw_path}");
+                // hyper refuses some targets itself (bytes a URI may not hold) with an empty
+                // 400; everything the gateway answers is its JSON error.
+                if !r.body.is_empty() {
+                    assert_eq!(r.code(), "bad_request");
+                }
+            }
             assert_eq!(gw.upstream.hits(), 0, "{raw_path} reached the upstream");
         }
         Expect::Protected(canonical) => {

@@ -138,12 +138,26 @@ auth = "public"
     assert_eq!(gw.upstream.hits(), 1);
 }
 
+/// Routes where nothing but `/get-only` matches `/get-only/...`.
+const METHOD_ROUTES: &str = r#"
+[[routes]]
+path = "/get-only"
+upstream = "up"
+auth = "public"
+methods = ["GET"]
+
+[[routes]]
+path = "/public"
+upstream = "up"
+auth = "public"
+"#;
+
 #[tokio::test]
 async fn method_not_listed_is_405() {
-    let gw = Gateway::start(Conf::new()).await;
+    let gw = Gateway::start(Conf::new().routes(METHOD_ROUTES)).await;
     let r = gw.request("POST", "/get-only/x", &[], "data".into()).await;
     r.assert_error(405, "method_not_allowed");
-    let r = gw.request("DELETE", "/get-only/x", &[], "".into()).await;
+    let r = gw.request("DELETE", "/get-only", &[], "".into()).await;
     r.assert_error(405, "method_not_allowed");
     assert_eq!(gw.upstream.hits(), 0);
     assert_eq!(gw.get("/get-only/x", &[]).await.status, 200);
@@ -151,6 +165,24 @@ async fn method_not_listed_is_405() {
     let r = gw.request("HEAD", "/get-only/x", &[], "".into()).await;
     assert_eq!(r.status, 200);
     assert_eq!(gw.upstream.hits(), 2);
+}
+
+#[tokio::test]
+async fn method_not_listed_falls_through_to_a_later_route() {
+    // The route table takes the first route matching path *and* method, so a later catch-all
+    // (`/`, required) gets POST /get-only: it needs a token, and is never public.
+    let gw = Gateway::start(Conf::new()).await;
+    gw.request("POST", "/get-only/x", &[], "data".into())
+        .await
+        .assert_error(401, "missing_token");
+    assert_eq!(gw.upstream.hits(), 0);
+    let token = gw.mint(&alice());
+    let auth = format!("Bearer {token}");
+    let r = gw
+        .request("POST", "/get-only/x", &[("authorization", &auth)], "data".into())
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen("x-user-id"), ["1001"]);
 }
 
 #[tokio::test]

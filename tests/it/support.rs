@@ -176,6 +176,30 @@ async fn echo(req: Request<Incoming>, complete: &AtomicUsize) -> Response<Body> 
     resp
 }
 
+/// A body fed from a channel: each message is one data frame; dropping the sender ends it.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl ChannelBody {
+    pub fn new() -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        (tx, ChannelBody(rx))
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = authgate::body::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
 /// An address nothing listens on (bound, then released).
 pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -342,14 +366,22 @@ pub fn env(name: &str) -> Option<String> {
 // Gateway
 // ---------------------------------------------------------------------------------------------
 
-/// A running gateway in front of a test upstream.
+/// A running gateway in front of a test upstream. Derefs to a [`Probe`] for requests.
 pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub upstream: Upstream,
     pub handle: Option<Handle>,
     pub app: Arc<App>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    probe: Probe,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Probe;
+
+    fn deref(&self) -> &Probe {
+        &self.probe
+    }
 }
 
 impl Gateway {
@@ -377,11 +409,16 @@ impl Gateway {
         Gateway {
             addr: handle.addr,
             admin: handle.admin_addr.expect("admin listener"),
+            probe: Probe::new(handle.addr),
             upstream,
             handle: Some(handle),
             app,
-            client: Client::builder(TokioExecutor::new()).build_http(),
         }
+    }
+
+    /// A client for this gateway that can move into a task.
+    pub fn probe(&self) -> Probe {
+        self.probe.clone()
     }
 
     /// Stops the gateway gracefully and waits for it.
@@ -389,10 +426,6 @@ impl Gateway {
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
     }
 
     /// A token minted by the gateway's own key ring at `issued_at`.
@@ -411,10 +444,30 @@ impl Gateway {
         self.mint_at(id, now())
     }
 
-    /// A token for `id` with `left` seconds of life left (with the default 2 h `access_ttl`).
+    /// A token for `id` with `left` seconds of life left.
     pub fn mint_expiring_in(&self, id: &AccessIdentity, left: u64) -> String {
         let ttl = self.app.live().config.token.access_ttl.as_secs();
         self.mint_at(id, now() + left - ttl)
+    }
+}
+
+/// An HTTP/1.1 client (pooled) and raw-socket client aimed at one gateway.
+#[derive(Clone)]
+pub struct Probe {
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Probe {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// GET `path` with `headers`.
@@ -600,7 +653,7 @@ pub async fn raw(addr: SocketAddr, request: Vec<u8>) -> io::Result<Resp> {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) => return Err(e),
             }
-            if let Some(done) = complete_response(&buf) {
+            if let Some(done) = response_len(&buf) {
                 buf.truncate(done);
                 return Ok(());
             }
@@ -622,7 +675,7 @@ pub async fn raw(addr: SocketAddr, request: Vec<u8>) -> io::Result<Resp> {
 }
 
 /// Where the first complete response in `buf` ends, if it is complete.
-fn complete_response(buf: &[u8]) -> Option<usize> {
+pub fn response_len(buf: &[u8]) -> Option<usize> {
     let head_end = find(buf, b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let lower = head.to_ascii_lowercase();

@@ -1,0 +1,94 @@
+//! The admin listener's probes and graceful shutdown.
+
+use std::time::Duration;
+
+use authgate::body::full;
+use http::Response;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn healthz_and_readyz_on_the_admin_listener() {
+    let gw = Gateway::start(Conf::new()).await;
+    let admin = Probe::new(gw.admin);
+    for path in ["/healthz", "/readyz"] {
+        let r = admin.get(path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let r = admin.get("/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    // Unknown admin paths are a JSON 404.
+    admin.get("/nope", &[]).await.assert_error(404, "not_found");
+    // The proxy listener does not serve them: they are ordinary (protected) paths there.
+    gw.get("/healthz", &[]).await.assert_error(401, "missing_token");
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_and_refuses_new_connections() {
+    // The upstream tells the test when the request arrived, then waits to be released.
+    let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let upstream = Upstream::start(move |_req| {
+        let arrived = arrived_tx.clone();
+        async move {
+            let (release_tx, release_rx) = oneshot::channel();
+            let _ = arrived.send(release_tx);
+            let _ = release_rx.await;
+            Response::new(full("finished"))
+        }
+    })
+    .await;
+    let mut gw = Gateway::start_with(Conf::new(), upstream).await;
+    let addr = gw.addr;
+    let probe = gw.probe();
+    let in_flight = tokio::spawn(async move { probe.raw_get("/public/slow", "").await });
+    let release = within("the request to reach the upstream", arrived_rx.recv())
+        .await
+        .unwrap();
+
+    let handle = gw.handle.take().unwrap();
+    let mut shutdown = tokio::spawn(handle.shutdown());
+
+    // The listener closes promptly, while the request is still in flight. There is no event
+    // to await for that, so poll (bounded).
+    within("the listener to close", async {
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(!in_flight.is_finished());
+    // Shutdown waits for the in-flight request.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut shutdown)
+            .await
+            .is_err(),
+        "shutdown returned with a request in flight"
+    );
+
+    release.send(()).unwrap();
+    let r = within("the in-flight answer", in_flight).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.as_ref(), b"finished");
+    within("shutdown to complete", shutdown).await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a new connection was accepted after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_with_nothing_in_flight_is_prompt() {
+    let mut gw = Gateway::start(Conf::new()).await;
+    // An idle keep-alive connection must not hold shutdown for the whole grace period.
+    assert_eq!(gw.get("/public/x", &[]).await.status, 200);
+    let addr = gw.addr;
+    let started = std::time::Instant::now();
+    within("shutdown", gw.shutdown()).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

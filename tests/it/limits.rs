@@ -1,0 +1,257 @@
+//! Limits and failures: request bodies over `max_body_bytes` (declared and streamed), slow
+//! request heads, an upstream that is down, slow, or one of two urls dead.
+
+use std::time::{Duration, Instant};
+
+use authgate::body::full;
+use http::Response;
+
+use crate::support::*;
+
+const MAX_BODY: &str = "max_body_bytes = 1024";
+
+#[tokio::test]
+async fn body_over_limit_with_content_length_is_413_and_never_forwarded() {
+    let gw = Gateway::start(Conf::new().server(MAX_BODY)).await;
+    let body = "x".repeat(4096);
+    let r = gw
+        .raw(format!(
+            "POST /public/upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        ))
+        .await;
+    r.assert_error(413, "payload_too_large");
+    assert_eq!(gw.upstream.hits(), 0, "the upstream saw the request head");
+    assert_eq!(gw.upstream.complete(), 0);
+}
+
+#[tokio::test]
+async fn body_over_limit_chunked_is_413_and_never_complete_upstream() {
+    let gw = Gateway::start(Conf::new().server(MAX_BODY)).await;
+    let chunk = "y".repeat(512);
+    let mut req = String::from(
+        "POST /public/upload HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n",
+    );
+    for _ in 0..8 {
+        req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    req.push_str("0\r\n\r\n");
+    let r = gw.raw(req).await;
+    r.assert_error(413, "payload_too_large");
+    assert_eq!(gw.upstream.complete(), 0, "the upstream got the whole oversized body");
+}
+
+#[tokio::test]
+async fn body_at_the_limit_passes() {
+    let gw = Gateway::start(Conf::new().server(MAX_BODY)).await;
+    let r = gw
+        .request("POST", "/public/upload", &[], "z".repeat(1024).into())
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], 1024);
+    // Chunked within the limit as well.
+    let r = gw
+        .raw(
+            "POST /public/upload HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n200\r\n"
+                .to_owned()
+                + &"a".repeat(512)
+                + "\r\n0\r\n\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], 512);
+    assert_eq!(gw.upstream.complete(), 2);
+}
+
+#[tokio::test]
+async fn body_over_limit_on_a_protected_route_without_token_is_401() {
+    // Authentication comes first; either way nothing reaches the upstream.
+    let gw = Gateway::start(Conf::new().server(MAX_BODY)).await;
+    let r = gw
+        .request("POST", "/api/upload", &[], "x".repeat(4096).into())
+        .await;
+    r.assert_error(401, "missing_token");
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_upstream_unavailable() {
+    let dead = dead_addr().await;
+    let gw = Gateway::start(Conf::new().urls(vec![format!("http://{dead}")])).await;
+    let r = gw.get("/public/x", &[]).await;
+    r.assert_error(502, "upstream_unavailable");
+    // Nothing internal leaks into the message.
+    let msg = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(!msg.contains("127.0.0.1") && !msg.contains(&dead.port().to_string()), "{msg}");
+    let token = gw.mint(&alice());
+    gw.get_auth("/api/x", &token)
+        .await
+        .assert_error(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn upstream_slower_than_request_timeout_is_504() {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let slow = Upstream::start(move |_req| {
+        let seen = seen_tx.clone();
+        async move {
+            let _ = seen.send(());
+            // Never answers in time (the gateway gives up long before).
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Response::new(full("late"))
+        }
+    })
+    .await;
+    let gw = Gateway::start_with(Conf::new().server("request_timeout = \"200ms\""), slow).await;
+    let started = Instant::now();
+    let r = gw.get("/public/slow", &[]).await;
+    let took = started.elapsed();
+    r.assert_error(504, "upstream_timeout");
+    assert!(took >= Duration::from_millis(200), "answered after {took:?}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    within("the upstream to have seen the request", seen_rx.recv()).await;
+}
+
+#[tokio::test]
+async fn round_robin_skips_a_dead_url() {
+    let dead = dead_addr().await;
+    let echo = Upstream::echo().await;
+    let conf = Conf::new().urls(vec![format!("http://{dead}"), format!("http://{}", echo.addr)]);
+    let gw = Gateway::start_with(conf, echo).await;
+    for i in 0..6 {
+        // Distinct connections are not guaranteed (keep-alive pool), but every request must
+        // be answered whichever url the round robin starts from.
+        let r = gw.get(&format!("/public/{i}"), &[]).await;
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    // Raw requests each on a new client connection; the pool may still reuse upstream ones.
+    for i in 0..4 {
+        assert_eq!(gw.raw_get(&format!("/public/raw{i}"), "").await.status, 200);
+    }
+    assert_eq!(gw.upstream.hits(), 10);
+}
+
+#[tokio::test]
+async fn round_robin_uses_every_live_url() {
+    // Each upstream closes its connection after one answer, so every request needs a new
+    // connect and the round robin advances.
+    let close = |h: &mut http::HeaderMap| {
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    };
+    let a = Upstream::echo_with(close).await;
+    let b = Upstream::echo_with(close).await;
+    let b_hits = b.hits.clone();
+    let conf = Conf::new().urls(vec![format!("http://{}", a.addr), format!("http://{}", b.addr)]);
+    let gw = Gateway::start_with(conf, a).await;
+    for i in 0..8 {
+        let r = gw
+            .raw_get(&format!("/public/{i}"), "")
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let a_hits = gw.upstream.hits();
+    let b_hits = b_hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(a_hits + b_hits, 8);
+    assert!(a_hits >= 1 && b_hits >= 1, "a={a_hits} b={b_hits}");
+}
+
+#[tokio::test]
+#[ignore = "bug: src/server.rs Conn::serve computes the watchdog deadline once per loop turn, \
+            before the head starts, and nothing wakes the loop when bytes arrive; a slow head \
+            is cut only at the next idle_timeout tick or hyper's default 30 s"]
+async fn slow_request_head_is_cut_at_header_timeout() {
+    let gw = Gateway::start(Conf::new().server("header_timeout = \"300ms\"")).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    // Stall: the gateway must close the connection (EOF or reset), not wait forever.
+    let n = within("the gateway to cut the slow head", stream.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    let took = started.elapsed();
+    // Anything written back must not be a forwarded answer.
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "got {text:?}");
+    assert!(took >= Duration::from_millis(250), "cut after {took:?}");
+    assert!(took < Duration::from_secs(3), "cut after {took:?}");
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+/// Reads one whole response from a keep-alive connection.
+async fn read_one(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    within("an answer", async {
+        while response_len(&buf).is_none() {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before answering: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    buf
+}
+
+#[tokio::test]
+async fn head_sent_in_pieces_within_header_timeout_is_served() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(Conf::new().server("header_timeout = \"500ms\"")).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(b"GET /public/a HTTP/1.1\r\n").await.unwrap();
+    // Well inside the timeout: a slow but not too slow client.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"Host: gw.test\r\n\r\n").await.unwrap();
+    let answer = read_one(&mut stream).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[tokio::test]
+async fn keep_alive_wait_between_requests_is_not_a_slow_head() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(Conf::new().server("header_timeout = \"300ms\"")).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    // Longer than header_timeout, shorter than idle_timeout (60 s): the connection stays.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stream
+        .write_all(b"GET /public/b HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(gw.upstream.hits(), 2);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(Conf::new().server("idle_timeout = \"300ms\"")).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the whole (keep-alive) answer, then wait for the gateway to close the connection.
+    assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    let mut chunk = [0u8; 64];
+    let n = within("the idle close", stream.read(&mut chunk))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "unexpected bytes after the answer");
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
+    assert!(idle < Duration::from_secs(5), "closed after {idle:?}");
+}

@@ -1,0 +1,204 @@
+//! The proxy itself: bodies stream both ways chunk by chunk, h2c clients reach HTTP/1.1
+//! upstreams, and the pieces of a forwarded request (method, query, body) arrive intact.
+
+use authgate::body::full;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn streaming_response_passes_through_chunk_by_chunk() {
+    // The upstream sends "first", then hands its body sender to the test, which releases
+    // "second" only after the client has read "first" through the gateway.
+    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel::<mpsc::Sender<Bytes>>();
+    let upstream = Upstream::start(move |_req| {
+        let senders_tx = senders_tx.clone();
+        async move {
+            let (tx, body) = ChannelBody::new();
+            tx.send(Bytes::from_static(b"first")).await.unwrap();
+            senders_tx.send(tx).unwrap();
+            Response::new(body.boxed())
+        }
+    })
+    .await;
+    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::get(gw.url("/public/stream"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the response head", client.request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let frame = within("the first chunk", body.frame())
+            .await
+            .expect("a frame")
+            .expect("no body error");
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(got, b"first", "the second chunk cannot have been sent yet");
+
+    let sender = within("the upstream's body sender", senders_rx.recv())
+        .await
+        .unwrap();
+    sender.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(sender);
+    let rest = within("the rest of the body", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest, Bytes::from_static(b"second"));
+}
+
+#[tokio::test]
+async fn streaming_request_body_reaches_upstream_before_it_ends() {
+    // The upstream reports each chunk as it arrives; the client sends the second chunk only
+    // after the upstream has seen the first, so the gateway cannot be buffering the body.
+    let (chunks_tx, mut chunks_rx) = mpsc::unbounded_channel::<Bytes>();
+    let upstream = Upstream::start(move |req| {
+        let chunks_tx = chunks_tx.clone();
+        async move {
+            let mut body = req.into_body();
+            let mut total = 0;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.expect("body frame").into_data() {
+                    total += data.len();
+                    let _ = chunks_tx.send(data);
+                }
+            }
+            Response::new(full(total.to_string()))
+        }
+    })
+    .await;
+    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<ChannelBody>();
+    let (tx, body) = ChannelBody::new();
+    let req = Request::post(gw.url("/public/upload")).body(body).unwrap();
+    let pending = tokio::spawn(client.request(req));
+
+    tx.send(Bytes::from_static(b"one")).await.unwrap();
+    let first = within("the first chunk upstream", chunks_rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, Bytes::from_static(b"one"));
+    tx.send(Bytes::from_static(b"two!")).await.unwrap();
+    drop(tx);
+
+    let resp = within("the response", pending).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let total = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(total, Bytes::from_static(b"7"));
+}
+
+#[tokio::test]
+async fn method_query_and_body_are_forwarded_intact() {
+    let gw = Gateway::start(Conf::new()).await;
+    let r = gw
+        .request(
+            "PUT",
+            "/public/items/7?a=1&b=%2F&c",
+            &[("content-type", "application/json")],
+            Bytes::from_static(br#"{"name":"x"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/public/items/7");
+    assert_eq!(echo["query"], "a=1&b=%2F&c");
+    assert_eq!(echo["body_len"], 12);
+    assert_eq!(r.seen("content-type"), ["application/json"]);
+}
+
+#[tokio::test]
+async fn upstream_status_and_headers_pass_through() {
+    let upstream = Upstream::start(|_req| async {
+        Response::builder()
+            .status(418)
+            .header("x-legacy", "yes")
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .body(full("teapot"))
+            .unwrap()
+    })
+    .await;
+    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let r = gw.get("/public/x", &[]).await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.header("x-legacy"), Some("yes"));
+    assert_eq!(r.headers.get_all("set-cookie").iter().count(), 2);
+    assert_eq!(r.body, Bytes::from_static(b"teapot"));
+}
+
+async fn h2c_through(gw: &Gateway) {
+    let client = h2c_client();
+    let req = Request::get(gw.url("/public/h2?x=1"))
+        .header("x-user-id", "666")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the h2c answer", client.request(req)).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["version"], "HTTP/1.1", "{echo}");
+    assert_eq!(echo["path"], "/public/h2");
+    assert_eq!(echo["query"], "x=1");
+    assert!(echo["headers"]["x-user-id"].is_null(), "{echo}");
+    // Host comes from :authority.
+    assert_eq!(echo["headers"]["host"][0], gw.addr.to_string());
+
+    // A protected route over h2c, with the token.
+    let token = gw.mint(&alice());
+    let req = Request::get(gw.url("/api/h2"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the h2c answer", client.request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["headers"]["x-user-id"][0], "1001");
+
+    // And its refusals.
+    let req = Request::get(gw.url("/api/h2"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the h2c answer", client.request(req)).await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_forwarded_as_http11() {
+    // The crate's own demo echo upstream, which reports the HTTP version it was spoken to in.
+    let echo = authgate::demo::spawn_echo("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let conf = Conf::new().urls(vec![format!("http://{echo}")]);
+    let gw = Gateway::start_with(conf, Upstream::echo().await).await;
+    h2c_through(&gw).await;
+}
+
+#[tokio::test]
+async fn h2c_request_body_is_forwarded() {
+    let gw = Gateway::start(Conf::new()).await;
+    let client = h2c_client();
+    let req = Request::post(gw.url("/public/upload"))
+        .body(Full::new(Bytes::from(vec![b'q'; 100_000])))
+        .unwrap();
+    let resp = within("the h2c answer", client.request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["body_len"], 100_000);
+    assert_eq!(echo["version"], "HTTP/1.1");
+}

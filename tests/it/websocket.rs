@@ -1,0 +1,142 @@
+//! WebSocket upgrades through the gateway: tokio-tungstenite client → gateway →
+//! tokio-tungstenite echo server, authenticated like any request.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use http::HeaderMap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+/// A WebSocket echo server; reports each handshake's request headers and path.
+struct WsEcho {
+    addr: SocketAddr,
+    handshakes: mpsc::UnboundedReceiver<(String, HeaderMap)>,
+    connections: Arc<AtomicUsize>,
+}
+
+async fn ws_echo() -> WsEcho {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, handshakes) = mpsc::unbounded_channel();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let callback = |req: &Request, resp: Response| {
+                    let _ = tx.send((req.uri().path().to_owned(), req.headers().clone()));
+                    Ok(resp)
+                };
+                let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                    return;
+                };
+                let (mut sink, mut source) = ws.split();
+                while let Some(Ok(msg)) = source.next().await {
+                    match msg {
+                        Message::Text(_) | Message::Binary(_) => {
+                            if sink.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                        Message::Close(_) => break,
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    WsEcho {
+        addr,
+        handshakes,
+        connections,
+    }
+}
+
+async fn gateway_in_front_of(ws: &WsEcho) -> Gateway {
+    let conf = Conf::new().urls(vec![format!("http://{}", ws.addr)]);
+    Gateway::start_with(conf, Upstream::echo().await).await
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through_with_identity() {
+    let mut ws = ws_echo().await;
+    let gw = gateway_in_front_of(&ws).await;
+    let token = gw.mint(&alice());
+    let mut req = format!("ws://{}/ws/chat", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req.headers_mut()
+        .insert("x-user-id", "666".parse().unwrap());
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut client, resp) = within("the handshake", tokio_tungstenite::client_async(req, stream))
+        .await
+        .expect("the upgrade succeeds");
+    assert_eq!(resp.status(), 101);
+
+    let (path, headers) = within("the upstream handshake", ws.handshakes.recv())
+        .await
+        .unwrap();
+    assert_eq!(path, "/ws/chat");
+    let ids: Vec<_> = headers.get_all("x-user-id").iter().collect();
+    assert_eq!(ids, ["1001"], "the upstream sees only the gateway's identity");
+
+    within("send", client.send(Message::text("hello through the gateway")))
+        .await
+        .unwrap();
+    let echoed = within("the echo", client.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("hello through the gateway"));
+
+    within("send", client.send(Message::binary(vec![1u8, 2, 3])))
+        .await
+        .unwrap();
+    let echoed = within("the echo", client.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, Message::binary(vec![1u8, 2, 3]));
+    client.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn websocket_upgrade_on_public_route() {
+    let ws = ws_echo().await;
+    let gw = gateway_in_front_of(&ws).await;
+    let (mut client, _) = within(
+        "the handshake",
+        tokio_tungstenite::connect_async(format!("ws://{}/public/ws", gw.addr)),
+    )
+    .await
+    .expect("the upgrade succeeds");
+    for i in 0..5 {
+        let text = format!("message {i}");
+        client.send(Message::text(text.clone())).await.unwrap();
+        let echoed = within("the echo", client.next()).await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text(text));
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrade_without_token_is_refused_and_never_forwarded() {
+    let ws = ws_echo().await;
+    let gw = gateway_in_front_of(&ws).await;
+    let err = within(
+        "the handshake",
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", gw.addr)),
+    )
+    .await
+    .expect_err("the upgrade must fail");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 401),
+        other => panic!("expected an HTTP 401, got {other:?}"),
+    }
+    assert_eq!(ws.connections.load(Ordering::SeqCst), 0);
+}
