@@ -14,6 +14,7 @@ use crate::config::{Config, StoreKind};
 use crate::login::lockout::{FloodGuard, Lockout};
 use crate::login::Authenticator;
 use crate::session::{Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError, StoreSettings};
+use crate::pipeline::live_streams::{self, Registry};
 use crate::pipeline::refresh::SilentRefresher;
 use crate::proxy::UpstreamClient;
 
@@ -54,6 +55,8 @@ pub struct App {
     pub store: SessionStore,
     /// Per-IP login flood guard in front of Argon2 (fixed memory).
     pub flood: FloodGuard,
+    /// Open WebSocket tunnels and streaming responses, closed when their session ends.
+    pub streams: Arc<Registry>,
 }
 
 impl App {
@@ -70,13 +73,20 @@ impl App {
         Self::with_store(config, store)
     }
 
+    /// An app with the given store. Inside a Tokio runtime it also starts following the
+    /// store's revocations (to close the streams of ended sessions).
     pub fn with_store(config: Config, store: SessionStore) -> Arc<Self> {
-        Arc::new(Self {
+        let app = Arc::new(Self {
             live: ArcSwap::from_pointee(Live::new(config)),
             refresher: SilentRefresher::new(),
             store,
             flood: FloodGuard::new(),
-        })
+            streams: Arc::new(Registry::default()),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            live_streams::spawn_watcher(&app);
+        }
+        app
     }
 
     /// The current snapshot.

@@ -289,8 +289,12 @@ pub fn set_upstream_version(req: &mut Request<Body>) {
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection until either
-/// side closes.
-pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// side closes, or the session it belongs to ends.
+pub async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    session: Option<std::sync::Arc<crate::pipeline::live_streams::Entry>>,
+) {
     let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(c), Ok(u)) => (c, u),
         (c, u) => {
@@ -300,8 +304,19 @@ pub async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "tunnel ended");
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    match session {
+        None => {
+            if let Err(e) = copy.await {
+                tracing::debug!(error = %e, "tunnel ended");
+            }
+        }
+        Some(entry) => {
+            tokio::select! {
+                r = copy => if let Err(e) = r { tracing::debug!(error = %e, "tunnel ended") },
+                _ = entry.ended() => tracing::info!("session ended: tunnel closed"),
+            }
+        }
     }
 }
 

@@ -8,7 +8,10 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::app::App;
+use crate::app::{now, App};
+use crate::audit::{self, Event, Subject};
+use crate::endpoints::auth::session_json;
+use crate::session::EndReason;
 use crate::body::{full, Body};
 use crate::error::GatewayError;
 use crate::pipeline::ConnInfo;
@@ -41,18 +44,116 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// Answers one request on the admin listener.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
-    match (req.method().as_str(), req.uri().path()) {
+    let path = req.uri().path().to_owned();
+    match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),
-        ("GET" | "HEAD", "/readyz") => {
-            let _live = app.live();
-            text(StatusCode::OK, "ready\n")
-        }
+        ("GET" | "HEAD", "/readyz") => match app.store.ping().await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready: session store unreachable");
+                text(StatusCode::SERVICE_UNAVAILABLE, "session store unreachable\n")
+            }
+        },
         ("GET", "/metrics") => {
+            if let Ok(n) = app.store.active_count(now()).await {
+                metrics::gauge!("authgate_sessions_active").set(n as f64);
+            }
             let mut r = Response::new(full(prometheus().render()));
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
+        (_, p) if p == "/admin" || p.starts_with("/admin/") => {
+            match admin_api(&app, &req).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            }
+        }
         _ => GatewayError::NotFound.into_response(),
+    }
+}
+
+/// Whether the request carries the admin bearer token (compared in constant time).
+fn authorised(app: &App, req: &Request<Incoming>) -> bool {
+    let live = app.live();
+    let Some(expected) = live.config.server.admin_token.as_deref() else { return false };
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.trim().as_bytes(), expected.as_bytes()).is_ok()
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn store_error(e: crate::session::StoreError) -> GatewayError {
+    tracing::error!(error = %e, "session store error");
+    metrics::counter!("authgate_store_errors_total").increment(1);
+    GatewayError::StoreUnavailable
+}
+
+/// `/admin/*`: a user's sessions (list, revoke all), one session (revoke), reload.
+async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    if app.live().config.server.admin_token.is_none() {
+        // Admin API off (its token variable is unset): as if it did not exist.
+        return Err(GatewayError::NotFound);
+    }
+    if !authorised(app, req) {
+        return Err(GatewayError::AdminUnauthorized);
+    }
+    let path = req.uri().path();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let t = now();
+    match (req.method().as_str(), segs.as_slice()) {
+        ("GET", ["admin", "users", uid, "sessions"]) => {
+            let list = app.store.list(uid, t).await.map_err(store_error)?;
+            let items: Vec<_> = list.iter().map(|s| session_json(s, None)).collect();
+            Ok(json(StatusCode::OK, &serde_json::json!({ "sessions": items })))
+        }
+        ("DELETE", ["admin", "users", uid, "sessions"]) => {
+            let n = app.store.end_all(uid, EndReason::Revoked, t).await.map_err(store_error)?;
+            audit::record(Event::AdminRevoke, Subject { user_id: Some(uid), ..Default::default() });
+            Ok(json(StatusCode::OK, &serde_json::json!({ "revoked": n })))
+        }
+        ("DELETE", ["admin", "sessions", sid]) => {
+            if app.store.end_by_id(sid, EndReason::Revoked, t).await.map_err(store_error)? {
+                let uid = crate::session::user_id_of(sid);
+                audit::record(Event::AdminRevoke, Subject { user_id: uid.as_deref(), session_id: Some(sid), ..Default::default() });
+                let mut r = Response::new(crate::body::empty());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                Ok(r)
+            } else {
+                Err(GatewayError::NotFound)
+            }
+        }
+        ("POST", ["admin", "reload"]) => {
+            let source = app.live().config.source.clone();
+            match crate::config::reload::reload(app, &source) {
+                Ok(()) => Ok(json(StatusCode::OK, &serde_json::json!({ "reloaded": true }))),
+                Err(e) => {
+                    let problems: Vec<String> = e.0.iter().map(|p| p.to_string()).collect();
+                    let body = serde_json::json!({
+                        "error": "bad_request",
+                        "message": "the new config has problems; the old config keeps serving",
+                        "problems": problems,
+                    });
+                    Ok(json(StatusCode::BAD_REQUEST, &body))
+                }
+            }
+        }
+        (_, ["admin", "users", _, "sessions"] | ["admin", "sessions", _] | ["admin", "reload"]) => {
+            Err(GatewayError::MethodNotAllowed)
+        }
+        _ => Err(GatewayError::NotFound),
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cors;
 pub mod identity;
+pub mod live_streams;
 pub mod path;
 pub mod refresh;
 pub mod route;
@@ -165,12 +166,19 @@ async fn run<'l>(
     })?;
 
     // 6. the answer: WebSocket tunnel, hop-by-hop out, our refresh header in.
+    // A stream of a session is registered so that it closes when the session ends.
+    let stream_of = |c: &Claims| c.sid.as_deref().map(|sid| app.streams.register(&c.sub, sid));
+    let mut revocable = None;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(proxy::tunnel(client_upgrade, upstream_upgrade));
+            let entry = claims.as_deref().and_then(stream_of);
+            tokio::spawn(proxy::tunnel(client_upgrade, upstream_upgrade, entry));
         }
     } else {
+        if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+            revocable = claims.as_deref().and_then(stream_of);
+        }
         proxy::strip_hop_by_hop(resp.headers_mut(), false, |_| false);
     }
     let h = resp.headers_mut();
@@ -183,7 +191,10 @@ async fn run<'l>(
             metrics::counter!("authgate_silent_refreshes_total").increment(1);
         }
     }
-    Ok(resp.map(|b| b.map_err(Into::into).boxed()))
+    Ok(match revocable {
+        None => resp.map(|b| b.map_err(Into::into).boxed()),
+        Some(entry) => resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed()),
+    })
 }
 
 /// Token → verified claims → (stateful mode) an active session.

@@ -26,6 +26,36 @@ async fn body_over_limit_with_content_length_is_413_and_never_forwarded() {
     assert_eq!(gw.upstream.complete(), 0);
 }
 
+/// A request whose unread body holds a second request: the gateway must never read that body
+/// as the next request on the connection.
+async fn smuggle_after(gw: &Gateway, method_path: &str, declared_extra: usize) -> Resp {
+    let inner = "GET /public/smuggled HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+    let body = format!("{inner}{}", "p".repeat(declared_extra));
+    gw.raw(format!(
+        "{method_path} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn refused_body_is_never_read_as_a_second_request() {
+    let gw = Gateway::start(Conf::new().server(MAX_BODY)).await;
+    // 413 without reading the body.
+    let r = smuggle_after(&gw, "POST /public/upload", 4096).await;
+    r.assert_error(413, "payload_too_large");
+    // 401 without reading the body.
+    let r = smuggle_after(&gw, "POST /api/upload", 0).await;
+    r.assert_error(401, "missing_token");
+    // 400 (ambiguous path) without reading the body.
+    let r = smuggle_after(&gw, "POST /public/..;/x", 0).await;
+    r.assert_error(400, "bad_request");
+    // Give a smuggled request every chance to arrive: a public request on a new connection
+    // completes after anything queued before it.
+    assert_eq!(gw.get("/public/after", &[]).await.status, 200);
+    assert_eq!(gw.upstream.hits(), 1, "a request hidden in a refused body was served");
+}
+
 #[tokio::test]
 async fn body_over_limit_chunked_is_413_and_never_complete_upstream() {
     let gw = Gateway::start(Conf::new().server(MAX_BODY)).await;
@@ -41,6 +71,18 @@ async fn body_over_limit_chunked_is_413_and_never_complete_upstream() {
     let r = gw.raw(req).await;
     r.assert_error(413, "payload_too_large");
     assert_eq!(gw.upstream.complete(), 0, "the upstream got the whole oversized body");
+}
+
+#[tokio::test]
+async fn body_over_limit_over_h2c_is_413() {
+    let gw = Gateway::start(Conf::new().server(MAX_BODY)).await;
+    let client = h2c_client();
+    let req = http::Request::post(gw.url("/public/upload"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 4096])))
+        .unwrap();
+    let resp = within("the h2c answer", client.request(req)).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(gw.upstream.complete(), 0);
 }
 
 #[tokio::test]
@@ -75,6 +117,33 @@ async fn body_over_limit_on_a_protected_route_without_token_is_401() {
         .await;
     r.assert_error(401, "missing_token");
     assert_eq!(gw.upstream.hits(), 0);
+}
+
+#[tokio::test]
+#[ignore = "bug: src/server.rs builder() raises max_buf_size to hyper's 8 KiB minimum, so a \
+            max_header_bytes below 8192 (config accepts >= 1024) is not enforced: heads up to \
+            ~8 KiB pass instead of getting 431"]
+async fn head_over_a_small_max_header_bytes_is_431() {
+    let gw = Gateway::start(Conf::new().server("max_header_bytes = 2048")).await;
+    let filler = "f".repeat(5000);
+    let r = gw.raw_get("/public/x", &format!("X-Filler: {filler}\r\n")).await;
+    assert_eq!(r.status, 431);
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn head_over_default_max_header_bytes_is_431() {
+    let gw = Gateway::start(Conf::new()).await;
+    let r = gw
+        .raw_get("/public/x", &format!("X-Filler: {}\r\n", "f".repeat(20_000)))
+        .await;
+    assert_eq!(r.status, 431);
+    // Just under the 16 KiB default passes.
+    let r = gw
+        .raw_get("/public/x", &format!("X-Filler: {}\r\n", "f".repeat(12_000)))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gw.upstream.hits(), 1);
 }
 
 #[tokio::test]
@@ -118,20 +187,19 @@ async fn upstream_slower_than_request_timeout_is_504() {
 #[tokio::test]
 async fn round_robin_skips_a_dead_url() {
     let dead = dead_addr().await;
-    let echo = Upstream::echo().await;
+    // The live upstream closes each connection after one answer, so every request is a new
+    // connect and the round robin starts at the dead url for about half of them.
+    let echo = Upstream::echo_with(|h| {
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    })
+    .await;
     let conf = Conf::new().urls(vec![format!("http://{dead}"), format!("http://{}", echo.addr)]);
     let gw = Gateway::start_with(conf, echo).await;
-    for i in 0..6 {
-        // Distinct connections are not guaranteed (keep-alive pool), but every request must
-        // be answered whichever url the round robin starts from.
+    for i in 0..8 {
         let r = gw.get(&format!("/public/{i}"), &[]).await;
-        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.status, 200, "request {i}: {}", String::from_utf8_lossy(&r.body));
     }
-    // Raw requests each on a new client connection; the pool may still reuse upstream ones.
-    for i in 0..4 {
-        assert_eq!(gw.raw_get(&format!("/public/raw{i}"), "").await.status, 200);
-    }
-    assert_eq!(gw.upstream.hits(), 10);
+    assert_eq!(gw.upstream.hits(), 8);
 }
 
 #[tokio::test]

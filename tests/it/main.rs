@@ -14,4 +14,3 @@ mod refresh;
 mod routes;
 mod tokens;
 mod websocket;
-mod zz_scratch;

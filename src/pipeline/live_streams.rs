@@ -1,0 +1,204 @@
+//! Long-lived connections of a session (WebSocket tunnels, streaming responses) and the task
+//! that closes them when the session ends, on every instance.
+//!
+//! The store broadcasts ended session ids (Redis pub/sub across instances); a watcher task
+//! wakes the registered streams of that session, which then stop. When revocations may have
+//! been missed (`RECHECK_ALL`, or a lagging receiver) every registered session is checked
+//! against the store again. Only streams are registered, so ordinary requests pay nothing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::{broadcast, futures::OwnedNotified, Notify};
+
+use crate::app::{now, App};
+use crate::body::BodyError;
+use crate::session::{SessionCheck, RECHECK_ALL};
+
+/// The streams of every session with one open.
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU64,
+    by_session: Mutex<HashMap<Box<str>, Vec<(u64, Weak<Entry>)>>>,
+}
+
+/// One registered stream: user and session, and the bell that ends it.
+pub struct Entry {
+    user_id: Box<str>,
+    session_id: Box<str>,
+    id: u64,
+    bell: Arc<Notify>,
+    registry: Weak<Registry>,
+}
+
+impl Entry {
+    /// Resolves when the session ends.
+    pub fn ended(&self) -> OwnedNotified {
+        self.bell.clone().notified_owned()
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(reg) = self.registry.upgrade() {
+            reg.remove(&self.session_id, self.id);
+        }
+    }
+}
+
+impl Registry {
+    /// Registers a stream of `session_id`; dropping the returned entry unregisters it.
+    pub fn register(self: &Arc<Self>, user_id: &str, session_id: &str) -> Arc<Entry> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            user_id: user_id.into(),
+            session_id: session_id.into(),
+            id,
+            bell: Arc::new(Notify::new()),
+            registry: Arc::downgrade(self),
+        });
+        let mut map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(session_id.into()).or_default().push((id, Arc::downgrade(&entry)));
+        entry
+    }
+
+    fn remove(&self, session_id: &str, id: u64) {
+        let mut map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = map.get_mut(session_id) {
+            v.retain(|(i, _)| *i != id);
+            if v.is_empty() {
+                map.remove(session_id);
+            }
+        }
+    }
+
+    /// Ends every stream of `session_id`.
+    pub fn end(&self, session_id: &str) {
+        let entries: Vec<Arc<Entry>> = {
+            let map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(session_id).map(|v| v.iter().filter_map(|(_, w)| w.upgrade()).collect()).unwrap_or_default()
+        };
+        for e in entries {
+            // notify_one keeps a permit if the stream is not waiting at this instant.
+            e.bell.notify_one();
+        }
+    }
+
+    /// Streams open now, for tests and metrics.
+    pub fn len(&self) -> usize {
+        self.by_session.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn sessions(&self) -> Vec<(Box<str>, Box<str>)> {
+        let map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter_map(|v| v.iter().find_map(|(_, w)| w.upgrade()))
+            .map(|e| (e.user_id.clone(), e.session_id.clone()))
+            .collect()
+    }
+}
+
+/// Follows the store's revocations for the life of the app (stops when the app is dropped).
+pub fn spawn_watcher(app: &Arc<App>) {
+    let mut rx = app.store.subscribe_revocations();
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        loop {
+            let msg = rx.recv().await;
+            let Some(app) = weak.upgrade() else { return };
+            match msg {
+                Ok(sid) if sid != RECHECK_ALL => app.streams.end(&sid),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => recheck_all(&app).await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+async fn recheck_all(app: &App) {
+    for (uid, sid) in app.streams.sessions() {
+        match app.store.check(&uid, &sid, now()).await {
+            Ok(SessionCheck::Active) | Err(_) => {}
+            Ok(_) => app.streams.end(&sid),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends (with an error, so the client sees a cut stream, not a
+    /// complete one) when its session ends.
+    pub struct Revocable<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        ended: OwnedNotified,
+        entry: Arc<Entry>,
+    }
+}
+
+impl<B> Revocable<B> {
+    pub fn new(inner: B, entry: Arc<Entry>) -> Self {
+        let ended = entry.ended();
+        Self { inner, ended, entry }
+    }
+}
+
+/// The session of a stream ended.
+#[derive(Debug, thiserror::Error)]
+#[error("the session ended")]
+pub struct SessionEnded;
+
+impl<B> http_body::Body for Revocable<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BodyError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        if this.ended.poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(SessionEnded))));
+        }
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn end_wakes_only_that_sessions_streams() {
+        let reg = Arc::new(Registry::default());
+        let a = reg.register("u", "s1");
+        let b = reg.register("u", "s2");
+        assert_eq!(reg.len(), 2);
+        reg.end("s1");
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.ended()).await.expect("s1 woken");
+        let woke_b = tokio::time::timeout(std::time::Duration::from_millis(50), b.ended()).await;
+        assert!(woke_b.is_err(), "s2 must not be woken");
+        drop(a);
+        assert_eq!(reg.len(), 1);
+        drop(b);
+        assert!(reg.is_empty());
+    }
+}
