@@ -258,11 +258,22 @@ pub fn set_forwarded(headers: &mut HeaderMap, addr: &ClientAddr, tls: bool, host
             headers.insert(xff, v);
         }
     } else {
+        // Nothing an untrusted peer says about forwarding is believed: every X-Forwarded-*
+        // (including -User and -Email, which apps once behind oauth2-proxy trust) goes.
+        let forged: Vec<HeaderName> =
+            headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
+        for name in forged {
+            headers.remove(name);
+        }
         headers.remove(header::FORWARDED);
         if let Ok(v) = HeaderValue::from_str(&peer) {
             headers.insert(xff, v);
         }
     }
+    // Path-override headers (IIS URL Rewrite, Symfony) would let the upstream serve a path
+    // other than the one matched and authorised here.
+    headers.remove("x-original-url");
+    headers.remove("x-rewrite-url");
     let proto_name = HeaderName::from_static("x-forwarded-proto");
     if !addr.peer_trusted || !headers.contains_key(&proto_name) {
         headers.insert(proto_name, HeaderValue::from_static(if tls { "https" } else { "http" }));

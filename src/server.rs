@@ -273,6 +273,7 @@ impl Conn {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
+                _ = state.head_bell.notified(), if !draining => {}
                 _ = tokio::time::sleep_until(deadline), if !draining => {
                     match state.expired(&self.limits) {
                         Some(Expiry::SlowHead) => {
@@ -303,6 +304,8 @@ struct ConnState {
     h2: AtomicBool,
     /// Whether any byte has been read yet (the preface check looks at the first read only).
     seen: AtomicBool,
+    /// Rung when a request head starts, so the watchdog moves its deadline up.
+    head_bell: tokio::sync::Notify,
 }
 
 enum Expiry {
@@ -319,6 +322,7 @@ impl ConnState {
             inflight: AtomicUsize::new(0),
             h2: AtomicBool::new(false),
             seen: AtomicBool::new(false),
+            head_bell: tokio::sync::Notify::new(),
         }
     }
 
@@ -334,6 +338,7 @@ impl ConnState {
         }
         if self.inflight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
             self.head_started.store(now + 1, Ordering::Relaxed);
+            self.head_bell.notify_one();
         }
     }
 

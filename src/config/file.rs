@@ -466,34 +466,45 @@ pub fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem
     let original = root.get_ref().clone();
     let root_span = root.span();
     let mut current = root.into_inner();
-    let mut problems = Vec::new();
+    // Each with where it starts in the text: they are reported in file order, not in the
+    // (alphabetical) order the keys are deserialized in.
+    let mut problems: Vec<(usize, Problem)> = Vec::new();
+    let in_file_order = |mut problems: Vec<(usize, Problem)>| {
+        problems.sort_by_key(|(at, _)| *at);
+        problems.into_iter().map(|(_, p)| p).collect()
+    };
     while problems.len() < MAX_PROBLEMS {
         let de = ValueDeserializer::from(Spanned::new(
             root_span.clone(),
             DeValue::Table(current.clone()),
         ));
         let err = match T::deserialize(de) {
-            Ok(value) => return (Some(value), problems),
+            Ok(value) => return (Some(value), in_file_order(problems)),
             Err(err) => err,
         };
         let message = tidy_message(err.message());
         let found = err.span().and_then(|span| locate(&original, &span));
         let Some((path, target)) = found else {
-            problems.push(Problem {
+            let problem = Problem {
                 key: "(document)".into(),
                 message,
-            });
+            };
+            problems.push((usize::MAX, problem));
             break;
         };
-        problems.push(Problem {
+        let at = match &target {
+            Target::Entry(span) | Target::Element(span) => span.start,
+        };
+        let problem = Problem {
             key: render_path(&path),
             message,
-        });
+        };
+        problems.push((at, problem));
         if !remove(&mut current, &target) {
             break;
         }
     }
-    (None, problems)
+    (None, in_file_order(problems))
 }
 
 /// `line L, column C` (both from 1) of a byte offset.

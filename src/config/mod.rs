@@ -294,7 +294,12 @@ fn build(
             warnings.extend(config.routes.warnings());
             Ok(Loaded { config, warnings })
         }
-        _ => Err(ConfigError(problems)),
+        _ if !problems.is_empty() => Err(ConfigError(problems)),
+        // Every `None` comes with a problem; this only guards against an empty error list.
+        _ => Err(ConfigError(vec![Problem {
+            key: "(config)".into(),
+            message: "could not be built".into(),
+        }])),
     }
 }
 
@@ -358,10 +363,11 @@ impl Cx<'_> {
     }
 
     fn read(&mut self, key: &str, path: &Path) -> Option<Vec<u8>> {
-        match std::fs::read(self.resolve(path)) {
+        let resolved = self.resolve(path);
+        match std::fs::read(&resolved) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                self.problem(key, format!("cannot read {}: {e}", path.display()));
+                self.problem(key, format!("cannot read {}: {e}", resolved.display()));
                 None
             }
         }
@@ -540,6 +546,11 @@ impl Cx<'_> {
                 }
                 (key, bytes, path.display().to_string())
             }
+            (Some(""), None) => {
+                let key = format!("{key_prefix}.secret_env");
+                self.problem(key, "must name an environment variable");
+                return None;
+            }
             (Some(name), None) => {
                 let key = format!("{key_prefix}.secret_env");
                 let Some(value) = (self.env)(name) else {
@@ -628,9 +639,11 @@ impl Cx<'_> {
         let mut kids = vec![f.kid.as_str()];
         for (i, vk) in f.verify_keys.iter().enumerate() {
             let prefix = format!("token.verify_keys[{i}]");
+            // A key with a bad kid stays out of the ring, which would only report it again.
+            let kid_ok = !vk.kid.is_empty() && !kids.contains(&vk.kid.as_str());
             if vk.kid.is_empty() {
                 self.problem(format!("{prefix}.kid"), "required");
-            } else if kids.contains(&vk.kid.as_str()) {
+            } else if !kid_ok {
                 self.problem(
                     format!("{prefix}.kid"),
                     format!("{:?} is already used by another key", vk.kid),
@@ -690,7 +703,7 @@ impl Cx<'_> {
                     None
                 }
             };
-            if let Some(material) = material {
+            if let (Some(material), true) = (material, kid_ok) {
                 verify.push(KeySpec {
                     kid: vk.kid.clone(),
                     algorithm: vk_alg.to_jwt(),
@@ -841,7 +854,7 @@ impl Cx<'_> {
                 self.problem(key, format!("{name:?} is listed twice"));
             }
         }
-        if !f.allowed.contains(&f.default) {
+        if !f.allowed.is_empty() && !f.allowed.contains(&f.default) {
             self.problem(
                 "platforms.default",
                 format!("{:?} is not in platforms.allowed", f.default),
@@ -1289,43 +1302,40 @@ impl Cx<'_> {
     fn matcher(&mut self, key: &str, kind: &str, pattern: &str) -> crate::pipeline::route::Matcher {
         use crate::pipeline::route::Matcher;
 
+        let mut reported = true;
         if !pattern.starts_with('/') {
             self.problem(key, format!("{pattern:?} must start with `/`"));
         } else if let Some(why) = non_canonical(pattern) {
             self.problem(key, why);
+        } else if kind == "glob"
+            && pattern.split('/').any(|s| s.contains('*') && s != "*")
+        {
+            self.problem(
+                key,
+                format!("{pattern:?}: `*` must be a whole segment, as in \"/files/*/meta\""),
+            );
+        } else if kind != "glob" && pattern.contains('*') {
+            self.problem(
+                key,
+                format!("{pattern:?}: `*` is literal in {kind}; use glob = ... for wildcards"),
+            );
+        } else {
+            reported = false;
         }
-        match kind {
-            "glob" => {
-                let segments = pattern
-                    .strip_prefix('/')
-                    .unwrap_or(pattern)
-                    .split('/')
-                    .map(|s| match s {
-                        "*" => None,
-                        s => Some(s.to_owned()),
-                    })
-                    .collect::<Vec<_>>();
-                if segments.iter().flatten().any(|s| s.contains('*')) {
-                    self.problem(
-                        key,
-                        format!(
-                            "{pattern:?}: `*` must be a whole segment, as in \"/files/*/meta\""
-                        ),
-                    );
+        // The route module's own constructors normalise exactly as request paths are
+        // canonicalised, so a pattern always means what matching will do with it.
+        let parsed = match kind {
+            "glob" => Matcher::parse_glob(pattern),
+            "exact" => Matcher::parse_exact(pattern),
+            _ => Matcher::parse_prefix(pattern),
+        };
+        match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                if !reported {
+                    self.problem(key, format!("{pattern:?}: {e}"));
                 }
-                Matcher::Glob(segments)
-            }
-            "exact" => Matcher::Exact(pattern.to_owned()),
-            _ => {
-                if pattern.contains('*') {
-                    self.problem(
-                        key,
-                        format!(
-                            "{pattern:?}: `*` is literal in path; use glob = ... for wildcards"
-                        ),
-                    );
-                }
-                Matcher::Prefix(normalise_prefix(pattern))
+                Matcher::Prefix("/".to_owned())
             }
         }
     }
@@ -1534,7 +1544,7 @@ upstream = "app"
         let cases: &[(&str, &str, &str)] = &[
             // syntax and shape
             ("[server\nlisten = \"x\"", "line ", ""),
-            ("nonsense = 1", "nonsense", "unknown key"),
+            ("[nonsense]\nx = 1", "nonsense", "unknown key"),
             ("[server]\nlistn = \"127.0.0.1:1\"", "server.listn", "unknown key"),
             ("[server]\nmax_body_bytes = \"big\"", "server.max_body_bytes", "invalid type"),
             // [server]
@@ -1550,7 +1560,7 @@ upstream = "app"
             (
                 "[server]\ntls_cert_file = \"tls-cert.pem\"\ntls_key_file = \"missing.pem\"",
                 "server.tls_key_file",
-                "cannot read missing.pem",
+                "/missing.pem: ",
             ),
             (
                 "[server]\ntls_cert_file = \"secret.txt\"\ntls_key_file = \"tls-key.pem\"",
@@ -1601,6 +1611,7 @@ upstream = "app"
                 "not used by ES256",
             ),
             ("[token]\nkid = \"\"", "token.kid", "must not be empty"),
+            ("[token]\nsecret_env = \"\"", "token.secret_env", "must name an environment variable"),
             ("[token]\nissuer = \"\"", "token.issuer", "must not be empty"),
             ("[token]\naudience = \"\"", "token.audience", "must not be empty"),
             // [[token.verify_keys]]
@@ -1642,7 +1653,7 @@ upstream = "app"
                 "cannot read",
             ),
             (
-                "[[token.verify_keys]]\nkid = \"k0\"\nalgorithm = \"XS1\"",
+                "[[token.verify_keys]]\nkid = \"k0\"\nalgorithm = \"XS1\"\nsecret_env = \"OLD_SECRET\"",
                 "token.verify_keys[0].algorithm",
                 "unknown value",
             ),
@@ -1689,10 +1700,10 @@ upstream = "app"
             ("[login]\nprefix = \"/\"", "login.prefix", "not be `/` alone"),
             ("[login]\nprefix = \"/a//b\"", "login.prefix", "not canonical"),
             ("[login]\nbackend = \"ldap\"", "login.backend", "unknown value"),
-            ("[login]\nusers_file = \"nobody.toml\"", "login.users_file", "cannot read nobody.toml"),
+            ("[login]\nusers_file = \"nobody.toml\"", "login.users_file", "/nobody.toml: "),
             ("[login]\nusers_file = \"ec-public.pem\"", "login.users_file", "ec-public.pem: line 1"),
             ("[login]\nusers_file = \"users-bad.toml\"", "login.users_file", "appears more than once"),
-            ("[login]\nusers_file = \"users-bad.toml\"", "login.users_file", "not an Argon2 hash"),
+            ("[login]\nusers_file = \"users-bad.toml\"", "login.users_file", "users[2].password_hash: not a PHC string"),
             ("[login]\nusers_file = \"users-bad.toml\"", "login.users_file", "users[3].id: required"),
             (
                 "[login]\nbackend = \"upstream\"\nuser_id_pointer = \"/id\"",

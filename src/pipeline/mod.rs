@@ -77,6 +77,9 @@ async fn run<'l>(
         *label = "auth";
         return crate::endpoints::auth::handle(app, live, req, conn).await;
     }
+    if head_size(&req) > cfg.server.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge);
+    }
     let (mut parts, body) = req.into_parts();
     // 1. canonical path; everything below uses it.
     let canonical = path::canonicalize(parts.uri.path()).map_err(|e| {
@@ -195,6 +198,14 @@ async fn run<'l>(
         None => resp.map(|b| b.map_err(Into::into).boxed()),
         Some(entry) => resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed()),
     })
+}
+
+/// The size of a request head as it came on the wire (close enough: request line, names,
+/// values, separators). hyper refuses heads beyond its buffer itself; this enforces a smaller
+/// `max_header_bytes` with the gateway's JSON answer.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 /// Token → verified claims → (stateful mode) an active session.

@@ -1,9 +1,10 @@
 //! Route matching on the canonical path alone: first match in file order wins.
 //!
 //! `path` is a prefix on segment boundaries (`/api` matches `/api` and `/api/x`, not `/apix`),
-//! `exact` one path, `glob` a pattern whose `*` is exactly one segment. A route with `methods`
-//! matches only those; a path that some route matches but no route allows the method for is
-//! a 405.
+//! `exact` one path, `glob` a pattern whose `*` is exactly one segment. The first route whose
+//! path matches decides; if it does not list the method, a later route with the *same*
+//! pattern may take it (`GET /api` public, `POST /api` required), and otherwise the answer is
+//! a 405: an unlisted method never falls through to a broader route (which might be public).
 //!
 //! Matching rules, precisely (paths are canonical, see [`super::path`]):
 //! - Segments are compared by name, the part before a `;`: `/admin;jsessionid=1` is `/admin` to
@@ -243,14 +244,23 @@ impl RouteTable {
     /// Finds the route for a canonical path and method: the first route that matches both;
     /// else the first that matches the path (405); else none (404). Does not allocate.
     pub fn find(&self, path: &str, method: &Method) -> RouteMatch<'_> {
-        let mut path_only = None;
-        for route in self.routes.iter().filter(|r| r.matcher.matches(path)) {
+        // The first route whose path matches decides. Only routes with the very same pattern
+        // may take a method it does not list (`GET /api` public, then `POST /api` required);
+        // a broader later route never does, so an unlisted method can't slip from a
+        // protected route to a public catch-all: it is a 405.
+        let mut first: Option<&Route> = None;
+        for route in &self.routes {
+            match first {
+                Some(f) if route.matcher != f.matcher => continue,
+                None if !route.matcher.matches(path) => continue,
+                _ => {}
+            }
             if route.allows(method) {
                 return RouteMatch::Found(route);
             }
-            path_only.get_or_insert(route);
+            first.get_or_insert(route);
         }
-        path_only.map_or(RouteMatch::NotFound, RouteMatch::MethodNotAllowed)
+        first.map_or(RouteMatch::NotFound, RouteMatch::MethodNotAllowed)
     }
 
     /// What [`find`](Self::find) decides, with each route's part in it, for `authgate explain`.
@@ -260,19 +270,25 @@ impl RouteTable {
             RouteMatch::Found(r) => Some(r.index),
             _ => None,
         };
-        let mut reached = true;
+        // Mirrors `find`: the first route matching the path decides, and only routes with the
+        // same pattern are looked at after it.
+        let mut first: Option<&Matcher> = None;
+        let mut done = false;
         let steps = self
             .routes
             .iter()
             .map(|route| {
-                let verdict = if !reached {
+                let verdict = if done {
                     Verdict::NotReached
                 } else if Some(route.index) == chosen {
-                    reached = false;
+                    done = true;
                     Verdict::Taken
+                } else if first.is_some_and(|f| *f != route.matcher) {
+                    Verdict::NotReached
                 } else if !route.matcher.matches(path) {
                     Verdict::PathDiffers
                 } else {
+                    first.get_or_insert(&route.matcher);
                     Verdict::MethodNotListed
                 };
                 Step { route, verdict }
@@ -289,13 +305,14 @@ impl RouteTable {
     /// Warnings for `check`: routes shadowed by earlier ones, public routes overlapping
     /// protected ones.
     ///
-    /// A route is shadowed when earlier routes whose paths include all of its paths together
-    /// allow every method it allows. A public route takes over a protected (required or
-    /// optional) route's paths when the two share paths, the public one is not simply a
-    /// carve-out inside the protected one, and some method reaches the public route there:
-    /// one both allow when the public route comes first, one the protected route does not list
-    /// when it comes later. Routes are compared pairwise, so a route in between that takes
-    /// those requests first is not accounted for.
+    /// A route is shadowed when an earlier route with another pattern includes all of its
+    /// paths (that route decides for every method), or when earlier routes with the same
+    /// pattern together allow every method it allows. A public route takes over a protected
+    /// (required or optional) route's paths when the two share paths, the public one is not
+    /// simply a carve-out inside the protected one, and it comes first (for a method both
+    /// allow, if they have the same pattern); or, with the same pattern, it comes later and
+    /// takes the methods the protected one does not list. Routes are compared pairwise, so a
+    /// route in between that takes those requests first is not accounted for.
     pub fn warnings(&self) -> Vec<String> {
         let shapes: Vec<Shape<'_>> = self.routes.iter().map(|r| r.matcher.shape()).collect();
         let methods: Vec<Option<Vec<Method>>> =
@@ -316,7 +333,13 @@ impl RouteTable {
                 if !shapes[i].covers(&shapes[j]) {
                     continue;
                 }
+                let same = self.routes[i].matcher == route.matcher;
                 match (&methods[i], &mut left) {
+                    // Another pattern covering every path decides first, for every method.
+                    _ if !same => {
+                        by.push(i);
+                        left = Some(Vec::new());
+                    }
                     (None, _) => {
                         by.push(i);
                         left = Some(Vec::new());
@@ -345,19 +368,20 @@ impl RouteTable {
                 continue;
             }
             for (q, protected) in self.routes.iter().enumerate() {
+                let same = public.matcher == protected.matcher;
                 if protected.auth == AuthMode::Public
                     || !shapes[p].intersects(&shapes[q])
-                    || shapes[q].covers(&shapes[p])
+                    || (shapes[q].covers(&shapes[p]) && !same)
                 {
                     continue;
                 }
                 let auth = protected.auth.as_str();
-                if p < q && methods_intersect(&methods[p], &methods[q]) {
+                if p < q && (!same || methods_intersect(&methods[p], &methods[q])) {
                     warnings.push(format!(
                         "{public} is public and comes first, so it takes requests to paths of \
                          {protected}, which is {auth}"
                     ));
-                } else if p > q && methods_exceed(&methods[p], &methods[q]) {
+                } else if p > q && same && methods_exceed(&methods[p], &methods[q]) {
                     warnings.push(format!(
                         "{public} is public and takes requests to paths of {protected}, which is \
                          {auth}, for the methods {protected} does not list"
@@ -713,10 +737,10 @@ mod tests {
         let cases: &[(&Method, &str, Option<usize>)] = &[
             (&get, "/api/x", Some(0)),
             (&head, "/api/x", Some(0)),
-            // The catch-all takes what the GET-only public route does not.
-            (&post, "/api", Some(2)),
+            // A broader route never takes what the GET-only public route does not list.
+            (&post, "/api", Some(100)),
             (&post, "/admin", Some(1)),
-            (&get, "/admin", Some(2)),
+            (&get, "/admin", Some(101)),
             (&get, "/apix", Some(2)),
             (&get, "/", Some(2)),
         ];
@@ -734,8 +758,8 @@ mod tests {
         ]);
         let cases: &[(&Method, &str, Option<usize>)] = &[
             (&get, "/api/admin", Some(0)),
-            (&post, "/api/admin", Some(1)),
-            // 405 names the first route that matched the path.
+            // The first route matching the path decides: the later one is shadowed.
+            (&post, "/api/admin", Some(100)),
             (&put, "/api/admin", Some(100)),
             (&put, "/api", Some(100)),
             (&get, "/other", None),
@@ -875,7 +899,7 @@ mod tests {
                     ("/a/x", Required, GET_POST),
                 ],
                 &[
-                    r#"routes[3] (path "/a/x") is shadowed by routes[0] (path "/a"), routes[2] (path "/a")"#,
+                    r#"routes[3] (path "/a/x") is shadowed by routes[0] (path "/a")"#,
                 ],
             ),
             // A public prefix before a protected path inside it.
@@ -889,12 +913,17 @@ mod tests {
             (
                 &[("/api", Public, GET), ("/api/admin", Optional, ALL)],
                 &[
+                    r#"routes[1] (path "/api/admin") is shadowed by routes[0] (path "/api")"#,
                     r#"routes[0] (path "/api") is public and comes first, so it takes requests to paths of routes[1] (path "/api/admin"), which is optional"#,
                 ],
             ),
+            // The first route matching the path decides, whatever the methods.
             (
                 &[("/api", Public, GET), ("/api/admin", Required, POST)],
-                &[],
+                &[
+                    r#"routes[1] (path "/api/admin") is shadowed by routes[0] (path "/api")"#,
+                    r#"routes[0] (path "/api") is public and comes first, so it takes requests to paths of routes[1] (path "/api/admin"), which is required"#,
+                ],
             ),
             // Partial overlap of a glob and a prefix.
             (
@@ -904,15 +933,20 @@ mod tests {
                 ],
             ),
             (&[("~/a/*/b", Public, ALL), ("/a/x/c", Required, ALL)], &[]),
-            // A public route later takes the methods an earlier protected one leaves.
+            // A later public route with the same pattern takes the methods a protected one leaves;
+            // a broader one does not (unlisted methods are a 405).
             (
-                &[("/admin", Required, GET), ("/", Public, ALL)],
+                &[("/admin", Required, GET), ("/admin", Public, ALL)],
                 &[
-                    r#"routes[1] (path "/") is public and takes requests to paths of routes[0] (path "/admin"), which is required, for the methods routes[0] (path "/admin") does not list"#,
+                    r#"routes[1] (path "/admin") is public and takes requests to paths of routes[0] (path "/admin"), which is required, for the methods routes[0] (path "/admin") does not list"#,
                 ],
             ),
+            (&[("/admin", Required, GET), ("/", Public, ALL)], &[]),
             (&[("/admin", Required, ALL), ("/", Public, ALL)], &[]),
-            (&[("/", Required, POST), ("/docs", Public, GET)], &[]),
+            (
+                &[("/", Required, POST), ("/docs", Public, GET)],
+                &[r#"routes[1] (path "/docs") is shadowed by routes[0] (path "/")"#],
+            ),
             // A shadowed public route takes nothing over.
             (
                 &[
@@ -952,16 +986,14 @@ mod tests {
             verdicts,
             [
                 Verdict::MethodNotListed,
-                Verdict::PathDiffers,
-                Verdict::Taken
+                Verdict::NotReached,
+                Verdict::NotReached
             ]
         );
         assert_eq!(
             e.to_string(),
-            "POST /api/users goes to routes[2] (path \"/\")\n  \
-             routes[0] (path \"/api\"): path matches, method not in [GET]\n  \
-             routes[1] (exact \"/x\"): path does not match\n  \
-             routes[2] (path \"/\"): matches"
+            "POST /api/users: 405 method_not_allowed: routes[0] (path \"/api\") matches the path \
+             but does not list POST\n  routes[0] (path \"/api\"): path matches, method not in [GET]"
         );
 
         let e = t.explain("/api", &Method::GET);

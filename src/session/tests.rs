@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::ids::{format_sid, format_token, random};
-use super::testutil::RedisServer;
+use super::testutil::{RedisCluster, RedisServer};
 use super::*;
 
 const GRACE: u64 = 10;
@@ -38,16 +38,26 @@ fn new(user: &str, platform: &str) -> NewSession {
     }
 }
 
+enum Backend {
+    Memory,
+    Single(RedisServer),
+    /// A shared cluster: each behaviour gets its own key prefix (and so its own channel).
+    Cluster {
+        urls: Vec<String>,
+        prefix: String,
+    },
+}
+
 struct Fixture {
     store: SessionStore,
-    server: Option<RedisServer>,
+    backend: Backend,
 }
 
 impl Fixture {
     fn memory() -> Self {
         Self {
             store: MemoryStore::new(settings()).into(),
-            server: None,
+            backend: Backend::Memory,
         }
     }
 
@@ -56,32 +66,48 @@ impl Fixture {
         let store = redis_store(&server).await;
         Some(Self {
             store,
-            server: Some(server),
+            backend: Backend::Single(server),
         })
+    }
+
+    async fn cluster(cluster: &RedisCluster, prefix: &str) -> Self {
+        let urls = cluster.urls();
+        let store = connect(RedisTarget::Cluster(urls.clone()), prefix).await;
+        Self {
+            store,
+            backend: Backend::Cluster {
+                urls,
+                prefix: prefix.to_owned(),
+            },
+        }
     }
 
     /// Another gateway instance on the same store (memory: the same store).
     async fn another_instance(&self) -> SessionStore {
-        match &self.server {
-            Some(server) => redis_store(server).await,
-            None => self.store.clone(),
+        match &self.backend {
+            Backend::Memory => self.store.clone(),
+            Backend::Single(server) => redis_store(server).await,
+            Backend::Cluster { urls, prefix } => {
+                connect(RedisTarget::Cluster(urls.clone()), prefix).await
+            }
         }
     }
 }
 
-async fn redis_store(server: &RedisServer) -> SessionStore {
-    let store = RedisStore::connect(
-        RedisTarget::Single(server.url()),
-        "authgate:",
-        settings(),
-        Duration::from_secs(1),
-    )
-    .await
-    .expect("connect");
+async fn connect(target: RedisTarget, prefix: &str) -> SessionStore {
+    let store = RedisStore::connect(target, prefix, settings(), Duration::from_secs(1))
+        .await
+        .expect("connect");
     assert!(store.wait_subscribed(Duration::from_secs(5)).await);
     store.into()
 }
 
+async fn redis_store(server: &RedisServer) -> SessionStore {
+    connect(RedisTarget::Single(server.url()), "authgate:").await
+}
+
+/// Runs each behaviour against the memory store, a Redis node, and (all in one test, one
+/// cluster) a three-node Redis Cluster.
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod memory_store {
@@ -100,6 +126,15 @@ macro_rules! both_stores {
                         super::$name(f).await;
                     }
                 }
+            )*
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn redis_cluster_store_passes_the_suite() {
+            let Some(cluster) = RedisCluster::start() else {
+                return;
+            };
+            $(
+                $name(Fixture::cluster(&cluster, concat!(stringify!($name), ":")).await).await;
             )*
         }
     };

@@ -14,6 +14,7 @@ pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 fn redis_server_on_path() -> bool {
@@ -34,6 +35,11 @@ impl RedisServer {
     /// Starts a server, or returns `None` (after saying so loudly) when `redis-server` is not
     /// installed. With `CI` set, a missing `redis-server` panics instead.
     pub(crate) fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`Self::start`] with extra `redis-server` arguments.
+    pub(crate) fn start_with(extra: &[&str]) -> Option<Self> {
         if !redis_server_on_path() {
             if std::env::var_os("CI").is_some() {
                 panic!("redis-server is not on PATH, and CI is set: the Redis tests must run");
@@ -51,6 +57,7 @@ impl RedisServer {
             child: None,
             port: 0,
             dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         // Another process may take the port between our probe and redis-server's bind.
         for _ in 0..5 {
@@ -69,6 +76,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -174,5 +182,66 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A three-node Redis Cluster (three primaries, no replicas), built with `redis-cli --cluster
+/// create`. `None` (loudly) without `redis-server`/`redis-cli`, a panic with `CI` set.
+pub(crate) struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> Option<Self> {
+        let cli = Command::new("redis-cli")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !cli && redis_server_on_path() {
+            if std::env::var_os("CI").is_some() {
+                panic!("redis-cli is not on PATH, and CI is set: the cluster test must run");
+            }
+            eprintln!("\n*** SKIPPING the Redis Cluster test: redis-cli is not on PATH. ***\n");
+            return None;
+        }
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+            ])?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ok = |n: &RedisServer| {
+            n.command(&["CLUSTER", "INFO"])
+                .is_ok_and(|i| i.contains("cluster_state:ok"))
+        };
+        while !nodes.iter().all(ok) {
+            assert!(Instant::now() < deadline, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Self { nodes })
+    }
+
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
     }
 }

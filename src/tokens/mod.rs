@@ -306,9 +306,9 @@ impl KeyRing {
         header.typ = Some("JWT".into());
         header.kid = Some(signing.kid.clone());
 
-        let cache = moka::sync::Cache::builder()
+        let cache = moka::sync::Cache::<Box<str>, Cached>::builder()
             .max_capacity(VERIFY_CACHE_BYTES)
-            .weigher(|token: &Box<str>, value: &Cached| cache_weight(token, &value.claims))
+            .weigher(|token, value| cache_weight(token, &value.claims))
             .expire_after(CachedExpiry)
             .build();
 
@@ -981,9 +981,12 @@ mod tests {
         }
     }
 
-    /// (private PEM, public PEM) per keygen algorithm, generated once through `keygen`.
-    fn pems(alg: &str) -> (Vec<u8>, Vec<u8>) {
-        static PEMS: OnceLock<HashMap<&'static str, (Vec<u8>, Vec<u8>)>> = OnceLock::new();
+    /// (private PEM, public PEM)
+    type PemPair = (Vec<u8>, Vec<u8>);
+
+    /// The PEM pair per keygen algorithm, generated once through `keygen`.
+    fn pems(alg: &str) -> PemPair {
+        static PEMS: OnceLock<HashMap<&'static str, PemPair>> = OnceLock::new();
         PEMS.get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
             ["RS256", "ES256", "ES384", "EdDSA"]
@@ -1856,24 +1859,5 @@ mod tests {
         let (token, claims) = keys.mint(&id, NOW).unwrap();
         assert_eq!(keys.verify(&token, NOW).unwrap().sid, None);
         assert_eq!(claims.identity(), id);
-    }
-
-    #[test]
-    #[ignore]
-    fn tmp_bench() {
-        let keys = ring(private("k1", Algorithm::HS256), vec![]);
-        let (token, _) = keys.mint(&identity(), NOW).unwrap();
-        let n = 200_000;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(keys.verify_shared(&token, NOW).unwrap());
-        }
-        let hit = t.elapsed() / n;
-        let t = std::time::Instant::now();
-        for _ in 0..20_000 {
-            std::hint::black_box(keys.verify_uncached(&token).unwrap());
-        }
-        let miss = t.elapsed() / 20_000;
-        eprintln!("hit {hit:?} miss {miss:?}");
     }
 }

@@ -14,17 +14,24 @@ fn preflight(origin: &str) -> Vec<(&str, &str)> {
     vec![
         ("origin", origin),
         ("access-control-request-method", "POST"),
-        ("access-control-request-headers", "authorization, content-type"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
     ]
 }
 
 #[tokio::test]
 async fn preflight_is_answered_by_the_gateway() {
     let gw = Gateway::start(cors_on()).await;
-    let r = gw.request("OPTIONS", "/api/orders", &preflight(APP), "".into()).await;
+    let r = gw
+        .request("OPTIONS", "/api/orders", &preflight(APP), "".into())
+        .await;
     assert!(r.status == 204 || r.status == 200, "status {}", r.status);
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
-    let methods = r.header("access-control-allow-methods").expect("allow-methods");
+    let methods = r
+        .header("access-control-allow-methods")
+        .expect("allow-methods");
     assert!(methods.contains("POST"), "{methods}");
     let allowed = r
         .header("access-control-allow-headers")
@@ -36,7 +43,9 @@ async fn preflight_is_answered_by_the_gateway() {
     assert_eq!(gw.upstream.hits(), 0, "the preflight reached the upstream");
     // On a route with a method list and on one needing a role, too.
     for path in ["/get-only/x", "/admin/x"] {
-        let r = gw.request("OPTIONS", path, &preflight(APP), "".into()).await;
+        let r = gw
+            .request("OPTIONS", path, &preflight(APP), "".into())
+            .await;
         assert!(r.status == 204 || r.status == 200, "{path}: {}", r.status);
     }
     assert_eq!(gw.upstream.hits(), 0);
@@ -46,7 +55,12 @@ async fn preflight_is_answered_by_the_gateway() {
 async fn preflight_from_another_origin_gets_no_allow_origin() {
     let gw = Gateway::start(cors_on()).await;
     let r = gw
-        .request("OPTIONS", "/api/orders", &preflight("https://evil.example"), "".into())
+        .request(
+            "OPTIONS",
+            "/api/orders",
+            &preflight("https://evil.example"),
+            "".into(),
+        )
         .await;
     assert!(r.header("access-control-allow-origin").is_none());
     assert_eq!(gw.upstream.hits(), 0);
@@ -59,20 +73,28 @@ async fn errors_carry_cors_headers_for_an_allowed_origin() {
     r.assert_error(401, "missing_token");
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
     let r = gw
-        .get("/api/orders", &[("origin", APP), ("authorization", "Bearer junk")])
+        .get(
+            "/api/orders",
+            &[("origin", APP), ("authorization", "Bearer junk")],
+        )
         .await;
     r.assert_error(401, "invalid_token");
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
-    let r = gw
-        .get_auth("/admin/x", &gw.mint(&bob()))
-        .await;
+    let r = gw.get_auth("/admin/x", &gw.mint(&bob())).await;
     r.assert_error(403, "forbidden");
-    assert!(r.header("access-control-allow-origin").is_none(), "no Origin sent");
-    let r = gw.raw_get("/public/..;/x", &format!("Origin: {APP}\r\n")).await;
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "no Origin sent"
+    );
+    let r = gw
+        .raw_get("/public/..;/x", &format!("Origin: {APP}\r\n"))
+        .await;
     r.assert_error(400, "bad_request");
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
     // Not for an origin that is not allowed.
-    let r = gw.get("/api/orders", &[("origin", "https://evil.example")]).await;
+    let r = gw
+        .get("/api/orders", &[("origin", "https://evil.example")])
+        .await;
     r.assert_error(401, "missing_token");
     assert!(r.header("access-control-allow-origin").is_none());
     assert_eq!(gw.upstream.hits(), 0);
@@ -97,7 +119,9 @@ methods = ["GET"]
     r.assert_error(405, "method_not_allowed");
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
     // A preflight for a path no route matches is still the gateway's to answer.
-    let r = gw.request("OPTIONS", "/nowhere", &preflight(APP), "".into()).await;
+    let r = gw
+        .request("OPTIONS", "/nowhere", &preflight(APP), "".into())
+        .await;
     assert!(r.status == 204 || r.status == 200, "status {}", r.status);
     assert_eq!(gw.upstream.hits(), 0);
 }
@@ -116,7 +140,9 @@ async fn allow_credentials_is_sent_when_configured() {
         "[cors]\nallowed_origins = [\"{APP}\"]\nallow_credentials = true\nmax_age = \"1m\""
     ));
     let gw = Gateway::start(conf).await;
-    let r = gw.request("OPTIONS", "/api/x", &preflight(APP), "".into()).await;
+    let r = gw
+        .request("OPTIONS", "/api/x", &preflight(APP), "".into())
+        .await;
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header("access-control-max-age"), Some("60"));
     let r = gw.get("/api/x", &[("origin", APP)]).await;

@@ -21,7 +21,9 @@ async fn healthz_and_readyz_on_the_admin_listener() {
     // Unknown admin paths are a JSON 404.
     admin.get("/nope", &[]).await.assert_error(404, "not_found");
     // The proxy listener does not serve them: they are ordinary (protected) paths there.
-    gw.get("/healthz", &[]).await.assert_error(401, "missing_token");
+    gw.get("/healthz", &[])
+        .await
+        .assert_error(401, "missing_token");
     assert_eq!(gw.upstream.hits(), 0);
 }
 
@@ -89,6 +91,10 @@ async fn shutdown_with_nothing_in_flight_is_prompt() {
     let addr = gw.addr;
     let started = std::time::Instant::now();
     within("shutdown", gw.shutdown()).await;
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

@@ -28,7 +28,11 @@ async fn attempt(raw_path: &str, expect: Expect) {
             gw.raw_get(raw_path, "")
                 .await
                 .assert_error(401, "missing_token");
-            assert_eq!(gw.upstream.hits(), 0, "{raw_path} reached the upstream without a token");
+            assert_eq!(
+                gw.upstream.hits(),
+                0,
+                "{raw_path} reached the upstream without a token"
+            );
             // With a token it is the protected route: identity injected, canonical path sent.
             let r = gw.raw_get(raw_path, &auth).await;
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -82,13 +86,19 @@ async fn query_string_never_selects_the_route() {
         .await
         .assert_error(401, "missing_token");
     let bob = gw.mint(&bob());
-    gw.raw_get("/admin?x=/public", &format!("Authorization: Bearer {bob}\r\n"))
-        .await
-        .assert_error(403, "forbidden");
+    gw.raw_get(
+        "/admin?x=/public",
+        &format!("Authorization: Bearer {bob}\r\n"),
+    )
+    .await
+    .assert_error(403, "forbidden");
     assert_eq!(gw.upstream.hits(), 0);
     let alice = gw.mint(&alice());
     let r = gw
-        .raw_get("/admin?x=/public", &format!("Authorization: Bearer {alice}\r\n"))
+        .raw_get(
+            "/admin?x=/public",
+            &format!("Authorization: Bearer {alice}\r\n"),
+        )
         .await;
     assert_eq!(r.status, 200);
     let echo = r.json();

@@ -31,7 +31,9 @@ async fn streaming_response_passes_through_chunk_by_chunk() {
     let req = Request::get(gw.url("/public/stream"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let resp = within("the response head", client.request(req)).await.unwrap();
+    let resp = within("the response head", client.request(req))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
 

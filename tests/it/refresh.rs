@@ -27,12 +27,17 @@ async fn token_near_expiry_gets_a_fresh_one() {
     let r = gw.get_auth("/api/x", &old).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.seen("x-user-id"), ["1001"]);
-    let fresh = r.header("refresh-token").expect("a refresh-token header").to_owned();
+    let fresh = r
+        .header("refresh-token")
+        .expect("a refresh-token header")
+        .to_owned();
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert!(expose_lists(&r, "refresh-token"), "{:?}", r.headers);
 
     let (o, n) = (payload_of(&old), payload_of(&fresh));
-    for claim in ["sub", "sid", "name", "plat", "tenant", "roles", "iss", "aud"] {
+    for claim in [
+        "sub", "sid", "name", "plat", "tenant", "roles", "iss", "aud",
+    ] {
         assert_eq!(o[claim], n[claim], "{claim}");
     }
     assert_ne!(o["jti"], n["jti"]);
@@ -60,7 +65,11 @@ async fn fresh_token_gets_no_refresh_and_no_forced_no_store() {
     assert!(r.header("cache-control").is_none());
     // Just outside the 30 min window: nothing either.
     let token = gw.mint_expiring_in(&alice(), 31 * 60);
-    assert!(gw.get_auth("/api/x", &token).await.header("refresh-token").is_none());
+    assert!(gw
+        .get_auth("/api/x", &token)
+        .await
+        .header("refresh-token")
+        .is_none());
 }
 
 #[tokio::test]
@@ -69,7 +78,9 @@ async fn optional_route_refreshes_a_valid_token_too() {
     let old = gw.mint_expiring_in(&alice(), 120);
     let r = gw.get_auth("/optional/x", &old).await;
     assert_eq!(r.status, 200);
-    let fresh = r.header("refresh-token").expect("refresh on an optional route");
+    let fresh = r
+        .header("refresh-token")
+        .expect("refresh on an optional route");
     assert_eq!(payload_of(fresh)["sid"], "sess-alice");
 }
 
@@ -78,7 +89,10 @@ async fn upstream_set_refresh_header_is_removed() {
     let gw = Gateway::start_with(
         Conf::new(),
         Upstream::echo_with(|h| {
-            h.insert("refresh-token", http::HeaderValue::from_static("evil.upstream.token"));
+            h.insert(
+                "refresh-token",
+                http::HeaderValue::from_static("evil.upstream.token"),
+            );
         })
         .await,
     )
@@ -123,14 +137,21 @@ async fn concurrent_requests_of_one_session_get_the_same_token() {
         tasks.push(tokio::spawn(async move {
             let r = probe.get_auth("/api/x", &token).await;
             assert_eq!(r.status, 200);
-            r.header("refresh-token").expect("refresh header").to_owned()
+            r.header("refresh-token")
+                .expect("refresh header")
+                .to_owned()
         }));
     }
     let mut tokens = HashSet::new();
     for t in tasks {
         tokens.insert(within("the concurrent requests", t).await.unwrap());
     }
-    assert_eq!(tokens.len(), 1, "one session got {} different tokens", tokens.len());
+    assert_eq!(
+        tokens.len(),
+        1,
+        "one session got {} different tokens",
+        tokens.len()
+    );
     let fresh = tokens.into_iter().next().unwrap();
     assert_eq!(payload_of(&fresh)["sid"], "sess-alice");
     assert_eq!(gw.upstream.hits(), N);
@@ -139,14 +160,24 @@ async fn concurrent_requests_of_one_session_get_the_same_token() {
 #[tokio::test]
 async fn different_sessions_get_their_own_tokens() {
     let gw = Gateway::start(Conf::new()).await;
-    let a = gw.get_auth("/api/x", &gw.mint_expiring_in(&alice(), 60)).await;
-    let b = gw.get_auth("/api/x", &gw.mint_expiring_in(&bob(), 60)).await;
+    let a = gw
+        .get_auth("/api/x", &gw.mint_expiring_in(&alice(), 60))
+        .await;
+    let b = gw
+        .get_auth("/api/x", &gw.mint_expiring_in(&bob(), 60))
+        .await;
     let (a, b) = (
         payload_of(a.header("refresh-token").unwrap()),
         payload_of(b.header("refresh-token").unwrap()),
     );
-    assert_eq!((a["sub"].as_str(), a["sid"].as_str()), (Some("1001"), Some("sess-alice")));
-    assert_eq!((b["sub"].as_str(), b["sid"].as_str()), (Some("2002"), Some("sess-bob")));
+    assert_eq!(
+        (a["sub"].as_str(), a["sid"].as_str()),
+        (Some("1001"), Some("sess-alice"))
+    );
+    assert_eq!(
+        (b["sub"].as_str(), b["sid"].as_str()),
+        (Some("2002"), Some("sess-bob"))
+    );
 }
 
 #[tokio::test]

@@ -99,11 +99,18 @@ async fn optional_route_with_valid_token_adds_identity() {
 #[tokio::test]
 async fn optional_route_with_bad_token_forwards_without_identity() {
     let gw = Gateway::start(Conf::new()).await;
-    let forged = jwt_hs256(&hs256_header(), &good_claims(), b"not-the-secret-but-32-bytes-long!!");
+    let forged = jwt_hs256(
+        &hs256_header(),
+        &good_claims(),
+        b"not-the-secret-but-32-bytes-long!!",
+    );
     let r = gw
         .get(
             "/optional/feed",
-            &[("authorization", &format!("Bearer {forged}")), ("x-user-id", "1001")],
+            &[
+                ("authorization", &format!("Bearer {forged}")),
+                ("x-user-id", "1001"),
+            ],
         )
         .await;
     assert_eq!(r.status, 200);
@@ -133,7 +140,9 @@ auth = "public"
     r.assert_error(404, "no_route");
     assert_eq!(gw.upstream.hits(), 0);
     // Prefixes match on segment boundaries only.
-    gw.get("/publicity", &[]).await.assert_error(404, "no_route");
+    gw.get("/publicity", &[])
+        .await
+        .assert_error(404, "no_route");
     assert_eq!(gw.get("/public", &[]).await.status, 200);
     assert_eq!(gw.upstream.hits(), 1);
 }
@@ -168,21 +177,19 @@ async fn method_not_listed_is_405() {
 }
 
 #[tokio::test]
-async fn method_not_listed_falls_through_to_a_later_route() {
-    // The route table takes the first route matching path *and* method, so a later catch-all
-    // (`/`, required) gets POST /get-only: it needs a token, and is never public.
+async fn method_not_listed_never_falls_through_to_a_broader_route() {
+    // The first route matching the path decides: POST to the GET-only route is a 405, and
+    // never reaches the later catch-all, whatever its auth mode.
     let gw = Gateway::start(Conf::new()).await;
     gw.request("POST", "/get-only/x", &[], "data".into())
         .await
-        .assert_error(401, "missing_token");
-    assert_eq!(gw.upstream.hits(), 0);
+        .assert_error(405, "method_not_allowed");
     let token = gw.mint(&alice());
     let auth = format!("Bearer {token}");
-    let r = gw
-        .request("POST", "/get-only/x", &[("authorization", &auth)], "data".into())
-        .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.seen("x-user-id"), ["1001"]);
+    gw.request("POST", "/get-only/x", &[("authorization", &auth)], "data".into())
+        .await
+        .assert_error(405, "method_not_allowed");
+    assert_eq!(gw.upstream.hits(), 0);
 }
 
 #[tokio::test]

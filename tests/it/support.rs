@@ -76,7 +76,9 @@ impl Upstream {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let f = Arc::new(f);
@@ -561,10 +563,7 @@ impl Resp {
     /// The gateway's error code (`{"error": CODE, ...}`).
     pub fn code(&self) -> String {
         let j = self.json();
-        assert!(
-            j["message"].is_string(),
-            "error body has a message: {j}"
-        );
+        assert!(j["message"].is_string(), "error body has a message: {j}");
         j["error"]
             .as_str()
             .unwrap_or_else(|| panic!("no error code in {j}"))
@@ -572,7 +571,9 @@ impl Resp {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("ascii header"))
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header"))
     }
 
     /// Asserts status and error code in one go.
@@ -712,7 +713,11 @@ fn parse_response(buf: &[u8]) -> Option<Resp> {
         headers.append(name, value);
     }
     let rest = &buf[head_end + 4..];
-    let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
     Some(Resp {
         status,
         headers,

@@ -17,7 +17,11 @@ async fn refused_with(gw: &Gateway, token: &str, code: &str) {
             "{path}"
         );
     }
-    assert_eq!(gw.upstream.hits(), 0, "a refused token reached the upstream");
+    assert_eq!(
+        gw.upstream.hits(),
+        0,
+        "a refused token reached the upstream"
+    );
 }
 
 async fn refused(token: &str) {
@@ -89,7 +93,8 @@ async fn hs256_signed_with_the_rs256_public_key_is_refused() {
     let pair = authgate::tokens::keygen::generate(jsonwebtoken::Algorithm::RS256).expect("keygen");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("private.pem"), &pair.private_pem).expect("write key");
-    let conf = Conf::new().token_section("algorithm = \"RS256\"\nprivate_key_file = \"private.pem\"");
+    let conf =
+        Conf::new().token_section("algorithm = \"RS256\"\nprivate_key_file = \"private.pem\"");
     let gw = Gateway::start_in(conf, Upstream::echo().await, dir.path()).await;
 
     // Control: the gateway's own RS256 tokens pass.
@@ -110,11 +115,19 @@ async fn hs256_signed_with_the_rs256_public_key_is_refused() {
         }
     }
     // Same without a kid (the signing key's alg must still be pinned).
-    let forged = jwt_hs256(&json!({"alg": "HS256", "typ": "JWT"}), &good_claims(), public);
+    let forged = jwt_hs256(
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &good_claims(),
+        public,
+    );
     gw.get_auth("/api/orders", &forged)
         .await
         .assert_error(401, "invalid_token");
-    assert_eq!(gw.upstream.hits(), hits, "a forged token reached the upstream");
+    assert_eq!(
+        gw.upstream.hits(),
+        hits,
+        "a forged token reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +136,12 @@ async fn kid_path_traversal_is_refused() {
     let gw = Gateway::start(Conf::new()).await;
     // /dev/null read as a key would be empty; and a kid that names no key is refused even
     // when the signature happens to be right for the real key.
-    refused_with(&gw, &jwt_hs256(&header, &good_claims(), b""), "invalid_token").await;
+    refused_with(
+        &gw,
+        &jwt_hs256(&header, &good_claims(), b""),
+        "invalid_token",
+    )
+    .await;
     refused_with(&gw, &signed(header, good_claims()), "invalid_token").await;
 }
 
@@ -140,11 +158,7 @@ async fn jku_header_is_refused() {
 
 #[tokio::test]
 async fn jwk_header_is_refused() {
-    key_locating_header(
-        "jwk",
-        json!({"kty": "oct", "k": b64(SECRET.as_bytes())}),
-    )
-    .await;
+    key_locating_header("jwk", json!({"kty": "oct", "k": b64(SECRET.as_bytes())})).await;
 }
 
 #[tokio::test]
@@ -161,7 +175,11 @@ async fn x5c_header_is_refused() {
 async fn expired_token_is_401_token_expired() {
     let gw = Gateway::start(Conf::new()).await;
     let now = now();
-    let claims = with(with(good_claims(), "exp", json!(now - 3600)), "iat", json!(now - 7200));
+    let claims = with(
+        with(good_claims(), "exp", json!(now - 3600)),
+        "iat",
+        json!(now - 7200),
+    );
     refused_with(&gw, &signed(hs256_header(), claims), "token_expired").await;
     // And one the gateway minted itself, long expired.
     let old = gw.mint_at(&alice(), now - 3 * 3600);
@@ -193,12 +211,20 @@ async fn missing_exp_is_refused() {
 #[tokio::test]
 async fn exp_as_string_is_refused() {
     let exp = (now() + 3600).to_string();
-    refused(&signed(hs256_header(), with(good_claims(), "exp", json!(exp)))).await;
+    refused(&signed(
+        hs256_header(),
+        with(good_claims(), "exp", json!(exp)),
+    ))
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_issuer_is_refused() {
-    refused(&signed(hs256_header(), with(good_claims(), "iss", json!("evil")))).await;
+    refused(&signed(
+        hs256_header(),
+        with(good_claims(), "iss", json!("evil")),
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -208,7 +234,11 @@ async fn missing_issuer_is_refused() {
 
 #[tokio::test]
 async fn wrong_audience_is_refused() {
-    refused(&signed(hs256_header(), with(good_claims(), "aud", json!("other-app")))).await;
+    refused(&signed(
+        hs256_header(),
+        with(good_claims(), "aud", json!("other-app")),
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -245,7 +275,9 @@ async fn alg_other_than_the_keys_is_refused() {
 async fn tampered_payload_is_refused() {
     let token = signed(hs256_header(), good_claims());
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    parts[1] = b64(with(good_claims(), "sub", json!("0")).to_string().as_bytes());
+    parts[1] = b64(with(good_claims(), "sub", json!("0"))
+        .to_string()
+        .as_bytes());
     refused(&parts.join(".")).await;
 }
 
@@ -372,7 +404,12 @@ async fn huge_authorization_header_is_431_or_401_never_500() {
         String::from_utf8_lossy(&r.body)
     );
     // A 14 KB garbage token that fits under the head limit is a plain 401.
-    let big = format!("{}.{}.{}", "a".repeat(6000), "b".repeat(6000), "c".repeat(2000));
+    let big = format!(
+        "{}.{}.{}",
+        "a".repeat(6000),
+        "b".repeat(6000),
+        "c".repeat(2000)
+    );
     let r = gw.get_auth("/api/orders", &big).await;
     r.assert_error(401, "invalid_token");
     assert_eq!(gw.upstream.hits(), 0);

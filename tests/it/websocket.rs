@@ -33,6 +33,7 @@ async fn ws_echo() -> WsEcho {
             count.fetch_add(1, Ordering::SeqCst);
             let tx = tx.clone();
             tokio::spawn(async move {
+                #[allow(clippy::result_large_err)] // tungstenite's callback signature
                 let callback = |req: &Request, resp: Response| {
                     let _ = tx.send((req.uri().path().to_owned(), req.headers().clone()));
                     Ok(resp)
@@ -42,14 +43,11 @@ async fn ws_echo() -> WsEcho {
                 };
                 let (mut sink, mut source) = ws.split();
                 while let Some(Ok(msg)) = source.next().await {
-                    match msg {
-                        Message::Text(_) | Message::Binary(_) => {
-                            if sink.send(msg).await.is_err() {
-                                break;
-                            }
-                        }
-                        Message::Close(_) => break,
-                        _ => {}
+                    if msg.is_close() {
+                        break;
+                    }
+                    if (msg.is_text() || msg.is_binary()) && sink.send(msg).await.is_err() {
+                        break;
                     }
                 }
             });
@@ -80,9 +78,12 @@ async fn websocket_upgrade_passes_through_with_identity() {
     req.headers_mut()
         .insert("x-user-id", "666".parse().unwrap());
     let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut client, resp) = within("the handshake", tokio_tungstenite::client_async(req, stream))
-        .await
-        .expect("the upgrade succeeds");
+    let (mut client, resp) = within(
+        "the handshake",
+        tokio_tungstenite::client_async(req, stream),
+    )
+    .await
+    .expect("the upgrade succeeds");
     assert_eq!(resp.status(), 101);
 
     let (path, headers) = within("the upstream handshake", ws.handshakes.recv())
@@ -90,11 +91,18 @@ async fn websocket_upgrade_passes_through_with_identity() {
         .unwrap();
     assert_eq!(path, "/ws/chat");
     let ids: Vec<_> = headers.get_all("x-user-id").iter().collect();
-    assert_eq!(ids, ["1001"], "the upstream sees only the gateway's identity");
+    assert_eq!(
+        ids,
+        ["1001"],
+        "the upstream sees only the gateway's identity"
+    );
 
-    within("send", client.send(Message::text("hello through the gateway")))
-        .await
-        .unwrap();
+    within(
+        "send",
+        client.send(Message::text("hello through the gateway")),
+    )
+    .await
+    .unwrap();
     let echoed = within("the echo", client.next()).await.unwrap().unwrap();
     assert_eq!(echoed, Message::text("hello through the gateway"));
 

@@ -1,0 +1,317 @@
+//! Store faults and restarts (issue 3): Redis killed during traffic (503 `store_unavailable`
+//! with `Retry-After` on protected routes, public routes fine, no session lost), Redis restarted
+//! (recovery without a gateway restart), `on_store_error = "allow_stateless"`, the gateway
+//! restarted on the same store, and two gateway instances sharing one Redis.
+//!
+//! A submodule of `sessions` (so `cargo test --test it sessions` runs it too).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::session_support::*;
+use crate::support::*;
+
+/// Starts a Redis-backed gateway or returns from the test (Redis missing, already announced).
+macro_rules! redis_gateway {
+    ($setup:expr) => {
+        match Gw::start(StoreKind::Redis, $setup).await {
+            Some(gw) => gw,
+            None => return,
+        }
+    };
+}
+
+/// Asserts the 503 of an unreachable store: code, `Retry-After`, no `WWW-Authenticate` (the
+/// client must keep its tokens).
+#[track_caller]
+fn assert_store_down(r: &Resp, what: &str) {
+    assert_eq!(
+        r.status,
+        503,
+        "{what}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.code(), "store_unavailable", "{what}");
+    assert!(r.header("retry-after").is_some(), "{what}: {:?}", r.headers);
+    assert!(r.header("www-authenticate").is_none(), "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
+    let mut gw = redis_gateway!(Setup::new());
+    let alice = gw.login_ok("alice", "web").await;
+    let bob = gw.login_ok("bob", "app").await;
+    let ended = gw.login_ok("alice", "app").await;
+    assert_eq!(
+        gw.with_token("POST", "/auth/logout", &ended.access)
+            .await
+            .status,
+        204
+    );
+    gw.redis().save();
+    // Created after the snapshot: lost with the store's data.
+    let lost = gw.login_ok("alice", "h5").await;
+    gw.assert_passes(&alice).await;
+
+    // Traffic on a protected route while Redis goes away and comes back: never a 401.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let probe = gw.probe.clone();
+        let stop = stop.clone();
+        let token = alice.access.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = probe.get_auth("/api/traffic", &token).await;
+                seen.push((r.status, r.header("retry-after").is_some()));
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    };
+
+    gw.redis().stop();
+    let hits = gw.hits();
+    // Protected routes: 503 with Retry-After, for live and ended sessions alike.
+    for (path, token) in [
+        ("/api/x", &alice.access),
+        ("/admin/x", &alice.access),
+        ("/api/x", &bob.access),
+        ("/api/x", &ended.access),
+    ] {
+        let r = gw.get_auth(path, token).await;
+        assert_store_down(&r, path);
+    }
+    assert_eq!(gw.hits(), hits, "nothing refused reached the upstream");
+    // Public routes and optional routes without a token: fine.
+    let r = gw.get("/public/x", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gw.get("/optional/x", &[]).await.status, 200);
+    // Token checks that need no store still answer as usual.
+    gw.get("/api/x", &[]).await.assert_error(401, "missing_token");
+    gw.get_auth("/api/x", "garbage")
+        .await
+        .assert_error(401, "invalid_token");
+    // The endpoints that need the store: 503, never a 401.
+    assert_store_down(&gw.login("alice", ALICE_PW).await, "login");
+    assert_store_down(&gw.login("alice", "wrong").await, "a wrong login");
+    assert_store_down(&gw.refresh(&alice.refresh).await, "refresh");
+    assert_store_down(
+        &gw.with_token("POST", "/auth/logout", &alice.access).await,
+        "logout",
+    );
+    assert_store_down(
+        &gw.with_token("GET", "/auth/sessions", &alice.access).await,
+        "sessions",
+    );
+    assert_store_down(&gw.get_auth("/auth/verify", &alice.access).await, "verify");
+    assert_eq!(gw.admin_call("GET", "/readyz", None).await.status, 503);
+    assert_eq!(gw.admin_call("GET", "/healthz", None).await.status, 200);
+    let r = gw
+        .admin_call("GET", "/admin/users/1001/sessions", Some(ADMIN_TOKEN))
+        .await;
+    assert_store_down(&r, "admin list");
+
+    // Redis back on the same port with the snapshot, the gateway untouched.
+    gw.redis().restart();
+    let admin = gw.admin.clone();
+    poll_until(
+        "/readyz after the Redis restart",
+        || admin.get("/readyz", &[]),
+        |r| r.status == 200,
+    )
+    .await;
+    let probe = gw.probe.clone();
+    let token = alice.access.clone();
+    poll_until(
+        "a protected route after the Redis restart",
+        || probe.get_auth("/api/x", &token),
+        |r| r.status != 503,
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = within("the traffic task", traffic).await.expect("traffic");
+    assert!(
+        seen.iter().all(|&(s, retry)| s == 200 || (s == 503 && retry)),
+        "only 200 and 503 with Retry-After during the outage: {seen:?}"
+    );
+    assert!(seen.iter().any(|&(s, _)| s == 503), "the outage was seen");
+    assert_eq!(seen.last().map(|s| s.0), Some(200), "{seen:?}");
+
+    // No session was lost or ended by the outage; what ended before stays ended; what the
+    // store lost is refused as revoked (401), not as unavailable.
+    gw.assert_passes(&alice).await;
+    gw.assert_passes(&bob).await;
+    gw.assert_refused(&ended.access, "session_revoked").await;
+    gw.assert_refused(&lost.access, "session_revoked").await;
+    let a1 = Pair::from_resp(&gw.refresh(&alice.refresh).await);
+    assert_eq!(a1.sid, alice.sid);
+    gw.assert_passes(&a1).await;
+    let fresh = gw.login_ok("alice", "h5").await;
+    gw.assert_passes(&fresh).await;
+    assert_eq!(
+        gw.with_token("POST", "/auth/logout", &fresh.access)
+            .await
+            .status,
+        204
+    );
+    gw.assert_refused(&fresh.access, "session_revoked").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allow_stateless_passes_valid_tokens_while_redis_is_down() {
+    let mut gw = redis_gateway!(Setup::new().session("on_store_error = \"allow_stateless\""));
+    let alice = gw.login_ok("alice", "web").await;
+    let ended = gw.login_ok("alice", "app").await;
+    gw.with_token("POST", "/auth/logout", &ended.access).await;
+    gw.assert_refused(&ended.access, "session_revoked").await;
+
+    gw.redis().stop();
+    // Signature and claims alone decide: the upstream sees the identity.
+    let r = gw.get_auth("/api/x", &alice.access).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.seen("x-user-id"), ["1001"]);
+    assert_eq!(r.seen("x-session-id"), [alice.sid.clone()]);
+    assert_eq!(gw.get_auth("/auth/verify", &alice.access).await.status, 200);
+    // Bad tokens are still refused; public routes still pass.
+    gw.get("/api/x", &[]).await.assert_error(401, "missing_token");
+    gw.get_auth("/api/x", "garbage")
+        .await
+        .assert_error(401, "invalid_token");
+    assert_eq!(gw.get("/public/x", &[]).await.status, 200);
+    // What cannot be done without the store is still a 503 (no token handed out unsaved).
+    assert_store_down(&gw.login("alice", ALICE_PW).await, "login");
+    assert_store_down(&gw.refresh(&alice.refresh).await, "refresh");
+
+    // Back (empty: no snapshot): the stateful check is in force again.
+    gw.redis().restart();
+    let probe = gw.probe.clone();
+    let token = alice.access.clone();
+    let r = poll_until(
+        "the stateful check after the Redis restart",
+        || probe.get_auth("/api/x", &token),
+        |r| r.status == 401,
+    )
+    .await;
+    assert_eq!(r.code(), "session_revoked");
+    let fresh = gw.login_ok("alice", "web").await;
+    gw.assert_passes(&fresh).await;
+}
+
+async fn gateway_restart_on_the_same_store(store: StoreKind) {
+    let Some(mut gw) = Gw::start(store, Setup::new()).await else {
+        return;
+    };
+    let alice = gw.login_ok("alice", "web").await;
+    let a1 = Pair::from_resp(&gw.refresh(&alice.refresh).await);
+    let ended = gw.login_ok("alice", "app").await;
+    gw.with_token("POST", "/auth/logout", &ended.access).await;
+    let old_addr = gw.probe.addr;
+    gw.restart().await;
+    assert_ne!(gw.probe.addr, old_addr, "a new gateway");
+    match store {
+        StoreKind::Redis => {
+            // Sessions survive: the access token works, the refresh token refreshes.
+            gw.assert_passes(&a1).await;
+            gw.assert_passes(&alice).await;
+            gw.assert_refused(&ended.access, "session_revoked").await;
+            let a2 = Pair::from_resp(&gw.refresh(&a1.refresh).await);
+            assert_eq!(a2.sid, alice.sid);
+            gw.assert_passes(&a2).await;
+            // The spent grandparent is still recognised as theft after the restart.
+            gw.refresh(&alice.refresh)
+                .await
+                .assert_error(401, "token_theft_detected");
+            gw.assert_refused(&a2.access, "session_revoked").await;
+        }
+        StoreKind::Memory => {
+            // Documented: the memory store loses its sessions on restart.
+            gw.assert_refused(&a1.access, "session_revoked").await;
+            gw.refresh(&a1.refresh)
+                .await
+                .assert_error(401, "invalid_refresh_token");
+        }
+    }
+    let fresh = gw.login_ok("alice", "web").await;
+    gw.assert_passes(&fresh).await;
+}
+
+crate::both_stores!(gateway_restart_on_the_same_store);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_sessions_rotation_and_lockout() {
+    let gw = redis_gateway!(Setup::new().lockout("max_failures = 3"));
+    let (other, other_handle) = gw.sibling().await;
+    let on_other = |token: &str| {
+        let other = other.clone();
+        let token = token.to_owned();
+        async move { other.get_auth("/api/x", &token).await }
+    };
+
+    // A login on one instance is a session on the other.
+    let web1 = gw.login_ok("alice", "web").await;
+    let r = on_other(&web1.access).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen("x-session-id"), [web1.sid.clone()]);
+
+    // Rotation on one, the parent within the grace on the other: the same successor.
+    let p1 = Pair::from_resp(&gw.refresh(&web1.refresh).await);
+    let body = serde_json::json!({ "refresh_token": web1.refresh }).to_string();
+    let r = other
+        .request(
+            "POST",
+            "/auth/refresh",
+            &[("content-type", "application/json")],
+            bytes::Bytes::from(body),
+        )
+        .await;
+    assert_eq!(Pair::from_resp(&r).refresh, p1.refresh);
+
+    // Kick-out by a login on the other instance.
+    let body = serde_json::json!({"username": "alice", "password": ALICE_PW}).to_string();
+    let r = other
+        .request(
+            "POST",
+            "/auth/login",
+            &[("content-type", "application/json")],
+            bytes::Bytes::from(body),
+        )
+        .await;
+    let web2 = Pair::from_resp(&r);
+    gw.assert_refused(&web1.access, "session_replaced").await;
+    gw.assert_passes(&web2).await;
+
+    // Logout on one instance ends the session on the other.
+    let r = other
+        .request(
+            "POST",
+            "/auth/logout",
+            &[("authorization", &format!("Bearer {}", web2.access))],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    gw.assert_refused(&web2.access, "session_revoked").await;
+
+    // Lock-out counters are shared: two failures here, one there, then locked here.
+    gw.login("bob", "wrong")
+        .await
+        .assert_error(401, "invalid_credentials");
+    gw.login("bob", "wrong")
+        .await
+        .assert_error(401, "invalid_credentials");
+    let body = serde_json::json!({"username": "bob", "password": "wrong"}).to_string();
+    other
+        .request(
+            "POST",
+            "/auth/login",
+            &[("content-type", "application/json")],
+            bytes::Bytes::from(body),
+        )
+        .await
+        .assert_error(401, "invalid_credentials");
+    gw.login("bob", BOB_PW)
+        .await
+        .assert_error(429, "account_locked");
+    within("the second instance to stop", other_handle.shutdown()).await;
+}

@@ -1,0 +1,860 @@
+//! Sessions and the token lifecycle (issue 3, contract §3, §5, §6, §7) through HTTP against the
+//! real gateway on port 0: login with the users file and the upstream backend, lock-out,
+//! rotation with grace and theft detection, logout, kick-out per platform, the session list,
+//! forward-auth, JWKS and the admin API.
+//!
+//! Every case is one `async fn case(store)` run twice by `both_stores!`: once with the memory
+//! store and once with a `redis-server` of its own (skipped loudly without the binary, a
+//! failure with `CI` set). The Redis-only faults (Redis killed and restarted, gateway
+//! restarted) are in `session_faults.rs`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+
+use crate::both_stores;
+use crate::session_support::*;
+use crate::support::*;
+
+#[path = "session_faults.rs"]
+mod faults;
+
+both_stores!(
+    login_answers_a_full_token_pair,
+    login_refuses_bad_input_with_400,
+    wrong_password_and_unknown_user_get_the_same_401,
+    username_lockout_holds_even_with_the_right_password,
+    ip_lockout_counts_failures_across_usernames,
+    login_token_injects_identity_on_a_required_route,
+    refresh_rotates_and_spends_the_old_token,
+    refresh_refuses_unknown_garbage_and_ended_tokens,
+    refresh_of_an_expired_session_is_refused,
+    parallel_refreshes_share_one_successor,
+    parent_after_grace_is_theft_of_that_session_alone,
+    older_generation_is_theft_without_waiting,
+    logout_ends_access_and_refresh_token,
+    logout_all_ends_every_session_of_the_user,
+    same_platform_login_kicks_out_other_platforms_do_not,
+    session_list_and_deleting_own_sessions,
+    verify_answers_identity_headers,
+    jwks_is_404_for_hs256,
+    jwks_publishes_the_es256_key,
+    admin_api_lists_and_revokes_sessions,
+    upstream_login_backend,
+    optional_route_ignores_an_ended_session,
+);
+
+/// Starts a gateway or returns from the case (Redis missing, already announced).
+macro_rules! gateway {
+    ($store:expr, $setup:expr) => {
+        match Gw::start($store, $setup).await {
+            Some(gw) => gw,
+            None => return,
+        }
+    };
+}
+
+fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+// ---------------------------------------------------------------------------------------------
+
+async fn login_answers_a_full_token_pair(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let before = now();
+    let body = json!({"username": "alice", "password": ALICE_PW}).to_string();
+    let r = gw
+        .request(
+            "POST",
+            "/auth/login",
+            &[
+                ("content-type", "application/json"),
+                ("x-platform", "app"),
+                ("x-device-id", "phone-7"),
+            ],
+            Bytes::from(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let j = r.json();
+    assert_eq!(j["token_type"], "Bearer");
+    assert_eq!(j["expires_in"], 7200, "default access_ttl is 2h");
+    let exp = j["access_token_expires_at"].as_u64().expect("expires_at");
+    assert!((before + 7200..=now() + 7200).contains(&exp), "{j}");
+    let rexp = j["refresh_token_expires_at"].as_u64().expect("refresh expiry");
+    assert!(
+        (before + 30 * 86400..=now() + 30 * 86400).contains(&rexp),
+        "refresh_ttl 30d: {j}"
+    );
+    let sid = j["session_id"].as_str().expect("session_id");
+    assert!(sid.len() >= 22, "a session id of >= 128 random bits: {sid}");
+    assert_eq!(j["platform"], "app");
+    assert_eq!(j["user"], json!({"id": "1001", "name": "alice"}));
+    assert!(j.get("upstream").is_none(), "users_file logins carry no upstream body");
+
+    let refresh = j["refresh_token"].as_str().expect("refresh_token");
+    let random_part = refresh.rsplit('.').next().unwrap();
+    assert!(
+        random_part.len() >= 43,
+        "at least 256 random bits: {refresh}"
+    );
+
+    let access = j["access_token"].as_str().expect("access_token");
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            access.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["kid"], "k1");
+    let c = payload_of(access);
+    assert_eq!(c["iss"], ISSUER);
+    assert_eq!(c["aud"], AUDIENCE);
+    assert_eq!(c["sub"], "1001");
+    assert_eq!(c["name"], "alice");
+    assert_eq!(c["sid"], sid);
+    assert_eq!(c["plat"], "app");
+    assert_eq!(c["tenant"], "acme");
+    assert_eq!(c["roles"], json!(["admin", "ops"]));
+    assert_eq!(c["exp"].as_u64(), Some(exp));
+    assert!(c["iat"].as_u64().unwrap() >= before);
+    assert!(!c["jti"].as_str().unwrap().is_empty());
+
+    // Two logins: two sessions, two different pairs.
+    let other = gw.login_ok("alice", "web").await;
+    assert_ne!(other.sid, sid);
+    assert_ne!(other.refresh, refresh);
+    assert_eq!(gw.hits(), 0, "login never reaches the upstream");
+}
+
+async fn login_refuses_bad_input_with_400(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    for body in [
+        r#"{"username": "alice", "password": "#,
+        "username=alice&password=x",
+        "",
+        r#"["alice", "x"]"#,
+        r#"{"username": "alice"}"#,
+        r#"{"password": "x"}"#,
+        r#"{"username": "", "password": "x"}"#,
+        r#"{"username": "alice", "password": ""}"#,
+        r#"{"username": 1001, "password": "x"}"#,
+    ] {
+        let r = gw.post("/auth/login", None, body.to_owned()).await;
+        assert_eq!(r.status, 400, "{body:?}: {}", text(&r));
+        assert_eq!(r.code(), "bad_request", "{body:?}");
+    }
+    // An unknown platform, even with the right password.
+    let body = json!({"username": "alice", "password": ALICE_PW}).to_string();
+    for platform in ["tv", "WEB", ""] {
+        let r = gw
+            .post("/auth/login", Some(("x-platform", platform)), body.clone())
+            .await;
+        r.assert_error(400, "bad_request");
+    }
+    // Wrong methods.
+    let r = gw.get("/auth/login", &[]).await;
+    r.assert_error(405, "method_not_allowed");
+    // None of it counted as a failed login: alice still logs in on every platform.
+    for p in ["web", "h5", "app"] {
+        gw.login_ok("alice", p).await;
+    }
+    assert_eq!(gw.hits(), 0);
+}
+
+async fn wrong_password_and_unknown_user_get_the_same_401(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let wrong = gw.login("alice", "not-her-password").await;
+    wrong.assert_error(401, "invalid_credentials");
+    assert!(wrong.header("www-authenticate").is_some());
+    let unknown = gw.login("mallory", "whatever").await;
+    unknown.assert_error(401, "invalid_credentials");
+    assert_eq!(wrong.body, unknown.body, "the same body for both");
+    // The password of another user is just as wrong.
+    gw.login("alice", BOB_PW)
+        .await
+        .assert_error(401, "invalid_credentials");
+    assert!(wrong.json().get("access_token").is_none());
+    assert_eq!(gw.hits(), 0);
+}
+
+async fn username_lockout_holds_even_with_the_right_password(store: StoreKind) {
+    let gw = gateway!(
+        store,
+        Setup::new().lockout("max_failures = 3\nwindow = \"1m\"\nduration = \"10m\"")
+    );
+    for _ in 0..3 {
+        gw.login("alice", "wrong")
+            .await
+            .assert_error(401, "invalid_credentials");
+    }
+    let r = gw.login("alice", ALICE_PW).await;
+    r.assert_error(429, "account_locked");
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After on 429")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=600).contains(&retry), "{retry}");
+    // The lock is per username (case-insensitive), not on the whole gateway.
+    gw.login("ALICE", ALICE_PW)
+        .await
+        .assert_error(429, "account_locked");
+    gw.login_ok("bob", "web").await;
+}
+
+async fn ip_lockout_counts_failures_across_usernames(store: StoreKind) {
+    let gw = gateway!(
+        store,
+        Setup::new().lockout("max_failures = 100\nmax_failures_per_ip = 3\nwindow = \"1m\"")
+    );
+    for user in ["alice", "mallory", "trudy"] {
+        gw.login(user, "wrong")
+            .await
+            .assert_error(401, "invalid_credentials");
+    }
+    let r = gw.login("bob", BOB_PW).await;
+    r.assert_error(429, "account_locked");
+    assert!(r.header("retry-after").is_some());
+}
+
+async fn login_token_injects_identity_on_a_required_route(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let p = gw.login_ok("alice", "h5").await;
+    // Forged identity headers from the client are replaced.
+    let auth = format!("Bearer {}", p.access);
+    let r = gw
+        .get(
+            "/admin/panel",
+            &[
+                ("authorization", &auth),
+                ("x-user-id", "9999"),
+                ("x_user_roles", "root"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.seen("x-user-id"), ["1001"]);
+    assert_eq!(r.seen("x-user-name"), ["alice"]);
+    assert_eq!(r.seen("x-tenant-id"), ["acme"]);
+    assert_eq!(r.seen("x-user-roles"), ["admin,ops"]);
+    assert_eq!(r.seen("x-session-id"), [p.sid.clone()]);
+    assert_eq!(r.seen("x-user-platform"), ["h5"]);
+    assert!(r.seen("x_user_roles").is_empty());
+    // Bob (role user, tenant globex) is refused by the admin and acme routes.
+    let b = gw.login_ok("bob", "web").await;
+    let before = gw.hits();
+    gw.get_auth("/admin/panel", &b.access)
+        .await
+        .assert_error(403, "forbidden");
+    gw.get_auth("/acme/x", &b.access)
+        .await
+        .assert_error(403, "forbidden");
+    assert_eq!(gw.hits(), before);
+    let r = gw.get_auth("/api/x", &b.access).await;
+    assert_eq!(r.seen("x-user-id"), ["2002"]);
+    assert_eq!(r.seen("x-user-platform"), ["web"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh
+// ---------------------------------------------------------------------------------------------
+
+async fn refresh_rotates_and_spends_the_old_token(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let p0 = gw.login_ok("alice", "web").await;
+    let r = gw.refresh(&p0.refresh).await;
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let p1 = Pair::from_resp(&r);
+    assert_eq!(p1.sid, p0.sid, "the session id survives a refresh");
+    assert_ne!(p1.refresh, p0.refresh);
+    assert_ne!(p1.access, p0.access);
+    assert_eq!(p1.json["platform"], "web");
+    assert_eq!(p1.json["user"], json!({"id": "1001", "name": "alice"}));
+    assert_eq!(payload_of(&p1.access)["sid"], p0.sid.as_str());
+    gw.assert_passes(&p1).await;
+    // The old access token stays valid until it expires: same session.
+    gw.assert_passes(&p0).await;
+
+    // The next rotation: the spent one (p0) is no longer current.
+    let p2 = Pair::from_resp(&gw.refresh(&p1.refresh).await);
+    assert_eq!(p2.sid, p0.sid);
+    assert_ne!(p2.refresh, p1.refresh);
+    gw.assert_passes(&p2).await;
+    assert_eq!(gw.app.store.list("1001", now()).await.unwrap().len(), 1);
+}
+
+async fn refresh_refuses_unknown_garbage_and_ended_tokens(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let p = gw.login_ok("alice", "web").await;
+    // Garbage, an unknown session, a forged secret for a real session.
+    let (sid, secret) = p.refresh.rsplit_once('.').unwrap();
+    let flipped: String = secret
+        .chars()
+        .map(|c| if c == 'A' { 'B' } else { 'A' })
+        .collect();
+    let unknown_sid = {
+        let (user, _) = sid.split_once('.').unwrap();
+        format!("{user}.AAAAAAAAAAAAAAAAAAAAAA")
+    };
+    for token in [
+        "garbage".to_owned(),
+        String::new(),
+        "a.b.c".to_owned(),
+        format!("{sid}.{flipped}"),
+        format!("{unknown_sid}.{secret}"),
+        p.access.clone(),
+    ] {
+        let r = gw.refresh(&token).await;
+        assert_eq!(r.status, 401, "{token:?}: {}", text(&r));
+        assert_eq!(r.code(), "invalid_refresh_token", "{token:?}");
+    }
+    // None of that disturbed the session: the real token still rotates.
+    let p1 = Pair::from_resp(&gw.refresh(&p.refresh).await);
+    // A body that is not {"refresh_token": "..."}: 400.
+    for body in ["", "{", r#"{"token": "x"}"#, r#"{"refresh_token": 7}"#] {
+        let r = gw.post("/auth/refresh", None, body.to_owned()).await;
+        r.assert_error(400, "bad_request");
+    }
+    // The refresh token of an ended session.
+    let r = gw.with_token("POST", "/auth/logout", &p1.access).await;
+    assert_eq!(r.status, 204);
+    gw.refresh(&p1.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    assert_eq!(gw.hits(), 0);
+}
+
+async fn refresh_of_an_expired_session_is_refused(store: StoreKind) {
+    // max_lifetime caps the session at one second (the shortest; access_ttl may not exceed it).
+    let gw = gateway!(
+        store,
+        Setup::new()
+            .token("access_ttl = \"1s\"\nmax_lifetime = \"1s\"\nsilent_refresh_window = \"0s\"")
+    );
+    let p = gw.login_ok("alice", "web").await;
+    let expires = p.json["refresh_token_expires_at"].as_u64().unwrap();
+    assert!(expires <= now() + 1, "{}", p.json);
+    wait_until_unix(expires).await;
+    gw.refresh(&p.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    // Nothing is active any more.
+    assert!(gw.app.store.list("1001", now()).await.unwrap().is_empty());
+}
+
+async fn parallel_refreshes_share_one_successor(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let p = gw.login_ok("alice", "web").await;
+    let other = gw.login_ok("alice", "app").await;
+    let barrier = Arc::new(Barrier::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let probe = gw.probe.clone();
+        let barrier = barrier.clone();
+        let token = p.refresh.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({ "refresh_token": token }).to_string();
+            barrier.wait().await;
+            probe
+                .request(
+                    "POST",
+                    "/auth/refresh",
+                    &[("content-type", "application/json")],
+                    Bytes::from(body),
+                )
+                .await
+        }));
+    }
+    let mut successors = std::collections::HashSet::new();
+    for t in tasks {
+        let r = within("a parallel refresh", t).await.expect("task");
+        let pair = Pair::from_resp(&r);
+        assert_eq!(pair.sid, p.sid);
+        successors.insert(pair.refresh);
+    }
+    assert_eq!(successors.len(), 1, "one successor: {successors:?}");
+    let next = successors.into_iter().next().unwrap();
+    assert_ne!(next, p.refresh);
+    // No theft: the session is alive and its successor rotates on.
+    gw.assert_passes(&p).await;
+    let p2 = Pair::from_resp(&gw.refresh(&next).await);
+    gw.assert_passes(&p2).await;
+    gw.assert_passes(&other).await;
+}
+
+async fn parent_after_grace_is_theft_of_that_session_alone(store: StoreKind) {
+    let gw = gateway!(store, Setup::new().session("refresh_reuse_grace = \"0s\""));
+    let web = gw.login_ok("alice", "web").await;
+    let app = gw.login_ok("alice", "app").await;
+    let bob = gw.login_ok("bob", "web").await;
+    let web1 = Pair::from_resp(&gw.refresh(&web.refresh).await);
+    // Within the same second the parent is still inside a zero grace; let it pass.
+    wait_until_unix(now() + 1).await;
+    let r = gw.refresh(&web.refresh).await;
+    r.assert_error(401, "token_theft_detected");
+    assert!(r.header("www-authenticate").is_some());
+    // That session is over, access and refresh...
+    gw.assert_refused(&web1.access, "session_revoked").await;
+    gw.assert_refused(&web.access, "session_revoked").await;
+    gw.refresh(&web1.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    // ...the user's other session and other users are untouched.
+    gw.assert_passes(&app).await;
+    gw.assert_passes(&bob).await;
+    let app1 = Pair::from_resp(&gw.refresh(&app.refresh).await);
+    gw.assert_passes(&app1).await;
+    let listed = gw.app.store.list("1001", now()).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [app.sid.as_str()]
+    );
+}
+
+async fn older_generation_is_theft_without_waiting(store: StoreKind) {
+    // The default grace (10s) covers only the immediate parent; the grandparent is theft.
+    let gw = gateway!(store, Setup::new());
+    let p0 = gw.login_ok("alice", "web").await;
+    let other = gw.login_ok("alice", "h5").await;
+    let p1 = Pair::from_resp(&gw.refresh(&p0.refresh).await);
+    let p2 = Pair::from_resp(&gw.refresh(&p1.refresh).await);
+    // The immediate parent within the grace: the same successor, not theft.
+    let again = Pair::from_resp(&gw.refresh(&p1.refresh).await);
+    assert_eq!(again.refresh, p2.refresh);
+    gw.refresh(&p0.refresh)
+        .await
+        .assert_error(401, "token_theft_detected");
+    gw.assert_refused(&p2.access, "session_revoked").await;
+    gw.refresh(&p2.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    gw.assert_passes(&other).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logout, kick-out, the session list
+// ---------------------------------------------------------------------------------------------
+
+async fn logout_ends_access_and_refresh_token(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let p = gw.login_ok("alice", "web").await;
+    let other = gw.login_ok("alice", "app").await;
+    gw.assert_passes(&p).await;
+    let r = gw.with_token("POST", "/auth/logout", &p.access).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    assert!(r.body.is_empty());
+    gw.assert_refused(&p.access, "session_revoked").await;
+    gw.refresh(&p.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    // Logging out again with the same token: the session is already gone.
+    gw.with_token("POST", "/auth/logout", &p.access)
+        .await
+        .assert_error(401, "session_revoked");
+    // Without a token.
+    gw.post("/auth/logout", None, String::new())
+        .await
+        .assert_error(401, "missing_token");
+    gw.assert_passes(&other).await;
+}
+
+async fn logout_all_ends_every_session_of_the_user(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let web = gw.login_ok("alice", "web").await;
+    let app = gw.login_ok("alice", "app").await;
+    let h5 = gw.login_ok("alice", "h5").await;
+    let bob = gw.login_ok("bob", "web").await;
+    let r = gw.with_token("POST", "/auth/logout-all", &app.access).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    for p in [&web, &app, &h5] {
+        gw.assert_refused(&p.access, "session_revoked").await;
+        gw.refresh(&p.refresh)
+            .await
+            .assert_error(401, "invalid_refresh_token");
+    }
+    gw.assert_passes(&bob).await;
+    // A new login works afterwards.
+    let fresh = gw.login_ok("alice", "web").await;
+    gw.assert_passes(&fresh).await;
+}
+
+async fn same_platform_login_kicks_out_other_platforms_do_not(store: StoreKind) {
+    let gw = gateway!(
+        store,
+        Setup::new().platforms("max_sessions = { web = 1, h5 = 1, app = 2 }")
+    );
+    let web1 = gw.login_ok("alice", "web").await;
+    let app1 = gw.login_ok("alice", "app").await;
+    // A login on app does not touch web.
+    gw.assert_passes(&web1).await;
+    let app2 = gw.login_ok("alice", "app").await;
+    // app allows two.
+    gw.assert_passes(&app1).await;
+    gw.assert_passes(&app2).await;
+    // Another user's web login does not kick alice.
+    gw.login_ok("bob", "web").await;
+    gw.assert_passes(&web1).await;
+
+    let web2 = gw.login_ok("alice", "web").await;
+    gw.assert_refused(&web1.access, "session_replaced").await;
+    gw.refresh(&web1.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    gw.assert_passes(&web2).await;
+    gw.assert_passes(&app1).await;
+    gw.assert_passes(&app2).await;
+    // A third app login ends the oldest app session.
+    let app3 = gw.login_ok("alice", "app").await;
+    gw.assert_refused(&app1.access, "session_replaced").await;
+    gw.assert_passes(&app2).await;
+    gw.assert_passes(&app3).await;
+    // No platform header: the default platform (web) kicks web2.
+    let dflt = Pair::from_resp(&gw.login("alice", ALICE_PW).await);
+    assert_eq!(dflt.json["platform"], "web");
+    gw.assert_refused(&web2.access, "session_replaced").await;
+}
+
+async fn session_list_and_deleting_own_sessions(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let before = now();
+    let body = json!({"username": "alice", "password": ALICE_PW}).to_string();
+    let web = Pair::from_resp(
+        &gw.request(
+            "POST",
+            "/auth/login",
+            &[
+                ("content-type", "application/json"),
+                ("x-device-id", "laptop-1"),
+                ("user-agent", "TestBrowser/1.0"),
+            ],
+            Bytes::from(body),
+        )
+        .await,
+    );
+    let app = gw.login_ok("alice", "app").await;
+    let bob = gw.login_ok("bob", "web").await;
+    let ended = gw.login_ok("alice", "h5").await;
+    gw.with_token("POST", "/auth/logout", &ended.access).await;
+
+    let r = gw.with_token("GET", "/auth/sessions", &web.access).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let list = r.json()["sessions"].as_array().expect("sessions").clone();
+    assert_eq!(list.len(), 2, "active sessions only: {list:?}");
+    let find = |sid: &str| -> Value {
+        list.iter()
+            .find(|s| s["session_id"] == sid)
+            .unwrap_or_else(|| panic!("{sid} not listed: {list:?}"))
+            .clone()
+    };
+    let w = find(&web.sid);
+    assert_eq!(w["platform"], "web");
+    assert_eq!(w["device"], "laptop-1");
+    assert_eq!(w["user_agent"], "TestBrowser/1.0");
+    assert_eq!(w["ip"], "127.0.0.1");
+    assert_eq!(w["current"], true);
+    for k in ["created_at", "last_seen_at"] {
+        let t = w[k].as_u64().unwrap_or_else(|| panic!("{k}: {w}"));
+        assert!((before..=now()).contains(&t), "{k}: {w}");
+    }
+    let a = find(&app.sid);
+    assert_eq!(a["platform"], "app");
+    assert_eq!(a["current"], false);
+
+    // Someone else's session, an ended one, a made-up one: 404, nothing changes.
+    for id in [bob.sid.as_str(), ended.sid.as_str(), "nonsense", "MTAwMQ.AAAAAAAAAAAAAAAAAAAAAA"] {
+        let r = gw
+            .with_token("DELETE", &format!("/auth/sessions/{id}"), &web.access)
+            .await;
+        r.assert_error(404, "not_found");
+    }
+    gw.assert_passes(&bob).await;
+    // One's own other session: 204, and its tokens are dead.
+    let r = gw
+        .with_token("DELETE", &format!("/auth/sessions/{}", app.sid), &web.access)
+        .await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    gw.assert_refused(&app.access, "session_revoked").await;
+    gw.refresh(&app.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    gw.assert_passes(&web).await;
+    let r = gw.with_token("GET", "/auth/sessions", &web.access).await;
+    let list = r.json()["sessions"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["session_id"], web.sid.as_str());
+    // Without a token, or with a dead one.
+    gw.get("/auth/sessions", &[])
+        .await
+        .assert_error(401, "missing_token");
+    gw.with_token("GET", "/auth/sessions", &app.access)
+        .await
+        .assert_error(401, "session_revoked");
+    assert_eq!(gw.hits(), 2, "only the two assert_passes reached the upstream");
+}
+
+async fn verify_answers_identity_headers(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let p = gw.login_ok("alice", "app").await;
+    let r = gw.get_auth("/auth/verify", &p.access).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.header("x-user-id"), Some("1001"));
+    assert_eq!(r.header("x-user-name"), Some("alice"));
+    assert_eq!(r.header("x-tenant-id"), Some("acme"));
+    assert_eq!(r.header("x-user-roles"), Some("admin,ops"));
+    assert_eq!(r.header("x-session-id"), Some(p.sid.as_str()));
+    assert_eq!(r.header("x-user-platform"), Some("app"));
+    gw.get("/auth/verify", &[])
+        .await
+        .assert_error(401, "missing_token");
+    gw.get_auth("/auth/verify", "not.a.token")
+        .await
+        .assert_error(401, "invalid_token");
+    gw.with_token("POST", "/auth/logout", &p.access).await;
+    gw.get_auth("/auth/verify", &p.access)
+        .await
+        .assert_error(401, "session_revoked");
+    assert_eq!(gw.hits(), 0);
+}
+
+async fn jwks_is_404_for_hs256(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    gw.get("/.well-known/jwks.json", &[])
+        .await
+        .assert_error(404, "not_found");
+}
+
+async fn jwks_publishes_the_es256_key(store: StoreKind) {
+    fn keys(dir: &std::path::Path) {
+        authgate::tokens::keygen::keygen("ES256", dir).expect("keygen ES256");
+    }
+    let gw = gateway!(
+        store,
+        Setup::new().prepare(keys).token_base(
+            "algorithm = \"ES256\"\nprivate_key_file = \"private.pem\"\nkid = \"es1\""
+        )
+    );
+    let r = gw.get("/.well-known/jwks.json", &[]).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let jwks = r.json();
+    let keys = jwks["keys"].as_array().expect("keys");
+    let k = keys
+        .iter()
+        .find(|k| k["kid"] == "es1")
+        .unwrap_or_else(|| panic!("no key es1: {jwks}"));
+    assert_eq!(k["kty"], "EC");
+    assert_eq!(k["crv"], "P-256");
+    assert!(k.get("d").is_none(), "no private part: {k}");
+    // Tokens of a login are ES256 with that kid, and work.
+    let p = gw.login_ok("alice", "web").await;
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            p.access.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["kid"], "es1");
+    gw.assert_passes(&p).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin API
+// ---------------------------------------------------------------------------------------------
+
+async fn admin_api_lists_and_revokes_sessions(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let web = gw.login_ok("alice", "web").await;
+    let app = gw.login_ok("alice", "app").await;
+    let h5 = gw.login_ok("alice", "h5").await;
+    let bob = gw.login_ok("bob", "web").await;
+
+    let r = gw.admin_call("GET", "/readyz", None).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(gw.admin_call("GET", "/healthz", None).await.status, 200);
+
+    // Without the token, with a wrong one: 401, nothing revoked.
+    for token in [None, Some("wrong"), Some("")] {
+        for (m, path) in [
+            ("GET", "/admin/users/1001/sessions"),
+            ("DELETE", "/admin/users/1001/sessions"),
+            ("DELETE", &*format!("/admin/sessions/{}", web.sid)),
+        ] {
+            let r = gw.admin_call(m, path, token).await;
+            assert_eq!(r.status, 401, "{m} {path} {token:?}: {}", text(&r));
+        }
+    }
+    gw.assert_passes(&web).await;
+
+    let r = gw
+        .admin_call("GET", "/admin/users/1001/sessions", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let list = r.json()["sessions"].as_array().expect("sessions").clone();
+    let mut ids: Vec<&str> = list
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![web.sid.as_str(), app.sid.as_str(), h5.sid.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // One session by id: 204, then 404.
+    let path = format!("/admin/sessions/{}", h5.sid);
+    let r = gw.admin_call("DELETE", &path, Some(ADMIN_TOKEN)).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    gw.assert_refused(&h5.access, "session_revoked").await;
+    gw.admin_call("DELETE", &path, Some(ADMIN_TOKEN))
+        .await
+        .assert_error(404, "not_found");
+    gw.admin_call("DELETE", "/admin/sessions/nonsense", Some(ADMIN_TOKEN))
+        .await
+        .assert_error(404, "not_found");
+    gw.assert_passes(&web).await;
+
+    // All of a user's sessions: the count of those still active.
+    let r = gw
+        .admin_call("DELETE", "/admin/users/1001/sessions", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json(), json!({"revoked": 2}));
+    for p in [&web, &app] {
+        gw.assert_refused(&p.access, "session_revoked").await;
+        gw.refresh(&p.refresh)
+            .await
+            .assert_error(401, "invalid_refresh_token");
+    }
+    gw.assert_passes(&bob).await;
+    let r = gw
+        .admin_call("GET", "/admin/users/1001/sessions", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(r.json()["sessions"], json!([]));
+    let r = gw
+        .admin_call("DELETE", "/admin/users/1001/sessions", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(r.json(), json!({"revoked": 0}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream login backend
+// ---------------------------------------------------------------------------------------------
+
+/// The legacy application's login: 200 with bob's identity for the right body, 401 (with a
+/// header and body of its own) otherwise.
+async fn legacy_login() -> Upstream {
+    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (status, answer) = if v == json!({"username": "bob", "password": "legacy-pw"}) {
+            (
+                200,
+                r#"{"data":{"id":7,"username":"bob","roles":["ops"]}}"#,
+            )
+        } else {
+            (401, r#"{"code":40101,"msg":"bad password"}"#)
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-legacy", "yes")
+            .body(authgate::body::full(answer))
+            .unwrap()
+    })
+    .await
+}
+
+async fn upstream_login_backend(store: StoreKind) {
+    let legacy = legacy_login().await;
+    let login = format!(
+        "backend = \"upstream\"\nupstream_url = \"http://{}/api/login\"\n\
+         user_id_pointer = \"/data/id\"\nuser_name_pointer = \"/data/username\"\n\
+         roles_pointer = \"/data/roles\"",
+        legacy.addr
+    );
+    let gw = gateway!(
+        store,
+        Setup::new()
+            .login(&login)
+            .lockout("max_failures = 2\nwindow = \"1m\"")
+    );
+    let right = json!({"username": "bob", "password": "legacy-pw"}).to_string();
+    let r = gw
+        .post("/auth/login", Some(("x-platform", "app")), right.clone())
+        .await;
+    let p = Pair::from_resp(&r);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        p.json["upstream"],
+        json!({"data": {"id": 7, "username": "bob", "roles": ["ops"]}})
+    );
+    assert_eq!(p.json["user"], json!({"id": "7", "name": "bob"}));
+    assert_eq!(p.json["platform"], "app");
+    let seen = gw.get_auth("/api/x", &p.access).await;
+    assert_eq!(seen.seen("x-user-id"), ["7"]);
+    assert_eq!(seen.seen("x-user-roles"), ["ops"]);
+    assert_eq!(legacy.hits(), 1);
+
+    // A refusal of the legacy login is relayed as it is, and counts toward lock-out.
+    let wrong = json!({"username": "bob", "password": "nope"}).to_string();
+    for _ in 0..2 {
+        let r = gw.post("/auth/login", None, wrong.clone()).await;
+        assert_eq!(r.status, 401);
+        assert_eq!(&r.body[..], br#"{"code":40101,"msg":"bad password"}"#);
+        assert_eq!(r.header("x-legacy"), Some("yes"));
+    }
+    assert_eq!(legacy.hits(), 3);
+    let r = gw.post("/auth/login", None, right).await;
+    r.assert_error(429, "account_locked");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(legacy.hits(), 3, "a locked login never reaches the legacy login");
+    // The session from before the lock is unaffected.
+    gw.assert_passes(&p).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optional routes
+// ---------------------------------------------------------------------------------------------
+
+async fn optional_route_ignores_an_ended_session(store: StoreKind) {
+    let gw = gateway!(store, Setup::new());
+    let p = gw.login_ok("alice", "web").await;
+    let r = gw.get_auth("/optional/x", &p.access).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen("x-user-id"), ["1001"]);
+    assert_eq!(r.seen("x-session-id"), [p.sid.clone()]);
+    gw.with_token("POST", "/auth/logout", &p.access).await;
+    let r = gw
+        .get(
+            "/optional/x",
+            &[
+                ("authorization", &format!("Bearer {}", p.access)),
+                ("x-user-id", "1001"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "an ended session is ignored, not refused: {}", text(&r));
+    assert!(r.seen("x-user-id").is_empty(), "no identity: {}", text(&r));
+    assert!(r.seen("x-session-id").is_empty());
+    // Kicked out too.
+    let a = gw.login_ok("alice", "app").await;
+    gw.login_ok("alice", "app").await;
+    let r = gw.get_auth("/optional/x", &a.access).await;
+    assert_eq!(r.status, 200);
+    assert!(r.seen("x-user-id").is_empty());
+}
