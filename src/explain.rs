@@ -43,10 +43,14 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
     if let Some(q) = query {
         writeln!(out, "query:      {q} (never used for matching; forwarded as is)")?;
     }
-    let route = match cfg.routes.find(&canonical, &method) {
+    let why = cfg.routes.explain(&canonical, &method);
+    for line in why.to_string().lines().skip(1) {
+        writeln!(out, "            {}", line.trim_start())?;
+    }
+    let route = match why.outcome {
         RouteMatch::Found(r) => r,
         RouteMatch::MethodNotAllowed(r) => {
-            writeln!(out, "route:      routes[{}] {} matches the path but not {method}", r.index, r.label)?;
+            writeln!(out, "route:      {r} matches the path but does not list {method}")?;
             return writeln!(out, "refused:    405 method_not_allowed");
         }
         RouteMatch::NotFound => {
@@ -54,7 +58,7 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
             return writeln!(out, "refused:    404 no_route");
         }
     };
-    writeln!(out, "route:      routes[{}] {}", route.index, route.label)?;
+    writeln!(out, "route:      {route}")?;
     let up = &cfg.upstreams[route.upstream];
     let urls: Vec<String> = up.targets.iter().map(|t| format!("http://{}{}", t.authority, t.base_path)).collect();
     let fwd = route.forward_path(&canonical);

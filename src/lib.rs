@@ -7,16 +7,23 @@
 //! and theft detection, logout, per-platform sessions).
 //!
 //! # Layout
+//! - [`app`]: the shared state: the live config snapshot (`ArcSwap`), the session store,
+//!   the silent-refresh cache, the registry of open streams.
 //! - [`config`]: `gateway.toml` → validated [`config::Config`]; live reload.
 //! - [`server`]: listeners, TLS, connection limits, graceful shutdown.
 //! - [`pipeline`]: one request through its phases: [`pipeline::path`] (canonicalise),
 //!   [`pipeline::route`] (match), [`pipeline::token`] (extract + verify),
 //!   [`pipeline::identity`] (strip + inject), [`pipeline::refresh`] (silent refresh),
-//!   [`pipeline::cors`].
+//!   [`pipeline::cors`], [`pipeline::live_streams`] (close a session's streams when it ends).
 //! - [`proxy`]: the upstream client: pool, round robin, hop-by-hop headers, X-Forwarded-*.
 //! - [`tokens`]: key ring, verification, minting, JWKS, keygen.
-//! - [`session`]: the session store (memory, Redis).
+//! - [`session`]: the session store (memory, Redis): sessions, refresh rotation, kick-out,
+//!   lock-out counters, revocation broadcast.
+//! - [`login`]: credential backends (users file with Argon2id, the legacy app's own login),
+//!   lock-out policy and the per-IP flood guard.
 //! - [`endpoints`]: the gateway's own `/auth/*` endpoints and the admin listener.
+//! - [`audit`]: one JSON line per security event.
+//! - [`explain`]: `authgate explain`.
 //! - [`error`]: [`error::GatewayError`] and its one mapping to HTTP.
 //! - [`body`]: the streaming body type used throughout.
 //! - [`demo`]: `authgate demo`'s echo upstream and config.

@@ -186,7 +186,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool, protected: imp
         if let Ok(v) = v.to_str() {
             for t in v.split(',') {
                 if let Ok(name) = HeaderName::from_bytes(t.trim().as_bytes()) {
-                    if !protected(&name) && !(websocket && name == header::UPGRADE) {
+                    if !(protected(&name) || websocket && name == header::UPGRADE) {
                         named.push(name);
                     }
                 }

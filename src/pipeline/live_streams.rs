@@ -21,11 +21,14 @@ use crate::app::{now, App};
 use crate::body::BodyError;
 use crate::session::{SessionCheck, RECHECK_ALL};
 
+/// The open streams of one session: registration number and a weak handle.
+type Streams = Vec<(u64, Weak<Entry>)>;
+
 /// The streams of every session with one open.
 #[derive(Default)]
 pub struct Registry {
     next: AtomicU64,
-    by_session: Mutex<HashMap<Box<str>, Vec<(u64, Weak<Entry>)>>>,
+    by_session: Mutex<HashMap<Box<str>, Streams>>,
 }
 
 /// One registered stream: user and session, and the bell that ends it.

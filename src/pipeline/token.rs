@@ -73,7 +73,7 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         .map(|s| {
             s.split(';')
                 .map(str::trim)
-                .filter(|p| p.split_once('=').map_or(true, |(k, _)| k.trim() != name))
+                .filter(|p| p.split_once('=').is_none_or(|(k, _)| k.trim() != name))
                 .collect::<Vec<_>>()
                 .join("; ")
         })
@@ -102,7 +102,8 @@ mod tests {
     #[test]
     fn extract_table() {
         let bad = Err(AMBIGUOUS);
-        let cases: Vec<(HeaderMap, Option<&str>, Result<Option<&str>, GatewayError>)> = vec![
+        type Case<'a> = (HeaderMap, Option<&'a str>, Result<Option<&'a str>, GatewayError>);
+        let cases: Vec<Case<'_>> = vec![
             (hm(&[]), None, Ok(None)),
             (hm(&[("authorization", "Bearer abc")]), None, Ok(Some("abc"))),
             (hm(&[("authorization", "bearer   abc ")]), None, Ok(Some("abc"))),

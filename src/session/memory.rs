@@ -25,7 +25,7 @@ use super::ids::{
 use super::record::{self, get_u32, set_u32, t32, Entry};
 use super::{
     is_ancestor, unix_now, Created, EndReason, Lifetimes, NewSession, RefreshOutcome, Session,
-    SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER,
+    SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
 };
 
 const SHARDS: usize = 64;
@@ -205,8 +205,22 @@ impl MemoryStore {
                     kicked.push(s.id);
                 }
             }
-            entries.push(rec);
-            map.insert(key, entries.concat().into_boxed_slice());
+            // Forget the oldest tombstones beyond the limit.
+            let mut dead: Vec<usize> = (0..entries.len())
+                .filter(|&i| Entry(&entries[i]).state() != record::STATE_ACTIVE)
+                .collect();
+            dead.sort_by_key(|&i| (Entry(&entries[i]).expires(), i));
+            let excess = dead.len().saturating_sub(MAX_TOMBSTONES_PER_USER as usize);
+            let forget = &dead[..excess];
+            let mut blob =
+                Vec::with_capacity(entries.iter().map(Vec::len).sum::<usize>() + rec.len());
+            for (i, e) in entries.iter().enumerate() {
+                if !forget.contains(&i) {
+                    blob.extend_from_slice(e);
+                }
+            }
+            blob.extend_from_slice(&rec);
+            map.insert(key, blob.into_boxed_slice());
             self.inner.active.fetch_add(1, Ordering::Relaxed);
         }
         self.publish(kicked.iter().cloned());

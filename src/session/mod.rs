@@ -54,6 +54,11 @@ pub const RECHECK_ALL: &str = "*";
 /// without a `max_sessions` limit.
 pub const MAX_SESSIONS_PER_USER: u32 = 100;
 
+/// At most this many ended sessions (tombstones) are remembered per user; a login beyond it
+/// forgets the oldest (whose tokens then answer `session_revoked` rather than
+/// `session_replaced`). Keeps a login loop from growing a user's record.
+pub const MAX_TOMBSTONES_PER_USER: u32 = 32;
+
 /// Rotations a presented old refresh token is walked forward to tell a genuine old token
 /// (theft: the session is ended) from a forged one naming a known session id (invalid: nothing
 /// happens). Older genuine tokens are treated as invalid. About 0.1 ms of HMAC at most.

@@ -47,7 +47,7 @@ use super::ids::{
 use super::record::{self, Entry};
 use super::{
     is_ancestor, Created, EndReason, Lifetimes, NewSession, RefreshOutcome, Session, SessionCheck,
-    StoreError, StoreSettings, MAX_SESSIONS_PER_USER, RECHECK_ALL,
+    StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER, RECHECK_ALL,
 };
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -359,7 +359,8 @@ impl RedisStore {
             .arg(self.tomb())
             .arg(&self.inner.channel)
             .arg(&prefix)
-            .arg(MAX_SESSIONS_PER_USER);
+            .arg(MAX_SESSIONS_PER_USER)
+            .arg(MAX_TOMBSTONES_PER_USER);
         let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
         let mut kicked = Vec::with_capacity(out.len() / 2);
         let mut deltas = vec![(u64::from(record::t32(expires)), 1)];

@@ -156,6 +156,7 @@ both_stores! {
     idle_expiry,
     max_lifetime_caps_refreshes,
     tombstones_answer_replaced_then_go,
+    tombstones_are_bounded,
     lockout_counters,
     revocations_are_broadcast,
     active_count_follows_changes,
@@ -755,6 +756,29 @@ async fn tombstones_answer_replaced_then_go(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(s.get("u", &a.session.id).await.unwrap(), None);
+}
+
+async fn tombstones_are_bounded(f: Fixture) {
+    let s = &f.store;
+    let t = unix_now();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+        ids.push(c.session.id);
+    }
+    // 39 ended, the 32 most recent remembered.
+    let tomb = MAX_TOMBSTONES_PER_USER as usize;
+    for (i, id) in ids.iter().enumerate() {
+        let got = s.get("u", id).await.unwrap().map(|x| x.state);
+        let expected = if i == 39 {
+            Some(SessionState::Active)
+        } else if i >= 39 - tomb {
+            Some(SessionState::Ended(EndReason::Replaced))
+        } else {
+            None
+        };
+        assert_eq!(got, expected, "session {i}");
+    }
 }
 
 async fn lockout_counters(f: Fixture) {

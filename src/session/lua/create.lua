@@ -1,7 +1,7 @@
 -- Creates a session and ends the oldest active ones of the same platform beyond the limit.
 -- KEYS[1] the user's key
 -- ARGV: now, new record, max per platform (0: none), tombstone ttl, channel, sid prefix,
---       max per user
+--       max per user, max tombstones per user
 -- Returns {sid, old expiry, ...} of the sessions ended (reason replaced), oldest first.
 local now, new, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local tomb, channel, prefix, cap = tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -31,6 +31,22 @@ for i, e in ipairs(list) do
 end
 table.sort(all, older)
 for j = 1, #all + 1 - cap do kick(all[j]) end
-list[#list + 1] = new
-save(KEYS[1], list, now)
+-- Forget the oldest tombstones beyond the limit.
+local dead = {}
+for i, e in ipairs(list) do
+  if state(e) ~= 0 and u32(e, EXPIRES) > now then dead[#dead + 1] = i end
+end
+table.sort(dead, function(a, b)
+  local xa, xb = u32(list[a], EXPIRES), u32(list[b], EXPIRES)
+  if xa ~= xb then return xa < xb end
+  return a < b
+end)
+local forget = {}
+for j = 1, #dead - tonumber(ARGV[8]) do forget[dead[j]] = true end
+local kept = {}
+for i, e in ipairs(list) do
+  if not forget[i] then kept[#kept + 1] = e end
+end
+kept[#kept + 1] = new
+save(KEYS[1], kept, now)
 return out
