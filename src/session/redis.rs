@@ -3,10 +3,11 @@
 //!
 //! # Key layout (`<p>` is `key_prefix`, default `authgate:`)
 //! - `<p>{u:<user_id>}`: a string holding all of one user's session records back to back
-//!   (`record.rs`; ~220 bytes per session with a browser user agent). Its TTL is the latest
-//!   expiry among them. One key per user (not a hash per session plus an index) because that
-//!   is what meets the memory target: see `record.rs`. The hash tag keeps anything added for a
-//!   user later on the same cluster slot.
+//!   (`record.rs`; ~390 bytes of Redis memory per session with a browser user agent, key
+//!   included). Its TTL is the latest expiry among them. One key per user (not a hash per
+//!   session plus an index) because that is what meets the memory target: see `record.rs`.
+//!   The hash tag keeps anything added for a user later on the same cluster slot. The hot-path
+//!   check is one `GET` of it, decoded here (a user has a handful of records).
 //! - `<p>lock:<key>`: failed logins (`lock:u:<username>`, `lock:ip:<ip>`), a hash
 //!   `{n: count, e: window end}`, TTL the window.
 //! - `<p>locked:<key>`: lock-out, value the Unix second it ends, TTL the lock duration.
@@ -29,6 +30,11 @@
 //! fast with [`StoreError::Unavailable`], and they work again once it is back, without
 //! recreating the store. The revocation subscriber is a task of its own that resubscribes with
 //! backoff and announces [`RECHECK_ALL`] after a gap.
+//!
+//! A response lost to a timeout may still have been applied (a rotation, say): that is why a
+//! refresh token retried within the grace gets the same successor, and why a store error is
+//! never treated as a failed login or a theft. Sessions outlive a Redis restart only if Redis
+//! persists its data (RDB or AOF); that is Redis's configuration, not ours.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1200,3 +1200,46 @@ async fn last_seen_moves_on_checks() {
         }
     }
 }
+
+/// `cargo test --release --lib check_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn check_throughput() {
+    let mut fixtures = vec![Fixture::memory()];
+    fixtures.extend(Fixture::redis().await);
+    for f in fixtures {
+        let t = unix_now();
+        let mut ids = Vec::new();
+        for i in 0..1000 {
+            let c = f
+                .store
+                .create(browser_session(i), Some(1), life(), t)
+                .await
+                .unwrap();
+            ids.push((c.session.user_id, c.session.id));
+        }
+        let ids = std::sync::Arc::new(ids);
+        let n = 200_000usize;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|k| {
+                let (s, ids) = (f.store.clone(), ids.clone());
+                tokio::spawn(async move {
+                    for i in (k..n).step_by(64) {
+                        let (u, id) = &ids[i % ids.len()];
+                        assert_eq!(s.check(u, id, t).await.unwrap(), SessionCheck::Active);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let el = started.elapsed();
+        println!(
+            "{}: {n} checks, 64 concurrent, in {el:?}: {:.0}/s",
+            f.store.kind(),
+            n as f64 / el.as_secs_f64()
+        );
+    }
+}

@@ -14,3 +14,4 @@ mod refresh;
 mod routes;
 mod tokens;
 mod websocket;
+mod tls_reload;

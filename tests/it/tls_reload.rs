@@ -1,0 +1,228 @@
+//! TLS termination (ALPN h2 and http/1.1) and live reload (admin API, file change, bad file).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::support::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+fn connector(alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    let ca = CertificateDer::from_pem_file(fixture("ca.pem")).expect("test CA");
+    roots.add(ca).expect("CA accepted");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+async fn tls_gateway() -> Gateway {
+    let conf = Conf::new().server(&format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}",
+        fixture("cert.pem"),
+        fixture("key.pem")
+    ));
+    Gateway::start(conf).await
+}
+
+#[tokio::test]
+async fn tls_negotiates_h2_by_alpn_and_proxies() {
+    let gw = tls_gateway().await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector(&[b"h2", b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let token = gw.mint(&alice());
+    let req = Request::get("https://localhost/api/x")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.expect("h2 request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["headers"]["x-user-id"][0], "1001");
+    assert_eq!(body["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(
+        body["version"], "HTTP/1.1",
+        "the upstream is spoken to in HTTP/1.1"
+    );
+}
+
+#[tokio::test]
+async fn tls_serves_http1_clients() {
+    let gw = tls_gateway().await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector(&[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/api/x")
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "TLS does not bypass auth"
+    );
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+const RELOAD_SECRET: &str = "reload-test-secret-0123456789abcdef";
+
+fn reload_config(upstream: std::net::SocketAddr, public_prefix: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+admin_token_env = "T_RELOAD_ADMIN"
+
+[token]
+algorithm = "HS256"
+secret_env = "T_RELOAD_SECRET"
+
+[session]
+mode = "stateless"
+
+[login]
+backend = "none"
+
+[[upstreams]]
+name = "up"
+urls = ["http://{upstream}"]
+
+[[routes]]
+path = "{public_prefix}"
+upstream = "up"
+auth = "public"
+
+[[routes]]
+path = "/"
+upstream = "up"
+auth = "required"
+"#
+    )
+}
+
+/// A gateway started from a real file (so reload reads the file again).
+async fn file_gateway(dir: &Path, upstream: &Upstream) -> (authgate::server::Handle, PathBuf) {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, reload_config(upstream.addr, "/public")).unwrap();
+    set_env();
+    let loaded = authgate::config::load(&path).expect("config loads");
+    let app = authgate::app::App::new(loaded.config);
+    let handle = authgate::server::start(app).await.unwrap();
+    (handle, path)
+}
+
+fn set_env() {
+    // These names are used by this module alone, and always set to the same values.
+    std::env::set_var("T_RELOAD_SECRET", RELOAD_SECRET);
+    std::env::set_var("T_RELOAD_ADMIN", "reload-admin-token");
+}
+
+#[tokio::test]
+async fn admin_reload_swaps_routes_and_a_bad_file_changes_nothing() {
+    let upstream = Upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, path) = file_gateway(dir.path(), &upstream).await;
+    let gw = Probe::new(handle.addr);
+    let admin = Probe::new(handle.admin_addr.unwrap());
+    let auth = [("authorization", "Bearer reload-admin-token")];
+    assert_eq!(gw.get("/docs/x", &[]).await.status, 401);
+
+    std::fs::write(&path, reload_config(upstream.addr, "/docs")).unwrap();
+    let r = admin
+        .request("POST", "/admin/reload", &auth, Bytes::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        gw.get("/docs/x", &[]).await.status,
+        200,
+        "the new public route serves"
+    );
+    assert_eq!(
+        gw.get("/public/x", &[]).await.status,
+        401,
+        "the old one is gone"
+    );
+
+    std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
+    let r = admin
+        .request("POST", "/admin/reload", &auth, Bytes::new())
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("server.listen"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        gw.get("/docs/x", &[]).await.status,
+        200,
+        "the old config keeps serving"
+    );
+
+    let r = admin
+        .request("POST", "/admin/reload", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 401, "reload needs the admin token");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_file_is_picked_up_without_a_signal() {
+    let upstream = Upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, path) = file_gateway(dir.path(), &upstream).await;
+    authgate::config::reload::spawn(handle.app.clone(), path.clone());
+    let gw = Probe::new(handle.addr);
+    assert_eq!(gw.get("/docs/x", &[]).await.status, 401);
+    // Editors replace the file by renaming a new one over it.
+    let tmp = dir.path().join(".gateway.toml.swp");
+    std::fs::write(&tmp, reload_config(upstream.addr, "/docs")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    // The watcher debounces for 200 ms; poll the observable effect, bounded.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = gw.get("/docs/x", &[]).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the renamed-in file was reloaded");
+    handle.shutdown().await;
+}
