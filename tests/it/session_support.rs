@@ -276,7 +276,6 @@ impl Pair {
 
 /// A running gateway with the session store `kind`, in front of an echo upstream.
 pub struct Gw {
-    pub kind: StoreKind,
     pub probe: Probe,
     pub admin: Probe,
     pub upstream: Upstream,
@@ -320,7 +319,6 @@ impl Gw {
         let text = setup.render(upstream.addr, store);
         let (app, handle) = launch(&text, dir.path()).await;
         Some(Gw {
-            kind,
             probe: Probe::new(handle.addr),
             admin: Probe::new(handle.admin_addr.expect("admin listener")),
             upstream,
