@@ -13,10 +13,13 @@ use http::HeaderValue;
 use crate::config::{Config, StoreKind};
 use crate::login::lockout::{FloodGuard, Lockout};
 use crate::login::Authenticator;
-use crate::session::{Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError, StoreSettings};
 use crate::pipeline::live_streams::{self, Registry};
 use crate::pipeline::refresh::SilentRefresher;
 use crate::proxy::UpstreamClient;
+use crate::session::{
+    Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError,
+    StoreSettings,
+};
 
 /// One validated config with everything built from it (upstream clients, prebuilt values).
 pub struct Live {
@@ -41,9 +44,18 @@ impl Live {
             .unwrap_or(HeaderValue::from_static("refresh-token"));
         let login = Authenticator::new(&config.login);
         let lockout = Lockout::new(&config.login.lockout);
-        let lifetimes =
-            Lifetimes { refresh_ttl: config.token.refresh_ttl, max_lifetime: config.token.max_lifetime };
-        Self { config, upstreams, expose_refresh, login, lockout, lifetimes }
+        let lifetimes = Lifetimes {
+            refresh_ttl: config.token.refresh_ttl,
+            max_lifetime: config.token.max_lifetime,
+        };
+        Self {
+            config,
+            upstreams,
+            expose_refresh,
+            login,
+            lockout,
+            lifetimes,
+        }
     }
 }
 
@@ -122,12 +134,17 @@ async fn open_store(config: &Config) -> Result<SessionStore, StoreError> {
             } else {
                 RedisTarget::Cluster(s.redis_cluster.clone())
             };
-            RedisStore::connect(target, &s.key_prefix, settings, Duration::from_secs(1)).await?.into()
+            RedisStore::connect(target, &s.key_prefix, settings, Duration::from_secs(1))
+                .await?
+                .into()
         }
     })
 }
 
 /// Unix seconds now.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

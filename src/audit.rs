@@ -79,7 +79,12 @@ mod tests {
     fn line_has_every_field() {
         let l = line(
             Event::TokenTheftDetected,
-            &Subject { user_id: Some("1001"), session_id: Some("s"), platform: Some("web"), ip: Some("192.0.2.1".parse().unwrap()) },
+            &Subject {
+                user_id: Some("1001"),
+                session_id: Some("s"),
+                platform: Some("web"),
+                ip: Some("192.0.2.1".parse().unwrap()),
+            },
             42,
         );
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();

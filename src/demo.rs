@@ -27,10 +27,15 @@ pub async fn spawn_echo(addr: SocketAddr) -> io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move { Ok::<_, Infallible>(echo(req)) });
+                let svc =
+                    service_fn(
+                        |req: Request<Incoming>| async move { Ok::<_, Infallible>(echo(req)) },
+                    );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
@@ -43,7 +48,10 @@ pub async fn spawn_echo(addr: SocketAddr) -> io::Result<SocketAddr> {
 fn echo(req: Request<Incoming>) -> Response<Body> {
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in req.headers() {
-        headers.entry(k.as_str().to_owned()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        headers
+            .entry(k.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     let body = serde_json::json!({
         "upstream": "authgate-demo-echo",
@@ -54,7 +62,10 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
         "headers": headers,
     });
     let mut resp = Response::new(full(body.to_string()));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -75,19 +86,25 @@ pub const DEMO_PASSWORD: &str = "wonderland-demo-42";
 
 /// Starts the echo upstream and a gateway in front of it.
 pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoError> {
-    let err = |what: &'static str| move |e: &dyn std::fmt::Display| DemoError(format!("{what}: {e}"));
-    let echo = spawn_echo(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| err("echo upstream")(&e))?;
+    let err =
+        |what: &'static str| move |e: &dyn std::fmt::Display| DemoError(format!("{what}: {e}"));
+    let echo = spawn_echo(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| err("echo upstream")(&e))?;
     let mut secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| DemoError("no randomness for the demo secret".into()))?;
+    aws_lc_rs::rand::fill(&mut secret)
+        .map_err(|_| DemoError("no randomness for the demo secret".into()))?;
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     // The users file lives in a private temporary folder for the life of the demo.
     let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| err("temporary folder")(&e))?;
-    let hash = crate::tokens::keygen::hash_password(DEMO_PASSWORD).map_err(|e| err("hashing the demo password")(&e))?;
+    let hash = crate::tokens::keygen::hash_password(DEMO_PASSWORD)
+        .map_err(|e| err("hashing the demo password")(&e))?;
     let users = format!(
         "[[users]]\nid = \"1001\"\nusername = \"{DEMO_USER}\"\npassword_hash = \"{hash}\"\ntenant = \"acme\"\nroles = [\"admin\"]\n"
     );
-    std::fs::write(dir.join("users.toml"), users).map_err(|e| err("writing the demo users file")(&e))?;
+    std::fs::write(dir.join("users.toml"), users)
+        .map_err(|e| err("writing the demo users file")(&e))?;
     let text = format!(
         r#"
 [server]
@@ -141,7 +158,11 @@ auth = "required"
         ip: "127.0.0.1".into(),
         user_agent: None,
     };
-    let created = app.store.create(new, None, live.lifetimes, t).await.map_err(|e| err("demo session")(&e))?;
+    let created = app
+        .store
+        .create(new, None, live.lifetimes, t)
+        .await
+        .map_err(|e| err("demo session")(&e))?;
     let id = AccessIdentity {
         sub: "1001".into(),
         name: Some(DEMO_USER.into()),
@@ -150,9 +171,16 @@ auth = "required"
         tenant: Some("acme".into()),
         roles: Some(vec!["admin".into()]),
     };
-    let (near_expiry, _) = live.config.token.keys.mint(&id, aged).map_err(|e| err("minting the demo token")(&e))?;
+    let (near_expiry, _) = live
+        .config
+        .token
+        .keys
+        .mint(&id, aged)
+        .map_err(|e| err("minting the demo token")(&e))?;
     drop(live);
-    let handle = crate::server::start(app).await.map_err(|e| DemoError(format!("binding {listen} / {admin}: {e}")))?;
+    let handle = crate::server::start(app)
+        .await
+        .map_err(|e| DemoError(format!("binding {listen} / {admin}: {e}")))?;
     let base = format!("http://{}", handle.addr);
     let walkthrough = format!(
         r#"authgate demo
@@ -196,5 +224,8 @@ curl -si --path-as-is '{base}/public/../api/orders' | head -1
 Ctrl-C stops the demo.
 "#
     );
-    Ok(Demo { handle, walkthrough })
+    Ok(Demo {
+        handle,
+        walkthrough,
+    })
 }

@@ -29,7 +29,9 @@ pub enum GatewayError {
     MethodNotAllowed,
     PayloadTooLarge,
     HeadersTooLarge,
-    AccountLocked { retry_after: Duration },
+    AccountLocked {
+        retry_after: Duration,
+    },
     /// The per-IP login flood guard refused the attempt.
     RateLimited,
     /// Every password-hashing slot stayed busy: 503 with Retry-After.
@@ -48,8 +50,9 @@ impl GatewayError {
         match self {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             MissingToken | InvalidToken | TokenExpired | SessionRevoked | SessionReplaced
-            | InvalidCredentials | InvalidRefreshToken | TokenTheftDetected
-            | AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            | InvalidCredentials | InvalidRefreshToken | TokenTheftDetected | AdminUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             Forbidden => StatusCode::FORBIDDEN,
             NoRoute | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -129,7 +132,10 @@ impl GatewayError {
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status() == StatusCode::UNAUTHORIZED {
             let v = if matches!(self, GatewayError::MissingToken) {
@@ -144,7 +150,9 @@ impl GatewayError {
                 let secs = retry_after.as_secs().max(1);
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            GatewayError::StoreUnavailable | GatewayError::RateLimited | GatewayError::LoginBusy => {
+            GatewayError::StoreUnavailable
+            | GatewayError::RateLimited
+            | GatewayError::LoginBusy => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -182,7 +190,11 @@ mod tests {
             let r = e.into_response();
             assert_eq!(r.status(), 401);
             let www = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-            let want = if missing { "invalid_request" } else { "invalid_token" };
+            let want = if missing {
+                "invalid_request"
+            } else {
+                "invalid_token"
+            };
             assert!(www.contains(want), "{code}: {www}");
             assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         }
@@ -190,7 +202,10 @@ mod tests {
 
     #[test]
     fn retry_after_on_429_and_503() {
-        let r = GatewayError::AccountLocked { retry_after: Duration::from_secs(90) }.into_response();
+        let r = GatewayError::AccountLocked {
+            retry_after: Duration::from_secs(90),
+        }
+        .into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "90");
         let r = GatewayError::StoreUnavailable.into_response();
         assert_eq!(r.status(), 503);

@@ -32,7 +32,11 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
         return writeln!(out, "refused:    400 bad_request (not an HTTP method)");
     };
     if raw_path == cfg.login.prefix || raw_path.starts_with(&format!("{}/", cfg.login.prefix)) {
-        writeln!(out, "endpoint:   the gateway's own endpoint under login.prefix {:?}; not proxied", cfg.login.prefix)?;
+        writeln!(
+            out,
+            "endpoint:   the gateway's own endpoint under login.prefix {:?}; not proxied",
+            cfg.login.prefix
+        )?;
         return Ok(());
     }
     let canonical = match path::canonicalize(raw_path) {
@@ -41,7 +45,10 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
     };
     writeln!(out, "canonical:  {canonical}")?;
     if let Some(q) = query {
-        writeln!(out, "query:      {q} (never used for matching; forwarded as is)")?;
+        writeln!(
+            out,
+            "query:      {q} (never used for matching; forwarded as is)"
+        )?;
     }
     let why = cfg.routes.explain(&canonical, &method);
     for line in why.to_string().lines().skip(1) {
@@ -50,19 +57,37 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
     let route = match why.outcome {
         RouteMatch::Found(r) => r,
         RouteMatch::MethodNotAllowed(r) => {
-            writeln!(out, "route:      {r} matches the path but does not list {method}")?;
+            writeln!(
+                out,
+                "route:      {r} matches the path but does not list {method}"
+            )?;
             return writeln!(out, "refused:    405 method_not_allowed");
         }
         RouteMatch::NotFound => {
-            writeln!(out, "route:      none of the {} routes matches", cfg.routes.routes().len())?;
+            writeln!(
+                out,
+                "route:      none of the {} routes matches",
+                cfg.routes.routes().len()
+            )?;
             return writeln!(out, "refused:    404 no_route");
         }
     };
     writeln!(out, "route:      {route}")?;
     let up = &cfg.upstreams[route.upstream];
-    let urls: Vec<String> = up.targets.iter().map(|t| format!("http://{}{}", t.authority, t.base_path)).collect();
+    let urls: Vec<String> = up
+        .targets
+        .iter()
+        .map(|t| format!("http://{}{}", t.authority, t.base_path))
+        .collect();
     let fwd = route.forward_path(&canonical);
-    writeln!(out, "upstream:   {} ({}) receives {}{}", up.name, urls.join(", "), fwd, query.map(|q| format!("?{q}")).unwrap_or_default())?;
+    writeln!(
+        out,
+        "upstream:   {} ({}) receives {}{}",
+        up.name,
+        urls.join(", "),
+        fwd,
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    )?;
     match route.auth {
         AuthMode::Public => {
             writeln!(out, "auth:       public: forwarded without a token; identity headers from the client are removed")?;
@@ -75,15 +100,31 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
                 SessionMode::Stateful => ", then its session must be active",
                 SessionMode::Stateless => "",
             };
-            writeln!(out, "auth:       required: a valid access token (Authorization: Bearer{}){session}", cfg.token.cookie.as_ref().map(|c| format!(" or cookie {c:?}")).unwrap_or_default())?;
+            writeln!(
+                out,
+                "auth:       required: a valid access token (Authorization: Bearer{}){session}",
+                cfg.token
+                    .cookie
+                    .as_ref()
+                    .map(|c| format!(" or cookie {c:?}"))
+                    .unwrap_or_default()
+            )?;
             writeln!(out, "refused:    without a token 401 missing_token; bad token 401 invalid_token; expired 401 token_expired")?;
         }
     }
     if !route.require_roles.is_empty() {
-        writeln!(out, "requires:   one of the roles {:?}, else 403 forbidden", route.require_roles)?;
+        writeln!(
+            out,
+            "requires:   one of the roles {:?}, else 403 forbidden",
+            route.require_roles
+        )?;
     }
     if !route.require_tenants.is_empty() {
-        writeln!(out, "requires:   one of the tenants {:?}, else 403 forbidden", route.require_tenants)?;
+        writeln!(
+            out,
+            "requires:   one of the tenants {:?}, else 403 forbidden",
+            route.require_tenants
+        )?;
     }
     Ok(())
 }

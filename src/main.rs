@@ -12,10 +12,19 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "authgate", version, about = "A reverse-proxy authentication gateway for legacy backends")]
+#[command(
+    name = "authgate",
+    version,
+    about = "A reverse-proxy authentication gateway for legacy backends"
+)]
 struct Cli {
     /// The config file.
-    #[arg(short = 'c', long = "config", global = true, default_value = "gateway.toml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "gateway.toml"
+    )]
     config: PathBuf,
     /// Log format on stderr (default: text on a terminal, json otherwise).
     #[arg(long, global = true, value_enum)]
@@ -66,11 +75,18 @@ fn main() -> ExitCode {
     let result = match cli.cmd.unwrap_or(Cmd::Run) {
         Cmd::Run => run(&cli.config),
         Cmd::Check => check(&cli.config),
-        Cmd::Demo { listen, admin_listen } => demo(listen, admin_listen),
+        Cmd::Demo {
+            listen,
+            admin_listen,
+        } => demo(listen, admin_listen),
         Cmd::HashPassword => hash_password(),
         Cmd::Keygen { alg, out } => authgate::tokens::keygen::keygen(&alg, &out)
             .map(|()| {
-                println!("wrote {} and {}", out.join("private.pem").display(), out.join("public.pem").display());
+                println!(
+                    "wrote {} and {}",
+                    out.join("private.pem").display(),
+                    out.join("public.pem").display()
+                );
             })
             .map_err(anyhow::Error::from),
         Cmd::Explain { method, url } => explain(&cli.config, &method, &url),
@@ -92,7 +108,9 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -110,7 +128,10 @@ fn load(path: &Path) -> anyhow::Result<authgate::config::Loaded> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
@@ -119,8 +140,12 @@ fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     runtime()?.block_on(async {
-        let app = authgate::app::App::build(loaded.config).await.context("opening the session store")?;
-        let handle = authgate::server::start(app.clone()).await.context("binding the listeners")?;
+        let app = authgate::app::App::build(loaded.config)
+            .await
+            .context("opening the session store")?;
+        let handle = authgate::server::start(app.clone())
+            .await
+            .context("binding the listeners")?;
         authgate::config::reload::spawn(app, path.to_path_buf());
         handle.run_until_signal().await;
         Ok(())
@@ -147,8 +172,13 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
 
 fn hash_password() -> anyhow::Result<()> {
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).context("reading the password from stdin")?;
-    let password = input.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&input);
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password from stdin")?;
+    let password = input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&input);
     anyhow::ensure!(!password.is_empty(), "empty password on stdin");
     println!("{}", authgate::tokens::keygen::hash_password(password)?);
     Ok(())
@@ -156,6 +186,9 @@ fn hash_password() -> anyhow::Result<()> {
 
 fn explain(path: &Path, method: &str, url: &str) -> anyhow::Result<()> {
     let loaded = load(path)?;
-    print!("{}", authgate::explain::explain(&loaded.config, method, url));
+    print!(
+        "{}",
+        authgate::explain::explain(&loaded.config, method, url)
+    );
     Ok(())
 }

@@ -116,7 +116,10 @@ impl UpstreamClient {
     /// The absolute URI to send for a forwarded path and query.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Uri {
         let mut s = String::with_capacity(
-            self.scheme_authority.len() + self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+            self.scheme_authority.len()
+                + self.base_path.len()
+                + path.len()
+                + query.map_or(0, |q| q.len() + 1),
         );
         // The bytes came from a String in `new`.
         s.push_str(std::str::from_utf8(&self.scheme_authority).unwrap_or("http://invalid"));
@@ -180,7 +183,11 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers: the fixed list, `Proxy-*`, and every header named in
 /// `Connection` unless `protected` says the gateway sets it itself. `Upgrade` survives only
 /// for a WebSocket upgrade, which keeps `Connection: upgrade` too.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool, protected: impl Fn(&HeaderName) -> bool) {
+pub fn strip_hop_by_hop(
+    headers: &mut HeaderMap,
+    websocket: bool,
+    protected: impl Fn(&HeaderName) -> bool,
+) {
     let mut named: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::CONNECTION).iter() {
         if let Ok(v) = v.to_str() {
@@ -204,8 +211,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool, protected: imp
     } else {
         headers.remove(header::UPGRADE);
     }
-    let proxy: Vec<HeaderName> =
-        headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
     for n in proxy {
         headers.remove(n);
     }
@@ -242,26 +252,45 @@ pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> 
             }
         }
     }
-    ClientAddr { peer: peer_ip, client, peer_trusted }
+    ClientAddr {
+        peer: peer_ip,
+        client,
+        peer_trusted,
+    }
 }
 
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` (and `X-Real-IP`): extended from a trusted
 /// peer, replaced from anyone else. `Forwarded` from an untrusted peer is dropped.
-pub fn set_forwarded(headers: &mut HeaderMap, addr: &ClientAddr, tls: bool, host: Option<&HeaderValue>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    addr: &ClientAddr,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
     let peer = addr.peer.to_string();
     let xff = "x-forwarded-for";
     if addr.peer_trusted {
-        let prior: Vec<&str> =
-            headers.get_all(xff).iter().filter_map(|v| v.to_str().ok()).collect();
-        let joined = if prior.is_empty() { peer } else { format!("{}, {peer}", prior.join(", ")) };
+        let prior: Vec<&str> = headers
+            .get_all(xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let joined = if prior.is_empty() {
+            peer
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        };
         if let Ok(v) = HeaderValue::from_str(&joined) {
             headers.insert(xff, v);
         }
     } else {
         // Nothing an untrusted peer says about forwarding is believed: every X-Forwarded-*
         // (including -User and -Email, which apps once behind oauth2-proxy trust) goes.
-        let forged: Vec<HeaderName> =
-            headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-forwarded-"))
+            .cloned()
+            .collect();
         for name in forged {
             headers.remove(name);
         }
@@ -276,7 +305,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, addr: &ClientAddr, tls: bool, host
     headers.remove("x-rewrite-url");
     let proto_name = HeaderName::from_static("x-forwarded-proto");
     if !addr.peer_trusted || !headers.contains_key(&proto_name) {
-        headers.insert(proto_name, HeaderValue::from_static(if tls { "https" } else { "http" }));
+        headers.insert(
+            proto_name,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
     }
     let host_name = HeaderName::from_static("x-forwarded-host");
     if !addr.peer_trusted || !headers.contains_key(&host_name) {
@@ -309,7 +341,11 @@ pub async fn tunnel(
     let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(c), Ok(u)) => (c, u),
         (c, u) => {
-            tracing::debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade failed");
+            tracing::debug!(
+                client_ok = c.is_ok(),
+                upstream_ok = u.is_ok(),
+                "upgrade failed"
+            );
             return;
         }
     };
@@ -344,7 +380,11 @@ pin_project_lite::pin_project! {
 
 impl<B> LimitedBody<B> {
     pub fn new(inner: B, limit: u64, flag: Arc<AtomicBool>) -> Self {
-        Self { inner, remaining: limit, flag }
+        Self {
+            inner,
+            remaining: limit,
+            flag,
+        }
     }
 }
 
@@ -400,7 +440,10 @@ mod tests {
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -421,7 +464,14 @@ mod tests {
         strip_hop_by_hop(&mut h, false, |n| n == "x-user-id");
         assert!(!h.contains_key("x-custom"));
         assert_eq!(h["x-user-id"], "gateway-set");
-        for gone in ["connection", "keep-alive", "te", "proxy-authorization", "proxy-foo", "upgrade"] {
+        for gone in [
+            "connection",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "proxy-foo",
+            "upgrade",
+        ] {
             assert!(!h.contains_key(gone), "{gone} should be stripped");
         }
         assert!(h.contains_key("accept"));
@@ -440,7 +490,10 @@ mod tests {
     fn forwarded_for_replaced_from_untrusted_extended_from_trusted() {
         let peer: SocketAddr = "10.0.0.5:1234".parse().unwrap();
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
+        let mut h = hm(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let a = client_addr(peer, &h, &trusted);
         assert_eq!(a.client, "1.2.3.4".parse::<IpAddr>().unwrap());
         set_forwarded(&mut h, &a, false, None);
@@ -448,10 +501,19 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
 
         let peer: SocketAddr = "192.0.2.9:1234".parse().unwrap();
-        let mut h = hm(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=1.2.3.4")]);
+        let mut h = hm(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
         let a = client_addr(peer, &h, &trusted);
         assert_eq!(a.client, "192.0.2.9".parse::<IpAddr>().unwrap());
-        set_forwarded(&mut h, &a, false, Some(&HeaderValue::from_static("app.example")));
+        set_forwarded(
+            &mut h,
+            &a,
+            false,
+            Some(&HeaderValue::from_static("app.example")),
+        );
         assert_eq!(h["x-forwarded-for"], "192.0.2.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.example");
@@ -464,6 +526,9 @@ mod tests {
         let peer: SocketAddr = "10.0.0.5:1".parse().unwrap();
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = hm(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.1.1.1")]);
-        assert_eq!(client_addr(peer, &h, &trusted).client, "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_addr(peer, &h, &trusted).client,
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
     }
 }

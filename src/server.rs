@@ -85,7 +85,10 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
     };
-    let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let tls = match &server.tls {
         Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
         None => None,
@@ -117,7 +120,14 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
         ));
     }
     tracing::info!(%addr, admin = ?admin_addr, tls = server.tls.is_some(), "listening");
-    Ok(Handle { addr, admin_addr, app, shutdown: shutdown_tx, done: done_rx, grace: server.shutdown_grace })
+    Ok(Handle {
+        addr,
+        admin_addr,
+        app,
+        shutdown: shutdown_tx,
+        done: done_rx,
+        grace: server.shutdown_grace,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -136,7 +146,11 @@ struct Limits {
 
 impl From<&ServerConfig> for Limits {
     fn from(s: &ServerConfig) -> Self {
-        Self { header_timeout: s.header_timeout, idle_timeout: s.idle_timeout, max_header_bytes: s.max_header_bytes }
+        Self {
+            header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
+            max_header_bytes: s.max_header_bytes,
+        }
     }
 }
 
@@ -160,13 +174,17 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> io::Result<Tls
     let certs: Vec<_> = rustls_pemfile::certs(&mut io::BufReader::new(std::fs::File::open(cert)?))
         .collect::<Result<_, _>>()?;
     let key = rustls_pemfile::private_key(&mut io::BufReader::new(std::fs::File::open(key)?))?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no private key in tls_key_file"))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "no private key in tls_key_file")
+        })?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
@@ -211,7 +229,8 @@ async fn accept_loop(
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
-                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
                         Ok(Ok(s)) => conn.serve(s, true).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
@@ -239,8 +258,14 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let state = Arc::new(ConnState::new());
-        let io = TokioIo::new(Watched { inner: stream, state: state.clone() });
-        let info = ConnInfo { peer: self.peer, tls };
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            state: state.clone(),
+        });
+        let info = ConnInfo {
+            peer: self.peer,
+            tls,
+        };
         let app = self.app.clone();
         let kind = self.kind;
         let svc_state = state.clone();
@@ -336,7 +361,9 @@ impl ConnState {
         if !self.seen.swap(true, Ordering::Relaxed) && first.starts_with(b"PRI * HTTP/2.0") {
             self.h2.store(true, Ordering::Relaxed);
         }
-        if self.inflight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
+        if self.inflight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
             self.head_started.store(now + 1, Ordering::Relaxed);
             self.head_bell.notify_one();
         }
@@ -358,12 +385,17 @@ impl ConnState {
 
     /// When the watchdog should look again.
     fn deadline(&self, limits: &Limits) -> Instant {
-        let idle = self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64;
+        let idle =
+            self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64;
         let head = match self.head_started.load(Ordering::Relaxed) {
             0 => u64::MAX,
             t => t - 1 + limits.header_timeout.as_millis() as u64,
         };
-        let at = if self.h2.load(Ordering::Relaxed) { idle } else { idle.min(head) };
+        let at = if self.h2.load(Ordering::Relaxed) {
+            idle
+        } else {
+            idle.min(head)
+        };
         self.epoch + Duration::from_millis(at)
     }
 
@@ -373,10 +405,15 @@ impl ConnState {
             return None;
         }
         let head = self.head_started.load(Ordering::Relaxed);
-        if head != 0 && !self.h2.load(Ordering::Relaxed) && now + 1 >= head + limits.header_timeout.as_millis() as u64 {
+        if head != 0
+            && !self.h2.load(Ordering::Relaxed)
+            && now + 1 >= head + limits.header_timeout.as_millis() as u64
+        {
             return Some(Expiry::SlowHead);
         }
-        if now >= self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64 {
+        if now
+            >= self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64
+        {
             return Some(Expiry::Idle);
         }
         None
@@ -390,7 +427,11 @@ struct Watched<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -401,7 +442,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.state.on_write();

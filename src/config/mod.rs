@@ -1307,9 +1307,7 @@ impl Cx<'_> {
             self.problem(key, format!("{pattern:?} must start with `/`"));
         } else if let Some(why) = non_canonical(pattern) {
             self.problem(key, why);
-        } else if kind == "glob"
-            && pattern.split('/').any(|s| s.contains('*') && s != "*")
-        {
+        } else if kind == "glob" && pattern.split('/').any(|s| s.contains('*') && s != "*") {
             self.problem(
                 key,
                 format!("{pattern:?}: `*` must be a whole segment, as in \"/files/*/meta\""),

@@ -10,11 +10,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::app::{now, App};
 use crate::audit::{self, Event, Subject};
-use crate::endpoints::auth::session_json;
-use crate::session::EndReason;
 use crate::body::{full, Body};
+use crate::endpoints::auth::session_json;
 use crate::error::GatewayError;
 use crate::pipeline::ConnInfo;
+use crate::session::EndReason;
 
 /// The process-wide Prometheus recorder (installed once, on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -23,7 +23,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
-                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
             )
             // The matcher and buckets above are static and valid.
             .expect("static histogram buckets");
@@ -38,7 +41,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -51,7 +57,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: ConnInfo) -> R
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(e) => {
                 tracing::warn!(error = %e, "not ready: session store unreachable");
-                text(StatusCode::SERVICE_UNAVAILABLE, "session store unreachable\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "session store unreachable\n",
+                )
             }
         },
         ("GET", "/metrics") => {
@@ -59,16 +68,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: ConnInfo) -> R
                 metrics::gauge!("authgate_sessions_active").set(n as f64);
             }
             let mut r = Response::new(full(prometheus().render()));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             r
         }
-        (_, p) if p == "/admin" || p.starts_with("/admin/") => {
-            match admin_api(&app, &req).await {
-                Ok(r) => r,
-                Err(e) => e.into_response(),
-            }
-        }
+        (_, p) if p == "/admin" || p.starts_with("/admin/") => match admin_api(&app, &req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
         _ => GatewayError::NotFound.into_response(),
     }
 }
@@ -76,23 +85,33 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: ConnInfo) -> R
 /// Whether the request carries the admin bearer token (compared in constant time).
 fn authorised(app: &App, req: &Request<Incoming>) -> bool {
     let live = app.live();
-    let Some(expected) = live.config.server.admin_token.as_deref() else { return false };
+    let Some(expected) = live.config.server.admin_token.as_deref() else {
+        return false;
+    };
     let Some(given) = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
     else {
         return false;
     };
-    aws_lc_rs::constant_time::verify_slices_are_equal(given.trim().as_bytes(), expected.as_bytes()).is_ok()
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.trim().as_bytes(), expected.as_bytes())
+        .is_ok()
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -118,17 +137,42 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
         ("GET", ["admin", "users", uid, "sessions"]) => {
             let list = app.store.list(uid, t).await.map_err(store_error)?;
             let items: Vec<_> = list.iter().map(|s| session_json(s, None)).collect();
-            Ok(json(StatusCode::OK, &serde_json::json!({ "sessions": items })))
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "sessions": items }),
+            ))
         }
         ("DELETE", ["admin", "users", uid, "sessions"]) => {
-            let n = app.store.end_all(uid, EndReason::Revoked, t).await.map_err(store_error)?;
-            audit::record(Event::AdminRevoke, Subject { user_id: Some(uid), ..Default::default() });
+            let n = app
+                .store
+                .end_all(uid, EndReason::Revoked, t)
+                .await
+                .map_err(store_error)?;
+            audit::record(
+                Event::AdminRevoke,
+                Subject {
+                    user_id: Some(uid),
+                    ..Default::default()
+                },
+            );
             Ok(json(StatusCode::OK, &serde_json::json!({ "revoked": n })))
         }
         ("DELETE", ["admin", "sessions", sid]) => {
-            if app.store.end_by_id(sid, EndReason::Revoked, t).await.map_err(store_error)? {
+            if app
+                .store
+                .end_by_id(sid, EndReason::Revoked, t)
+                .await
+                .map_err(store_error)?
+            {
                 let uid = crate::session::user_id_of(sid);
-                audit::record(Event::AdminRevoke, Subject { user_id: uid.as_deref(), session_id: Some(sid), ..Default::default() });
+                audit::record(
+                    Event::AdminRevoke,
+                    Subject {
+                        user_id: uid.as_deref(),
+                        session_id: Some(sid),
+                        ..Default::default()
+                    },
+                );
                 let mut r = Response::new(crate::body::empty());
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 Ok(r)
@@ -139,7 +183,10 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
         ("POST", ["admin", "reload"]) => {
             let source = app.live().config.source.clone();
             match crate::config::reload::reload(app, &source) {
-                Ok(()) => Ok(json(StatusCode::OK, &serde_json::json!({ "reloaded": true }))),
+                Ok(()) => Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "reloaded": true }),
+                )),
                 Err(e) => {
                     let problems: Vec<String> = e.0.iter().map(|p| p.to_string()).collect();
                     let body = serde_json::json!({

@@ -34,11 +34,17 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 pub fn is_ours(live: &Live, path: &str) -> bool {
     let prefix = &live.config.login.prefix;
     path == JWKS_PATH
-        || (path.starts_with(prefix.as_str()) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+        || (path.starts_with(prefix.as_str())
+            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
 /// Answers one request to an endpoint of ours.
-pub async fn handle(app: &App, live: &Live, req: Request<Incoming>, conn: ConnInfo) -> Result<Response<Body>, GatewayError> {
+pub async fn handle(
+    app: &App,
+    live: &Live,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<Body>, GatewayError> {
     let path = req.uri().path();
     if path == JWKS_PATH {
         return match *req.method() {
@@ -47,7 +53,11 @@ pub async fn handle(app: &App, live: &Live, req: Request<Incoming>, conn: ConnIn
         };
     }
     let rest = path[live.config.login.prefix.len()..].to_owned();
-    let addr = proxy::client_addr(conn.peer, req.headers(), &live.config.server.trusted_proxies);
+    let addr = proxy::client_addr(
+        conn.peer,
+        req.headers(),
+        &live.config.server.trusted_proxies,
+    );
     let method = req.method().clone();
     match (method, rest.as_str()) {
         (Method::POST, "/login") => login(app, live, req, addr.client).await,
@@ -56,7 +66,14 @@ pub async fn handle(app: &App, live: &Live, req: Request<Incoming>, conn: ConnIn
         (Method::POST, "/logout-all") => logout(app, live, req.headers(), addr.client, true).await,
         (Method::GET, "/sessions") => sessions(app, live, req.headers()).await,
         (Method::DELETE, p) if p.starts_with("/sessions/") && p.len() > "/sessions/".len() => {
-            delete_session(app, live, req.headers(), &p["/sessions/".len()..], addr.client).await
+            delete_session(
+                app,
+                live,
+                req.headers(),
+                &p["/sessions/".len()..],
+                addr.client,
+            )
+            .await
         }
         (Method::GET | Method::HEAD, "/verify") => verify(app, live, req.headers(), conn).await,
         (_, "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify") => {
@@ -71,7 +88,10 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -79,7 +99,8 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 fn no_content() -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -90,33 +111,63 @@ fn store_error(e: StoreError) -> GatewayError {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, GatewayError> {
-    match Limited::new(req.into_body(), login::MAX_BODY_BYTES).collect().await {
+    match Limited::new(req.into_body(), login::MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge),
-        Err(_) => Err(GatewayError::BadRequest("the request body could not be read")),
+        Err(_) => Err(GatewayError::BadRequest(
+            "the request body could not be read",
+        )),
     }
 }
 
 fn jwks(live: &Live) -> Result<Response<Body>, GatewayError> {
-    let doc = live.config.token.keys.jwks().ok_or(GatewayError::NotFound)?;
+    let doc = live
+        .config
+        .token
+        .keys
+        .jwks()
+        .ok_or(GatewayError::NotFound)?;
     let mut r = json(StatusCode::OK, &doc);
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     Ok(r)
 }
 
 /// The platform a login is for: the configured header, else the default; unknown is a 400.
 fn platform(live: &Live, headers: &HeaderMap) -> Result<String, GatewayError> {
     let p = &live.config.platforms;
-    let Some(v) = headers.get(&p.header) else { return Ok(p.default.clone()) };
-    let v = v.to_str().map_err(|_| GatewayError::BadRequest("unknown platform"))?.trim();
-    p.allowed.iter().find(|a| a.as_str() == v).cloned().ok_or(GatewayError::BadRequest("unknown platform"))
+    let Some(v) = headers.get(&p.header) else {
+        return Ok(p.default.clone());
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| GatewayError::BadRequest("unknown platform"))?
+        .trim();
+    p.allowed
+        .iter()
+        .find(|a| a.as_str() == v)
+        .cloned()
+        .ok_or(GatewayError::BadRequest("unknown platform"))
 }
 
 fn header_text(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(255).collect())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(255).collect())
 }
 
-async fn login(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, GatewayError> {
+async fn login(
+    app: &App,
+    live: &Live,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<Response<Body>, GatewayError> {
     if matches!(live.config.login.backend, LoginBackend::None) {
         return Err(GatewayError::NotFound);
     }
@@ -130,34 +181,91 @@ async fn login(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Re
     let username = login::username_of(&body);
     let t = now();
     let lockout = &live.lockout;
-    if let Some(wait) = lockout.check(&app.store, username.as_deref(), ip, t).await.map_err(store_error)? {
+    if let Some(wait) = lockout
+        .check(&app.store, username.as_deref(), ip, t)
+        .await
+        .map_err(store_error)?
+    {
         metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
-        audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
+        audit::record(
+            Event::AccountLocked,
+            Subject {
+                ip: Some(ip),
+                platform: Some(&platform),
+                ..Default::default()
+            },
+        );
         return Err(GatewayError::AccountLocked { retry_after: wait });
     }
     let outcome = live.login.authenticate(body, &headers, ip).await;
     match outcome {
         LoginOutcome::Success(identity) => {
-            lockout.record_success(&app.store, username.as_deref()).await.map_err(store_error)?;
+            lockout
+                .record_success(&app.store, username.as_deref())
+                .await
+                .map_err(store_error)?;
             let resp = issue(app, live, identity, &platform, &headers, ip).await?;
             metrics::counter!("authgate_logins_total", "result" => "success").increment(1);
             Ok(resp)
         }
         LoginOutcome::InvalidCredentials => {
             metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
-            audit::record(Event::LoginFailed, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
-            if let Some(wait) = lockout.record_failure(&app.store, username.as_deref(), ip, t).await.map_err(store_error)? {
-                audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
-                tracing::info!(retry_after = wait.as_secs(), "login locked after repeated failures");
+            audit::record(
+                Event::LoginFailed,
+                Subject {
+                    ip: Some(ip),
+                    platform: Some(&platform),
+                    ..Default::default()
+                },
+            );
+            if let Some(wait) = lockout
+                .record_failure(&app.store, username.as_deref(), ip, t)
+                .await
+                .map_err(store_error)?
+            {
+                audit::record(
+                    Event::AccountLocked,
+                    Subject {
+                        ip: Some(ip),
+                        platform: Some(&platform),
+                        ..Default::default()
+                    },
+                );
+                tracing::info!(
+                    retry_after = wait.as_secs(),
+                    "login locked after repeated failures"
+                );
             }
             Err(GatewayError::InvalidCredentials)
         }
-        LoginOutcome::Relay { response, counts_as_failure } => {
+        LoginOutcome::Relay {
+            response,
+            counts_as_failure,
+        } => {
             if counts_as_failure {
                 metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
-                audit::record(Event::LoginFailed, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
-                if lockout.record_failure(&app.store, username.as_deref(), ip, t).await.map_err(store_error)?.is_some() {
-                    audit::record(Event::AccountLocked, Subject { ip: Some(ip), platform: Some(&platform), ..Default::default() });
+                audit::record(
+                    Event::LoginFailed,
+                    Subject {
+                        ip: Some(ip),
+                        platform: Some(&platform),
+                        ..Default::default()
+                    },
+                );
+                if lockout
+                    .record_failure(&app.store, username.as_deref(), ip, t)
+                    .await
+                    .map_err(store_error)?
+                    .is_some()
+                {
+                    audit::record(
+                        Event::AccountLocked,
+                        Subject {
+                            ip: Some(ip),
+                            platform: Some(&platform),
+                            ..Default::default()
+                        },
+                    );
                 }
             }
             Ok(response)
@@ -190,15 +298,32 @@ async fn issue(
         user_agent: header_text(headers, header::USER_AGENT),
     };
     let limit = cfg.platforms.max_sessions.get(platform).copied();
-    let created = app.store.create(new, limit, live.lifetimes, t).await.map_err(store_error)?;
+    let created = app
+        .store
+        .create(new, limit, live.lifetimes, t)
+        .await
+        .map_err(store_error)?;
     for kicked in &created.kicked {
         audit::record(
             Event::SessionReplaced,
-            Subject { user_id: Some(&identity.user_id), session_id: Some(kicked), platform: Some(platform), ip: Some(ip) },
+            Subject {
+                user_id: Some(&identity.user_id),
+                session_id: Some(kicked),
+                platform: Some(platform),
+                ip: Some(ip),
+            },
         );
     }
     let s = &created.session;
-    audit::record(Event::Login, Subject { user_id: Some(&s.user_id), session_id: Some(&s.id), platform: Some(platform), ip: Some(ip) });
+    audit::record(
+        Event::Login,
+        Subject {
+            user_id: Some(&s.user_id),
+            session_id: Some(&s.id),
+            platform: Some(platform),
+            ip: Some(ip),
+        },
+    );
     let mut pair = token_pair(live, s, created.refresh_token.as_str(), t)?;
     if let Some(body) = identity.upstream_body {
         pair["upstream"] = body;
@@ -222,7 +347,12 @@ fn access_for(live: &Live, s: &Session, t: u64) -> Result<(String, Claims), Gate
     })
 }
 
-fn token_pair(live: &Live, s: &Session, refresh_token: &str, t: u64) -> Result<serde_json::Value, GatewayError> {
+fn token_pair(
+    live: &Live,
+    s: &Session,
+    refresh_token: &str,
+    t: u64,
+) -> Result<serde_json::Value, GatewayError> {
     let (access, claims) = access_for(live, s, t)?;
     Ok(serde_json::json!({
         "token_type": "Bearer",
@@ -242,23 +372,47 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(app: &App, live: &Live, req: Request<Incoming>, ip: IpAddr) -> Result<Response<Body>, GatewayError> {
+async fn refresh(
+    app: &App,
+    live: &Live,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<Response<Body>, GatewayError> {
     let body = read_body(req).await?;
-    let RefreshBody { refresh_token } = serde_json::from_slice(&body)
-        .map_err(|_| GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}"))?;
+    let RefreshBody { refresh_token } = serde_json::from_slice(&body).map_err(|_| {
+        GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}")
+    })?;
     let t = now();
-    match app.store.refresh(&refresh_token, live.lifetimes, t).await.map_err(store_error)? {
+    match app
+        .store
+        .refresh(&refresh_token, live.lifetimes, t)
+        .await
+        .map_err(store_error)?
+    {
         RefreshOutcome::Rotated { session, token } | RefreshOutcome::Grace { session, token } => {
             audit::record(
                 Event::Refresh,
-                Subject { user_id: Some(&session.user_id), session_id: Some(&session.id), platform: Some(&session.platform), ip: Some(ip) },
+                Subject {
+                    user_id: Some(&session.user_id),
+                    session_id: Some(&session.id),
+                    platform: Some(&session.platform),
+                    ip: Some(ip),
+                },
             );
-            Ok(json(StatusCode::OK, &token_pair(live, &session, token.as_str(), t)?))
+            Ok(json(
+                StatusCode::OK,
+                &token_pair(live, &session, token.as_str(), t)?,
+            ))
         }
         RefreshOutcome::Theft { session } => {
             audit::record(
                 Event::TokenTheftDetected,
-                Subject { user_id: Some(&session.user_id), session_id: Some(&session.id), platform: Some(&session.platform), ip: Some(ip) },
+                Subject {
+                    user_id: Some(&session.user_id),
+                    session_id: Some(&session.id),
+                    platform: Some(&session.platform),
+                    ip: Some(ip),
+                },
             );
             tracing::warn!(session_id = %session.id, "refresh token reuse: session ended");
             Err(GatewayError::TokenTheftDetected)
@@ -277,17 +431,46 @@ async fn caller(app: &App, live: &Live, headers: &HeaderMap) -> Result<Arc<Claim
     Ok(claims)
 }
 
-async fn logout(app: &App, live: &Live, headers: &HeaderMap, ip: IpAddr, all: bool) -> Result<Response<Body>, GatewayError> {
+async fn logout(
+    app: &App,
+    live: &Live,
+    headers: &HeaderMap,
+    ip: IpAddr,
+    all: bool,
+) -> Result<Response<Body>, GatewayError> {
     let c = caller(app, live, headers).await?;
     let sid = c.sid.as_deref().unwrap_or_default();
     let t = now();
     if all {
-        let n = app.store.end_all(&c.sub, EndReason::Logout, t).await.map_err(store_error)?;
+        let n = app
+            .store
+            .end_all(&c.sub, EndReason::Logout, t)
+            .await
+            .map_err(store_error)?;
         tracing::info!(user_id = %c.sub, ended = n, "logout-all");
-        audit::record(Event::LogoutAll, Subject { user_id: Some(&c.sub), session_id: Some(sid), platform: c.plat.as_deref(), ip: Some(ip) });
+        audit::record(
+            Event::LogoutAll,
+            Subject {
+                user_id: Some(&c.sub),
+                session_id: Some(sid),
+                platform: c.plat.as_deref(),
+                ip: Some(ip),
+            },
+        );
     } else {
-        app.store.end(&c.sub, sid, EndReason::Logout, t).await.map_err(store_error)?;
-        audit::record(Event::Logout, Subject { user_id: Some(&c.sub), session_id: Some(sid), platform: c.plat.as_deref(), ip: Some(ip) });
+        app.store
+            .end(&c.sub, sid, EndReason::Logout, t)
+            .await
+            .map_err(store_error)?;
+        audit::record(
+            Event::Logout,
+            Subject {
+                user_id: Some(&c.sub),
+                session_id: Some(sid),
+                platform: c.plat.as_deref(),
+                ip: Some(ip),
+            },
+        );
     }
     Ok(no_content())
 }
@@ -308,33 +491,69 @@ pub fn session_json(s: &Session, current: Option<&str>) -> serde_json::Value {
     })
 }
 
-async fn sessions(app: &App, live: &Live, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+async fn sessions(
+    app: &App,
+    live: &Live,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, GatewayError> {
     let c = caller(app, live, headers).await?;
     let list = app.store.list(&c.sub, now()).await.map_err(store_error)?;
-    let items: Vec<_> = list.iter().map(|s| session_json(s, c.sid.as_deref())).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "sessions": items })))
+    let items: Vec<_> = list
+        .iter()
+        .map(|s| session_json(s, c.sid.as_deref()))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "sessions": items }),
+    ))
 }
 
-async fn delete_session(app: &App, live: &Live, headers: &HeaderMap, id: &str, ip: IpAddr) -> Result<Response<Body>, GatewayError> {
+async fn delete_session(
+    app: &App,
+    live: &Live,
+    headers: &HeaderMap,
+    id: &str,
+    ip: IpAddr,
+) -> Result<Response<Body>, GatewayError> {
     let c = caller(app, live, headers).await?;
     // Only one's own sessions; anyone else's is "not found", never "forbidden".
     if crate::session::user_id_of(id).as_deref() != Some(c.sub.as_str()) {
         return Err(GatewayError::NotFound);
     }
-    if !app.store.end(&c.sub, id, EndReason::Revoked, now()).await.map_err(store_error)? {
+    if !app
+        .store
+        .end(&c.sub, id, EndReason::Revoked, now())
+        .await
+        .map_err(store_error)?
+    {
         return Err(GatewayError::NotFound);
     }
-    audit::record(Event::SessionRevoked, Subject { user_id: Some(&c.sub), session_id: Some(id), platform: c.plat.as_deref(), ip: Some(ip) });
+    audit::record(
+        Event::SessionRevoked,
+        Subject {
+            user_id: Some(&c.sub),
+            session_id: Some(id),
+            platform: c.plat.as_deref(),
+            ip: Some(ip),
+        },
+    );
     Ok(no_content())
 }
 
 /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`.
-async fn verify(app: &App, live: &Live, headers: &HeaderMap, conn: ConnInfo) -> Result<Response<Body>, GatewayError> {
+async fn verify(
+    app: &App,
+    live: &Live,
+    headers: &HeaderMap,
+    conn: ConnInfo,
+) -> Result<Response<Body>, GatewayError> {
     let cfg = &live.config;
     let addr = proxy::client_addr(conn.peer, headers, &cfg.server.trusted_proxies);
     // The original request, as the fronting proxy reports it; believed only from trusted peers.
     let original = if addr.peer_trusted {
-        let method = headers.get("x-forwarded-method").and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        let method = headers
+            .get("x-forwarded-method")
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
         let uri = headers.get("x-forwarded-uri").and_then(|v| v.to_str().ok());
         method.zip(uri)
     } else {
@@ -343,8 +562,9 @@ async fn verify(app: &App, live: &Live, headers: &HeaderMap, conn: ConnInfo) -> 
     let route = match original {
         Some((method, uri)) => {
             let raw = uri.split('?').next().unwrap_or(uri);
-            let canonical = path::canonicalize(raw)
-                .map_err(|_| GatewayError::BadRequest("the request path is malformed or ambiguous"))?;
+            let canonical = path::canonicalize(raw).map_err(|_| {
+                GatewayError::BadRequest("the request path is malformed or ambiguous")
+            })?;
             match cfg.routes.find(&canonical, &method) {
                 RouteMatch::Found(r) => Some(r),
                 RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
@@ -366,12 +586,18 @@ async fn verify(app: &App, live: &Live, headers: &HeaderMap, conn: ConnInfo) -> 
             pipeline::check_requirements(r, c)?;
         }
         crate::pipeline::identity::inject(resp.headers_mut(), &cfg.identity, c);
-        if let Some(t) = app.refresher.maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now()) {
+        if let Some(t) =
+            app.refresher
+                .maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now())
+        {
             if let Ok(v) = HeaderValue::from_str(&t) {
                 let h = resp.headers_mut();
                 h.insert(cfg.token.refresh_header.clone(), v);
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, live.expose_refresh.clone());
+                h.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    live.expose_refresh.clone(),
+                );
             }
         }
     }

@@ -48,17 +48,31 @@ impl Cors {
                 header::ACCESS_CONTROL_ALLOW_METHODS,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             );
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.allowed_headers.clone());
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(self.max_age.as_secs()));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                self.allowed_headers.clone(),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from(self.max_age.as_secs()),
+            );
             if self.allow_credentials {
-                h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
             }
         }
         resp
     }
 
     /// Adds the CORS headers for an allowed origin to any answer, unless the upstream set its own.
-    pub fn decorate(&self, origin: Option<HeaderValue>, h: &mut HeaderMap, expose: Option<&HeaderValue>) {
+    pub fn decorate(
+        &self,
+        origin: Option<HeaderValue>,
+        h: &mut HeaderMap,
+        expose: Option<&HeaderValue>,
+    ) {
         let Some(origin) = origin else { return };
         if h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
             return;
@@ -66,7 +80,10 @@ impl Cors {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.append(header::VARY, HeaderValue::from_static("Origin"));
         if self.allow_credentials {
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
         if let Some(e) = expose {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
@@ -91,18 +108,31 @@ mod tests {
     fn origin(o: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::ORIGIN, HeaderValue::from_static(o));
-        h.insert(header::ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("POST"));
+        h.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
         h
     }
 
     #[test]
     fn allowed_and_refused_origins() {
         let c = cors(&["https://app.example.com"], true);
-        assert_eq!(c.allow_origin(&origin("https://app.example.com")).unwrap(), "https://app.example.com");
-        assert!(c.allow_origin(&origin("https://evil.example.com")).is_none());
+        assert_eq!(
+            c.allow_origin(&origin("https://app.example.com")).unwrap(),
+            "https://app.example.com"
+        );
+        assert!(c
+            .allow_origin(&origin("https://evil.example.com"))
+            .is_none());
         let star = cors(&["*"], false);
-        assert_eq!(star.allow_origin(&origin("https://x.example")).unwrap(), "*");
-        assert!(cors(&[], false).allow_origin(&origin("https://x.example")).is_none());
+        assert_eq!(
+            star.allow_origin(&origin("https://x.example")).unwrap(),
+            "*"
+        );
+        assert!(cors(&[], false)
+            .allow_origin(&origin("https://x.example"))
+            .is_none());
     }
 
     #[test]
@@ -111,8 +141,13 @@ mod tests {
         let r = c.preflight(&origin("https://app.example.com"));
         assert_eq!(r.status(), 204);
         assert_eq!(r.headers()[header::ACCESS_CONTROL_MAX_AGE], "600");
-        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert_eq!(
+            r.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
+            "true"
+        );
         let r = c.preflight(&origin("https://evil.example.com"));
-        assert!(!r.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert!(!r
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
     }
 }

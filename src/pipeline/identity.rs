@@ -13,7 +13,13 @@ use crate::tokens::Claims;
 pub fn same_name(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            let fold = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+            let fold = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
             fold(*x) == fold(*y)
         })
 }
@@ -21,12 +27,21 @@ pub fn same_name(a: &[u8], b: &[u8]) -> bool {
 impl Identity {
     /// The names the gateway sets itself; a client's copy of any of them never survives.
     pub fn names(&self) -> [&HeaderName; 6] {
-        [&self.user_id, &self.user_name, &self.tenant, &self.roles, &self.session_id, &self.platform]
+        [
+            &self.user_id,
+            &self.user_name,
+            &self.tenant,
+            &self.roles,
+            &self.session_id,
+            &self.platform,
+        ]
     }
 
     /// Whether `name` is (a spelling of) one of the identity headers.
     pub fn is_identity(&self, name: &[u8]) -> bool {
-        self.names().iter().any(|n| same_name(n.as_str().as_bytes(), name))
+        self.names()
+            .iter()
+            .any(|n| same_name(n.as_str().as_bytes(), name))
     }
 }
 
@@ -34,11 +49,17 @@ impl Identity {
 /// header, which only the gateway may set on a response).
 pub fn strip(headers: &mut HeaderMap, identity: &Identity) {
     // Most requests carry none: scan first, allocate only when something must go.
-    if !headers.keys().any(|k| identity.is_identity(k.as_str().as_bytes())) {
+    if !headers
+        .keys()
+        .any(|k| identity.is_identity(k.as_str().as_bytes()))
+    {
         return;
     }
-    let doomed: Vec<HeaderName> =
-        headers.keys().filter(|k| identity.is_identity(k.as_str().as_bytes())).cloned().collect();
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| identity.is_identity(k.as_str().as_bytes()))
+        .cloned()
+        .collect();
     for name in doomed {
         headers.remove(name);
     }
@@ -65,7 +86,9 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
             Ok(v) => {
                 headers.insert(name.clone(), v);
             }
-            Err(_) => tracing::warn!(header = %name, "identity value is not valid header text; left out"),
+            Err(_) => {
+                tracing::warn!(header = %name, "identity value is not valid header text; left out")
+            }
         }
     }
 }
@@ -103,11 +126,26 @@ mod tests {
     fn strip_removes_every_spelling_and_keeps_the_rest() {
         let id = identity();
         let mut h = HeaderMap::new();
-        h.append(HeaderName::from_static("x-user-id"), HeaderValue::from_static("666"));
-        h.append(HeaderName::from_static("x_user_id"), HeaderValue::from_static("667"));
-        h.append(HeaderName::from_static("x_tenant_id"), HeaderValue::from_static("evil"));
-        h.append(HeaderName::from_static("x-user-roles"), HeaderValue::from_static("admin"));
-        h.append(HeaderName::from_static("accept"), HeaderValue::from_static("*/*"));
+        h.append(
+            HeaderName::from_static("x-user-id"),
+            HeaderValue::from_static("666"),
+        );
+        h.append(
+            HeaderName::from_static("x_user_id"),
+            HeaderValue::from_static("667"),
+        );
+        h.append(
+            HeaderName::from_static("x_tenant_id"),
+            HeaderValue::from_static("evil"),
+        );
+        h.append(
+            HeaderName::from_static("x-user-roles"),
+            HeaderValue::from_static("admin"),
+        );
+        h.append(
+            HeaderName::from_static("accept"),
+            HeaderValue::from_static("*/*"),
+        );
         strip(&mut h, &id);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));

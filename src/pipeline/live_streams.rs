@@ -67,7 +67,9 @@ impl Registry {
             registry: Arc::downgrade(self),
         });
         let mut map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(session_id.into()).or_default().push((id, Arc::downgrade(&entry)));
+        map.entry(session_id.into())
+            .or_default()
+            .push((id, Arc::downgrade(&entry)));
         entry
     }
 
@@ -85,7 +87,9 @@ impl Registry {
     pub fn end(&self, session_id: &str) {
         let entries: Vec<Arc<Entry>> = {
             let map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(session_id).map(|v| v.iter().filter_map(|(_, w)| w.upgrade()).collect()).unwrap_or_default()
+            map.get(session_id)
+                .map(|v| v.iter().filter_map(|(_, w)| w.upgrade()).collect())
+                .unwrap_or_default()
         };
         for e in entries {
             // notify_one keeps a permit if the stream is not waiting at this instant.
@@ -95,7 +99,12 @@ impl Registry {
 
     /// Streams open now, for tests and metrics.
     pub fn len(&self) -> usize {
-        self.by_session.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+        self.by_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,7 +161,11 @@ pin_project_lite::pin_project! {
 impl<B> Revocable<B> {
     pub fn new(inner: B, entry: Arc<Entry>) -> Self {
         let ended = entry.ended();
-        Self { inner, ended, entry }
+        Self {
+            inner,
+            ended,
+            entry,
+        }
     }
 }
 
@@ -168,7 +181,10 @@ where
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
         if this.ended.poll(cx).is_ready() {
             return Poll::Ready(Some(Err(Box::new(SessionEnded))));
@@ -196,7 +212,9 @@ mod tests {
         let b = reg.register("u", "s2");
         assert_eq!(reg.len(), 2);
         reg.end("s1");
-        tokio::time::timeout(std::time::Duration::from_secs(1), a.ended()).await.expect("s1 woken");
+        tokio::time::timeout(std::time::Duration::from_secs(1), a.ended())
+            .await
+            .expect("s1 woken");
         let woke_b = tokio::time::timeout(std::time::Duration::from_millis(50), b.ended()).await;
         assert!(woke_b.is_err(), "s2 must not be woken");
         drop(a);

@@ -27,9 +27,9 @@ use hyper::body::Incoming;
 use crate::app::{now, App, Live};
 use crate::body::Body;
 use crate::config::{OnStoreError, SessionMode};
-use crate::session::{EndReason, SessionCheck};
 use crate::error::GatewayError;
 use crate::proxy::{self, LimitedBody, UpstreamError};
+use crate::session::{EndReason, SessionCheck};
 use crate::tokens::{Claims, TokenError};
 use route::{AuthMode, Route, RouteMatch};
 
@@ -50,17 +50,28 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
         Ok(r) => r,
         Err(e) => {
             if e.status() == StatusCode::UNAUTHORIZED {
-                metrics::counter!("authgate_auth_failures_total", "reason" => e.code()).increment(1);
+                metrics::counter!("authgate_auth_failures_total", "reason" => e.code())
+                    .increment(1);
             }
             e.into_response()
         }
     };
     let refresh_header = &live.config.token.refresh_header;
-    let expose = resp.headers().contains_key(refresh_header).then_some(&live.expose_refresh);
-    live.config.cors.decorate(origin, resp.headers_mut(), expose);
+    let expose = resp
+        .headers()
+        .contains_key(refresh_header)
+        .then_some(&live.expose_refresh);
+    live.config
+        .cors
+        .decorate(origin, resp.headers_mut(), expose);
     metrics::counter!("authgate_requests_total", "route" => label.to_owned(), "status" => resp.status().as_str().to_owned())
         .increment(1);
-    tracing::debug!(status = resp.status().as_u16(), route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    tracing::debug!(
+        status = resp.status().as_u16(),
+        route = label,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
     resp
 }
 
@@ -108,7 +119,11 @@ async fn run<'l>(
     proxy::strip_hop_by_hop(h, websocket, |_| false);
 
     // 4. authenticate.
-    let auth = if preflight { AuthMode::Public } else { route.auth };
+    let auth = if preflight {
+        AuthMode::Public
+    } else {
+        route.auth
+    };
     let claims = match auth {
         AuthMode::Public => None,
         AuthMode::Required => Some(authenticate(app, live, h).await?),
@@ -122,16 +137,19 @@ async fn run<'l>(
     if let Some(c) = &claims {
         check_requirements(route, c)?;
     }
-    let refreshed = claims
-        .as_deref()
-        .and_then(|c| app.refresher.maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now()));
+    let refreshed = claims.as_deref().and_then(|c| {
+        app.refresher
+            .maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now())
+    });
 
     // 5. prepare and forward.
     let addr = proxy::client_addr(conn.peer, h, &cfg.server.trusted_proxies);
-    let host = h
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = h.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     proxy::set_forwarded(h, &addr, conn.tls, host.as_ref());
     if let Some(host) = &host {
         h.insert(header::HOST, host.clone());
@@ -146,12 +164,19 @@ async fn run<'l>(
         }
     }
     let max = cfg.server.max_body_bytes;
-    let declared = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
         return Err(GatewayError::PayloadTooLarge);
     }
 
-    let client_upgrade = if websocket { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let client_upgrade = if websocket {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     let upstream = &live.upstreams[route.upstream];
     parts.uri = upstream.uri_for(route.forward_path(&canonical), parts.uri.query());
     let too_large = Arc::new(AtomicBool::new(false));
@@ -160,8 +185,11 @@ async fn run<'l>(
     proxy::set_upstream_version(&mut out);
 
     let started = Instant::now();
-    let result = upstream.send(out, cfg.server.request_timeout, &too_large).await;
-    metrics::histogram!("authgate_upstream_duration_seconds").record(started.elapsed().as_secs_f64());
+    let result = upstream
+        .send(out, cfg.server.request_timeout, &too_large)
+        .await;
+    metrics::histogram!("authgate_upstream_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
     let mut resp = result.map_err(|e| match e {
         UpstreamError::Timeout => GatewayError::UpstreamTimeout,
         UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
@@ -170,7 +198,11 @@ async fn run<'l>(
 
     // 6. the answer: WebSocket tunnel, hop-by-hop out, our refresh header in.
     // A stream of a session is registered so that it closes when the session ends.
-    let stream_of = |c: &Claims| c.sid.as_deref().map(|sid| app.streams.register(&c.sub, sid));
+    let stream_of = |c: &Claims| {
+        c.sid
+            .as_deref()
+            .map(|sid| app.streams.register(&c.sub, sid))
+    };
     let mut revocable = None;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -190,13 +222,18 @@ async fn run<'l>(
         if let Ok(v) = HeaderValue::from_str(&t) {
             h.insert(cfg.token.refresh_header.clone(), v);
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, live.expose_refresh.clone());
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                live.expose_refresh.clone(),
+            );
             metrics::counter!("authgate_silent_refreshes_total").increment(1);
         }
     }
     Ok(match revocable {
         None => resp.map(|b| b.map_err(Into::into).boxed()),
-        Some(entry) => resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed()),
+        Some(entry) => {
+            resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed())
+        }
     })
 }
 
@@ -205,20 +242,31 @@ async fn run<'l>(
 /// `max_header_bytes` with the gateway's JSON answer.
 fn head_size<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 /// Token → verified claims → (stateful mode) an active session.
-pub(crate) async fn authenticate(app: &App, live: &Live, headers: &http::HeaderMap) -> Result<Arc<Claims>, GatewayError> {
+pub(crate) async fn authenticate(
+    app: &App,
+    live: &Live,
+    headers: &http::HeaderMap,
+) -> Result<Arc<Claims>, GatewayError> {
     let cfg = &live.config;
-    let raw = token::extract(headers, cfg.token.cookie.as_deref())?.ok_or(GatewayError::MissingToken)?;
-    let claims = cfg.token.keys.verify_shared(raw, now()).map_err(|e| match e {
-        TokenError::Expired => GatewayError::TokenExpired,
-        TokenError::Invalid(why) => {
-            tracing::info!(reason = why, "invalid token");
-            GatewayError::InvalidToken
-        }
-    })?;
+    let raw =
+        token::extract(headers, cfg.token.cookie.as_deref())?.ok_or(GatewayError::MissingToken)?;
+    let claims = cfg
+        .token
+        .keys
+        .verify_shared(raw, now())
+        .map_err(|e| match e {
+            TokenError::Expired => GatewayError::TokenExpired,
+            TokenError::Invalid(why) => {
+                tracing::info!(reason = why, "invalid token");
+                GatewayError::InvalidToken
+            }
+        })?;
     if cfg.session.mode == SessionMode::Stateful {
         check_session(app, live, &claims).await?;
     }
@@ -261,7 +309,10 @@ pub(crate) fn check_requirements(route: &Route, claims: &Claims) -> Result<(), G
         }
     }
     if !route.require_tenants.is_empty() {
-        let ok = claims.tenant.as_ref().is_some_and(|t| route.require_tenants.contains(t));
+        let ok = claims
+            .tenant
+            .as_ref()
+            .is_some_and(|t| route.require_tenants.contains(t));
         if !ok {
             return Err(GatewayError::Forbidden);
         }

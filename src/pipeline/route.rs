@@ -898,9 +898,7 @@ mod tests {
                     ("/a", Required, POST),
                     ("/a/x", Required, GET_POST),
                 ],
-                &[
-                    r#"routes[3] (path "/a/x") is shadowed by routes[0] (path "/a")"#,
-                ],
+                &[r#"routes[3] (path "/a/x") is shadowed by routes[0] (path "/a")"#],
             ),
             // A public prefix before a protected path inside it.
             (

@@ -8,10 +8,14 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::error::GatewayError;
 
-const AMBIGUOUS: GatewayError = GatewayError::BadRequest("the request carries more than one access token");
+const AMBIGUOUS: GatewayError =
+    GatewayError::BadRequest("the request carries more than one access token");
 
 /// The token the request presents, if any.
-pub fn extract<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Result<Option<&'a str>, GatewayError> {
+pub fn extract<'a>(
+    headers: &'a HeaderMap,
+    cookie: Option<&str>,
+) -> Result<Option<&'a str>, GatewayError> {
     let mut auth = headers.get_all(header::AUTHORIZATION).iter();
     let bearer = match (auth.next(), auth.next()) {
         (Some(_), Some(_)) => return Err(AMBIGUOUS),
@@ -51,7 +55,9 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str
     for v in headers.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';') {
-            let Some((k, val)) = pair.trim().split_once('=') else { continue };
+            let Some((k, val)) = pair.trim().split_once('=') else {
+                continue;
+            };
             if k.trim() == name {
                 let val = val.trim().trim_matches('"');
                 match found {
@@ -102,19 +108,59 @@ mod tests {
     #[test]
     fn extract_table() {
         let bad = Err(AMBIGUOUS);
-        type Case<'a> = (HeaderMap, Option<&'a str>, Result<Option<&'a str>, GatewayError>);
+        type Case<'a> = (
+            HeaderMap,
+            Option<&'a str>,
+            Result<Option<&'a str>, GatewayError>,
+        );
         let cases: Vec<Case<'_>> = vec![
             (hm(&[]), None, Ok(None)),
-            (hm(&[("authorization", "Bearer abc")]), None, Ok(Some("abc"))),
-            (hm(&[("authorization", "bearer   abc ")]), None, Ok(Some("abc"))),
-            (hm(&[("authorization", "Basic dXNlcjpwYXNz")]), None, Ok(None)),
-            (hm(&[("authorization", "Bearer ")]), None, Err(GatewayError::InvalidToken)),
-            (hm(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]), None, bad.clone()),
-            (hm(&[("cookie", "x=1; at=tok; y=2")]), Some("at"), Ok(Some("tok"))),
+            (
+                hm(&[("authorization", "Bearer abc")]),
+                None,
+                Ok(Some("abc")),
+            ),
+            (
+                hm(&[("authorization", "bearer   abc ")]),
+                None,
+                Ok(Some("abc")),
+            ),
+            (
+                hm(&[("authorization", "Basic dXNlcjpwYXNz")]),
+                None,
+                Ok(None),
+            ),
+            (
+                hm(&[("authorization", "Bearer ")]),
+                None,
+                Err(GatewayError::InvalidToken),
+            ),
+            (
+                hm(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
+                None,
+                bad.clone(),
+            ),
+            (
+                hm(&[("cookie", "x=1; at=tok; y=2")]),
+                Some("at"),
+                Ok(Some("tok")),
+            ),
             (hm(&[("cookie", "at=tok")]), None, Ok(None)),
-            (hm(&[("cookie", "at=one"), ("cookie", "at=two")]), Some("at"), bad.clone()),
-            (hm(&[("authorization", "Bearer a"), ("cookie", "at=b")]), Some("at"), bad.clone()),
-            (hm(&[("authorization", "Bearer a"), ("cookie", "at=a")]), Some("at"), Ok(Some("a"))),
+            (
+                hm(&[("cookie", "at=one"), ("cookie", "at=two")]),
+                Some("at"),
+                bad.clone(),
+            ),
+            (
+                hm(&[("authorization", "Bearer a"), ("cookie", "at=b")]),
+                Some("at"),
+                bad.clone(),
+            ),
+            (
+                hm(&[("authorization", "Bearer a"), ("cookie", "at=a")]),
+                Some("at"),
+                Ok(Some("a")),
+            ),
         ];
         for (i, (h, cookie, want)) in cases.into_iter().enumerate() {
             assert_eq!(extract(&h, cookie), want, "case {i}");

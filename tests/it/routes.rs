@@ -186,9 +186,14 @@ async fn method_not_listed_never_falls_through_to_a_broader_route() {
         .assert_error(405, "method_not_allowed");
     let token = gw.mint(&alice());
     let auth = format!("Bearer {token}");
-    gw.request("POST", "/get-only/x", &[("authorization", &auth)], "data".into())
-        .await
-        .assert_error(405, "method_not_allowed");
+    gw.request(
+        "POST",
+        "/get-only/x",
+        &[("authorization", &auth)],
+        "data".into(),
+    )
+    .await
+    .assert_error(405, "method_not_allowed");
     assert_eq!(gw.upstream.hits(), 0);
 }
 
