@@ -19,6 +19,8 @@
 #
 # Environment: DURATION (s per case per round, 10), ROUNDS (3), CONNECTIONS (64),
 # WRK_THREADS (1), WARMUP (s per case before round 1, 2), CASES ("a b c d e f g"),
+# IDLE_WAIT (before each run, wait up to this many s for CPUs 0/1 to be under 10% busy
+# with other work, 30; the load seen is recorded and shown in the table),
 # SKIP_BUILD=1 (use the existing release binary), AUTHGATE_LOG (gateway RUST_LOG, warn),
 # KEEP_TMP=1 (keep configs and raw wrk output), OUT_DIR (copy raw output and table there).
 set -euo pipefail
@@ -33,8 +35,9 @@ CONNECTIONS="${CONNECTIONS:-64}"
 WRK_THREADS="${WRK_THREADS:-1}"
 WARMUP="${WARMUP:-2}"
 WARMUP="${WARMUP%s}"
+IDLE_WAIT="${IDLE_WAIT:-30}"
 CASES="${CASES:-a b c d e f g}"
-for v in DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP; do
+for v in DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP IDLE_WAIT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] || die "DURATION and ROUNDS must be at least 1"
@@ -248,11 +251,12 @@ if [ "$WARMUP" -gt 0 ]; then
 fi
 
 # The numbers only mean something on an otherwise idle machine: say so when it is not.
+quiet() { awk -v s="$1" 'BEGIN { n = split(s, f, /[= %]+/); for (i = 2; i <= n; i += 2) if (f[i] + 0 > 10) exit 1; exit 0 }'; }
 BUSY="$(cpu_busy 2)"
 log "background load before measuring (all servers idle): $BUSY"
-if awk -v s="$BUSY" 'BEGIN { n = split(s, f, /[= %]+/); for (i = 2; i <= n; i += 2) if (f[i] + 0 > 10) exit 0; exit 1 }'; then
-    log "WARNING: CPUs 0/1 are busy with other work ($BUSY); the results will be noisy and low"
-    BUSY="$BUSY (WARNING: machine not idle, numbers unreliable)"
+if ! quiet "$BUSY"; then
+    log "WARNING: CPUs 0/1 are busy with other work ($BUSY); each run waits up to ${IDLE_WAIT}s for quiet"
+    BUSY="$BUSY (busy)"
 fi
 
 total=$(( ${#ACTIVE[@]} * ROUNDS * DURATION ))
@@ -265,10 +269,20 @@ for r in $(seq 1 "$ROUNDS"); do
             continue
         fi
         out="$RES/$k.r$r.txt"
+        # Other work on the machine skews a run: wait (bounded) for CPUs 0/1 to be quiet
+        # and record how busy they were just before it.
+        bg="$(cpu_busy 1)"
+        waited=0
+        while ! quiet "$bg" && [ "$waited" -lt "$IDLE_WAIT" ]; do
+            bg="$(cpu_busy 1)"
+            waited=$((waited + 1))
+        done
+        [ "$waited" -gt 0 ] && log "round $r ($k): waited ${waited}s for other work to calm down ($bg)"
+        echo "$bg" >"$RES/$k.r$r.bg"
         if run_wrk "$k" "$DURATION" "$out"; then
             rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
             p99="$(awk '$1 == "99%" {print $2}' "$out")"
-            log "round $r ($k): ${rps:-?} req/s, p99 ${p99:-?}"
+            log "round $r ($k): ${rps:-?} req/s, p99 ${p99:-?} (background before: $bg)"
         else
             log "round $r ($k): wrk failed: $(tail -n 1 "$out")"
             mv "$out" "$out.failed"
@@ -285,7 +299,7 @@ done
     echo "Machine: $(nproc --all) CPUs ($(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')), $(uname -sr)."
     echo "wrk ${WRK_THREADS} thread(s), ${CONNECTIONS} connections, ${DURATION}s per case per round, ${ROUNDS} round(s) round-robin, median over rounds;"
     echo "proxy under test on CPU 0, wrk + nginx upstream (+ redis) on CPU 1."
-    echo "Background CPU load just before measuring: $BUSY."
+    echo "Other work on CPUs 0/1 when measuring started: $BUSY; each run first waited up to ${IDLE_WAIT}s for it to drop under 10% (column \"other load\")."
     echo "Versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n 1 | awk '{print "HAProxy " $3}'), $(redis-server --version | awk '{print "Redis " $3}' | sed 's/v=//'), authgate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')."
     echo
     python3 "$BENCH_DIR/summarize.py" "$RES"

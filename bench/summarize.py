@@ -57,8 +57,13 @@ def main():
                 r = parse(os.path.join(d, f))
                 if r:
                     runs.append(r)
+        bg = []
+        for f in files:
+            if re.fullmatch(re.escape(key) + r"\.r\d+\.bg", f):
+                bg += [int(x) for x in re.findall(r"=(\d+)%", open(os.path.join(d, f)).read())]
         if runs:
             res[key] = {
+                "bg": max(bg) if bg else None,
                 "rps": statistics.median(r[0] for r in runs),
                 "p99": statistics.median(r[1] for r in runs),
                 "rounds": [r[0] for r in runs],
@@ -68,12 +73,12 @@ def main():
         if os.path.exists(sk):
             skipped[key] = open(sk).read().strip()
 
-    print("| case | what | req/s (median) | p99 ms (median) | req/s per round | errors | ratio | target | met |")
-    print("|---|---|---:|---:|---|---:|---:|---|---|")
+    print("| case | what | req/s (median) | p99 ms (median) | req/s per round | errors | other load | ratio | target | met |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---|---|")
     for key, what in CASES:
         if key not in res:
             reason = skipped.get(key, "not run")
-            print(f"| ({key}) | {what} | — | — | — | — | — | SKIPPED: {reason} | — |")
+            print(f"| ({key}) | {what} | — | — | — | — | — | — | SKIPPED: {reason} | — |")
             continue
         r = res[key]
         ratio = target = met = "—"
@@ -102,7 +107,10 @@ def main():
             ratio = f"{r['rps'] / res['a']['rps']:.2f}× (a)"
         rounds = ", ".join(f"{x:,.0f}" for x in r["rounds"])
         errs = str(r["errors"]) if r["errors"] == 0 else f"**{r['errors']}**"
-        print(f"| ({key}) | {what} | {r['rps']:,.0f} | {r['p99']:.2f} | {rounds} | {errs} | {ratio} | {target} | {met} |")
+        load = "?" if r["bg"] is None else (f"{r['bg']}%" if r["bg"] <= 10 else f"**{r['bg']}%**")
+        print(f"| ({key}) | {what} | {r['rps']:,.0f} | {r['p99']:.2f} | {rounds} | {errs} | {load} | {ratio} | {target} | {met} |")
+    print("\n`other load`: the highest CPU 0/1 use by other work in the second before a run of that case"
+          " (servers idle); above 10% the run competed with something else.")
     if any(r["errors"] for r in res.values()):
         print("\nWARNING: some runs had non-2xx responses or socket errors (errors column); "
               "their numbers do not measure the intended path.")

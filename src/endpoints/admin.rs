@@ -130,8 +130,19 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
     if !authorised(app, req) {
         return Err(GatewayError::AdminUnauthorized);
     }
-    let path = req.uri().path();
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Ids in the path are percent-encoded (a user id may hold spaces, `/` or non-ASCII).
+    let mut segs: Vec<String> = Vec::new();
+    for raw in req.uri().path().trim_start_matches('/').split('/') {
+        match percent_encoding::percent_decode_str(raw).decode_utf8() {
+            Ok(s) => segs.push(s.into_owned()),
+            Err(_) => {
+                return Err(GatewayError::BadRequest(
+                    "an id in the path is not valid UTF-8",
+                ))
+            }
+        }
+    }
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let t = now();
     match (req.method().as_str(), segs.as_slice()) {
         ("GET", ["admin", "users", uid, "sessions"]) => {

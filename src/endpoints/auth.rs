@@ -197,11 +197,63 @@ async fn login(
         );
         return Err(GatewayError::AccountLocked { retry_after: wait });
     }
-    let outcome = live.login.authenticate(body, &headers, ip).await;
-    match outcome {
+    let reservation = lockout
+        .reserve(&app.store, username.as_deref(), ip, t)
+        .await
+        .map_err(store_error)?;
+    if let Some(wait) = reservation.refused {
+        metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
+        audit::record(
+            Event::AccountLocked,
+            Subject {
+                ip: Some(ip),
+                platform: Some(&platform),
+                ..Default::default()
+            },
+        );
+        return Err(GatewayError::AccountLocked { retry_after: wait });
+    }
+    let user = username.as_deref();
+    let failed = || async {
+        metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
+        audit::record(
+            Event::LoginFailed,
+            Subject {
+                ip: Some(ip),
+                platform: Some(&platform),
+                ..Default::default()
+            },
+        );
+        let locked = lockout
+            .record_failure(&app.store, user, ip, &reservation, t)
+            .await
+            .map_err(store_error)?;
+        if let Some(wait) = locked {
+            audit::record(
+                Event::AccountLocked,
+                Subject {
+                    ip: Some(ip),
+                    platform: Some(&platform),
+                    ..Default::default()
+                },
+            );
+            tracing::info!(
+                retry_after = wait.as_secs(),
+                "login locked after repeated failures"
+            );
+        }
+        Ok::<(), GatewayError>(())
+    };
+    let release = || async {
+        lockout
+            .release(&app.store, user, ip)
+            .await
+            .map_err(store_error)
+    };
+    match live.login.authenticate(body, &headers, ip).await {
         LoginOutcome::Success(identity) => {
             lockout
-                .record_success(&app.store, username.as_deref())
+                .record_success(&app.store, user, ip)
                 .await
                 .map_err(store_error)?;
             let resp = issue(app, live, identity, &platform, &headers, ip).await?;
@@ -209,33 +261,7 @@ async fn login(
             Ok(resp)
         }
         LoginOutcome::InvalidCredentials => {
-            metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
-            audit::record(
-                Event::LoginFailed,
-                Subject {
-                    ip: Some(ip),
-                    platform: Some(&platform),
-                    ..Default::default()
-                },
-            );
-            if let Some(wait) = lockout
-                .record_failure(&app.store, username.as_deref(), ip, t)
-                .await
-                .map_err(store_error)?
-            {
-                audit::record(
-                    Event::AccountLocked,
-                    Subject {
-                        ip: Some(ip),
-                        platform: Some(&platform),
-                        ..Default::default()
-                    },
-                );
-                tracing::info!(
-                    retry_after = wait.as_secs(),
-                    "login locked after repeated failures"
-                );
-            }
+            failed().await?;
             Err(GatewayError::InvalidCredentials)
         }
         LoginOutcome::Relay {
@@ -243,36 +269,24 @@ async fn login(
             counts_as_failure,
         } => {
             if counts_as_failure {
-                metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
-                audit::record(
-                    Event::LoginFailed,
-                    Subject {
-                        ip: Some(ip),
-                        platform: Some(&platform),
-                        ..Default::default()
-                    },
-                );
-                if lockout
-                    .record_failure(&app.store, username.as_deref(), ip, t)
-                    .await
-                    .map_err(store_error)?
-                    .is_some()
-                {
-                    audit::record(
-                        Event::AccountLocked,
-                        Subject {
-                            ip: Some(ip),
-                            platform: Some(&platform),
-                            ..Default::default()
-                        },
-                    );
-                }
+                failed().await?;
+            } else {
+                release().await?;
             }
             Ok(response)
         }
-        LoginOutcome::BadRequest(m) => Err(GatewayError::BadRequest(m)),
-        LoginOutcome::Unavailable => Err(GatewayError::UpstreamUnavailable),
-        LoginOutcome::Busy => Err(GatewayError::LoginBusy),
+        LoginOutcome::BadRequest(m) => {
+            release().await?;
+            Err(GatewayError::BadRequest(m))
+        }
+        LoginOutcome::Unavailable => {
+            release().await?;
+            Err(GatewayError::UpstreamUnavailable)
+        }
+        LoginOutcome::Busy => {
+            release().await?;
+            Err(GatewayError::LoginBusy)
+        }
     }
 }
 

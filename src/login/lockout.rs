@@ -79,8 +79,10 @@ pub fn retry_after(
 /// The `[login.lockout]` policy over the session store's counters.
 ///
 /// The caller's order for one login: [`FloodGuard::allow`] → [`Lockout::check`] (locked: 429,
-/// the password is not looked at) → authenticate → [`Lockout::record_failure`] (invalid
-/// credentials, or a 401/403 relayed from the upstream login) or [`Lockout::record_success`].
+/// the password is not looked at) → [`Lockout::reserve`] (counts the attempt first, so parallel
+/// guesses cannot all slip past the check; over the limit: 429) → authenticate →
+/// [`Lockout::record_failure`] (invalid credentials, or a 401/403 relayed from the upstream
+/// login), [`Lockout::record_success`], or [`Lockout::release`] (neither).
 #[derive(Debug, Clone)]
 pub struct Lockout {
     cfg: crate::config::Lockout,
@@ -111,48 +113,108 @@ impl Lockout {
         Ok(retry_after([ip_lock?, user_lock?], now))
     }
 
-    /// Counts a failed login against the username (if known) and the IP; locks whichever
-    /// reached its limit. `Some(retry after)` if this failure locked something.
-    pub async fn record_failure(
+    /// Counts this attempt against the IP and the username (if known) *before* any password
+    /// is looked at, so guesses sent in parallel cannot all pass [`Lockout::check`] together:
+    /// the attempt beyond a limit is refused unverified (and locks that key).
+    pub async fn reserve(
         &self,
         store: &SessionStore,
         username: Option<&str>,
         ip: IpAddr,
         now: u64,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<Reservation, StoreError> {
         let window = self.cfg.window;
+        let ip_count = store.record_failure(&ip_key(ip), window, now).await?;
+        let user_count = match username {
+            Some(u) => Some(store.record_failure(&user_key(u), window, now).await?),
+            None => None,
+        };
         let mut until = Vec::with_capacity(2);
-        let ip_key = ip_key(ip);
-        if reaches_limit(
-            store.record_failure(&ip_key, window, now).await?,
-            self.cfg.max_failures_per_ip,
-        ) {
-            until.push(Some(store.lock(&ip_key, self.cfg.duration, now).await?));
+        if ip_count > self.cfg.max_failures_per_ip {
+            until.push(Some(self.lock(store, &ip_key(ip), now).await?));
         }
-        if let Some(u) = username {
-            let key = user_key(u);
-            if reaches_limit(
-                store.record_failure(&key, window, now).await?,
-                self.cfg.max_failures,
-            ) {
-                until.push(Some(store.lock(&key, self.cfg.duration, now).await?));
+        if let (Some(u), Some(n)) = (username, user_count) {
+            if n > self.cfg.max_failures {
+                until.push(Some(self.lock(store, &user_key(u), now).await?));
+            }
+        }
+        Ok(Reservation {
+            refused: retry_after(until, now),
+            ip_count,
+            user_count,
+        })
+    }
+
+    /// Locks `key` for `duration`; its count starts afresh once the lock is over.
+    async fn lock(&self, store: &SessionStore, key: &str, now: u64) -> Result<u64, StoreError> {
+        let until = store.lock(key, self.cfg.duration, now).await?;
+        store.clear_failures(key).await?;
+        Ok(until)
+    }
+
+    /// The reserved attempt failed (it is already counted): locks whichever key it brought to
+    /// its limit. `Some(retry after)` if it locked something.
+    pub async fn record_failure(
+        &self,
+        store: &SessionStore,
+        username: Option<&str>,
+        ip: IpAddr,
+        reservation: &Reservation,
+        now: u64,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut until = Vec::with_capacity(2);
+        if reaches_limit(reservation.ip_count, self.cfg.max_failures_per_ip) {
+            until.push(Some(self.lock(store, &ip_key(ip), now).await?));
+        }
+        if let (Some(u), Some(n)) = (username, reservation.user_count) {
+            if reaches_limit(n, self.cfg.max_failures) {
+                until.push(Some(self.lock(store, &user_key(u), now).await?));
             }
         }
         Ok(retry_after(until, now))
     }
 
-    /// Forgets the username's failures after a successful login. The IP's count stays: one
-    /// valid account must not reset the budget of a script guessing others from that IP.
+    /// The reserved attempt succeeded: the username's failures are forgotten, and the IP gets
+    /// back the one count the attempt took (its earlier failures stay: one valid account must
+    /// not reset the budget of a script guessing others from that IP).
     pub async fn record_success(
         &self,
         store: &SessionStore,
         username: Option<&str>,
+        ip: IpAddr,
     ) -> Result<(), StoreError> {
+        store.forgive_one(&ip_key(ip)).await?;
         match username {
             Some(u) => store.clear_failures(&user_key(u)).await,
             None => Ok(()),
         }
     }
+
+    /// An attempt that was neither a success nor a failure (bad request, upstream down):
+    /// gives back the counts it took.
+    pub async fn release(
+        &self,
+        store: &SessionStore,
+        username: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<(), StoreError> {
+        store.forgive_one(&ip_key(ip)).await?;
+        match username {
+            Some(u) => store.forgive_one(&user_key(u)).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// What [`Lockout::reserve`] counted for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// Over a limit: refused without looking at the password, retry after this long.
+    pub refused: Option<Duration>,
+    /// Attempts of this IP within the window, this one included.
+    pub ip_count: u32,
+    /// The same for the username, when the body named one.
+    pub user_count: Option<u32>,
 }
 
 /// Fixed-memory per-IP login rate limit (about 64 KiB whatever the number of IPs).
@@ -217,6 +279,21 @@ pub async fn verify_slot(slots: &Arc<Semaphore>, wait: Duration) -> Option<Owned
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One failed attempt, as the login endpoint makes it: reserve, then record the failure.
+    async fn fail(
+        l: &Lockout,
+        store: &SessionStore,
+        user: Option<&str>,
+        ip: IpAddr,
+        now: u64,
+    ) -> Option<Duration> {
+        let r = l.reserve(store, user, ip, now).await.unwrap();
+        if r.refused.is_some() {
+            return r.refused;
+        }
+        l.record_failure(store, user, ip, &r, now).await.unwrap()
+    }
     use crate::session::{MemoryStore, RefreshKey, StoreSettings};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -297,22 +374,9 @@ mod tests {
         let l = Lockout::new(&cfg(3, 50));
         let now = 10_000;
         assert_eq!(l.check(&store, Some("alice"), IP, now).await.unwrap(), None);
-        assert_eq!(
-            l.record_failure(&store, Some("alice"), IP, now)
-                .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            l.record_failure(&store, Some("ALICE"), IP, now + 1)
-                .await
-                .unwrap(),
-            None
-        );
-        let locked = l
-            .record_failure(&store, Some("alice"), IP, now + 2)
-            .await
-            .unwrap();
+        assert_eq!(fail(&l, &store, Some("alice"), IP, now).await, None);
+        assert_eq!(fail(&l, &store, Some("ALICE"), IP, now + 1).await, None);
+        let locked = fail(&l, &store, Some("alice"), IP, now + 2).await;
         assert_eq!(locked, Some(Duration::from_secs(600)));
         // Locked for everyone asking for alice, from any IP; case does not matter.
         assert_eq!(
@@ -337,36 +401,23 @@ mod tests {
     async fn failures_outside_the_window_do_not_add_up() {
         let store = store();
         let l = Lockout::new(&cfg(2, 50));
-        assert_eq!(
-            l.record_failure(&store, Some("a"), IP, 0).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            l.record_failure(&store, Some("a"), IP, 61).await.unwrap(),
-            None
-        );
-        assert!(l
-            .record_failure(&store, Some("a"), IP, 62)
-            .await
-            .unwrap()
-            .is_some());
+        assert_eq!(fail(&l, &store, Some("a"), IP, 0).await, None);
+        assert_eq!(fail(&l, &store, Some("a"), IP, 61).await, None);
+        assert!(fail(&l, &store, Some("a"), IP, 62).await.is_some());
     }
 
     #[tokio::test]
     async fn success_clears_the_username_but_not_the_ip() {
         let store = store();
         let l = Lockout::new(&cfg(2, 3));
-        assert_eq!(
-            l.record_failure(&store, Some("a"), IP, 0).await.unwrap(),
-            None
-        );
-        l.record_success(&store, Some("a")).await.unwrap();
-        assert_eq!(
-            l.record_failure(&store, Some("a"), IP, 1).await.unwrap(),
-            None
-        );
+        assert_eq!(fail(&l, &store, Some("a"), IP, 0).await, None);
+        // A successful attempt is reserved like any other, then handed back to the IP.
+        let r = l.reserve(&store, Some("a"), IP, 1).await.unwrap();
+        assert_eq!(r.refused, None);
+        l.record_success(&store, Some("a"), IP).await.unwrap();
+        assert_eq!(fail(&l, &store, Some("a"), IP, 1).await, None);
         // Third failure from the IP (different usernames count too): the IP is locked.
-        let locked = l.record_failure(&store, Some("b"), IP, 2).await.unwrap();
+        let locked = fail(&l, &store, Some("b"), IP, 2).await;
         assert_eq!(locked, Some(Duration::from_secs(600)));
         assert!(l.check(&store, Some("c"), IP, 3).await.unwrap().is_some());
         assert!(l.check(&store, None, IP, 3).await.unwrap().is_some());
@@ -377,12 +428,8 @@ mod tests {
     async fn without_a_username_only_the_ip_counts() {
         let store = store();
         let l = Lockout::new(&cfg(1, 2));
-        assert_eq!(l.record_failure(&store, None, IP, 0).await.unwrap(), None);
-        assert!(l
-            .record_failure(&store, None, IP, 0)
-            .await
-            .unwrap()
-            .is_some());
+        assert_eq!(fail(&l, &store, None, IP, 0).await, None);
+        assert!(fail(&l, &store, None, IP, 0).await.is_some());
         assert!(l.check(&store, None, IP, 1).await.unwrap().is_some());
     }
 

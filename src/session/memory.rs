@@ -496,6 +496,13 @@ impl MemoryStore {
             .filter(|&until| until > now))
     }
 
+    pub async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(l) = lock(&self.inner.lockouts).get_mut(key) {
+            l.failures = l.failures.saturating_sub(1);
+        }
+        Ok(())
+    }
+
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         if let Some(l) = lock(&self.inner.lockouts).get_mut(key) {
             l.failures = 0;

@@ -373,6 +373,12 @@ impl SessionStore {
         dispatch!(self, s => s.locked_until(key, now).await)
     }
 
+    /// Takes one count back from `key`'s failures in the current window (an attempt counted
+    /// in advance that turned out not to be a failure). Never below zero.
+    pub async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.forgive_one(key).await)
+    }
+
     /// Forgets `key`'s failures (after a successful login). A lock stays.
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.clear_failures(key).await)

@@ -111,6 +111,7 @@ struct Scripts {
     end: Script,
     touch: Script,
     failure: Script,
+    forgive: Script,
 }
 
 impl Scripts {
@@ -122,6 +123,7 @@ impl Scripts {
             end: with_common(include_str!("lua/end.lua")),
             touch: with_common(include_str!("lua/touch.lua")),
             failure: Script::new(include_str!("lua/failure.lua")),
+            forgive: Script::new(include_str!("lua/forgive.lua")),
         }
     }
 }
@@ -661,6 +663,18 @@ impl RedisStore {
             )
             .await?;
         Ok(until.filter(|&u| u > now))
+    }
+
+    pub async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let mut inv = self
+            .inner
+            .scripts
+            .forgive
+            .key(format!("{}lock:{key}", self.inner.prefix));
+        inv.arg(0);
+        let _: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
+        Ok(())
     }
 
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {

@@ -1,12 +1,15 @@
 //! Store faults and restarts (issue 3): Redis killed during traffic (503 `store_unavailable`
 //! with `Retry-After` on protected routes, public routes fine, no session lost), Redis restarted
-//! (recovery without a gateway restart), `on_store_error = "allow_stateless"`, the gateway
-//! restarted on the same store, and two gateway instances sharing one Redis.
+//! (recovery without a gateway restart), Redis frozen (bounded 503s, answers kept matched after),
+//! a rotation cut off by a store timeout, `on_store_error = "allow_stateless"`, the gateway
+//! started while Redis is down or restarted on the same store, two gateway instances sharing
+//! one Redis, and the Redis key hygiene (a TTL on every key, one hash tag per user).
 //!
 //! A submodule of `sessions` (so `cargo test --test it sessions` runs it too).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::session_support::*;
 use crate::support::*;
@@ -53,16 +56,22 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
     let lost = gw.login_ok("alice", "h5").await;
     gw.assert_passes(&alice).await;
 
-    // Traffic on a protected route while Redis goes away and comes back: never a 401.
+    // Traffic on a protected route while Redis goes away and comes back: never a 401. The
+    // gate lets the test hold the traffic back while it counts what reaches the upstream.
     let stop = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
     let traffic = {
         let probe = gw.probe.clone();
         let stop = stop.clone();
+        let gate = gate.clone();
         let token = alice.access.clone();
         tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(Ordering::SeqCst) {
-                let r = probe.get_auth("/api/traffic", &token).await;
+                let r = {
+                    let _turn = gate.lock().await;
+                    probe.get_auth("/api/traffic", &token).await
+                };
                 seen.push((r.status, r.header("retry-after").is_some()));
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
@@ -71,6 +80,7 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
     };
 
     gw.redis().stop();
+    let held = gate.lock().await;
     let hits = gw.hits();
     // Protected routes: 503 with Retry-After, for live and ended sessions alike.
     for (path, token) in [
@@ -83,12 +93,15 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
         assert_store_down(&r, path);
     }
     assert_eq!(gw.hits(), hits, "nothing refused reached the upstream");
+    drop(held);
     // Public routes and optional routes without a token: fine.
     let r = gw.get("/public/x", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(gw.get("/optional/x", &[]).await.status, 200);
     // Token checks that need no store still answer as usual.
-    gw.get("/api/x", &[]).await.assert_error(401, "missing_token");
+    gw.get("/api/x", &[])
+        .await
+        .assert_error(401, "missing_token");
     gw.get_auth("/api/x", "garbage")
         .await
         .assert_error(401, "invalid_token");
@@ -132,7 +145,8 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
     stop.store(true, Ordering::SeqCst);
     let seen = within("the traffic task", traffic).await.expect("traffic");
     assert!(
-        seen.iter().all(|&(s, retry)| s == 200 || (s == 503 && retry)),
+        seen.iter()
+            .all(|&(s, retry)| s == 200 || (s == 503 && retry)),
         "only 200 and 503 with Retry-After during the outage: {seen:?}"
     );
     assert!(seen.iter().any(|&(s, _)| s == 503), "the outage was seen");
@@ -171,10 +185,12 @@ async fn allow_stateless_passes_valid_tokens_while_redis_is_down() {
     let r = gw.get_auth("/api/x", &alice.access).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.seen("x-user-id"), ["1001"]);
-    assert_eq!(r.seen("x-session-id"), [alice.sid.clone()]);
+    assert_eq!(r.seen("x-session-id"), [alice.sid.as_str()]);
     assert_eq!(gw.get_auth("/auth/verify", &alice.access).await.status, 200);
     // Bad tokens are still refused; public routes still pass.
-    gw.get("/api/x", &[]).await.assert_error(401, "missing_token");
+    gw.get("/api/x", &[])
+        .await
+        .assert_error(401, "missing_token");
     gw.get_auth("/api/x", "garbage")
         .await
         .assert_error(401, "invalid_token");
@@ -252,7 +268,7 @@ async fn two_instances_share_sessions_rotation_and_lockout() {
     let web1 = gw.login_ok("alice", "web").await;
     let r = on_other(&web1.access).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.seen("x-session-id"), [web1.sid.clone()]);
+    assert_eq!(r.seen("x-session-id"), [web1.sid.as_str()]);
 
     // Rotation on one, the parent within the grace on the other: the same successor.
     let p1 = Pair::from_resp(&gw.refresh(&web1.refresh).await);
@@ -314,4 +330,158 @@ async fn two_instances_share_sessions_rotation_and_lockout() {
         .await
         .assert_error(429, "account_locked");
     within("the second instance to stop", other_handle.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_redis_key_has_a_ttl_and_a_users_keys_share_a_hash_tag() {
+    let mut gw = redis_gateway!(Setup::new().lockout("max_failures = 2"));
+    let web = gw.login_ok("alice", "web").await;
+    let app = gw.login_ok("alice", "app").await;
+    gw.login_ok("alice", "app").await; // kicks `app`
+    gw.login_ok("bob", "web").await;
+    let web1 = Pair::from_resp(&gw.refresh(&web.refresh).await);
+    gw.with_token("POST", "/auth/logout", &web1.access).await;
+    gw.refresh(&web.refresh).await; // an ended session's token: nothing stored
+    for _ in 0..2 {
+        gw.login("mallory", "x").await;
+    }
+    gw.login("mallory", "x")
+        .await
+        .assert_error(429, "account_locked");
+    gw.assert_refused(&app.access, "session_replaced").await;
+    let prefix = gw.prefix.clone();
+    let keys = gw.redis().keys(&format!("{prefix}*"));
+    assert!(keys.len() >= 3, "{keys:?}");
+    for k in &keys {
+        let ttl: i64 = gw.redis().command(&["TTL", k]).unwrap().parse().unwrap();
+        assert!(ttl > 0, "{k} has no TTL ({ttl})");
+    }
+    // Everything of user 1001 sits in keys with one hash tag (Redis Cluster: one slot).
+    let tags: std::collections::HashSet<&str> = keys
+        .iter()
+        .filter(|k| k.contains("1001"))
+        .map(|k| {
+            let open = k.find('{').unwrap_or_else(|| panic!("no hash tag in {k}"));
+            let close = open + k[open..].find('}').expect("closing brace");
+            &k[open..=close]
+        })
+        .collect();
+    assert_eq!(tags.len(), 1, "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_redis_is_a_503_within_the_timeout_and_answers_stay_matched() {
+    let mut gw = redis_gateway!(Setup::new());
+    let alice = gw.login_ok("alice", "web").await;
+    let bob = gw.login_ok("bob", "web").await;
+    let ended = gw.login_ok("alice", "app").await;
+    gw.with_token("POST", "/auth/logout", &ended.access).await;
+
+    gw.redis().freeze();
+    // Requests queue up on the frozen connection and time out (the store's 1 s bound), all at
+    // once: protected routes, a login, the readiness probe.
+    let t0 = Instant::now();
+    let calls: Vec<_> = [&alice.access, &bob.access, &ended.access]
+        .into_iter()
+        .map(|t| {
+            let probe = gw.probe.clone();
+            let t = t.clone();
+            tokio::spawn(async move { probe.get_auth("/api/x", &t).await })
+        })
+        .collect();
+    let (login, ready, public) = tokio::join!(
+        gw.login("alice", ALICE_PW),
+        gw.admin_call("GET", "/readyz", None),
+        gw.get("/public/x", &[]),
+    );
+    for c in calls {
+        let r = within("a request to a hung store", c).await.unwrap();
+        assert_store_down(&r, "a protected route");
+    }
+    assert_store_down(&login, "login");
+    assert_eq!(ready.status, 503);
+    assert_eq!(public.status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+
+    // Thawed, Redis answers everything that queued up; late answers must not be taken for the
+    // answers of later requests.
+    gw.redis().thaw();
+    let admin = gw.admin.clone();
+    poll_until(
+        "/readyz after thawing",
+        || admin.get("/readyz", &[]),
+        |r| r.status == 200,
+    )
+    .await;
+    for _ in 0..3 {
+        gw.assert_passes(&alice).await;
+        gw.assert_passes(&bob).await;
+        gw.assert_refused(&ended.access, "session_revoked").await;
+        let r = gw.get_auth("/api/x", &bob.access).await;
+        assert_eq!(r.seen("x-user-id"), ["2002"]);
+    }
+    let a1 = Pair::from_resp(&gw.refresh(&alice.refresh).await);
+    assert_eq!(a1.sid, alice.sid);
+    gw.assert_passes(&a1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_cut_off_by_a_store_timeout_can_be_retried() {
+    // Writes held back for 1.5 s: the rotation outlives the store's 1 s bound (503), and may
+    // still be applied afterwards. Retrying with the same token must give a pair of the same
+    // session, not theft; reads go on meanwhile.
+    let mut gw = redis_gateway!(Setup::new());
+    let alice = gw.login_ok("alice", "web").await;
+    gw.redis()
+        .command(&["CLIENT", "PAUSE", "1500", "WRITE"])
+        .expect("CLIENT PAUSE");
+    let r = gw.refresh(&alice.refresh).await;
+    assert_store_down(&r, "refresh during a write pause");
+    gw.assert_passes(&alice).await;
+    let token = alice.refresh.clone();
+    let probe = gw.probe.clone();
+    let r = poll_until(
+        "a refresh after the pause",
+        || {
+            let probe = probe.clone();
+            let body = serde_json::json!({ "refresh_token": token }).to_string();
+            async move {
+                probe
+                    .request(
+                        "POST",
+                        "/auth/refresh",
+                        &[("content-type", "application/json")],
+                        bytes::Bytes::from(body),
+                    )
+                    .await
+            }
+        },
+        |r| r.status != 503,
+    )
+    .await;
+    let a1 = Pair::from_resp(&r);
+    assert_eq!(a1.sid, alice.sid);
+    gw.assert_passes(&a1).await;
+    let a2 = Pair::from_resp(&gw.refresh(&a1.refresh).await);
+    gw.assert_passes(&a2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_starts_while_redis_is_down_and_picks_it_up() {
+    let mut gw = redis_gateway!(Setup::new());
+    gw.redis().stop();
+    gw.restart().await;
+    assert_eq!(gw.admin_call("GET", "/readyz", None).await.status, 503);
+    assert_store_down(&gw.login("alice", ALICE_PW).await, "login");
+    assert_eq!(gw.get("/public/x", &[]).await.status, 200);
+    gw.redis().restart();
+    let admin = gw.admin.clone();
+    poll_until(
+        "/readyz once Redis is up",
+        || admin.get("/readyz", &[]),
+        |r| r.status == 200,
+    )
+    .await;
+    let p = gw.login_ok("alice", "web").await;
+    gw.assert_passes(&p).await;
 }

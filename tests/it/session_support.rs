@@ -8,7 +8,7 @@
 //! `session::testutil` harness (that one is `#[cfg(test)]`, out of reach of integration tests),
 //! plus `SAVE` so a restart can keep the data.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,6 +29,10 @@ pub const ADMIN_TOKEN: &str = "admin-token-for-the-session-tests";
 /// Passwords of the users in every test users file.
 pub const ALICE_PW: &str = "alice-correct-horse";
 pub const BOB_PW: &str = "bob-battery-staple";
+pub const ZHANG_PW: &str = "zhang-san-mima";
+
+/// The id of the user whose id and name need percent-encoding in a URL (`张三`).
+pub const ZHANG_ID: &str = "用户 1003";
 
 /// Env for the session test configs: the signing secret and the admin token.
 pub fn session_env(name: &str) -> Option<String> {
@@ -81,7 +85,8 @@ pub fn cheap_hash(password: &str) -> String {
         .to_string()
 }
 
-/// users.toml: alice (1001, tenant acme, roles admin and ops) and bob (2002, tenant globex).
+/// users.toml: alice (1001, tenant acme, roles admin and ops), bob (2002, tenant globex), and
+/// 张三 (id [`ZHANG_ID`], no tenant, no roles).
 pub fn users_toml() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| {
@@ -100,9 +105,16 @@ username = "bob"
 password_hash = "{bob}"
 tenant = "globex"
 roles = ["user"]
+
+[[users]]
+id = "{zhang_id}"
+username = "张三"
+password_hash = "{zhang}"
 "#,
             alice = cheap_hash(ALICE_PW),
             bob = cheap_hash(BOB_PW),
+            zhang = cheap_hash(ZHANG_PW),
+            zhang_id = ZHANG_ID,
         )
     })
 }
@@ -115,6 +127,8 @@ roles = ["user"]
 #[derive(Clone, Default)]
 pub struct Setup {
     pub server: String,
+    /// The env variable of the admin token (default `T_ADMIN`, which [`session_env`] serves).
+    pub admin_env: Option<String>,
     /// Replaces the HS256 signing lines of `[token]` when non-empty.
     pub token_base: String,
     pub token: String,
@@ -130,6 +144,17 @@ pub struct Setup {
 impl Setup {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn server(mut self, lines: &str) -> Self {
+        self.server.push_str(lines);
+        self.server.push('\n');
+        self
+    }
+
+    pub fn admin_env(mut self, name: &str) -> Self {
+        self.admin_env = Some(name.to_owned());
+        self
     }
 
     pub fn token_base(mut self, lines: &str) -> Self {
@@ -196,13 +221,12 @@ impl Setup {
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 shutdown_grace = "2s"
-admin_token_env = "T_ADMIN"
+admin_token_env = {admin_env:?}
 {server}
 [token]
 {token_base}{token}
 [session]
-mode = "stateful"
-{store_lines}
+{mode}{store_lines}
 {session}
 [platforms]
 {platforms}
@@ -218,6 +242,12 @@ connect_timeout = "1s"
 {routes}
 "#,
             server = self.server,
+            mode = if self.session.contains("mode =") {
+                ""
+            } else {
+                "mode = \"stateful\"\n"
+            },
+            admin_env = self.admin_env.as_deref().unwrap_or("T_ADMIN"),
             token = self.token,
             session = self.session,
             platforms = self.platforms,
@@ -285,6 +315,8 @@ pub struct Gw {
     /// Holds users.toml (and keys); relative paths of the config point here.
     pub dir: tempfile::TempDir,
     redis: Option<RedisServer>,
+    /// `[session] key_prefix` (Redis).
+    pub prefix: String,
 }
 
 impl std::ops::Deref for Gw {
@@ -327,6 +359,7 @@ impl Gw {
             text,
             dir,
             redis,
+            prefix,
         })
     }
 
@@ -375,6 +408,7 @@ impl Gw {
         let pw = match user {
             "alice" => ALICE_PW,
             "bob" => BOB_PW,
+            "张三" => ZHANG_PW,
             other => panic!("no test user {other}"),
         };
         Pair::from_resp(&self.login_on(user, pw, Some(platform)).await)
@@ -416,10 +450,7 @@ impl Gw {
 
     /// Asserts that `access` passes a required route, the upstream seeing its session.
     #[track_caller]
-    pub fn assert_passes<'a>(
-        &'a self,
-        p: &'a Pair,
-    ) -> impl std::future::Future<Output = ()> + 'a {
+    pub fn assert_passes<'a>(&'a self, p: &'a Pair) -> impl std::future::Future<Output = ()> + 'a {
         let caller = std::panic::Location::caller();
         async move {
             let r = self.get_auth("/api/me", &p.access).await;
@@ -430,7 +461,7 @@ impl Gw {
                 p.sid,
                 String::from_utf8_lossy(&r.body)
             );
-            assert_eq!(r.seen("x-session-id"), [p.sid.clone()], "{caller}");
+            assert_eq!(r.seen("x-session-id"), [p.sid.as_str()], "{caller}");
         }
     }
 
@@ -458,7 +489,11 @@ impl Gw {
                 "{caller}: {:?}",
                 r.headers
             );
-            assert_eq!(self.hits(), before, "{caller}: a refusal reached the upstream");
+            assert_eq!(
+                self.hits(),
+                before,
+                "{caller}: a refusal reached the upstream"
+            );
         }
     }
 }
@@ -477,6 +512,16 @@ async fn launch(text: &str, dir: &Path) -> (Arc<App>, Handle) {
         .await
         .expect("gateway starts");
     (app, handle)
+}
+
+/// The decoded header of a compact JWT (no verification).
+pub fn header_of(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').next().expect("a JWT header");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url header");
+    serde_json::from_slice(&raw).expect("JSON header")
 }
 
 /// Unix time now, as a float of seconds.
@@ -549,11 +594,13 @@ impl RedisServer {
             if std::env::var_os("CI").is_some() {
                 panic!("redis-server is not on PATH, and CI is set: the Redis tests must run");
             }
-            eprintln!(
-                "\n*********************************************************************\n\
-                 *** SKIPPED: redis-server not found (a Redis session test).       ***\n\
-                 *** Install it (apt-get install redis-server) to run these tests. ***\n\
-                 *********************************************************************\n"
+            // Straight to the process's stderr: libtest would swallow an `eprintln!` of a
+            // passing test, and a skip must be seen.
+            let _ = std::io::stderr().write_all(
+                b"\n*********************************************************************\n\
+                  *** SKIPPED: redis-server not found (a Redis session test).       ***\n\
+                  *** Install it (apt-get install redis-server) to run these tests. ***\n\
+                  *********************************************************************\n",
             );
             return None;
         }
@@ -623,6 +670,25 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT); it then answers what queued up.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Starts it again on the same port and folder (loading the last `SAVE`, if any).
     pub fn restart(&mut self) {
         self.stop();
@@ -640,6 +706,21 @@ impl RedisServer {
     /// Sends one command with a tiny blocking RESP client; the reply as text (status, integer
     /// or bulk string), `Err` for an error reply or a connection problem.
     pub fn command(&self, args: &[&str]) -> Result<String, String> {
+        match self.call(args)? {
+            Reply::One(text) => Ok(text),
+            Reply::Many(_) => Err("unexpected array reply".into()),
+        }
+    }
+
+    /// The keys matching `pattern` (`KEYS`; fine for a test server).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        match self.call(&["KEYS", pattern]) {
+            Ok(Reply::Many(keys)) => keys,
+            other => panic!("KEYS {pattern}: {other:?}"),
+        }
+    }
+
+    fn call(&self, args: &[&str]) -> Result<Reply, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
             .map_err(|e| e.to_string())?;
@@ -651,25 +732,53 @@ impl RedisServer {
         }
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
         let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line).map_err(|e| e.to_string())?;
-        let line = line.trim_end();
-        let (kind, rest) = line.split_at(line.len().min(1));
-        match kind {
-            "+" | ":" => Ok(rest.to_owned()),
-            "-" => Err(rest.to_owned()),
-            "$" => {
-                let n: i64 = rest.parse().map_err(|_| "bad bulk length".to_owned())?;
-                if n < 0 {
-                    return Ok(String::new());
-                }
-                let mut buf = vec![0u8; n as usize + 2];
-                r.read_exact(&mut buf).map_err(|e| e.to_string())?;
-                buf.truncate(n as usize);
-                String::from_utf8(buf).map_err(|e| e.to_string())
+        let (kind, rest) = read_line(&mut r)?;
+        if kind == "*" {
+            let n: i64 = rest.parse().map_err(|_| "bad array length".to_owned())?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                let (kind, rest) = read_line(&mut r)?;
+                items.push(scalar(&mut r, &kind, &rest)?);
             }
-            _ => Err(format!("unsupported reply: {line}")),
+            return Ok(Reply::Many(items));
         }
+        scalar(&mut r, &kind, &rest).map(Reply::One)
+    }
+}
+
+/// A RESP reply: one scalar, or an array of scalars.
+#[derive(Debug)]
+enum Reply {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One reply line, split into its type byte and the rest.
+fn read_line(r: &mut impl BufRead) -> Result<(String, String), String> {
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let line = line.trim_end();
+    let (kind, rest) = line.split_at(line.len().min(1));
+    Ok((kind.to_owned(), rest.to_owned()))
+}
+
+/// A status, integer, error or bulk string reply whose first line was `kind rest`.
+fn scalar(r: &mut impl BufRead, kind: &str, rest: &str) -> Result<String, String> {
+    match kind {
+        "+" | ":" => Ok(rest.to_owned()),
+        "-" => Err(rest.to_owned()),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| "bad bulk length".to_owned())?;
+            if n < 0 {
+                return Ok(String::new());
+            }
+            let mut buf = vec![0u8; n as usize + 2];
+            r.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            buf.truncate(n as usize);
+            // Keys may hold raw bytes; show them lossily.
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        }
+        _ => Err(format!("unsupported reply: {kind}{rest}")),
     }
 }
 
