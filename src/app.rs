@@ -4,7 +4,8 @@
 //! Each request `load`s the snapshot once and uses it to the end, so a reload never changes
 //! the rules in the middle of a request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -34,10 +35,17 @@ pub struct Live {
     pub lockout: Lockout,
     /// `refresh_ttl` and `max_lifetime`, as the store wants them.
     pub lifetimes: Lifetimes,
+    /// `authgate_upstream_duration_seconds`, registered once.
+    pub upstream_duration: metrics::Histogram,
+    /// `authgate_requests_total{route,status}` handles, registered on first use: the hot path
+    /// then costs a read lock and a lookup instead of building a metric key per request.
+    request_counters: RwLock<HashMap<Box<str>, HashMap<u16, metrics::Counter>>>,
 }
 
 impl Live {
     pub fn new(config: Config) -> Self {
+        // The metric handles below bind to the recorder installed at that moment.
+        crate::endpoints::admin::prometheus();
         let upstreams = config.upstreams.iter().map(UpstreamClient::new).collect();
         let expose_refresh = HeaderValue::from_str(config.token.refresh_header.as_str())
             // A HeaderName is always a valid HeaderValue.
@@ -55,7 +63,32 @@ impl Live {
             login,
             lockout,
             lifetimes,
+            upstream_duration: metrics::histogram!("authgate_upstream_duration_seconds"),
+            request_counters: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The `authgate_requests_total` counter of one route label and status.
+    pub fn request_counter(&self, route: &str, status: http::StatusCode) -> metrics::Counter {
+        let code = status.as_u16();
+        {
+            let map = self.request_counters.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = map.get(route).and_then(|by_status| by_status.get(&code)) {
+                return c.clone();
+            }
+        }
+        let counter = metrics::counter!(
+            "authgate_requests_total",
+            "route" => route.to_owned(),
+            "status" => status.as_str().to_owned()
+        );
+        self.request_counters
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(route.into())
+            .or_default()
+            .insert(code, counter.clone());
+        counter
     }
 }
 

@@ -267,9 +267,9 @@ pub fn set_forwarded(
     tls: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer = addr.peer.to_string();
     let xff = "x-forwarded-for";
     if addr.peer_trusted {
+        let peer = addr.peer.to_string();
         let prior: Vec<&str> = headers
             .get_all(xff)
             .iter()
@@ -295,9 +295,7 @@ pub fn set_forwarded(
             headers.remove(name);
         }
         headers.remove(header::FORWARDED);
-        if let Ok(v) = HeaderValue::from_str(&peer) {
-            headers.insert(xff, v);
-        }
+        headers.insert(xff, ip_value(addr.peer));
     }
     // Path-override headers (IIS URL Rewrite, Symfony) would let the upstream serve a path
     // other than the one matched and authorised here.
@@ -321,9 +319,18 @@ pub fn set_forwarded(
             }
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&addr.client.to_string()) {
-        headers.insert(HeaderName::from_static("x-real-ip"), v);
-    }
+    headers.insert(HeaderName::from_static("x-real-ip"), ip_value(addr.client));
+}
+
+/// An address as a header value, formatted on the stack (no allocation beyond the value's).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    // 64 bytes hold any IPv4 or IPv6 text form (at most 45 bytes).
+    let _ = write!(cur, "{ip}");
+    let n = cur.position() as usize;
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Marks requests to the upstream as HTTP/1.1 whatever the client spoke (h2 → h1 upstreams).

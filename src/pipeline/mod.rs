@@ -64,8 +64,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
     live.config
         .cors
         .decorate(origin, resp.headers_mut(), expose);
-    metrics::counter!("authgate_requests_total", "route" => label.to_owned(), "status" => resp.status().as_str().to_owned())
-        .increment(1);
+    live.request_counter(label, resp.status()).increment(1);
     tracing::debug!(
         status = resp.status().as_u16(),
         route = label,
@@ -88,7 +87,7 @@ async fn run<'l>(
         *label = "auth";
         return crate::endpoints::auth::handle(app, live, req, conn).await;
     }
-    if head_size(&req) > cfg.server.max_header_bytes {
+    if cfg.server.max_header_bytes < HYPER_MIN_BUF && head_size(&req) > cfg.server.max_header_bytes {
         return Err(GatewayError::HeadersTooLarge);
     }
     let (mut parts, body) = req.into_parts();
@@ -188,8 +187,7 @@ async fn run<'l>(
     let result = upstream
         .send(out, cfg.server.request_timeout, &too_large)
         .await;
-    metrics::histogram!("authgate_upstream_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+    live.upstream_duration.record(started.elapsed().as_secs_f64());
     let mut resp = result.map_err(|e| match e {
         UpstreamError::Timeout => GatewayError::UpstreamTimeout,
         UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
@@ -237,11 +235,16 @@ async fn run<'l>(
     })
 }
 
+/// hyper's smallest read buffer: heads beyond it (or beyond a larger `max_header_bytes`) are
+/// refused by hyper itself, so only smaller settings need counting here.
+const HYPER_MIN_BUF: usize = 8192;
+
 /// The size of a request head as it came on the wire (close enough: request line, names,
 /// values, separators). hyper refuses heads beyond its buffer itself; this enforces a smaller
 /// `max_header_bytes` with the gateway's JSON answer.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
     req.headers()
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
