@@ -13,10 +13,9 @@
 #     with `demo --listen --admin-listen`; DEMO_ARGS adds more arguments
 #   - routes: /public... is public, everything else required   (PUBLIC_PATH, PROTECTED_PATH)
 #   - the echo upstream answers JSON with the method, path and headers it received
-#   - the demo prints an access token (TOKEN='...') and one near expiry (OLD='...') for
-#     alice (id 1001); without them those checks SKIP
-#   - login/refresh/logout exist once issue 3 lands: until then those checks SKIP when
-#     /auth/login does not answer 200; REQUIRE_LOGIN=1 turns that SKIP into a FAIL
+#   - the demo prints an access token near expiry (OLD='...'); without it that check SKIPs
+#   - login/refresh/logout exist (issue 3): a login that does not answer 200 FAILs;
+#     REQUIRE_LOGIN=0 turns that into a SKIP of the session checks
 #   - SKIP_BUILD=1 uses the binary as is; AUTHGATE_BIN=PATH runs another one
 #   - the demo user: DEMO_USER/DEMO_PASSWORD, else read from the demo's printed
 #     walk-through ("username":"...","password":"..."), else alice/alice
@@ -32,7 +31,7 @@ GW="http://$LISTEN"
 ADMIN="http://$ADMIN_LISTEN"
 PUBLIC_PATH="${PUBLIC_PATH:-/public/hello}"
 PROTECTED_PATH="${PROTECTED_PATH:-/api/hello}"
-REQUIRE_LOGIN="${REQUIRE_LOGIN:-0}"
+REQUIRE_LOGIN="${REQUIRE_LOGIN:-1}"
 
 WORK="$(mktemp -d /tmp/authgate-smoke.XXXXXX)"
 LOG="$WORK/demo.log"
@@ -159,18 +158,7 @@ else
     fail "[demo] spoofed identity headers: got $CODE, upstream saw '$SPOOF': $(short)"
 fi
 
-# [demo] the token the demo prints: identity reaches the upstream, spoofed copies don't
-DEMO_TOKEN="$(sed -n "s/^TOKEN='\([^']*\)'.*/\1/p" "$LOG" | head -n 1)"
-if [ -z "$DEMO_TOKEN" ]; then
-    skip "[demo] no TOKEN='...' line in the demo's output: printed-token checks skipped"
-else
-    req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $DEMO_TOKEN" -H "X-User-Id: $SPOOF"
-    if [ "$CODE" = 200 ] && body_has '"x-user-id":["1001"]' && ! body_has "$SPOOF"; then
-        pass "[demo] the printed token: 200, the upstream saw X-User-Id 1001 and not the spoofed one"
-    else
-        fail "[demo] the printed token: got $CODE, want 200 with X-User-Id 1001 only: $(short)"
-    fi
-fi
+# [demo] the demo prints a token near expiry (OLD='...'): silent refresh
 OLD_TOKEN="$(sed -n "s/^OLD='\([^']*\)'.*/\1/p" "$LOG" | head -n 1)"
 if [ -z "$OLD_TOKEN" ]; then
     skip "[demo] no OLD='...' line in the demo's output: silent-refresh check skipped"
@@ -207,7 +195,7 @@ if [ "$CODE" != 200 ]; then
     if [ "$REQUIRE_LOGIN" = 1 ]; then
         fail "[login] POST /auth/login as $USER_NAME: got $CODE, want 200: $(short)"
     else
-        skip "[login] POST /auth/login as $USER_NAME answers $CODE (login not there yet?): login/refresh/logout checks skipped; REQUIRE_LOGIN=1 makes this a failure"
+        skip "[login] POST /auth/login as $USER_NAME answers $CODE: login/refresh/logout checks skipped (REQUIRE_LOGIN=0)"
     fi
 else
     ACCESS="$(json_field access_token)"
