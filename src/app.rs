@@ -72,7 +72,10 @@ impl Live {
     pub fn request_counter(&self, route: &str, status: http::StatusCode) -> metrics::Counter {
         let code = status.as_u16();
         {
-            let map = self.request_counters.read().unwrap_or_else(|p| p.into_inner());
+            let map = self
+                .request_counters
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(c) = map.get(route).and_then(|by_status| by_status.get(&code)) {
                 return c.clone();
             }

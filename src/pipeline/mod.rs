@@ -87,7 +87,8 @@ async fn run<'l>(
         *label = "auth";
         return crate::endpoints::auth::handle(app, live, req, conn).await;
     }
-    if cfg.server.max_header_bytes < HYPER_MIN_BUF && head_size(&req) > cfg.server.max_header_bytes {
+    if cfg.server.max_header_bytes < HYPER_MIN_BUF && head_size(&req) > cfg.server.max_header_bytes
+    {
         return Err(GatewayError::HeadersTooLarge);
     }
     let (mut parts, body) = req.into_parts();
@@ -187,7 +188,8 @@ async fn run<'l>(
     let result = upstream
         .send(out, cfg.server.request_timeout, &too_large)
         .await;
-    live.upstream_duration.record(started.elapsed().as_secs_f64());
+    live.upstream_duration
+        .record(started.elapsed().as_secs_f64());
     let mut resp = result.map_err(|e| match e {
         UpstreamError::Timeout => GatewayError::UpstreamTimeout,
         UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
