@@ -73,6 +73,17 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
 pub struct Demo {
     pub handle: Handle,
     pub walkthrough: String,
+    /// The demo's private temporary folder (its users file); removed on drop.
+    pub dir: TempDir,
+}
+
+/// A folder removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Why the demo could not start.
@@ -98,12 +109,13 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoEr
     // The users file lives in a private temporary folder for the life of the demo.
     let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| err("temporary folder")(&e))?;
+    let dir = TempDir(dir);
     let hash = crate::tokens::keygen::hash_password(DEMO_PASSWORD)
         .map_err(|e| err("hashing the demo password")(&e))?;
     let users = format!(
         "[[users]]\nid = \"1001\"\nusername = \"{DEMO_USER}\"\npassword_hash = \"{hash}\"\ntenant = \"acme\"\nroles = [\"admin\"]\n"
     );
-    std::fs::write(dir.join("users.toml"), users)
+    std::fs::write(dir.0.join("users.toml"), users)
         .map_err(|e| err("writing the demo users file")(&e))?;
     let text = format!(
         r#"
@@ -141,7 +153,7 @@ auth = "required"
 "#
     );
     let env = |name: &str| (name == "AUTHGATE_DEMO_SECRET").then(|| secret.clone());
-    let loaded = crate::config::load_str(&text, &dir, &env).map_err(|e| err("demo config")(&e))?;
+    let loaded = crate::config::load_str(&text, &dir.0, &env).map_err(|e| err("demo config")(&e))?;
     let app = App::new(loaded.config);
     // A session whose access token is already inside the silent-refresh window, so the
     // walk-through can show the refresh header without waiting 90 minutes.
@@ -227,5 +239,6 @@ Ctrl-C stops the demo.
     Ok(Demo {
         handle,
         walkthrough,
+        dir,
     })
 }

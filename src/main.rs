@@ -171,6 +171,7 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         let demo = authgate::demo::start(listen, admin).await?;
         println!("{}", demo.walkthrough);
         demo.handle.run_until_signal().await;
+        drop(demo.dir);
         Ok(())
     })
 }
