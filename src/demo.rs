@@ -153,7 +153,8 @@ auth = "required"
 "#
     );
     let env = |name: &str| (name == "AUTHGATE_DEMO_SECRET").then(|| secret.clone());
-    let loaded = crate::config::load_str(&text, &dir.0, &env).map_err(|e| err("demo config")(&e))?;
+    let loaded =
+        crate::config::load_str(&text, &dir.0, &env).map_err(|e| err("demo config")(&e))?;
     let app = App::new(loaded.config);
     // A session whose access token is already inside the silent-refresh window, so the
     // walk-through can show the refresh header without waiting 90 minutes.

@@ -31,6 +31,10 @@ use crate::session::{SessionStore, StoreError};
 /// behind one NAT share the budget, hence not lower.
 pub const FLOOD_LIMIT_PER_SECOND: u32 = 20;
 
+/// `Retry-After` for an attempt refused because as many others are still being checked as
+/// the limit allows.
+pub const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+
 /// How long a login waits for a free Argon2 slot before it gives up (`LoginOutcome::Busy`).
 pub const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
@@ -115,7 +119,9 @@ impl Lockout {
 
     /// Counts this attempt against the IP and the username (if known) *before* any password
     /// is looked at, so guesses sent in parallel cannot all pass [`Lockout::check`] together:
-    /// the attempt beyond a limit is refused unverified (and locks that key).
+    /// an attempt beyond a limit while the others are in flight is refused unverified (429,
+    /// retry after a second) and takes nothing; the failures among those checked lock the key
+    /// as usual.
     pub async fn reserve(
         &self,
         store: &SessionStore,
@@ -129,17 +135,22 @@ impl Lockout {
             Some(u) => Some(store.record_failure(&user_key(u), window, now).await?),
             None => None,
         };
-        let mut until = Vec::with_capacity(2);
-        if ip_count > self.cfg.max_failures_per_ip {
-            until.push(Some(self.lock(store, &ip_key(ip), now).await?));
-        }
-        if let (Some(u), Some(n)) = (username, user_count) {
-            if n > self.cfg.max_failures {
-                until.push(Some(self.lock(store, &user_key(u), now).await?));
-            }
+        let over_ip = ip_count > self.cfg.max_failures_per_ip;
+        let over_user = user_count.is_some_and(|n| n > self.cfg.max_failures);
+        if over_ip || over_user {
+            // Failures that reached a limit locked the key (and `check` refused before we got
+            // here), so being over it now means other attempts are still in flight: refuse
+            // this one without locking (a burst of correct logins must not lock an account)
+            // and give back what it took.
+            self.release(store, username, ip).await?;
+            return Ok(Reservation {
+                refused: Some(IN_FLIGHT_RETRY),
+                ip_count,
+                user_count,
+            });
         }
         Ok(Reservation {
-            refused: retry_after(until, now),
+            refused: None,
             ip_count,
             user_count,
         })
@@ -395,6 +406,24 @@ mod tests {
             l.check(&store, Some("alice"), IP, now + 602).await.unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn attempts_in_flight_beyond_the_limit_are_refused_without_locking() {
+        let store = store();
+        let l = Lockout::new(&cfg(2, 50));
+        // Two attempts are being checked; a third at the same time is refused unverified...
+        let a = l.reserve(&store, Some("alice"), IP, 0).await.unwrap();
+        let b = l.reserve(&store, Some("alice"), IP, 0).await.unwrap();
+        assert_eq!((a.refused, b.refused), (None, None));
+        let c = l.reserve(&store, Some("alice"), IP, 0).await.unwrap();
+        assert_eq!(c.refused, Some(IN_FLIGHT_RETRY));
+        // ...but nothing is locked: both in-flight attempts were right.
+        l.record_success(&store, Some("alice"), IP).await.unwrap();
+        l.record_success(&store, Some("alice"), IP).await.unwrap();
+        assert_eq!(l.check(&store, Some("alice"), IP, 1).await.unwrap(), None);
+        let d = l.reserve(&store, Some("alice"), IP, 1).await.unwrap();
+        assert_eq!(d.refused, None, "the refused attempt took nothing");
     }
 
     #[tokio::test]

@@ -85,7 +85,9 @@ async fn run<'l>(
     let cfg = &live.config;
     if crate::endpoints::auth::is_ours(live, req.uri().path()) {
         *label = "auth";
-        return crate::endpoints::auth::handle(app, live, req, conn).await;
+        // Boxed: the endpoints' futures are large and rare; inline they would make every
+        // proxied request's future (moved by value into hyper) as large as a login.
+        return Box::pin(crate::endpoints::auth::handle(app, live, req, conn)).await;
     }
     if cfg.server.max_header_bytes < HYPER_MIN_BUF && head_size(&req) > cfg.server.max_header_bytes
     {
@@ -273,7 +275,8 @@ pub(crate) async fn authenticate(
             }
         })?;
     if cfg.session.mode == SessionMode::Stateful {
-        check_session(app, live, &claims).await?;
+        // Boxed for the same reason: a Redis round trip's future is large.
+        Box::pin(check_session(app, live, &claims)).await?;
     }
     Ok(claims)
 }
