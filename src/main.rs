@@ -10,10 +10,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-/// mimalloc instead of glibc's malloc: the proxy path allocates many small short-lived
-/// buffers, and the profile showed glibc's malloc/free at about 6% of the gateway's time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
