@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::app::{now, App};
 use crate::audit::{self, Event, Subject};
 use crate::body::{full, Body};
-use crate::endpoints::auth::session_json;
+use crate::endpoints::auth::{json, session_json, store_error};
 use crate::error::GatewayError;
 use crate::pipeline::ConnInfo;
 use crate::session::EndReason;
@@ -101,24 +101,6 @@ fn authorised(app: &App, req: &Request<Incoming>) -> bool {
     };
     aws_lc_rs::constant_time::verify_slices_are_equal(given.trim().as_bytes(), expected.as_bytes())
         .is_ok()
-}
-
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(full(v.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn store_error(e: crate::session::StoreError) -> GatewayError {
-    tracing::error!(error = %e, "session store error");
-    metrics::counter!("authgate_store_errors_total").increment(1);
-    GatewayError::StoreUnavailable
 }
 
 /// `/admin/*`: a user's sessions (list, revoke all), one session (revoke), reload.

@@ -84,7 +84,8 @@ pub async fn handle(
     }
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+/// A JSON answer that must not be cached (it may carry tokens or session data).
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -104,7 +105,8 @@ fn no_content() -> Response<Body> {
     r
 }
 
-fn store_error(e: StoreError) -> GatewayError {
+/// Logs and counts a store failure; the client gets 503 `store_unavailable`.
+pub(crate) fn store_error(e: StoreError) -> GatewayError {
     tracing::error!(error = %e, "session store error");
     metrics::counter!("authgate_store_errors_total").increment(1);
     GatewayError::StoreUnavailable
