@@ -183,62 +183,36 @@ async fn login(
     let username = login::username_of(&body);
     let t = now();
     let lockout = &live.lockout;
+    // Who an attempt's audit lines are about before anyone is authenticated.
+    let anon = Subject {
+        ip: Some(ip),
+        platform: Some(&platform),
+        ..Default::default()
+    };
     if let Some(wait) = lockout
         .check(&app.store, username.as_deref(), ip, t)
         .await
         .map_err(store_error)?
     {
-        metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
-        audit::record(
-            Event::AccountLocked,
-            Subject {
-                ip: Some(ip),
-                platform: Some(&platform),
-                ..Default::default()
-            },
-        );
-        return Err(GatewayError::AccountLocked { retry_after: wait });
+        return Err(locked(wait, anon));
     }
     let reservation = lockout
         .reserve(&app.store, username.as_deref(), ip, t)
         .await
         .map_err(store_error)?;
     if let Some(wait) = reservation.refused {
-        metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
-        audit::record(
-            Event::AccountLocked,
-            Subject {
-                ip: Some(ip),
-                platform: Some(&platform),
-                ..Default::default()
-            },
-        );
-        return Err(GatewayError::AccountLocked { retry_after: wait });
+        return Err(locked(wait, anon));
     }
     let user = username.as_deref();
     let failed = || async {
         metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
-        audit::record(
-            Event::LoginFailed,
-            Subject {
-                ip: Some(ip),
-                platform: Some(&platform),
-                ..Default::default()
-            },
-        );
+        audit::record(Event::LoginFailed, anon);
         let locked = lockout
             .record_failure(&app.store, user, ip, &reservation, t)
             .await
             .map_err(store_error)?;
         if let Some(wait) = locked {
-            audit::record(
-                Event::AccountLocked,
-                Subject {
-                    ip: Some(ip),
-                    platform: Some(&platform),
-                    ..Default::default()
-                },
-            );
+            audit::record(Event::AccountLocked, anon);
             tracing::info!(
                 retry_after = wait.as_secs(),
                 "login locked after repeated failures"
@@ -290,6 +264,13 @@ async fn login(
             Err(GatewayError::LoginBusy)
         }
     }
+}
+
+/// A login refused by the lock-out: counted, audited, 429 with `Retry-After`.
+fn locked(wait: std::time::Duration, anon: Subject<'_>) -> GatewayError {
+    metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
+    audit::record(Event::AccountLocked, anon);
+    GatewayError::AccountLocked { retry_after: wait }
 }
 
 /// Creates the session (ending the oldest beyond the platform limit) and answers the pair.
