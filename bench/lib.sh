@@ -7,7 +7,7 @@
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-AUTHGATE_BIN="$TARGET_DIR/release/authgate"
+AUTHGATE_BIN="${AUTHGATE_BIN:-$TARGET_DIR/release/authgate}"
 
 # A fixed, public, 38-byte test secret: benchmark tokens only, never a real one.
 BENCH_SECRET="${BENCH_SECRET:-authgateBenchSecret0123456789abcdefXYZ}"

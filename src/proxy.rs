@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper_util::client::legacy::Client;
@@ -87,8 +88,8 @@ impl tower_service::Service<Uri> for RoundRobin {
 pub struct UpstreamClient {
     pub name: String,
     client: Client<RoundRobin, Body>,
-    /// `http://host:port` of the first url: the pool key (each upstream has its own pool).
-    scheme_authority: Bytes,
+    /// `host:port` of the first url: with `http` the pool key (each upstream has its own pool).
+    authority: Authority,
     base_path: String,
 }
 
@@ -108,28 +109,44 @@ impl UpstreamClient {
         Self {
             name: upstream.name.clone(),
             client,
-            scheme_authority: Bytes::from(format!("http://{}", first.authority)),
+            authority: first.authority.clone(),
             base_path: first.base_path.clone(),
         }
     }
 
-    /// The absolute URI to send for a forwarded path and query.
-    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Uri {
-        let mut s = String::with_capacity(
-            self.scheme_authority.len()
-                + self.base_path.len()
-                + path.len()
-                + query.map_or(0, |q| q.len() + 1),
-        );
-        // The bytes came from a String in `new`.
-        s.push_str(std::str::from_utf8(&self.scheme_authority).unwrap_or("http://invalid"));
-        s.push_str(&self.base_path);
-        s.push_str(path);
-        if let Some(q) = query {
-            s.push('?');
-            s.push_str(q);
-        }
-        Uri::try_from(s).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+    /// The absolute URI to send for a forwarded path and query. `original` is the request's
+    /// own path and query, reused as is when the forwarded form is the same text.
+    pub fn uri_for(&self, path: &str, query: Option<&str>, original: Option<&PathAndQuery>) -> Uri {
+        let path_and_query = match original {
+            Some(pq)
+                if self.base_path.is_empty()
+                    && pq.as_str().starts_with('/')
+                    && pq.path() == path
+                    && pq.query() == query =>
+            {
+                pq.clone()
+            }
+            _ => {
+                let mut s = String::with_capacity(
+                    self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+                );
+                s.push_str(&self.base_path);
+                s.push_str(path);
+                if let Some(q) = query {
+                    s.push('?');
+                    s.push_str(q);
+                }
+                match PathAndQuery::try_from(s) {
+                    Ok(pq) => pq,
+                    Err(_) => PathAndQuery::from_static("/"),
+                }
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
     }
 
     /// Sends one request; `timeout` bounds the wait for the response head.
@@ -188,6 +205,14 @@ pub fn strip_hop_by_hop(
     websocket: bool,
     protected: impl Fn(&HeaderName) -> bool,
 ) {
+    // One scan of the names first: almost every request and response carries none of these,
+    // and a scan is much cheaper than a hashed removal per listed name.
+    let present = headers.keys().any(|k| {
+        HOP_BY_HOP.contains(k) || k == header::UPGRADE || k.as_str().starts_with("proxy-")
+    });
+    if !present {
+        return;
+    }
     let mut named: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::CONNECTION).iter() {
         if let Ok(v) = v.to_str() {
@@ -259,71 +284,83 @@ pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> 
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
+
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` (and `X-Real-IP`): extended from a trusted
 /// peer, replaced from anyone else. `Forwarded` from an untrusted peer is dropped.
+/// `peer_value` is `addr.peer` as a header value (formatted once per connection).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     addr: &ClientAddr,
     tls: bool,
     host: Option<&HeaderValue>,
+    peer_value: &HeaderValue,
 ) {
-    let xff = "x-forwarded-for";
+    // Untrusted peers: nothing they say about forwarding is believed, so every X-Forwarded-*
+    // (including -User and -Email, which apps once behind oauth2-proxy trust) and
+    // `Forwarded` go. Path-override headers (IIS URL Rewrite, Symfony) go from everyone: they
+    // would let the upstream serve a path other than the one matched and authorised here.
+    // One scan of the names decides whether any removal is needed at all.
+    let doomed = |k: &HeaderName| {
+        *k == X_ORIGINAL_URL
+            || *k == X_REWRITE_URL
+            || !addr.peer_trusted
+                && (*k == header::FORWARDED || k.as_str().starts_with("x-forwarded-"))
+    };
+    if headers.keys().any(doomed) {
+        let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
     if addr.peer_trusted {
-        let peer = addr.peer.to_string();
         let prior: Vec<&str> = headers
-            .get_all(xff)
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let joined = if prior.is_empty() {
-            peer
+        if prior.is_empty() {
+            headers.insert(X_FORWARDED_FOR, peer_value.clone());
         } else {
-            format!("{}, {peer}", prior.join(", "))
-        };
-        if let Ok(v) = HeaderValue::from_str(&joined) {
-            headers.insert(xff, v);
+            let joined = format!("{}, {}", prior.join(", "), addr.peer);
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
         }
     } else {
-        // Nothing an untrusted peer says about forwarding is believed: every X-Forwarded-*
-        // (including -User and -Email, which apps once behind oauth2-proxy trust) goes.
-        let forged: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-forwarded-"))
-            .cloned()
-            .collect();
-        for name in forged {
-            headers.remove(name);
-        }
-        headers.remove(header::FORWARDED);
-        headers.insert(xff, ip_value(addr.peer));
+        headers.insert(X_FORWARDED_FOR, peer_value.clone());
     }
-    // Path-override headers (IIS URL Rewrite, Symfony) would let the upstream serve a path
-    // other than the one matched and authorised here.
-    headers.remove("x-original-url");
-    headers.remove("x-rewrite-url");
-    let proto_name = HeaderName::from_static("x-forwarded-proto");
-    if !addr.peer_trusted || !headers.contains_key(&proto_name) {
+    if !addr.peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(
-            proto_name,
+            X_FORWARDED_PROTO,
             HeaderValue::from_static(if tls { "https" } else { "http" }),
         );
     }
-    let host_name = HeaderName::from_static("x-forwarded-host");
-    if !addr.peer_trusted || !headers.contains_key(&host_name) {
+    if !addr.peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
         match host {
             Some(h) => {
-                headers.insert(host_name, h.clone());
+                headers.insert(X_FORWARDED_HOST, h.clone());
             }
             None => {
-                headers.remove(host_name);
+                headers.remove(X_FORWARDED_HOST);
             }
         }
     }
-    headers.insert(HeaderName::from_static("x-real-ip"), ip_value(addr.client));
+    let real_ip = if addr.client == addr.peer {
+        peer_value.clone()
+    } else {
+        ip_value(addr.client)
+    };
+    headers.insert(X_REAL_IP, real_ip);
 }
 
 /// An address as a header value, formatted on the stack (no allocation beyond the value's).
-fn ip_value(ip: IpAddr) -> HeaderValue {
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
     let mut buf = [0u8; 64];
     let mut cur = std::io::Cursor::new(&mut buf[..]);
@@ -455,6 +492,46 @@ mod tests {
         h
     }
 
+    /// The one-scan shortcut must still catch each kind of hop-by-hop header on its own.
+    #[test]
+    fn each_hop_by_hop_header_alone_is_stripped() {
+        for (name, value) in [
+            ("upgrade", "h2c"),
+            ("proxy-foo", "bar"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("trailer", "x-t"),
+        ] {
+            let mut h = hm(&[(name, value), ("accept", "*/*")]);
+            strip_hop_by_hop(&mut h, false, |_| false);
+            assert!(!h.contains_key(name), "{name} should be stripped");
+            assert_eq!(h["accept"], "*/*");
+        }
+        let mut h = hm(&[("accept", "*/*"), ("x-custom", "1")]);
+        strip_hop_by_hop(&mut h, false, |_| false);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn path_override_headers_go_even_from_trusted_peers() {
+        let peer: SocketAddr = "10.0.0.5:1234".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = hm(&[
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-forwarded-host", "app.example"),
+        ]);
+        let a = client_addr(peer, &h, &trusted);
+        set_forwarded(&mut h, &a, true, None, &ip_value(a.peer));
+        assert!(!h.contains_key("x-original-url"));
+        assert!(!h.contains_key("x-rewrite-url"));
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.5");
+        assert_eq!(h["x-real-ip"], "10.0.0.5");
+    }
+
     #[test]
     fn connection_named_headers_go_but_protected_ones_stay() {
         let mut h = hm(&[
@@ -503,7 +580,7 @@ mod tests {
         ]);
         let a = client_addr(peer, &h, &trusted);
         assert_eq!(a.client, "1.2.3.4".parse::<IpAddr>().unwrap());
-        set_forwarded(&mut h, &a, false, None);
+        set_forwarded(&mut h, &a, false, None, &ip_value(a.peer));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.5");
         assert_eq!(h["x-forwarded-proto"], "https");
 
@@ -520,6 +597,7 @@ mod tests {
             &a,
             false,
             Some(&HeaderValue::from_static("app.example")),
+            &ip_value(a.peer),
         );
         assert_eq!(h["x-forwarded-for"], "192.0.2.9");
         assert_eq!(h["x-forwarded-proto"], "http");

@@ -5,12 +5,13 @@
 //! `shutdown_grace` is dropped.
 
 use std::convert::Infallible;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -253,25 +254,23 @@ struct Conn {
 }
 
 impl Conn {
-    async fn serve<S>(mut self, stream: S, tls: bool)
+    async fn serve<S>(self, stream: S, tls: bool)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let state = Arc::new(ConnState::new());
+        let state = Arc::new(ConnState::new(&self.limits));
         let io = TokioIo::new(Watched {
             inner: stream,
             state: state.clone(),
         });
-        let info = ConnInfo {
-            peer: self.peer,
-            tls,
-        };
+        let info = ConnInfo::new(self.peer, tls);
         let app = self.app.clone();
         let kind = self.kind;
         let svc_state = state.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
             let state = svc_state.clone();
+            let info = info.clone();
             state.request_started();
             async move {
                 let resp = match kind {
@@ -284,36 +283,105 @@ impl Conn {
         });
         let conn = self.builder.serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);
-        let mut draining = false;
-        loop {
-            let deadline = state.deadline(&self.limits);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
-                    }
-                    break;
-                }
-                _ = self.shutdown.changed(), if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = state.head_bell.notified(), if !draining => {}
-                _ = tokio::time::sleep_until(deadline), if !draining => {
-                    match state.expired(&self.limits) {
-                        Some(Expiry::SlowHead) => {
-                            tracing::debug!(peer = %self.peer, "request head too slow; closing");
-                            break;
-                        }
-                        Some(Expiry::Idle) => {
-                            draining = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        None => {}
-                    }
+        let watchdog = watchdog(state, self.limits, self.shutdown.clone());
+        tokio::pin!(watchdog);
+        // The watchdog is polled only when its own timer, bell or shutdown signal woke it,
+        // not on every wake of the connection (a `select!` would poll it several times per
+        // request and re-arm its timer each time).
+        let side = Arc::new(SideWake::default());
+        let side_waker = Waker::from(side.clone());
+        let event = poll_fn(|cx| {
+            side.parent.register(cx.waker());
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Err(r));
+            }
+            if side.fired.swap(false, Ordering::AcqRel) {
+                let mut side_cx = Context::from_waker(&side_waker);
+                if let Poll::Ready(e) = watchdog.as_mut().poll(&mut side_cx) {
+                    return Poll::Ready(Ok(e));
                 }
             }
+            Poll::Pending
+        })
+        .await;
+        let result = match event {
+            Err(r) => r,
+            Ok(Watch::SlowHead) => {
+                tracing::debug!(peer = %self.peer, "request head too slow; closing");
+                return;
+            }
+            Ok(Watch::Drain) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// What ends a connection's normal life.
+enum Watch {
+    /// Shutdown or idle: finish in-flight requests, then close.
+    Drain,
+    /// A request head took longer than `header_timeout`: close now.
+    SlowHead,
+}
+
+/// Watches one connection for a slow head, an idle keep-alive and the shutdown signal. Its
+/// timer is armed for the earliest deadline and re-armed only when it fires or when a new
+/// head would be due before it.
+async fn watchdog(
+    state: Arc<ConnState>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> Watch {
+    let sleep = tokio::time::sleep_until(state.arm(&limits));
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return Watch::Drain,
+            _ = state.head_bell.notified() => {
+                let at = state.arm(&limits);
+                sleep.as_mut().reset(at);
+            }
+            _ = sleep.as_mut() => match state.expired(&limits) {
+                Some(Expiry::SlowHead) => return Watch::SlowHead,
+                Some(Expiry::Idle) => return Watch::Drain,
+                None => {
+                    let at = state.arm(&limits);
+                    sleep.as_mut().reset(at);
+                }
+            },
+        }
+    }
+}
+
+/// Wakes the connection task and records that the watchdog asked for it.
+struct SideWake {
+    fired: AtomicBool,
+    parent: futures_util::task::AtomicWaker,
+}
+
+impl Default for SideWake {
+    fn default() -> Self {
+        Self {
+            // The watchdog's first poll arms its timer.
+            fired: AtomicBool::new(true),
+            parent: futures_util::task::AtomicWaker::new(),
+        }
+    }
+}
+
+impl std::task::Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.parent.wake();
     }
 }
 
@@ -329,8 +397,11 @@ struct ConnState {
     h2: AtomicBool,
     /// Whether any byte has been read yet (the preface check looks at the first read only).
     seen: AtomicBool,
-    /// Rung when a request head starts, so the watchdog moves its deadline up.
+    /// Rung when a request head starts before the watchdog's armed deadline would notice it.
     head_bell: tokio::sync::Notify,
+    /// Milliseconds since `epoch` of the watchdog's armed deadline.
+    armed: AtomicU64,
+    header_timeout_ms: u64,
 }
 
 enum Expiry {
@@ -339,8 +410,10 @@ enum Expiry {
 }
 
 impl ConnState {
-    fn new() -> Self {
+    fn new(limits: &Limits) -> Self {
         Self {
+            armed: AtomicU64::new(u64::MAX),
+            header_timeout_ms: limits.header_timeout.as_millis() as u64,
             epoch: Instant::now(),
             last_activity: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
@@ -365,7 +438,9 @@ impl ConnState {
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(now + 1, Ordering::Relaxed);
-            self.head_bell.notify_one();
+            if now + self.header_timeout_ms < self.armed.load(Ordering::Relaxed) {
+                self.head_bell.notify_one();
+            }
         }
     }
 
@@ -383,8 +458,8 @@ impl ConnState {
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// When the watchdog should look again.
-    fn deadline(&self, limits: &Limits) -> Instant {
+    /// When the watchdog should look again; remembered as the armed deadline.
+    fn arm(&self, limits: &Limits) -> Instant {
         let idle =
             self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64;
         let head = match self.head_started.load(Ordering::Relaxed) {
@@ -396,6 +471,7 @@ impl ConnState {
         } else {
             idle.min(head)
         };
+        self.armed.store(at, Ordering::Relaxed);
         self.epoch + Duration::from_millis(at)
     }
 

@@ -34,10 +34,22 @@ use crate::tokens::{Claims, TokenError};
 use route::{AuthMode, Route, RouteMatch};
 
 /// What the server knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as a header value, formatted once per connection.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            tls,
+            peer_ip: proxy::ip_value(peer.ip().to_canonical()),
+        }
+    }
 }
 
 /// Runs one request through the gateway and always produces an answer.
@@ -152,7 +164,7 @@ async fn run<'l>(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    proxy::set_forwarded(h, &addr, conn.tls, host.as_ref());
+    proxy::set_forwarded(h, &addr, conn.tls, host.as_ref(), &conn.peer_ip);
     if let Some(host) = &host {
         h.insert(header::HOST, host.clone());
     }
@@ -180,7 +192,11 @@ async fn run<'l>(
         None
     };
     let upstream = &live.upstreams[route.upstream];
-    parts.uri = upstream.uri_for(route.forward_path(&canonical), parts.uri.query());
+    parts.uri = upstream.uri_for(
+        route.forward_path(&canonical),
+        parts.uri.query(),
+        parts.uri.path_and_query(),
+    );
     let too_large = Arc::new(AtomicBool::new(false));
     let body = LimitedBody::new(body, max, too_large.clone()).boxed();
     let mut out = Request::from_parts(parts, body);

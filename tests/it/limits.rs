@@ -374,6 +374,38 @@ async fn keep_alive_wait_between_requests_is_not_a_slow_head() {
     assert_eq!(gw.upstream.hits(), 2);
 }
 
+/// The watchdog arms one timer for the earliest deadline; after an idle gap that is the idle
+/// deadline (60 s here), so a head starting then must move it up to `header_timeout`.
+#[tokio::test]
+async fn slow_head_after_a_keep_alive_gap_is_cut_at_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(Conf::new().server("header_timeout = \"300ms\"")).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for gap in [Duration::ZERO, Duration::from_millis(700)] {
+        stream
+            .write_all(b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+        tokio::time::sleep(gap).await;
+    }
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /public/b HTTP/1.1\r\nHost: gw.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = within("the gateway to cut the slow head", stream.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "got {text:?}");
+    assert!(took >= Duration::from_millis(250), "cut after {took:?}");
+    assert!(took < Duration::from_secs(3), "cut after {took:?}");
+    assert_eq!(gw.upstream.hits(), 2);
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
