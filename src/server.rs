@@ -343,7 +343,7 @@ async fn watchdog(
         tokio::select! {
             _ = shutdown.changed() => return Watch::Drain,
             _ = state.head_bell.notified() => {
-                let at = state.arm(&limits);
+                let at = state.armed_at();
                 sleep.as_mut().reset(at);
             }
             _ = sleep.as_mut() => match state.expired(&limits) {
@@ -438,7 +438,13 @@ impl ConnState {
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(now + 1, Ordering::Relaxed);
-            if now + self.header_timeout_ms < self.armed.load(Ordering::Relaxed) {
+            // Only a head due before the armed deadline needs the watchdog to move it up; it
+            // is then armed for this head (not re-derived when the watchdog runs, by which
+            // time the head may be complete), so the following heads of a busy keep-alive
+            // connection ring no bell until the timer has fired once.
+            let due = now + self.header_timeout_ms;
+            if !self.h2.load(Ordering::Relaxed) && due < self.armed.load(Ordering::Relaxed) {
+                self.armed.store(due, Ordering::Relaxed);
                 self.head_bell.notify_one();
             }
         }
@@ -473,6 +479,11 @@ impl ConnState {
         };
         self.armed.store(at, Ordering::Relaxed);
         self.epoch + Duration::from_millis(at)
+    }
+
+    /// The deadline `on_read` armed for a new head.
+    fn armed_at(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.armed.load(Ordering::Relaxed))
     }
 
     fn expired(&self, limits: &Limits) -> Option<Expiry> {
