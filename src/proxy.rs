@@ -3,7 +3,6 @@
 //! headers, `X-Forwarded-*`, HTTP/1.1 towards the legacy app), timeouts, size limits on the
 //! streamed request body, and WebSocket upgrade pass-through.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -14,16 +13,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use http_body::{Frame, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 
 use crate::body::{Body, BodyError};
+
+mod pool;
 use crate::config::{Upstream, UpstreamTarget};
+pub use pool::UpstreamBody;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,50 +46,41 @@ pub struct RoundRobin {
     connect_timeout: Duration,
 }
 
-impl tower_service::Service<Uri> for RoundRobin {
-    type Response = TokioIo<TcpStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let targets = self.targets.clone();
+impl RoundRobin {
+    /// A connection to the next url that accepts one.
+    async fn connect(&self) -> io::Result<TokioIo<TcpStream>> {
+        let targets = &self.targets;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let timeout = self.connect_timeout;
-        Box::pin(async move {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "no upstream urls");
-            for i in 0..targets.len() {
-                let target = &targets[(start + i) % targets.len()];
-                let connect = TcpStream::connect(target.authority.as_str());
-                match tokio::time::timeout(timeout, connect).await {
-                    Ok(Ok(stream)) => {
-                        // Nagle only delays small proxied writes; never worth it here.
-                        let _ = stream.set_nodelay(true);
-                        return Ok(TokioIo::new(stream));
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(upstream = %target.authority, error = %e, "upstream connect failed");
-                        last = e;
-                    }
-                    Err(_) => {
-                        tracing::warn!(upstream = %target.authority, "upstream connect timed out");
-                        last = io::Error::new(io::ErrorKind::TimedOut, "connect timeout");
-                    }
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no upstream urls");
+        for i in 0..targets.len() {
+            let target = &targets[(start + i) % targets.len()];
+            let connect = TcpStream::connect(target.authority.as_str());
+            match tokio::time::timeout(self.connect_timeout, connect).await {
+                Ok(Ok(stream)) => {
+                    // Nagle only delays small proxied writes; never worth it here.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(TokioIo::new(stream));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %target.authority, error = %e, "upstream connect failed");
+                    last = e;
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %target.authority, "upstream connect timed out");
+                    last = io::Error::new(io::ErrorKind::TimedOut, "connect timeout");
                 }
             }
-            Err(last)
-        })
+        }
+        Err(last)
     }
 }
 
 /// The client for one configured upstream.
 pub struct UpstreamClient {
     pub name: String,
-    client: Client<RoundRobin, Body>,
-    /// `host:port` of the first url: with `http` the pool key (each upstream has its own pool).
+    connector: RoundRobin,
+    pool: Arc<pool::Pool>,
+    /// `host:port` of the first url: the `Host` of a request that came without one.
     authority: Authority,
     base_path: String,
 }
@@ -100,22 +92,18 @@ impl UpstreamClient {
             next: Arc::new(AtomicUsize::new(0)),
             connect_timeout: upstream.connect_timeout,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
         let first = &upstream.targets[0];
         Self {
             name: upstream.name.clone(),
-            client,
+            connector,
+            pool: pool::Pool::new(1024, Duration::from_secs(90)),
             authority: first.authority.clone(),
             base_path: first.base_path.clone(),
         }
     }
 
-    /// The absolute URI to send for a forwarded path and query. `original` is the request's
-    /// own path and query, reused as is when the forwarded form is the same text.
+    /// The origin-form URI to send for a forwarded path and query. `original` is the
+    /// request's own path and query, reused as is when the forwarded form is the same text.
     pub fn uri_for(&self, path: &str, query: Option<&str>, original: Option<&PathAndQuery>) -> Uri {
         let path_and_query = match original {
             Some(pq)
@@ -142,26 +130,29 @@ impl UpstreamClient {
                 }
             }
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+        Uri::from(path_and_query)
     }
 
-    /// Sends one request; `timeout` bounds the wait for the response head.
+    /// Sends one request; `timeout` bounds the wait for the response head (connecting
+    /// included).
     pub async fn send(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         timeout: Duration,
         too_large: &AtomicBool,
-    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let exchange = self.pool.send(req, || self.connector.connect());
+        match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) if too_large.load(Ordering::Acquire) => Err(UpstreamError::BodyTooLarge),
             Ok(Err(e)) => {
-                tracing::warn!(upstream = %self.name, error = %e, cause = ?std::error::Error::source(&e), "upstream exchange failed");
+                tracing::warn!(upstream = %self.name, error = %e, "upstream exchange failed");
                 Err(UpstreamError::Unavailable(e.to_string()))
             }
         }

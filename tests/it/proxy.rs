@@ -7,6 +7,9 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use crate::support::*;
@@ -203,4 +206,98 @@ async fn h2c_request_body_is_forwarded() {
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["body_len"], 100_000);
     assert_eq!(echo["version"], "HTTP/1.1");
+}
+
+/// A raw HTTP/1.1 upstream that answers every request head with a small keep-alive `200 ok`
+/// (it ignores bodies: the tests below send none). It counts the connections it accepts;
+/// with `close_after_each` it closes each connection right after its first answer and then
+/// reports the close on the returned channel.
+async fn raw_upstream(
+    close_after_each: bool,
+) -> (Upstream, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (closed_tx, closed_rx) = mpsc::unbounded_channel();
+    let (c, h) = (conns.clone(), hits.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (h, closed_tx) = (h.clone(), closed_tx.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if close_after_each {
+                            drop(stream);
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let upstream = Upstream {
+        addr,
+        hits,
+        complete: Arc::new(AtomicUsize::new(0)),
+    };
+    (upstream, conns, closed_rx)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let (upstream, conns, _) = raw_upstream(false).await;
+    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    for i in 0..20 {
+        let r = gw.get(&format!("/public/k{i}"), &[]).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.body, &b"ok"[..]);
+    }
+    assert_eq!(gw.upstream.hits(), 20);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "one upstream connection for all"
+    );
+}
+
+#[tokio::test]
+async fn upstream_closing_an_idle_connection_costs_no_request() {
+    // The legacy app closes every connection after one answer (as a short keep-alive timeout
+    // would). The gateway must notice the close and connect again, never answer 502.
+    let (upstream, conns, mut closed) = raw_upstream(true).await;
+    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    for i in 0..5 {
+        let r = gw.get(&format!("/public/c{i}"), &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {:?}", r.body);
+        // The upstream has closed that connection before the next request goes out.
+        within("the upstream's close", closed.recv()).await.unwrap();
+    }
+    assert_eq!(gw.upstream.hits(), 5);
+    assert_eq!(conns.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn request_without_host_gets_the_upstream_authority() {
+    let gw = Gateway::start(Conf::new()).await;
+    let r = gw
+        .raw(b"GET /public/nohost HTTP/1.0\r\n\r\n".to_vec())
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen("host"), [gw.upstream.addr.to_string()]);
 }
