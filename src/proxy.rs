@@ -196,44 +196,38 @@ pub fn strip_hop_by_hop(
     websocket: bool,
     protected: impl Fn(&HeaderName) -> bool,
 ) {
-    // One scan of the names first: almost every request and response carries none of these,
-    // and a scan is much cheaper than a hashed removal per listed name.
-    let present = headers.keys().any(|k| {
-        HOP_BY_HOP.contains(k) || k == header::UPGRADE || k.as_str().starts_with("proxy-")
-    });
-    if !present {
+    // One scan of the names first: most requests carry none of these, and most responses
+    // only `Connection: keep-alive`; a scan is much cheaper than a hashed removal per name.
+    let listed = |k: &HeaderName| {
+        HOP_BY_HOP.contains(k)
+            || *k == header::UPGRADE && !websocket
+            || k.as_str().starts_with("proxy-")
+    };
+    if !headers.keys().any(listed) {
         return;
     }
-    let mut named: Vec<HeaderName> = Vec::new();
+    let mut doomed: Vec<HeaderName> = headers.keys().filter(|k| listed(k)).cloned().collect();
     for v in headers.get_all(header::CONNECTION).iter() {
-        if let Ok(v) = v.to_str() {
-            for t in v.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(t.trim().as_bytes()) {
-                    if !(protected(&name) || websocket && name == header::UPGRADE) {
-                        named.push(name);
-                    }
-                }
+        let Ok(v) = v.to_str() else { continue };
+        for t in v.split(',').map(str::trim) {
+            // The usual tokens name no header of their own (or one already listed).
+            if t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            let Ok(name) = HeaderName::from_bytes(t.as_bytes()) else {
+                continue;
+            };
+            let kept = protected(&name) || websocket && name == header::UPGRADE;
+            if !kept && headers.contains_key(&name) && !doomed.contains(&name) {
+                doomed.push(name);
             }
         }
     }
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP.iter() {
+    for n in doomed {
         headers.remove(n);
     }
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for n in proxy {
-        headers.remove(n);
     }
 }
 
