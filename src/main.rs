@@ -128,11 +128,17 @@ fn load(path: &Path) -> anyhow::Result<authgate::config::Loaded> {
     })
 }
 
+/// One CPU (by affinity or cgroup quota): a current-thread runtime, which skips the
+/// work-stealing scheduler's cross-thread bookkeeping (about a tenth more requests per second
+/// on one core, BENCHMARKS.md). More CPUs: the multi-thread runtime, one worker per CPU.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().context("starting the runtime")
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
