@@ -160,7 +160,7 @@ impl UpstreamClient {
 }
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TE,
@@ -199,9 +199,11 @@ pub fn strip_hop_by_hop(
     // One scan of the names first: most requests carry none of these, and most responses
     // only `Connection: keep-alive`; a scan is much cheaper than a hashed removal per name.
     let listed = |k: &HeaderName| {
-        HOP_BY_HOP.contains(k)
-            || *k == header::UPGRADE && !websocket
-            || k.as_str().starts_with("proxy-")
+        // Every listed name starts with one of these letters; most others are out at once.
+        matches!(k.as_str().as_bytes()[0], b'c' | b'k' | b'p' | b't' | b'u')
+            && (HOP_BY_HOP.contains(k)
+                || *k == header::UPGRADE && !websocket
+                || k.as_str().starts_with("proxy-"))
     };
     if !headers.keys().any(listed) {
         return;

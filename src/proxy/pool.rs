@@ -120,6 +120,15 @@ impl Pool {
         }
     }
 
+    async fn open(connect: impl Future<Output = std::io::Result<Io>>) -> Result<Conn, SendError> {
+        let io = connect.await.map_err(SendError::Connect)?;
+        let (tx, conn) = http1::handshake(io).await.map_err(SendError::Exchange)?;
+        Ok(Conn {
+            tx,
+            conn: Box::pin(conn.with_upgrades()),
+        })
+    }
+
     /// Sends `req` on an idle connection, or on a new one from `connect`. A request that an
     /// idle connection closed before it was sent is retried once on a new connection.
     pub(crate) async fn send<C, F>(
@@ -134,12 +143,9 @@ impl Pool {
         loop {
             let (mut conn, fresh) = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
                 Some(c) => (c, false),
-                None => {
-                    let io = connect().await.map_err(SendError::Connect)?;
-                    let (tx, conn) = http1::handshake(io).await.map_err(SendError::Exchange)?;
-                    let conn: Driver = Box::pin(conn.with_upgrades());
-                    (Conn { tx, conn }, true)
-                }
+                // Boxed: connecting is rare and its futures are large; inline they would be
+                // part of (and moved with) every request's future.
+                None => (Box::pin(Self::open(connect())).await?, true),
             };
             let mut answer = std::pin::pin!(conn.tx.try_send_request(req));
             let result = poll_fn(|cx| {
