@@ -159,8 +159,9 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself when a request head outgrows its read buffer; its minimum
     // buffer is 8 KiB, so smaller settings are raised to that.
+    // No timer for HTTP/1: hyper would use it for its own 30 s head timeout, arming a timer
+    // for every request; the connection watchdog enforces `header_timeout` instead.
     b.http1()
-        .timer(TokioTimer::new())
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     b.http2()
