@@ -274,18 +274,20 @@ impl Conn {
             let info = info.clone();
             state.request_started();
             async move {
+                // Boxed per request: hyper keeps the slot for a service future for the life
+                // of the connection, and the pipeline's future is large (idle memory).
                 let resp = match kind {
-                    Kind::Proxy => pipeline::handle(app, req, info).await,
-                    Kind::Admin => admin::handle(app, req, info).await,
+                    Kind::Proxy => Box::pin(pipeline::handle(app, req, info)).await,
+                    Kind::Admin => Box::pin(admin::handle(app, req, info)).await,
                 };
                 state.request_finished();
                 Ok::<_, Infallible>(resp)
             }
         });
-        let conn = self.builder.serve_connection_with_upgrades(io, svc);
-        tokio::pin!(conn);
-        let watchdog = watchdog(state, self.limits, self.shutdown.clone());
-        tokio::pin!(watchdog);
+        // Boxed once per connection: pinned in place, an async fn's state would keep room
+        // for both the unpinned and the pinned copy of each (idle memory per connection).
+        let mut conn = Box::pin(self.builder.serve_connection_with_upgrades(io, svc));
+        let mut watchdog = Box::pin(watchdog(state, self.limits, self.shutdown.clone()));
         // The watchdog is polled only when its own timer, bell or shutdown signal woke it,
         // not on every wake of the connection (a `select!` would poll it several times per
         // request and re-arm its timer each time).
