@@ -4,6 +4,7 @@
 
 mod support;
 
+mod cli;
 mod cors;
 mod headers;
 mod lifecycle;
