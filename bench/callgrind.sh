@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind (repeatable whatever else
+# the machine is doing, unlike req/s): the gateway runs under callgrind on CPU 0 (one CPU, so
+# the current-thread runtime, as in bench/run.sh), wrk drives it from CPU 1 for DURATION
+# seconds, and the total is divided by the requests wrk counted. Start-up (config, metrics
+# recorder, ~26M instructions) is included, so use runs of similar length to compare builds.
+#
+#   bash bench/callgrind.sh            # case (d): public route
+#   CASE=e bash bench/callgrind.sh     # case (e): required route, stateless HS256
+#   callgrind_annotate --inclusive=yes "$OUT"   # where the instructions go
+#
+# Environment: CASE (d | e), DURATION (10), OUT (callgrind output file,
+# /tmp/authgate-callgrind.CASE.out), SKIP_BUILD=1, AUTHGATE_BIN.
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+CASE="${CASE:-d}"
+DURATION="${DURATION:-10}"
+OUT="${OUT:-/tmp/authgate-callgrind.$CASE.out}"
+case "$CASE" in
+    d) path="public/bench" ;;
+    e) path="api/bench" ;;
+    *) die "CASE must be d or e" ;;
+esac
+
+ensure_tools wrk:wrk nginx:nginx-light valgrind:valgrind taskset:util-linux curl:curl python3:python3
+raise_nofile 20000
+init_tmp
+build_authgate || die "$BUILD_FAILURE"
+read -r UP_PORT PORT ADMIN <<<"$(free_ports 3)"
+start_upstream "$UP_PORT"
+write_authgate_config "$TMP_DIR/gw.toml" "$PORT" "$ADMIN" "$UP_PORT" stateless memory none
+start_bg callgrind 0 env AUTHGATE_JWT_SECRET="$BENCH_SECRET" RUST_LOG=warn \
+    valgrind --tool=callgrind --callgrind-out-file="$OUT" "$AUTHGATE_BIN" run -c "$TMP_DIR/gw.toml"
+pid=$LAST_PID
+# Under valgrind start-up takes a few seconds.
+for _ in $(seq 1 300); do
+    [ "$(http_code "http://127.0.0.1:$PORT/public/bench")" = 200 ] && break
+    kill -0 "$pid" 2>/dev/null || die "the gateway under valgrind exited: $(tail -n 3 "$TMP_DIR/callgrind.log")"
+    sleep 0.1
+done
+token="$(mint "$BENCH_SECRET")"
+requests="$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" -H "Authorization: Bearer $token" \
+    "http://127.0.0.1:$PORT/$path" | awk '/requests in/ {print $1}')"
+kill -INT "$pid"
+wait "$pid" 2>/dev/null || true
+total="$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
+[ -n "$total" ] && [ -n "$requests" ] && [ "$requests" -gt 0 ] || die "no totals (see $TMP_DIR)"
+echo "case ($CASE): $requests requests, $total instructions, $((total / requests)) per request (start-up included)"
+echo "profile: $OUT"
