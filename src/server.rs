@@ -273,16 +273,17 @@ impl Conn {
             let state = svc_state.clone();
             let info = info.clone();
             state.request_started();
-            async move {
-                // Boxed per request: hyper keeps the slot for a service future for the life
-                // of the connection, and the pipeline's future is large (idle memory).
+            // Boxed per request: hyper keeps a slot of the service future's size for the
+            // life of the connection, and the pipeline's future is large (idle memory).
+            let fut: ServiceFuture = Box::pin(async move {
                 let resp = match kind {
-                    Kind::Proxy => Box::pin(pipeline::handle(app, req, info)).await,
-                    Kind::Admin => Box::pin(admin::handle(app, req, info)).await,
+                    Kind::Proxy => pipeline::handle(app, req, info).await,
+                    Kind::Admin => admin::handle(app, req, info).await,
                 };
                 state.request_finished();
                 Ok::<_, Infallible>(resp)
-            }
+            });
+            fut
         });
         // Boxed once per connection: pinned in place, an async fn's state would keep room
         // for both the unpinned and the pinned copy of each (idle memory per connection).
@@ -323,6 +324,9 @@ impl Conn {
         }
     }
 }
+
+type ServiceFuture =
+    Pin<Box<dyn Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>> + Send>>;
 
 /// What ends a connection's normal life.
 enum Watch {
