@@ -288,18 +288,17 @@ impl Conn {
         // Boxed once per connection: pinned in place, an async fn's state would keep room
         // for both the unpinned and the pinned copy of each (idle memory per connection).
         let mut conn = Box::pin(self.builder.serve_connection_with_upgrades(io, svc));
-        let mut watchdog = Box::pin(watchdog(state, self.limits, self.shutdown.clone()));
+        let mut watchdog = Box::pin(watchdog(state.clone(), self.shutdown.clone()));
         // The watchdog is polled only when its own timer, bell or shutdown signal woke it,
         // not on every wake of the connection (a `select!` would poll it several times per
         // request and re-arm its timer each time).
-        let side = Arc::new(SideWake::default());
-        let side_waker = Waker::from(side.clone());
+        let side_waker = Waker::from(state.clone());
         let event = poll_fn(|cx| {
-            side.parent.register(cx.waker());
+            state.parent.register(cx.waker());
             if let Poll::Ready(r) = conn.as_mut().poll(cx) {
                 return Poll::Ready(Err(r));
             }
-            if side.fired.swap(false, Ordering::AcqRel) {
+            if state.fired.swap(false, Ordering::AcqRel) {
                 let mut side_cx = Context::from_waker(&side_waker);
                 if let Poll::Ready(e) = watchdog.as_mut().poll(&mut side_cx) {
                     return Poll::Ready(Ok(e));
@@ -341,10 +340,9 @@ enum Watch {
 /// head would be due before it.
 async fn watchdog(
     state: Arc<ConnState>,
-    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Watch {
-    let sleep = tokio::time::sleep_until(state.arm(&limits));
+    let sleep = tokio::time::sleep_until(state.arm());
     tokio::pin!(sleep);
     loop {
         tokio::select! {
@@ -353,11 +351,11 @@ async fn watchdog(
                 let at = state.armed_at();
                 sleep.as_mut().reset(at);
             }
-            _ = sleep.as_mut() => match state.expired(&limits) {
+            _ = sleep.as_mut() => match state.expired() {
                 Some(Expiry::SlowHead) => return Watch::SlowHead,
                 Some(Expiry::Idle) => return Watch::Drain,
                 None => {
-                    let at = state.arm(&limits);
+                    let at = state.arm();
                     sleep.as_mut().reset(at);
                 }
             },
@@ -365,23 +363,8 @@ async fn watchdog(
     }
 }
 
-/// Wakes the connection task and records that the watchdog asked for it.
-struct SideWake {
-    fired: AtomicBool,
-    parent: futures_util::task::AtomicWaker,
-}
-
-impl Default for SideWake {
-    fn default() -> Self {
-        Self {
-            // The watchdog's first poll arms its timer.
-            fired: AtomicBool::new(true),
-            parent: futures_util::task::AtomicWaker::new(),
-        }
-    }
-}
-
-impl std::task::Wake for SideWake {
+/// The watchdog's waker: records that it asked, and wakes the connection task.
+impl std::task::Wake for ConnState {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -409,6 +392,11 @@ struct ConnState {
     /// Milliseconds since `epoch` of the watchdog's armed deadline.
     armed: AtomicU64,
     header_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    /// Set when the watchdog's timer, bell or shutdown signal woke the connection task.
+    fired: AtomicBool,
+    /// The connection task, woken for the watchdog.
+    parent: futures_util::task::AtomicWaker,
 }
 
 enum Expiry {
@@ -421,6 +409,10 @@ impl ConnState {
         Self {
             armed: AtomicU64::new(u64::MAX),
             header_timeout_ms: limits.header_timeout.as_millis() as u64,
+            idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
+            // The watchdog's first poll arms its timer.
+            fired: AtomicBool::new(true),
+            parent: futures_util::task::AtomicWaker::new(),
             epoch: Instant::now(),
             last_activity: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
@@ -472,12 +464,12 @@ impl ConnState {
     }
 
     /// When the watchdog should look again; remembered as the armed deadline.
-    fn arm(&self, limits: &Limits) -> Instant {
+    fn arm(&self) -> Instant {
         let idle =
-            self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64;
+            self.last_activity.load(Ordering::Relaxed) + self.idle_timeout_ms;
         let head = match self.head_started.load(Ordering::Relaxed) {
             0 => u64::MAX,
-            t => t - 1 + limits.header_timeout.as_millis() as u64,
+            t => t - 1 + self.header_timeout_ms,
         };
         let at = if self.h2.load(Ordering::Relaxed) {
             idle
@@ -493,7 +485,7 @@ impl ConnState {
         self.epoch + Duration::from_millis(self.armed.load(Ordering::Relaxed))
     }
 
-    fn expired(&self, limits: &Limits) -> Option<Expiry> {
+    fn expired(&self) -> Option<Expiry> {
         let now = self.now_ms();
         if self.inflight.load(Ordering::Relaxed) > 0 {
             return None;
@@ -501,12 +493,12 @@ impl ConnState {
         let head = self.head_started.load(Ordering::Relaxed);
         if head != 0
             && !self.h2.load(Ordering::Relaxed)
-            && now + 1 >= head + limits.header_timeout.as_millis() as u64
+            && now + 1 >= head + self.header_timeout_ms
         {
             return Some(Expiry::SlowHead);
         }
         if now
-            >= self.last_activity.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64
+            >= self.last_activity.load(Ordering::Relaxed) + self.idle_timeout_ms
         {
             return Some(Expiry::Idle);
         }
