@@ -338,10 +338,7 @@ enum Watch {
 /// Watches one connection for a slow head, an idle keep-alive and the shutdown signal. Its
 /// timer is armed for the earliest deadline and re-armed only when it fires or when a new
 /// head would be due before it.
-async fn watchdog(
-    state: Arc<ConnState>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Watch {
+async fn watchdog(state: Arc<ConnState>, mut shutdown: watch::Receiver<bool>) -> Watch {
     let sleep = tokio::time::sleep_until(state.arm());
     tokio::pin!(sleep);
     loop {
@@ -465,8 +462,7 @@ impl ConnState {
 
     /// When the watchdog should look again; remembered as the armed deadline.
     fn arm(&self) -> Instant {
-        let idle =
-            self.last_activity.load(Ordering::Relaxed) + self.idle_timeout_ms;
+        let idle = self.last_activity.load(Ordering::Relaxed) + self.idle_timeout_ms;
         let head = match self.head_started.load(Ordering::Relaxed) {
             0 => u64::MAX,
             t => t - 1 + self.header_timeout_ms,
@@ -491,15 +487,11 @@ impl ConnState {
             return None;
         }
         let head = self.head_started.load(Ordering::Relaxed);
-        if head != 0
-            && !self.h2.load(Ordering::Relaxed)
-            && now + 1 >= head + self.header_timeout_ms
+        if head != 0 && !self.h2.load(Ordering::Relaxed) && now + 1 >= head + self.header_timeout_ms
         {
             return Some(Expiry::SlowHead);
         }
-        if now
-            >= self.last_activity.load(Ordering::Relaxed) + self.idle_timeout_ms
-        {
+        if now >= self.last_activity.load(Ordering::Relaxed) + self.idle_timeout_ms {
             return Some(Expiry::Idle);
         }
         None
