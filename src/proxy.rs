@@ -96,7 +96,7 @@ impl UpstreamClient {
         Self {
             name: upstream.name.clone(),
             connector,
-            pool: pool::Pool::new(1024, Duration::from_secs(90)),
+            pool: pool::Pool::new(1024, Duration::from_secs(90), Duration::from_secs(5)),
             authority: first.authority.clone(),
             base_path: first.base_path.clone(),
         }

@@ -313,7 +313,7 @@ impl Conn {
                 tracing::debug!(peer = %self.peer, "request head too slow; closing");
                 return;
             }
-            Ok(Watch::Drain) => {
+            Ok(Watch::Drain | Watch::Idle) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -329,8 +329,10 @@ type ServiceFuture =
 
 /// What ends a connection's normal life.
 enum Watch {
-    /// Shutdown or idle: finish in-flight requests, then close.
+    /// Shutdown: finish in-flight requests, then close.
     Drain,
+    /// Idle past `idle_timeout`: close (hyper closes an idle connection at once).
+    Idle,
     /// A request head took longer than `header_timeout`: close now.
     SlowHead,
 }
@@ -350,7 +352,7 @@ async fn watchdog(state: Arc<ConnState>, mut shutdown: watch::Receiver<bool>) ->
             }
             _ = sleep.as_mut() => match state.expired() {
                 Some(Expiry::SlowHead) => return Watch::SlowHead,
-                Some(Expiry::Idle) => return Watch::Drain,
+                Some(Expiry::Idle) => return Watch::Idle,
                 None => {
                     let at = state.arm();
                     sleep.as_mut().reset(at);
@@ -467,7 +469,11 @@ impl ConnState {
             0 => u64::MAX,
             t => t - 1 + self.header_timeout_ms,
         };
-        let at = if self.h2.load(Ordering::Relaxed) {
+        let at = if self.inflight.load(Ordering::Relaxed) > 0 {
+            // Neither limit applies while a request is served: look again an idle timeout
+            // from now (a deadline already past would fire at once, again and again).
+            self.now_ms() + self.idle_timeout_ms
+        } else if self.h2.load(Ordering::Relaxed) {
             idle
         } else {
             idle.min(head)

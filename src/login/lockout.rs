@@ -149,6 +149,16 @@ impl Lockout {
                 user_count,
             });
         }
+        // An attempt that passed `check` just before another one's failure locked the key
+        // would otherwise count from zero again (locking clears the count): look once more.
+        if let Some(wait) = self.check(store, username, ip, now).await? {
+            self.release(store, username, ip).await?;
+            return Ok(Reservation {
+                refused: Some(wait),
+                ip_count,
+                user_count,
+            });
+        }
         Ok(Reservation {
             refused: None,
             ip_count,

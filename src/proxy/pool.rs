@@ -14,7 +14,8 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -58,6 +59,10 @@ pub(crate) struct Pool {
     idle: Mutex<VecDeque<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// How often idle connections are checked for a close by the upstream and for expiry.
+    sweep_every: Duration,
+    /// Whether the sweeper task runs (started with the first idle connection).
+    sweeping: AtomicBool,
 }
 
 /// Why an exchange failed.
@@ -76,12 +81,30 @@ impl std::fmt::Display for SendError {
 }
 
 impl Pool {
-    pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(max_idle: usize, idle_timeout: Duration, sweep_every: Duration) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
+            sweep_every,
+            sweeping: AtomicBool::new(false),
         })
+    }
+
+    /// Drops idle connections that the upstream closed or that outlived the idle timeout.
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.lock().retain_mut(|i| {
+            now.duration_since(i.since) < self.idle_timeout
+                && i.conn.drive(&mut cx)
+                && i.conn.tx.is_ready()
+        });
+    }
+
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
@@ -102,8 +125,15 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, conn: Conn) {
+    fn checkin(self: &Arc<Self>, conn: Conn) {
         let now = Instant::now();
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            // A body dropped while a runtime shuts down has none to spawn on.
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(sweep(Arc::downgrade(self)))),
+                Err(_) => self.sweeping.store(false, Ordering::Relaxed),
+            }
+        }
         let mut idle = self.lock();
         // The oldest go first: past the idle timeout, or beyond the bound.
         while idle
@@ -159,8 +189,11 @@ impl Pool {
             match result {
                 (Ok(resp), open) => {
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        // The connection hands its socket over to the upgrade when it ends.
-                        tokio::spawn(conn.conn);
+                        // The connection hands its socket over to the upgrade when it ends
+                        // (often already within the poll that delivered the 101).
+                        if open {
+                            tokio::spawn(conn.conn);
+                        }
                         return Ok(resp.map(|body| UpstreamBody::new(body, None, None)));
                     }
                     let keep = open.then_some(conn);
@@ -172,6 +205,26 @@ impl Pool {
                     _ => return Err(SendError::Exchange(e.into_error())),
                 },
             }
+        }
+    }
+}
+
+/// Sweeps a pool's idle connections every `sweep_every`, until the pool is gone (a reload
+/// replaced it). Without it, a burst's connections would stay open, possibly half-closed by
+/// the upstream, until the next request of that upstream.
+async fn sweep(pool: Weak<Pool>) {
+    let every = match pool.upgrade() {
+        Some(p) => p.sweep_every,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(p) => p.sweep_once(),
+            None => return,
         }
     }
 }
@@ -189,9 +242,15 @@ impl UpstreamBody {
         Self { body, conn, pool }
     }
 
+    /// The response is complete: the connection goes back to the pool if it is ready for
+    /// another request. It is not when the upstream answered before reading the whole
+    /// request body (an early 401 or 413): then it closes, which also ends the client's
+    /// unread upload.
     fn release(&mut self) {
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.as_ref()) {
-            pool.checkin(conn);
+            if conn.tx.is_ready() {
+                pool.checkin(conn);
+            }
         }
     }
 }
@@ -236,5 +295,59 @@ impl Drop for UpstreamBody {
         if self.body.is_end_stream() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that answers one request with a keep-alive 200, then closes the
+    /// connection when told to.
+    async fn answer_once(close: tokio::sync::oneshot::Receiver<()>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let _ = close.await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn sweep_drops_idle_connections_the_upstream_closed() {
+        let (close, closed) = tokio::sync::oneshot::channel();
+        let addr = answer_once(closed).await;
+        let pool = Pool::new(8, Duration::from_secs(90), Duration::from_millis(20));
+        let req = Request::get("/")
+            .header("host", "up")
+            .body(crate::body::empty())
+            .unwrap();
+        let connect = || async move { Ok(TokioIo::new(TcpStream::connect(addr).await?)) };
+        let resp = pool.send(req, connect).await.ok().expect("an answer");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(pool.idle_len(), 1, "the connection went back to the pool");
+        // The upstream closes it; no request comes, yet the sweep finds out.
+        close.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while pool.idle_len() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the closed idle connection was never dropped");
     }
 }

@@ -406,6 +406,34 @@ async fn slow_head_after_a_keep_alive_gap_is_cut_at_header_timeout() {
     assert_eq!(gw.upstream.hits(), 2);
 }
 
+/// Part of a second head arrives in the same segment as a whole first request: the head
+/// clock never starts for it, and a graceful idle close would wait for it for ever. The
+/// connection must still close (idle timeout, then at most a header timeout).
+#[tokio::test]
+async fn partial_head_pipelined_behind_a_request_does_not_hold_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw =
+        Gateway::start(Conf::new().server("idle_timeout = \"300ms\"\nheader_timeout = \"300ms\""))
+            .await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\nGET /public/b HTTP/1.1\r\nX-Sl")
+        .await
+        .unwrap();
+    assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    let mut chunk = [0u8; 256];
+    let closed = within("the gateway to close the connection", async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
+    closed.await;
+    assert_eq!(gw.upstream.hits(), 1);
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

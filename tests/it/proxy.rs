@@ -301,3 +301,60 @@ async fn request_without_host_gets_the_upstream_authority() {
     assert_eq!(r.status, 200);
     assert_eq!(r.seen("host"), [gw.upstream.addr.to_string()]);
 }
+
+#[tokio::test]
+async fn upstream_answering_before_the_body_is_read_is_not_reused() {
+    // The legacy app refuses an upload from its head alone (keep-alive, body unread). The
+    // gateway relays the answer; that connection is still busy sending the client's body, so
+    // it must be closed, not parked in the pool: the upstream sees it end.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let ended_tx = ended_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno";
+                stream.write_all(answer).await.unwrap();
+                // Read (and drop) whatever comes until the gateway closes the connection.
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = ended_tx.send(());
+            });
+        }
+    });
+    let upstream = Upstream {
+        addr,
+        hits: Arc::new(AtomicUsize::new(0)),
+        complete: Arc::new(AtomicUsize::new(0)),
+    };
+    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<ChannelBody>();
+    let (tx, body) = ChannelBody::new();
+    let req = Request::post(gw.url("/public/upload"))
+        .header("content-length", "1000000")
+        .body(body)
+        .unwrap();
+    let pending = tokio::spawn(client.request(req));
+    tx.send(Bytes::from(vec![b'x'; 1000])).await.unwrap();
+    let resp = within("the early answer", pending).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 401);
+    // Well before the pool's 5 s sweep would notice the connection is not idle.
+    tokio::time::timeout(std::time::Duration::from_secs(3), ended_rx.recv())
+        .await
+        .expect("the busy upstream connection was kept open")
+        .unwrap();
+    drop(tx);
+}
