@@ -11,10 +11,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -100,7 +101,7 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     let limits = Limits::from(server);
     tokio::spawn(accept_loop(
         listener,
-        Arc::new(builder(&limits)),
+        Arc::new(Protocols::new(&limits)),
         limits,
         tls,
         app.clone(),
@@ -111,7 +112,7 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     if let Some(l) = admin_listener {
         tokio::spawn(accept_loop(
             l,
-            Arc::new(builder(&limits)),
+            Arc::new(Protocols::new(&limits)),
             limits,
             None,
             app.clone(),
@@ -155,21 +156,139 @@ impl From<&ServerConfig> for Limits {
     }
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    // hyper answers 431 itself when a request head outgrows its read buffer; its minimum
-    // buffer is 8 KiB, so smaller settings are raised to that.
-    // No timer for HTTP/1: hyper would use it for its own 30 s head timeout, arming a timer
-    // for every request; the connection watchdog enforces `header_timeout` instead.
-    b.http1()
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(256)
-        .enable_connect_protocol();
-    b
+/// The HTTP machinery of one listener, configured once.
+///
+/// A plaintext connection's protocol is told from its first bytes (peeked, not read), a TLS
+/// connection's from ALPN, and the connection is then served by hyper's HTTP/1 or HTTP/2
+/// server directly. hyper-util's auto builder, which reads the first bytes itself and replays
+/// them, serves only what is left unsure (a partial preface, h2 over TLS without ALPN): the
+/// replayed bytes make hyper grow its read buffer from 8 to 16 KiB on every connection.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(limits: &Limits) -> Self {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        // hyper answers 431 itself when a request head outgrows its read buffer; its minimum
+        // buffer is 8 KiB, so smaller settings are raised to that.
+        // No timer for HTTP/1: hyper would use it for its own 30 s head timeout, arming a
+        // timer for every request; the connection watchdog enforces `header_timeout` instead.
+        let max_buf = limits.max_header_bytes.max(8192);
+        let max_list = limits.max_header_bytes.min(u32::MAX as usize) as u32;
+        auto.http1().max_buf_size(max_buf).keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(max_list)
+            .max_concurrent_streams(256)
+            .enable_connect_protocol();
+        let mut http1 = http1::Builder::new();
+        http1.max_buf_size(max_buf).keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(max_list)
+            .max_concurrent_streams(256)
+            .enable_connect_protocol();
+        Self { http1, http2, auto }
+    }
+}
+
+/// The HTTP/2 client preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a new connection speaks, as far as can be told before reading from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    Http1,
+    Http2,
+    /// Served by the auto builder, which reads until it knows.
+    Unsure,
+    /// The peer closed (or the socket failed) before sending anything.
+    Nothing,
+}
+
+/// A client transport the listener can serve.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn poll_speaks(&self, cx: &mut Context<'_>) -> Poll<Speaks>;
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn poll_speaks(&self, cx: &mut Context<'_>) -> Poll<Speaks> {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let mut rb = ReadBuf::new(&mut buf);
+        Poll::Ready(match ready!(self.poll_peek(cx, &mut rb)) {
+            Ok(0) | Err(_) => Speaks::Nothing,
+            Ok(n) if !H2_PREFACE.starts_with(&rb.filled()[..n]) => Speaks::Http1,
+            Ok(n) if n == H2_PREFACE.len() => Speaks::Http2,
+            // A partial preface: more bytes are on their way (peeking again would spin).
+            Ok(_) => Speaks::Unsure,
+        })
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn poll_speaks(&self, _: &mut Context<'_>) -> Poll<Speaks> {
+        Poll::Ready(match self.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Speaks::Http2,
+            Some(b"http/1.1") => Speaks::Http1,
+            _ => Speaks::Unsure,
+        })
+    }
+}
+
+/// One connection's HTTP server, whichever protocol it speaks.
+enum Served<'a, I, S>
+where
+    S: hyper::service::HttpService<Incoming>,
+{
+    Http1(Pin<Box<http1::UpgradeableConnection<I, S>>>),
+    Http2(Pin<Box<http2::Connection<I, S, TokioExecutor>>>),
+    Auto(Pin<Box<auto::UpgradeableConnection<'a, I, S, TokioExecutor>>>),
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, S, B> Served<'_, I, S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<B>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<ConnError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<ConnError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Served::Http1(c) => c.as_mut().graceful_shutdown(),
+            Served::Http2(c) => c.as_mut().graceful_shutdown(),
+            Served::Auto(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<I, S, B> Future for Served<'_, I, S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<B>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<ConnError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<ConnError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    type Output = Result<(), ConnError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Served::Http1(c) => c.as_mut().poll(cx).map_err(Into::into),
+            Served::Http2(c) => c.as_mut().poll(cx).map_err(Into::into),
+            Served::Auto(c) => c.as_mut().poll(cx),
+        }
+    }
 }
 
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> io::Result<TlsAcceptor> {
@@ -194,7 +313,7 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> io::Result<Tls
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
@@ -217,7 +336,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn = Conn {
-            builder: builder.clone(),
+            protocols: protocols.clone(),
             limits,
             app: app.clone(),
             shutdown: shutdown.clone(),
@@ -244,7 +363,7 @@ async fn accept_loop(
 }
 
 struct Conn {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     limits: Limits,
     app: Arc<App>,
     shutdown: watch::Receiver<bool>,
@@ -255,11 +374,34 @@ struct Conn {
 }
 
 impl Conn {
-    async fn serve<S>(self, stream: S, tls: bool)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    async fn serve<T: Transport>(self, stream: T, tls: bool) {
         let state = Arc::new(ConnState::new(&self.limits));
+        let mut watchdog = Box::pin(watchdog(state.clone(), self.shutdown.clone()));
+        // The watchdog is polled only when its own timer, bell or shutdown signal woke it,
+        // not on every wake of the connection (a `select!` would poll it several times per
+        // request and re-arm its timer each time).
+        let side_waker = Waker::from(state.clone());
+        let mut watched = |cx: &mut Context<'_>| -> Poll<Watch> {
+            state.parent.register(cx.waker());
+            if state.fired.swap(false, Ordering::AcqRel) {
+                return watchdog
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&side_waker));
+            }
+            Poll::Pending
+        };
+
+        // Which protocol: waits (under the idle timeout) for the first bytes.
+        let speaks = poll_fn(|cx| match stream.poll_speaks(cx) {
+            Poll::Ready(s) => Poll::Ready(Ok(s)),
+            Poll::Pending => watched(cx).map(Err),
+        })
+        .await;
+        let speaks = match speaks {
+            Ok(Speaks::Nothing) | Err(_) => return,
+            Ok(s) => s,
+        };
+
         let io = TokioIo::new(Watched {
             inner: stream,
             state: state.clone(),
@@ -287,24 +429,19 @@ impl Conn {
         });
         // Boxed once per connection: pinned in place, an async fn's state would keep room
         // for both the unpinned and the pinned copy of each (idle memory per connection).
-        let mut conn = Box::pin(self.builder.serve_connection_with_upgrades(io, svc));
-        let mut watchdog = Box::pin(watchdog(state.clone(), self.shutdown.clone()));
-        // The watchdog is polled only when its own timer, bell or shutdown signal woke it,
-        // not on every wake of the connection (a `select!` would poll it several times per
-        // request and re-arm its timer each time).
-        let side_waker = Waker::from(state.clone());
-        let event = poll_fn(|cx| {
-            state.parent.register(cx.waker());
-            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Err(r));
-            }
-            if state.fired.swap(false, Ordering::AcqRel) {
-                let mut side_cx = Context::from_waker(&side_waker);
-                if let Poll::Ready(e) = watchdog.as_mut().poll(&mut side_cx) {
-                    return Poll::Ready(Ok(e));
-                }
-            }
-            Poll::Pending
+        let protocols = &self.protocols;
+        let mut conn = match speaks {
+            Speaks::Http1 => Served::Http1(Box::pin(
+                protocols.http1.serve_connection(io, svc).with_upgrades(),
+            )),
+            Speaks::Http2 => Served::Http2(Box::pin(protocols.http2.serve_connection(io, svc))),
+            _ => Served::Auto(Box::pin(
+                protocols.auto.serve_connection_with_upgrades(io, svc),
+            )),
+        };
+        let event = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Err(r)),
+            Poll::Pending => watched(cx).map(Ok),
         })
         .await;
         let result = match event {
@@ -314,7 +451,7 @@ impl Conn {
                 return;
             }
             Ok(Watch::Drain | Watch::Idle) => {
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 conn.await
             }
         };
@@ -560,5 +697,71 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    /// A connected pair: the client, and the server end once `sent` has arrived on it.
+    async fn pair(sent: &[u8], close: bool) -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(sent).await.unwrap();
+        if close {
+            client.shutdown().await.unwrap();
+        }
+        // Wait until every byte sent is readable on the server end.
+        let mut buf = vec![0u8; sent.len().max(1)];
+        while server.peek(&mut buf).await.unwrap() < sent.len() {
+            tokio::task::yield_now().await;
+        }
+        (client, server)
+    }
+
+    async fn speaks(server: &TcpStream) -> Speaks {
+        poll_fn(|cx| server.poll_speaks(cx)).await
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_the_protocol_without_consuming_them() {
+        let cases: &[(&[u8], Speaks)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Speaks::Http1),
+            (b"G", Speaks::Http1),
+            (b"PRX", Speaks::Http1),
+            (H2_PREFACE, Speaks::Http2),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04",
+                Speaks::Http2,
+            ),
+            // A preface cut short: the rest may still come, so the auto builder reads on.
+            (b"PRI * HTTP/2.0\r\n", Speaks::Unsure),
+            (b"P", Speaks::Unsure),
+        ];
+        for (sent, want) in cases {
+            let (_client, server) = pair(sent, false).await;
+            assert_eq!(
+                speaks(&server).await,
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(sent)
+            );
+            // Peeked, not read: the HTTP server still sees every byte.
+            let mut buf = vec![0u8; sent.len()];
+            assert_eq!(server.try_read(&mut buf).unwrap(), sent.len());
+            assert_eq!(&buf, sent);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_before_sending_speaks_nothing() {
+        let (_client, server) = pair(b"", true).await;
+        assert_eq!(speaks(&server).await, Speaks::Nothing);
     }
 }

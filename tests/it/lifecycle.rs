@@ -98,3 +98,24 @@ async fn shutdown_with_nothing_in_flight_is_prompt() {
     );
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_connection_that_never_spoke_does_not_hold_shutdown() {
+    use tokio::io::AsyncReadExt;
+    let mut gw = Gateway::start(Conf::new()).await;
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Accepted in order: once a later connection is answered, the silent one is being served.
+    assert_eq!(gw.get("/public/x", &[]).await.status, 200);
+    let started = std::time::Instant::now();
+    within("shutdown", gw.shutdown()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut chunk = [0u8; 16];
+    let n = within("the silent connection's close", silent.read(&mut chunk))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}

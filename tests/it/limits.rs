@@ -455,3 +455,19 @@ async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
     assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
     assert!(idle < Duration::from_secs(5), "closed after {idle:?}");
 }
+
+#[tokio::test]
+async fn connection_that_never_speaks_is_closed_at_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let gw = Gateway::start(Conf::new().server("idle_timeout = \"300ms\"")).await;
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut chunk = [0u8; 64];
+    let n = within("the idle close", stream.read(&mut chunk))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "unexpected bytes on a silent connection");
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
+    assert_eq!(gw.upstream.hits(), 0);
+}

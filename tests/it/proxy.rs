@@ -193,6 +193,78 @@ async fn h2c_prior_knowledge_is_forwarded_as_http11() {
     h2c_through(&gw).await;
 }
 
+/// A client socket whose first write carries at most `first` bytes, so that the HTTP/2
+/// preface reaches the gateway in two pieces.
+struct SplitFirstWrite {
+    inner: tokio::net::TcpStream,
+    first: Option<usize>,
+}
+
+impl tokio::io::AsyncRead for SplitFirstWrite {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SplitFirstWrite {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let cap = self.first.take().unwrap_or(data.len()).min(data.len());
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, &data[..cap])
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn h2c_preface_in_pieces_is_still_http2() {
+    // Whether the gateway looks at the first piece alone or at both, it must serve h2.
+    let gw = Gateway::start(Conf::new()).await;
+    for first in [1, 9, 23] {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let io = SplitFirstWrite {
+            inner: tcp,
+            first: Some(first),
+        };
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(io),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(gw.url("/public/split"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = within("the h2c answer", send.send_request(req))
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2, "first write {first}");
+        assert_eq!(resp.status(), 200, "first write {first}");
+    }
+    assert_eq!(gw.upstream.hits(), 3);
+}
+
 #[tokio::test]
 async fn h2c_request_body_is_forwarded() {
     let gw = Gateway::start(Conf::new()).await;

@@ -45,13 +45,23 @@ async fn tls_gateway() -> Gateway {
 
 #[tokio::test]
 async fn tls_negotiates_h2_by_alpn_and_proxies() {
+    tls_h2_client(&[b"h2", b"http/1.1"]).await;
+}
+
+#[tokio::test]
+async fn tls_serves_h2_by_prior_knowledge_without_alpn() {
+    tls_h2_client(&[]).await;
+}
+
+async fn tls_h2_client(alpn: &[&[u8]]) {
     let gw = tls_gateway().await;
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let tls = connector(&[b"h2", b"http/1.1"])
+    let tls = connector(alpn)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let negotiated = tls.get_ref().1.alpn_protocol();
+    assert_eq!(negotiated, alpn.first().copied());
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
@@ -76,9 +86,18 @@ async fn tls_negotiates_h2_by_alpn_and_proxies() {
 
 #[tokio::test]
 async fn tls_serves_http1_clients() {
+    tls_http1_client(&[b"http/1.1"]).await;
+}
+
+#[tokio::test]
+async fn tls_serves_http1_clients_without_alpn() {
+    tls_http1_client(&[]).await;
+}
+
+async fn tls_http1_client(alpn: &[&[u8]]) {
     let gw = tls_gateway().await;
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let tls = connector(&[b"http/1.1"])
+    let tls = connector(alpn)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS handshake");
