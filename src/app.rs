@@ -4,7 +4,6 @@
 //! Each request `load`s the snapshot once and uses it to the end, so a reload never changes
 //! the rules in the middle of a request.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,9 +36,36 @@ pub struct Live {
     pub lifetimes: Lifetimes,
     /// `authgate_upstream_duration_seconds`, registered once.
     pub upstream_duration: metrics::Histogram,
-    /// `authgate_requests_total{route,status}` handles, registered on first use: the hot path
-    /// then costs a read lock and a lookup instead of building a metric key per request.
-    request_counters: RwLock<HashMap<Box<str>, HashMap<u16, metrics::Counter>>>,
+    /// `authgate_requests_total{route,status}` handles by [`Counted::slot`], each registered
+    /// on first use: the hot path then costs a read lock and a short scan instead of building
+    /// a metric key (or hashing the label) per request.
+    request_counters: Box<[RwLock<Vec<(u16, metrics::Counter)>>]>,
+}
+
+/// Which `authgate_requests_total` series a request counts in: one route's, the `/auth`
+/// endpoints', or that of requests no route took (`-`).
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    pub label: &'a str,
+    slot: usize,
+}
+
+impl<'a> Counted<'a> {
+    pub const UNROUTED: Counted<'static> = Counted {
+        label: "-",
+        slot: 0,
+    };
+    pub const AUTH: Counted<'static> = Counted {
+        label: "auth",
+        slot: 1,
+    };
+
+    pub fn route(route: &'a crate::pipeline::route::Route) -> Self {
+        Self {
+            label: &route.label,
+            slot: 2 + route.index,
+        }
+    }
 }
 
 impl Live {
@@ -52,6 +78,13 @@ impl Live {
             .unwrap_or(HeaderValue::from_static("refresh-token"));
         let login = Authenticator::new(&config.login);
         let lockout = Lockout::new(&config.login.lockout);
+        let routes = config
+            .routes
+            .routes()
+            .iter()
+            .map(|r| r.index + 1)
+            .max()
+            .unwrap_or(0);
         let lifetimes = Lifetimes {
             refresh_ttl: config.token.refresh_ttl,
             max_lifetime: config.token.max_lifetime,
@@ -64,34 +97,35 @@ impl Live {
             lockout,
             lifetimes,
             upstream_duration: metrics::histogram!("authgate_upstream_duration_seconds"),
-            request_counters: RwLock::new(HashMap::new()),
+            request_counters: (0..2 + routes).map(|_| RwLock::new(Vec::new())).collect(),
         }
     }
 
-    /// The `authgate_requests_total` counter of one route label and status.
-    pub fn request_counter(&self, route: &str, status: http::StatusCode) -> metrics::Counter {
+    /// Counts one answer in `authgate_requests_total{route,status}`.
+    pub fn count_request(&self, counted: Counted<'_>, status: http::StatusCode) {
         let code = status.as_u16();
+        let Some(slot) = self.request_counters.get(counted.slot) else {
+            return Self::new_request_counter(counted.label, status).increment(1);
+        };
         {
-            let map = self
-                .request_counters
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = map.get(route).and_then(|by_status| by_status.get(&code)) {
-                return c.clone();
+            let seen = slot.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, c)) = seen.iter().find(|(s, _)| *s == code) {
+                return c.increment(1);
             }
         }
-        let counter = metrics::counter!(
+        let counter = Self::new_request_counter(counted.label, status);
+        counter.increment(1);
+        slot.write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((code, counter));
+    }
+
+    fn new_request_counter(route: &str, status: http::StatusCode) -> metrics::Counter {
+        metrics::counter!(
             "authgate_requests_total",
             "route" => route.to_owned(),
             "status" => status.as_str().to_owned()
-        );
-        self.request_counters
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(route.into())
-            .or_default()
-            .insert(code, counter.clone());
-        counter
+        )
     }
 }
 

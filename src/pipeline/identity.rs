@@ -67,28 +67,46 @@ pub fn strip(headers: &mut HeaderMap, identity: &Identity) {
 
 /// Sets the identity headers from verified claims. Values that are not valid header text
 /// (they came from a signed token, but may still hold a newline) are left out, not mangled.
+/// The values are made once per verified token and shared by the requests that present it.
 pub fn inject(headers: &mut HeaderMap, identity: &Identity, claims: &Claims) {
-    set(headers, &identity.user_id, Some(&claims.sub));
-    set(headers, &identity.user_name, claims.name.as_deref());
-    set(headers, &identity.tenant, claims.tenant.as_deref());
-    set(headers, &identity.session_id, claims.sid.as_deref());
-    set(headers, &identity.platform, claims.plat.as_deref());
-    if let Some(roles) = &claims.roles {
-        if !roles.is_empty() {
-            set(headers, &identity.roles, Some(&roles.join(",")));
+    let values = claims
+        .derived
+        .identity
+        .get_or_init(|| Box::new(values(claims)));
+    for (name, value) in identity.names().into_iter().zip(values.iter()) {
+        if let Some(v) = value {
+            headers.insert(name.clone(), v.clone());
         }
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
-    if let Some(v) = value {
-        match HeaderValue::from_str(v) {
-            Ok(v) => {
-                headers.insert(name.clone(), v);
-            }
-            Err(_) => {
-                tracing::warn!(header = %name, "identity value is not valid header text; left out")
-            }
+/// The identity header values of `claims`, in the order of [`Identity::names`].
+fn values(claims: &Claims) -> [Option<HeaderValue>; 6] {
+    let roles = claims
+        .roles
+        .as_ref()
+        .filter(|r| !r.is_empty())
+        .map(|r| r.join(","));
+    [
+        value("user_id", Some(&claims.sub)),
+        value("user_name", claims.name.as_deref()),
+        value("tenant", claims.tenant.as_deref()),
+        value("roles", roles.as_deref()),
+        value("session_id", claims.sid.as_deref()),
+        value("platform", claims.plat.as_deref()),
+    ]
+}
+
+fn value(what: &str, v: Option<&str>) -> Option<HeaderValue> {
+    let v = v?;
+    match HeaderValue::from_str(v) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::warn!(
+                claim = what,
+                "identity value is not valid header text; left out"
+            );
+            None
         }
     }
 }
@@ -167,5 +185,37 @@ mod tests {
         assert_eq!(h["x-user-roles"], "admin,ops");
         assert_eq!(h["x-session-id"], "s1");
         assert_eq!(h["x-user-platform"], "web");
+    }
+
+    #[test]
+    fn inject_makes_the_values_once_per_claims_and_honours_renamed_headers() {
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "iss": "i", "aud": "a", "sub": "1001", "name": "bad\nname", "sid": "s1",
+            "iat": 1, "exp": 2, "jti": "j"
+        }))
+        .unwrap();
+        let mut first = HeaderMap::new();
+        inject(&mut first, &identity(), &claims);
+        // Another request with the same (cached) claims, under a config that renames a header.
+        let mut renamed = identity();
+        renamed.user_id = HeaderName::from_static("x-uid");
+        let mut second = HeaderMap::new();
+        inject(&mut second, &renamed, &claims);
+        assert_eq!(first["x-user-id"], "1001");
+        assert_eq!(second["x-uid"], "1001");
+        assert!(!second.contains_key("x-user-id"));
+        // The value that is not header text is left out both times; absent claims set nothing.
+        for h in [&first, &second] {
+            assert!(!h.contains_key("x-user-name"));
+            assert!(!h.contains_key("x-tenant-id"));
+            assert!(!h.contains_key("x-user-roles"));
+            assert_eq!(h["x-session-id"], "s1");
+        }
+        // Shared, not rebuilt: both maps hold the very same bytes.
+        assert!(claims.derived.identity.get().is_some());
+        assert_eq!(
+            first["x-session-id"].as_bytes().as_ptr(),
+            second["x-session-id"].as_bytes().as_ptr()
+        );
     }
 }

@@ -24,7 +24,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::app::{now, App, Live};
+use crate::app::{now, App, Counted, Live};
 use crate::body::Body;
 use crate::config::{OnStoreError, SessionMode};
 use crate::error::GatewayError;
@@ -58,8 +58,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
     // Only the debug line below needs the time.
     let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
     let origin = live.config.cors.allow_origin(req.headers());
-    let mut label = "-";
-    let mut resp = match run(&app, &live, req, conn, &mut label).await {
+    let mut counted = Counted::UNROUTED;
+    let mut resp = match run(&app, &live, req, conn, &mut counted).await {
         Ok(r) => r,
         Err(e) => {
             if e.status() == StatusCode::UNAUTHORIZED {
@@ -77,10 +77,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
     live.config
         .cors
         .decorate(origin, resp.headers_mut(), expose);
-    live.request_counter(label, resp.status()).increment(1);
+    live.count_request(counted, resp.status());
     tracing::debug!(
         status = resp.status().as_u16(),
-        route = label,
+        route = counted.label,
         elapsed_us = started.map_or(0, |t| t.elapsed().as_micros() as u64),
         "request"
     );
@@ -93,11 +93,11 @@ async fn run<'l>(
     live: &'l Live,
     req: Request<Incoming>,
     conn: ConnInfo,
-    label: &mut &'l str,
+    counted: &mut Counted<'l>,
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &live.config;
     if crate::endpoints::auth::is_ours(live, req.uri().path()) {
-        *label = "auth";
+        *counted = Counted::AUTH;
         // Boxed: the endpoints' futures are large and rare; inline they would make every
         // proxied request's future (moved by value into hyper) as large as a login.
         return Box::pin(crate::endpoints::auth::handle(app, live, req, conn)).await;
@@ -124,7 +124,7 @@ async fn run<'l>(
         RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
         RouteMatch::NotFound => return Err(GatewayError::NoRoute),
     };
-    *label = &route.label;
+    *counted = Counted::route(route);
 
     // 3. strip: identity headers on every route, then hop-by-hop (Connection tokens are
     //    applied before anything is injected, so they can never remove what we set).

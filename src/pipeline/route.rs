@@ -124,6 +124,29 @@ impl Matcher {
 
     /// Whether the canonical `path` is one of this matcher's paths. Does not allocate.
     pub fn matches(&self, path: &str) -> bool {
+        self.matches_plain(path, !path.contains(';'))
+    }
+
+    /// [`matches`](Self::matches), told whether `path` has no `;` parameters: then a prefix
+    /// or an exact pattern (normalised, never with `;`) is a plain string comparison, which
+    /// is what nearly every request needs.
+    fn matches_plain(&self, path: &str, plain: bool) -> bool {
+        if plain && path.starts_with('/') {
+            match self {
+                Matcher::Prefix(prefix) => {
+                    return prefix == "/"
+                        || path
+                            .strip_prefix(prefix.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+                }
+                Matcher::Exact(exact) if exact != "/" => {
+                    return path
+                        .strip_prefix(exact.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest == "/");
+                }
+                _ => {}
+            }
+        }
         match self {
             Matcher::Prefix(prefix) => prefix_len(prefix, path).is_some(),
             Matcher::Exact(exact) => {
@@ -249,10 +272,11 @@ impl RouteTable {
         // a broader later route never does, so an unlisted method can't slip from a
         // protected route to a public catch-all: it is a 405.
         let mut first: Option<&Route> = None;
+        let plain = !path.contains(';');
         for route in &self.routes {
             match first {
                 Some(f) if route.matcher != f.matcher => continue,
-                None if !route.matcher.matches(path) => continue,
+                None if !route.matcher.matches_plain(path, plain) => continue,
                 _ => {}
             }
             if route.allows(method) {
@@ -585,6 +609,59 @@ impl fmt::Display for Explanation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_comparison_agrees_with_segment_matching() {
+        let patterns = [
+            "/", "/a", "/a/", "/api", "/api/v1", "/a/b/c", "/public", "/x-y.z", "/%41",
+        ];
+        let paths = [
+            "/",
+            "/a",
+            "/a/",
+            "/a//",
+            "/ab",
+            "/a/b",
+            "/a/b/",
+            "/a/b/c",
+            "/a/b/cd",
+            "/a/bc",
+            "/api",
+            "/api/",
+            "/apix",
+            "/api/v1",
+            "/api/v1/",
+            "/api/v10",
+            "/api/v1/x",
+            "/public",
+            "/publicx",
+            "/public/",
+            "/public/x",
+            "/x-y.z",
+            "/x-y.z/q",
+            "/%41",
+            "/%41/",
+            "/%41x",
+            "//",
+            "/b",
+            "",
+        ];
+        for pattern in patterns {
+            for m in [
+                Matcher::parse_prefix(pattern).unwrap(),
+                Matcher::parse_exact(pattern).unwrap(),
+            ] {
+                for path in paths {
+                    assert_eq!(
+                        m.matches_plain(path, true),
+                        m.matches_plain(path, false),
+                        "{} {pattern:?} against {path:?}",
+                        m.key()
+                    );
+                }
+            }
+        }
+    }
 
     /// A route from a compact spec: `"/api"` prefix, `"=/x"` exact, `"~/a/*"` glob.
     fn route(index: usize, spec: &str, auth: AuthMode, methods: &[Method]) -> Route {

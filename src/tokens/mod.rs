@@ -115,7 +115,27 @@ pub struct Claims {
     pub tenant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// What the pipeline derives from these claims once per verified token (the verify
+    /// cache hands the same `Arc<Claims>` to every request that presents it).
+    #[serde(skip)]
+    pub derived: Derived,
 }
+
+/// Header values made from a token's claims on first use, then shared. Not part of the
+/// token: ignored by comparisons and never serialised.
+#[derive(Debug, Clone, Default)]
+pub struct Derived {
+    /// The identity header values, in the order of `Identity::names`.
+    pub identity: std::sync::OnceLock<Box<[Option<http::HeaderValue>; 6]>>,
+}
+
+impl PartialEq for Derived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
 
 impl Claims {
     /// Who the token speaks for, without the per-token fields (iss/aud/iat/exp/nbf/jti).
@@ -404,6 +424,7 @@ impl KeyRing {
             jti: new_jti()?,
             tenant: id.tenant.clone(),
             roles: id.roles.clone(),
+            derived: Derived::default(),
         };
         let token = self.sign(&claims)?;
         if !claims.sub.is_empty() {

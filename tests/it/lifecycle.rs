@@ -119,3 +119,52 @@ async fn a_connection_that_never_spoke_does_not_hold_shutdown() {
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+/// The value of one `authgate_requests_total` series on the admin `/metrics` (0 if absent).
+async fn requests_total(gw: &Gateway, route: &str, status: &str) -> u64 {
+    let body = Probe::new(gw.admin).get("/metrics", &[]).await.body;
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .filter(|l| l.starts_with("authgate_requests_total{"))
+        .filter(|l| l.contains(&format!("route=\"{route}\"")))
+        .filter(|l| l.contains(&format!("status=\"{status}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_route_and_status() {
+    // Route patterns of their own: the metrics registry is shared by every test.
+    let gw = Gateway::start(Conf::new().routes(
+        r#"
+[[routes]]
+path = "/counted-open"
+upstream = "up"
+auth = "public"
+
+[[routes]]
+path = "/counted-closed"
+upstream = "up"
+auth = "required"
+"#,
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(gw.get("/counted-open/x", &[]).await.status, 200);
+    }
+    gw.get("/counted-closed/x", &[])
+        .await
+        .assert_error(401, "missing_token");
+    let token = gw.mint(&alice());
+    let auth = format!("Bearer {token}");
+    for _ in 0..2 {
+        let r = gw
+            .get("/counted-closed/y", &[("authorization", &auth)])
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(requests_total(&gw, "/counted-open", "200").await, 3);
+    assert_eq!(requests_total(&gw, "/counted-closed", "401").await, 1);
+    assert_eq!(requests_total(&gw, "/counted-closed", "200").await, 2);
+    assert_eq!(requests_total(&gw, "/counted-open", "401").await, 0);
+}

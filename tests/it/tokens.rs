@@ -313,6 +313,19 @@ async fn non_base64_token_is_refused() {
 }
 
 #[tokio::test]
+async fn token_with_bytes_beyond_ascii_is_invalid() {
+    let gw = Gateway::start(Conf::new()).await;
+    let token = gw.mint(&alice());
+    // A good token with one signature character swapped for UTF-8 text, sent as raw bytes.
+    let bent = format!("{}\u{e9}", &token[..token.len() - 1]);
+    let r = gw
+        .raw_get("/api/orders", &format!("Authorization: Bearer {bent}\r\n"))
+        .await;
+    r.assert_error(401, "invalid_token");
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+#[tokio::test]
 async fn two_authorization_headers_are_400() {
     let gw = Gateway::start(Conf::new()).await;
     let token = gw.mint(&alice());
