@@ -39,8 +39,11 @@ pub struct Live {
     /// `authgate_requests_total{route,status}` handles by [`Counted::slot`], each registered
     /// on first use: the hot path then costs a read lock and a short scan instead of building
     /// a metric key (or hashing the label) per request.
-    request_counters: Box<[RwLock<Vec<(u16, metrics::Counter)>>]>,
+    request_counters: Box<[RwLock<StatusCounters>]>,
 }
+
+/// One series per status code seen, in the order first seen.
+type StatusCounters = Vec<(u16, metrics::Counter)>;
 
 /// Which `authgate_requests_total` series a request counts in: one route's, the `/auth`
 /// endpoints', or that of requests no route took (`-`).
