@@ -3,6 +3,7 @@
 //! headers, `X-Forwarded-*`, HTTP/1.1 towards the legacy app), timeouts, size limits on the
 //! streamed request body, and WebSocket upgrade pass-through.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -12,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
@@ -134,28 +136,32 @@ impl UpstreamClient {
     }
 
     /// Sends one request; `timeout` bounds the wait for the response head (connecting
-    /// included).
-    pub async fn send(
-        &self,
+    /// included). (A plain fn returning an async block: an async fn would keep a second,
+    /// moved-from copy of the request in its future.)
+    pub fn send<'a>(
+        &'a self,
         mut req: Request<Body>,
         timeout: Duration,
-        too_large: &AtomicBool,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        too_large: &'a AtomicBool,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         if !req.headers().contains_key(header::HOST) {
             if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
                 req.headers_mut().insert(header::HOST, v);
             }
         }
-        let exchange = self.pool.send(req, || self.connector.connect());
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) if too_large.load(Ordering::Acquire) => Err(UpstreamError::BodyTooLarge),
-            Ok(Err(e)) => {
-                tracing::warn!(upstream = %self.name, error = %e, "upstream exchange failed");
-                Err(UpstreamError::Unavailable(e.to_string()))
-            }
-        }
+        // A combinator, not an async block: awaiting a captured future moves it into a
+        // second slot of the block's state.
+        tokio::time::timeout(timeout, self.pool.send(req, || self.connector.connect())).map(
+            move |r| match r {
+                Err(_) => Err(UpstreamError::Timeout),
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(_)) if too_large.load(Ordering::Acquire) => Err(UpstreamError::BodyTooLarge),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %self.name, error = %e, "upstream exchange failed");
+                    Err(UpstreamError::Unavailable(e.to_string()))
+                }
+            },
+        )
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -412,19 +413,21 @@ impl Conn {
         let svc_state = state.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
-            let state = svc_state.clone();
             let info = info.clone();
-            state.request_started();
+            let in_flight = InFlight::start(svc_state.clone());
             // Boxed per request: hyper keeps a slot of the service future's size for the
-            // life of the connection, and the pipeline's future is large (idle memory).
-            let fut: ServiceFuture = Box::pin(async move {
-                let resp = match kind {
-                    Kind::Proxy => pipeline::handle(app, req, info).await,
-                    Kind::Admin => admin::handle(app, req, info).await,
-                };
-                state.request_finished();
-                Ok::<_, Infallible>(resp)
-            });
+            // life of the connection, and the pipeline's future is large (idle memory). No
+            // async block around the call: it would keep a dead copy of the request.
+            let fut: ServiceFuture = match kind {
+                Kind::Proxy => Box::pin(pipeline::handle(app, req, info).map(move |resp| {
+                    drop(in_flight);
+                    Ok(resp)
+                })),
+                Kind::Admin => Box::pin(admin::handle(app, req, info).map(move |resp| {
+                    drop(in_flight);
+                    Ok(resp)
+                })),
+            };
             fut
         });
         // Boxed once per connection: pinned in place, an async fn's state would keep room
@@ -463,6 +466,23 @@ impl Conn {
 
 type ServiceFuture =
     Pin<Box<dyn Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>> + Send>>;
+
+/// One request being served on a connection, from its head until its answer's head (or
+/// until it is dropped: a client that goes away, an h2 stream reset).
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn start(state: Arc<ConnState>) -> Self {
+        state.request_started();
+        Self(state)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
 
 /// What ends a connection's normal life.
 enum Watch {

@@ -14,6 +14,7 @@ pub mod refresh;
 pub mod route;
 pub mod token;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -53,207 +54,233 @@ impl ConnInfo {
 }
 
 /// Runs one request through the gateway and always produces an answer.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    let live = app.live();
-    // Only the debug line below needs the time.
-    let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-    let origin = live.config.cors.allow_origin(req.headers());
-    let mut counted = Counted::UNROUTED;
-    let mut resp = match run(&app, &live, req, conn, &mut counted).await {
-        Ok(r) => r,
-        Err(e) => {
-            if e.status() == StatusCode::UNAUTHORIZED {
-                metrics::counter!("authgate_auth_failures_total", "reason" => e.code())
-                    .increment(1);
+///
+/// (Here and in [`run`], an `async` block rather than an `async fn`: an async fn keeps both
+/// the argument and its moved copy in the future, and a request is 264 bytes; the future is
+/// copied into its box and moved several times per request.)
+pub fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> impl Future<Output = Response<Body>> + Send {
+    async move {
+        let live = app.live();
+        // Only the debug line below needs the time.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
+        let origin = live.config.cors.allow_origin(req.headers());
+        let mut counted = Counted::UNROUTED;
+        let mut resp = match run(&app, &live, req, conn, &mut counted).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.status() == StatusCode::UNAUTHORIZED {
+                    metrics::counter!("authgate_auth_failures_total", "reason" => e.code())
+                        .increment(1);
+                }
+                e.into_response()
             }
-            e.into_response()
-        }
-    };
-    let refresh_header = &live.config.token.refresh_header;
-    let expose = resp
-        .headers()
-        .contains_key(refresh_header)
-        .then_some(&live.expose_refresh);
-    live.config
-        .cors
-        .decorate(origin, resp.headers_mut(), expose);
-    live.count_request(counted, resp.status());
-    tracing::debug!(
-        status = resp.status().as_u16(),
-        route = counted.label,
-        elapsed_us = started.map_or(0, |t| t.elapsed().as_micros() as u64),
-        "request"
-    );
-    resp
+        };
+        let refresh_header = &live.config.token.refresh_header;
+        let expose = resp
+            .headers()
+            .contains_key(refresh_header)
+            .then_some(&live.expose_refresh);
+        live.config
+            .cors
+            .decorate(origin, resp.headers_mut(), expose);
+        live.count_request(counted, resp.status());
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            route = counted.label,
+            elapsed_us = started.map_or(0, |t| t.elapsed().as_micros() as u64),
+            "request"
+        );
+        resp
+    }
 }
 
 /// The phases; any error is the answer.
-async fn run<'l>(
-    app: &App,
+fn run<'a, 'l>(
+    app: &'a App,
     live: &'l Live,
     req: Request<Incoming>,
     conn: ConnInfo,
-    counted: &mut Counted<'l>,
-) -> Result<Response<Body>, GatewayError> {
-    let cfg = &live.config;
-    if crate::endpoints::auth::is_ours(live, req.uri().path()) {
-        *counted = Counted::AUTH;
-        // Boxed: the endpoints' futures are large and rare; inline they would make every
-        // proxied request's future (moved by value into hyper) as large as a login.
-        return Box::pin(crate::endpoints::auth::handle(app, live, req, conn)).await;
-    }
-    if cfg.server.max_header_bytes < HYPER_MIN_BUF && head_size(&req) > cfg.server.max_header_bytes
-    {
-        return Err(GatewayError::HeadersTooLarge);
-    }
-    let (mut parts, body) = req.into_parts();
-    // 1. canonical path; everything below uses it.
-    let canonical = path::canonicalize(parts.uri.path()).map_err(|e| {
-        tracing::info!(reason = %e, "refused path");
-        GatewayError::BadRequest("the request path is malformed or ambiguous")
-    })?;
-
-    // 2. route; a CORS preflight never needs a token.
-    let preflight = cors::is_preflight(&parts.method, &parts.headers);
-    if preflight && cfg.cors.enabled() {
-        return Ok(cfg.cors.preflight(&parts.headers));
-    }
-    let route: &Route = match cfg.routes.find(&canonical, &parts.method) {
-        RouteMatch::Found(r) => r,
-        RouteMatch::MethodNotAllowed(r) if preflight => r,
-        RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
-        RouteMatch::NotFound => return Err(GatewayError::NoRoute),
-    };
-    *counted = Counted::route(route);
-
-    // 3. strip: identity headers on every route, then hop-by-hop (Connection tokens are
-    //    applied before anything is injected, so they can never remove what we set).
-    let h = &mut parts.headers;
-    let websocket = proxy::is_websocket_upgrade(h);
-    identity::strip(h, &cfg.identity);
-    proxy::strip_hop_by_hop(h, websocket, |_| false);
-
-    // 4. authenticate.
-    let auth = if preflight {
-        AuthMode::Public
-    } else {
-        route.auth
-    };
-    let claims = match auth {
-        AuthMode::Public => None,
-        AuthMode::Required => Some(authenticate(app, live, h).await?),
-        AuthMode::Optional => match authenticate(app, live, h).await {
-            Ok(c) => Some(c),
-            Err(GatewayError::BadRequest(m)) => return Err(GatewayError::BadRequest(m)),
-            Err(GatewayError::StoreUnavailable) => return Err(GatewayError::StoreUnavailable),
-            Err(_) => None,
-        },
-    };
-    if let Some(c) = &claims {
-        check_requirements(route, c)?;
-    }
-    let refreshed = claims.as_deref().and_then(|c| {
-        app.refresher
-            .maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now())
-    });
-
-    // 5. prepare and forward.
-    let addr = proxy::client_addr(conn.peer, h, &cfg.server.trusted_proxies);
-    let host = h.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    proxy::set_forwarded(h, &addr, conn.tls, host.as_ref(), &conn.peer_ip);
-    if let Some(host) = &host {
-        h.insert(header::HOST, host.clone());
-    }
-    if let Some(c) = &claims {
-        identity::inject(h, &cfg.identity, c);
-    }
-    if !cfg.identity.forward_authorization {
-        h.remove(header::AUTHORIZATION);
-        if let Some(name) = &cfg.token.cookie {
-            token::strip_cookie(h, name);
+    counted: &'a mut Counted<'l>,
+) -> impl Future<Output = Result<Response<Body>, GatewayError>> + Send + use<'a, 'l> {
+    async move {
+        let cfg = &live.config;
+        if crate::endpoints::auth::is_ours(live, req.uri().path()) {
+            *counted = Counted::AUTH;
+            // Boxed: the endpoints' futures are large and rare; inline they would make every
+            // proxied request's future (moved by value into hyper) as large as a login.
+            return Box::pin(crate::endpoints::auth::handle(app, live, req, conn)).await;
         }
-    }
-    let max = cfg.server.max_body_bytes;
-    let declared = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(GatewayError::PayloadTooLarge);
-    }
+        // Phases 1 to 5 in a scope of their own, which ends before the upstream is awaited:
+        // the request's parts and the outgoing request are then not kept in the future.
+        let (out, upstream, claims, refreshed, client_upgrade, too_large) = {
+            if cfg.server.max_header_bytes < HYPER_MIN_BUF
+                && head_size(&req) > cfg.server.max_header_bytes
+            {
+                return Err(GatewayError::HeadersTooLarge);
+            }
+            let (mut parts, body) = req.into_parts();
+            // 1. canonical path; everything below uses it.
+            let canonical = path::canonicalize(parts.uri.path()).map_err(|e| {
+                tracing::info!(reason = %e, "refused path");
+                GatewayError::BadRequest("the request path is malformed or ambiguous")
+            })?;
 
-    let client_upgrade = if websocket {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-    } else {
-        None
-    };
-    let upstream = &live.upstreams[route.upstream];
-    parts.uri = upstream.uri_for(
-        route.forward_path(&canonical),
-        parts.uri.query(),
-        parts.uri.path_and_query(),
-    );
-    let too_large = Arc::new(AtomicBool::new(false));
-    let body = LimitedBody::new(body, max, too_large.clone()).boxed();
-    let mut out = Request::from_parts(parts, body);
-    proxy::set_upstream_version(&mut out);
+            // 2. route; a CORS preflight never needs a token.
+            let preflight = cors::is_preflight(&parts.method, &parts.headers);
+            if preflight && cfg.cors.enabled() {
+                return Ok(cfg.cors.preflight(&parts.headers));
+            }
+            let route: &Route = match cfg.routes.find(&canonical, &parts.method) {
+                RouteMatch::Found(r) => r,
+                RouteMatch::MethodNotAllowed(r) if preflight => r,
+                RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
+                RouteMatch::NotFound => return Err(GatewayError::NoRoute),
+            };
+            *counted = Counted::route(route);
 
-    let started = Instant::now();
-    let result = upstream
-        .send(out, cfg.server.request_timeout, &too_large)
-        .await;
-    live.upstream_duration
-        .record(started.elapsed().as_secs_f64());
-    let mut resp = result.map_err(|e| match e {
-        UpstreamError::Timeout => GatewayError::UpstreamTimeout,
-        UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
-        UpstreamError::Unavailable(_) => GatewayError::UpstreamUnavailable,
-    })?;
+            // 3. strip: identity headers on every route, then hop-by-hop (Connection tokens
+            //    are applied before anything is injected, so they can never remove what we
+            //    set).
+            let h = &mut parts.headers;
+            let websocket = proxy::is_websocket_upgrade(h);
+            identity::strip(h, &cfg.identity);
+            proxy::strip_hop_by_hop(h, websocket, |_| false);
 
-    // 6. the answer: WebSocket tunnel, hop-by-hop out, our refresh header in.
-    // A stream of a session is registered so that it closes when the session ends.
-    let stream_of = |c: &Claims| {
-        c.sid
-            .as_deref()
-            .map(|sid| app.streams.register(&c.sub, sid))
-    };
-    let mut revocable = None;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let entry = claims.as_deref().and_then(stream_of);
-            tokio::spawn(proxy::tunnel(client_upgrade, upstream_upgrade, entry));
-        }
-    } else {
-        if !resp.headers().contains_key(header::CONTENT_LENGTH) {
-            revocable = claims.as_deref().and_then(stream_of);
-        }
-        proxy::strip_hop_by_hop(resp.headers_mut(), false, |_| false);
-    }
-    let h = resp.headers_mut();
-    h.remove(&cfg.token.refresh_header);
-    if let Some(t) = refreshed {
-        if let Ok(v) = HeaderValue::from_str(&t) {
-            h.insert(cfg.token.refresh_header.clone(), v);
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                live.expose_refresh.clone(),
+            // 4. authenticate.
+            let auth = if preflight {
+                AuthMode::Public
+            } else {
+                route.auth
+            };
+            let claims = match auth {
+                AuthMode::Public => None,
+                AuthMode::Required => Some(authenticate(app, live, h).await?),
+                AuthMode::Optional => match authenticate(app, live, h).await {
+                    Ok(c) => Some(c),
+                    Err(GatewayError::BadRequest(m)) => return Err(GatewayError::BadRequest(m)),
+                    Err(GatewayError::StoreUnavailable) => {
+                        return Err(GatewayError::StoreUnavailable)
+                    }
+                    Err(_) => None,
+                },
+            };
+            if let Some(c) = &claims {
+                check_requirements(route, c)?;
+            }
+            let refreshed = claims.as_deref().and_then(|c| {
+                app.refresher.maybe_refresh(
+                    &cfg.token.keys,
+                    c,
+                    cfg.token.silent_refresh_window,
+                    now(),
+                )
+            });
+
+            // 5. prepare.
+            let addr = proxy::client_addr(conn.peer, h, &cfg.server.trusted_proxies);
+            let host = h.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            proxy::set_forwarded(h, &addr, conn.tls, host.as_ref(), &conn.peer_ip);
+            if let Some(host) = host {
+                h.insert(header::HOST, host);
+            }
+            if let Some(c) = &claims {
+                identity::inject(h, &cfg.identity, c);
+            }
+            if !cfg.identity.forward_authorization {
+                h.remove(header::AUTHORIZATION);
+                if let Some(name) = &cfg.token.cookie {
+                    token::strip_cookie(h, name);
+                }
+            }
+            let max = cfg.server.max_body_bytes;
+            let declared = h
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(GatewayError::PayloadTooLarge);
+            }
+
+            let client_upgrade = if websocket {
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            } else {
+                None
+            };
+            let upstream = &live.upstreams[route.upstream];
+            parts.uri = upstream.uri_for(
+                route.forward_path(&canonical),
+                parts.uri.query(),
+                parts.uri.path_and_query(),
             );
-            metrics::counter!("authgate_silent_refreshes_total").increment(1);
+            let too_large = Arc::new(AtomicBool::new(false));
+            let body = LimitedBody::new(body, max, too_large.clone()).boxed();
+            let mut out = Request::from_parts(parts, body);
+            proxy::set_upstream_version(&mut out);
+            (out, upstream, claims, refreshed, client_upgrade, too_large)
+        };
+
+        // forward.
+        let started = Instant::now();
+        let result = upstream
+            .send(out, cfg.server.request_timeout, &too_large)
+            .await;
+        live.upstream_duration
+            .record(started.elapsed().as_secs_f64());
+        let mut resp = result.map_err(|e| match e {
+            UpstreamError::Timeout => GatewayError::UpstreamTimeout,
+            UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
+            UpstreamError::Unavailable(_) => GatewayError::UpstreamUnavailable,
+        })?;
+
+        // 6. the answer: WebSocket tunnel, hop-by-hop out, our refresh header in.
+        // A stream of a session is registered so that it closes when the session ends.
+        let stream_of = |c: &Claims| {
+            c.sid
+                .as_deref()
+                .map(|sid| app.streams.register(&c.sub, sid))
+        };
+        let mut revocable = None;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                let entry = claims.as_deref().and_then(stream_of);
+                tokio::spawn(proxy::tunnel(client_upgrade, upstream_upgrade, entry));
+            }
+        } else {
+            if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+                revocable = claims.as_deref().and_then(stream_of);
+            }
+            proxy::strip_hop_by_hop(resp.headers_mut(), false, |_| false);
         }
+        let h = resp.headers_mut();
+        h.remove(&cfg.token.refresh_header);
+        if let Some(t) = refreshed {
+            if let Ok(v) = HeaderValue::from_str(&t) {
+                h.insert(cfg.token.refresh_header.clone(), v);
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    live.expose_refresh.clone(),
+                );
+                metrics::counter!("authgate_silent_refreshes_total").increment(1);
+            }
+        }
+        Ok(match revocable {
+            None => resp.map(|b| b.map_err(Into::into).boxed()),
+            Some(entry) => {
+                resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed())
+            }
+        })
     }
-    Ok(match revocable {
-        None => resp.map(|b| b.map_err(Into::into).boxed()),
-        Some(entry) => {
-            resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed())
-        }
-    })
 }
 
 /// hyper's smallest read buffer: heads beyond it (or beyond a larger `max_header_bytes`) are

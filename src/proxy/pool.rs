@@ -161,49 +161,53 @@ impl Pool {
 
     /// Sends `req` on an idle connection, or on a new one from `connect`. A request that an
     /// idle connection closed before it was sent is retried once on a new connection.
-    pub(crate) async fn send<C, F>(
-        self: &Arc<Self>,
-        mut req: Request<Body>,
+    pub(crate) fn send<'a, C, F>(
+        self: &'a Arc<Self>,
+        req: Request<Body>,
         connect: C,
-    ) -> Result<Response<UpstreamBody>, SendError>
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + Send + 'a
     where
-        C: Fn() -> F,
-        F: Future<Output = std::io::Result<Io>>,
+        C: Fn() -> F + Send + 'a,
+        F: Future<Output = std::io::Result<Io>> + Send + 'a,
     {
-        loop {
-            let (mut conn, fresh) = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
-                Some(c) => (c, false),
-                // Boxed: connecting is rare and its futures are large; inline they would be
-                // part of (and moved with) every request's future.
-                None => (Box::pin(Self::open(connect())).await?, true),
-            };
-            let mut answer = std::pin::pin!(conn.tx.try_send_request(req));
-            let result = poll_fn(|cx| {
-                let open = conn.drive(cx);
-                match answer.as_mut().poll(cx) {
-                    Poll::Ready(r) => Poll::Ready((r, open)),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await;
-            match result {
-                (Ok(resp), open) => {
-                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        // The connection hands its socket over to the upgrade when it ends
-                        // (often already within the poll that delivered the 101).
-                        if open {
-                            tokio::spawn(conn.conn);
-                        }
-                        return Ok(resp.map(|body| UpstreamBody::new(body, None, None)));
+        // An async block, not an async fn: that would keep the request twice in the future.
+        let mut req = req;
+        async move {
+            loop {
+                let (mut conn, fresh) = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
+                    Some(c) => (c, false),
+                    // Boxed: connecting is rare and its futures are large; inline they would
+                    // be part of (and moved with) every request's future.
+                    None => (Box::pin(Self::open(connect())).await?, true),
+                };
+                let mut answer = std::pin::pin!(conn.tx.try_send_request(req));
+                let result = poll_fn(|cx| {
+                    let open = conn.drive(cx);
+                    match answer.as_mut().poll(cx) {
+                        Poll::Ready(r) => Poll::Ready((r, open)),
+                        Poll::Pending => Poll::Pending,
                     }
-                    let keep = open.then_some(conn);
-                    let pool = self.clone();
-                    return Ok(resp.map(|body| UpstreamBody::new(body, keep, Some(pool))));
+                })
+                .await;
+                match result {
+                    (Ok(resp), open) => {
+                        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                            // The connection hands its socket over to the upgrade when it
+                            // ends (often already within the poll that delivered the 101).
+                            if open {
+                                tokio::spawn(conn.conn);
+                            }
+                            return Ok(resp.map(|body| UpstreamBody::new(body, None, None)));
+                        }
+                        let keep = open.then_some(conn);
+                        let pool = self.clone();
+                        return Ok(resp.map(|body| UpstreamBody::new(body, keep, Some(pool))));
+                    }
+                    (Err(mut e), _) => match e.take_message() {
+                        Some(back) if !fresh => req = back,
+                        _ => return Err(SendError::Exchange(e.into_error())),
+                    },
                 }
-                (Err(mut e), _) => match e.take_message() {
-                    Some(back) if !fresh => req = back,
-                    _ => return Err(SendError::Exchange(e.into_error())),
-                },
             }
         }
     }

@@ -471,3 +471,42 @@ async fn connection_that_never_speaks_is_closed_at_idle_timeout() {
     assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
     assert_eq!(gw.upstream.hits(), 0);
 }
+
+#[tokio::test]
+async fn h2_connection_whose_stream_was_cancelled_still_closes_when_idle() {
+    use http_body_util::Empty;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let slow = Upstream::start(move |_req| {
+        let seen = seen_tx.clone();
+        async move {
+            let _ = seen.send(());
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Response::new(full("late"))
+        }
+    })
+    .await;
+    let gw = Gateway::start_with(Conf::new().server("idle_timeout = \"300ms\""), slow).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = conn.await;
+        let _ = closed_tx.send(());
+    });
+    let req = http::Request::get(gw.url("/public/slow"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = send.send_request(req);
+    within("the upstream to get the request", seen_rx.recv()).await;
+    // Give up on the answer: the client resets the stream, and the gateway drops the request.
+    drop(answer);
+    // With nothing in flight any more, the connection is idle and is closed.
+    within("the idle h2 connection to be closed", closed_rx)
+        .await
+        .unwrap();
+}
