@@ -58,6 +58,7 @@ impl ConnInfo {
 /// (Here and in [`run`], an `async` block rather than an `async fn`: an async fn keeps both
 /// the argument and its moved copy in the future, and a request is 264 bytes; the future is
 /// copied into its box and moved several times per request.)
+#[allow(clippy::manual_async_fn)] // deliberate: see above
 pub fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
@@ -99,6 +100,7 @@ pub fn handle(
 }
 
 /// The phases; any error is the answer.
+#[allow(clippy::manual_async_fn)] // deliberate: see `handle`
 fn run<'a, 'l>(
     app: &'a App,
     live: &'l Live,
