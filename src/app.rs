@@ -104,7 +104,8 @@ impl Live {
         }
     }
 
-    /// Counts one answer in `authgate_requests_total{route,status}`.
+    /// Counts one answer in `authgate_requests_total{route,status}`. `counted` must come from
+    /// this `Live`'s own routes (a slot is a position in its route table).
     pub fn count_request(&self, counted: Counted<'_>, status: http::StatusCode) {
         let code = status.as_u16();
         let Some(slot) = self.request_counters.get(counted.slot) else {
@@ -116,11 +117,14 @@ impl Live {
                 return c.increment(1);
             }
         }
+        let mut seen = slot.write().unwrap_or_else(|p| p.into_inner());
+        // Another request may have registered it between the two locks.
+        if let Some((_, c)) = seen.iter().find(|(s, _)| *s == code) {
+            return c.increment(1);
+        }
         let counter = Self::new_request_counter(counted.label, status);
         counter.increment(1);
-        slot.write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((code, counter));
+        seen.push((code, counter));
     }
 
     fn new_request_counter(route: &str, status: http::StatusCode) -> metrics::Counter {

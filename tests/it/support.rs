@@ -788,3 +788,15 @@ pub fn payload_of(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url payload"))
         .expect("JSON payload")
 }
+
+/// The value of one `authgate_requests_total` series on the admin `/metrics` (0 if absent).
+pub async fn requests_total(admin: SocketAddr, route: &str, status: &str) -> u64 {
+    let body = Probe::new(admin).get("/metrics", &[]).await.body;
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .filter(|l| l.starts_with("authgate_requests_total{"))
+        .filter(|l| l.contains(&format!("route=\"{route}\"")))
+        .filter(|l| l.contains(&format!("status=\"{status}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -118,9 +118,79 @@ async fn tls_http1_client(alpn: &[&[u8]]) {
     assert_eq!(gw.upstream.hits(), 0);
 }
 
+/// ALPN is binding (RFC 7301): a client that agreed on one protocol and speaks another gets
+/// no answer in the other, and nothing reaches the upstream.
+#[tokio::test]
+async fn tls_client_speaking_http1_after_agreeing_on_h2_gets_no_http1_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = tls_gateway().await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let mut tls = connector(&[b"h2"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(b"GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = within(
+        "the gateway to end the connection",
+        tls.read_to_end(&mut got),
+    )
+    .await;
+    assert!(
+        !got.starts_with(b"HTTP/1"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn tls_client_speaking_h2_after_agreeing_on_http1_is_refused() {
+    let gw = tls_gateway().await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector(&[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let answer = async {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let req = Request::get("https://localhost/public/x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        send.send_request(req).await
+    };
+    let r = within("the h2 attempt to fail", answer).await;
+    assert!(
+        r.is_err(),
+        "an h2 answer after ALPN http/1.1: {:?}",
+        r.map(|r| r.status())
+    );
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
 const RELOAD_SECRET: &str = "reload-test-secret-0123456789abcdef";
 
 fn reload_config(upstream: std::net::SocketAddr, public_prefix: &str) -> String {
+    reload_config_with(
+        upstream,
+        &format!(
+            r#"
+[[routes]]
+path = "{public_prefix}"
+upstream = "up"
+auth = "public"
+"#
+        ),
+    )
+}
+
+/// The reload test config with `routes` first, then the catch-all `/` (required).
+fn reload_config_with(upstream: std::net::SocketAddr, routes: &str) -> String {
     format!(
         r#"
 [server]
@@ -141,12 +211,7 @@ backend = "none"
 [[upstreams]]
 name = "up"
 urls = ["http://{upstream}"]
-
-[[routes]]
-path = "{public_prefix}"
-upstream = "up"
-auth = "public"
-
+{routes}
 [[routes]]
 path = "/"
 upstream = "up"
@@ -243,5 +308,36 @@ async fn a_changed_file_is_picked_up_without_a_signal() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(status, 200, "the renamed-in file was reloaded");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_are_counted_under_their_route_across_a_reload_that_reorders_routes() {
+    // Route patterns of their own: the metrics registry is shared by every test.
+    let route =
+        |p: &str| format!("[[routes]]\npath = \"{p}\"\nupstream = \"up\"\nauth = \"public\"\n");
+    let upstream = Upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, path) = file_gateway(dir.path(), &upstream).await;
+    let gw = Probe::new(handle.addr);
+    let admin_addr = handle.admin_addr.unwrap();
+    let admin = Probe::new(admin_addr);
+    let auth = [("authorization", "Bearer reload-admin-token")];
+    let reload = |routes: String| {
+        std::fs::write(&path, reload_config_with(upstream.addr, &routes)).unwrap();
+        admin.request("POST", "/admin/reload", &auth, Bytes::new())
+    };
+
+    assert_eq!(reload(route("/rc-a") + &route("/rc-b")).await.status, 200);
+    assert_eq!(gw.get("/rc-a/x", &[]).await.status, 200);
+    // /rc-a moves from the first route to the third; /rc-b from the second to the first.
+    let swapped = route("/rc-b") + &route("/rc-x") + &route("/rc-a");
+    assert_eq!(reload(swapped).await.status, 200);
+    assert_eq!(gw.get("/rc-a/x", &[]).await.status, 200);
+    assert_eq!(gw.get("/rc-a/y", &[]).await.status, 200);
+    assert_eq!(gw.get("/rc-b/x", &[]).await.status, 200);
+    assert_eq!(requests_total(admin_addr, "/rc-a", "200").await, 3);
+    assert_eq!(requests_total(admin_addr, "/rc-b", "200").await, 1);
+    assert_eq!(requests_total(admin_addr, "/rc-x", "200").await, 0);
     handle.shutdown().await;
 }

@@ -316,12 +316,20 @@ async fn non_base64_token_is_refused() {
 async fn token_with_bytes_beyond_ascii_is_invalid() {
     let gw = Gateway::start(Conf::new()).await;
     let token = gw.mint(&alice());
-    // A good token with one signature character swapped for UTF-8 text, sent as raw bytes.
-    let bent = format!("{}\u{e9}", &token[..token.len() - 1]);
-    let r = gw
-        .raw_get("/api/orders", &format!("Authorization: Bearer {bent}\r\n"))
-        .await;
-    r.assert_error(401, "invalid_token");
+    // Sent as raw bytes: a signature character swapped for UTF-8 text, and a good token
+    // padded with Unicode spaces (which the upstream would read as part of the token).
+    let values = [
+        format!("Bearer {}\u{e9}", &token[..token.len() - 1]),
+        format!("Bearer {token}\u{a0}"),
+        format!("Bearer \u{2003}{token}\u{3000}"),
+        format!("Bearer\u{a0}{token}"),
+    ];
+    for value in values {
+        let r = gw
+            .raw_get("/api/orders", &format!("Authorization: {value}\r\n"))
+            .await;
+        r.assert_error(401, "invalid_token");
+    }
     assert_eq!(gw.upstream.hits(), 0);
 }
 
