@@ -34,8 +34,48 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (tests); ours still renders what it saw.
         let _ = metrics::set_global_recorder(recorder);
+        spawn_upkeep(handle.clone());
         handle
     })
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(20)
+} else {
+    std::time::Duration::from_secs(5)
+};
+
+/// The recorder keeps every histogram sample (24 bytes: one per proxied request for
+/// `authgate_upstream_duration_seconds`) until something folds them into the buckets; only
+/// a scrape of `/metrics` would, so a gateway nobody scrapes grew without bound. A thread of
+/// its own (not a task: the recorder outlives any one runtime) does it every few seconds.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("authgate-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+            upkeep::done();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; /metrics scrapes will do it");
+    }
+}
+
+/// Upkeep rounds, for the test that they happen.
+mod upkeep {
+    #[cfg(test)]
+    pub static ROUNDS: (std::sync::Mutex<u64>, std::sync::Condvar) =
+        (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+    pub fn done() {
+        #[cfg(test)]
+        {
+            *ROUNDS.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            ROUNDS.1.notify_all();
+        }
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -195,5 +235,37 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
             Err(GatewayError::MethodNotAllowed)
         }
         _ => Err(GatewayError::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (up to 5 s) until `rounds` more upkeep rounds than `from` have run.
+    fn wait_rounds(from: u64, rounds: u64) -> u64 {
+        let (lock, cv) = &upkeep::ROUNDS;
+        let guard = lock.lock().unwrap();
+        let (guard, _) = cv
+            .wait_timeout_while(guard, std::time::Duration::from_secs(5), |n| {
+                *n < from + rounds
+            })
+            .unwrap();
+        *guard
+    }
+
+    #[test]
+    fn histogram_samples_are_folded_in_without_a_scrape() {
+        let handle = prometheus();
+        let start = *upkeep::ROUNDS.0.lock().unwrap();
+        metrics::histogram!("authgate_upkeep_probe_duration_seconds").record(0.003);
+        // Two rounds: the first may have started before the sample.
+        assert!(wait_rounds(start, 2) >= start + 2, "no upkeep ran");
+        // Nothing is lost by it: the sample is in the buckets.
+        let text = handle.render();
+        assert!(
+            text.contains("authgate_upkeep_probe_duration_seconds_count 1"),
+            "{text}"
+        );
     }
 }
