@@ -595,17 +595,17 @@ fn cache_weight(token: &str, claims: &Claims) -> u32 {
         .roles
         .as_ref()
         .map_or(0, |r| r.iter().map(|s| s.len() + 24).sum());
-    let total = 2 * token.len()
-        + 256
-        + claims.iss.len()
-        + aud
-        + claims.sub.len()
-        + claims.jti.len()
+    let identity = claims.sub.len()
         + opt(&claims.name)
         + opt(&claims.sid)
         + opt(&claims.plat)
         + opt(&claims.tenant)
         + roles;
+    // The identity header values the pipeline derives on first use (`Derived`): six slots
+    // and a copy of each value, each in its own shared buffer.
+    let derived = 6 * 40 + 6 * 48 + identity;
+    let total =
+        2 * token.len() + 256 + claims.iss.len() + aud + claims.jti.len() + identity + derived;
     u32::try_from(total).unwrap_or(u32::MAX)
 }
 
@@ -1049,6 +1049,23 @@ mod tests {
 
     const NOW: u64 = 1_750_000_000;
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-hs";
+
+    #[test]
+    fn a_cached_token_weighs_its_identity_twice_claims_and_derived_header_values() {
+        let claims = |name: Option<&str>| -> Claims {
+            serde_json::from_value(json!({
+                "iss": "i", "aud": "a", "sub": "1001", "name": name,
+                "iat": 1, "exp": 2, "jti": "j"
+            }))
+            .unwrap()
+        };
+        let without = cache_weight("t.t.t", &claims(None));
+        let with = cache_weight("t.t.t", &claims(Some("alice-0123")));
+        assert_eq!(with - without, 2 * 10);
+        // The derived slots are counted even before the pipeline fills them.
+        assert!(without >= 6 * 40 + 6 * 48);
+    }
+
     const ISS: &str = "authgate";
     const AUD: &str = "legacy-app";
 
