@@ -1050,6 +1050,9 @@ mod tests {
     const NOW: u64 = 1_750_000_000;
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-hs";
 
+    const ISS: &str = "authgate";
+    const AUD: &str = "legacy-app";
+
     #[test]
     fn a_cached_token_weighs_its_identity_twice_claims_and_derived_header_values() {
         let claims = |name: Option<&str>| -> Claims {
@@ -1065,9 +1068,6 @@ mod tests {
         // The derived slots are counted even before the pipeline fills them.
         assert!(without >= 6 * 40 + 6 * 48);
     }
-
-    const ISS: &str = "authgate";
-    const AUD: &str = "legacy-app";
 
     fn rules() -> TokenRules {
         TokenRules {
