@@ -207,19 +207,25 @@ async fn upstream_down_is_502_upstream_unavailable() {
         .assert_error(502, "upstream_unavailable");
 }
 
-#[tokio::test]
-async fn upstream_slower_than_request_timeout_is_504() {
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+/// An upstream that takes every request (and says so on the channel) but answers only after
+/// 30 s, far beyond any test's timeouts.
+async fn slow_upstream() -> (Upstream, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let slow = Upstream::start(move |_req| {
         let seen = seen_tx.clone();
         async move {
             let _ = seen.send(());
-            // Never answers in time (the gateway gives up long before).
             tokio::time::sleep(Duration::from_secs(30)).await;
             Response::new(full("late"))
         }
     })
     .await;
+    (slow, seen_rx)
+}
+
+#[tokio::test]
+async fn upstream_slower_than_request_timeout_is_504() {
+    let (slow, mut seen_rx) = slow_upstream().await;
     let gw = Gateway::start_with(Conf::new().server("request_timeout = \"200ms\""), slow).await;
     let started = Instant::now();
     let r = gw.get("/public/slow", &[]).await;
@@ -475,16 +481,7 @@ async fn connection_that_never_speaks_is_closed_at_idle_timeout() {
 #[tokio::test]
 async fn h2_connection_whose_stream_was_cancelled_still_closes_when_idle() {
     use http_body_util::Empty;
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let slow = Upstream::start(move |_req| {
-        let seen = seen_tx.clone();
-        async move {
-            let _ = seen.send(());
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            Response::new(full("late"))
-        }
-    })
-    .await;
+    let (slow, mut seen_rx) = slow_upstream().await;
     let gw = Gateway::start_with(Conf::new().server("idle_timeout = \"300ms\""), slow).await;
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
