@@ -155,3 +155,25 @@ auth = "required"
     assert_eq!(requests_total(gw.admin, "/counted-closed", "200").await, 2);
     assert_eq!(requests_total(gw.admin, "/counted-open", "401").await, 0);
 }
+
+#[tokio::test]
+async fn upstream_duration_is_a_prometheus_histogram() {
+    let gw = Gateway::start(Conf::new()).await;
+    assert_eq!(gw.get("/public/timed", &[]).await.status, 200);
+    let body = Probe::new(gw.admin).get("/metrics", &[]).await.body;
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("# TYPE authgate_upstream_duration_seconds histogram"),
+        "{text}"
+    );
+    // Buckets up to +Inf, a sum and a count that includes the request above (the registry
+    // is shared by every test, so at least 1).
+    assert!(text.contains("authgate_upstream_duration_seconds_bucket{le=\"0.0005\"}"));
+    assert!(text.contains("authgate_upstream_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(text.contains("authgate_upstream_duration_seconds_sum"));
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("authgate_upstream_duration_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(count.is_some_and(|n| n >= 1), "{text}");
+}
