@@ -1426,3 +1426,100 @@ async fn stateless_mode_ignores_sessions_on_requests_but_not_on_refresh(store: S
         .await
         .assert_error(401, "invalid_refresh_token");
 }
+
+/// One series' value on `/metrics` (0 when absent): the line `name{...} v` whose labels
+/// include every one of `labels` (`name v` when `labels` is empty).
+async fn metric(admin: &Probe, name: &str, labels: &[&str]) -> f64 {
+    let body = admin.get("/metrics", &[]).await.body;
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .filter(|l| {
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            if labels.is_empty() {
+                rest.starts_with(' ')
+            } else {
+                rest.starts_with('{') && labels.iter().all(|want| rest.contains(want))
+            }
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The contract's metrics (§8) move with what they count. The registry is shared by every
+/// test of this binary, so each check is a lower bound on the increase.
+#[tokio::test]
+async fn contract_metrics_count_logins_failures_refreshes_and_sessions() {
+    let gw = gateway!(StoreKind::Memory, Setup::new());
+    let admin = &gw.admin;
+    let logins_ok = metric(admin, "authgate_logins_total", &["result=\"success\""]).await;
+    let logins_bad = metric(admin, "authgate_logins_total", &["result=\"failure\""]).await;
+    let missing = metric(
+        admin,
+        "authgate_auth_failures_total",
+        &["reason=\"missing_token\""],
+    )
+    .await;
+    let refreshes = metric(admin, "authgate_silent_refreshes_total", &[]).await;
+
+    let p = gw.login_ok("alice", "web").await;
+    gw.login_ok("bob", "app").await;
+    assert_eq!(gw.login("alice", "wrong-password").await.status, 401);
+    gw.get("/api/x", &[])
+        .await
+        .assert_error(401, "missing_token");
+    // A token of alice's session with 60 s left: the answer carries a fresh one.
+    let ttl = gw.app.live().config.token.access_ttl.as_secs();
+    let id = authgate::tokens::AccessIdentity {
+        sub: "1001".into(),
+        name: Some("alice".into()),
+        sid: Some(p.sid.clone()),
+        plat: Some("web".into()),
+        tenant: Some("acme".into()),
+        roles: None,
+    };
+    let old = gw
+        .app
+        .live()
+        .config
+        .token
+        .keys
+        .mint(&id, now() + 60 - ttl)
+        .unwrap()
+        .0;
+    let r = gw.get_auth("/api/x", &old).await;
+    assert!(r.header("refresh-token").is_some(), "{}", text(&r));
+
+    let at_least = |what: &str, before: f64, after: f64, n: f64| {
+        assert!(
+            after - before >= n,
+            "{what}: {before} -> {after}, want +{n}"
+        );
+    };
+    let now_ok = metric(admin, "authgate_logins_total", &["result=\"success\""]).await;
+    at_least("successful logins", logins_ok, now_ok, 2.0);
+    let now_bad = metric(admin, "authgate_logins_total", &["result=\"failure\""]).await;
+    at_least("failed logins", logins_bad, now_bad, 1.0);
+    let now_missing = metric(
+        admin,
+        "authgate_auth_failures_total",
+        &["reason=\"missing_token\""],
+    )
+    .await;
+    at_least("missing_token failures", missing, now_missing, 1.0);
+    let now_refreshes = metric(admin, "authgate_silent_refreshes_total", &[]).await;
+    at_least("silent refreshes", refreshes, now_refreshes, 1.0);
+    // A gauge, set from this gateway's store on each scrape: alice's and bob's sessions.
+    // (Another test's scrape may set the shared gauge between ours and its rendering, so
+    // a few scrapes are allowed.)
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let v = metric(admin, "authgate_sessions_active", &[]).await;
+        if v == 2.0 {
+            return;
+        }
+        seen.push(v);
+    }
+    panic!("authgate_sessions_active: {seen:?}, want 2");
+}
