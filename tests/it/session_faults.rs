@@ -82,7 +82,9 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
     gw.redis().stop();
     let held = gate.lock().await;
     let hits = gw.hits();
-    // Protected routes: 503 with Retry-After, for live and ended sessions alike.
+    // Protected routes: 503 with Retry-After, for live and ended sessions alike; each one
+    // counted in `authgate_store_errors_total` (a lower bound: the registry is shared).
+    let errors = super::metric(&gw.admin, "authgate_store_errors_total", &[]).await;
     for (path, token) in [
         ("/api/x", &alice.access),
         ("/admin/x", &alice.access),
@@ -92,6 +94,11 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
         let r = gw.get_auth(path, token).await;
         assert_store_down(&r, path);
     }
+    let now_errors = super::metric(&gw.admin, "authgate_store_errors_total", &[]).await;
+    assert!(
+        now_errors - errors >= 4.0,
+        "store errors {errors} -> {now_errors}"
+    );
     assert_eq!(gw.hits(), hits, "nothing refused reached the upstream");
     drop(held);
     // Public routes and optional routes without a token: fine.
