@@ -440,9 +440,21 @@ async fn partial_head_pipelined_behind_a_request_does_not_hold_the_connection() 
     assert_eq!(gw.upstream.hits(), 1);
 }
 
+/// Waits for the gateway to close `stream` (EOF or reset, with no bytes before it) and says
+/// how long after `since` that was.
+async fn closed_after(stream: &mut tokio::net::TcpStream, since: Instant) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 64];
+    let n = within("the idle close", stream.read(&mut chunk))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "unexpected bytes before the close");
+    since.elapsed()
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let gw = Gateway::start(Conf::new().server("idle_timeout = \"300ms\"")).await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     stream
@@ -451,29 +463,17 @@ async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
         .unwrap();
     // Read the whole (keep-alive) answer, then wait for the gateway to close the connection.
     assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
-    let answered = Instant::now();
-    let mut chunk = [0u8; 64];
-    let n = within("the idle close", stream.read(&mut chunk))
-        .await
-        .unwrap_or(0);
-    assert_eq!(n, 0, "unexpected bytes after the answer");
-    let idle = answered.elapsed();
+    let idle = closed_after(&mut stream, Instant::now()).await;
     assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
     assert!(idle < Duration::from_secs(5), "closed after {idle:?}");
 }
 
 #[tokio::test]
 async fn connection_that_never_speaks_is_closed_at_idle_timeout() {
-    use tokio::io::AsyncReadExt;
     let gw = Gateway::start(Conf::new().server("idle_timeout = \"300ms\"")).await;
     let started = Instant::now();
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut chunk = [0u8; 64];
-    let n = within("the idle close", stream.read(&mut chunk))
-        .await
-        .unwrap_or(0);
-    assert_eq!(n, 0, "unexpected bytes on a silent connection");
-    let idle = started.elapsed();
+    let idle = closed_after(&mut stream, started).await;
     assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
     assert_eq!(gw.upstream.hits(), 0);
 }

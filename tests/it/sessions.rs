@@ -583,16 +583,7 @@ async fn silent_refresh_of_a_session_token_stays_bound_to_the_session(store: Sto
         roles: Some(vec!["admin".into(), "ops".into()]),
     };
     assert_eq!(claims["sid"], p.sid.as_str());
-    let ttl = gw.app.live().config.token.access_ttl.as_secs();
-    let old = gw
-        .app
-        .live()
-        .config
-        .token
-        .keys
-        .mint(&id, now() + 60 - ttl)
-        .unwrap()
-        .0;
+    let old = mint_with_left(&gw, &id, 60);
     let r = gw.get_auth("/api/x", &old).await;
     assert_eq!(r.status, 200, "{}", text(&r));
     let fresh = r
@@ -1470,7 +1461,6 @@ async fn contract_metrics_count_logins_failures_refreshes_and_sessions() {
         .await
         .assert_error(401, "missing_token");
     // A token of alice's session with 60 s left: the answer carries a fresh one.
-    let ttl = gw.app.live().config.token.access_ttl.as_secs();
     let id = authgate::tokens::AccessIdentity {
         sub: "1001".into(),
         name: Some("alice".into()),
@@ -1479,15 +1469,7 @@ async fn contract_metrics_count_logins_failures_refreshes_and_sessions() {
         tenant: Some("acme".into()),
         roles: None,
     };
-    let old = gw
-        .app
-        .live()
-        .config
-        .token
-        .keys
-        .mint(&id, now() + 60 - ttl)
-        .unwrap()
-        .0;
+    let old = mint_with_left(&gw, &id, 60);
     let r = gw.get_auth("/api/x", &old).await;
     assert!(r.header("refresh-token").is_some(), "{}", text(&r));
 
@@ -1522,4 +1504,16 @@ async fn contract_metrics_count_logins_failures_refreshes_and_sessions() {
         seen.push(v);
     }
     panic!("authgate_sessions_active: {seen:?}, want 2");
+}
+
+/// An access token for `id`, signed by `gw`'s current key, with `left` seconds of life.
+fn mint_with_left(gw: &Gw, id: &authgate::tokens::AccessIdentity, left: u64) -> String {
+    let live = gw.app.live();
+    let ttl = live.config.token.access_ttl.as_secs();
+    live.config
+        .token
+        .keys
+        .mint(id, now() + left - ttl)
+        .unwrap()
+        .0
 }
