@@ -1,6 +1,7 @@
 //! CORS: the gateway answers preflights itself when `[cors]` is on, and puts the CORS headers
 //! for an allowed origin on every answer, its own errors included, so a browser app can read
-//! a 401 and the `refresh-token` header.
+//! a 401 and the `refresh-token` header. With `[cors]` off nothing here applies: an OPTIONS
+//! request, preflight-shaped or not, is authenticated like any other method.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -8,7 +9,7 @@ use http::{Method, Response, StatusCode};
 use crate::body::{empty, Body};
 use crate::config::Cors;
 
-/// Whether the request is a CORS preflight (it never needs a token).
+/// Whether the request is a CORS preflight (with `[cors]` on, answered without a token).
 pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS
         && headers.contains_key(header::ORIGIN)

@@ -126,19 +126,20 @@ fn run<'a, 'l>(
             }
             let (mut parts, body) = req.into_parts();
             // 1. canonical path; everything below uses it.
-            let canonical = path::canonicalize(parts.uri.path()).map_err(|e| {
-                tracing::info!(reason = %e, "refused path");
-                GatewayError::BadRequest("the request path is malformed or ambiguous")
-            })?;
+            let canonical =
+                path::canonicalize(parts.uri.path(), cfg.server.path_rules).map_err(|e| {
+                    tracing::info!(reason = %e, "refused path");
+                    GatewayError::BadRequest("the request path is malformed or ambiguous")
+                })?;
 
-            // 2. route; a CORS preflight never needs a token.
-            let preflight = cors::is_preflight(&parts.method, &parts.headers);
-            if preflight && cfg.cors.enabled() {
+            // 2. route. With [cors] on, the gateway answers a preflight itself and never
+            //    forwards it; with it off, OPTIONS is an ordinary method and the route's `auth`
+            //    applies (a preflight-shaped request is never a way past authentication).
+            if cfg.cors.enabled() && cors::is_preflight(&parts.method, &parts.headers) {
                 return Ok(cfg.cors.preflight(&parts.headers));
             }
             let route: &Route = match cfg.routes.find(&canonical, &parts.method) {
                 RouteMatch::Found(r) => r,
-                RouteMatch::MethodNotAllowed(r) if preflight => r,
                 RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
                 RouteMatch::NotFound => return Err(GatewayError::NoRoute),
             };
@@ -153,12 +154,7 @@ fn run<'a, 'l>(
             proxy::strip_hop_by_hop(h, websocket, |_| false);
 
             // 4. authenticate.
-            let auth = if preflight {
-                AuthMode::Public
-            } else {
-                route.auth
-            };
-            let claims = match auth {
+            let claims = match route.auth {
                 AuthMode::Public => None,
                 AuthMode::Required => Some(authenticate(app, live, h).await?),
                 AuthMode::Optional => match authenticate(app, live, h).await {

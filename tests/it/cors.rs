@@ -1,6 +1,6 @@
 //! CORS: with `[cors]` on the gateway answers preflights itself (no token, upstream never hit)
-//! and decorates its own errors for allowed origins; with it off a preflight is forwarded like
-//! a public request.
+//! and decorates its own errors for allowed origins; with it off OPTIONS is an ordinary method:
+//! a preflight-shaped request gets exactly what the route's `auth` and `methods` say.
 
 use crate::support::*;
 
@@ -161,24 +161,124 @@ async fn plain_options_is_not_a_preflight() {
     assert_eq!(gw.upstream.hits(), 0);
 }
 
+/// The operator's report: a preflight-shaped OPTIONS with a body and a query, on protected
+/// routes, with `[cors]` off.
+fn preflight_with_body() -> (Vec<(&'static str, &'static str)>, bytes::Bytes) {
+    (
+        vec![
+            ("origin", "https://x.example"),
+            ("access-control-request-method", "GET"),
+            ("content-type", "application/json"),
+        ],
+        bytes::Bytes::from_static(br#"{"confirm":true}"#),
+    )
+}
+
 #[tokio::test]
-async fn preflight_is_forwarded_like_a_public_request_when_cors_is_off() {
-    let gw = Gateway::start(Conf::new()).await;
-    let r = gw
-        .request("OPTIONS", "/api/orders", &preflight(APP), "".into())
-        .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+async fn preflight_shaped_options_needs_a_token_when_cors_is_off() {
+    let routes = r#"
+[[routes]]
+path = "/public"
+upstream = "up"
+auth = "public"
+
+[[routes]]
+path = "/get-only"
+upstream = "up"
+auth = "public"
+methods = ["GET"]
+
+[[routes]]
+path = "/ro"
+upstream = "up"
+auth = "required"
+methods = ["GET", "HEAD"]
+
+[[routes]]
+path = "/rw"
+upstream = "up"
+auth = "required"
+methods = ["GET", "OPTIONS"]
+
+[[routes]]
+path = "/admin"
+upstream = "up"
+auth = "required"
+require_roles = ["admin"]
+
+[[routes]]
+path = "/acme"
+upstream = "up"
+auth = "required"
+require_tenants = ["acme"]
+
+[[routes]]
+path = "/admin-ro"
+upstream = "up"
+auth = "required"
+methods = ["GET", "OPTIONS"]
+require_roles = ["admin"]
+
+[[routes]]
+path = "/"
+upstream = "up"
+auth = "required"
+"#;
+    let gw = Gateway::start(Conf::new().routes(routes)).await;
+    let (headers, body) = preflight_with_body();
+    let ask = |path: &'static str, extra: Vec<(&'static str, String)>| {
+        let mut h: Vec<(&str, String)> =
+            headers.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        h.extend(extra);
+        let gw = &gw;
+        let body = body.clone();
+        async move {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            gw.request("OPTIONS", path, &h, body).await
+        }
+    };
+    // No token: every protected shape refuses, and nothing reaches the upstream.
+    for path in [
+        "/api/delete-account?id=42",
+        "/rw/item",
+        "/admin/users",
+        "/acme/x",
+        "/admin-ro/x",
+    ] {
+        ask(path, vec![]).await.assert_error(401, "missing_token");
+    }
+    // A method list without OPTIONS is a 405 whatever the auth mode.
+    for path in ["/get-only/x", "/ro/item"] {
+        ask(path, vec![])
+            .await
+            .assert_error(405, "method_not_allowed");
+    }
+    assert_eq!(
+        gw.upstream.hits(),
+        0,
+        "a preflight-shaped request got through"
+    );
+
+    // With a token, the route's requirements apply to OPTIONS like to any other method.
+    let bob = format!("Bearer {}", gw.mint(&bob()));
+    for path in ["/admin/users", "/admin-ro/x"] {
+        ask(path, vec![("authorization", bob.clone())])
+            .await
+            .assert_error(403, "forbidden");
+    }
+    assert_eq!(gw.upstream.hits(), 0);
+    let admin = format!("Bearer {}", gw.mint(&alice()));
+    let r = ask("/admin-ro/x", vec![("authorization", admin)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["method"], "OPTIONS");
+    assert_eq!(r.seen("x-user-id"), [alice().sub]);
+
+    // A public route forwards it, as it would any method, with the body and the query.
+    let r = ask("/public/x?id=42", vec![]).await;
+    assert_eq!(r.status, 200);
     let echo = r.json();
     assert_eq!(echo["method"], "OPTIONS");
-    assert_eq!(echo["path"], "/api/orders");
-    assert_eq!(r.seen("origin"), [APP]);
     assert!(r.seen("x-user-id").is_empty());
-    // Even where the route's method list leaves OPTIONS out.
-    let r = gw
-        .request("OPTIONS", "/get-only/x", &preflight(APP), "".into())
-        .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(gw.upstream.hits(), 2);
     // The gateway adds no CORS headers of its own.
     assert!(r.header("access-control-allow-origin").is_none());
 }
@@ -188,7 +288,9 @@ async fn forwarded_preflight_still_strips_spoofed_identity() {
     let gw = Gateway::start(Conf::new()).await;
     let mut headers = preflight(APP);
     headers.push(("x-user-id", "666"));
-    let r = gw.request("OPTIONS", "/admin/x", &headers, "".into()).await;
+    let r = gw
+        .request("OPTIONS", "/public/x", &headers, "".into())
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.seen("x-user-id").is_empty());
 }
