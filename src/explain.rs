@@ -39,7 +39,7 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
         )?;
         return Ok(());
     }
-    let canonical = match path::canonicalize(raw_path) {
+    let canonical = match path::canonicalize(raw_path, cfg.server.path_rules) {
         Ok(c) => c,
         Err(e) => return writeln!(out, "refused:    400 bad_request ({e})"),
     };

@@ -52,6 +52,8 @@ pub struct ServerFile {
     pub max_body_bytes: u64,
     pub max_header_bytes: u64,
     pub header_timeout: String,
+    /// `false`: a path holding `%25` is 400 (double-encoding tricks).
+    pub allow_encoded_percent: bool,
     pub trusted_proxies: Vec<String>,
     pub admin_token_env: String,
 }
@@ -69,6 +71,7 @@ impl Default for ServerFile {
             max_body_bytes: 10_485_760,
             max_header_bytes: 16_384,
             header_timeout: "10s".into(),
+            allow_encoded_percent: false,
             trusted_proxies: Vec::new(),
             admin_token_env: "AUTHGATE_ADMIN_TOKEN".into(),
         }

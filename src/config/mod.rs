@@ -71,6 +71,8 @@ pub struct Server {
     pub max_body_bytes: u64,
     pub max_header_bytes: usize,
     pub header_timeout: Duration,
+    /// How request paths are canonicalised (`allow_encoded_percent`).
+    pub path_rules: crate::pipeline::path::PathRules,
     pub trusted_proxies: Vec<IpNet>,
     /// Resolved from `admin_token_env`; `None` turns `/admin/*` off.
     pub admin_token: Option<String>,
@@ -336,10 +338,14 @@ impl Cx<'_> {
     /// problems say why); a `Some` is only used when there are no problems.
     fn config(&mut self, f: &file::GatewayFile, source: PathBuf) -> Option<Config> {
         let server = self.server(&f.server);
-        let token = self.token(&f.token);
+        let no_login = f.login.backend == file::BackendName::None;
+        let token = self.token(&f.token, no_login);
         let session = self.session(&f.session);
         let platforms = self.platforms(&f.platforms);
         let login = self.login(&f.login);
+        if let Some(t) = &token {
+            self.sessions_possible(t, &session, no_login);
+        }
         let identity = self.identity(&f.identity, &f.token.refresh_header);
         let cors = self.cors(&f.cors);
         let upstreams = self.upstreams(&f.upstreams);
@@ -520,6 +526,9 @@ impl Cx<'_> {
             max_body_bytes: f.max_body_bytes,
             max_header_bytes,
             header_timeout,
+            path_rules: crate::pipeline::path::PathRules {
+                allow_encoded_percent: f.allow_encoded_percent,
+            },
             trusted_proxies,
             admin_token,
         }
@@ -574,7 +583,37 @@ impl Cx<'_> {
         Some(secret)
     }
 
-    fn token(&mut self, f: &file::TokenFile) -> Option<Token> {
+    /// `login.backend = "none"` with `session.mode = "stateful"` needs sessions that some other
+    /// authgate creates in a shared store, for tokens signed by a key this one knows (the
+    /// signing key or a verify key). Otherwise every own token would be refused as
+    /// `session_revoked`, while `check` said all was well.
+    fn sessions_possible(&mut self, token: &Token, session: &Session, no_login: bool) {
+        if !no_login || session.mode != SessionMode::Stateful {
+            return;
+        }
+        let own_keys = token.keys.can_sign() || token.keys.verify_key_count() > 0;
+        let why = if session.store == StoreKind::Memory {
+            "with login.backend = \"none\" and the memory store no session is ever created, \
+             so every token would be refused as session_revoked"
+        } else if !own_keys {
+            "with login.backend = \"none\" and no signing or verify key, no token can name a \
+             session of the store"
+        } else {
+            return;
+        };
+        self.problem(
+            "session.mode",
+            format!(
+                "\"stateful\" cannot work here: {why}; set mode = \"stateless\", or share a \
+                 Redis store with the authgate that issues the tokens (its key in \
+                 token.verify_keys)"
+            ),
+        );
+    }
+
+    /// `signing_optional` (login.backend = "none"): a signing key that is not configured at all
+    /// (its variable unset, no key file) is left out; the ring then only verifies.
+    fn token(&mut self, f: &file::TokenFile, signing_optional: bool) -> Option<Token> {
         use crate::tokens::{KeyMaterial, KeySpec, TokenRules};
 
         let alg = f.algorithm;
@@ -607,8 +646,15 @@ impl Cx<'_> {
                 } else {
                     Some(env)
                 };
-                self.secret("token", env, f.secret_file.as_deref())
-                    .map(KeyMaterial::Secret)
+                if signing_optional
+                    && f.secret_file.is_none()
+                    && (self.env)(env.unwrap_or("")).is_none()
+                {
+                    Some(None)
+                } else {
+                    self.secret("token", env, f.secret_file.as_deref())
+                        .map(|s| Some(KeyMaterial::Secret(s)))
+                }
             }
         } else {
             for (key, set) in [
@@ -625,13 +671,14 @@ impl Cx<'_> {
                 }
             }
             match &f.private_key_file {
+                None if signing_optional => Some(None),
                 None => {
                     self.problem("token.private_key_file", format!("required for {alg:?}"));
                     None
                 }
                 Some(path) => self
                     .read("token.private_key_file", path)
-                    .map(KeyMaterial::PrivatePem),
+                    .map(|pem| Some(KeyMaterial::PrivatePem(pem))),
             }
         };
 
@@ -756,12 +803,32 @@ impl Cx<'_> {
             Some(f.cookie.clone())
         };
 
-        let signing = KeySpec {
+        // `signing` is `None` when the key did not resolve (a problem says why), `Some(None)`
+        // when it may be and was left out.
+        let signing = signing?.map(|material| KeySpec {
             kid: f.kid.clone(),
             algorithm: alg.to_jwt(),
-            material: signing?,
+            material,
+        });
+        if signing.is_none() {
+            self.warn(
+                "token",
+                "no signing key (login.backend = \"none\"): the gateway signs nothing, so no \
+                 token is silently refreshed",
+            );
+            if verify.is_empty() {
+                self.problem(
+                    "token.verify_keys",
+                    "without a signing key at least one verify key is needed, or no token \
+                     could ever be accepted",
+                );
+            }
+        }
+        let refresh_secret = match &signing {
+            Some(spec) => refresh_secret(&spec.material),
+            // Nothing is minted, so no refresh token is ever derived with it.
+            None => [0; 32],
         };
-        let refresh_secret = refresh_secret(&signing.material);
         let rules = TokenRules {
             issuer: f.issuer.clone(),
             audience: f.audience.clone(),
@@ -2146,8 +2213,9 @@ auth = "public"
         assert_eq!(up.user_name_pointer, None);
         assert_eq!(up.roles_pointer.as_deref(), Some("/data/ro~1les"));
 
-        let text =
-            format!("{MINIMAL}\n[login]\nbackend = \"none\"\nusers_file = \"nobody.toml\"\n");
+        let text = format!(
+            "{MINIMAL}\n[session]\nmode = \"stateless\"\n[login]\nbackend = \"none\"\nusers_file = \"nobody.toml\"\n"
+        );
         assert!(matches!(ok(&text).config.login.backend, LoginBackend::None));
     }
 
@@ -2180,6 +2248,67 @@ auth = "public"
         );
     }
 
+    /// `login.backend = "none"`: the signing key may be left out (the ring only verifies), and
+    /// stateful mode is refused where no session could ever be found.
+    #[test]
+    fn without_a_login_the_signing_key_is_optional() {
+        let none = "[login]\nbackend = \"none\"\n";
+        let stateless = "[session]\nmode = \"stateless\"\n";
+        let ec_verify = "[[token.verify_keys]]\nkid = \"idp\"\nalgorithm = \"ES256\"\npublic_key_file = \"ec-public.pem\"\n";
+        let unset = "[token]\nsecret_env = \"NOT_SET\"\n";
+
+        // No secret, a verify key, stateless: valid; nothing can be signed.
+        let loaded = ok(&format!("{MINIMAL}\n{unset}{ec_verify}{stateless}{none}"));
+        let keys = &loaded.config.token.keys;
+        assert!(!keys.can_sign());
+        assert_eq!(keys.verify_key_count(), 1);
+        assert!(
+            loaded.warnings.iter().any(|w| w.contains("signs nothing")),
+            "{:?}",
+            loaded.warnings
+        );
+        // Asymmetric without a private key file: the same.
+        let rs = "[token]\nalgorithm = \"ES256\"\n";
+        assert!(!ok(&format!("{MINIMAL}\n{rs}{ec_verify}{stateless}{none}"))
+            .config
+            .token
+            .keys
+            .can_sign());
+        // A secret that is there is still used.
+        assert!(ok(&format!("{MINIMAL}\n{stateless}{none}"))
+            .config
+            .token
+            .keys
+            .can_sign());
+        // With a login backend the key is still required.
+        let p = problems(&format!("{MINIMAL}\n{unset}"));
+        assert!(p.iter().any(|p| p.key == "token.secret_env"), "{p:?}");
+        // A key file that is named but missing is a problem even without a login.
+        let p = problems(&format!(
+            "{MINIMAL}\n[token]\nsecret_file = \"missing.key\"\n{ec_verify}{stateless}{none}"
+        ));
+        assert!(p.iter().any(|p| p.key == "token.secret_file"), "{p:?}");
+        // No key at all: nothing could be accepted.
+        let p = problems(&format!("{MINIMAL}\n{unset}{stateless}{none}"));
+        assert!(p.iter().any(|p| p.key == "token.verify_keys"), "{p:?}");
+
+        // Stateful without a login: refused on the memory store, with or without a key...
+        for token in ["", unset] {
+            let p = problems(&format!("{MINIMAL}\n{token}{ec_verify}{none}"));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].key, "session.mode");
+            assert!(p[0].message.contains("session_revoked"), "{p:?}");
+        }
+        // ...and accepted on a Redis store shared with the authgate that logs users in.
+        let shared = "[session]\nstore = \"redis\"\n";
+        assert!(!ok(&format!("{MINIMAL}\n{unset}{ec_verify}{shared}{none}"))
+            .config
+            .token
+            .keys
+            .can_sign());
+        ok(&format!("{MINIMAL}\n{shared}{none}"));
+    }
+
     #[test]
     fn load_reads_the_file_and_its_folder() {
         let err = load(Path::new("/nonexistent/authgate/gateway.toml"))
@@ -2192,8 +2321,9 @@ auth = "public"
         );
 
         let dir = tempfile::tempdir().expect("temp dir");
-        let text =
-            format!("{MINIMAL}\n[token]\nsecret_file = \"s.key\"\n[login]\nbackend = \"none\"\n");
+        let text = format!(
+            "{MINIMAL}\n[token]\nsecret_file = \"s.key\"\n[session]\nmode = \"stateless\"\n[login]\nbackend = \"none\"\n"
+        );
         std::fs::write(dir.path().join("gateway.toml"), text).expect("write config");
         std::fs::write(dir.path().join("s.key"), SECRET).expect("write secret");
         let loaded = load(&dir.path().join("gateway.toml")).unwrap_or_else(|e| panic!("{e}"));

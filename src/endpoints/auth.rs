@@ -559,7 +559,7 @@ async fn verify(
     let route = match original {
         Some((method, uri)) => {
             let raw = uri.split('?').next().unwrap_or(uri);
-            let canonical = path::canonicalize(raw).map_err(|_| {
+            let canonical = path::canonicalize(raw, cfg.server.path_rules).map_err(|_| {
                 GatewayError::BadRequest("the request path is malformed or ambiguous")
             })?;
             match cfg.routes.find(&canonical, &method) {

@@ -18,7 +18,10 @@
 //!   `{` and `%7B` are one path and the result is always a valid URI path.
 //!
 //! Refused ([`PathError`], answered 400 bad_request): a path not starting with `/`; an encoded
-//! `/` or `\` (`%2F`, `%5C`); a raw `\`; a raw byte below `0x21` or `0x7F`, or an encoded one
+//! `/` or `\` (`%2F`, `%5C`); an encoded `%` (`%25`) unless [`PathRules::allow_encoded_percent`]
+//! (an upstream that decodes twice would read `%252e%252e` as `..`); percent-encoded bytes that
+//! do not decode to valid UTF-8, such as the overlong `%c0%ae` that old decoders read as `.`;
+//! a raw `\`; a raw byte below `0x21` or `0x7F`, or an encoded one
 //! below `%20` or `%7F`; a `%` not followed by two hex digits; a dot or empty segment carrying
 //! parameters (`..;x`, `.;x`, `;x`, also `%2e%2e;x` and `..%3Bx`), which servlet containers read
 //! as `..`, `.` or an empty segment; and `..` above the root.
@@ -45,12 +48,23 @@ pub enum PathError {
     AboveRoot,
     #[error("dot or empty segment with parameters")]
     DotSegmentParams,
+    #[error("encoded % in the path (%25)")]
+    EncodedPercent,
+    #[error("percent-encoded bytes that are not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// The configurable part of canonicalisation (`[server]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathRules {
+    /// `server.allow_encoded_percent`: keep `%25` instead of refusing the path.
+    pub allow_encoded_percent: bool,
 }
 
 /// Canonicalises the path part of a request target (no query).
 ///
 /// Returns the input borrowed when it already is canonical. See the module docs for the form.
-pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+pub fn canonicalize(path: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -67,8 +81,12 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         }
         let mut kind = SegmentScan::default();
         let mut i = start + 1;
+        // Whether an escape of a byte beyond ASCII came in this segment: only then can the
+        // decoded segment fail to be UTF-8 (raw bytes come from a `str`).
+        let mut high_escape = false;
         while i < bytes.len() && bytes[i] != b'/' {
-            let (unit, next) = read_unit(bytes, i)?;
+            let (unit, next) = read_unit(bytes, i, rules)?;
+            high_escape |= matches!(unit, Unit::Escape { byte: 0x80.., .. });
             kind.feed(unit)?;
             match out.as_mut() {
                 Some(o) => unit.write(o),
@@ -83,6 +101,9 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
                 }
             }
             i = next;
+        }
+        if high_escape && !decodes_to_utf8(&bytes[start + 1..i]) {
+            return Err(PathError::InvalidUtf8);
         }
         let last = i == bytes.len();
         let kind = kind.finish();
@@ -157,8 +178,15 @@ impl Unit {
     }
 }
 
+/// Whether one segment's bytes, percent-decoded, are valid UTF-8 (rare: only segments with
+/// escapes beyond ASCII are looked at, and their escapes are already known to be well formed).
+fn decodes_to_utf8(segment: &[u8]) -> bool {
+    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(segment).into();
+    std::str::from_utf8(&decoded).is_ok()
+}
+
 /// Reads the unit at `bytes[i]`, returning it and the index after it.
-fn read_unit(bytes: &[u8], i: usize) -> Result<(Unit, usize), PathError> {
+fn read_unit(bytes: &[u8], i: usize, rules: PathRules) -> Result<(Unit, usize), PathError> {
     let b = bytes[i];
     let unit = match b {
         b'%' => {
@@ -172,6 +200,7 @@ fn read_unit(bytes: &[u8], i: usize) -> Result<(Unit, usize), PathError> {
                 match byte {
                     0x00..=0x1f | 0x7f => return Err(PathError::ControlByte),
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    b'%' if !rules.allow_encoded_percent => return Err(PathError::EncodedPercent),
                     _ if is_unreserved(byte) => Unit::Decoded(byte),
                     _ => Unit::Escape {
                         byte,
@@ -256,8 +285,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const STRICT: PathRules = PathRules {
+        allow_encoded_percent: false,
+    };
+    const PERCENT: PathRules = PathRules {
+        allow_encoded_percent: true,
+    };
+
     fn canon(path: &str) -> Result<String, PathError> {
-        canonicalize(path).map(Cow::into_owned)
+        canonicalize(path, STRICT).map(Cow::into_owned)
     }
 
     #[test]
@@ -309,6 +345,24 @@ mod tests {
             ("*", Err(NotAbsolute)),
             ("a/b", Err(NotAbsolute)),
             ("%2Fa", Err(NotAbsolute)),
+            // Double encoding: an upstream that decodes twice reads these as `..`.
+            ("/public/%252e%252e/private", Err(EncodedPercent)),
+            ("/public/%25%32%65%25%32%65/private", Err(EncodedPercent)),
+            ("/public/%252E./private", Err(EncodedPercent)),
+            ("/x/%25", Err(EncodedPercent)),
+            ("/public%252fprivate", Err(EncodedPercent)),
+            // Overlong and other invalid UTF-8: old decoders read %c0%ae as `.`.
+            ("/public/%c0%ae%c0%ae/private", Err(InvalidUtf8)),
+            ("/public/%C0%AE./private", Err(InvalidUtf8)),
+            ("/public/%e0%80%ae/private", Err(InvalidUtf8)),
+            ("/public/%c0%af/private", Err(InvalidUtf8)),
+            ("/a/%c3", Err(InvalidUtf8)),
+            ("/a/%c3/%a9", Err(InvalidUtf8)),
+            ("/a/%a9", Err(InvalidUtf8)),
+            ("/a/%ed%a0%80", Err(InvalidUtf8)),
+            ("/a/%f4%90%80%80", Err(InvalidUtf8)),
+            ("/a/%ff", Err(InvalidUtf8)),
+            ("/a/é%a9", Err(InvalidUtf8)),
         ];
         for (input, want) in table {
             assert_eq!(canon(input).as_deref(), want.as_deref(), "input {input:?}");
@@ -343,8 +397,6 @@ mod tests {
             ("/a;x/b", "/a;x/b"),
             ("/a/b;jsessionid=1", "/a/b;jsessionid=1"),
             ("/public;x/../private", "/private"),
-            ("/x/%25", "/x/%25"),
-            ("/x/%252e%252e", "/x/%252e%252e"),
             ("/caf%c3%a9", "/caf%C3%A9"),
             ("/caf%C3%A9", "/caf%C3%A9"),
             ("/café", "/caf%C3%A9"),
@@ -360,6 +412,35 @@ mod tests {
     }
 
     #[test]
+    fn encoded_percent_is_kept_when_allowed() {
+        let table: &[(&str, &str)] = &[
+            ("/x/%25", "/x/%25"),
+            ("/x/%252e%252e", "/x/%252e%252e"),
+            ("/x/%2541", "/x/%2541"),
+            ("/100%25/off", "/100%25/off"),
+        ];
+        for (input, want) in table {
+            assert_eq!(
+                canonicalize(input, PERCENT).as_deref(),
+                Ok(*want),
+                "input {input:?}"
+            );
+        }
+        // The other rules stay: UTF-8 is still checked with %25 allowed.
+        assert_eq!(
+            canonicalize("/%25/%c0%ae", PERCENT),
+            Err(PathError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn valid_utf8_escapes_are_kept() {
+        for path in ["/%E2%82%AC", "/%F0%9F%98%80/x", "/caf%C3%A9/%C3%A9t%C3%A9"] {
+            assert_eq!(canon(path).as_deref(), Ok(path), "{path:?}");
+        }
+    }
+
+    #[test]
     fn canonical_paths_are_borrowed() {
         for path in [
             "/",
@@ -371,13 +452,13 @@ mod tests {
             "/...",
         ] {
             assert!(
-                matches!(canonicalize(path), Ok(Cow::Borrowed(p)) if p == path),
+                matches!(canonicalize(path, STRICT), Ok(Cow::Borrowed(p)) if p == path),
                 "{path:?} should come back borrowed"
             );
         }
-        for path in ["/a//b", "/%7e", "/%c3", "/a/.", "/é"] {
+        for path in ["/a//b", "/%7e", "/%c3%a9", "/a/.", "/é"] {
             assert!(
-                matches!(canonicalize(path), Ok(Cow::Owned(_))),
+                matches!(canonicalize(path, STRICT), Ok(Cow::Owned(_))),
                 "{path:?} should be rewritten"
             );
         }
@@ -387,8 +468,8 @@ mod tests {
     fn piece() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec![
             "/", "/", "/", ".", "..", "%2e", "%2E", "a", "B", "~", "-", ";", "x;y", "%41", "%7e",
-            "%7E", "%20", "%c3%a9", "%C3", "%25", "%3b", "%2f", "%5C", "\\", "%zz", "%", "%00",
-            "é", "{", "?", "*", ":", "@",
+            "%7E", "%20", "%c3%a9", "%C3", "%A9", "%c0%ae", "%25", "%3b", "%2f", "%5C", "\\",
+            "%zz", "%", "%00", "é", "{", "?", "*", ":", "@",
         ])
     }
 
@@ -397,11 +478,22 @@ mod tests {
     }
 
     fn check_canonical(path: &str) -> Result<(), TestCaseError> {
-        if let Ok(c) = canonicalize(path) {
+        for rules in [STRICT, PERCENT] {
+            check_canonical_with(path, rules)?;
+        }
+        Ok(())
+    }
+
+    fn check_canonical_with(path: &str, rules: PathRules) -> Result<(), TestCaseError> {
+        if let Ok(c) = canonicalize(path, rules) {
             prop_assert!(
-                matches!(canonicalize(&c), Ok(Cow::Borrowed(again)) if again == c),
+                matches!(canonicalize(&c, rules), Ok(Cow::Borrowed(again)) if again == c),
                 "not idempotent: {path:?} -> {c:?} -> {:?}",
-                canonicalize(&c)
+                canonicalize(&c, rules)
+            );
+            prop_assert!(
+                rules.allow_encoded_percent || !c.contains("%25"),
+                "{path:?} -> {c:?} keeps %25"
             );
             prop_assert!(c.starts_with('/'));
             for bad in ["/../", "/./", "//"] {

@@ -4,10 +4,16 @@
 //! `silent_refresh_window` of its `exp`?) and mints a token for the same identity (same `sub`,
 //! `sid`, `plat`, `name`, `tenant`, `roles`; fresh `iat`/`exp`/`jti`) with the ring's current
 //! signing key. Concurrent requests of one session get the same new token: a small per-instance
-//! cache keyed by session (`sid`, or for tokens without one the token's own `sub`+`jti`) runs
-//! the mint once for all callers waiting on it (moka's single-flight insert) and hands the
-//! result to any request of that session for a few seconds, as long as it outlives the token
-//! presented and came from the same key ring. The old token stays valid until it expires.
+//! cache keyed by session id runs the mint once for all callers waiting on it (moka's
+//! single-flight insert) and hands the result to any request of that session for a few
+//! seconds, as long as it outlives the token presented and came from the same key ring. The old
+//! token stays valid until it expires.
+//!
+//! Only own tokens of a session are refreshed: a ring without a signing key mints nothing, and
+//! a token without `sid` is never re-minted. Every authgate login creates a session, so a
+//! token without one was made by something else holding a key in the ring (an identity
+//! provider's key put in `verify_keys`, say); re-minting it would turn that issuer's short-lived
+//! token into one of ours, renewable for ever, beyond the issuer's expiry and logout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +104,8 @@ impl SilentRefresher {
         window: Duration,
         now: u64,
     ) -> Option<Arc<str>> {
-        if !due(keys, claims, window, now) {
+        let sid = claims.sid.as_deref()?;
+        if !keys.can_sign() || !due(keys, claims, window, now) {
             return None;
         }
         let usable = |slot: &Slot| {
@@ -108,7 +115,7 @@ impl SilentRefresher {
         let share_for = window.min(MAX_SHARE);
         let slot = self
             .minted
-            .entry(session_key(claims))
+            .entry(sid.to_owned())
             .or_insert_with_if(|| mint(keys, claims, now, share_for), |slot| !usable(slot))
             .into_value();
         // The slot may come from a concurrent caller's mint; it is still this session's token,
@@ -125,17 +132,6 @@ fn due(keys: &KeyRing, claims: &Claims, window: Duration, now: u64) -> bool {
     }
     let accepted_until = claims.exp.saturating_add(keys.rules().leeway.as_secs());
     now < accepted_until && claims.exp.saturating_sub(now) <= window.as_secs()
-}
-
-/// One key per session: `sid`; tokens without one are keyed by themselves (`sub`, `jti`, times).
-fn session_key(claims: &Claims) -> String {
-    match &claims.sid {
-        Some(sid) => format!("s\0{sid}"),
-        None => format!(
-            "t\0{}\0{}\0{}\0{}",
-            claims.sub, claims.jti, claims.iat, claims.exp
-        ),
-    }
 }
 
 fn mint(keys: &KeyRing, claims: &Claims, now: u64, share_for: Duration) -> Slot {
@@ -170,11 +166,11 @@ mod tests {
 
     fn ring() -> KeyRing {
         KeyRing::new(
-            KeySpec {
+            Some(KeySpec {
                 kid: "k1".into(),
                 algorithm: Algorithm::HS256,
                 material: KeyMaterial::Secret(vec![7u8; 32]),
-            },
+            }),
             vec![],
             TokenRules {
                 issuer: "authgate".into(),
@@ -234,7 +230,7 @@ mod tests {
     fn new_token_keeps_the_identity_and_lives_longer() {
         let keys = ring();
         let refresher = SilentRefresher::new();
-        for sid in [Some("s1"), None] {
+        for sid in [Some("s1"), Some("s2")] {
             let claims = claims_at(&keys, sid, NOW);
             let now = claims.exp - 60;
             let token = refresher
@@ -259,7 +255,7 @@ mod tests {
     fn concurrent_requests_of_one_session_get_one_token() {
         let keys = ring();
         let refresher = SilentRefresher::new();
-        for sid in [Some("s-concurrent"), None] {
+        for sid in [Some("s-concurrent"), Some("s-concurrent-2")] {
             let claims = claims_at(&keys, sid, NOW);
             let now = claims.exp - 100;
             let barrier = Barrier::new(16);
@@ -306,5 +302,37 @@ mod tests {
             .maybe_refresh(&reloaded, &a2, WINDOW, later)
             .unwrap();
         assert_ne!(tr, ta2);
+    }
+
+    #[test]
+    fn only_own_tokens_of_a_session_are_refreshed() {
+        let keys = ring();
+        let refresher = SilentRefresher::new();
+        // No sid: not made by an authgate login, never re-minted.
+        let sessionless = claims_at(&keys, None, NOW);
+        let now = sessionless.exp - 60;
+        assert_eq!(
+            refresher.maybe_refresh(&keys, &sessionless, WINDOW, now),
+            None
+        );
+        // A ring without a signing key verifies the token but mints nothing.
+        let with_sid = claims_at(&keys, Some("s1"), NOW);
+        let verify_only = KeyRing::new(
+            None,
+            vec![KeySpec {
+                kid: "k1".into(),
+                algorithm: Algorithm::HS256,
+                material: KeyMaterial::Secret(vec![7u8; 32]),
+            }],
+            keys.rules().clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            refresher.maybe_refresh(&verify_only, &with_sid, WINDOW, now),
+            None
+        );
+        assert!(refresher
+            .maybe_refresh(&keys, &with_sid, WINDOW, now)
+            .is_some());
     }
 }

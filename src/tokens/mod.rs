@@ -1,6 +1,10 @@
 //! Access tokens: the key ring (signing key plus older verify keys, chosen by `kid`), strict
 //! verification with the algorithm pinned per key, minting, and the JWKS document.
 //!
+//! The signing key is optional: with `login.backend = "none"` a ring may only verify (keys of
+//! another authgate that shares the store); it then mints nothing, so nothing is silently
+//! refreshed either.
+//!
 //! Never follows `jku`, `jwk`, `x5u` or `x5c`: a token that carries any of them (or `crit`) is
 //! refused before a key is even chosen. A `kid` is only ever a name looked up in the ring.
 //! Time is always passed in (`now`, Unix seconds): `exp` and `nbf` are checked here against it,
@@ -205,6 +209,15 @@ const MAX_CACHE_TTL: u64 = 24 * 3600;
 /// Gives each ring a process-unique id, so caches outside it can tell rings apart.
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The key new tokens are signed with.
+struct Signer {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    /// `typ: "JWT"`, the signing alg and kid.
+    header: Header,
+}
+
 /// One key tokens may be verified with.
 struct VerifyKey {
     alg: Algorithm,
@@ -248,11 +261,10 @@ pub struct KeyRing {
     id: u64,
     rules: TokenRules,
     leeway: u64,
-    signing_kid: String,
-    signing_alg: Algorithm,
-    encoding: EncodingKey,
-    /// `typ: "JWT"`, the signing alg and kid.
-    header: Header,
+    /// `None`: a verify-only ring, which mints nothing.
+    signer: Option<Signer>,
+    /// The kid a token without one is looked up under: the signing key's, else the only key's.
+    default_kid: Option<String>,
     /// Every key by kid, the signing key included.
     keys: HashMap<String, VerifyKey>,
     jwks: Option<serde_json::Value>,
@@ -264,8 +276,8 @@ impl std::fmt::Debug for KeyRing {
         let mut kids: Vec<_> = self.keys.iter().map(|(k, v)| (k.as_str(), v.alg)).collect();
         kids.sort_by(|a, b| a.0.cmp(b.0));
         f.debug_struct("KeyRing")
-            .field("signing_kid", &self.signing_kid)
-            .field("signing_alg", &self.signing_alg)
+            .field("signing_kid", &self.signing_kid())
+            .field("signing_alg", &self.signing_algorithm())
             .field("keys", &kids)
             .field("rules", &self.rules)
             .finish_non_exhaustive()
@@ -274,34 +286,50 @@ impl std::fmt::Debug for KeyRing {
 
 impl KeyRing {
     /// Builds the ring; fails when a key does not parse or does not fit its algorithm, when a
-    /// `kid` repeats, or when the signing key is not a secret or private key.
+    /// `kid` repeats, or when the signing key is not a secret or private key. Without a
+    /// signing key the ring only verifies (and needs at least one verify key to be of use).
     pub fn new(
-        signing: KeySpec,
+        signing: Option<KeySpec>,
         verify: Vec<KeySpec>,
         rules: TokenRules,
     ) -> Result<Self, KeyError> {
         let leeway = rules.leeway.as_secs();
         let mut keys = HashMap::with_capacity(verify.len() + 1);
         let mut jwks = Vec::new();
+        let mut signing_is_asymmetric = false;
 
-        if matches!(signing.material, KeyMaterial::PublicPem(_)) {
-            return Err(key_error(&signing, SIGNING_NOT_PUBLIC));
-        }
-        let loaded = load_key(&signing)?;
-        let encoding = loaded.encoding.ok_or_else(|| {
-            // load_key returns an encoding key for every secret or private PEM.
-            key_error(&signing, "no signing key could be built from this material")
-        })?;
-        let signing_is_asymmetric = loaded.jwk.is_some();
-        jwks.extend(loaded.jwk);
-        keys.insert(
-            signing.kid.clone(),
-            VerifyKey {
-                alg: signing.algorithm,
-                decoding: loaded.decoding,
-                validation: validation(signing.algorithm, &rules),
-            },
-        );
+        let signer = match signing {
+            None => None,
+            Some(signing) => {
+                if matches!(signing.material, KeyMaterial::PublicPem(_)) {
+                    return Err(key_error(&signing, SIGNING_NOT_PUBLIC));
+                }
+                let loaded = load_key(&signing)?;
+                let encoding = loaded.encoding.ok_or_else(|| {
+                    // load_key returns an encoding key for every secret or private PEM.
+                    key_error(&signing, "no signing key could be built from this material")
+                })?;
+                signing_is_asymmetric = loaded.jwk.is_some();
+                jwks.extend(loaded.jwk);
+                keys.insert(
+                    signing.kid.clone(),
+                    VerifyKey {
+                        alg: signing.algorithm,
+                        decoding: loaded.decoding,
+                        validation: validation(signing.algorithm, &rules),
+                    },
+                );
+                let mut header = Header::new(signing.algorithm);
+                header.typ = Some("JWT".into());
+                header.kid = Some(signing.kid.clone());
+                Some(Signer {
+                    kid: signing.kid,
+                    alg: signing.algorithm,
+                    encoding,
+                    header,
+                })
+            }
+        };
 
         for spec in &verify {
             if keys.contains_key(&spec.kid) {
@@ -321,10 +349,11 @@ impl KeyRing {
                 },
             );
         }
-
-        let mut header = Header::new(signing.algorithm);
-        header.typ = Some("JWT".into());
-        header.kid = Some(signing.kid.clone());
+        let default_kid = match (&signer, verify.as_slice()) {
+            (Some(s), _) => Some(s.kid.clone()),
+            (None, [only]) => Some(only.kid.clone()),
+            (None, _) => None,
+        };
 
         let cache = moka::sync::Cache::<Box<str>, Cached>::builder()
             .max_capacity(VERIFY_CACHE_BYTES)
@@ -335,11 +364,10 @@ impl KeyRing {
         Ok(KeyRing {
             id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
             leeway,
-            signing_kid: signing.kid,
-            signing_alg: signing.algorithm,
-            encoding,
-            header,
+            signer,
+            default_kid,
             keys,
+            // The JWKS publishes the keys of our own tokens: only with an asymmetric signer.
             jwks: signing_is_asymmetric.then(|| serde_json::json!({ "keys": jwks })),
             cache,
             rules,
@@ -355,14 +383,25 @@ impl KeyRing {
         self.id
     }
 
-    /// The `kid` new tokens are signed under.
-    pub fn signing_kid(&self) -> &str {
-        &self.signing_kid
+    /// The `kid` new tokens are signed under; `None` for a verify-only ring.
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.signer.as_ref().map(|s| s.kid.as_str())
     }
 
-    /// The algorithm new tokens are signed with.
-    pub fn signing_algorithm(&self) -> Algorithm {
-        self.signing_alg
+    /// The algorithm new tokens are signed with; `None` for a verify-only ring.
+    pub fn signing_algorithm(&self) -> Option<Algorithm> {
+        self.signer.as_ref().map(|s| s.alg)
+    }
+
+    /// How many keys verify besides the signing key (`[[token.verify_keys]]`).
+    pub fn verify_key_count(&self) -> usize {
+        self.keys.len() - usize::from(self.signer.is_some())
+    }
+
+    /// Whether this ring can mint (it has a signing key). Without one nothing is minted, so
+    /// nothing is silently refreshed.
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
     }
 
     /// Verifies a compact JWT at time `now` (Unix seconds).
@@ -399,18 +438,21 @@ impl KeyRing {
 
     /// Signs claims with the current signing key (its `kid` in the header).
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
-        jsonwebtoken::encode(&self.header, claims, &self.encoding).map_err(|e| {
-            KeyError(format!(
-                "signing with key {:?} failed: {e}",
-                self.signing_kid
-            ))
-        })
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| KeyError("no signing key is configured".into()))?;
+        jsonwebtoken::encode(&signer.header, claims, &signer.encoding)
+            .map_err(|e| KeyError(format!("signing with key {:?} failed: {e}", signer.kid)))
     }
 
     /// Mints an access token for `id` at `now`: iss/aud from the rules, `iat = now`,
     /// `exp = now + access_ttl`, a fresh 128-bit `jti`. The new token is already in the verify
     /// cache, so its first use costs no signature check.
     pub fn mint(&self, id: &AccessIdentity, now: u64) -> Result<(String, Claims), KeyError> {
+        if self.signer.is_none() {
+            return Err(KeyError("no signing key is configured".into()));
+        }
         let claims = Claims {
             iss: self.rules.issuer.clone(),
             aud: Audience::One(self.rules.audience.clone()),
@@ -488,10 +530,11 @@ impl KeyRing {
         }
         let alg =
             Algorithm::from_str(&header.alg).map_err(|_| TokenError::Invalid("unsupported_alg"))?;
-        let kid = header.kid.as_deref().unwrap_or(&self.signing_kid);
-        let key = self
-            .keys
-            .get(kid)
+        let key = header
+            .kid
+            .as_deref()
+            .or(self.default_kid.as_deref())
+            .and_then(|kid| self.keys.get(kid))
             .ok_or(TokenError::Invalid("unknown_kid"))?;
         if alg != key.alg {
             return Err(TokenError::Invalid("alg_mismatch"));
@@ -1133,7 +1176,7 @@ mod tests {
     }
 
     fn ring(signing: KeySpec, verify: Vec<KeySpec>) -> KeyRing {
-        KeyRing::new(signing, verify, rules()).unwrap()
+        KeyRing::new(Some(signing), verify, rules()).unwrap()
     }
 
     fn identity() -> AccessIdentity {
@@ -1844,7 +1887,7 @@ mod tests {
         ];
         for (name, signing, needle) in signing_cases {
             let alone = signing.check_signing_key().unwrap_err();
-            let err = KeyRing::new(signing, vec![], rules())
+            let err = KeyRing::new(Some(signing), vec![], rules())
                 .map(|_| ())
                 .unwrap_err();
             assert!(err.0.contains(needle), "{name}: {err}");
@@ -1880,7 +1923,11 @@ mod tests {
                 needle.is_empty(),
                 "{name}"
             );
-            let result = KeyRing::new(private("sign", Algorithm::HS256), vec![verify], rules());
+            let result = KeyRing::new(
+                Some(private("sign", Algorithm::HS256)),
+                vec![verify],
+                rules(),
+            );
             match (needle, result) {
                 ("", Ok(_)) => {}
                 (needle, Err(err)) if !needle.is_empty() => {
@@ -1891,7 +1938,7 @@ mod tests {
         }
 
         let dup = KeyRing::new(
-            private("k1", Algorithm::HS256),
+            Some(private("k1", Algorithm::HS256)),
             vec![
                 public("k0", Algorithm::ES256),
                 private("k1", Algorithm::HS384),
@@ -1963,5 +2010,41 @@ mod tests {
         let (token, claims) = keys.mint(&id, NOW).unwrap();
         assert_eq!(keys.verify(&token, NOW).unwrap().sid, None);
         assert_eq!(claims.identity(), id);
+    }
+
+    #[test]
+    fn a_ring_without_a_signing_key_verifies_and_mints_nothing() {
+        let issuer = ring(private("rs", Algorithm::RS256), vec![]);
+        let (token, claims) = issuer.mint(&identity(), NOW).unwrap();
+        let verifier = KeyRing::new(None, vec![public("rs", Algorithm::RS256)], rules()).unwrap();
+        assert!(!verifier.can_sign());
+        assert_eq!(verifier.signing_kid(), None);
+        assert_eq!(verifier.verify(&token, NOW).unwrap(), claims);
+        assert!(verifier.mint(&identity(), NOW).is_err());
+        assert!(verifier.sign(&claims).is_err());
+        // Nothing of ours to publish.
+        assert!(verifier.jwks().is_none());
+        assert!(issuer.can_sign());
+
+        // A token without a kid goes to the only key; with several keys it names none.
+        let no_kid = |alg: Algorithm, key: &[u8]| {
+            let mut header = Header::new(alg);
+            header.kid = None;
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(key)).unwrap()
+        };
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let hs = |kid: &str| KeySpec {
+            kid: kid.into(),
+            algorithm: Algorithm::HS256,
+            material: KeyMaterial::Secret(secret.clone()),
+        };
+        let token = no_kid(Algorithm::HS256, &secret);
+        let one = KeyRing::new(None, vec![hs("a")], rules()).unwrap();
+        assert_eq!(one.verify(&token, NOW).unwrap().sub, claims.sub);
+        let two = KeyRing::new(None, vec![hs("a"), hs("b")], rules()).unwrap();
+        assert_eq!(
+            two.verify(&token, NOW),
+            Err(TokenError::Invalid("unknown_kid"))
+        );
     }
 }

@@ -171,3 +171,40 @@ async fn upstream_receives_the_canonical_path() {
     assert_eq!(r.status, 200);
     assert_eq!(r.seen_path(), "/public/x");
 }
+
+#[tokio::test]
+async fn double_encoding_is_400() {
+    // An upstream that decodes twice would read these as `/public/../private`.
+    attempt("/public/%252e%252e/private", Expect::BadRequest).await;
+    attempt("/public/%252E%252E/private", Expect::BadRequest).await;
+    attempt("/public/%25%32%65%25%32%65/private", Expect::BadRequest).await;
+    attempt("/public%252fprivate", Expect::BadRequest).await;
+    attempt("/public/100%25", Expect::BadRequest).await;
+}
+
+#[tokio::test]
+async fn overlong_and_invalid_utf8_escapes_are_400() {
+    // Old decoders read the overlong %c0%ae as `.`.
+    attempt("/public/%c0%ae%c0%ae/private", Expect::BadRequest).await;
+    attempt("/public/%C0%AE%C0%AE/private", Expect::BadRequest).await;
+    attempt("/public/%e0%80%ae%e0%80%ae/private", Expect::BadRequest).await;
+    attempt("/public/%c0%af", Expect::BadRequest).await;
+    attempt("/public/%ff", Expect::BadRequest).await;
+    attempt("/public/caf%c3", Expect::BadRequest).await;
+}
+
+#[tokio::test]
+async fn encoded_percent_passes_when_allowed() {
+    let gw = Gateway::start(Conf::new().server("allow_encoded_percent = true")).await;
+    let r = gw.raw_get("/public/100%25/off", "").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.seen_path(), "/public/100%25/off");
+    // Still the same path to the gateway and the upstream: no decoding of %25 itself.
+    let r = gw.raw_get("/public/%252e%252e/private", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_path(), "/public/%252e%252e/private");
+    // UTF-8 is checked all the same.
+    gw.raw_get("/public/%c0%ae%c0%ae/private", "")
+        .await
+        .assert_error(400, "bad_request");
+}

@@ -437,3 +437,65 @@ async fn huge_authorization_header_is_431_or_401_never_500() {
     // The gateway is still serving.
     assert_eq!(gw.get("/public/ok", &[]).await.status, 200);
 }
+
+/// An identity provider's RS256 public key in `verify_keys`, `login.backend = "none"`,
+/// stateless, and the gateway's own secret left out: the IdP's tokens pass, and nothing is ever
+/// minted from them (no `refresh-token`), so the IdP's expiry still applies.
+#[tokio::test]
+async fn a_gateway_without_a_signing_key_never_re_mints_tokens() {
+    let idp = authgate::tokens::keygen::generate(jsonwebtoken::Algorithm::RS256).expect("keygen");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("idp.pem"), &idp.public_pem).expect("write key");
+    std::fs::write(dir.path().join("idp-private.pem"), &idp.private_pem).expect("write key");
+    let conf = Conf::new().token_section(
+        "algorithm = \"RS256\"\n\
+         [[token.verify_keys]]\nkid = \"idp\"\nalgorithm = \"RS256\"\npublic_key_file = \"idp.pem\"",
+    );
+    let gw = Gateway::start_in(conf, Upstream::echo().await, dir.path()).await;
+    let keys = &gw.app.live().config.token.keys;
+    assert!(!keys.can_sign());
+
+    // A token of the IdP, near its expiry, with and without a session id.
+    let idp_ring = authgate::tokens::KeyRing::new(
+        Some(authgate::tokens::KeySpec {
+            kid: "idp".into(),
+            algorithm: jsonwebtoken::Algorithm::RS256,
+            material: authgate::tokens::KeyMaterial::PrivatePem(idp.private_pem.clone().into()),
+        }),
+        vec![],
+        keys.rules().clone(),
+    )
+    .expect("idp ring");
+    for sid in [None, Some("sess-idp".to_owned())] {
+        let id = authgate::tokens::AccessIdentity { sid, ..alice() };
+        let ttl = idp_ring.rules().access_ttl.as_secs();
+        let token = idp_ring.mint(&id, now() + 60 - ttl).expect("idp token").0;
+        let r = gw.get_auth("/api/x", &token).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.seen("x-user-id"), ["1001"]);
+        assert!(r.header("refresh-token").is_none(), "{:?}", r.headers);
+    }
+    // The JWKS has nothing of ours to publish, and there is no login to use.
+    gw.get("/.well-known/jwks.json", &[])
+        .await
+        .assert_error(404, "not_found");
+}
+
+/// With a signing key, a token carrying no session id was not made by an authgate login: it is
+/// accepted while valid but never re-minted.
+#[tokio::test]
+async fn a_verify_key_token_without_a_session_is_not_silently_refreshed() {
+    let gw = Gateway::start(Conf::new()).await;
+    let id = authgate::tokens::AccessIdentity {
+        sid: None,
+        ..alice()
+    };
+    let r = gw.get_auth("/api/x", &gw.mint_expiring_in(&id, 60)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("refresh-token").is_none());
+    // A token of a session in the same window is refreshed (control).
+    let r = gw
+        .get_auth("/api/x", &gw.mint_expiring_in(&alice(), 60))
+        .await;
+    assert!(r.header("refresh-token").is_some());
+}
