@@ -11,6 +11,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{full, Body};
 
+/// Carries the error code of every 401 and 403 (contract §5, `/auth/verify`).
+pub const X_AUTH_ERROR: header::HeaderName = header::HeaderName::from_static("x-auth-error");
+
 /// A refusal the gateway answers itself, with the contract's code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
@@ -137,6 +140,14 @@ impl GatewayError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // The code again where a proxy in front can relay it without reading the body
+        // (forward-auth answers have none it would pass on).
+        if matches!(
+            self.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            h.insert(X_AUTH_ERROR, HeaderValue::from_static(self.code()));
+        }
         if self.status() == StatusCode::UNAUTHORIZED {
             let v = if matches!(self, GatewayError::MissingToken) {
                 r#"Bearer realm="authgate", error="invalid_request""#

@@ -375,6 +375,10 @@ async fn refresh(
     req: Request<Incoming>,
     ip: IpAddr,
 ) -> Result<Response<Body>, GatewayError> {
+    if !live.config.token.keys.can_sign() {
+        // Nothing could be minted: refuse before a rotation spends the refresh token.
+        return Err(GatewayError::NotFound);
+    }
     let body = read_body(req).await?;
     let RefreshBody { refresh_token } = serde_json::from_slice(&body).map_err(|_| {
         GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}")
@@ -538,6 +542,12 @@ async fn delete_session(
 }
 
 /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`.
+///
+/// Fails closed: the original request comes only from a trusted proxy's `X-Forwarded-Uri`
+/// (required) and `X-Forwarded-Method` (default GET). Without them there is no route to judge
+/// by, so the answer is 400, never "as for some required route" (that would skip the route's
+/// own requirements). The route found then decides exactly as on the proxy path, through the
+/// same [`pipeline::authorize`] and [`pipeline::silent_refresh`].
 async fn verify(
     app: &App,
     live: &Live,
@@ -546,57 +556,62 @@ async fn verify(
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &live.config;
     let addr = proxy::client_addr(conn.peer, headers, &cfg.server.trusted_proxies);
-    // The original request, as the fronting proxy reports it; believed only from trusted peers.
-    let original = if addr.peer_trusted {
-        let method = headers
-            .get("x-forwarded-method")
-            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
-        let uri = headers.get("x-forwarded-uri").and_then(|v| v.to_str().ok());
-        method.zip(uri)
-    } else {
-        None
+    if !addr.peer_trusted {
+        tracing::warn!(
+            peer = %conn.peer.ip(),
+            "verify: the caller is not in server.trusted_proxies, so its X-Forwarded-Uri and \
+             X-Forwarded-Method cannot be believed; refused"
+        );
+        return Err(GatewayError::BadRequest(
+            "verify answers only proxies listed in server.trusted_proxies",
+        ));
+    }
+    let Some(uri) = forwarded(headers, "x-forwarded-uri") else {
+        tracing::warn!("verify: no X-Forwarded-Uri from the proxy; refused");
+        return Err(GatewayError::BadRequest(
+            "verify needs one X-Forwarded-Uri (the original request's path)",
+        ));
     };
-    let route = match original {
-        Some((method, uri)) => {
-            let raw = uri.split('?').next().unwrap_or(uri);
-            let canonical = path::canonicalize(raw, cfg.server.path_rules).map_err(|_| {
-                GatewayError::BadRequest("the request path is malformed or ambiguous")
-            })?;
-            match cfg.routes.find(&canonical, &method) {
-                RouteMatch::Found(r) => Some(r),
-                RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
-                RouteMatch::NotFound => return Err(GatewayError::NoRoute),
-            }
-        }
-        None => None,
+    let method = match forwarded(headers, "x-forwarded-method") {
+        None => Method::GET,
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| {
+            tracing::warn!("verify: X-Forwarded-Method is not an HTTP method; refused");
+            GatewayError::BadRequest("X-Forwarded-Method is not an HTTP method")
+        })?,
     };
-    use crate::pipeline::route::AuthMode;
-    let claims = match route.map(|r| r.auth) {
-        Some(AuthMode::Public) => None,
-        Some(AuthMode::Optional) => pipeline::authenticate(app, live, headers).await.ok(),
-        Some(AuthMode::Required) | None => Some(pipeline::authenticate(app, live, headers).await?),
+    // The path of a request target: origin form, or absolute form (some proxies send the URL).
+    let target = uri.split(['?', '#']).next().unwrap_or(uri);
+    let raw = match target.find("://") {
+        Some(i) => target[i + 3..]
+            .find('/')
+            .map_or("/", |j| &target[i + 3 + j..]),
+        None => target,
     };
+    let canonical = path::canonicalize(raw, cfg.server.path_rules).map_err(|e| {
+        tracing::info!(reason = %e, "verify: refused path");
+        GatewayError::BadRequest("the request path is malformed or ambiguous")
+    })?;
+    let route = match cfg.routes.find(&canonical, &method) {
+        RouteMatch::Found(r) => r,
+        RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
+        RouteMatch::NotFound => return Err(GatewayError::NoRoute),
+    };
+    let claims = pipeline::authorize(app, live, route, headers).await?;
     let mut resp = Response::new(empty());
-    *resp.status_mut() = StatusCode::OK;
     if let Some(c) = &claims {
-        if let Some(r) = route {
-            pipeline::check_requirements(r, c)?;
-        }
         crate::pipeline::identity::inject(resp.headers_mut(), &cfg.identity, c);
-        if let Some(t) =
-            app.refresher
-                .maybe_refresh(&cfg.token.keys, c, cfg.token.silent_refresh_window, now())
-        {
-            if let Ok(v) = HeaderValue::from_str(&t) {
-                let h = resp.headers_mut();
-                h.insert(cfg.token.refresh_header.clone(), v);
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                h.insert(
-                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    live.expose_refresh.clone(),
-                );
-            }
+        if let Some(t) = pipeline::silent_refresh(app, live, c) {
+            pipeline::hand_back(live, resp.headers_mut(), &t);
         }
     }
     Ok(resp)
+}
+
+/// A forwarded header's value: one, non-empty, text; anything else counts as absent.
+fn forwarded<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => v.to_str().ok().map(str::trim).filter(|v| !v.is_empty()),
+        _ => None,
+    }
 }

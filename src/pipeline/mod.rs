@@ -154,29 +154,8 @@ fn run<'a, 'l>(
             proxy::strip_hop_by_hop(h, websocket, |_| false);
 
             // 4. authenticate.
-            let claims = match route.auth {
-                AuthMode::Public => None,
-                AuthMode::Required => Some(authenticate(app, live, h).await?),
-                AuthMode::Optional => match authenticate(app, live, h).await {
-                    Ok(c) => Some(c),
-                    Err(GatewayError::BadRequest(m)) => return Err(GatewayError::BadRequest(m)),
-                    Err(GatewayError::StoreUnavailable) => {
-                        return Err(GatewayError::StoreUnavailable)
-                    }
-                    Err(_) => None,
-                },
-            };
-            if let Some(c) = &claims {
-                check_requirements(route, c)?;
-            }
-            let refreshed = claims.as_deref().and_then(|c| {
-                app.refresher.maybe_refresh(
-                    &cfg.token.keys,
-                    c,
-                    cfg.token.silent_refresh_window,
-                    now(),
-                )
-            });
+            let claims = authorize(app, live, route, h).await?;
+            let refreshed = claims.as_deref().and_then(|c| silent_refresh(app, live, c));
 
             // 5. prepare.
             let addr = proxy::client_addr(conn.peer, h, &cfg.server.trusted_proxies);
@@ -262,15 +241,7 @@ fn run<'a, 'l>(
         let h = resp.headers_mut();
         h.remove(&cfg.token.refresh_header);
         if let Some(t) = refreshed {
-            if let Ok(v) = HeaderValue::from_str(&t) {
-                h.insert(cfg.token.refresh_header.clone(), v);
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                h.insert(
-                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    live.expose_refresh.clone(),
-                );
-                metrics::counter!("authgate_silent_refreshes_total").increment(1);
-            }
+            hand_back(live, h, &t);
         }
         Ok(match revocable {
             None => resp.map(|b| b.map_err(Into::into).boxed()),
@@ -294,6 +265,55 @@ fn head_size<B>(req: &Request<B>) -> usize {
     req.headers()
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// Phase 4 for a matched route, shared by the proxy path and `/auth/verify`: what its `auth`
+/// mode asks, then its requirements. `public`: no identity. `required`: a valid token with an
+/// active session, or the refusal. `optional`: the identity of a valid token; a missing or bad
+/// token is ignored, but an ambiguous request (400) and a store failure (503) are not, so an
+/// outage never silently turns users anonymous.
+pub(crate) async fn authorize(
+    app: &App,
+    live: &Live,
+    route: &Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<Claims>>, GatewayError> {
+    let claims = match route.auth {
+        AuthMode::Public => return Ok(None),
+        AuthMode::Required => authenticate(app, live, headers).await?,
+        AuthMode::Optional => match authenticate(app, live, headers).await {
+            Ok(c) => c,
+            Err(e @ (GatewayError::BadRequest(_) | GatewayError::StoreUnavailable)) => {
+                return Err(e)
+            }
+            Err(_) => return Ok(None),
+        },
+    };
+    check_requirements(route, &claims)?;
+    Ok(Some(claims))
+}
+
+/// Phase 6's decision, shared by the proxy path and `/auth/verify`: a new access token for the
+/// session when the verified one is an own token near its expiry.
+pub(crate) fn silent_refresh(app: &App, live: &Live, claims: &Claims) -> Option<Arc<str>> {
+    let t = &live.config.token;
+    app.refresher
+        .maybe_refresh(&t.keys, claims, t.silent_refresh_window, now())
+}
+
+/// Puts a silently refreshed token in `refresh_header` (never cached, readable by a browser
+/// app) and counts it: one place for every answer that hands one back.
+pub(crate) fn hand_back(live: &Live, h: &mut http::HeaderMap, token: &str) {
+    let Ok(v) = HeaderValue::from_str(token) else {
+        return;
+    };
+    h.insert(live.config.token.refresh_header.clone(), v);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        live.expose_refresh.clone(),
+    );
+    metrics::counter!("authgate_silent_refreshes_total").increment(1);
 }
 
 /// Token → verified claims → (stateful mode) an active session.

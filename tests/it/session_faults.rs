@@ -41,7 +41,7 @@ fn assert_store_down(r: &Resp, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
-    let mut gw = redis_gateway!(Setup::new());
+    let mut gw = redis_gateway!(Setup::new().server(TRUST_LOOPBACK));
     let alice = gw.login_ok("alice", "web").await;
     let bob = gw.login_ok("bob", "app").await;
     let ended = gw.login_ok("alice", "app").await;
@@ -124,7 +124,11 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
         &gw.with_token("GET", "/auth/sessions", &alice.access).await,
         "sessions",
     );
-    assert_store_down(&gw.get_auth("/auth/verify", &alice.access).await, "verify");
+    assert_store_down(&gw.verify("/api/x", Some(&alice.access)).await, "verify");
+    assert_store_down(
+        &gw.verify("/optional/x", Some(&alice.access)).await,
+        "verify of an optional route",
+    );
     assert_eq!(gw.admin_call("GET", "/readyz", None).await.status, 503);
     assert_eq!(gw.admin_call("GET", "/healthz", None).await.status, 200);
     let r = gw
@@ -181,7 +185,9 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn allow_stateless_passes_valid_tokens_while_redis_is_down() {
-    let mut gw = redis_gateway!(Setup::new().session("on_store_error = \"allow_stateless\""));
+    let mut gw = redis_gateway!(Setup::new()
+        .session("on_store_error = \"allow_stateless\"")
+        .server(TRUST_LOOPBACK));
     let alice = gw.login_ok("alice", "web").await;
     let ended = gw.login_ok("alice", "app").await;
     gw.with_token("POST", "/auth/logout", &ended.access).await;
@@ -193,7 +199,7 @@ async fn allow_stateless_passes_valid_tokens_while_redis_is_down() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.seen("x-user-id"), ["1001"]);
     assert_eq!(r.seen("x-session-id"), [alice.sid.as_str()]);
-    assert_eq!(gw.get_auth("/auth/verify", &alice.access).await.status, 200);
+    assert_eq!(gw.verify("/api/x", Some(&alice.access)).await.status, 200);
     // Bad tokens are still refused; public routes still pass.
     gw.get("/api/x", &[])
         .await

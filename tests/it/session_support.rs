@@ -123,6 +123,9 @@ password_hash = "{zhang}"
 // Config
 // ---------------------------------------------------------------------------------------------
 
+/// `[server]` line that lets the tests' loopback client act as a forward-auth proxy.
+pub const TRUST_LOOPBACK: &str = "trusted_proxies = [\"127.0.0.1/32\"]";
+
 /// The parts of a session test's `gateway.toml`; each string is extra lines for its section.
 #[derive(Clone, Default)]
 pub struct Setup {
@@ -433,6 +436,17 @@ impl Gw {
         let auth = format!("Bearer {access}");
         self.request(method, path, &[("authorization", &auth)], Bytes::new())
             .await
+    }
+
+    /// `GET /auth/verify` as a forward-auth proxy asks it (the gateway must trust the test's
+    /// loopback peer: [`TRUST_LOOPBACK`]): `X-Forwarded-Uri: uri`, method GET.
+    pub async fn verify(&self, uri: &str, access: Option<&str>) -> Resp {
+        let auth = access.map(|t| format!("Bearer {t}"));
+        let mut h = vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", uri)];
+        if let Some(a) = auth.as_deref() {
+            h.push(("authorization", a));
+        }
+        self.request("GET", "/auth/verify", &h, Bytes::new()).await
     }
 
     /// `method path` on the admin listener, with `Authorization: Bearer token` if given.

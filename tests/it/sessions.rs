@@ -570,7 +570,7 @@ async fn max_lifetime_caps_the_session_across_refreshes(store: StoreKind) {
 }
 
 async fn silent_refresh_of_a_session_token_stays_bound_to_the_session(store: StoreKind) {
-    let gw = gateway!(store, Setup::new());
+    let gw = gateway!(store, Setup::new().server(TRUST_LOOPBACK));
     let p = gw.login_ok("alice", "web").await;
     // The session's own claims, issued so long ago that 60 s are left (window: 30 min).
     let claims = payload_of(&p.access);
@@ -592,7 +592,7 @@ async fn silent_refresh_of_a_session_token_stays_bound_to_the_session(store: Sto
         .to_owned();
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(payload_of(&fresh)["sid"], p.sid.as_str());
-    let r = gw.get_auth("/auth/verify", &old).await;
+    let r = gw.verify("/api/x", Some(&old)).await;
     assert_eq!(
         r.header("refresh-token"),
         Some(fresh.as_str()),
@@ -973,9 +973,9 @@ async fn session_list_and_deleting_own_sessions(store: StoreKind) {
 }
 
 async fn verify_answers_identity_headers(store: StoreKind) {
-    let gw = gateway!(store, Setup::new());
+    let gw = gateway!(store, Setup::new().server(TRUST_LOOPBACK));
     let p = gw.login_ok("alice", "app").await;
-    let r = gw.get_auth("/auth/verify", &p.access).await;
+    let r = gw.verify("/api/x", Some(&p.access)).await;
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.header("x-user-id"), Some("1001"));
     assert_eq!(r.header("x-user-name"), Some("alice"));
@@ -983,16 +983,18 @@ async fn verify_answers_identity_headers(store: StoreKind) {
     assert_eq!(r.header("x-user-roles"), Some("admin,ops"));
     assert_eq!(r.header("x-session-id"), Some(p.sid.as_str()));
     assert_eq!(r.header("x-user-platform"), Some("app"));
-    gw.get("/auth/verify", &[])
-        .await
-        .assert_error(401, "missing_token");
-    gw.get_auth("/auth/verify", "not.a.token")
-        .await
-        .assert_error(401, "invalid_token");
+    for (token, code) in [
+        (None, "missing_token"),
+        (Some("not.a.token"), "invalid_token"),
+    ] {
+        let r = gw.verify("/api/x", token).await;
+        r.assert_error(401, code);
+        assert_eq!(r.header("x-auth-error"), Some(code));
+    }
     gw.with_token("POST", "/auth/logout", &p.access).await;
-    gw.get_auth("/auth/verify", &p.access)
-        .await
-        .assert_error(401, "session_revoked");
+    let r = gw.verify("/api/x", Some(&p.access)).await;
+    r.assert_error(401, "session_revoked");
+    assert_eq!(r.header("x-auth-error"), Some("session_revoked"));
     assert_eq!(gw.hits(), 0);
 }
 
@@ -1416,26 +1418,6 @@ async fn stateless_mode_ignores_sessions_on_requests_but_not_on_refresh(store: S
     gw.refresh(&p.refresh)
         .await
         .assert_error(401, "invalid_refresh_token");
-}
-
-/// One series' value on `/metrics` (0 when absent): the line `name{...} v` whose labels
-/// include every one of `labels` (`name v` when `labels` is empty).
-async fn metric(admin: &Probe, name: &str, labels: &[&str]) -> f64 {
-    let body = admin.get("/metrics", &[]).await.body;
-    let text = String::from_utf8_lossy(&body);
-    text.lines()
-        .filter(|l| {
-            let Some(rest) = l.strip_prefix(name) else {
-                return false;
-            };
-            if labels.is_empty() {
-                rest.starts_with(' ')
-            } else {
-                rest.starts_with('{') && labels.iter().all(|want| rest.contains(want))
-            }
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The contract's metrics (§8) move with what they count. The registry is shared by every

@@ -800,3 +800,23 @@ pub async fn requests_total(admin: SocketAddr, route: &str, status: &str) -> u64
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// One series' value on `/metrics` (0 when absent): the line `name{...} v` whose labels
+/// include every one of `labels` (`name v` when `labels` is empty).
+pub async fn metric(admin: &Probe, name: &str, labels: &[&str]) -> f64 {
+    let body = admin.get("/metrics", &[]).await.body;
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .filter(|l| {
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            if labels.is_empty() {
+                rest.starts_with(' ')
+            } else {
+                rest.starts_with('{') && labels.iter().all(|want| rest.contains(want))
+            }
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -479,6 +479,11 @@ async fn a_gateway_without_a_signing_key_never_re_mints_tokens() {
     gw.get("/.well-known/jwks.json", &[])
         .await
         .assert_error(404, "not_found");
+    for path in ["/auth/login", "/auth/refresh"] {
+        gw.request("POST", path, &[], r#"{"refresh_token":"x"}"#.into())
+            .await
+            .assert_error(404, "not_found");
+    }
 }
 
 /// With a signing key, a token carrying no session id was not made by an authgate login: it is

@@ -1,0 +1,301 @@
+//! `GET /auth/verify`, the forward-auth endpoint: it fails closed without the original request
+//! from a trusted proxy, judges that request by its route exactly as the proxy path would
+//! (every `auth` mode, every requirement, the same refusals), and marks every 401/403 with
+//! `X-Auth-Error` for the proxy in front to relay.
+
+use crate::support::*;
+
+const TRUSTED: &str = "trusted_proxies = [\"127.0.0.1/32\"]";
+
+async fn gateway() -> Gateway {
+    Gateway::start(Conf::new().server(TRUSTED)).await
+}
+
+/// `GET /auth/verify` with the forwarded headers given (name, value) and a bearer token.
+async fn verify(gw: &Gateway, forwarded: &[(&str, &str)], token: Option<&str>) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut h: Vec<(&str, &str)> = forwarded.to_vec();
+    if let Some(a) = auth.as_deref() {
+        h.push(("authorization", a));
+    }
+    gw.request("GET", "/auth/verify", &h, bytes::Bytes::new())
+        .await
+}
+
+fn refused(r: &Resp, status: u16, code: &str) {
+    r.assert_error(status, code);
+    if status == 401 || status == 403 {
+        assert_eq!(r.header("x-auth-error"), Some(code), "{:?}", r.headers);
+    }
+}
+
+#[tokio::test]
+async fn without_the_original_request_it_fails_closed() {
+    let gw = gateway().await;
+    let admin = gw.mint(&alice());
+    // No X-Forwarded-Uri: 400, whatever the token (it used to answer as for "/" and skip the
+    // route's requirements).
+    for token in [None, Some(admin.as_str())] {
+        refused(&verify(&gw, &[], token).await, 400, "bad_request");
+        refused(
+            &verify(&gw, &[("x-forwarded-method", "GET")], token).await,
+            400,
+            "bad_request",
+        );
+        refused(
+            &verify(&gw, &[("x-forwarded-uri", "")], token).await,
+            400,
+            "bad_request",
+        );
+    }
+    // Two different URIs: which one would the proxy have meant?
+    refused(
+        &verify(
+            &gw,
+            &[
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-uri", "/admin/x"),
+            ],
+            None,
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    // A method that is not one.
+    refused(
+        &verify(
+            &gw,
+            &[
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-method", "G(E)T"),
+            ],
+            None,
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    assert_eq!(gw.upstream.hits(), 0, "verify never forwards");
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_an_untrusted_peer_are_refused() {
+    // No trusted_proxies: the test client is not a proxy whose word counts.
+    let gw = Gateway::start(Conf::new()).await;
+    let bob = gw.mint(&bob());
+    for uri in ["/public/x", "/admin/x", "/api/x"] {
+        refused(
+            &verify(&gw, &[("x-forwarded-uri", uri)], Some(&bob)).await,
+            400,
+            "bad_request",
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_matched_routes_auth_and_requirements_apply() {
+    let gw = gateway().await;
+    let (admin, user) = (gw.mint(&alice()), gw.mint(&bob()));
+    let uri = |u| [("x-forwarded-uri", u)];
+
+    // public: 200 with no identity, token or not.
+    for token in [None, Some(admin.as_str())] {
+        let r = verify(&gw, &uri("/public/x?y=1"), token).await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("x-user-id").is_none(), "{:?}", r.headers);
+    }
+    // optional: identity if any, anonymous otherwise, a bad token ignored.
+    let r = verify(&gw, &uri("/optional/x"), Some(&user)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-user-id"), Some("2002"));
+    for token in [None, Some("not.a.token")] {
+        let r = verify(&gw, &uri("/optional/x"), token).await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("x-user-id").is_none());
+    }
+    // required: the token is needed.
+    refused(
+        &verify(&gw, &uri("/api/x"), None).await,
+        401,
+        "missing_token",
+    );
+    refused(
+        &verify(&gw, &uri("/api/x"), Some("not.a.token")).await,
+        401,
+        "invalid_token",
+    );
+    let r = verify(&gw, &uri("/api/x"), Some(&user)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-user-id"), Some("2002"));
+    assert_eq!(r.header("x-session-id"), Some("sess-bob"));
+    // require_roles: a non-admin is 403 (the reported hole), the admin passes.
+    refused(
+        &verify(&gw, &uri("/admin/x"), Some(&user)).await,
+        403,
+        "forbidden",
+    );
+    refused(
+        &verify(&gw, &uri("/admin/x"), None).await,
+        401,
+        "missing_token",
+    );
+    assert_eq!(
+        verify(&gw, &uri("/admin/x"), Some(&admin)).await.status,
+        200
+    );
+    // require_tenants likewise.
+    refused(
+        &verify(&gw, &uri("/acme/x"), Some(&user)).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(verify(&gw, &uri("/acme/x"), Some(&admin)).await.status, 200);
+    // The URI is canonicalised like a request path: no way around the route.
+    for trick in ["/public/../admin/x", "/public/%2e%2e/admin/x", "//admin/x"] {
+        refused(
+            &verify(&gw, &uri(trick), Some(&user)).await,
+            403,
+            "forbidden",
+        );
+    }
+    refused(
+        &verify(&gw, &uri("/public/%252e%252e/admin/x"), Some(&user)).await,
+        400,
+        "bad_request",
+    );
+    // An absolute URL is read for its path.
+    refused(
+        &verify(
+            &gw,
+            &uri("https://app.example.com/admin/x?a=b"),
+            Some(&user),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(gw.upstream.hits(), 0, "verify never forwards");
+}
+
+#[tokio::test]
+async fn the_method_selects_the_route_and_defaults_to_get() {
+    let gw = gateway().await;
+    let method = |m| {
+        [
+            ("x-forwarded-uri", "/get-only/x"),
+            ("x-forwarded-method", m),
+        ]
+    };
+    assert_eq!(verify(&gw, &method("GET"), None).await.status, 200);
+    assert_eq!(
+        verify(&gw, &[("x-forwarded-uri", "/get-only/x")], None)
+            .await
+            .status,
+        200
+    );
+    refused(
+        &verify(&gw, &method("POST"), None).await,
+        405,
+        "method_not_allowed",
+    );
+    // OPTIONS is an ordinary method here too: a preflight-shaped original request on a
+    // protected route still needs the token.
+    let r = verify(
+        &gw,
+        &[
+            ("x-forwarded-uri", "/api/x"),
+            ("x-forwarded-method", "OPTIONS"),
+            ("origin", "https://x.example"),
+            ("access-control-request-method", "GET"),
+        ],
+        None,
+    )
+    .await;
+    refused(&r, 401, "missing_token");
+    refused(
+        &verify(&gw, &[("x-forwarded-uri", "/nowhere/../..")], None).await,
+        400,
+        "bad_request",
+    );
+}
+
+#[tokio::test]
+async fn optional_routes_refuse_what_the_proxy_path_refuses() {
+    let gw = gateway().await;
+    let (a, b) = (gw.mint(&alice()), gw.mint(&bob()));
+    // A bearer and a cookie that disagree is a 400 on both paths (the old verify swallowed it).
+    let conf = Conf::new().server(TRUSTED).token("cookie = \"tok\"");
+    let gw2 = Gateway::start(conf).await;
+    let (a2, b2) = (gw2.mint(&alice()), gw2.mint(&bob()));
+    let cookie = format!("tok={b2}");
+    let auth = format!("Bearer {a2}");
+    let headers = [
+        ("x-forwarded-uri", "/optional/x"),
+        ("authorization", auth.as_str()),
+        ("cookie", cookie.as_str()),
+    ];
+    refused(
+        &gw2.request("GET", "/auth/verify", &headers, bytes::Bytes::new())
+            .await,
+        400,
+        "bad_request",
+    );
+    gw2.request(
+        "GET",
+        "/optional/x",
+        &[
+            ("authorization", auth.as_str()),
+            ("cookie", cookie.as_str()),
+        ],
+        bytes::Bytes::new(),
+    )
+    .await
+    .assert_error(400, "bad_request");
+    // Two Authorization headers likewise.
+    let (ha, hb) = (format!("Bearer {a}"), format!("Bearer {b}"));
+    let headers = [
+        ("x-forwarded-uri", "/optional/x"),
+        ("authorization", ha.as_str()),
+        ("authorization", hb.as_str()),
+    ];
+    refused(
+        &gw.request("GET", "/auth/verify", &headers, bytes::Bytes::new())
+            .await,
+        400,
+        "bad_request",
+    );
+}
+
+#[tokio::test]
+async fn its_silent_refresh_is_the_proxy_paths_and_is_counted() {
+    let gw = gateway().await;
+    let admin = Probe::new(gw.admin);
+    let before = metric(&admin, "authgate_silent_refreshes_total", &[]).await;
+    let old = gw.mint_expiring_in(&alice(), 60);
+    let r = verify(&gw, &[("x-forwarded-uri", "/api/x")], Some(&old)).await;
+    assert_eq!(r.status, 200);
+    let fresh = r
+        .header("refresh-token")
+        .expect("a silent refresh")
+        .to_owned();
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(payload_of(&fresh)["sid"], "sess-alice");
+    let after = metric(&admin, "authgate_silent_refreshes_total", &[]).await;
+    assert!(after >= before + 1.0, "{before} -> {after}");
+    // The proxy path hands the same session the same token.
+    let r = gw.get_auth("/api/x", &old).await;
+    assert_eq!(r.header("refresh-token"), Some(fresh.as_str()));
+    // A public route's verify mints nothing.
+    let r = verify(&gw, &[("x-forwarded-uri", "/public/x")], Some(&old)).await;
+    assert!(r.header("refresh-token").is_none());
+}
+
+#[tokio::test]
+async fn proxy_path_refusals_carry_x_auth_error_too() {
+    let gw = gateway().await;
+    let r = gw.get("/api/x", &[]).await;
+    refused(&r, 401, "missing_token");
+    let r = gw.get_auth("/admin/x", &gw.mint(&bob())).await;
+    refused(&r, 403, "forbidden");
+}
