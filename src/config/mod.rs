@@ -164,12 +164,23 @@ pub struct User {
     pub roles: Vec<String>,
 }
 
+#[derive(Clone)]
 pub struct UpstreamLogin {
     pub url: http::Uri,
     pub user_id_pointer: String,
     pub user_name_pointer: Option<String>,
     pub tenant_pointer: Option<String>,
     pub roles_pointer: Option<String>,
+    /// `success_pointer` and `success_value`: a 2xx answer is a success only if the value at
+    /// the pointer equals this one (legacy apps that answer `200 {"code":500}` to a wrong
+    /// password).
+    pub success: Option<SuccessRule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuccessRule {
+    pub pointer: String,
+    pub value: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -975,6 +986,8 @@ impl Cx<'_> {
                 ("login.user_name_pointer", f.user_name_pointer.is_some()),
                 ("login.tenant_pointer", f.tenant_pointer.is_some()),
                 ("login.roles_pointer", f.roles_pointer.is_some()),
+                ("login.success_pointer", f.success_pointer.is_some()),
+                ("login.success_value", f.success_value.is_some()),
             ] {
                 if set {
                     self.warn(key, "ignored: login.backend is not \"upstream\"");
@@ -1107,6 +1120,35 @@ impl Cx<'_> {
             }
             Some(p) => self.json_pointer("login.user_id_pointer", p),
         };
+        let success = match (&f.success_pointer, &f.success_value) {
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem(
+                    "login.success_value",
+                    "required with success_pointer: the value a successful login answers there",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    "login.success_pointer",
+                    "required with success_value: where in the answer to look for it",
+                );
+                None
+            }
+            (Some(p), Some(v)) => {
+                let pointer = self.json_pointer("login.success_pointer", p);
+                match serde_json::to_value(v) {
+                    Ok(value) if !value.is_object() && !value.is_array() => {
+                        Some(SuccessRule { pointer, value })
+                    }
+                    _ => {
+                        self.problem("login.success_value", "must be a string, number or boolean");
+                        None
+                    }
+                }
+            }
+        };
         let mut optional =
             |key: &str, p: &Option<String>| p.as_ref().map(|p| self.json_pointer(key, p));
         UpstreamLogin {
@@ -1115,6 +1157,7 @@ impl Cx<'_> {
             user_name_pointer: optional("login.user_name_pointer", &f.user_name_pointer),
             tenant_pointer: optional("login.tenant_pointer", &f.tenant_pointer),
             roles_pointer: optional("login.roles_pointer", &f.roles_pointer),
+            success,
         }
     }
 
@@ -1784,6 +1827,26 @@ upstream = "app"
                 "[login]\nbackend = \"upstream\"\nupstream_url = \"http://127.0.0.1:9000/login\"",
                 "login.user_id_pointer",
                 "required",
+            ),
+            (
+                "[login]\nbackend = \"upstream\"\nupstream_url = \"http://127.0.0.1:9000/login\"\nuser_id_pointer = \"/id\"\nsuccess_pointer = \"/code\"",
+                "login.success_value",
+                "required with success_pointer",
+            ),
+            (
+                "[login]\nbackend = \"upstream\"\nupstream_url = \"http://127.0.0.1:9000/login\"\nuser_id_pointer = \"/id\"\nsuccess_value = 0",
+                "login.success_pointer",
+                "required with success_value",
+            ),
+            (
+                "[login]\nbackend = \"upstream\"\nupstream_url = \"http://127.0.0.1:9000/login\"\nuser_id_pointer = \"/id\"\nsuccess_pointer = \"code\"\nsuccess_value = 0",
+                "login.success_pointer",
+                "not a JSON pointer",
+            ),
+            (
+                "[login]\nbackend = \"upstream\"\nupstream_url = \"http://127.0.0.1:9000/login\"\nuser_id_pointer = \"/id\"\nsuccess_pointer = \"/code\"\nsuccess_value = [0]",
+                "login.success_value",
+                "string, number or boolean",
             ),
             (
                 "[login]\nbackend = \"upstream\"\nupstream_url = \"http://127.0.0.1:9000/login\"\nuser_id_pointer = \"data.id\"",

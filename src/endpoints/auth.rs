@@ -227,18 +227,38 @@ async fn login(
             .map_err(store_error)
     };
     match live.login.authenticate(body, &headers, ip).await {
-        LoginOutcome::Success(identity) => {
+        LoginOutcome::Success(mut identity) => {
             lockout
                 .record_success(&app.store, user, ip)
                 .await
                 .map_err(store_error)?;
-            let resp = issue(app, live, identity, &platform, &headers, ip).await?;
+            let set_cookies = std::mem::take(&mut identity.set_cookies);
+            let mut resp = issue(app, live, identity, &platform, &headers, ip).await?;
+            relay_cookies(resp.headers_mut(), set_cookies);
             metrics::counter!("authgate_logins_total", "result" => "success").increment(1);
             Ok(resp)
         }
         LoginOutcome::InvalidCredentials => {
             failed().await?;
             Err(GatewayError::InvalidCredentials)
+        }
+        LoginOutcome::Rejected {
+            upstream_body,
+            set_cookies,
+        } => {
+            failed().await?;
+            let mut r = GatewayError::InvalidCredentials.into_response();
+            if let Some(legacy) = upstream_body {
+                let e = GatewayError::InvalidCredentials;
+                let body = serde_json::json!({
+                    "error": e.code(),
+                    "message": e.message(),
+                    "upstream": legacy,
+                });
+                *r.body_mut() = full(body.to_string());
+            }
+            relay_cookies(r.headers_mut(), set_cookies);
+            Ok(r)
         }
         LoginOutcome::Relay {
             response,
@@ -263,6 +283,13 @@ async fn login(
             release().await?;
             Err(GatewayError::LoginBusy)
         }
+    }
+}
+
+/// The legacy login's `Set-Cookie` values, on the gateway's own answer to the login.
+fn relay_cookies(h: &mut HeaderMap, set_cookies: Vec<HeaderValue>) {
+    for v in set_cookies {
+        h.append(header::SET_COOKIE, v);
     }
 }
 

@@ -40,6 +40,9 @@ pub struct LoginIdentity {
     pub roles: Vec<String>,
     /// Upstream backend: its 2xx JSON body, returned under `"upstream"` beside the token pair.
     pub upstream_body: Option<serde_json::Value>,
+    /// Upstream backend: the legacy login's `Set-Cookie` values, relayed to the client (a
+    /// legacy session cookie, a captcha tied to `JSESSIONID`).
+    pub set_cookies: Vec<http::HeaderValue>,
 }
 
 /// What a login attempt came to.
@@ -49,8 +52,17 @@ pub enum LoginOutcome {
     /// Wrong password or unknown user (the same answer, the same cost): 401
     /// `invalid_credentials`, counted for lock-out.
     InvalidCredentials,
+    /// Upstream backend, a 2xx that is not a success: `success_pointer` does not hold
+    /// `success_value`, there is no user id at `user_id_pointer`, or the body is not JSON (the
+    /// cause is logged, naming the pointer). 401 `invalid_credentials` with the legacy JSON
+    /// under `"upstream"`, counted for lock-out.
+    Rejected {
+        upstream_body: Option<serde_json::Value>,
+        set_cookies: Vec<http::HeaderValue>,
+    },
     /// Upstream backend, non-2xx: relay it unchanged (status, headers minus hop-by-hop, body);
-    /// `counts_as_failure` for 401/403.
+    /// `counts_as_failure` for any 3xx or 4xx but 429 (a redirect back to the login form, a
+    /// 400 or 422 for a wrong password are failures as much as a 401).
     Relay {
         response: http::Response<crate::body::Body>,
         counts_as_failure: bool,
@@ -58,8 +70,8 @@ pub enum LoginOutcome {
     /// Malformed body (users file: not `{"username","password"}` with non-empty strings; any
     /// backend: over [`MAX_BODY_BYTES`]), or login not offered (`backend = "none"`): 400.
     BadRequest(&'static str),
-    /// The upstream login is unreachable, timed out, or gave a 2xx that names no user: 502
-    /// `upstream_unavailable` (the cause is logged).
+    /// The upstream login is unreachable or timed out: 502 `upstream_unavailable` (the cause
+    /// is logged).
     Unavailable,
     /// Users file: no Argon2 slot came free within [`lockout::VERIFY_QUEUE_WAIT`] (a login
     /// flood is being queued): 503 with `Retry-After`. Not a failed login.

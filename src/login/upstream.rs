@@ -1,16 +1,21 @@
 //! The `upstream` login backend: the legacy application's own login decides.
 //!
 //! The client's login body is POSTed unchanged to `login.upstream_url` (with its
-//! `Content-Type`, `Accept`, `Accept-Language` and `User-Agent`, and `X-Forwarded-For` set to
-//! the client IP). A 2xx answer must be JSON: the identity is read from it with the configured
-//! JSON pointers and the whole body is handed back for the `"upstream"` member of the token
-//! pair. Any other status is relayed to the client unchanged (status, headers without the
-//! hop-by-hop ones, body); 401 and 403 count as failed logins for lock-out.
+//! `Content-Type`, `Accept`, `Accept-Language`, `User-Agent` and `Cookie`, and
+//! `X-Forwarded-For` set to the client IP). A 2xx answer is a success when it is JSON, holds
+//! `success_value` at `success_pointer` (if configured) and a user id at `user_id_pointer`:
+//! the identity is read from it with the configured JSON pointers and the whole body is handed
+//! back for the `"upstream"` member of the token pair. A 2xx that is none of that is a failed
+//! login ([`LoginOutcome::Rejected`]: legacy apps answer `200 {"code":500,"msg":"password
+//! wrong"}`), counted for lock-out like a 401. Any other status is relayed to the client
+//! unchanged (status, headers without the hop-by-hop ones, body); a 3xx or a 4xx but 429
+//! counts as a failed login. The legacy login's `Set-Cookie` values reach the client in every
+//! case.
 //!
 //! The exchange is bounded: 2 s to connect, [`EXCHANGE_TIMEOUT`] for the whole exchange
 //! including the body, which is buffered up to [`MAX_RESPONSE_BYTES`]. A refused connection,
-//! a timeout, an over-long or non-JSON 2xx body, or one without a user id are
-//! [`LoginOutcome::Unavailable`] (502) with the cause in the log, never in the response.
+//! a timeout or an over-long body are [`LoginOutcome::Unavailable`] (502) with the cause in
+//! the log, never in the response.
 //! Only `http://` is supported for now; an `https://` login URL answers `Unavailable` (logged).
 
 use std::net::IpAddr;
@@ -35,12 +40,14 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer body read from the legacy login (2xx or relayed).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-/// Request headers of the client passed on to the legacy login.
-const PASSED_ON: [header::HeaderName; 4] = [
+/// Request headers of the client passed on to the legacy login (`Cookie`: a captcha or a
+/// CSRF token of the legacy app is often tied to its session cookie).
+const PASSED_ON: [header::HeaderName; 5] = [
     header::CONTENT_TYPE,
     header::ACCEPT,
     header::ACCEPT_LANGUAGE,
     header::USER_AGENT,
+    header::COOKIE,
 ];
 
 /// The legacy login of one config snapshot and a pooled client towards it.
@@ -62,13 +69,7 @@ impl UpstreamBackend {
             tracing::warn!(url = %cfg.url, "login.upstream_url: only http:// is supported; logins will fail with 502");
         }
         Self {
-            cfg: UpstreamLogin {
-                url: cfg.url.clone(),
-                user_id_pointer: cfg.user_id_pointer.clone(),
-                user_name_pointer: cfg.user_name_pointer.clone(),
-                tenant_pointer: cfg.tenant_pointer.clone(),
-                roles_pointer: cfg.roles_pointer.clone(),
-            },
+            cfg: cfg.clone(),
             client,
             exchange_timeout: EXCHANGE_TIMEOUT,
         }
@@ -109,18 +110,50 @@ impl UpstreamBackend {
         if !parts.status.is_success() {
             return relay(parts, bytes);
         }
+        let set_cookies: Vec<HeaderValue> = parts
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         let json: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(url = %self.cfg.url, status = %parts.status, error = %e, "upstream login: 2xx answer is not JSON");
-                return LoginOutcome::Unavailable;
+                tracing::warn!(url = %self.cfg.url, status = %parts.status, error = %e, "upstream login: the 2xx answer is not JSON; counted as a failed login");
+                return LoginOutcome::Rejected {
+                    upstream_body: None,
+                    set_cookies,
+                };
             }
         };
+        if let Some(rule) = &self.cfg.success {
+            let found = json.pointer(&rule.pointer);
+            if !found.is_some_and(|v| same_scalar(v, &rule.value)) {
+                tracing::info!(
+                    url = %self.cfg.url,
+                    status = %parts.status,
+                    success_pointer = %rule.pointer,
+                    expected = %rule.value,
+                    found = %found.map_or_else(|| "nothing".to_owned(), |v| v.to_string()),
+                    "upstream login: success_pointer does not hold success_value; a failed login"
+                );
+                return LoginOutcome::Rejected {
+                    upstream_body: Some(json),
+                    set_cookies,
+                };
+            }
+        }
         match identity(&self.cfg, json) {
-            Ok(id) => LoginOutcome::Success(id),
-            Err(why) => {
-                tracing::warn!(url = %self.cfg.url, status = %parts.status, "upstream login: 2xx answer unusable: {why}");
-                LoginOutcome::Unavailable
+            Ok(mut id) => {
+                id.set_cookies = set_cookies;
+                LoginOutcome::Success(id)
+            }
+            Err((why, json)) => {
+                tracing::warn!(url = %self.cfg.url, status = %parts.status, user_id_pointer = %self.cfg.user_id_pointer, "upstream login: {why}; counted as a failed login");
+                LoginOutcome::Rejected {
+                    upstream_body: Some(json),
+                    set_cookies,
+                }
             }
         }
     }
@@ -145,12 +178,23 @@ impl UpstreamBackend {
     }
 }
 
+/// Whether the value found at `success_pointer` is `success_value`: equal JSON, or the same
+/// text for a string against a number or boolean (`"0"` is `0`: legacy apps are not
+/// consistent about quoting their codes).
+fn same_scalar(found: &Value, want: &Value) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        _ => None,
+    };
+    found == want || (text(found).is_some() && text(found) == text(want))
+}
+
 /// A non-2xx answer, relayed: status, headers without hop-by-hop ones, body.
 fn relay(parts: http::response::Parts, body: Bytes) -> LoginOutcome {
-    let counts_as_failure = matches!(
-        parts.status,
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    );
+    let s = parts.status;
+    let counts_as_failure =
+        s.is_redirection() || (s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS);
     let mut response = Response::from_parts(parts, crate::body::full(body));
     crate::proxy::strip_hop_by_hop(response.headers_mut(), false, |_| false);
     LoginOutcome::Relay {
@@ -159,17 +203,16 @@ fn relay(parts: http::response::Parts, body: Bytes) -> LoginOutcome {
     }
 }
 
-/// Reads the identity out of a 2xx JSON answer; the answer itself goes along.
-fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, String> {
-    let user_id = json
-        .pointer(&cfg.user_id_pointer)
-        .and_then(scalar)
-        .ok_or_else(|| {
-            format!(
-                "no string or number at user_id_pointer {:?}",
-                cfg.user_id_pointer
-            )
-        })?;
+/// Reads the identity out of a 2xx JSON answer; the answer itself goes along (and comes back
+/// with the reason when it names no user).
+fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, (String, Value)> {
+    let Some(user_id) = json.pointer(&cfg.user_id_pointer).and_then(scalar) else {
+        let why = format!(
+            "no string or number at user_id_pointer {:?}",
+            cfg.user_id_pointer
+        );
+        return Err((why, json));
+    };
     let at = |p: &Option<String>| p.as_deref().and_then(|p| json.pointer(p));
     let user_name = at(&cfg.user_name_pointer)
         .and_then(scalar)
@@ -182,6 +225,7 @@ fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, String> {
         tenant,
         roles,
         upstream_body: Some(json),
+        set_cookies: Vec::new(),
     })
 }
 
@@ -287,6 +331,17 @@ mod tests {
             user_name_pointer: Some("/data/username".into()),
             tenant_pointer: Some("/data/tenant".into()),
             roles_pointer: Some("/data/roles".into()),
+            success: None,
+        }
+    }
+
+    fn with_success(addr: SocketAddr, pointer: &str, value: Value) -> UpstreamLogin {
+        UpstreamLogin {
+            success: Some(crate::config::SuccessRule {
+                pointer: pointer.into(),
+                value,
+            }),
+            ..cfg(addr)
         }
     }
 
@@ -359,20 +414,138 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_2xx_without_a_user_id_or_not_json_is_unavailable() {
-        for body in [
-            r#"{"data":{}}"#,
-            r#"{"data":{"id":""}}"#,
-            r#"{"data":{"id":null}}"#,
-            "<html>ok</html>",
+    async fn a_2xx_without_a_user_id_or_not_json_is_a_failed_login() {
+        for (body, json) in [
+            (r#"{"data":{}}"#, true),
+            (r#"{"data":{"id":""}}"#, true),
+            (r#"{"data":{"id":null}}"#, true),
+            ("<html>ok</html>", false),
         ] {
-            let (addr, _) = legacy(200, &[], body).await;
+            let (addr, _) = legacy(200, &[("set-cookie", "JSESSIONID=1")], body).await;
             let b = UpstreamBackend::new(&cfg(addr));
             let out = b
                 .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
                 .await;
-            assert!(matches!(out, LoginOutcome::Unavailable), "{body}");
+            let LoginOutcome::Rejected {
+                upstream_body,
+                set_cookies,
+            } = out
+            else {
+                panic!("expected a failed login for {body}");
+            };
+            assert_eq!(upstream_body.is_some(), json, "{body}");
+            assert_eq!(set_cookies, ["JSESSIONID=1"], "{body}");
         }
+    }
+
+    /// Legacy apps answer `200 {"code":500,"msg":"password wrong"}`.
+    #[tokio::test]
+    async fn a_2xx_whose_success_pointer_differs_is_a_failed_login() {
+        let ok = r#"{"code":0,"data":{"id":7}}"#;
+        let cases: &[(&str, &str, Value, bool)] = &[
+            (ok, "/code", Value::from(0), true),
+            (
+                r#"{"code":"0","data":{"id":7}}"#,
+                "/code",
+                Value::from(0),
+                true,
+            ),
+            (ok, "/code", Value::from("0"), true),
+            (
+                r#"{"ok":true,"data":{"id":7}}"#,
+                "/ok",
+                Value::from(true),
+                true,
+            ),
+            (
+                r#"{"ok":"true","data":{"id":7}}"#,
+                "/ok",
+                Value::from(true),
+                true,
+            ),
+            (
+                r#"{"code":500,"msg":"password wrong","data":{"id":7}}"#,
+                "/code",
+                Value::from(0),
+                false,
+            ),
+            (
+                r#"{"code":500,"msg":"password wrong"}"#,
+                "/code",
+                Value::from(0),
+                false,
+            ),
+            (r#"{"data":{"id":7}}"#, "/code", Value::from(0), false),
+            (
+                r#"{"code":null,"data":{"id":7}}"#,
+                "/code",
+                Value::from(0),
+                false,
+            ),
+            (
+                r#"{"code":[0],"data":{"id":7}}"#,
+                "/code",
+                Value::from(0),
+                false,
+            ),
+            (
+                r#"{"code":"00","data":{"id":7}}"#,
+                "/code",
+                Value::from(0),
+                false,
+            ),
+            (
+                r#"{"r":{"status":"SUCCESS"},"data":{"id":7}}"#,
+                "/r/status",
+                Value::from("SUCCESS"),
+                true,
+            ),
+        ];
+        for (body, pointer, value, success) in cases {
+            let (addr, _) = legacy(200, &[], body).await;
+            let b = UpstreamBackend::new(&with_success(addr, pointer, value.clone()));
+            let out = b
+                .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+                .await;
+            match (out, success) {
+                (LoginOutcome::Success(id), true) => assert_eq!(id.user_id, "7"),
+                (LoginOutcome::Rejected { upstream_body, .. }, false) => {
+                    let want: Value = serde_json::from_str(body).unwrap();
+                    assert_eq!(upstream_body, Some(want), "{body}");
+                }
+                (other, _) => panic!("{body} at {pointer} = {value}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn cookies_go_to_the_legacy_login_and_its_set_cookies_come_back() {
+        let (addr, seen) = legacy(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("set-cookie", "JSESSIONID=abc; Path=/; HttpOnly"),
+                ("set-cookie", "remember=1"),
+            ],
+            r#"{"data":{"id":7}}"#,
+        )
+        .await;
+        let b = UpstreamBackend::new(&cfg(addr));
+        let mut h = client_headers();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("JSESSIONID=abc; captcha=x"),
+        );
+        let out = b.authenticate(Bytes::new(), &h, CLIENT).await;
+        let LoginOutcome::Success(id) = out else {
+            panic!("expected success: {out:?}");
+        };
+        assert_eq!(
+            id.set_cookies,
+            ["JSESSIONID=abc; Path=/; HttpOnly", "remember=1"]
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.headers[header::COOKIE], "JSESSIONID=abc; captcha=x");
     }
 
     #[tokio::test]
@@ -415,8 +588,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_403_counts_and_a_500_or_400_does_not() {
-        for (status, counts) in [(403, true), (500, false), (400, false), (302, false)] {
+    async fn a_3xx_or_4xx_but_429_counts_and_a_5xx_does_not() {
+        for (status, counts) in [
+            (403, true),
+            (400, true),
+            (422, true),
+            (404, true),
+            (302, true),
+            (303, true),
+            (429, false),
+            (500, false),
+            (503, false),
+        ] {
             let (addr, _) = legacy(status, &[], "no").await;
             let b = UpstreamBackend::new(&cfg(addr));
             let out = b

@@ -112,6 +112,7 @@ impl UsersFile {
                 tenant: user.tenant,
                 roles: user.roles,
                 upstream_body: None,
+                set_cookies: Vec::new(),
             }),
             Ok(None) => LoginOutcome::InvalidCredentials,
             Err(e) => {

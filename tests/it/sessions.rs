@@ -60,6 +60,7 @@ both_stores!(
     non_ascii_users_get_their_identity,
     upstream_login_backend,
     upstream_login_unreachable_or_unusable_is_502,
+    legacy_200_with_an_error_code_is_a_failed_login,
     optional_route_ignores_an_ended_session,
     a_token_naming_another_users_session_is_refused,
     stateless_mode_ignores_sessions_on_requests_but_not_on_refresh,
@@ -1348,19 +1349,10 @@ async fn optional_route_ignores_an_ended_session(store: StoreKind) {
 }
 
 async fn upstream_login_unreachable_or_unusable_is_502(store: StoreKind) {
-    // A legacy login that answers 2xx without a user id at the pointer.
-    let odd = Upstream::start(|_req| async {
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(authgate::body::full(r#"{"data":{}}"#))
-            .unwrap()
-    })
-    .await;
-    for url in [
-        format!("http://{}/login", dead_addr().await),
-        format!("http://{}/login", odd.addr),
-    ] {
+    // A legacy login that cannot be reached (a 2xx without a user id is a failed login now:
+    // see `legacy_200_with_an_error_code_is_a_failed_login`).
+    {
+        let url = format!("http://{}/login", dead_addr().await);
         let login = format!(
             "backend = \"upstream\"\nupstream_url = \"{url}\"\nuser_id_pointer = \"/data/id\""
         );
@@ -1380,7 +1372,101 @@ async fn upstream_login_unreachable_or_unusable_is_502(store: StoreKind) {
             );
         }
     }
-    assert_eq!(odd.hits(), 2);
+}
+
+/// A legacy login in the style of many Java and PHP apps: always 200, the verdict in `code`,
+/// a `JSESSIONID` cookie that its captcha is tied to.
+async fn legacy_code_login() -> Upstream {
+    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let cookie = req
+            .headers()
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let right = v == json!({"username": "carol", "password": "legacy-pw"});
+        let answer = match (right, cookie.contains("JSESSIONID=j1")) {
+            (true, true) => json!({"code": 0, "data": {"id": 9, "username": "carol"}}),
+            (true, false) => json!({"code": 4001, "msg": "captcha session missing"}),
+            (false, _) => json!({"code": 500, "msg": "password wrong"}),
+        };
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("set-cookie", "JSESSIONID=j1; Path=/; HttpOnly")
+            .body(authgate::body::full(answer.to_string()))
+            .unwrap()
+    })
+    .await
+}
+
+async fn legacy_200_with_an_error_code_is_a_failed_login(store: StoreKind) {
+    let legacy = legacy_code_login().await;
+    let login = format!(
+        "backend = \"upstream\"\nupstream_url = \"http://{}/api/login\"\n\
+         user_id_pointer = \"/data/id\"\nuser_name_pointer = \"/data/username\"\n\
+         success_pointer = \"/code\"\nsuccess_value = 0",
+        legacy.addr
+    );
+    let gw = gateway!(
+        store,
+        Setup::new()
+            .login(&login)
+            .lockout("max_failures = 3\nwindow = \"1m\"")
+    );
+    let post = |body: Value, cookie: Option<&'static str>| {
+        let gw = &gw;
+        async move {
+            let mut h = vec![("content-type", "application/json")];
+            h.extend(cookie.map(|c| ("cookie", c)));
+            gw.request("POST", "/auth/login", &h, Bytes::from(body.to_string()))
+                .await
+        }
+    };
+    let right = json!({"username": "carol", "password": "legacy-pw"});
+    // The right password without the legacy session cookie: the legacy app says no (200 with
+    // code 4001), which is a failed login with its JSON, and its Set-Cookie comes back.
+    let r = post(right.clone(), None).await;
+    r.assert_error(401, "invalid_credentials");
+    assert_eq!(r.json()["upstream"]["code"], 4001);
+    let set_cookie: Vec<_> = r.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(set_cookie, ["JSESSIONID=j1; Path=/; HttpOnly"]);
+    // With the cookie the client got, the login works: the Cookie reached the legacy login
+    // and the cookie is set again beside the token pair.
+    let r = post(right.clone(), Some("JSESSIONID=j1")).await;
+    let p = Pair::from_resp(&r);
+    assert_eq!(p.json["upstream"]["code"], 0);
+    assert_eq!(p.json["user"], json!({"id": "9", "name": "carol"}));
+    assert_eq!(
+        r.header("set-cookie"),
+        Some("JSESSIONID=j1; Path=/; HttpOnly")
+    );
+    gw.assert_passes(&p).await;
+
+    // Wrong passwords, 200 {"code":500}: each a 401 with the legacy JSON, counted toward
+    // lock-out (it used to be a 502 and never locked).
+    let wrong = json!({"username": "carol", "password": "guess"});
+    for _ in 0..3 {
+        let r = post(wrong.clone(), Some("JSESSIONID=j1")).await;
+        r.assert_error(401, "invalid_credentials");
+        assert_eq!(
+            r.json()["upstream"],
+            json!({"code": 500, "msg": "password wrong"})
+        );
+    }
+    // The third failure of the window locks the account: then even the right password is
+    // refused without asking the legacy login.
+    let hits = legacy.hits();
+    post(right, Some("JSESSIONID=j1"))
+        .await
+        .assert_error(429, "account_locked");
+    assert_eq!(
+        legacy.hits(),
+        hits,
+        "a locked login never reaches the legacy login"
+    );
 }
 
 async fn a_token_naming_another_users_session_is_refused(store: StoreKind) {
