@@ -182,6 +182,17 @@ expect "//public/../private is the protected /private" 401 GET "$GW//public/../p
 expect "/public%2fprivate is ambiguous" 400 GET "$GW/public%2fprivate"
 expect "/public/..;/private is ambiguous" 400 GET "$GW/public/..;/private"
 expect "/publicx is not under /public" 401 GET "$GW/publicx"
+expect "/public/%252e%252e/private (double encoding) is refused" 400 GET "$GW/public/%252e%252e/private"
+expect "/public/%c0%ae%c0%ae/private (overlong UTF-8) is refused" 400 GET "$GW/public/%c0%ae%c0%ae/private"
+
+# a preflight-shaped OPTIONS is an ordinary method without [cors]: the token is needed
+req OPTIONS "$GW/api/delete-account?id=42" -H 'Origin: https://x.example' \
+    -H 'Access-Control-Request-Method: GET' -d '{"confirm":true}'
+if [ "$CODE" = 401 ] && [ "$(json_field error)" = missing_token ] && [ "$(header X-Auth-Error)" = missing_token ]; then
+    pass "preflight-shaped OPTIONS on a protected route: 401 missing_token (X-Auth-Error), not forwarded"
+else
+    fail "preflight-shaped OPTIONS on a protected route: got $CODE, error '$(json_field error)', want 401 missing_token: $(short)"
+fi
 
 # ---- sessions (issue 3) ------------------------------------------------------------------------
 USER_NAME="${DEMO_USER:-$(sed -n 's/.*"username"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$LOG" | head -n 1)}"
