@@ -211,6 +211,13 @@ impl Lockout {
         }
     }
 
+    /// Clears `username`'s failures and lock at once (`DELETE /admin/lockouts/{username}`),
+    /// keyed exactly as counting keys it ([`user_key`], after trimming as the endpoint reads
+    /// it). The per-IP counters are left alone: they guard against a script, not one account.
+    pub async fn unlock(&self, store: &SessionStore, username: &str) -> Result<(), StoreError> {
+        store.unlock(&user_key(username.trim())).await
+    }
+
     /// An attempt that was neither a success nor a failure (bad request, upstream down):
     /// gives back the counts it took.
     pub async fn release(
@@ -434,6 +441,28 @@ mod tests {
         assert_eq!(l.check(&store, Some("alice"), IP, 1).await.unwrap(), None);
         let d = l.reserve(&store, Some("alice"), IP, 1).await.unwrap();
         assert_eq!(d.refused, None, "the refused attempt took nothing");
+    }
+
+    #[tokio::test]
+    async fn unlock_clears_the_username_whatever_its_case_but_not_the_ip() {
+        let store = store();
+        let l = Lockout::new(&cfg(2, 3));
+        assert_eq!(fail(&l, &store, Some("Alice"), IP, 0).await, None);
+        assert!(fail(&l, &store, Some("alice"), IP, 0).await.is_some());
+        assert!(l
+            .check(&store, Some("alice"), OTHER_IP, 1)
+            .await
+            .unwrap()
+            .is_some());
+        l.unlock(&store, " ALICE ").await.unwrap();
+        assert_eq!(
+            l.check(&store, Some("alice"), OTHER_IP, 1).await.unwrap(),
+            None
+        );
+        // The count starts afresh: one failure does not lock again.
+        assert_eq!(fail(&l, &store, Some("alice"), OTHER_IP, 1).await, None);
+        // The IP's count was not touched: its third failure locks it.
+        assert!(fail(&l, &store, Some("bob"), IP, 2).await.is_some());
     }
 
     #[tokio::test]

@@ -384,6 +384,12 @@ impl SessionStore {
         dispatch!(self, s => s.clear_failures(key).await)
     }
 
+    /// Forgets `key`'s failures *and* its lock (`DELETE /admin/lockouts/{username}`): the
+    /// next attempt counts from zero and is not refused.
+    pub async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.unlock(key).await)
+    }
+
     /// Is the store reachable (`/readyz`)?
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)
