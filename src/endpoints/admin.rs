@@ -144,7 +144,10 @@ fn authorised(app: &App, req: &Request<Incoming>) -> bool {
 }
 
 /// `/admin/*`: a user's sessions (list, revoke all), one session (revoke), reload.
-async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+async fn admin_api(
+    app: &Arc<App>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
     if app.live().config.server.admin_token.is_none() {
         // Admin API off (its token variable is unset): as if it did not exist.
         return Err(GatewayError::NotFound);
@@ -215,7 +218,7 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
         }
         ("POST", ["admin", "reload"]) => {
             let source = app.live().config.source.clone();
-            match crate::config::reload::reload(app, &source) {
+            match crate::config::reload::reload(app, &source).await {
                 Ok(()) => Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({ "reloaded": true }),

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-pub use ids::{user_id_of, RefreshKey, RefreshToken};
+pub use ids::{session_of_refresh_token, user_id_of, RefreshKey, RefreshToken};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, RedisTarget};
 

@@ -17,4 +17,5 @@ mod session_support;
 mod sessions;
 mod tls_reload;
 mod tokens;
+mod users_admin;
 mod websocket;
