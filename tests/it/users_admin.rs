@@ -1,6 +1,7 @@
 //! Issue 8 (contract §3, §6, §7): a user removed from the users file keeps no session (on
 //! `POST /admin/reload`, on a change the file watch sees, and on every refresh even when no
-//! reload saw the removal).
+//! reload saw the removal); `DELETE /admin/lockouts/{username}`; the JSON shape of every admin
+//! error.
 //!
 //! Each case runs on the memory store and on a `redis-server` of its own (`both_stores!`);
 //! the store-fault case is Redis only.
@@ -8,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use authgate::session::{NewSession, SessionState};
+use bytes::Bytes;
 
 use crate::both_stores;
 use crate::session_support::*;
@@ -18,6 +20,8 @@ both_stores!(
     removed_user_is_seen_by_the_file_watch,
     refresh_rechecks_the_user_without_a_reload,
     user_put_back_before_the_reload_keeps_sessions,
+    admin_unlock_clears_a_lockout_at_once,
+    admin_errors_use_the_json_shape,
 );
 
 /// Starts a gateway or returns from the case (Redis missing, already announced).
@@ -175,6 +179,120 @@ async fn user_put_back_before_the_reload_keeps_sessions(store: StoreKind) {
     Pair::from_resp(&gw.refresh(&bob.refresh).await);
 }
 
+async fn admin_unlock_clears_a_lockout_at_once(store: StoreKind) {
+    let gw = gateway!(Gw::start(
+        store,
+        Setup::new().lockout("max_failures = 3\nmax_failures_per_ip = 50\nduration = \"10m\"")
+    ));
+    for _ in 0..3 {
+        gw.login("alice", "wrong")
+            .await
+            .assert_error(401, "invalid_credentials");
+    }
+    gw.login("alice", ALICE_PW)
+        .await
+        .assert_error(429, "account_locked");
+
+    // Without the admin token nothing is unlocked.
+    let r = gw.admin_call("DELETE", "/admin/lockouts/alice", None).await;
+    r.assert_error(401, "missing_token");
+    gw.login("alice", ALICE_PW)
+        .await
+        .assert_error(429, "account_locked");
+
+    // Percent-decoded and case-folded like the lock-out key: "Alice " unlocks "alice".
+    let r = gw
+        .admin_call("DELETE", "/admin/lockouts/Alice%20", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    // At once, and with a fresh count: the right password logs in, two failures do not lock.
+    gw.login_ok("alice", "web").await;
+    for _ in 0..2 {
+        gw.login("alice", "wrong")
+            .await
+            .assert_error(401, "invalid_credentials");
+    }
+    gw.login_ok("alice", "web").await;
+
+    // A username that was never locked: 204 all the same (nothing to clear).
+    let r = gw
+        .admin_call(
+            "DELETE",
+            "/admin/lockouts/%E5%BC%A0%E4%B8%89",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+}
+
+async fn admin_errors_use_the_json_shape(store: StoreKind) {
+    let gw = gateway!(Gw::start(store, Setup::new()));
+    let call = |method: &'static str, path: &'static str, token: Option<&'static str>| {
+        gw.admin_call(method, path, token)
+    };
+    let www = |r: &Resp| r.header("www-authenticate").map(str::to_owned);
+
+    let r = call("DELETE", "/admin/lockouts/alice", None).await;
+    r.assert_error(401, "missing_token");
+    assert_eq!(
+        www(&r).as_deref(),
+        Some(r#"Bearer realm="authgate", error="invalid_request""#)
+    );
+    for wrong in ["wrong", ""] {
+        let r = call("GET", "/admin/users/1001/sessions", Some(wrong)).await;
+        r.assert_error(401, "invalid_token");
+        assert_eq!(
+            www(&r).as_deref(),
+            Some(r#"Bearer realm="authgate", error="invalid_token""#)
+        );
+    }
+    let r = gw
+        .admin
+        .request(
+            "POST",
+            "/admin/reload",
+            &[("authorization", "Basic YWRtaW46YWRtaW4=")],
+            Bytes::new(),
+        )
+        .await;
+    r.assert_error(401, "invalid_token");
+
+    let t = Some(ADMIN_TOKEN);
+    for path in [
+        "/admin/nothing",
+        "/admin",
+        "/nowhere",
+        "/admin/lockouts/a/b",
+    ] {
+        call("GET", path, t).await.assert_error(404, "not_found");
+    }
+    for (method, path, allow) in [
+        ("POST", "/admin/lockouts/alice", "DELETE"),
+        ("GET", "/admin/sessions/x", "DELETE"),
+        ("GET", "/admin/reload", "POST"),
+        ("PUT", "/admin/users/1001/sessions", "GET, DELETE"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET"),
+    ] {
+        let r = call(method, path, t).await;
+        r.assert_error(405, "method_not_allowed");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+    }
+    call("DELETE", "/admin/lockouts/%FF", t)
+        .await
+        .assert_error(400, "bad_request");
+    call("DELETE", "/admin/lockouts/%20", t)
+        .await
+        .assert_error(400, "bad_request");
+    // `Gw::start` loads config text, so its source is a folder, which does not read as a
+    // config file: the reload is refused with the problems beside the usual fields.
+    let r = call("POST", "/admin/reload", t).await;
+    r.assert_error(400, "bad_request");
+    assert!(r.json()["problems"].is_array(), "{}", text(&r));
+    let r = call("GET", "/admin/nothing", t).await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
+
 /// A store error while ending a removed user's sessions does not fail the reload or lose the
 /// new config; the sessions end once the store is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -185,6 +303,10 @@ async fn store_down_during_the_reload_is_retried() {
     gw.redis().stop();
     std::fs::write(gw.dir.path().join("users.toml"), users_without("bob")).unwrap();
     admin_reload(&gw).await;
+    // The readiness probe's refusal is an admin error like the others.
+    gw.admin_call("GET", "/readyz", None)
+        .await
+        .assert_error(503, "store_unavailable");
     gw.redis().restart();
     // Retried after 1 s, then 2 s, 4 s: well before the late pass of every reload (10 s), so
     // this is the retry at work.
