@@ -21,6 +21,9 @@ pub enum Event {
     LogoutAll,
     SessionRevoked,
     AdminRevoke,
+    /// An admin cleared a username's lock-out (`DELETE /admin/lockouts/{username}`); carries
+    /// the `username`. Not in the contract's first list (adding events is allowed).
+    AdminUnlock,
 }
 
 impl Event {
@@ -36,6 +39,7 @@ impl Event {
             Event::LogoutAll => "logout_all",
             Event::SessionRevoked => "session_revoked",
             Event::AdminRevoke => "admin_revoke",
+            Event::AdminUnlock => "admin_unlock",
         }
     }
 }
@@ -51,6 +55,10 @@ pub struct Subject<'a> {
 
 /// The line for one event.
 pub fn line(event: Event, s: &Subject<'_>, ts: u64) -> String {
+    value(event, s, ts).to_string()
+}
+
+fn value(event: Event, s: &Subject<'_>, ts: u64) -> serde_json::Value {
     serde_json::json!({
         "audit": true,
         "event": event.as_str(),
@@ -60,12 +68,27 @@ pub fn line(event: Event, s: &Subject<'_>, ts: u64) -> String {
         "platform": s.platform,
         "ip": s.ip.map(|ip| ip.to_string()),
     })
-    .to_string()
 }
 
 /// Writes one audit event to stderr.
 pub fn record(event: Event, s: Subject<'_>) {
-    let l = line(event, &s, now());
+    write(&line(event, &s, now()));
+}
+
+/// Writes one audit event about a username (not a user id: the account may not exist, and
+/// lock-out is keyed by what was typed) to stderr, with a `username` field.
+pub fn record_for_username(event: Event, s: Subject<'_>, username: &str) {
+    write(&line_for_username(event, &s, username, now()));
+}
+
+/// The line for one event with a `username` field.
+pub fn line_for_username(event: Event, s: &Subject<'_>, username: &str, ts: u64) -> String {
+    let mut v = value(event, s, ts);
+    v["username"] = username.into();
+    v.to_string()
+}
+
+fn write(l: &str) {
     let mut err = std::io::stderr().lock();
     // Nothing sensible to do if stderr is gone.
     let _ = writeln!(err, "{l}");
@@ -95,5 +118,16 @@ mod tests {
         assert_eq!(v["session_id"], "s");
         assert_eq!(v["platform"], "web");
         assert_eq!(v["ip"], "192.0.2.1");
+    }
+
+    #[test]
+    fn username_lines_keep_every_field_and_add_the_username() {
+        let l = line_for_username(Event::AdminUnlock, &Subject::default(), "alice", 7);
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["audit"], true);
+        assert_eq!(v["event"], "admin_unlock");
+        assert_eq!(v["ts"], 7);
+        assert_eq!(v["username"], "alice");
+        assert!(v["user_id"].is_null());
     }
 }

@@ -1,20 +1,45 @@
-//! Live reload: SIGHUP, `POST /admin/reload` and a watch on the config file's *folder* (editors
-//! replace files by renaming, which a watch on the file itself would miss) each build a new,
-//! fully validated snapshot and swap it in. A bad file changes nothing: the old config keeps
-//! serving and the problems are logged (or returned to the admin caller).
+//! Live reload: SIGHUP, `POST /admin/reload` and a watch on the *folders* of the config file
+//! and, with `login.backend = "users_file"`, of the users file (editors replace files by
+//! renaming, which a watch on the file itself would miss) each build a new, fully validated
+//! snapshot and swap it in. A bad file changes nothing: the old config keeps serving and the
+//! problems are logged (or returned to the admin caller).
+//!
+//! Every path goes through [`reload`], which also ends the sessions of users the new snapshot
+//! dropped from the users file ([`removed_users`]): a removed user must not keep a working
+//! token. A store error there never undoes the reload: it is logged and retried in the
+//! background until it succeeds or the user is back.
 //!
 //! Listen addresses, TLS files, connection limits and the session store are fixed at start;
 //! a reload that changes them says so in the log.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use crate::app::App;
-use crate::config::{self, ConfigError};
+use crate::app::{now, App};
+use crate::audit::{self, Event, Subject};
+use crate::config::{self, Config, ConfigError, LoginBackend};
+use crate::session::{EndReason, StoreError};
 
-/// Loads the file again and swaps it in if it validates.
-pub fn reload(app: &App, path: &Path) -> Result<(), ConfigError> {
+/// First wait before ending a removed user's sessions again after a store error; it doubles
+/// up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A login that loaded the old snapshot just before the swap may still create a session for a
+/// removed user after the first pass (it waits for an Argon2 slot up to
+/// [`crate::login::lockout::VERIFY_QUEUE_WAIT`], then writes to the store): one more pass this
+/// long after the reload ends those too.
+const LATE_SWEEP: Duration = Duration::from_secs(10);
+
+/// Rounds of list-then-end per user in one pass (a round finds sessions created meanwhile).
+const ROUNDS: usize = 3;
+
+/// Loads the file again and swaps it in if it validates; then ends the sessions of the users
+/// it removed from the users file (inline, so `POST /admin/reload` answers once they are
+/// ended, unless the store fails: then in the background).
+pub async fn reload(app: &Arc<App>, path: &Path) -> Result<(), ConfigError> {
     match config::load(path) {
         Ok(loaded) => {
             let old = app.live();
@@ -34,9 +59,12 @@ pub fn reload(app: &App, path: &Path) -> Result<(), ConfigError> {
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }
+            let removed = removed_users(a, b);
+            drop(old);
             app.swap(loaded.config);
             metrics::counter!("authgate_config_reloads_total", "result" => "ok").increment(1);
             tracing::info!(path = %path.display(), "config reloaded");
+            end_removed_users(app, removed).await;
             Ok(())
         }
         Err(e) => {
@@ -49,7 +77,138 @@ pub fn reload(app: &App, path: &Path) -> Result<(), ConfigError> {
     }
 }
 
-/// Reloads on SIGHUP and on changes in the config file's folder, for the life of the process.
+/// The users-file user ids of `c` (none for the other backends).
+fn file_user_ids(c: &Config) -> HashSet<&str> {
+    match &c.login.backend {
+        LoginBackend::UsersFile { users, .. } => users.values().map(|u| u.id.as_str()).collect(),
+        _ => HashSet::new(),
+    }
+}
+
+/// Ids of the users file in `old` that are not in `new`, sorted. Compared by id, not by
+/// username (the map's key): a renamed user keeps its sessions, a new user under an old
+/// username does not inherit them. A new snapshot without the users file backend has no
+/// users of it, so every old one counts as removed.
+pub fn removed_users(old: &Config, new: &Config) -> Vec<String> {
+    let kept = file_user_ids(new);
+    let mut removed: Vec<String> = file_user_ids(old)
+        .into_iter()
+        .filter(|id| !kept.contains(id))
+        .map(str::to_owned)
+        .collect();
+    removed.sort_unstable();
+    removed
+}
+
+/// Is `user_id` still absent from the live snapshot's users? (A later reload may have put it
+/// back; then its sessions are left alone.)
+fn still_removed(app: &App, user_id: &str) -> bool {
+    app.live().login.has_user_id(user_id) != Some(true)
+}
+
+/// Ends every session of the `removed` users (reason `revoked`, one `session_revoked` audit
+/// line each). Stops at the first store error, logs it, and leaves that user and the rest to a
+/// background task (so an admin caller waits for at most one store timeout), which also makes
+/// the late pass of [`LATE_SWEEP`].
+async fn end_removed_users(app: &Arc<App>, removed: Vec<String>) {
+    if removed.is_empty() {
+        return;
+    }
+    tracing::info!(
+        users = removed.len(),
+        "users removed from the users file: ending their sessions"
+    );
+    let left = end_sessions_of(app, &removed).await;
+    let app = Arc::downgrade(app);
+    tokio::spawn(follow_up(app, left, removed));
+}
+
+/// Retries `left` until done, then (after [`LATE_SWEEP`]) makes one more pass over `all`.
+/// Stops when the app is gone.
+async fn follow_up(app: Weak<App>, left: Vec<String>, all: Vec<String>) {
+    if !retry(&app, left).await {
+        return;
+    }
+    tokio::time::sleep(LATE_SWEEP).await;
+    let Some(strong) = app.upgrade() else {
+        return;
+    };
+    let all: Vec<String> = all
+        .into_iter()
+        .filter(|u| still_removed(&strong, u))
+        .collect();
+    let left = end_sessions_of(&strong, &all).await;
+    drop(strong);
+    retry(&app, left).await;
+}
+
+/// Tries `left` again with a growing wait until every one is done (or back in the users
+/// file); false if the app went away first.
+async fn retry(app: &Weak<App>, mut left: Vec<String>) -> bool {
+    let mut wait = RETRY_FIRST;
+    while !left.is_empty() {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
+        let Some(app) = app.upgrade() else {
+            return false;
+        };
+        left.retain(|u| still_removed(&app, u));
+        left = end_sessions_of(&app, &left).await;
+    }
+    true
+}
+
+/// One pass over `users`; the ones not done because the store failed (that one and the rest).
+async fn end_sessions_of(app: &App, users: &[String]) -> Vec<String> {
+    for (i, user_id) in users.iter().enumerate() {
+        match end_user(app, user_id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(%user_id, ended = n, "sessions of a removed user ended"),
+            Err(e) => {
+                metrics::counter!("authgate_store_errors_total").increment(1);
+                tracing::error!(
+                    %user_id,
+                    error = %e,
+                    waiting = users.len() - i,
+                    "could not end the sessions of a user removed from the users file; \
+                     the new config is in force and this is retried"
+                );
+                return users[i..].to_vec();
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Ends the active sessions of one user, one by one so each gets its audit line; how many.
+async fn end_user(app: &App, user_id: &str) -> Result<u32, StoreError> {
+    let mut ended = 0;
+    for _ in 0..ROUNDS {
+        let t = now();
+        let sessions = app.store.list(user_id, t).await?;
+        if sessions.is_empty() {
+            break;
+        }
+        for s in sessions {
+            if app.store.end(user_id, &s.id, EndReason::Revoked, t).await? {
+                ended += 1;
+                audit::record(
+                    Event::SessionRevoked,
+                    Subject {
+                        user_id: Some(user_id),
+                        session_id: Some(&s.id),
+                        platform: Some(&s.platform),
+                        ip: None,
+                    },
+                );
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// Reloads on SIGHUP and on changes to the config file and the users file, for the life of
+/// the process. Which users file is watched follows the live config.
 pub fn spawn(app: Arc<App>, path: PathBuf) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     #[cfg(unix)]
@@ -65,45 +224,176 @@ pub fn spawn(app: Arc<App>, path: PathBuf) {
             }
         });
     }
-    let watcher = watch_folder(&path, tx);
+    let mut watch = Watch::new(tx);
+    if let Some(w) = watch.as_mut() {
+        w.follow(&watched_files(&path, &app.live().config));
+    }
     tokio::spawn(async move {
-        let _watcher = watcher; // kept alive as long as the loop runs
         while rx.recv().await.is_some() {
             // Editors write in several steps: let them finish, then read once.
             tokio::time::sleep(Duration::from_millis(200)).await;
             while rx.try_recv().is_ok() {}
-            let _ = reload(&app, &path);
+            let _ = reload(&app, &path).await;
+            if let Some(w) = watch.as_mut() {
+                w.follow(&watched_files(&path, &app.live().config));
+            }
         }
     });
 }
 
-fn watch_folder(
-    path: &Path,
-    tx: tokio::sync::mpsc::Sender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let abs = std::path::absolute(path).ok()?;
-    let folder = abs.parent()?.to_path_buf();
-    let name = abs.file_name()?.to_os_string();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
+/// The files whose changes reload: the config file and the users file it names.
+fn watched_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config_path.to_path_buf()];
+    if let LoginBackend::UsersFile { path, .. } = &c.login.backend {
+        files.push(path.clone());
+    }
+    files
+}
+
+/// A watch on the folders of some files, signalling on `tx` when one of those files changes.
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    /// Absolute paths of the watched files; read by the watcher's callback thread.
+    files: Arc<Mutex<Vec<PathBuf>>>,
+    /// The folders watched now.
+    folders: Vec<PathBuf>,
+}
+
+impl Watch {
+    fn new(tx: tokio::sync::mpsc::Sender<()>) -> Option<Self> {
+        let files: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let seen = files.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
             if ev.kind.is_access() {
                 return;
             }
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()))
-            {
+            let files = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            // The backend names the watched folder joined with the file name, so an
+            // absolute path of ours compares equal.
+            if ev.paths.iter().any(|p| files.contains(p)) {
                 let _ = tx.try_send(());
             }
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config folder; SIGHUP still reloads"))
-    .ok()?;
-    if let Err(e) = watcher.watch(&folder, RecursiveMode::NonRecursive) {
-        tracing::warn!(error = %e, "cannot watch the config folder; SIGHUP still reloads");
-        return None;
+        })
+        .map_err(
+            |e| tracing::warn!(error = %e, "cannot watch the config folder; SIGHUP still reloads"),
+        )
+        .ok()?;
+        Some(Self {
+            watcher,
+            files,
+            folders: Vec::new(),
+        })
     }
-    Some(watcher)
+
+    /// Watches the folders of `files` and no others.
+    fn follow(&mut self, files: &[PathBuf]) {
+        use notify::{RecursiveMode, Watcher};
+        let abs: Vec<PathBuf> = files
+            .iter()
+            .filter_map(|f| std::path::absolute(f).ok())
+            .collect();
+        let mut wanted: Vec<PathBuf> = abs
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        for old in &self.folders {
+            if !wanted.contains(old) {
+                // Gone already (folder removed) is fine.
+                let _ = self.watcher.unwatch(old);
+            }
+        }
+        let mut now_watched = Vec::with_capacity(wanted.len());
+        for folder in wanted {
+            if self.folders.contains(&folder) {
+                now_watched.push(folder);
+                continue;
+            }
+            match self.watcher.watch(&folder, RecursiveMode::NonRecursive) {
+                Ok(()) => now_watched.push(folder),
+                Err(e) => tracing::warn!(
+                    folder = %folder.display(),
+                    error = %e,
+                    "cannot watch a config folder; SIGHUP and POST /admin/reload still reload"
+                ),
+            }
+        }
+        self.folders = now_watched;
+        *self.files.lock().unwrap_or_else(PoisonError::into_inner) = abs;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid PHC string (the fixture users file's); never verified here.
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$eECQyicfEQ3RQnGR8ra3jA$pNsvNIX9cOhPMO4igTkd4fWKNKSwMfyAL/RZ4M+apxA";
+
+    /// A config with `backend` and a users file holding `users` as `(id, username)`.
+    fn config(backend: &str, users: &[(&str, &str)]) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = String::new();
+        for (id, name) in users {
+            file +=
+                &format!("[[users]]\nid = {id:?}\nusername = {name:?}\npassword_hash = {HASH:?}\n");
+        }
+        std::fs::write(dir.path().join("users.toml"), file).unwrap();
+        let text = format!(
+            "[login]\nbackend = {backend:?}\n[[upstreams]]\nname = \"app\"\n\
+             urls = [\"http://127.0.0.1:9000\"]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n"
+        );
+        let env = |name: &str| {
+            (name == "AUTHGATE_JWT_SECRET")
+                .then(|| "test-secret-0123456789abcdef0123456789abcdef".to_owned())
+        };
+        match config::load_str(&text, dir.path(), &env) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn removed_users_are_compared_by_id() {
+        let old = config(
+            "users_file",
+            &[("1001", "alice"), ("2002", "bob"), ("3003", "eve")],
+        );
+        // alice renamed (same id) stays; bob gone; eve's username now belongs to a new id.
+        let new = config("users_file", &[("1001", "alicia"), ("4004", "eve")]);
+        assert_eq!(removed_users(&old, &new), ["2002", "3003"]);
+        assert!(removed_users(&old, &old).is_empty());
+        assert!(removed_users(&new, &old).contains(&"4004".to_owned()));
+    }
+
+    #[test]
+    fn leaving_the_users_file_backend_removes_all_of_its_users() {
+        let file = config("users_file", &[("1001", "alice"), ("2002", "bob")]);
+        let none = config("none", &[("1001", "alice")]);
+        assert_eq!(removed_users(&file, &none), ["1001", "2002"]);
+        assert!(
+            removed_users(&none, &file).is_empty(),
+            "nobody was in a users file before"
+        );
+    }
+
+    #[test]
+    fn the_users_file_is_watched_beside_the_config() {
+        let c = config("users_file", &[("1001", "alice")]);
+        let LoginBackend::UsersFile { path, .. } = &c.login.backend else {
+            panic!("users_file backend");
+        };
+        let files = watched_files(Path::new("/etc/authgate/gateway.toml"), &c);
+        assert_eq!(
+            files,
+            [PathBuf::from("/etc/authgate/gateway.toml"), path.clone()]
+        );
+        let none = config("none", &[]);
+        assert_eq!(
+            watched_files(Path::new("g.toml"), &none),
+            [PathBuf::from("g.toml")]
+        );
+    }
 }

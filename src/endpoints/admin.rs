@@ -1,5 +1,11 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` without a token; `/admin/*` behind
-//! the admin bearer token.
+//! the admin bearer token: a user's sessions (list, revoke), one session (revoke), reload,
+//! and clearing a username's lock-out.
+//!
+//! Every error here is the contract's JSON `{"error", "message"}` through [`GatewayError`]
+//! (§6, §7): unknown path 404 `not_found`, wrong method 405 `method_not_allowed` with `Allow`,
+//! no admin token 401 `missing_token`, a wrong one 401 `invalid_token` (both with
+//! `WWW-Authenticate`), an id that is not UTF-8 400 `bad_request`, a store error 503.
 
 use std::sync::{Arc, OnceLock};
 
@@ -88,8 +94,16 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
+/// 405 with the `Allow` header HTTP requires on it.
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = GatewayError::MethodNotAllowed.into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 /// Answers one request on the admin listener.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -97,10 +111,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: ConnInfo) -> R
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(e) => {
                 tracing::warn!(error = %e, "not ready: session store unreachable");
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "session store unreachable\n",
-                )
+                GatewayError::StoreUnavailable.into_response()
             }
         },
         ("GET", "/metrics") => {
@@ -114,53 +125,84 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: ConnInfo) -> R
             );
             r
         }
-        (_, p) if p == "/admin" || p.starts_with("/admin/") => match admin_api(&app, &req).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        },
+        (_, "/healthz" | "/readyz") => method_not_allowed("GET, HEAD"),
+        (_, "/metrics") => method_not_allowed("GET"),
+        (_, p) if p == "/admin" || p.starts_with("/admin/") => {
+            match admin_api(&app, &req, conn).await {
+                Ok(r) => r,
+                Err(AdminError::Gateway(e)) => e.into_response(),
+                Err(AdminError::Method(allow)) => method_not_allowed(allow),
+            }
+        }
         _ => GatewayError::NotFound.into_response(),
     }
 }
 
-/// Whether the request carries the admin bearer token (compared in constant time).
-fn authorised(app: &App, req: &Request<Incoming>) -> bool {
-    let live = app.live();
-    let Some(expected) = live.config.server.admin_token.as_deref() else {
-        return false;
-    };
-    let Some(given) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
-        return false;
-    };
-    aws_lc_rs::constant_time::verify_slices_are_equal(given.trim().as_bytes(), expected.as_bytes())
-        .is_ok()
+/// Why an admin call failed: one of the contract's errors, or a method the path does not
+/// take (405, with the methods it does).
+enum AdminError {
+    Gateway(GatewayError),
+    Method(&'static str),
 }
 
-/// `/admin/*`: a user's sessions (list, revoke all), one session (revoke), reload.
-async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-    if app.live().config.server.admin_token.is_none() {
+impl From<GatewayError> for AdminError {
+    fn from(e: GatewayError) -> Self {
+        Self::Gateway(e)
+    }
+}
+
+/// The bearer token of an admin call: missing, or the one given.
+enum Bearer<'a> {
+    Missing,
+    Given(&'a str),
+}
+
+fn bearer(req: &Request<Incoming>) -> Bearer<'_> {
+    let Some(v) = req.headers().get(header::AUTHORIZATION) else {
+        return Bearer::Missing;
+    };
+    // Not text, or another scheme: a wrong token, not a missing one.
+    let v = v.to_str().unwrap_or_default();
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .unwrap_or_default();
+    Bearer::Given(token.trim())
+}
+
+/// Whether the request carries the admin bearer token (compared in constant time): `Err`
+/// with the 401 to answer if not.
+fn authorise(expected: &str, req: &Request<Incoming>) -> Result<(), GatewayError> {
+    match bearer(req) {
+        Bearer::Missing => Err(GatewayError::MissingToken),
+        Bearer::Given(given) => {
+            aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
+                .map_err(|_| GatewayError::AdminUnauthorized)
+        }
+    }
+}
+
+/// `/admin/*`: a user's sessions (list, revoke all), one session (revoke), reload, a
+/// username's lock-out (clear).
+async fn admin_api(
+    app: &Arc<App>,
+    req: &Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<Body>, AdminError> {
+    let live = app.live();
+    let Some(expected) = live.config.server.admin_token.as_deref() else {
         // Admin API off (its token variable is unset): as if it did not exist.
-        return Err(GatewayError::NotFound);
-    }
-    if !authorised(app, req) {
-        return Err(GatewayError::AdminUnauthorized);
-    }
+        return Err(GatewayError::NotFound.into());
+    };
+    authorise(expected, req)?;
+    let ip = Some(conn.peer.ip());
     // Ids in the path are percent-encoded (a user id may hold spaces, `/` or non-ASCII).
     let mut segs: Vec<String> = Vec::new();
     for raw in req.uri().path().trim_start_matches('/').split('/') {
         match percent_encoding::percent_decode_str(raw).decode_utf8() {
             Ok(s) => segs.push(s.into_owned()),
             Err(_) => {
-                return Err(GatewayError::BadRequest(
-                    "an id in the path is not valid UTF-8",
-                ))
+                return Err(GatewayError::BadRequest("an id in the path is not valid UTF-8").into())
             }
         }
     }
@@ -185,6 +227,7 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
                 Event::AdminRevoke,
                 Subject {
                     user_id: Some(uid),
+                    ip,
                     ..Default::default()
                 },
             );
@@ -203,19 +246,38 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
                     Subject {
                         user_id: uid.as_deref(),
                         session_id: Some(sid),
+                        ip,
                         ..Default::default()
                     },
                 );
-                let mut r = Response::new(crate::body::empty());
-                *r.status_mut() = StatusCode::NO_CONTENT;
-                Ok(r)
+                Ok(no_content())
             } else {
-                Err(GatewayError::NotFound)
+                Err(GatewayError::NotFound.into())
             }
         }
+        ("DELETE", ["admin", "lockouts", username]) => {
+            if username.trim().is_empty() {
+                return Err(GatewayError::BadRequest("a username is required").into());
+            }
+            live.lockout
+                .unlock(&app.store, username)
+                .await
+                .map_err(store_error)?;
+            tracing::info!(%username, "lock-out cleared by an admin");
+            audit::record_for_username(
+                Event::AdminUnlock,
+                Subject {
+                    ip,
+                    ..Default::default()
+                },
+                username,
+            );
+            Ok(no_content())
+        }
         ("POST", ["admin", "reload"]) => {
-            let source = app.live().config.source.clone();
-            match crate::config::reload::reload(app, &source) {
+            let source = live.config.source.clone();
+            drop(live);
+            match crate::config::reload::reload(app, &source).await {
                 Ok(()) => Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({ "reloaded": true }),
@@ -231,11 +293,19 @@ async fn admin_api(app: &App, req: &Request<Incoming>) -> Result<Response<Body>,
                 }
             }
         }
-        (_, ["admin", "users", _, "sessions"] | ["admin", "sessions", _] | ["admin", "reload"]) => {
-            Err(GatewayError::MethodNotAllowed)
+        (_, ["admin", "users", _, "sessions"]) => Err(AdminError::Method("GET, DELETE")),
+        (_, ["admin", "sessions", _] | ["admin", "lockouts", _]) => {
+            Err(AdminError::Method("DELETE"))
         }
-        _ => Err(GatewayError::NotFound),
+        (_, ["admin", "reload"]) => Err(AdminError::Method("POST")),
+        _ => Err(GatewayError::NotFound.into()),
     }
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(crate::body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
 }
 
 #[cfg(test)]

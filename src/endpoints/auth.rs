@@ -411,6 +411,13 @@ async fn refresh(
         GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}")
     })?;
     let t = now();
+    // A user removed from the users file gets no tokens, even if no reload saw the removal
+    // (the gateway was down): checked before the store, so nothing rotates for them.
+    if let Some((user_id, sid)) = crate::session::session_of_refresh_token(&refresh_token) {
+        if live.login.has_user_id(&user_id) == Some(false) {
+            return Err(end_removed_user_session(app, &user_id, &sid, ip, t).await);
+        }
+    }
     match app
         .store
         .refresh(&refresh_token, live.lifetimes, t)
@@ -447,6 +454,44 @@ async fn refresh(
         }
         RefreshOutcome::Invalid => Err(GatewayError::InvalidRefreshToken),
     }
+}
+
+/// The refresh of a session whose user is no longer in the users file: the session ends
+/// (`revoked`, audited) and the answer is `invalid_refresh_token`, as for any refresh token
+/// that cannot be used (the client logs in again). A store error is logged and does not
+/// change the answer: whether the user exists does not depend on the store.
+async fn end_removed_user_session(
+    app: &App,
+    user_id: &str,
+    sid: &str,
+    ip: IpAddr,
+    t: u64,
+) -> GatewayError {
+    match app.store.get(user_id, sid).await {
+        Ok(Some(s)) if s.is_active(t) => {
+            match app.store.end(user_id, sid, EndReason::Revoked, t).await {
+                Ok(true) => audit::record(
+                    Event::SessionRevoked,
+                    Subject {
+                        user_id: Some(user_id),
+                        session_id: Some(sid),
+                        platform: Some(&s.platform),
+                        ip: Some(ip),
+                    },
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    store_error(e);
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            store_error(e);
+        }
+    }
+    tracing::info!(%user_id, "refresh refused: the user is no longer in the users file");
+    GatewayError::InvalidRefreshToken
 }
 
 /// The caller's verified claims with an active session (stateful) — as for a required route.

@@ -1,12 +1,13 @@
 //! Login lock-out and the flood guard in front of Argon2.
 //!
 //! [`Lockout`] is the `[login.lockout]` policy: failed logins are counted per username
-//! (`u:<username, lowercased>`) and per client IP (`ip:<ip>`) in the session store, so every
+//! (`u:<username, trimmed and lowercased>`) and per client IP (`ip:<ip>`) in the session store, so every
 //! gateway instance sees the same counts; a key whose failures within `window` reach
 //! `max_failures` (username) or `max_failures_per_ip` (IP) is locked for `duration`. A locked
 //! key answers `429 account_locked` with `Retry-After` *before* any password is looked at, so
 //! the right password does not help. The decisions themselves are pure functions
-//! ([`reaches_limit`], [`retry_after`]) so they can be table-tested without a store.
+//! ([`reaches_limit`], [`retry_after`]) so they can be table-tested without a store. An admin
+//! clears one username's count and lock with [`Lockout::unlock`].
 //!
 //! [`FloodGuard`] is the cheap first line: a fixed-memory per-IP rate estimate (pingora-limits
 //! [`Rate`], a count-min sketch over 1 s windows) that refuses an IP's attempts beyond
@@ -43,10 +44,11 @@ pub const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// counter, which can only lock sooner.
 const MAX_KEY_USERNAME_BYTES: usize = 256;
 
-/// The store key of a username's failure counter: `u:<username, lowercased>`. The store adds
-/// its own prefix (`authgate:lock:` on Redis).
+/// The store key of a username's failure counter: `u:<username, trimmed and lowercased>`
+/// (contract §5: ` Alice` and `alice` are one account to lock). The store adds its own prefix
+/// (`authgate:lock:` on Redis).
 pub fn user_key(username: &str) -> String {
-    let lower = username.to_lowercase();
+    let lower = username.trim().to_lowercase();
     let mut end = lower.len().min(MAX_KEY_USERNAME_BYTES);
     while !lower.is_char_boundary(end) {
         end -= 1;
@@ -209,6 +211,12 @@ impl Lockout {
             Some(u) => store.clear_failures(&user_key(u)).await,
             None => Ok(()),
         }
+    }
+
+    /// Clears `username`'s failures and lock at once (`DELETE /admin/lockouts/{username}`),
+    /// keyed exactly as counting keys it ([`user_key`]). The per-IP counters are left alone: they guard against a script, not one account.
+    pub async fn unlock(&self, store: &SessionStore, username: &str) -> Result<(), StoreError> {
+        store.unlock(&user_key(username)).await
     }
 
     /// An attempt that was neither a success nor a failure (bad request, upstream down):
@@ -379,6 +387,7 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(user_key("Alice"), "u:alice");
+        assert_eq!(user_key(" Alice\t"), "u:alice");
         assert_eq!(ip_key(IP), "ip:203.0.113.7");
         let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 7).to_ipv6_mapped());
         assert_eq!(ip_key(mapped), "ip:203.0.113.7");
@@ -434,6 +443,28 @@ mod tests {
         assert_eq!(l.check(&store, Some("alice"), IP, 1).await.unwrap(), None);
         let d = l.reserve(&store, Some("alice"), IP, 1).await.unwrap();
         assert_eq!(d.refused, None, "the refused attempt took nothing");
+    }
+
+    #[tokio::test]
+    async fn unlock_clears_the_username_whatever_its_case_but_not_the_ip() {
+        let store = store();
+        let l = Lockout::new(&cfg(2, 3));
+        assert_eq!(fail(&l, &store, Some("Alice"), IP, 0).await, None);
+        assert!(fail(&l, &store, Some("alice"), IP, 0).await.is_some());
+        assert!(l
+            .check(&store, Some("alice"), OTHER_IP, 1)
+            .await
+            .unwrap()
+            .is_some());
+        l.unlock(&store, " ALICE ").await.unwrap();
+        assert_eq!(
+            l.check(&store, Some("alice"), OTHER_IP, 1).await.unwrap(),
+            None
+        );
+        // The count starts afresh: one failure does not lock again.
+        assert_eq!(fail(&l, &store, Some("alice"), OTHER_IP, 1).await, None);
+        // The IP's count was not touched: its third failure locks it.
+        assert!(fail(&l, &store, Some("bob"), IP, 2).await.is_some());
     }
 
     #[tokio::test]

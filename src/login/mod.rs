@@ -112,6 +112,16 @@ impl Authenticator {
         !matches!(self.backend, Backend::None)
     }
 
+    /// Users file: does a user with this id still exist? `None` for the other backends, which
+    /// cannot tell (the upstream login is only asked at login). A refresh and a reload use it
+    /// so that a user removed from the file keeps no session.
+    pub fn has_user_id(&self, user_id: &str) -> Option<bool> {
+        match &self.backend {
+            Backend::UsersFile(b) => Some(b.has_user_id(user_id)),
+            Backend::Upstream(_) | Backend::None => None,
+        }
+    }
+
     /// Checks one login body. `headers` are the client's request headers (the upstream
     /// backend passes some on) and `client_ip` the client as far as the gateway believes it
     /// (sent to the upstream login as `X-Forwarded-For`).
@@ -240,6 +250,9 @@ mod tests {
             )
             .await;
         assert!(matches!(ok, LoginOutcome::Success(ref id) if id.user_id == "1001"));
+        // Looked up by id, not by username.
+        assert_eq!(a.has_user_id("1001"), Some(true));
+        assert_eq!(a.has_user_id("alice"), Some(false));
         let bad = a
             .authenticate(Bytes::from_static(b"{"), &HeaderMap::new(), IP)
             .await;
@@ -250,6 +263,7 @@ mod tests {
     async fn no_backend_offers_no_login() {
         let a = Authenticator::new(&login(LoginBackend::None));
         assert!(!a.is_enabled());
+        assert_eq!(a.has_user_id("1001"), None, "no users to tell from");
         let out = a
             .authenticate(
                 Bytes::from_static(br#"{"username":"a","password":"b"}"#),

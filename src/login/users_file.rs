@@ -8,7 +8,7 @@
 //! and answers the same `InvalidCredentials`: response time does not reveal which usernames
 //! exist. The dummy is computed once per config snapshot, on the first unknown username.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ pub(super) fn parse_body(body: &[u8]) -> Result<(String, String), &'static str> 
 /// The users of one config snapshot and how to verify them.
 pub struct UsersFile {
     users: Arc<HashMap<String, User>>,
+    /// The users' ids, for the refresh's "does this user still exist" (the map is keyed by
+    /// username).
+    ids: HashSet<String>,
     /// A PHC hash with the users' usual parameters, for unknown usernames; made on first use.
     dummy: Arc<OnceLock<Option<String>>>,
     slots: Arc<Semaphore>,
@@ -68,12 +71,18 @@ impl UsersFile {
     ) -> Self {
         Self {
             users: Arc::new(users.clone()),
+            ids: users.values().map(|u| u.id.clone()).collect(),
             dummy: Arc::new(OnceLock::new()),
             slots,
             queue_wait,
             #[cfg(test)]
             verifications: Default::default(),
         }
+    }
+
+    /// Is there a user with this id (not username)?
+    pub fn has_user_id(&self, user_id: &str) -> bool {
+        self.ids.contains(user_id)
     }
 
     pub async fn authenticate(&self, body: &[u8]) -> LoginOutcome {

@@ -155,6 +155,15 @@ pub fn user_id_of(session_id: &str) -> Option<String> {
     parse_sid(session_id).map(|(user, _)| user)
 }
 
+/// The user and session a refresh token names (`None` if it is not one of ours), without
+/// checking it against the store: for decisions that hold whatever the token's secret part
+/// (the refresh of a user who no longer exists is refused either way).
+pub fn session_of_refresh_token(token: &str) -> Option<(String, String)> {
+    let p = ParsedToken::parse(token)?;
+    let sid = format_sid(&p.user_id, &p.sid);
+    Some((p.user_id, sid))
+}
+
 /// A refresh token taken apart.
 pub(crate) struct ParsedToken {
     pub user_id: String,
@@ -196,6 +205,15 @@ mod tests {
         assert!(token.as_str().len() >= 43 + 22);
         let p = ParsedToken::parse(token.as_str()).expect("parses");
         assert_eq!((p.user_id.as_str(), p.sid, p.secret), ("1001", sid, r));
+        assert_eq!(
+            session_of_refresh_token(token.as_str()),
+            Some(("1001".to_string(), format_sid("1001", &sid)))
+        );
+        assert_eq!(
+            session_of_refresh_token(&text),
+            None,
+            "a session id is no token"
+        );
         assert!(!format!("{token:?}").contains(&b64(&r)));
     }
 

@@ -511,6 +511,11 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+        lock(&self.inner.lockouts).remove(key);
+        Ok(())
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

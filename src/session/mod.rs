@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-pub use ids::{user_id_of, RefreshKey, RefreshToken};
+pub use ids::{session_of_refresh_token, user_id_of, RefreshKey, RefreshToken};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, RedisTarget};
 
@@ -382,6 +382,12 @@ impl SessionStore {
     /// Forgets `key`'s failures (after a successful login). A lock stays.
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.clear_failures(key).await)
+    }
+
+    /// Forgets `key`'s failures *and* its lock (`DELETE /admin/lockouts/{username}`): the
+    /// next attempt counts from zero and is not refused.
+    pub async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.unlock(key).await)
     }
 
     /// Is the store reachable (`/readyz`)?

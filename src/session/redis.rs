@@ -689,6 +689,23 @@ impl RedisStore {
         Ok(())
     }
 
+    pub async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+        // Two commands, not one DEL of both keys: on a Cluster they live in different slots.
+        // The lock goes last, so a failure in between leaves the account locked, not half
+        // unlocked with its old count (the caller sees the error and can try again).
+        let mut conn = self.inner.conn.clone();
+        for name in ["lock", "locked"] {
+            let _: i64 = self
+                .timed(
+                    redis::cmd("DEL")
+                        .arg(format!("{}{name}:{key}", self.inner.prefix))
+                        .query_async(&mut conn),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.inner.conn.clone();
         let _: Value = self

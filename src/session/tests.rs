@@ -806,6 +806,15 @@ async fn lockout_counters(f: Fixture) {
     assert_eq!(s.locked_until(ip, t + 1).await.unwrap(), None);
     s.clear_failures(u).await.unwrap();
     assert_eq!(s.locked_until(u, t + 1).await.unwrap(), Some(t + 600));
+
+    // Unlocking forgets the lock and the count of that key alone.
+    s.record_failure(u, w, t + 2).await.unwrap();
+    s.lock(ip, Duration::from_secs(600), t).await.unwrap();
+    s.unlock(u).await.unwrap();
+    assert_eq!(s.locked_until(u, t + 2).await.unwrap(), None);
+    assert_eq!(s.record_failure(u, w, t + 3).await.unwrap(), 1);
+    assert_eq!(s.locked_until(ip, t + 2).await.unwrap(), Some(t + 600));
+    s.unlock("u:nobody").await.unwrap();
 }
 
 /// The next session id on `rx` (skipping re-check markers), within two seconds.

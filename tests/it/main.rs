@@ -17,5 +17,6 @@ mod session_support;
 mod sessions;
 mod tls_reload;
 mod tokens;
+mod users_admin;
 mod verify;
 mod websocket;

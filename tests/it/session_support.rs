@@ -339,6 +339,22 @@ impl Gw {
 
     /// Like [`Gw::start`], in front of `upstream`.
     pub async fn start_with(kind: StoreKind, setup: Setup, upstream: Upstream) -> Option<Gw> {
+        Self::start_inner(kind, setup, upstream, false).await
+    }
+
+    /// Like [`Gw::start`], but from a real `gateway.toml` in [`Gw::dir`] read as the binary
+    /// reads it (secrets from the process environment), with the binary's reload set-up
+    /// (SIGHUP and the file watch): `POST /admin/reload` and file changes reload it.
+    pub async fn start_from_file(kind: StoreKind, setup: Setup) -> Option<Gw> {
+        Self::start_inner(kind, setup, Upstream::echo().await, true).await
+    }
+
+    async fn start_inner(
+        kind: StoreKind,
+        setup: Setup,
+        upstream: Upstream,
+        from_file: bool,
+    ) -> Option<Gw> {
         let redis = match kind {
             StoreKind::Memory => None,
             StoreKind::Redis => Some(RedisServer::start()?),
@@ -352,7 +368,11 @@ impl Gw {
         let prefix = random_prefix();
         let store = url.as_deref().map(|u| (u, prefix.as_str()));
         let text = setup.render(upstream.addr, store);
-        let (app, handle) = launch(&text, dir.path()).await;
+        let (app, handle) = if from_file {
+            launch_file(&text, dir.path()).await
+        } else {
+            launch(&text, dir.path()).await
+        };
         Some(Gw {
             probe: Probe::new(handle.addr),
             admin: Probe::new(handle.admin_addr.expect("admin listener")),
@@ -526,6 +546,38 @@ async fn launch(text: &str, dir: &Path) -> (Arc<App>, Handle) {
         .await
         .expect("gateway starts");
     (app, handle)
+}
+
+/// Writes `text` to `dir/gateway.toml`, loads it with `config::load` (process environment),
+/// builds and starts the app, and starts the reload watch as `authgate run` does.
+async fn launch_file(text: &str, dir: &Path) -> (Arc<App>, Handle) {
+    static ENV: std::sync::Once = std::sync::Once::new();
+    // The values `session_env` serves, set once: every config of these tests names them.
+    ENV.call_once(|| {
+        std::env::set_var("T_SECRET", SECRET);
+        std::env::set_var("T_ADMIN", ADMIN_TOKEN);
+    });
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).expect("write gateway.toml");
+    let loaded = match authgate::config::load(&path) {
+        Ok(l) => l,
+        Err(e) => panic!("test config refused: {e}\n{text}"),
+    };
+    let app = within("App::build", App::build(loaded.config))
+        .await
+        .expect("the store opens");
+    let handle = authgate::server::start(app.clone())
+        .await
+        .expect("gateway starts");
+    authgate::config::reload::spawn(app.clone(), path);
+    (app, handle)
+}
+
+/// Replaces `path` the way editors do: a new file written beside it, then renamed over it.
+pub fn replace_by_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write the new file");
+    std::fs::rename(&tmp, path).expect("rename it over the old one");
 }
 
 /// The decoded header of a compact JWT (no verification).
