@@ -22,6 +22,7 @@ both_stores!(
     user_put_back_before_the_reload_keeps_sessions,
     admin_unlock_clears_a_lockout_at_once,
     admin_errors_use_the_json_shape,
+    stateless_removed_user_gets_no_silent_refresh,
 );
 
 /// Starts a gateway or returns from the case (Redis missing, already announced).
@@ -341,4 +342,58 @@ async fn refresh_after_a_restart_without_the_user_is_refused() {
         .await
         .assert_error(401, "invalid_refresh_token");
     gw.assert_refused(&bob.access, "session_revoked").await;
+}
+
+/// Stateless mode keeps no session to end, so a removed user's access must end with the token
+/// it holds: silent refresh no longer re-mints it (nor does `/auth/refresh`).
+async fn stateless_removed_user_gets_no_silent_refresh(store: StoreKind) {
+    let gw = gateway!(Gw::start_from_file(
+        store,
+        Setup::new().session("mode = \"stateless\"")
+    ));
+    let bob = gw.login_ok("bob", "web").await;
+    let alice = gw.login_ok("alice", "web").await;
+    // Tokens of their sessions with 60 s left (window: 30 min).
+    let near_expiry = |p: &Pair| {
+        let claims = payload_of(&p.access);
+        let id = authgate::tokens::AccessIdentity {
+            sub: claims["sub"].as_str().unwrap().into(),
+            name: claims["name"].as_str().map(Into::into),
+            sid: Some(p.sid.clone()),
+            plat: Some("web".into()),
+            tenant: None,
+            roles: None,
+        };
+        let live = gw.app.live();
+        let ttl = live.config.token.access_ttl.as_secs();
+        live.config
+            .token
+            .keys
+            .mint(&id, now() + 60 - ttl)
+            .unwrap()
+            .0
+    };
+    let (old_bob, old_alice) = (near_expiry(&bob), near_expiry(&alice));
+    let r = gw.get_auth("/api/x", &old_bob).await;
+    assert!(
+        r.header("refresh-token").is_some(),
+        "control: {:?}",
+        r.headers
+    );
+
+    std::fs::write(gw.dir.path().join("users.toml"), users_without("bob")).unwrap();
+    admin_reload(&gw).await;
+    // Another token of bob's session (the shared one from before is not handed out either).
+    let r = gw.get_auth("/api/x", &near_expiry(&bob)).await;
+    assert_eq!(
+        r.status, 200,
+        "stateless: the token itself is valid until it expires"
+    );
+    assert!(r.header("refresh-token").is_none(), "{:?}", r.headers);
+    gw.refresh(&bob.refresh)
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    // Alice still gets hers.
+    let r = gw.get_auth("/api/x", &old_alice).await;
+    assert!(r.header("refresh-token").is_some());
 }
