@@ -54,6 +54,8 @@ pub struct ServerFile {
     pub header_timeout: String,
     pub trusted_proxies: Vec<String>,
     pub admin_token_env: String,
+    /// Signed so that 0 and negatives get a clear message.
+    pub max_connections: i64,
 }
 
 impl Default for ServerFile {
@@ -71,6 +73,7 @@ impl Default for ServerFile {
             header_timeout: "10s".into(),
             trusted_proxies: Vec::new(),
             admin_token_env: "AUTHGATE_ADMIN_TOKEN".into(),
+            max_connections: 10_000,
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Resolved from `admin_token_env`; `None` turns `/admin/*` off.
     pub admin_token: Option<String>,
+    /// Client connections on `listen` at once (the admin listener is not counted).
+    pub max_connections: usize,
 }
 
 pub struct TlsFiles {
@@ -505,6 +507,7 @@ impl Cx<'_> {
                 ),
             }
         }
+        let max_connections = self.count("server.max_connections", f.max_connections) as usize;
         let admin_token = if f.admin_token_env.is_empty() {
             None
         } else {
@@ -522,6 +525,7 @@ impl Cx<'_> {
             header_timeout,
             trusted_proxies,
             admin_token,
+            max_connections,
         }
     }
 
@@ -1575,6 +1579,8 @@ upstream = "app"
             ("[server]\nshutdown_grace = \"-1s\"", "server.shutdown_grace", "not a duration"),
             ("[server]\nheader_timeout = \"\"", "server.header_timeout", "not a duration"),
             ("[server]\nmax_header_bytes = 100", "server.max_header_bytes", "at least 1024"),
+            ("[server]\nmax_connections = 0", "server.max_connections", "from 1"),
+            ("[server]\nmax_connections = -5", "server.max_connections", "from 1"),
             (
                 "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.300\"]",
                 "server.trusted_proxies[1]",
@@ -1942,6 +1948,7 @@ upstream = "legacy"
         assert_eq!(s.max_body_bytes, 10_485_760);
         assert_eq!(s.max_header_bytes, 16_384);
         assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 10_000);
         assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.admin_token, None);
 

@@ -46,9 +46,9 @@ fn run(config: &std::path::Path) -> Running {
         .recv_timeout(Duration::from_secs(20))
         .expect("authgate logged no `listening` line");
     let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    // The plain address (it was once logged as `Some(127.0.0.1:9091)`).
     let admin = log["admin"]
         .as_str()
-        .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')'))
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no admin address in {line}"));
     Running { child, admin }
