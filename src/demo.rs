@@ -2,12 +2,16 @@
 //! signing secret and the memory store, so a first-time user can try everything with curl.
 //!
 //! The echo upstream answers every request with JSON describing what it received (method,
-//! path, query, headers), which makes header stripping and injection visible.
+//! path, query, headers), which makes header stripping and injection visible. A demo-only
+//! token service hands out access tokens that are already inside the silent-refresh window,
+//! minted when asked, so that step of the walk-through works however long after start-up it
+//! is run.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use base64::Engine;
 use http::{header, HeaderValue, Request, Response};
@@ -67,6 +71,91 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// Starts the demo-only token service on `addr`: every request gets a new access token with
+/// a minute left (inside the silent-refresh window), for a new session of the demo user on
+/// platform `app`, as `text/plain`.
+pub async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let app = app.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_: Request<Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        let resp = match near_expiry_token(&app).await {
+                            Ok(token) => {
+                                let mut r = Response::new(full(token));
+                                r.headers_mut().insert(
+                                    header::CONTENT_TYPE,
+                                    HeaderValue::from_static("text/plain"),
+                                );
+                                r
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "demo token service");
+                                let mut r = Response::new(full("no token: see the demo's log\n"));
+                                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                                r
+                            }
+                        };
+                        let mut resp = resp;
+                        resp.headers_mut()
+                            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// A new session of the demo user on platform `app` and an access token for it issued so
+/// that it has a minute left.
+async fn near_expiry_token(app: &App) -> Result<String, DemoError> {
+    let live = app.live();
+    let t = now();
+    let aged = t.saturating_sub(live.config.token.access_ttl.as_secs().saturating_sub(60));
+    let new = crate::session::NewSession {
+        user_id: "1001".into(),
+        user_name: DEMO_USER.into(),
+        tenant: Some("acme".into()),
+        roles: vec!["admin".into()],
+        platform: "app".into(),
+        device: Some("demo-near-expiry-token".into()),
+        ip: "127.0.0.1".into(),
+        user_agent: None,
+    };
+    let created = app
+        .store
+        .create(new, None, live.lifetimes, t)
+        .await
+        .map_err(|e| DemoError(format!("demo session: {e}")))?;
+    let id = AccessIdentity {
+        sub: "1001".into(),
+        name: Some(DEMO_USER.into()),
+        sid: Some(created.session.id.clone()),
+        plat: Some("app".into()),
+        tenant: Some("acme".into()),
+        roles: Some(vec!["admin".into()]),
+    };
+    let (token, _) = live
+        .config
+        .token
+        .keys
+        .mint(&id, aged)
+        .map_err(|e| DemoError(format!("minting the demo token: {e}")))?;
+    Ok(token)
 }
 
 /// A running demo: the gateway's handle and the walk-through to print.
@@ -156,50 +245,21 @@ auth = "required"
     let loaded =
         crate::config::load_str(&text, &dir.0, &env).map_err(|e| err("demo config")(&e))?;
     let app = App::new(loaded.config);
-    // A session whose access token is already inside the silent-refresh window, so the
-    // walk-through can show the refresh header without waiting 90 minutes.
-    let live = app.live();
-    let t = now();
-    let aged = t.saturating_sub(live.config.token.access_ttl.as_secs() - 60);
-    let new = crate::session::NewSession {
-        user_id: "1001".into(),
-        user_name: DEMO_USER.into(),
-        tenant: Some("acme".into()),
-        roles: vec!["admin".into()],
-        platform: "app".into(),
-        device: Some("demo-aged-token".into()),
-        ip: "127.0.0.1".into(),
-        user_agent: None,
-    };
-    let created = app
-        .store
-        .create(new, None, live.lifetimes, t)
+    // Near-expiry tokens come from a demo-only service, minted when the walk-through's step
+    // runs: one minted at start-up would be past its expiry (and leeway) 90 s later.
+    let tokens = spawn_token_service(app.clone(), SocketAddr::new(listen.ip(), 0))
         .await
-        .map_err(|e| err("demo session")(&e))?;
-    let id = AccessIdentity {
-        sub: "1001".into(),
-        name: Some(DEMO_USER.into()),
-        sid: Some(created.session.id.clone()),
-        plat: Some("app".into()),
-        tenant: Some("acme".into()),
-        roles: Some(vec!["admin".into()]),
-    };
-    let (near_expiry, _) = live
-        .config
-        .token
-        .keys
-        .mint(&id, aged)
-        .map_err(|e| err("minting the demo token")(&e))?;
-    drop(live);
+        .map_err(|e| err("demo token service")(&e))?;
     let handle = crate::server::start(app)
         .await
-        .map_err(|e| DemoError(format!("binding {listen} / {admin}: {e}")))?;
+        .map_err(|e| DemoError(e.to_string()))?;
     let base = format!("http://{}", handle.addr);
     let walkthrough = format!(
         r#"authgate demo
   gateway   {base}  (public: /public/*, everything else needs a token)
   admin     http://{admin}/healthz  /readyz  /metrics
   upstream  http://{echo}  (echoes what it receives as JSON)
+  tokens    http://{tokens}/near-expiry  (demo only: a token with a minute left, minted per call)
   demo user {DEMO_USER} / {DEMO_PASSWORD}  (id 1001, tenant acme, role admin)
   store     memory (sessions are lost when the demo stops)
 
@@ -218,8 +278,9 @@ REFRESH=$(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' /tmp/authgate-login.json)
 # 4. Call the protected route: the upstream sees X-User-Id, X-User-Name, X-Tenant-Id, X-Session-Id ...
 curl -s {base}/api/orders -H "Authorization: Bearer $ACCESS"
 
-# 5. Silent refresh: this token has a minute left, so a fresh one rides back in `refresh-token`.
-OLD='{near_expiry}'
+# 5. Silent refresh: the demo's token service mints a token with a minute left (for a new
+#    session of {DEMO_USER} on platform app); a fresh one rides back in `refresh-token`.
+OLD=$(curl -s http://{tokens}/near-expiry)
 curl -si {base}/api/orders -H "Authorization: Bearer $OLD" | grep -i '^refresh-token'
 
 # 6. Refresh: a new pair for the same session; the old refresh token is spent.

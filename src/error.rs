@@ -129,7 +129,38 @@ impl GatewayError {
         }
     }
 
-    /// The JSON answer, with `WWW-Authenticate` on 401 and `Retry-After` where the contract asks.
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3) of a refused bearer token: the token
+    /// errors of protected routes and of the endpoints that take an access token. A failed
+    /// login or refresh (`invalid_credentials`, `invalid_refresh_token`,
+    /// `token_theft_detected`) presented no bearer token, so a Bearer challenge saying
+    /// `invalid_token` would be false; those 401s carry none.
+    pub fn bearer_challenge(&self) -> Option<&'static str> {
+        use GatewayError::*;
+        match self {
+            MissingToken => Some(r#"Bearer realm="authgate", error="invalid_request""#),
+            InvalidToken | TokenExpired | SessionRevoked | SessionReplaced | AdminUnauthorized => {
+                Some(r#"Bearer realm="authgate", error="invalid_token""#)
+            }
+            InvalidCredentials | InvalidRefreshToken | TokenTheftDetected => None,
+            BadRequest(_)
+            | Forbidden
+            | NoRoute
+            | NotFound
+            | MethodNotAllowed
+            | PayloadTooLarge
+            | HeadersTooLarge
+            | AccountLocked { .. }
+            | RateLimited
+            | LoginBusy
+            | UpstreamUnavailable
+            | UpstreamTimeout
+            | StoreUnavailable
+            | Internal => None,
+        }
+    }
+
+    /// The JSON answer, with `WWW-Authenticate` on a refused bearer token and `Retry-After`
+    /// where the contract asks.
     pub fn into_response(self) -> Response<Body> {
         let body = serde_json::json!({ "error": self.code(), "message": self.message() });
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
@@ -148,13 +179,11 @@ impl GatewayError {
         ) {
             h.insert(X_AUTH_ERROR, HeaderValue::from_static(self.code()));
         }
-        if self.status() == StatusCode::UNAUTHORIZED {
-            let v = if matches!(self, GatewayError::MissingToken) {
-                r#"Bearer realm="authgate", error="invalid_request""#
-            } else {
-                r#"Bearer realm="authgate", error="invalid_token""#
-            };
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+        if let Some(challenge) = self.bearer_challenge() {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         match self {
             GatewayError::AccountLocked { retry_after } => {
@@ -185,16 +214,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_401_has_www_authenticate_and_json() {
+    fn token_401s_have_a_bearer_challenge_and_json() {
         for e in [
             GatewayError::MissingToken,
             GatewayError::InvalidToken,
             GatewayError::TokenExpired,
             GatewayError::SessionRevoked,
             GatewayError::SessionReplaced,
-            GatewayError::InvalidCredentials,
-            GatewayError::InvalidRefreshToken,
-            GatewayError::TokenTheftDetected,
+            GatewayError::AdminUnauthorized,
         ] {
             let code = e.code();
             let missing = matches!(e, GatewayError::MissingToken);
@@ -206,7 +233,30 @@ mod tests {
             } else {
                 "invalid_token"
             };
+            assert!(
+                www.starts_with("Bearer realm=\"authgate\""),
+                "{code}: {www}"
+            );
             assert!(www.contains(want), "{code}: {www}");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[test]
+    fn login_and_refresh_401s_have_no_bearer_challenge() {
+        for e in [
+            GatewayError::InvalidCredentials,
+            GatewayError::InvalidRefreshToken,
+            GatewayError::TokenTheftDetected,
+        ] {
+            let code = e.code();
+            let r = e.into_response();
+            assert_eq!(r.status(), 401, "{code}");
+            assert!(
+                !r.headers().contains_key(header::WWW_AUTHENTICATE),
+                "{code}: {:?}",
+                r.headers()
+            );
             assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         }
     }

@@ -1,5 +1,7 @@
 //! `authgate explain METHOD URL`: what the gateway would do with a request, phase by phase,
-//! using the same canonicaliser and route table as the live pipeline.
+//! using the same canonicaliser and route table as the live pipeline, and whether it would be
+//! forwarded or refused (the command's exit code). No token goes with the request, so a
+//! required route counts as refused.
 
 use std::fmt::Write;
 
@@ -9,15 +11,32 @@ use crate::config::{Config, SessionMode};
 use crate::pipeline::path;
 use crate::pipeline::route::{AuthMode, RouteMatch};
 
-/// A human-readable account of how `method url` would be handled.
-pub fn explain(cfg: &Config, method: &str, url: &str) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = explain_into(&mut out, cfg, method, url);
-    out
+/// What would become of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sent to the upstream.
+    Forwarded,
+    /// Answered by the gateway's own endpoints under `login.prefix`.
+    Endpoint,
+    /// Refused by the gateway (400, 404, 405, or 401 for want of a token).
+    Refused,
 }
 
-fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std::fmt::Result {
+/// A human-readable account of how `method url` would be handled, and its verdict.
+pub fn explain(cfg: &Config, method: &str, url: &str) -> (String, Verdict) {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let verdict = explain_into(&mut out, cfg, method, url).unwrap_or(Verdict::Refused);
+    (out, verdict)
+}
+
+fn explain_into(
+    out: &mut String,
+    cfg: &Config,
+    method: &str,
+    url: &str,
+) -> Result<Verdict, std::fmt::Error> {
+    use Verdict::*;
     writeln!(out, "request:    {method} {url}")?;
     let target = match url.find("://") {
         Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
@@ -29,7 +48,8 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
         None => (target, None),
     };
     let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-        return writeln!(out, "refused:    400 bad_request (not an HTTP method)");
+        writeln!(out, "refused:    400 bad_request (not an HTTP method)")?;
+        return Ok(Refused);
     };
     if raw_path == cfg.login.prefix || raw_path.starts_with(&format!("{}/", cfg.login.prefix)) {
         writeln!(
@@ -37,11 +57,14 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
             "endpoint:   the gateway's own endpoint under login.prefix {:?}; not proxied",
             cfg.login.prefix
         )?;
-        return Ok(());
+        return Ok(Endpoint);
     }
     let canonical = match path::canonicalize(raw_path, cfg.server.path_rules) {
         Ok(c) => c,
-        Err(e) => return writeln!(out, "refused:    400 bad_request ({e})"),
+        Err(e) => {
+            writeln!(out, "refused:    400 bad_request ({e})")?;
+            return Ok(Refused);
+        }
     };
     writeln!(out, "canonical:  {canonical}")?;
     if let Some(q) = query {
@@ -61,7 +84,8 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
                 out,
                 "route:      {r} matches the path but does not list {method}"
             )?;
-            return writeln!(out, "refused:    405 method_not_allowed");
+            writeln!(out, "refused:    405 method_not_allowed")?;
+            return Ok(Refused);
         }
         RouteMatch::NotFound => {
             writeln!(
@@ -69,7 +93,8 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
                 "route:      none of the {} routes matches",
                 cfg.routes.routes().len()
             )?;
-            return writeln!(out, "refused:    404 no_route");
+            writeln!(out, "refused:    404 no_route")?;
+            return Ok(Refused);
         }
     };
     writeln!(out, "route:      {route}")?;
@@ -88,12 +113,14 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
         fwd,
         query.map(|q| format!("?{q}")).unwrap_or_default()
     )?;
-    match route.auth {
+    let verdict = match route.auth {
         AuthMode::Public => {
             writeln!(out, "auth:       public: forwarded without a token; identity headers from the client are removed")?;
+            Forwarded
         }
         AuthMode::Optional => {
             writeln!(out, "auth:       optional: a valid token adds identity headers; a missing or bad one is ignored")?;
+            Forwarded
         }
         AuthMode::Required => {
             let session = match cfg.session.mode {
@@ -110,8 +137,9 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
                     .unwrap_or_default()
             )?;
             writeln!(out, "refused:    without a token 401 missing_token; bad token 401 invalid_token; expired 401 token_expired")?;
+            Refused
         }
-    }
+    };
     if !route.require_roles.is_empty() {
         writeln!(
             out,
@@ -126,5 +154,5 @@ fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> std:
             route.require_tenants
         )?;
     }
-    Ok(())
+    Ok(verdict)
 }

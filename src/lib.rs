@@ -15,7 +15,8 @@
 //!   [`pipeline::route`] (match), [`pipeline::token`] (extract + verify),
 //!   [`pipeline::identity`] (strip + inject), [`pipeline::refresh`] (silent refresh),
 //!   [`pipeline::cors`], [`pipeline::live_streams`] (close a session's streams when it ends).
-//! - [`proxy`]: the upstream client: pool, round robin, hop-by-hop headers, X-Forwarded-*.
+//! - [`proxy`]: the upstream client: pool, round robin, hop-by-hop headers, X-Forwarded-*,
+//!   the WebSocket tunnel (closed with a Close frame when its session ends).
 //! - [`tokens`]: key ring, verification, minting, JWKS, keygen.
 //! - [`session`]: the session store (memory, Redis): sessions, refresh rotation, kick-out,
 //!   lock-out counters, revocation broadcast.
@@ -23,10 +24,10 @@
 //!   lock-out policy and the per-IP flood guard.
 //! - [`endpoints`]: the gateway's own `/auth/*` endpoints and the admin listener.
 //! - [`audit`]: one JSON line per security event.
-//! - [`explain`]: `authgate explain`.
+//! - [`explain`]: `authgate explain` (and its exit code: forwarded or refused).
 //! - [`error`]: [`error::GatewayError`] and its one mapping to HTTP.
 //! - [`body`]: the streaming body type used throughout.
-//! - [`demo`]: `authgate demo`'s echo upstream and config.
+//! - [`demo`]: `authgate demo`'s echo upstream, near-expiry token service and config.
 #![forbid(unsafe_code)]
 
 pub mod app;

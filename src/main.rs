@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -19,19 +19,23 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "A reverse-proxy authentication gateway for legacy backends"
 )]
 struct Cli {
-    /// The config file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        global = true,
-        default_value = "gateway.toml"
-    )]
-    config: PathBuf,
+    /// The config file, for plain `authgate [-c PATH]` (the same as `authgate run`).
+    #[command(flatten)]
+    config: ConfigArg,
     /// Log format on stderr (default: text on a terminal, json otherwise).
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
+}
+
+/// `-c PATH`: only on the commands that read a config (run, check, explain), so the help of
+/// the others does not offer an option they would ignore.
+#[derive(Args, Clone, Default)]
+struct ConfigArg {
+    /// The config file [default: gateway.toml].
+    #[arg(short = 'c', long = "config", value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,9 +47,9 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the gateway (the default).
-    Run,
+    Run(ConfigArg),
     /// Validate the config and print every problem with its key path.
-    Check,
+    Check(ConfigArg),
     /// Run a gateway with a built-in echo upstream, an ephemeral secret and a demo user.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -63,24 +67,60 @@ enum Cmd {
         out: PathBuf,
     },
     /// Show how a request would be handled: canonical path, route, auth mode, upstream.
+    ///
+    /// No token is sent, so a required route counts as refused. Signing keys are not
+    /// needed (explain signs nothing). Exit 0 when the request would be forwarded (or
+    /// answered by the gateway's own endpoints), 1 when it would be refused or the config
+    /// is invalid.
     Explain {
+        #[command(flatten)]
+        config: ConfigArg,
         method: String,
         /// A URL or a bare path such as `/a/../b?x=1`.
         url: String,
     },
 }
 
+/// What a command reports besides an error.
+enum Outcome {
+    Done,
+    /// `explain`: the request would be refused (exit 1, nothing more to print).
+    Refused,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let result = match cli.cmd.unwrap_or(Cmd::Run) {
-        Cmd::Run => run(&cli.config),
-        Cmd::Check => check(&cli.config),
+    let cmd = cli.cmd.unwrap_or(Cmd::Run(ConfigArg::default()));
+    // `authgate -c PATH check` is accepted like `authgate check -c PATH`; a top-level `-c`
+    // before a command that reads no config is a usage error rather than silently ignored.
+    let top = cli.config.config;
+    let config = |own: ConfigArg| {
+        own.config
+            .or_else(|| top.clone())
+            .unwrap_or_else(|| PathBuf::from("gateway.toml"))
+    };
+    if top.is_some()
+        && matches!(
+            cmd,
+            Cmd::Demo { .. } | Cmd::HashPassword | Cmd::Keygen { .. }
+        )
+    {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "-c/--config is only used by run, check and explain",
+            )
+            .exit();
+    }
+    let result = match cmd {
+        Cmd::Run(c) => run(&config(c)).map(|()| Outcome::Done),
+        Cmd::Check(c) => check(&config(c)).map(|()| Outcome::Done),
         Cmd::Demo {
             listen,
             admin_listen,
-        } => demo(listen, admin_listen),
-        Cmd::HashPassword => hash_password(),
+        } => demo(listen, admin_listen).map(|()| Outcome::Done),
+        Cmd::HashPassword => hash_password().map(|()| Outcome::Done),
         Cmd::Keygen { alg, out } => authgate::tokens::keygen::keygen(&alg, &out)
             .map(|()| {
                 println!(
@@ -88,12 +128,18 @@ fn main() -> ExitCode {
                     out.join("private.pem").display(),
                     out.join("public.pem").display()
                 );
+                Outcome::Done
             })
             .map_err(anyhow::Error::from),
-        Cmd::Explain { method, url } => explain(&cli.config, &method, &url),
+        Cmd::Explain {
+            config: c,
+            method,
+            url,
+        } => explain(&config(c), &method, &url),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Refused) => ExitCode::from(1),
         Err(e) => {
             eprintln!("authgate: {e:#}");
             ExitCode::from(1)
@@ -109,8 +155,12 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
+    // Colours only for a person at a terminal, and never against NO_COLOR (no-color.org:
+    // set and not empty); a redirected file gets plain text.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
@@ -150,10 +200,12 @@ fn run(path: &Path) -> anyhow::Result<()> {
         let app = authgate::app::App::build(loaded.config)
             .await
             .context("opening the session store")?;
-        let handle = authgate::server::start(app.clone())
-            .await
-            .context("binding the listeners")?;
-        authgate::config::reload::spawn(app, path.to_path_buf());
+        // Reloads (and the SIGHUP handler) first: a SIGHUP soon after the `listening` line
+        // must reload, not find the default action (which ends the process) still in place.
+        authgate::config::reload::spawn(app.clone(), path.to_path_buf());
+        tokio::task::yield_now().await;
+        // The error names the key and address (`server.listen 127.0.0.1:8080: ...`).
+        let handle = authgate::server::start(app).await?;
         handle.run_until_signal().await;
         Ok(())
     })
@@ -192,11 +244,23 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn explain(path: &Path, method: &str, url: &str) -> anyhow::Result<()> {
-    let loaded = load(path)?;
-    print!(
-        "{}",
-        authgate::explain::explain(&loaded.config, method, url)
-    );
-    Ok(())
+/// Prints how the request would be handled; `Refused` (exit 1) when it would not be forwarded.
+fn explain(path: &Path, method: &str, url: &str) -> anyhow::Result<Outcome> {
+    let (loaded, notes) = authgate::config::load_for_explain(path).map_err(|e| {
+        for p in &e.0 {
+            eprintln!("{p}");
+        }
+        anyhow::anyhow!("{}: {} problem(s)", path.display(), e.0.len())
+    })?;
+    for n in &notes {
+        println!("note:       {n}");
+    }
+    let (text, verdict) = authgate::explain::explain(&loaded.config, method, url);
+    print!("{text}");
+    Ok(match verdict {
+        authgate::explain::Verdict::Refused => Outcome::Refused,
+        authgate::explain::Verdict::Forwarded | authgate::explain::Verdict::Endpoint => {
+            Outcome::Done
+        }
+    })
 }

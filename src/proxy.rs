@@ -1,7 +1,8 @@
 //! The upstream side: one pooled HTTP/1.1 client per upstream, round robin over its urls at
 //! connect time (a url that refuses or times out is skipped), request preparation (hop-by-hop
 //! headers, `X-Forwarded-*`, HTTP/1.1 towards the legacy app), timeouts, size limits on the
-//! streamed request body, and WebSocket upgrade pass-through.
+//! streamed request body, and WebSocket upgrade pass-through (`tunnel.rs`: closed with a Close
+//! frame when its session ends).
 
 use std::future::Future;
 use std::io;
@@ -25,8 +26,10 @@ use tokio::net::TcpStream;
 use crate::body::{Body, BodyError};
 
 mod pool;
+mod tunnel;
 use crate::config::{Upstream, UpstreamTarget};
 pub use pool::UpstreamBody;
+pub use tunnel::tunnel;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -366,42 +369,6 @@ pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
 /// Marks requests to the upstream as HTTP/1.1 whatever the client spoke (h2 → h1 upstreams).
 pub fn set_upstream_version(req: &mut Request<Body>) {
     *req.version_mut() = Version::HTTP_11;
-}
-
-/// Copies bytes both ways between an upgraded client and upstream connection until either
-/// side closes, or the session it belongs to ends.
-pub async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    session: Option<std::sync::Arc<crate::pipeline::live_streams::Entry>>,
-) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            tracing::debug!(
-                client_ok = c.is_ok(),
-                upstream_ok = u.is_ok(),
-                "upgrade failed"
-            );
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    match session {
-        None => {
-            if let Err(e) = copy.await {
-                tracing::debug!(error = %e, "tunnel ended");
-            }
-        }
-        Some(entry) => {
-            tokio::select! {
-                r = copy => if let Err(e) = r { tracing::debug!(error = %e, "tunnel ended") },
-                _ = entry.ended() => tracing::info!("session ended: tunnel closed"),
-            }
-        }
-    }
 }
 
 pin_project_lite::pin_project! {

@@ -1,6 +1,6 @@
 //! Listeners and connections: the proxy listener (HTTP/1.1 and h2c by prior knowledge, or TLS
-//! with ALPN h2), the admin listener, per-connection limits (head size, slow heads, idle
-//! keep-alive) and one shutdown story: on the signal every listener stops accepting, every
+//! with ALPN h2) with its cap on connections at once (`max_connections`), the admin listener,
+//! per-connection limits (head size, slow heads, idle keep-alive) and one shutdown story: on the signal every listener stops accepting, every
 //! connection is asked to finish gracefully, and whatever is still running after
 //! `shutdown_grace` is dropped.
 
@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -77,15 +77,18 @@ async fn wait_for_signal() {
 }
 
 /// Binds the listeners named in the app's config and starts serving.
+///
+/// A listener that cannot be bound fails with an error that names its key and address
+/// (`server.listen 127.0.0.1:8080: address already in use`).
 pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     // Install the metrics recorder before the first request counts anything.
     admin::prometheus();
     let live = app.live();
     let server = &live.config.server;
-    let listener = TcpListener::bind(server.listen).await?;
+    let listener = bind("server.listen", server.listen).await?;
     let addr = listener.local_addr()?;
     let admin_listener = match server.admin_listen {
-        Some(a) => Some(TcpListener::bind(a).await?),
+        Some(a) => Some(bind("server.admin_listen", a).await?),
         None => None,
     };
     let admin_addr = admin_listener
@@ -100,11 +103,17 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     // Every connection and listener holds a sender; when all are gone, shutdown is complete.
     let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let limits = Limits::from(server);
+    // Only the proxy listener is capped: the admin listener (health checks, metrics, revoking
+    // sessions) must stay reachable while a flood holds every client slot.
+    let slots = Arc::new(Semaphore::new(
+        server.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     tokio::spawn(accept_loop(
         listener,
         Arc::new(Protocols::new(&limits)),
         limits,
         tls,
+        Some(slots),
         app.clone(),
         shutdown_rx.clone(),
         done_tx.clone(),
@@ -116,13 +125,17 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
             Arc::new(Protocols::new(&limits)),
             limits,
             None,
+            None,
             app.clone(),
             shutdown_rx,
             done_tx,
             Kind::Admin,
         ));
     }
-    tracing::info!(%addr, admin = ?admin_addr, tls = server.tls.is_some(), "listening");
+    match admin_addr {
+        Some(admin) => tracing::info!(%addr, %admin, tls = server.tls.is_some(), "listening"),
+        None => tracing::info!(%addr, admin = "off", tls = server.tls.is_some(), "listening"),
+    }
     Ok(Handle {
         addr,
         admin_addr,
@@ -130,6 +143,20 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
         shutdown: shutdown_tx,
         done: done_rx,
         grace: server.shutdown_grace,
+    })
+}
+
+/// Binds `addr`, the value of config key `key`; the error names both, in words a user
+/// searches for (the OS's own text, lower-cased, without its `(os error 98)`).
+async fn bind(key: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let reason = match e.kind() {
+            io::ErrorKind::AddrInUse => "address already in use".to_owned(),
+            io::ErrorKind::AddrNotAvailable => "address not available on this host".to_owned(),
+            io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            _ => e.to_string(),
+        };
+        io::Error::new(e.kind(), format!("{key} {addr}: {reason}"))
     })
 }
 
@@ -317,12 +344,27 @@ async fn accept_loop(
     protocols: Arc<Protocols>,
     limits: Limits,
     tls: Option<TlsAcceptor>,
+    slots: Option<Arc<Semaphore>>,
     app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
     kind: Kind,
 ) {
     loop {
+        // A slot first, then the connection (as tokio's mini-redis does): while every slot is
+        // taken nothing is accepted, so new connections wait in the kernel's backlog instead of
+        // costing a file descriptor and memory here. The permit lives as long as the connection.
+        let slot = match &slots {
+            None => None,
+            Some(slots) => tokio::select! {
+                _ = shutdown.changed() => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => Some(permit),
+                    // The semaphore is never closed; should it be, stop accepting.
+                    Err(_) => break,
+                },
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             r = listener.accept() => match r {
@@ -342,6 +384,7 @@ async fn accept_loop(
             app: app.clone(),
             shutdown: shutdown.clone(),
             _done: done.clone(),
+            _slot: slot,
             peer,
             kind,
         };
@@ -370,6 +413,8 @@ struct Conn {
     shutdown: watch::Receiver<bool>,
     /// Dropped when the connection ends; shutdown waits for all of these.
     _done: mpsc::Sender<()>,
+    /// The connection's `max_connections` slot (proxy listener only), freed when it ends.
+    _slot: Option<OwnedSemaphorePermit>,
     peer: SocketAddr,
     kind: Kind,
 }

@@ -13,7 +13,8 @@
 #     with `demo --listen --admin-listen`; DEMO_ARGS adds more arguments
 #   - routes: /public... is public, everything else required   (PUBLIC_PATH, PROTECTED_PATH)
 #   - the echo upstream answers JSON with the method, path and headers it received
-#   - the demo prints an access token near expiry (OLD='...'); without it that check SKIPs
+#   - the demo prints where to get an access token near expiry (OLD=$(curl -s URL)); without
+#     it that check SKIPs
 #   - login/refresh/logout exist (issue 3): a login that does not answer 200 FAILs;
 #     REQUIRE_LOGIN=0 turns that into a SKIP of the session checks
 #   - SKIP_BUILD=1 uses the binary as is; AUTHGATE_BIN=PATH runs another one
@@ -158,11 +159,13 @@ else
     fail "[demo] spoofed identity headers: got $CODE, upstream saw '$SPOOF': $(short)"
 fi
 
-# [demo] the demo prints a token near expiry (OLD='...'): silent refresh
-OLD_TOKEN="$(sed -n "s/^OLD='\([^']*\)'.*/\1/p" "$LOG" | head -n 1)"
-if [ -z "$OLD_TOKEN" ]; then
-    skip "[demo] no OLD='...' line in the demo's output: silent-refresh check skipped"
+# [demo] the demo prints where to get a token near expiry (OLD=$(curl -s URL)), minted when
+# asked: it works however long after start-up this runs (a token printed at start-up would not)
+TOKENS_URL="$(sed -n 's/^OLD=\$(curl -s \([^)]*\)).*/\1/p' "$LOG" | head -n 1)"
+if [ -z "$TOKENS_URL" ]; then
+    skip "[demo] no OLD=\$(curl -s ...) line in the demo's output: silent-refresh check skipped"
 else
+    OLD_TOKEN="$(curl -s --max-time 10 "$TOKENS_URL" || true)"
     req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $OLD_TOKEN"
     fresh="$(header refresh-token)"
     if [ "$CODE" = 200 ] && [ -n "$fresh" ] && [[ "$(header Cache-Control)" == *no-store* ]]; then

@@ -56,6 +56,8 @@ pub struct ServerFile {
     pub allow_encoded_percent: bool,
     pub trusted_proxies: Vec<String>,
     pub admin_token_env: String,
+    /// Signed so that 0 and negatives get a clear message.
+    pub max_connections: i64,
 }
 
 impl Default for ServerFile {
@@ -74,6 +76,7 @@ impl Default for ServerFile {
             allow_encoded_percent: false,
             trusted_proxies: Vec::new(),
             admin_token_env: "AUTHGATE_ADMIN_TOKEN".into(),
+            max_connections: 10_000,
         }
     }
 }
@@ -456,6 +459,26 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Vec<Problem>> {
 /// why `T` must have a default for every key. The value is `None` after syntax errors or when
 /// no amount of dropping got it through.
 pub fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
+    let read = parse_guessing(text);
+    (read.value, read.problems)
+}
+
+/// What [`parse_guessing`] could read.
+pub struct Lenient<T> {
+    /// The document with every entry at fault dropped (see [`parse_lenient`]).
+    pub value: Option<T>,
+    pub problems: Vec<Problem>,
+    /// The document read as if every unknown key that is a likely typo of a known one
+    /// (`acess_ttl`) had been spelled as suggested; `None` when there was no such key. A
+    /// meaning problem that the value has and this reading does not only stems from a
+    /// default taking the place of the mistyped key.
+    pub as_meant: Option<T>,
+}
+
+/// Like [`parse_lenient`]; an unknown key close (by edit distance) to a known key of its
+/// table that the table does not set is reported as `unknown key acess_ttl, did you mean
+/// access_ttl?`, and the document is also read with that key renamed ([`Lenient::as_meant`]).
+pub fn parse_guessing<T: DeserializeOwned>(text: &str) -> Lenient<T> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         let problems = syntax
@@ -469,14 +492,45 @@ pub fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem
                 message: e.message().trim().replace('\n', "; "),
             })
             .collect();
-        return (None, problems);
+        return Lenient {
+            value: None,
+            problems,
+            as_meant: None,
+        };
     }
-    let original = root.get_ref().clone();
     let root_span = root.span();
-    let mut current = root.into_inner();
+    let original = root.into_inner();
+    let (value, problems, renames) = settle::<T>(&original, root_span.clone(), true);
+    let as_meant = if renames.is_empty() {
+        None
+    } else {
+        let mut meant = original;
+        for (span, name) in &renames {
+            rename(&mut meant, span, name);
+        }
+        settle::<T>(&meant, root_span, false).0
+    };
+    Lenient {
+        value,
+        problems,
+        as_meant,
+    }
+}
+
+/// The drop-and-retry loop of [`parse_lenient`] over `original`; also returns the unknown
+/// keys to rename (their span and the suggested name) when `guess` is set.
+type Settled<T> = (Option<T>, Vec<Problem>, Vec<(Range<usize>, String)>);
+
+fn settle<T: DeserializeOwned>(
+    original: &DeTable<'_>,
+    root_span: Range<usize>,
+    guess: bool,
+) -> Settled<T> {
+    let mut current = original.clone();
     // Each with where it starts in the text: they are reported in file order, not in the
     // (alphabetical) order the keys are deserialized in.
     let mut problems: Vec<(usize, Problem)> = Vec::new();
+    let mut renames = Vec::new();
     let in_file_order = |mut problems: Vec<(usize, Problem)>| {
         problems.sort_by_key(|(at, _)| *at);
         problems.into_iter().map(|(_, p)| p).collect()
@@ -487,11 +541,11 @@ pub fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem
             DeValue::Table(current.clone()),
         ));
         let err = match T::deserialize(de) {
-            Ok(value) => return (Some(value), in_file_order(problems)),
+            Ok(value) => return (Some(value), in_file_order(problems), renames),
             Err(err) => err,
         };
-        let message = tidy_message(err.message());
-        let found = err.span().and_then(|span| locate(&original, &span));
+        let mut message = tidy_message(err.message());
+        let found = err.span().and_then(|span| locate(original, &span));
         let Some((path, target)) = found else {
             let problem = Problem {
                 key: "(document)".into(),
@@ -503,6 +557,20 @@ pub fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem
         let at = match &target {
             Target::Entry(span) | Target::Element(span) => span.start,
         };
+        if let (true, Target::Entry(span), Some(Segment::Key(name))) = (guess, &target, path.last())
+        {
+            let siblings = table_at(original, &path[..path.len() - 1]);
+            let suggestion = suggest(name, err.message())
+                .filter(|s| siblings.is_some_and(|t| t.get(s.as_str()).is_none()));
+            if let Some(known) = suggestion {
+                message = format!(
+                    "unknown key {}, did you mean {}?",
+                    render_key(name),
+                    render_key(&known)
+                );
+                renames.push((span.clone(), known));
+            }
+        }
         let problem = Problem {
             key: render_path(&path),
             message,
@@ -512,7 +580,94 @@ pub fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem
             break;
         }
     }
-    (None, in_file_order(problems))
+    (None, in_file_order(problems), renames)
+}
+
+/// The known key closest to `unknown` by edit distance, from serde's `unknown field `x`,
+/// expected one of `a`, `b`` message; `None` unless it is close (a typo, not another word).
+fn suggest(unknown: &str, serde_message: &str) -> Option<String> {
+    let expected = serde_message
+        .strip_prefix("unknown field ")?
+        .split_once(", expected ")?
+        .1;
+    let allowed = (unknown.chars().count() / 4).clamp(1, 3);
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|known| (edit_distance(unknown, known), known))
+        .filter(|(d, _)| *d <= allowed)
+        // The first of equally close keys: the one declared first in its table.
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, known)| known.to_owned())
+}
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbours (`acess` → `access` is 1, `tll` → `ttl` is 1), case-insensitively.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    // Three rows of the table: two back (for swaps), the previous, the current.
+    let mut two_back = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(two_back[j - 2] + 1);
+            }
+        }
+        std::mem::swap(&mut two_back, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// The table a key path leads to (the root for an empty path).
+fn table_at<'a, 'i>(root: &'a DeTable<'i>, path: &[Segment]) -> Option<&'a DeTable<'i>> {
+    let mut value: Option<&DeValue<'i>> = None;
+    for segment in path {
+        let next = match (value, segment) {
+            (None, Segment::Key(k)) => root.get(k.as_str())?.get_ref(),
+            (Some(DeValue::Table(t)), Segment::Key(k)) => t.get(k.as_str())?.get_ref(),
+            (Some(DeValue::Array(items)), Segment::Index(i)) => items.get(*i)?.get_ref(),
+            _ => return None,
+        };
+        value = Some(next);
+    }
+    match value {
+        None => Some(root),
+        Some(DeValue::Table(t)) => Some(t),
+        Some(_) => None,
+    }
+}
+
+/// Renames the entry whose key has `span` to `name`, wherever it is.
+fn rename(table: &mut DeTable<'_>, span: &Range<usize>, name: &str) -> bool {
+    let old = table
+        .keys()
+        .find(|key| key.span() == *span)
+        .map(|key| key.get_ref().to_string());
+    if let Some(old) = old {
+        if let Some((key, value)) = table.remove_entry(old.as_str()) {
+            table.insert(
+                Spanned::new(key.span(), std::borrow::Cow::Owned(name.to_owned())),
+                value,
+            );
+            return true;
+        }
+    }
+    table.iter_mut().any(|(_, value)| match value.get_mut() {
+        DeValue::Table(t) => rename(t, span, name),
+        DeValue::Array(items) => items.iter_mut().any(|item| match item.get_mut() {
+            DeValue::Table(t) => rename(t, span, name),
+            _ => false,
+        }),
+        _ => false,
+    })
 }
 
 /// `line L, column C` (both from 1) of a byte offset.
@@ -788,6 +943,8 @@ methods = "GET"
     #[test]
     fn messages_speak_of_keys() {
         let err = parse::<GatewayFile>("[server]\nlistn = \"x\"").unwrap_err();
+        assert_eq!(err[0].message, "unknown key listn, did you mean listen?");
+        let err = parse::<GatewayFile>("[server]\nzzz = \"x\"").unwrap_err();
         assert!(
             err[0].message.starts_with("unknown key; expected"),
             "{err:?}"
@@ -797,6 +954,61 @@ methods = "GET"
             err[0].message.starts_with("unknown value `disk`"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn typos_get_the_closest_known_key_of_their_table() {
+        let cases: &[(&str, &str)] = &[
+            ("[token]\nacess_ttl = \"1h\"", "did you mean access_ttl?"),
+            ("[token]\nrefresh_tll = \"1h\"", "did you mean refresh_ttl?"),
+            ("[token]\nAudience = \"x\"", "did you mean audience?"),
+            ("[login.lockout]\nwindw = \"1m\"", "did you mean window?"),
+            ("[[routes]]\npth = \"/\"", "did you mean path?"),
+            // Not close to anything: the list instead.
+            ("[token]\nlifetime = \"1h\"", "unknown key; expected one of"),
+            // The key it is close to is set already: it is no stand-in for it.
+            (
+                "[token]\naccess_ttl = \"1h\"\nacess_ttl = \"1h\"",
+                "unknown key; expected",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse::<GatewayFile>(text).unwrap_err();
+            assert!(err[0].message.contains(want), "{text}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_as_meant_reading_renames_the_typo() {
+        let read = parse_guessing::<GatewayFile>(
+            "[token]\nacess_ttl = \"1h\"\n[[routes]]\npth = \"/x\"\n[server]\nlisten = 1",
+        );
+        let value = read.value.expect("read with the typos dropped");
+        assert_eq!(value.token.access_ttl, "2h");
+        assert_eq!(value.routes[0].path, None);
+        let meant = read.as_meant.expect("a reading as meant");
+        assert_eq!(meant.token.access_ttl, "1h");
+        assert_eq!(meant.routes[0].path.as_deref(), Some("/x"));
+        // Other shape problems are dropped in both readings alike.
+        assert_eq!(meant.server.listen, ServerFile::default().listen);
+        assert_eq!(read.problems.len(), 3, "{:?}", read.problems);
+        assert!(parse_guessing::<GatewayFile>("[server]\nlisten = 1")
+            .as_meant
+            .is_none());
+    }
+
+    #[test]
+    fn edit_distance_counts_swaps_as_one() {
+        for (a, b, d) in [
+            ("acess_ttl", "access_ttl", 1),
+            ("tll", "ttl", 1),
+            ("wnidow", "window", 1),
+            ("listen", "listen", 0),
+            ("abc", "", 3),
+            ("kid", "kids", 1),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a} {b}");
+        }
     }
 
     #[test]

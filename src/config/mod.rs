@@ -76,6 +76,8 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Resolved from `admin_token_env`; `None` turns `/admin/*` off.
     pub admin_token: Option<String>,
+    /// Client connections on `listen` at once (the admin listener is not counted).
+    pub max_connections: usize,
 }
 
 pub struct TlsFiles {
@@ -241,6 +243,22 @@ fn refresh_secret(material: &crate::tokens::KeyMaterial) -> [u8; 32] {
 /// Reads, parses and validates the config at `path`; secrets come from the process
 /// environment, relative paths are taken from `path`'s folder.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let (text, base_dir) = read_config(path)?;
+    let env = |name: &str| std::env::var(name).ok();
+    build(&text, path.to_path_buf(), base_dir, &env, Purpose::Serve).map(|(loaded, _)| loaded)
+}
+
+/// Like [`load`], for `authgate explain`, which signs and verifies nothing: the signing key
+/// and the verify keys are not read, and a throwaway HS256 secret stands in for them, so
+/// explain works without the secret's env var or the key files. The notes name what was
+/// stood in for (`token.secret_env: environment variable X is not set; ...`).
+pub fn load_for_explain(path: &Path) -> Result<(Loaded, Vec<String>), ConfigError> {
+    let (text, base_dir) = read_config(path)?;
+    let env = |name: &str| std::env::var(name).ok();
+    build(&text, path.to_path_buf(), base_dir, &env, Purpose::Explain)
+}
+
+fn read_config(path: &Path) -> Result<(String, &Path), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError(vec![Problem {
             key: path.display().to_string(),
@@ -251,8 +269,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let env = |name: &str| std::env::var(name).ok();
-    build(&text, path.to_path_buf(), base_dir, &env)
+    Ok((text, base_dir))
 }
 
 /// Validates config text without touching the process environment: `env` answers for
@@ -263,7 +280,50 @@ pub fn load_str(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    build(text, base_dir.to_path_buf(), base_dir, env)
+    build(text, base_dir.to_path_buf(), base_dir, env, Purpose::Serve).map(|(loaded, _)| loaded)
+}
+
+/// What a config is validated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Running the gateway (and `check`): every key and secret must resolve.
+    Serve,
+    /// `authgate explain`: the token keys are stood in for (see [`load_for_explain`]).
+    Explain,
+}
+
+/// The env var name that answers with explain's throwaway secret (no real variable can have
+/// this name: it holds a NUL).
+const STAND_IN_ENV: &str = "\0authgate-explain-stand-in";
+
+/// Why the signing key of `f` would not resolve, if it would not (explain's notes).
+fn unresolved_signing_key(
+    f: &file::TokenFile,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let unreadable = |key: &str, path: &Path| {
+        let resolved = base_dir.join(path);
+        std::fs::metadata(&resolved)
+            .err()
+            .map(|e| format!("{key}: cannot read {}: {e}", resolved.display()))
+    };
+    if f.algorithm.is_symmetric() {
+        match (&f.secret_file, &f.secret_env) {
+            (Some(path), _) => unreadable("token.secret_file", path),
+            (None, name) => {
+                let name = name.as_deref().unwrap_or(file::DEFAULT_SECRET_ENV);
+                env(name)
+                    .is_none()
+                    .then(|| format!("token.secret_env: environment variable {name} is not set"))
+            }
+        }
+    } else {
+        match &f.private_key_file {
+            Some(path) => unreadable("token.private_key_file", path),
+            None => Some("token.private_key_file: not set".into()),
+        }
+    }
 }
 
 /// Shortest HMAC secret accepted, in bytes (RFC 7518 §3.2 for HS256).
@@ -277,10 +337,41 @@ fn build(
     source: PathBuf,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Loaded, ConfigError> {
-    let (parsed, shape_problems) = file::parse_lenient::<file::GatewayFile>(text);
-    let Some(parsed) = parsed else {
+    purpose: Purpose,
+) -> Result<(Loaded, Vec<String>), ConfigError> {
+    let read = file::parse_guessing::<file::GatewayFile>(text);
+    let shape_problems = read.problems;
+    let Some(mut parsed) = read.value else {
         return Err(ConfigError(shape_problems));
+    };
+    let mut as_meant = read.as_meant;
+    let mut notes = Vec::new();
+    // explain signs and verifies nothing: its token keys are a throwaway secret, so neither
+    // a missing env var nor a missing key file stops it (the notes say what was stood in for).
+    let stand_in = |name: &str| {
+        if name == STAND_IN_ENV {
+            Some(throwaway_secret())
+        } else {
+            env(name)
+        }
+    };
+    let env: &dyn Fn(&str) -> Option<String> = match purpose {
+        Purpose::Serve => env,
+        Purpose::Explain => {
+            notes.extend(
+                unresolved_signing_key(&parsed.token, base_dir, env).map(|why| {
+                    format!("{why}; explain signs nothing, so a throwaway secret stands in")
+                }),
+            );
+            for f in std::iter::once(&mut parsed).chain(as_meant.as_mut()) {
+                f.token.algorithm = file::AlgorithmName::HS256;
+                f.token.secret_env = Some(STAND_IN_ENV.into());
+                f.token.secret_file = None;
+                f.token.private_key_file = None;
+                f.token.verify_keys.clear();
+            }
+            &stand_in
+        }
     };
     let mut cx = Cx {
         base_dir,
@@ -288,7 +379,7 @@ fn build(
         problems: Vec::new(),
         warnings: Vec::new(),
     };
-    let built = cx.config(&parsed, source);
+    let built = cx.config(&parsed, source.clone());
     // A key that did not have the right shape was dropped and took its default; anything the
     // default then trips over is noise beside the shape problem itself.
     let covered = |key: &str| {
@@ -299,13 +390,28 @@ fn build(
                     .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
         })
     };
+    // The same for a mistyped key (`acess_ttl`): its default may trip up another key
+    // (`refresh_ttl` no longer longer than `access_ttl`). Such a problem is gone when the file
+    // is read as meant (the key renamed as suggested), and then it is not reported; a problem
+    // at a key that the as-meant reading has too is real either way.
+    if let Some(meant) = &as_meant {
+        let mut other = Cx {
+            base_dir,
+            env,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let _ = other.config(meant, source);
+        cx.problems
+            .retain(|p| other.problems.iter().any(|q| q.key == p.key));
+    }
     let mut problems = shape_problems.clone();
     problems.extend(cx.problems.into_iter().filter(|p| !covered(&p.key)));
     match built {
         Some(config) if problems.is_empty() => {
             let mut warnings = cx.warnings;
             warnings.extend(config.routes.warnings());
-            Ok(Loaded { config, warnings })
+            Ok((Loaded { config, warnings }, notes))
         }
         _ if !problems.is_empty() => Err(ConfigError(problems)),
         // Every `None` comes with a problem; this only guards against an empty error list.
@@ -314,6 +420,14 @@ fn build(
             message: "could not be built".into(),
         }])),
     }
+}
+
+/// 32 random bytes (hex) for explain's stand-in signing key; never used to sign.
+fn throwaway_secret() -> String {
+    let mut bytes = [0u8; 32];
+    // Without randomness the stand-in is all zeros: explain never signs with it anyway.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Validation state: where relative paths start, how env vars are read, what went wrong.
@@ -522,6 +636,7 @@ impl Cx<'_> {
                 ),
             }
         }
+        let max_connections = self.count("server.max_connections", f.max_connections) as usize;
         let admin_token = if f.admin_token_env.is_empty() {
             None
         } else {
@@ -542,6 +657,7 @@ impl Cx<'_> {
             },
             trusted_proxies,
             admin_token,
+            max_connections,
         }
     }
 
@@ -1685,6 +1801,8 @@ upstream = "app"
             ("[server]\nshutdown_grace = \"-1s\"", "server.shutdown_grace", "not a duration"),
             ("[server]\nheader_timeout = \"\"", "server.header_timeout", "not a duration"),
             ("[server]\nmax_header_bytes = 100", "server.max_header_bytes", "at least 1024"),
+            ("[server]\nmax_connections = 0", "server.max_connections", "from 1"),
+            ("[server]\nmax_connections = -5", "server.max_connections", "from 1"),
             (
                 "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.300\"]",
                 "server.trusted_proxies[1]",
@@ -1965,6 +2083,56 @@ upstream = "app"
     }
 
     #[test]
+    fn a_mistyped_key_reports_nothing_its_default_caused() {
+        // The default access_ttl (2h) would trip refresh_ttl (90m), which was fine as meant.
+        let text = format!("{MINIMAL}\n[token]\nacess_ttl = \"1h\"\nrefresh_ttl = \"90m\"\n");
+        let found = problems(&text);
+        assert_eq!(
+            found,
+            [Problem {
+                key: "token.acess_ttl".into(),
+                message: "unknown key acess_ttl, did you mean access_ttl?".into(),
+            }]
+        );
+        // A problem that is there as meant too is still reported.
+        let text = format!("{MINIMAL}\n[token]\nacess_ttl = \"1h\"\nrefresh_ttl = \"30m\"\n");
+        let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["token.acess_ttl", "token.refresh_ttl"]);
+    }
+
+    #[test]
+    fn explain_stands_in_for_signing_keys_that_do_not_resolve() {
+        let no_env = |_: &str| None;
+        let base = Path::new(FIXTURES);
+        let run = |text: &str| build(text, base.into(), base, &no_env, Purpose::Explain);
+        // The secret's variable is not set.
+        let (_, notes) = run(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "token.secret_env: environment variable AUTHGATE_JWT_SECRET is not set"
+            ),
+            "{notes:?}"
+        );
+        // A missing private key file, and verify keys whose secrets are unset.
+        let text = format!(
+            "{MINIMAL}\n[token]\nalgorithm = \"ES256\"\nprivate_key_file = \"nope.pem\"\n\
+             [[token.verify_keys]]\nkid = \"k0\"\nsecret_env = \"UNSET\"\nalgorithm = \"HS256\"\n"
+        );
+        let (_, notes) = run(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            notes[0].starts_with("token.private_key_file: cannot read"),
+            "{notes:?}"
+        );
+        // Everything else is still checked.
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"nowhere\"\n");
+        let err = run(&text).err().expect("a bad listen address");
+        assert_eq!(err.0[0].key, "server.listen");
+        // Serving never stands in.
+        assert!(build(MINIMAL, base.into(), base, &no_env, Purpose::Serve).is_err());
+    }
+
+    #[test]
     fn three_problems_are_all_reported() {
         let text = r#"
 [server]
@@ -2072,6 +2240,7 @@ upstream = "legacy"
         assert_eq!(s.max_body_bytes, 10_485_760);
         assert_eq!(s.max_header_bytes, 16_384);
         assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 10_000);
         assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.admin_token, None);
 

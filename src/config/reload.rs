@@ -213,16 +213,22 @@ pub fn spawn(app: Arc<App>, path: PathBuf) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     #[cfg(unix)]
     {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                let _ = tx.try_send(());
+        use tokio::signal::unix::{signal, SignalKind};
+        // Registered here, before this returns, not inside the task: a SIGHUP that came
+        // between the two would take the default action and end the process.
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let _ = tx.try_send(());
+                    }
+                });
             }
-        });
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; the file watch and /admin/reload still reload")
+            }
+        }
     }
     let mut watch = Watch::new(tx);
     if let Some(w) = watch.as_mut() {
@@ -342,7 +348,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("users.toml"), file).unwrap();
         let text = format!(
-            "[login]\nbackend = {backend:?}\n[[upstreams]]\nname = \"app\"\n\
+            "[session]\nmode = \"stateless\"\n[login]\nbackend = {backend:?}\n[[upstreams]]\nname = \"app\"\n\
              urls = [\"http://127.0.0.1:9000\"]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n"
         );
         let env = |name: &str| {

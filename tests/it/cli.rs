@@ -24,11 +24,26 @@ impl Drop for Running {
 
 /// Starts `authgate run -c CONFIG` and reads its admin address from the `listening` log line.
 fn run(config: &std::path::Path) -> Running {
+    let (child, line) = run_logged(config, &[]);
+    let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    // The plain address (it was once logged as `Some(127.0.0.1:9091)`).
+    let admin = log["admin"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in {line}"));
+    Running { child, admin }
+}
+
+/// Starts `authgate [ARGS] run -c CONFIG` (stderr not a terminal) and returns it with its
+/// `listening` log line, as written.
+fn run_logged(config: &std::path::Path, args: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
+        .args(args)
         .args(["run", "-c"])
         .arg(config)
         .env("T_SECRET", SECRET)
         .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -37,7 +52,7 @@ fn run(config: &std::path::Path) -> Running {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("\"listening\"") {
+            if line.contains("listening") {
                 let _ = tx.send(line);
             }
         }
@@ -45,13 +60,16 @@ fn run(config: &std::path::Path) -> Running {
     let line = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("authgate logged no `listening` line");
-    let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-    let admin = log["admin"]
-        .as_str()
-        .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no admin address in {line}"));
-    Running { child, admin }
+    (child, line)
+}
+
+/// Runs the binary to its end with `T_SECRET` set.
+fn authgate(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("T_SECRET", SECRET)
+        .output()
+        .expect("run authgate")
 }
 
 /// `authgate_config_reloads_total{result="ok"}` from the admin `/metrics`.
@@ -116,4 +134,197 @@ fn check_exits_0_for_a_good_config_and_1_with_every_problem() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.idle_timeout"), "{err}");
     assert!(err.contains("routes[0].upstream"), "{err}");
+}
+
+#[test]
+fn the_start_up_log_names_the_admin_address_or_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, Conf::new().render("127.0.0.1:9".parse().unwrap())).unwrap();
+    let gw = run(&path);
+    assert_ne!(gw.admin.port(), 0);
+    drop(gw);
+
+    // Without an admin listener: "off", never `None`.
+    let text = Conf::new()
+        .render("127.0.0.1:9".parse().unwrap())
+        .replace("admin_listen = \"127.0.0.1:0\"\n", "");
+    std::fs::write(&path, text).unwrap();
+    let (mut child, line) = run_logged(&path, &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(log["admin"], "off", "{line}");
+}
+
+#[test]
+fn text_logs_written_to_a_file_have_no_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, Conf::new().render("127.0.0.1:9".parse().unwrap())).unwrap();
+    let (mut child, line) = run_logged(&path, &["--log-format", "text"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("listening"), "{line}");
+    assert!(
+        !line.contains('\x1b'),
+        "ANSI escapes in a redirected log: {line:?}"
+    );
+}
+
+#[test]
+fn a_taken_address_fails_start_up_naming_its_key_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    for (key, from) in [
+        ("server.listen", "listen = \"127.0.0.1:0\""),
+        ("server.admin_listen", "admin_listen = \"127.0.0.1:0\""),
+    ] {
+        let text = Conf::new().render("127.0.0.1:9".parse().unwrap()).replacen(
+            from,
+            &from.replace("127.0.0.1:0", &addr.to_string()),
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        let out = authgate(&["--log-format", "json", "run", "-c", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            format!("authgate: {key} {addr}: address already in use"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn check_suggests_the_key_meant_and_reports_nothing_its_default_caused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let text = Conf::new()
+        .token("acess_ttl = \"1h\"\nrefresh_ttl = \"90m\"")
+        .routes("[[routes]]\npth = \"/x\"\nupstream = \"up\"\n")
+        .render("127.0.0.1:9".parse().unwrap());
+    std::fs::write(&path, text).unwrap();
+    let out = authgate(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("authgate:"))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "token.acess_ttl: unknown key acess_ttl, did you mean access_ttl?",
+            "routes[0].pth: unknown key pth, did you mean path?",
+        ],
+        "{err}"
+    );
+
+    // A real problem beside the typo is still reported; a key nothing like a known one gets
+    // the list of known keys.
+    let text = Conf::new()
+        .token("acess_ttl = \"1h\"\nrefresh_ttl = \"30m\"\nzzz = 1")
+        .render("127.0.0.1:9".parse().unwrap());
+    std::fs::write(&path, text).unwrap();
+    let out = authgate(&["check", "-c", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("token.refresh_ttl: must be longer than access_ttl"),
+        "{err}"
+    );
+    assert!(
+        err.contains("token.zzz: unknown key; expected one of"),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_needs_no_signing_key_and_exits_1_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let explain = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["explain", "-c", path.to_str().unwrap()])
+            .args(args)
+            .env_remove("T_SECRET")
+            .output()
+            .expect("run authgate");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // T_SECRET is not set, and then the private key file does not exist.
+    let hs = Conf::new().render("127.0.0.1:9".parse().unwrap());
+    let es = Conf::new()
+        .token_section("algorithm = \"ES256\"\nprivate_key_file = \"missing.pem\"")
+        .render("127.0.0.1:9".parse().unwrap());
+    for (text, note) in [(hs, "T_SECRET is not set"), (es, "missing.pem")] {
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = explain(&["GET", "/public/a/../b?x=1"]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(out.contains("canonical:  /public/b"), "{out}");
+        assert!(out.contains("auth:       public"), "{out}");
+        assert!(out.contains(note) && out.contains("throwaway"), "{out}");
+    }
+    // Refused: a required route (no token goes with explain), a 405, a 400 path.
+    for (args, why) in [
+        (["GET", "/api/orders"], "401 missing_token"),
+        (["POST", "/get-only"], "405 method_not_allowed"),
+        (["GET", "/public%2f..%2fapi"], "400 bad_request"),
+    ] {
+        let (code, out, err) = explain(&args);
+        assert_eq!(code, Some(1), "{args:?}: {out}{err}");
+        assert!(out.contains(why), "{args:?}: {out}");
+    }
+    // No route at all.
+    let text = Conf::new()
+        .routes("[[routes]]\npath = \"/only\"\nupstream = \"up\"\nauth = \"public\"\n")
+        .render("127.0.0.1:9".parse().unwrap());
+    std::fs::write(&path, text).unwrap();
+    let (code, out, _) = explain(&["GET", "/elsewhere"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("404 no_route"), "{out}");
+    let (code, out, _) = explain(&["GET", "/only/x"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn the_config_option_is_only_on_commands_that_read_a_config() {
+    for cmd in ["run", "check", "explain"] {
+        let out = authgate(&[cmd, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--config"), "{cmd}: {help}");
+    }
+    for cmd in ["hash-password", "keygen", "demo"] {
+        let out = authgate(&[cmd, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {out:?}");
+        assert!(!help.contains("--config"), "{cmd}: {help}");
+        // Given anyway: a usage error, not silently ignored.
+        let out = authgate(&[cmd, "-c", "x.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
+        let out = authgate(&["-c", "x.toml", cmd]);
+        assert_eq!(out.status.code(), Some(2), "-c before {cmd}: {out:?}");
+    }
+    // Plain `authgate -c PATH` runs (and `-c` before the command still counts): both read the
+    // missing file named.
+    for args in [
+        &["-c", "missing.toml"][..],
+        &["-c", "missing.toml", "check"],
+    ] {
+        let out = authgate(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("missing.toml"),
+            "{out:?}"
+        );
+    }
 }

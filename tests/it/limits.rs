@@ -507,3 +507,53 @@ async fn h2_connection_whose_stream_was_cancelled_still_closes_when_idle() {
         .await
         .unwrap();
 }
+
+/// Sends one keep-alive request on `stream` and reads its whole answer.
+async fn exchange(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while response_len(&buf).is_none() {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn max_connections_leaves_the_rest_in_the_backlog_and_the_admin_reachable() {
+    use tokio::net::TcpStream;
+    let gw = Gateway::start(Conf::new().server("max_connections = 2")).await;
+    let admin = Probe::new(gw.admin);
+    // Two connections, each answered once and then left idle: they hold both slots.
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    let mut second = TcpStream::connect(gw.addr).await.unwrap();
+    for conn in [&mut first, &mut second] {
+        let answer = within("an answer", exchange(conn, "/public/held")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // A third connects (the kernel's backlog takes it) but is not served while both are held.
+    let mut third = TcpStream::connect(gw.addr).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let answer = exchange(&mut third, "/public/third").await;
+        (answer, third)
+    });
+    let mut waiting = std::pin::pin!(waiting);
+    let early = tokio::time::timeout(Duration::from_millis(300), waiting.as_mut()).await;
+    assert!(early.is_err(), "served beyond max_connections: {early:?}");
+    // The admin listener is not counted.
+    assert_eq!(admin.get("/healthz", &[]).await.status, 200);
+    assert!(!waiting.is_finished(), "served beyond max_connections");
+    // One held connection closes: its slot goes to the waiting one.
+    drop(first);
+    let (answer, _third) = within("the waiting connection's answer", waiting)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(admin.get("/healthz", &[]).await.status, 200);
+    drop(second);
+}

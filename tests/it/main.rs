@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod cors;
+mod demo;
 mod headers;
 mod lifecycle;
 mod limits;

@@ -195,7 +195,8 @@ async fn wrong_password_and_unknown_user_get_the_same_401(store: StoreKind) {
     let gw = gateway!(store, Setup::new());
     let wrong = gw.login("alice", "not-her-password").await;
     wrong.assert_error(401, "invalid_credentials");
-    assert!(wrong.header("www-authenticate").is_some());
+    // No bearer token was presented: a Bearer `invalid_token` challenge would be false.
+    assert_eq!(wrong.header("www-authenticate"), None);
     let unknown = gw.login("mallory", "whatever").await;
     unknown.assert_error(401, "invalid_credentials");
     assert_eq!(wrong.body, unknown.body, "the same body for both");
@@ -497,6 +498,11 @@ async fn refresh_refuses_unknown_garbage_and_ended_tokens(store: StoreKind) {
         let r = gw.refresh(&token).await;
         assert_eq!(r.status, 401, "{token:?}: {}", text(&r));
         assert_eq!(r.code(), "invalid_refresh_token", "{token:?}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            None,
+            "{token:?}: no Bearer challenge"
+        );
     }
     // None of that disturbed the session: the real token still rotates.
     let p1 = Pair::from_resp(&gw.refresh(&p.refresh).await);
@@ -700,7 +706,11 @@ async fn parent_after_grace_is_theft_of_that_session_alone(store: StoreKind) {
     wait_until_unix(now() + 1).await;
     let r = gw.refresh(&web.refresh).await;
     r.assert_error(401, "token_theft_detected");
-    assert!(r.header("www-authenticate").is_some());
+    assert_eq!(
+        r.header("www-authenticate"),
+        None,
+        "a refresh presents no bearer token"
+    );
     // That session is over, access and refresh...
     gw.assert_refused(&web1.access, "session_revoked").await;
     gw.assert_refused(&web.access, "session_revoked").await;

@@ -1,0 +1,337 @@
+//! The WebSocket tunnel: bytes copied both ways between an upgraded client and upstream
+//! connection, and, when the session it belongs to ends, a clean close: a Close frame with
+//! code 1008 (policy violation) and the reason "session ended" to the client, and a masked
+//! one to the upstream, so both learn why instead of seeing the connection drop (1006).
+//!
+//! The tunnel copies raw bytes and never buffers a message. To write a frame of its own it
+//! follows the frame headers of each direction ([`FrameTracker`]: lengths only, payloads are
+//! skipped) and stops copying only at a frame boundary; a frame already on its way is
+//! finished first (within [`CLOSE_GRACE`]), never cut.
+
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::pipeline::live_streams::Entry;
+
+/// How long a tunnel whose session ended may take to reach frame boundaries and send its
+/// Close frames before it is dropped (the contract closes a session's streams within a
+/// second).
+const CLOSE_GRACE: Duration = Duration::from_millis(900);
+
+/// The Close frame's status code: 1008, policy violation (RFC 6455 §7.4.1).
+const POLICY_VIOLATION: u16 = 1008;
+const REASON: &[u8] = b"session ended";
+
+/// Copies bytes both ways between an upgraded client and upstream connection until either
+/// side closes, or the session it belongs to ends (then both get a Close frame).
+pub async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    session: Option<std::sync::Arc<Entry>>,
+) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (c, u) => {
+            tracing::debug!(
+                client_ok = c.is_ok(),
+                upstream_ok = u.is_ok(),
+                "upgrade failed"
+            );
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let Some(entry) = session else {
+        // No session, nothing can end it: the plain copy, no frame tracking.
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "tunnel ended");
+        }
+        return;
+    };
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let down = pump(upstream_rd, client_wr, stop_rx.clone(), Side::ToClient);
+    let up = pump(client_rd, upstream_wr, stop_rx, Side::ToUpstream);
+    let both = async { tokio::try_join!(down, up) };
+    tokio::pin!(both);
+    let ended = entry.ended();
+    let result = tokio::select! {
+        r = &mut both => r,
+        _ = ended => {
+            tracing::info!("session ended: closing its tunnel");
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(CLOSE_GRACE, &mut both).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!("tunnel reached no frame boundary in time; dropped");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "tunnel ended");
+    }
+}
+
+/// Which way a pump copies, and so which Close frame it writes when stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Upstream → client: server frames, unmasked; our Close is unmasked too.
+    ToClient,
+    /// Client → upstream: client frames, masked; our Close must be masked (RFC 6455 §5.3).
+    ToUpstream,
+}
+
+/// Copies `from` to `to` until `from` ends (then shuts `to` down, passing the half-close on)
+/// or `stop` is set; then it copies on only to the end of the frame under way, writes its
+/// Close frame and shuts `to` down.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    mut stop: watch::Receiver<bool>,
+    side: Side,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frames = FrameTracker::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut stopping = false;
+    loop {
+        if stopping && frames.at_boundary() {
+            // A frame that does not parse means the stream is not what it seemed: better no
+            // Close than one written into the middle of something else.
+            if !frames.lost {
+                to.write_all(&close_frame(side)).await?;
+            }
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        let n = tokio::select! {
+            changed = stop.changed(), if !stopping => {
+                // The sender lives as long as the tunnel; gone, it can only mean stop.
+                let _ = changed;
+                stopping = true;
+                continue;
+            }
+            n = from.read(&mut buf) => n?,
+        };
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        let upto = frames.advance(&buf[..n], stopping);
+        to.write_all(&buf[..upto]).await?;
+    }
+}
+
+/// A Close frame with [`POLICY_VIOLATION`] and [`REASON`]: unmasked to the client, masked
+/// with a random key to the upstream.
+fn close_frame(side: Side) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(2 + REASON.len());
+    payload.extend_from_slice(&POLICY_VIOLATION.to_be_bytes());
+    payload.extend_from_slice(REASON);
+    // FIN + opcode 0x8 (Close); the payload is under 126 bytes, so one length byte.
+    let mut frame = vec![0x88, payload.len() as u8];
+    if side == Side::ToUpstream {
+        frame[1] |= 0x80;
+        let mut key = [0u8; 4];
+        // The masking key only has to be unpredictable to the page that wrote the frames
+        // (RFC 6455 §10.3); the gateway wrote this one, so a fixed key on failure is harmless.
+        let _ = aws_lc_rs::rand::fill(&mut key);
+        frame.extend_from_slice(&key);
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= key[i % 4];
+        }
+    }
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Follows the frame headers of one direction of a WebSocket stream (RFC 6455 §5.2), to
+/// know where frames end. Payloads are skipped by length, never looked at.
+#[derive(Debug, Default)]
+struct FrameTracker {
+    /// The header of the frame being read, as far as it has arrived (at most 14 bytes).
+    head: [u8; 14],
+    head_len: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+    /// A header that cannot be valid (a 64-bit length with its top bit set) was seen.
+    lost: bool,
+}
+
+impl FrameTracker {
+    /// Between two frames.
+    fn at_boundary(&self) -> bool {
+        self.head_len == 0 && self.payload_left == 0
+    }
+
+    /// Follows `bytes` and returns how many of them to pass on: all of them, or with
+    /// `stop_at_boundary` only those up to the first frame boundary (0 when already at one).
+    fn advance(&mut self, bytes: &[u8], stop_at_boundary: bool) -> usize {
+        let mut i = 0;
+        while i < bytes.len() {
+            if stop_at_boundary && self.at_boundary() {
+                return i;
+            }
+            if self.payload_left > 0 {
+                let take = self.payload_left.min((bytes.len() - i) as u64);
+                self.payload_left -= take;
+                // `take` is at most `bytes.len() - i`, so it fits in usize.
+                i += take as usize;
+                continue;
+            }
+            self.head[self.head_len] = bytes[i];
+            self.head_len += 1;
+            i += 1;
+            if self.head_len < 2 {
+                continue;
+            }
+            let masked = self.head[1] & 0x80 != 0;
+            let ext = match self.head[1] & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let need = 2 + ext + if masked { 4 } else { 0 };
+            if self.head_len < need {
+                continue;
+            }
+            let len = match ext {
+                0 => u64::from(self.head[1] & 0x7f),
+                2 => u64::from(u16::from_be_bytes([self.head[2], self.head[3]])),
+                _ => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&self.head[2..10]);
+                    u64::from_be_bytes(b)
+                }
+            };
+            if len >> 63 != 0 {
+                self.lost = true;
+            }
+            self.head_len = 0;
+            self.payload_left = len;
+        }
+        i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame header: FIN + opcode, the mask bit and the payload length, in the shortest form.
+    fn frame(opcode: u8, masked: bool, payload_len: usize) -> Vec<u8> {
+        let mask = if masked { 0x80 } else { 0 };
+        let mut out = vec![0x80 | opcode];
+        match payload_len {
+            0..=125 => out.push(mask | payload_len as u8),
+            126..=65535 => {
+                out.push(mask | 126);
+                out.extend_from_slice(&(payload_len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(mask | 127);
+                out.extend_from_slice(&(payload_len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            out.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        out.extend(std::iter::repeat_n(b'x', payload_len));
+        out
+    }
+
+    #[test]
+    fn boundaries_are_found_whatever_the_chunking() {
+        for masked in [false, true] {
+            let frames = [
+                frame(1, masked, 5),
+                frame(2, masked, 0),
+                frame(2, masked, 300),
+                frame(1, masked, 70_000),
+                frame(9, masked, 3),
+            ];
+            let ends: Vec<usize> = frames
+                .iter()
+                .scan(0, |at, f| {
+                    *at += f.len();
+                    Some(*at)
+                })
+                .collect();
+            let stream: Vec<u8> = frames.concat();
+            for chunk in [1, 2, 3, 7, 1000, stream.len()] {
+                let mut t = FrameTracker::default();
+                let mut at = 0;
+                for piece in stream.chunks(chunk) {
+                    assert_eq!(t.advance(piece, false), piece.len());
+                    at += piece.len();
+                    assert_eq!(
+                        t.at_boundary(),
+                        ends.contains(&at),
+                        "chunk {chunk}, at {at}"
+                    );
+                }
+                assert!(!t.lost);
+            }
+        }
+    }
+
+    #[test]
+    fn stopping_passes_on_only_the_rest_of_the_current_frame() {
+        let stream = [frame(1, false, 10), frame(1, false, 10)].concat();
+        let mut t = FrameTracker::default();
+        // 5 bytes into the first frame (2 header + 3 payload)...
+        assert_eq!(t.advance(&stream[..5], false), 5);
+        // ...stopping: the first frame's last 7 bytes go, nothing of the second.
+        assert_eq!(t.advance(&stream[5..], true), 7);
+        assert!(t.at_boundary());
+        // At a boundary already: nothing more.
+        assert_eq!(t.advance(&stream[12..], true), 0);
+        // A header split over reads is finished too.
+        let mut t = FrameTracker::default();
+        let big = frame(2, false, 200);
+        assert_eq!(t.advance(&big[..1], false), 1);
+        assert_eq!(t.advance(&big[1..], true), big.len() - 1);
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn close_frames_carry_1008_and_the_reason() {
+        let plain = close_frame(Side::ToClient);
+        assert_eq!(&plain[..2], &[0x88, 15]);
+        assert_eq!(&plain[2..4], &1008u16.to_be_bytes());
+        assert_eq!(&plain[4..], REASON);
+        let masked = close_frame(Side::ToUpstream);
+        assert_eq!(&masked[..2], &[0x88, 0x80 | 15]);
+        let key = &masked[2..6];
+        let payload: Vec<u8> = masked[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        assert_eq!(&payload[..2], &1008u16.to_be_bytes());
+        assert_eq!(&payload[2..], REASON);
+        // Our own frames parse as exactly one frame.
+        let mut t = FrameTracker::default();
+        assert_eq!(t.advance(&masked, false), masked.len());
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn an_impossible_length_marks_the_stream_lost() {
+        let mut t = FrameTracker::default();
+        let mut head = vec![0x82, 127];
+        head.extend_from_slice(&u64::MAX.to_be_bytes());
+        t.advance(&head, false);
+        assert!(t.lost);
+    }
+}
