@@ -54,6 +54,8 @@ pub struct ServerFile {
     pub header_timeout: String,
     /// `false`: a path holding `%25` is 400 (double-encoding tricks).
     pub allow_encoded_percent: bool,
+    /// `false`: routes match without regard to ASCII case.
+    pub route_case_sensitive: bool,
     pub trusted_proxies: Vec<String>,
     pub admin_token_env: String,
     /// Signed so that 0 and negatives get a clear message.
@@ -74,6 +76,7 @@ impl Default for ServerFile {
             max_header_bytes: 16_384,
             header_timeout: "10s".into(),
             allow_encoded_percent: false,
+            route_case_sensitive: false,
             trusted_proxies: Vec::new(),
             admin_token_env: "AUTHGATE_ADMIN_TOKEN".into(),
             max_connections: 10_000,

@@ -474,7 +474,7 @@ impl Cx<'_> {
         let identity = self.identity(&f.identity, &f.token.refresh_header);
         let cors = self.cors(&f.cors);
         let upstreams = self.upstreams(&f.upstreams);
-        let routes = self.routes(&f.routes, &f.upstreams);
+        let routes = self.routes(&f.routes, &f.upstreams, f.server.route_case_sensitive);
         Some(Config {
             source,
             server,
@@ -1412,7 +1412,12 @@ impl Cx<'_> {
         out
     }
 
-    fn routes(&mut self, list: &[file::RouteFile], upstreams: &[file::UpstreamFile]) -> RouteTable {
+    fn routes(
+        &mut self,
+        list: &[file::RouteFile],
+        upstreams: &[file::UpstreamFile],
+        case_sensitive: bool,
+    ) -> RouteTable {
         use crate::pipeline::route::{AuthMode, Matcher, Route};
 
         if list.is_empty() {
@@ -1520,7 +1525,33 @@ impl Cx<'_> {
                 require_roles: r.require_roles.clone(),
                 require_tenants: r.require_tenants.clone(),
                 strip_prefix,
+                fold: false,
             });
+        }
+        if !case_sensitive {
+            for r in &mut out {
+                r.matcher =
+                    std::mem::replace(&mut r.matcher, Matcher::Exact(String::new())).folded();
+                r.strip_prefix = r.strip_prefix.take().map(|p| p.to_ascii_lowercase());
+                r.fold = true;
+            }
+        }
+        for (j, b) in out.iter().enumerate() {
+            if let Some(a) = out[..j]
+                .iter()
+                .find(|a| a.label != b.label && a.label.eq_ignore_ascii_case(&b.label))
+            {
+                let how = if case_sensitive {
+                    "with route_case_sensitive = true they are different routes, while a \
+                     case-blind upstream (IIS, ASP.NET, Express) serves them as one path"
+                } else {
+                    "routes match without regard to case, so they are the same path"
+                };
+                self.warn(
+                    &format!("routes[{}]", b.index),
+                    format!("{:?} differs from {a} only by case: {how}", b.label),
+                );
+            }
         }
         RouteTable::new(out)
     }
@@ -2477,6 +2508,39 @@ auth = "public"
                 .iter()
                 .any(|w| w.starts_with("session.redis_cluster: ignored")),
             "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn routes_that_differ_only_by_case_are_warned_about() {
+        let routes = "[[upstreams]]\nname = \"app\"\nurls = [\"http://127.0.0.1:9000\"]\n\
+            [[routes]]\npath = \"/admin\"\nupstream = \"app\"\nrequire_roles = [\"admin\"]\n\
+            [[routes]]\npath = \"/Admin\"\nupstream = \"app\"\nauth = \"public\"\n\
+            [[routes]]\npath = \"/\"\nupstream = \"app\"\n";
+        for (server, needle) in [
+            ("", "they are the same path"),
+            (
+                "[server]\nroute_case_sensitive = true\n",
+                "case-blind upstream",
+            ),
+        ] {
+            let loaded = ok(&format!("{server}{routes}"));
+            let w: Vec<_> = loaded
+                .warnings
+                .iter()
+                .filter(|w| w.starts_with("routes[1]:") && w.contains("only by case"))
+                .collect();
+            assert_eq!(w.len(), 1, "{:?}", loaded.warnings);
+            assert!(w[0].contains(needle), "{w:?}");
+            let r = &loaded.config.routes.routes()[1];
+            assert_eq!(r.fold, server.is_empty());
+        }
+        // Case-blind: the later one is the same pattern, so it is shadowed too.
+        let loaded = ok(routes);
+        assert!(
+            loaded.warnings.iter().any(|w| w.contains("shadowed")),
+            "{:?}",
+            loaded.warnings
         );
     }
 

@@ -24,7 +24,9 @@
 //! a raw `\`; a raw byte below `0x21` or `0x7F`, or an encoded one
 //! below `%20` or `%7F`; a `%` not followed by two hex digits; a dot or empty segment carrying
 //! parameters (`..;x`, `.;x`, `;x`, also `%2e%2e;x` and `..%3Bx`), which servlet containers read
-//! as `..`, `.` or an empty segment; and `..` above the root.
+//! as `..`, `.` or an empty segment; a segment other than `.` and `..` whose name (the part
+//! before a `;`) ends in `.` or a space (`/admin./x`, `/admin%20/x`: Windows servers and IIS
+//! strip them and serve `/admin/x`); and `..` above the root.
 //!
 //! Canonicalising a canonical path changes nothing, and returns it borrowed: an ordinary path
 //! costs one scan and no allocation.
@@ -52,6 +54,8 @@ pub enum PathError {
     EncodedPercent,
     #[error("percent-encoded bytes that are not valid UTF-8")]
     InvalidUtf8,
+    #[error("a segment ends in a dot or a space")]
+    TrailingDotOrSpace,
 }
 
 /// The configurable part of canonicalisation (`[server]`).
@@ -106,6 +110,9 @@ pub fn canonicalize(path: &str, rules: PathRules) -> Result<Cow<'_, str>, PathEr
             return Err(PathError::InvalidUtf8);
         }
         let last = i == bytes.len();
+        if kind.ends_in_dot_or_space() {
+            return Err(PathError::TrailingDotOrSpace);
+        }
         let kind = kind.finish();
         if kind != Segment::Name && !(last && kind == Segment::Empty && out.is_none()) {
             // Take back this segment's text: it is merged away or resolved.
@@ -250,10 +257,20 @@ struct SegmentScan {
     /// Leading (decoded) dots so far; `None` once the segment is known to be a name.
     dots: Option<usize>,
     started: bool,
+    /// The last byte of the segment's name (before a raw `;`), decoded.
+    last: Option<u8>,
+    /// A raw `;` came: the rest are parameters.
+    params: bool,
 }
 
 impl SegmentScan {
     fn feed(&mut self, unit: Unit) -> Result<(), PathError> {
+        if !self.params {
+            match unit {
+                Unit::Same(b';') => self.params = true,
+                _ => self.last = Some(unit.value().0),
+            }
+        }
         let dots = if self.started {
             self.dots
         } else {
@@ -268,6 +285,12 @@ impl SegmentScan {
             _ => None,
         };
         Ok(())
+    }
+
+    /// A name (not `.` or `..`) ending in `.` or a space, which Windows servers strip.
+    fn ends_in_dot_or_space(&self) -> bool {
+        let dot_segment = self.started && matches!(self.dots, Some(1 | 2)) && !self.params;
+        matches!(self.last, Some(b'.' | b' ')) && !dot_segment
     }
 
     fn finish(self) -> Segment {
@@ -363,6 +386,19 @@ mod tests {
             ("/a/%f4%90%80%80", Err(InvalidUtf8)),
             ("/a/%ff", Err(InvalidUtf8)),
             ("/a/é%a9", Err(InvalidUtf8)),
+            // Windows servers strip a trailing dot or space: /admin./x is /admin/x to IIS.
+            ("/admin./x", Err(TrailingDotOrSpace)),
+            ("/admin../x", Err(TrailingDotOrSpace)),
+            ("/admin%2e/x", Err(TrailingDotOrSpace)),
+            ("/admin%20/x", Err(TrailingDotOrSpace)),
+            ("/admin.%20/x", Err(TrailingDotOrSpace)),
+            ("/admin%20.", Err(TrailingDotOrSpace)),
+            ("/admin.;x/y", Err(TrailingDotOrSpace)),
+            ("/admin%20;jsessionid=1", Err(TrailingDotOrSpace)),
+            ("/...", Err(TrailingDotOrSpace)),
+            ("/.../x", Err(TrailingDotOrSpace)),
+            ("/a..", Err(TrailingDotOrSpace)),
+            ("/x/file.", Err(TrailingDotOrSpace)),
         ];
         for (input, want) in table {
             assert_eq!(canon(input).as_deref(), want.as_deref(), "input {input:?}");
@@ -391,9 +427,12 @@ mod tests {
             ("/.", "/"),
             ("/./", "/"),
             ("/a/b/../c/./d", "/a/c/d"),
-            ("/...", "/..."),
-            ("/.../x", "/.../x"),
-            ("/..a/.b/a..", "/..a/.b/a.."),
+            ("/..a/.b/a..b", "/..a/.b/a..b"),
+            ("/a.b/c.d", "/a.b/c.d"),
+            ("/a%20b/c", "/a%20b/c"),
+            ("/a;x./b", "/a;x./b"),
+            ("/a;x%20", "/a;x%20"),
+            ("/file.json", "/file.json"),
             ("/a;x/b", "/a;x/b"),
             ("/a/b;jsessionid=1", "/a/b;jsessionid=1"),
             ("/public;x/../private", "/private"),
@@ -449,7 +488,7 @@ mod tests {
             "/a%20b",
             "/%C3%A9",
             "/a;x/b",
-            "/...",
+            "/.a",
         ] {
             assert!(
                 matches!(canonicalize(path, STRICT), Ok(Cow::Borrowed(p)) if p == path),

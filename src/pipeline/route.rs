@@ -15,6 +15,11 @@
 //! - Patterns are canonicalised like request paths (`/%7Eu` is `/~u`, `%c3` is `%C3`, `//` is
 //!   `/`) and may not hold `.` or `..` segments.
 //! - A route listing `GET` also takes `HEAD`.
+//! - Unless `server.route_case_sensitive`, patterns are compared without regard to ASCII case
+//!   (`/ADMIN/x` is `/admin/x`), as IIS, ASP.NET and Express route: a case-blind upstream must
+//!   never serve a protected path under another route's rules. Such a route's pattern is kept
+//!   in ASCII lower case ([`Matcher::folded`]), so "the same pattern" and the `check` warnings
+//!   fold case too; the path itself is forwarded as sent.
 //!
 //! [`RouteTable::find`] is a linear scan that does not allocate; [`RouteTable::explain`] says
 //! why each route did or did not take a request, and [`RouteTable::warnings`] finds shadowed
@@ -126,36 +131,48 @@ impl Matcher {
             .map(Matcher::Glob)
     }
 
-    /// Whether the canonical `path` is one of this matcher's paths. Does not allocate.
-    pub fn matches(&self, path: &str) -> bool {
-        self.matches_plain(path, !path.contains(';'))
+    /// The matcher with its pattern in ASCII lower case, for case-blind matching.
+    pub fn folded(self) -> Self {
+        match self {
+            Matcher::Prefix(p) => Matcher::Prefix(p.to_ascii_lowercase()),
+            Matcher::Exact(p) => Matcher::Exact(p.to_ascii_lowercase()),
+            Matcher::Glob(g) => Matcher::Glob(
+                g.into_iter()
+                    .map(|s| s.map(|s| s.to_ascii_lowercase()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Whether the canonical `path` is one of this matcher's paths (`fold`: without regard to
+    /// ASCII case). Does not allocate.
+    pub fn matches(&self, path: &str, fold: bool) -> bool {
+        self.matches_plain(path, !path.contains(';'), fold)
     }
 
     /// [`matches`](Self::matches), told whether `path` has no `;` parameters: then a prefix
     /// or an exact pattern (normalised, never with `;`) is a plain string comparison, which
     /// is what nearly every request needs.
-    fn matches_plain(&self, path: &str, plain: bool) -> bool {
+    fn matches_plain(&self, path: &str, plain: bool, fold: bool) -> bool {
         if plain && path.starts_with('/') {
             match self {
                 Matcher::Prefix(prefix) => {
                     return prefix == "/"
-                        || path
-                            .strip_prefix(prefix.as_str())
+                        || strip(path, prefix, fold)
                             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
                 }
                 Matcher::Exact(exact) if exact != "/" => {
-                    return path
-                        .strip_prefix(exact.as_str())
+                    return strip(path, exact, fold)
                         .is_some_and(|rest| rest.is_empty() || rest == "/");
                 }
                 _ => {}
             }
         }
         match self {
-            Matcher::Prefix(prefix) => prefix_len(prefix, path).is_some(),
+            Matcher::Prefix(prefix) => prefix_len(prefix, path, fold).is_some(),
             Matcher::Exact(exact) => {
                 let mut path = segments(path);
-                segments(exact).all(|want| path.next().is_some_and(|s| name(s) == want))
+                segments(exact).all(|want| path.next().is_some_and(|s| same(name(s), want, fold)))
                     && path.next().is_none()
             }
             Matcher::Glob(pattern) => {
@@ -163,7 +180,7 @@ impl Matcher {
                 pattern.iter().all(|want| {
                     path.next().is_some_and(|s| match want {
                         None => !name(s).is_empty(),
-                        Some(want) => name(s) == want.as_str(),
+                        Some(want) => same(name(s), want, fold),
                     })
                 }) && path.next().is_none()
             }
@@ -214,13 +231,35 @@ fn name(segment: &str) -> &str {
     segment.split_once(';').map_or(segment, |(name, _)| name)
 }
 
+/// A path segment against a pattern segment (`fold`: the pattern is lower case and ASCII case
+/// is ignored; escapes compare alike either way, their hex digits being case-blind).
+fn same(segment: &str, pattern: &str, fold: bool) -> bool {
+    if fold {
+        segment.eq_ignore_ascii_case(pattern)
+    } else {
+        segment == pattern
+    }
+}
+
+/// `path` without `prefix` (compared as [`same`] does), or `None` when it does not start so.
+fn strip<'p>(path: &'p str, prefix: &str, fold: bool) -> Option<&'p str> {
+    if !fold {
+        return path.strip_prefix(prefix);
+    }
+    let head = path.as_bytes().get(..prefix.len())?;
+    // Canonical paths are ASCII, so the cut is a char boundary; `get` says so if not.
+    head.eq_ignore_ascii_case(prefix.as_bytes())
+        .then(|| path.get(prefix.len()..))
+        .flatten()
+}
+
 /// How many bytes of `path` the segments of `prefix` cover (parameters of the last one
 /// included), or `None` when `path` does not start with them.
-fn prefix_len(prefix: &str, path: &str) -> Option<usize> {
+fn prefix_len(prefix: &str, path: &str, fold: bool) -> Option<usize> {
     let mut path = segments(path);
     let mut len = 0;
     for want in segments(prefix) {
-        let seg = path.next().filter(|s| name(s) == want)?;
+        let seg = path.next().filter(|s| same(name(s), want, fold))?;
         len += 1 + seg.len();
     }
     Some(len)
@@ -242,6 +281,9 @@ pub struct Route {
     pub require_tenants: Vec<String>,
     /// Normalised like a prefix; removed from the canonical path before forwarding.
     pub strip_prefix: Option<String>,
+    /// Match (and strip) without regard to ASCII case: `!server.route_case_sensitive`. The
+    /// matcher and `strip_prefix` are then lower case.
+    pub fold: bool,
 }
 
 /// The outcome of matching one request.
@@ -280,7 +322,7 @@ impl RouteTable {
         for route in &self.routes {
             match first {
                 Some(f) if route.matcher != f.matcher => continue,
-                None if !route.matcher.matches_plain(path, plain) => continue,
+                None if !route.matcher.matches_plain(path, plain, route.fold) => continue,
                 _ => {}
             }
             if route.allows(method) {
@@ -313,7 +355,7 @@ impl RouteTable {
                     Verdict::Taken
                 } else if first.is_some_and(|f| *f != route.matcher) {
                     Verdict::NotReached
-                } else if !route.matcher.matches(path) {
+                } else if !route.matcher.matches(path, route.fold) {
                     Verdict::PathDiffers
                 } else {
                     first.get_or_insert(&route.matcher);
@@ -433,7 +475,7 @@ impl Route {
         };
         // `prefix_len` ends on a segment boundary (before a `/` or at the end), a char
         // boundary within `canonical`, so the slice cannot panic.
-        match prefix_len(prefix, canonical).map(|len| &canonical[len..]) {
+        match prefix_len(prefix, canonical, self.fold).map(|len| &canonical[len..]) {
             Some("") => "/",
             Some(rest) => rest,
             None => canonical,
@@ -617,7 +659,8 @@ mod tests {
     #[test]
     fn plain_comparison_agrees_with_segment_matching() {
         let patterns = [
-            "/", "/a", "/a/", "/api", "/api/v1", "/a/b/c", "/public", "/x-y.z", "/%41",
+            "/", "/a", "/a/", "/api", "/api/v1", "/a/b/c", "/public", "/x-y.z", "/%41", "/A/Pi",
+            "/%C3%A9",
         ];
         let paths = [
             "/",
@@ -649,22 +692,127 @@ mod tests {
             "//",
             "/b",
             "",
+            "/A",
+            "/API/v1",
+            "/Api/V1/x",
+            "/a/pI",
+            "/a/pix",
+            "/%C3%A9",
+            "/%c3%a9/x",
+            "/%C3%89",
         ];
         for pattern in patterns {
-            for m in [
-                Matcher::parse_prefix(pattern).unwrap(),
-                Matcher::parse_exact(pattern).unwrap(),
+            for (m, fold) in [
+                (Matcher::parse_prefix(pattern).unwrap(), false),
+                (Matcher::parse_exact(pattern).unwrap(), false),
+                (Matcher::parse_prefix(pattern).unwrap().folded(), true),
+                (Matcher::parse_exact(pattern).unwrap().folded(), true),
             ] {
                 for path in paths {
                     assert_eq!(
-                        m.matches_plain(path, true),
-                        m.matches_plain(path, false),
-                        "{} {pattern:?} against {path:?}",
+                        m.matches_plain(path, true, fold),
+                        m.matches_plain(path, false, fold),
+                        "{} {pattern:?} (fold {fold}) against {path:?}",
                         m.key()
                     );
                 }
             }
         }
+    }
+
+    #[test]
+    fn routes_match_without_regard_to_ascii_case_unless_told() {
+        let folded = |m: Matcher| m.folded();
+        let cases: &[(Matcher, &str, bool, bool)] = &[
+            // (matcher, path, matches folded, matches case-sensitive)
+            (
+                Matcher::parse_prefix("/admin").unwrap(),
+                "/ADMIN/x",
+                true,
+                false,
+            ),
+            (
+                Matcher::parse_prefix("/admin").unwrap(),
+                "/Admin",
+                true,
+                false,
+            ),
+            (
+                Matcher::parse_prefix("/admin").unwrap(),
+                "/aDmIn;x/y",
+                true,
+                false,
+            ),
+            (
+                Matcher::parse_prefix("/admin").unwrap(),
+                "/admin/x",
+                true,
+                true,
+            ),
+            (
+                Matcher::parse_prefix("/Admin").unwrap(),
+                "/admin/x",
+                true,
+                false,
+            ),
+            (
+                Matcher::parse_prefix("/admin").unwrap(),
+                "/ADMINX",
+                false,
+                false,
+            ),
+            (
+                Matcher::parse_exact("/api/Login").unwrap(),
+                "/API/LOGIN/",
+                true,
+                false,
+            ),
+            (
+                Matcher::parse_glob("/files/*/Meta").unwrap(),
+                "/FILES/7/meta",
+                true,
+                false,
+            ),
+            (
+                Matcher::parse_glob("/files/*/meta").unwrap(),
+                "/files/7/meta",
+                true,
+                true,
+            ),
+            // Only ASCII folds: é and É are different paths.
+            (
+                Matcher::parse_prefix("/caf%C3%A9").unwrap(),
+                "/CAF%C3%A9",
+                true,
+                false,
+            ),
+            (
+                Matcher::parse_prefix("/caf%C3%A9").unwrap(),
+                "/caf%C3%89",
+                false,
+                false,
+            ),
+        ];
+        for (m, path, want_folded, want_exact) in cases {
+            assert_eq!(
+                folded(m.clone()).matches(path, true),
+                *want_folded,
+                "{m:?} folded against {path:?}"
+            );
+            assert_eq!(
+                m.matches(path, false),
+                *want_exact,
+                "{m:?} against {path:?}"
+            );
+        }
+        // strip_prefix folds with the route and keeps the rest as sent.
+        let mut r = route(0, "/stripped", AuthMode::Public, &[]);
+        r.matcher = r.matcher.folded();
+        r.strip_prefix = Some("/stripped".into());
+        r.fold = true;
+        assert_eq!(r.forward_path("/STRIPPED/Rest"), "/Rest");
+        r.fold = false;
+        assert_eq!(r.forward_path("/STRIPPED/Rest"), "/STRIPPED/Rest");
     }
 
     /// A route from a compact spec: `"/api"` prefix, `"=/x"` exact, `"~/a/*"` glob.
@@ -687,6 +835,7 @@ mod tests {
             require_roles: Vec::new(),
             require_tenants: Vec::new(),
             strip_prefix: None,
+            fold: false,
         }
     }
 
@@ -802,7 +951,7 @@ mod tests {
             ("~/*", "/", false),
         ];
         for (spec, path, want) in table {
-            assert_eq!(m(spec).matches(path), *want, "{spec:?} on {path:?}");
+            assert_eq!(m(spec).matches(path, false), *want, "{spec:?} on {path:?}");
         }
     }
 

@@ -208,3 +208,64 @@ async fn encoded_percent_passes_when_allowed() {
         .await
         .assert_error(400, "bad_request");
 }
+
+#[tokio::test]
+async fn a_segment_ending_in_a_dot_or_space_is_400() {
+    // IIS and other Windows servers strip them: /admin./x would be /admin/x there.
+    for path in [
+        "/admin./x",
+        "/admin%20/x",
+        "/admin%2e/x",
+        "/admin.%20/x",
+        "/admin.;x/y",
+        "/public/x.",
+        "/public/.../x",
+    ] {
+        attempt(path, Expect::BadRequest).await;
+    }
+}
+
+#[tokio::test]
+async fn route_rules_ignore_ascii_case() {
+    let gw = Gateway::start(Conf::new()).await;
+    let bob = format!("Authorization: Bearer {}\r\n", gw.mint(&bob()));
+    let alice = format!("Authorization: Bearer {}\r\n", gw.mint(&alice()));
+    for path in ["/ADMIN/x", "/Admin/x", "/aDmIn;v=1/x", "/ACME/x"] {
+        gw.raw_get(path, "")
+            .await
+            .assert_error(401, "missing_token");
+        gw.raw_get(path, &bob).await.assert_error(403, "forbidden");
+    }
+    assert_eq!(
+        gw.upstream.hits(),
+        0,
+        "a case variant slipped past the route"
+    );
+    // The admin gets through, and the path goes upstream as sent.
+    let r = gw.raw_get("/ADMIN/x", &alice).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_path(), "/ADMIN/x");
+    // A public route in another case is public, and strip_prefix folds too.
+    let r = gw.raw_get("/PUBLIC/x", "").await;
+    assert_eq!(r.status, 200);
+    let r = gw.raw_get("/Stripped/Rest", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_path(), "/Rest");
+}
+
+#[tokio::test]
+async fn route_case_sensitive_keeps_exact_comparison() {
+    let gw = Gateway::start(Conf::new().server("route_case_sensitive = true")).await;
+    let bob = format!("Authorization: Bearer {}\r\n", gw.mint(&bob()));
+    gw.raw_get("/admin/x", &bob)
+        .await
+        .assert_error(403, "forbidden");
+    // /ADMIN is another path: the catch-all (required, no roles) takes it.
+    let r = gw.raw_get("/ADMIN/x", &bob).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_path(), "/ADMIN/x");
+    // /PUBLIC is not the public route.
+    gw.raw_get("/PUBLIC/x", "")
+        .await
+        .assert_error(401, "missing_token");
+}
