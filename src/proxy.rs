@@ -212,7 +212,14 @@ pub fn strip_hop_by_hop(
         matches!(k.as_str().as_bytes()[0], b'c' | b'k' | b'p' | b't' | b'u')
             && (HOP_BY_HOP.contains(k)
                 || *k == header::UPGRADE && !websocket
-                || k.as_str().starts_with("proxy-"))
+                || k.as_str().starts_with("proxy-")
+                || k.as_str().starts_with("proxy_")
+                // `Transfer_Encoding`, `Keep_Alive`: servers that fold `_` into `-` (gunicorn
+                // before 22) would read them as the real thing (request smuggling).
+                || k.as_str().contains('_')
+                    && HOP_BY_HOP
+                        .iter()
+                        .any(|h| same_name(h.as_str().as_bytes(), k.as_str().as_bytes())))
     };
     if !headers.keys().any(listed) {
         return;
@@ -252,24 +259,27 @@ pub struct ClientAddr {
     pub peer_trusted: bool,
 }
 
-/// Works out the client address from the peer and, only for trusted peers, `X-Forwarded-For`.
+/// Works out the client address from the peer and, only for trusted peers, `X-Forwarded-For`:
+/// walking its hops from the right past trusted proxies. A hop is `ip`, `ip:port` or
+/// `[ipv6]:port` (cloud load balancers write ports); one that cannot be parsed ends the walk,
+/// so the client is never taken from the left of something the gateway could not read.
 pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
     let peer_ip = peer.ip().to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     let peer_trusted = is_trusted(&peer_ip);
     let mut client = peer_ip;
     if peer_trusted {
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-            .collect();
-        for hop in hops.iter().rev() {
-            client = *hop;
-            if !is_trusted(hop) {
-                break;
+        let values: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+        'walk: for v in values.iter().rev() {
+            let Ok(v) = v.to_str() else { break };
+            for hop in v.rsplit(',') {
+                let Some(ip) = parse_hop(hop.trim()) else {
+                    break 'walk;
+                };
+                client = ip;
+                if !is_trusted(&ip) {
+                    break 'walk;
+                }
             }
         }
     }
@@ -280,12 +290,83 @@ pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> 
     }
 }
 
+/// One `X-Forwarded-For` hop: `ip`, `ip:port` or `[ipv6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    hop.parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_canonical())
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
-const X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
+
+/// Headers that make an upstream serve another path or method than the one matched and
+/// authorised here (IIS URL Rewrite and Symfony honour the path ones; many frameworks the
+/// method ones, so `GET` with `X-HTTP-Method-Override: DELETE` would dodge `methods`):
+/// removed from every request, trusted peers included, in any `_`/`-` spelling.
+static OVERRIDES: [&str; 5] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Names the gateway sets itself; a client's `_` spelling of them never survives (the dash
+/// spelling is replaced by the gateway's own value, or extended from a trusted peer).
+static SET_HERE: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// Whether two header names are the same once case is ignored and `_` equals `-`: many
+/// legacy stacks (CGI, PHP, some Java containers, gunicorn before 22) fold `X_User_Id` into
+/// the same variable as `X-User-Id`, so every header the gateway removes or sets is matched
+/// so.
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let fold = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            fold(*x) == fold(*y)
+        })
+}
+
+/// Whether a request header must go whoever sent it, or (`untrusted`) because nothing about
+/// forwarding is believed from this peer. Most names are out at the first byte.
+fn forwarding_doomed(k: &HeaderName, untrusted: bool) -> bool {
+    let n = k.as_str();
+    let b = n.as_bytes();
+    if b[0] != b'x' && b[0] != b'f' {
+        return false;
+    }
+    let folded = |want: &str| same_name(b, want.as_bytes());
+    if OVERRIDES.iter().any(|o| folded(o)) {
+        return true;
+    }
+    if n.contains('_') {
+        // An underscore spelling of a forwarding header is nobody's, trusted peer or not.
+        return folded("forwarded") || is_x_forwarded(b) || SET_HERE.iter().any(|s| folded(s));
+    }
+    untrusted && (*k == header::FORWARDED || n.starts_with("x-forwarded-"))
+}
+
+/// `x-forwarded-*` in any case and `_`/`-` spelling.
+fn is_x_forwarded(b: &[u8]) -> bool {
+    b.len() > 12 && same_name(&b[..12], b"x-forwarded-")
+}
 
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` (and `X-Real-IP`): extended from a trusted
 /// peer, replaced from anyone else. `Forwarded` from an untrusted peer is dropped.
@@ -299,15 +380,9 @@ pub fn set_forwarded(
 ) {
     // Untrusted peers: nothing they say about forwarding is believed, so every X-Forwarded-*
     // (including -User and -Email, which apps once behind oauth2-proxy trust) and
-    // `Forwarded` go. Path-override headers (IIS URL Rewrite, Symfony) go from everyone: they
-    // would let the upstream serve a path other than the one matched and authorised here.
-    // One scan of the names decides whether any removal is needed at all.
-    let doomed = |k: &HeaderName| {
-        *k == X_ORIGINAL_URL
-            || *k == X_REWRITE_URL
-            || !addr.peer_trusted
-                && (*k == header::FORWARDED || k.as_str().starts_with("x-forwarded-"))
-    };
+    // `Forwarded` go, in any `_`/`-` spelling. Path- and method-override headers go from
+    // everyone ([`OVERRIDES`]). One scan of the names decides whether any removal is needed.
+    let doomed = |k: &HeaderName| forwarding_doomed(k, !addr.peer_trusted);
     if headers.keys().any(doomed) {
         let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
         for name in names {
@@ -564,6 +639,103 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "app.example");
         assert_eq!(h["x-real-ip"], "192.0.2.9");
         assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn underscore_spellings_and_overrides_go_from_everyone() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        for peer in ["10.0.0.5:1234", "192.0.2.9:1234"] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let mut h = hm(&[
+                ("x_forwarded_for", "6.6.6.6"),
+                ("X_Real_IP", "6.6.6.6"),
+                ("x_original_url", "/admin"),
+                ("X_Rewrite_URL", "/admin"),
+                ("x_forwarded_host", "evil.example"),
+                ("x_forwarded_proto", "https"),
+                ("x_forwarded_user", "admin"),
+                ("forwarded_", "x"),
+                ("x-http-method-override", "DELETE"),
+                ("X_HTTP_Method_Override", "DELETE"),
+                ("x-http-method", "DELETE"),
+                ("x-method-override", "DELETE"),
+                ("x_method_override", "DELETE"),
+                ("accept", "*/*"),
+                ("x_custom", "kept"),
+            ]);
+            let a = client_addr(peer, &h, &trusted);
+            set_forwarded(&mut h, &a, false, None, &ip_value(a.peer));
+            for gone in [
+                "x_forwarded_for",
+                "x_real_ip",
+                "x_original_url",
+                "x_rewrite_url",
+                "x_forwarded_host",
+                "x_forwarded_proto",
+                "x_forwarded_user",
+                "x-http-method-override",
+                "x_http_method_override",
+                "x-http-method",
+                "x-method-override",
+                "x_method_override",
+            ] {
+                assert!(!h.contains_key(gone), "{gone} from {peer}");
+            }
+            assert_eq!(h["x-forwarded-for"], peer.ip().to_string().as_str());
+            assert_eq!(h["x-real-ip"], peer.ip().to_string().as_str());
+            assert_eq!(h["accept"], "*/*");
+            assert_eq!(h["x_custom"], "kept");
+        }
+    }
+
+    #[test]
+    fn underscore_spellings_of_hop_by_hop_headers_go() {
+        let mut h = hm(&[
+            ("transfer_encoding", "chunked"),
+            ("Keep_Alive", "timeout=5"),
+            ("proxy_authorization", "Basic x"),
+            ("proxy_connection", "close"),
+            ("x_custom", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false, |_| false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x_custom"], "kept");
+    }
+
+    #[test]
+    fn forwarded_for_hops_with_ports_and_unparsable_ones() {
+        let peer: SocketAddr = "10.0.0.5:1".parse().unwrap();
+        let trusted: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "198.51.100.7/32".parse().unwrap(),
+        ];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases: &[(&[&str], &str)] = &[
+            // ip:port, as some cloud load balancers write it: a trusted hop, skipped.
+            (&["6.6.6.6, 198.51.100.7:1234"], "6.6.6.6"),
+            (&["6.6.6.6:80, 198.51.100.7:1234"], "6.6.6.6"),
+            (&["[2001:db8::1]:443, 198.51.100.7"], "2001:db8::1"),
+            (&["2001:db8::1, 10.1.1.1"], "2001:db8::1"),
+            // An unparsable hop ends the walk: nothing to its left is believed.
+            (&["6.6.6.6, garbage, 198.51.100.7"], "198.51.100.7"),
+            (&["6.6.6.6, 1.2.3.4:x"], "10.0.0.5"),
+            (&["6.6.6.6, unknown"], "10.0.0.5"),
+            (&["6.6.6.6, "], "10.0.0.5"),
+            // Several headers are one list, the last one nearest.
+            (&["6.6.6.6", "1.2.3.4, 10.1.1.1"], "1.2.3.4"),
+            (&["6.6.6.6", "10.1.1.1"], "6.6.6.6"),
+        ];
+        for (values, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in *values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(
+                client_addr(peer, &h, &trusted).client,
+                ip(want),
+                "{values:?}"
+            );
+        }
     }
 
     #[test]

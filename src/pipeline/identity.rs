@@ -9,20 +9,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::Identity;
 use crate::tokens::Claims;
 
-/// Whether two header names are the same once case is ignored and `_` equals `-`.
-pub fn same_name(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            let fold = |c: u8| {
-                if c == b'_' {
-                    b'-'
-                } else {
-                    c.to_ascii_lowercase()
-                }
-            };
-            fold(*x) == fold(*y)
-        })
-}
+pub use crate::proxy::same_name;
 
 impl Identity {
     /// The names the gateway sets itself; a client's copy of any of them never survives.

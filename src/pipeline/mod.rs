@@ -149,6 +149,7 @@ fn run<'a, 'l>(
             //    are applied before anything is injected, so they can never remove what we
             //    set).
             let h = &mut parts.headers;
+            join_cookies(h);
             let websocket = proxy::is_websocket_upgrade(h);
             identity::strip(h, &cfg.identity);
             proxy::strip_hop_by_hop(h, websocket, |_| false);
@@ -249,6 +250,27 @@ fn run<'a, 'l>(
                 resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed())
             }
         })
+    }
+}
+
+/// HTTP/2 sends cookies as crumbs, one `cookie` field each (RFC 9113 §8.2.3); an HTTP/1.1
+/// upstream expects one `Cookie` header, so they are joined with `; `. Only when there are
+/// several (one allocation then).
+fn join_cookies(h: &mut http::HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in h.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Made of valid values and "; ", so valid itself.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
     }
 }
 

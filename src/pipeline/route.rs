@@ -482,10 +482,12 @@ impl Route {
         }
     }
 
-    /// Whether the route takes this method (`HEAD` where `GET` is listed).
+    /// Whether the route takes this method (`HEAD` where `GET` is listed). CONNECT and TRACE
+    /// only where listed: a route without `methods` does not take them (CONNECT would reach
+    /// the upstream as `CONNECT /path`, h2 extended CONNECT included; TRACE echoes headers).
     pub fn allows(&self, method: &Method) -> bool {
         match &self.methods {
-            None => true,
+            None => *method != Method::CONNECT && *method != Method::TRACE,
             Some(list) => {
                 list.contains(method) || (method == Method::HEAD && list.contains(&Method::GET))
             }

@@ -286,3 +286,144 @@ async fn custom_identity_header_names_are_stripped_and_injected() {
         .await;
     assert_eq!(r.seen("x-remote-user"), ["1001"]);
 }
+
+#[tokio::test]
+async fn underscore_spellings_of_forwarding_headers_never_reach_the_upstream() {
+    for trusted in [false, true] {
+        let conf = if trusted {
+            Conf::new().server("trusted_proxies = [\"127.0.0.1/32\"]")
+        } else {
+            Conf::new()
+        };
+        let gw = Gateway::start(conf).await;
+        let r = gw
+            .raw_get(
+                "/public/x",
+                "X_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\nX_Original_URL: /admin\r\n\
+                 X_Rewrite_URL: /admin\r\nX_Forwarded_Host: evil.example\r\n\
+                 X_Forwarded_Proto: https\r\nTransfer_Encoding: chunked\r\n",
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let echo = r.json();
+        for (name, _) in echo["headers"].as_object().expect("headers") {
+            assert!(
+                !name.contains('_'),
+                "{name} reached the upstream (trusted: {trusted})"
+            );
+        }
+        assert_eq!(r.seen("x-real-ip"), ["127.0.0.1"]);
+        assert_eq!(r.seen("x-forwarded-for"), ["127.0.0.1"]);
+        assert_eq!(r.seen("x-forwarded-host"), ["gw.test"]);
+    }
+}
+
+#[tokio::test]
+async fn method_override_headers_do_not_dodge_methods() {
+    let routes = r#"
+[[routes]]
+path = "/ro"
+upstream = "up"
+auth = "public"
+methods = ["GET"]
+"#;
+    let gw = Gateway::start(Conf::new().routes(routes)).await;
+    gw.request("DELETE", "/ro/item", &[], "".into())
+        .await
+        .assert_error(405, "method_not_allowed");
+    let r = gw
+        .raw_get(
+            "/ro/item",
+            "X-HTTP-Method-Override: DELETE\r\nX-HTTP-Method: DELETE\r\n\
+             X-Method-Override: DELETE\r\nX_HTTP_Method_Override: DELETE\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["method"], "GET");
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x_http_method_override",
+    ] {
+        assert!(r.seen(name).is_empty(), "{name} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn connect_and_trace_are_405_unless_listed() {
+    let routes = r#"
+[[routes]]
+path = "/trace-ok"
+upstream = "up"
+auth = "public"
+methods = ["TRACE"]
+
+[[routes]]
+path = "/public"
+upstream = "up"
+auth = "public"
+"#;
+    let gw = Gateway::start(Conf::new().routes(routes)).await;
+    for method in ["TRACE", "CONNECT"] {
+        let r = gw
+            .raw(format!(
+                "{method} /public/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert!(
+            r.status == 405 || r.status == 400,
+            "{method}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = gw
+        .raw("TRACE /public/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+        .await;
+    r.assert_error(405, "method_not_allowed");
+    assert_eq!(gw.upstream.hits(), 0);
+    // Listed: forwarded.
+    let r = gw
+        .raw("TRACE /trace-ok/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["method"], "TRACE");
+}
+
+#[tokio::test]
+async fn a_trusted_forwarded_for_with_ports_names_the_client() {
+    let conf = Conf::new().server("trusted_proxies = [\"127.0.0.1/32\", \"198.51.100.7/32\"]");
+    let gw = Gateway::start(conf).await;
+    for (xff, client) in [
+        ("6.6.6.6, 198.51.100.7:1234", "6.6.6.6"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("6.6.6.6, garbage, 198.51.100.7", "198.51.100.7"),
+    ] {
+        let r = gw
+            .raw_get("/public/x", &format!("X-Forwarded-For: {xff}\r\n"))
+            .await;
+        assert_eq!(r.seen("x-real-ip"), [client], "{xff}");
+    }
+}
+
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_the_upstream_as_one_header() {
+    use http_body_util::{BodyExt, Full};
+    let gw = Gateway::start(Conf::new()).await;
+    let client = h2c_client();
+    let req = http::Request::get(gw.url("/public/c"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = within("the h2c answer", client.request(req)).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        echo["headers"]["cookie"],
+        serde_json::json!(["a=1; b=2; c=3"])
+    );
+}
