@@ -1494,10 +1494,16 @@ impl Cx<'_> {
                 ("require_roles", &r.require_roles),
                 ("require_tenants", &r.require_tenants),
             ] {
-                if auth == AuthMode::Public && !values.is_empty() {
+                if auth != AuthMode::Required && !values.is_empty() {
+                    let why = if auth == AuthMode::Public {
+                        "this one is public"
+                    } else {
+                        "on an optional route it could not be enforced: a request without a \
+                         token passes anonymously"
+                    };
                     self.problem(
                         format!("{prefix}.{field}"),
-                        "only for routes with auth = \"required\" or \"optional\"; this one is public",
+                        format!("only for routes with auth = \"required\"; {why}"),
                     );
                 }
                 for (j, v) in values.iter().enumerate() {
@@ -2074,6 +2080,16 @@ upstream = "app"
                 "this one is public",
             ),
             (
+                "[[routes]]\npath = \"/a\"\nupstream = \"app\"\nauth = \"optional\"\nrequire_roles = [\"admin\"]",
+                "routes[1].require_roles",
+                "could not be enforced",
+            ),
+            (
+                "[[routes]]\npath = \"/a\"\nupstream = \"app\"\nauth = \"optional\"\nrequire_tenants = [\"acme\"]",
+                "routes[1].require_tenants",
+                "anonymously",
+            ),
+            (
                 "[[routes]]\npath = \"/a\"\nupstream = \"app\"\nauth = \"public\"\nrequire_tenants = [\"acme\"]",
                 "routes[1].require_tenants",
                 "this one is public",
@@ -2397,7 +2413,7 @@ strip_prefix = "/api/"
 [[routes]]
 glob = "/files/*/meta"
 upstream = "app"
-auth = "optional"
+auth = "required"
 require_roles = ["admin"]
 
 [[routes]]
@@ -2442,7 +2458,7 @@ auth = "public"
             routes[1].matcher,
             Matcher::Glob(vec![Some("files".into()), None, Some("meta".into())])
         );
-        assert_eq!(routes[1].auth, AuthMode::Optional);
+        assert_eq!(routes[1].auth, AuthMode::Required);
         assert_eq!(routes[1].require_roles, ["admin"]);
         assert_eq!(routes[2].matcher, Matcher::Exact("/".into()));
         assert_eq!(routes[2].index, 2);
