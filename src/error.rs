@@ -40,6 +40,9 @@ pub enum GatewayError {
     /// Every password-hashing slot stayed busy: 503 with Retry-After.
     LoginBusy,
     UpstreamUnavailable,
+    /// The legacy login answered an identity value that cannot be a header; the message names
+    /// the field.
+    UpstreamIdentity(&'static str),
     UpstreamTimeout,
     StoreUnavailable,
     /// Admin API without the right bearer token.
@@ -62,7 +65,7 @@ impl GatewayError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AccountLocked { .. } | RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            UpstreamUnavailable | UpstreamIdentity(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             StoreUnavailable | LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,7 +94,7 @@ impl GatewayError {
             HeadersTooLarge => "request_header_fields_too_large",
             AccountLocked { .. } => "account_locked",
             RateLimited => "rate_limited",
-            UpstreamUnavailable => "upstream_unavailable",
+            UpstreamUnavailable | UpstreamIdentity(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
             StoreUnavailable => "store_unavailable",
             LoginBusy => "login_busy",
@@ -122,6 +125,7 @@ impl GatewayError {
             AccountLocked { .. } => "too many failed logins; try again later",
             RateLimited => "too many login attempts from this address; slow down",
             UpstreamUnavailable => "the upstream is unavailable",
+            UpstreamIdentity(m) => m,
             UpstreamTimeout => "the upstream did not answer in time",
             StoreUnavailable => "the session store is unavailable; try again shortly",
             LoginBusy => "too many logins in progress; try again shortly",
@@ -153,6 +157,7 @@ impl GatewayError {
             | RateLimited
             | LoginBusy
             | UpstreamUnavailable
+            | UpstreamIdentity(_)
             | UpstreamTimeout
             | StoreUnavailable
             | Internal => None,

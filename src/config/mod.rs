@@ -1163,6 +1163,22 @@ impl Cx<'_> {
                     self.problem(KEY, format!("{at}.password_hash: {why}"));
                 }
             }
+            // They become identity headers (contract §4.4): refused here, never trimmed.
+            let values = [
+                ("id", Some(&u.id)),
+                ("username", Some(&u.username)),
+                ("tenant", u.tenant.as_ref()),
+            ];
+            for (field, v) in values {
+                if let Some(why) = v.and_then(|v| crate::tokens::identity_value_problem(v)) {
+                    self.problem(KEY, format!("{at}.{field}: {why}"));
+                }
+            }
+            for (j, role) in u.roles.iter().enumerate() {
+                if let Some(why) = crate::tokens::identity_value_problem(role) {
+                    self.problem(KEY, format!("{at}.roles[{j}]: {why}"));
+                }
+            }
             if u.tenant.as_deref() == Some("") {
                 self.problem(
                     KEY,

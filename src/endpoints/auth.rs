@@ -279,6 +279,17 @@ async fn login(
             release().await?;
             Err(GatewayError::UpstreamUnavailable)
         }
+        LoginOutcome::BadIdentity { field } => {
+            release().await?;
+            Err(GatewayError::UpstreamIdentity(match field {
+                "user_id" => "the legacy login answered a user id that cannot be sent as a header",
+                "user_name" => {
+                    "the legacy login answered a user name that cannot be sent as a header"
+                }
+                "tenant" => "the legacy login answered a tenant that cannot be sent as a header",
+                _ => "the legacy login answered a role that cannot be sent as a header",
+            }))
+        }
         LoginOutcome::Busy => {
             release().await?;
             Err(GatewayError::LoginBusy)

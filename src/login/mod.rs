@@ -70,6 +70,12 @@ pub enum LoginOutcome {
     /// Malformed body (users file: not `{"username","password"}` with non-empty strings; any
     /// backend: over [`MAX_BODY_BYTES`]), or login not offered (`backend = "none"`): 400.
     BadRequest(&'static str),
+    /// Upstream backend: a 2xx whose identity value `field` (user_id, user_name, tenant,
+    /// roles) cannot be a header (over 255 bytes, a control character, padding): 502 naming
+    /// the field, logged; not a failed login.
+    BadIdentity {
+        field: &'static str,
+    },
     /// The upstream login is unreachable or timed out: 502 `upstream_unavailable` (the cause
     /// is logged).
     Unavailable,

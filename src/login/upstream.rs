@@ -148,12 +148,16 @@ impl UpstreamBackend {
                 id.set_cookies = set_cookies;
                 LoginOutcome::Success(id)
             }
-            Err((why, json)) => {
+            Err(Unusable::NoUser(why, json)) => {
                 tracing::warn!(url = %self.cfg.url, status = %parts.status, user_id_pointer = %self.cfg.user_id_pointer, "upstream login: {why}; counted as a failed login");
                 LoginOutcome::Rejected {
                     upstream_body: Some(json),
                     set_cookies,
                 }
+            }
+            Err(Unusable::BadValue { field, why }) => {
+                tracing::error!(url = %self.cfg.url, field, "upstream login: the answer's {field} {why}; refused (502), not counted as a failed login");
+                LoginOutcome::BadIdentity { field }
             }
         }
     }
@@ -205,13 +209,13 @@ fn relay(parts: http::response::Parts, body: Bytes) -> LoginOutcome {
 
 /// Reads the identity out of a 2xx JSON answer; the answer itself goes along (and comes back
 /// with the reason when it names no user).
-fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, (String, Value)> {
+fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, Unusable> {
     let Some(user_id) = json.pointer(&cfg.user_id_pointer).and_then(scalar) else {
         let why = format!(
             "no string or number at user_id_pointer {:?}",
             cfg.user_id_pointer
         );
-        return Err((why, json));
+        return Err(Unusable::NoUser(why, json));
     };
     let at = |p: &Option<String>| p.as_deref().and_then(|p| json.pointer(p));
     let user_name = at(&cfg.user_name_pointer)
@@ -219,6 +223,18 @@ fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, (String, 
         .unwrap_or_else(|| user_id.clone());
     let tenant = at(&cfg.tenant_pointer).and_then(scalar);
     let roles = at(&cfg.roles_pointer).map(roles).unwrap_or_default();
+    // Identity values become headers: refused, never trimmed (contract §4.4).
+    let fields = [
+        ("user_id", Some(&user_id)),
+        ("user_name", Some(&user_name)),
+        ("tenant", tenant.as_ref()),
+    ];
+    let roles_iter = roles.iter().map(|r| ("roles", Some(r)));
+    for (field, v) in fields.into_iter().chain(roles_iter) {
+        if let Some(why) = v.and_then(|v| crate::tokens::identity_value_problem(v)) {
+            return Err(Unusable::BadValue { field, why });
+        }
+    }
     Ok(LoginIdentity {
         user_id,
         user_name,
@@ -227,6 +243,17 @@ fn identity(cfg: &UpstreamLogin, json: Value) -> Result<LoginIdentity, (String, 
         upstream_body: Some(json),
         set_cookies: Vec::new(),
     })
+}
+
+/// Why a 2xx answer gives no identity.
+enum Unusable {
+    /// No user id at the pointer: a failed login (the legacy app's way of saying no).
+    NoUser(String, Value),
+    /// An identity value that cannot be a header: the legacy app is broken, not the password.
+    BadValue {
+        field: &'static str,
+        why: &'static str,
+    },
 }
 
 /// A non-empty string, or a number as text.
@@ -439,6 +466,39 @@ mod tests {
     }
 
     /// Legacy apps answer `200 {"code":500,"msg":"password wrong"}`.
+    /// A legacy answer whose identity would make headers the app misreads is a 502 naming the
+    /// field, not a failed login and never a trimmed value.
+    #[tokio::test]
+    async fn identity_values_that_cannot_be_headers_are_refused() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"data":{"id":" 1001"}}"#, "user_id"),
+            (r#"{"data":{"id":"1001\r\nX-User-Id: 1"}}"#, "user_id"),
+            (r#"{"data":{"id":7,"username":"bob\t"}}"#, "user_name"),
+            (r#"{"data":{"id":7,"tenant":"acme\t"}}"#, "tenant"),
+            (r#"{"data":{"id":7,"roles":["admin\u0000"]}}"#, "roles"),
+        ];
+        for (body, field) in cases {
+            let (addr, _) = legacy(200, &[], body).await;
+            let b = UpstreamBackend::new(&cfg(addr));
+            let out = b
+                .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+                .await;
+            assert!(
+                matches!(out, LoginOutcome::BadIdentity { field: f } if f == *field),
+                "{body}: {out:?}"
+            );
+        }
+        let long = format!(r#"{{"data":{{"id":7,"username":"{}"}}}}"#, "n".repeat(256));
+        let (addr, _) = legacy(200, &[], Box::leak(long.into_boxed_str())).await;
+        let out = UpstreamBackend::new(&cfg(addr))
+            .authenticate(Bytes::new(), &HeaderMap::new(), CLIENT)
+            .await;
+        assert!(
+            matches!(out, LoginOutcome::BadIdentity { field: "user_name" }),
+            "{out:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_2xx_whose_success_pointer_differs_is_a_failed_login() {
         let ok = r#"{"code":0,"data":{"id":7}}"#;

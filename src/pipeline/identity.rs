@@ -84,8 +84,21 @@ fn values(claims: &Claims) -> [Option<HeaderValue>; 6] {
     ]
 }
 
+/// A header value for one identity value: as it is when ASCII, else percent-encoded UTF-8
+/// (`%` itself encoded too, so the upstream decodes it back unambiguously). Verified tokens
+/// hold no control characters (see `tokens::identity_value_problem`), so nothing is left out
+/// for being invalid header text.
 fn value(what: &str, v: Option<&str>) -> Option<HeaderValue> {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+    const NON_ASCII: &AsciiSet = &CONTROLS.add(b'%');
     let v = v?;
+    let encoded;
+    let v = if v.is_ascii() {
+        v
+    } else {
+        encoded = utf8_percent_encode(v, NON_ASCII).to_string();
+        encoded.as_str()
+    };
     match HeaderValue::from_str(v) {
         Ok(v) => Some(v),
         Err(_) => {

@@ -193,6 +193,25 @@ pub enum TokenError {
 #[error("{0}")]
 pub struct KeyError(pub String);
 
+/// Longest identity value (user id, name, tenant, role, session id, platform), in bytes.
+pub const MAX_IDENTITY_BYTES: usize = 255;
+
+/// Why an identity value may not become a header (contract §4.4), or `None` if it may:
+/// at most [`MAX_IDENTITY_BYTES`], no control characters, no leading or trailing whitespace.
+/// Legacy apps parse `" 1001"` as user 1001 and `"acme\t"` as tenant acme, so such a value is
+/// refused rather than trimmed, and a CR/LF can never make a header go missing.
+pub fn identity_value_problem(v: &str) -> Option<&'static str> {
+    if v.len() > MAX_IDENTITY_BYTES {
+        Some("longer than 255 bytes")
+    } else if v.chars().any(char::is_control) {
+        Some("holds a control character")
+    } else if v.trim() != v {
+        Some("has leading or trailing whitespace")
+    } else {
+        None
+    }
+}
+
 /// Longest token `verify` looks at; request heads are capped well below this anyway.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// HS* secrets: at least this many bytes (contract §2).
@@ -541,9 +560,21 @@ impl KeyRing {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
             .map_err(|e| map_jwt_error(e.kind()))?;
-        if data.claims.sub.is_empty() {
+        let c = &data.claims;
+        if c.sub.is_empty() {
             return Err(TokenError::Invalid("missing_claim"));
         }
+        let roles = c.roles.iter().flatten().map(String::as_str);
+        let mut values = [&c.name, &c.sid, &c.plat, &c.tenant]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(roles)
+            .chain([c.sub.as_str()]);
+        if values.any(|v| identity_value_problem(v).is_some()) {
+            return Err(TokenError::Invalid("bad_identity_claim"));
+        }
+        drop(values);
         Ok(data.claims)
     }
 }
@@ -2010,6 +2041,28 @@ mod tests {
         let (token, claims) = keys.mint(&id, NOW).unwrap();
         assert_eq!(keys.verify(&token, NOW).unwrap().sid, None);
         assert_eq!(claims.identity(), id);
+    }
+
+    #[test]
+    fn identity_values_table() {
+        let long = "x".repeat(MAX_IDENTITY_BYTES + 1);
+        let ok = "x".repeat(MAX_IDENTITY_BYTES);
+        for (v, bad) in [
+            ("1001", false),
+            ("Acme Corp", false),
+            ("张三", false),
+            (ok.as_str(), false),
+            (long.as_str(), true),
+            (" 1001", true),
+            ("1001 ", true),
+            ("acme\t", true),
+            ("a\r\nb", true),
+            ("a\u{0}b", true),
+            ("a\u{7f}", true),
+            ("\u{3000}x", true),
+        ] {
+            assert_eq!(identity_value_problem(v).is_some(), bad, "{v:?}");
+        }
     }
 
     #[test]

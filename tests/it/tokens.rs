@@ -504,3 +504,43 @@ async fn a_verify_key_token_without_a_session_is_not_silently_refreshed() {
         .await;
     assert!(r.header("refresh-token").is_some());
 }
+
+/// Identity claims that would become headers the app misreads are refused, never trimmed or
+/// dropped (contract §4.4): a leading space, a tab, CR/LF, more than 255 bytes.
+#[tokio::test]
+async fn identity_claims_that_cannot_be_headers_make_the_token_invalid() {
+    let gw = Gateway::start(Conf::new()).await;
+    let long = "n".repeat(256);
+    for (claim, value) in [
+        ("sub", json!(" 1001")),
+        ("sub", json!("1001 ")),
+        ("name", json!("alice\r\nX-User-Id: 1")),
+        ("tenant", json!("acme\t")),
+        ("sid", json!("s\u{7f}")),
+        ("name", json!(long)),
+        ("roles", json!(["admin", " ops"])),
+        ("plat", json!("web\n")),
+    ] {
+        let token = signed(hs256_header(), with(good_claims(), claim, value.clone()));
+        refused_with(&gw, &token, "invalid_token").await;
+    }
+    // 255 bytes and inner spaces are fine; non-ASCII goes percent-encoded.
+    let ok = with(
+        with(good_claims(), "name", json!("n".repeat(255))),
+        "tenant",
+        json!("Acme Corp"),
+    );
+    let r = gw.get_auth("/api/x", &signed(hs256_header(), ok)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.seen("x-tenant-id"), ["Acme Corp"]);
+    let r = gw
+        .get_auth(
+            "/api/x",
+            &signed(
+                hs256_header(),
+                with(good_claims(), "name", json!("张三 100%")),
+            ),
+        )
+        .await;
+    assert_eq!(r.seen("x-user-name"), ["%E5%BC%A0%E4%B8%89 100%25"]);
+}
