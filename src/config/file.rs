@@ -268,6 +268,8 @@ pub struct LoginFile {
     pub user_name_pointer: Option<String>,
     pub tenant_pointer: Option<String>,
     pub roles_pointer: Option<String>,
+    /// Where the lock-out counters read the username (upstream backend); default `/username`.
+    pub username_pointer: Option<String>,
     /// A 2xx answer is a success only if the value here equals `success_value`.
     pub success_pointer: Option<String>,
     pub success_value: Option<toml::Value>,
@@ -285,6 +287,7 @@ impl Default for LoginFile {
             user_name_pointer: None,
             tenant_pointer: None,
             roles_pointer: None,
+            username_pointer: None,
             success_pointer: None,
             success_value: None,
             lockout: LockoutFile::default(),

@@ -143,6 +143,9 @@ pub struct Platforms {
 pub struct Login {
     /// e.g. `/auth`, no trailing slash.
     pub prefix: String,
+    /// Where lock-out and captcha counters read the username in a login body (`/username`
+    /// for the users file).
+    pub username_pointer: String,
     pub backend: LoginBackend,
     pub lockout: Lockout,
 }
@@ -1118,8 +1121,22 @@ impl Cx<'_> {
             window: self.positive("login.lockout.window", &l.window),
             duration: self.positive("login.lockout.duration", &l.duration),
         };
+        let username_pointer = match (&f.backend, &f.username_pointer) {
+            (file::BackendName::Upstream, Some(p)) => {
+                self.json_pointer("login.username_pointer", p)
+            }
+            (_, Some(_)) => {
+                self.warn(
+                    "login.username_pointer",
+                    "ignored: the users file's login body names the user in \"username\"",
+                );
+                "/username".to_owned()
+            }
+            (_, None) => "/username".to_owned(),
+        };
         Login {
             prefix: p.clone(),
+            username_pointer,
             backend,
             lockout,
         }

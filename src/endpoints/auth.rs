@@ -180,7 +180,8 @@ async fn login(
     let headers = req.headers().clone();
     let platform = platform(live, &headers)?;
     let body = read_body(req).await?;
-    let username = login::username_of(&body);
+    let username = login::username_of(&body, &live.config.login.username_pointer)
+        .map_err(GatewayError::BadRequest)?;
     let t = now();
     let lockout = &live.lockout;
     // Who an attempt's audit lines are about before anyone is authenticated.

@@ -11,7 +11,8 @@
 //! The endpoint's order for one login, so that a locked account stays locked even with the
 //! right password and a flood never reaches Argon2:
 //! 1. [`lockout::FloodGuard::allow`] (per IP) — refused: 429 with `Retry-After: 1`;
-//! 2. [`lockout::Lockout::check`] with [`username_of`] — locked: 429 `account_locked`;
+//! 2. [`lockout::Lockout::check`] with [`username_of`] (a body with a key twice: 400) —
+//!    locked: 429 `account_locked`;
 //! 3. [`Authenticator::authenticate`];
 //! 4. [`lockout::Lockout::record_failure`] on `InvalidCredentials` or a counted `Relay`,
 //!    [`lockout::Lockout::record_success`] on `Success`.
@@ -148,39 +149,121 @@ impl Authenticator {
     }
 }
 
-/// Fields tried, in order, for the username of a login body (lock-out key).
-const USERNAME_FIELDS: [&str; 4] = ["username", "user", "email", "login"];
-
-/// The username a login body is for, to key lock-out: the first non-empty string among the
-/// `username`, `user`, `email`, `login` fields of a JSON object (users file: only `username`
-/// can be set in a valid body), or of an `application/x-www-form-urlencoded` body (legacy
-/// logins often take forms). `None` if there is none or the body is over [`MAX_BODY_BYTES`];
-/// then only the client IP is counted.
-pub fn username_of(body: &[u8]) -> Option<String> {
+/// The username a login body is for, to key lock-out and captcha counters: the string (or
+/// number) at `pointer` (`login.username_pointer`; the users file's is `/username`) of a JSON
+/// body, or the form field it names (`/username` is the field `username`) of an
+/// `application/x-www-form-urlencoded` body. `Ok(None)` when there is none (only the client IP
+/// is counted then) or the body is over [`MAX_BODY_BYTES`].
+///
+/// A body with a key twice (JSON or form) is `Err`, answered 400: the counters and the legacy
+/// login could read different copies (`username=decoy&username=carol`), and which one a legacy
+/// stack takes varies. Only one field is read, for the same reason: guessing among `username`,
+/// `user`, `email` let `{"username":"decoyN","login":"carol"}` guess carol's password without
+/// ever locking her.
+pub fn username_of(body: &[u8], pointer: &str) -> Result<Option<String>, &'static str> {
+    const DUPLICATE: &str = "the login body holds a key twice";
     if body.len() > MAX_BODY_BYTES {
-        return None;
+        return Ok(None);
     }
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-        let obj = value.as_object()?;
-        return USERNAME_FIELDS.iter().find_map(|f| {
-            obj.get(*f)
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        });
+        if serde_json::from_slice::<NoDuplicates>(body).is_err() {
+            return Err(DUPLICATE);
+        }
+        return Ok(value.pointer(pointer).and_then(scalar_text));
     }
-    let text = std::str::from_utf8(body).ok()?;
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Ok(None);
+    };
     let pairs: Vec<(String, String)> = text
         .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
         .collect();
-    USERNAME_FIELDS.iter().find_map(|f| {
-        pairs
-            .iter()
-            .find(|(k, v)| k == f && !v.is_empty())
-            .map(|(_, v)| v.clone())
-    })
+    let mut keys = std::collections::HashSet::new();
+    if !pairs.iter().all(|(k, _)| keys.insert(k.as_str())) {
+        return Err(DUPLICATE);
+    }
+    // A form is flat: the pointer names one field, `/username` → `username`.
+    let Some(field) = pointer.strip_prefix('/').filter(|f| !f.contains('/')) else {
+        return Ok(None);
+    };
+    let field = field.replace("~1", "/").replace("~0", "~");
+    Ok(pairs
+        .into_iter()
+        .find(|(k, v)| *k == field && !v.is_empty())
+        .map(|(_, v)| v))
+}
+
+/// A non-empty string, or a number as text.
+fn scalar_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Any JSON value, refused when an object anywhere in it holds a key twice (`serde_json`'s
+/// own `Value` silently keeps the last).
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicatesVisitor)
+    }
+}
+
+struct NoDuplicatesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicatesVisitor {
+    type Value = NoDuplicates;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+
+    fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<NoDuplicates, A::Error> {
+        while a.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(NoDuplicates)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<NoDuplicates, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(k) = a.next_key::<String>()? {
+            if !seen.insert(k) {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            a.next_value::<NoDuplicates>()?;
+        }
+        Ok(NoDuplicates)
+    }
 }
 
 /// One `x-www-form-urlencoded` key or value: `+` is a space, then percent-decoding.
@@ -203,6 +286,7 @@ mod tests {
     fn login(backend: LoginBackend) -> Login {
         Login {
             prefix: "/auth".into(),
+            username_pointer: "/username".into(),
             backend,
             lockout: crate::config::Lockout {
                 max_failures: 5,
@@ -215,30 +299,63 @@ mod tests {
 
     #[test]
     fn username_of_table() {
-        for (body, want) in [
-            (r#"{"username":"alice","password":"x"}"#, Some("alice")),
-            (r#"{"user":"bob"}"#, Some("bob")),
+        let u = "/username";
+        for (body, pointer, want) in [
             (
-                r#"{"email":"c@example.com","login":"c"}"#,
-                Some("c@example.com"),
+                r#"{"username":"alice","password":"x"}"#,
+                u,
+                Ok(Some("alice")),
             ),
-            (r#"{"login":"dan"}"#, Some("dan")),
-            (r#"{"username":"","user":"eve"}"#, Some("eve")),
-            (r#"{"username":7,"login":"fay"}"#, Some("fay")),
-            (r#"{"password":"x"}"#, None),
-            (r#"["alice"]"#, None),
-            ("", None),
-            ("not json", None),
-            ("username=gus&password=x", Some("gus")),
-            ("password=x&email=h%40example.com", Some("h@example.com")),
-            ("user=i+j", Some("i j")),
-            ("username=&login=k", Some("k")),
-            ("password=x", None),
+            (r#"{"username":1001}"#, u, Ok(Some("1001"))),
+            (r#"{"user":"bob"}"#, u, Ok(None)),
+            // Only the configured field counts: the decoy trick keys on carol.
+            (
+                r#"{"username":"decoy1","login":"carol"}"#,
+                "/login",
+                Ok(Some("carol")),
+            ),
+            (
+                r#"{"username":"decoy1","login":"carol"}"#,
+                u,
+                Ok(Some("decoy1")),
+            ),
+            (
+                r#"{"data":{"account":"dan"}}"#,
+                "/data/account",
+                Ok(Some("dan")),
+            ),
+            (r#"{"username":""}"#, u, Ok(None)),
+            (r#"["alice"]"#, u, Ok(None)),
+            ("", u, Ok(None)),
+            ("not json", u, Ok(None)),
+            ("username=gus&password=x", u, Ok(Some("gus"))),
+            (
+                "password=x&email=h%40example.com",
+                "/email",
+                Ok(Some("h@example.com")),
+            ),
+            ("username=i+j", u, Ok(Some("i j"))),
+            ("password=x", u, Ok(None)),
+            ("username=gus", "/data/username", Ok(None)),
+            // Duplicates, JSON or form, top level or nested: 400.
+            (r#"{"username":"decoy","username":"carol"}"#, u, Err(())),
+            (r#"{"a":{"b":1,"b":2},"username":"x"}"#, u, Err(())),
+            (r#"[{"k":1,"k":1}]"#, u, Err(())),
+            ("username=decoy&username=carol", u, Err(())),
+            ("username=carol&password=a&password=b", u, Err(())),
+            ("user%6Eame=decoy&username=carol", u, Err(())),
         ] {
-            assert_eq!(username_of(body.as_bytes()).as_deref(), want, "{body}");
+            assert_eq!(
+                username_of(body.as_bytes(), pointer)
+                    .map_err(|_| ())
+                    .as_ref()
+                    .map(|o| o.as_deref()),
+                want.as_ref().map(|o| *o),
+                "{body} at {pointer}"
+            );
         }
         let big = format!(r#"{{"username":"{}"}}"#, "a".repeat(MAX_BODY_BYTES));
-        assert_eq!(username_of(big.as_bytes()), None);
+        assert_eq!(username_of(big.as_bytes(), u), Ok(None));
     }
 
     #[tokio::test]

@@ -61,6 +61,7 @@ both_stores!(
     upstream_login_backend,
     upstream_login_unreachable_or_unusable_is_502,
     legacy_200_with_an_error_code_is_a_failed_login,
+    lockout_keys_on_username_pointer_and_refuses_duplicate_keys,
     optional_route_ignores_an_ended_session,
     a_token_naming_another_users_session_is_refused,
     stateless_mode_ignores_sessions_on_requests_but_not_on_refresh,
@@ -1599,4 +1600,76 @@ fn mint_with_left(gw: &Gw, id: &authgate::tokens::AccessIdentity, left: u64) -> 
         .mint(id, now() + left - ttl)
         .unwrap()
         .0
+}
+
+/// A legacy login that reads the account from `login` (not `username`).
+async fn legacy_login_field() -> Upstream {
+    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let ok = v["login"] == "carol" && v["password"] == "legacy-pw";
+        let (status, answer) = if ok {
+            (200, r#"{"data":{"id":9}}"#)
+        } else {
+            (401, r#"{"msg":"no"}"#)
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(authgate::body::full(answer))
+            .unwrap()
+    })
+    .await
+}
+
+async fn lockout_keys_on_username_pointer_and_refuses_duplicate_keys(store: StoreKind) {
+    let legacy = legacy_login_field().await;
+    let login = format!(
+        "backend = \"upstream\"\nupstream_url = \"http://{}/api/login\"\n\
+         user_id_pointer = \"/data/id\"\nusername_pointer = \"/login\"",
+        legacy.addr
+    );
+    let gw = gateway!(
+        store,
+        Setup::new()
+            .login(&login)
+            .lockout("max_failures = 3\nmax_failures_per_ip = 1000\nwindow = \"1m\"")
+    );
+    // The decoy trick: a new `username` each time, the legacy app reads `login`.
+    for (i, name) in ["carol", "Carol", " carol "].iter().enumerate() {
+        let body = json!({"username": format!("decoy{i}"), "login": name, "password": "guess"});
+        let r = gw.post("/auth/login", None, body.to_string()).await;
+        assert_eq!(r.status, 401, "{}", text(&r));
+    }
+    let right = json!({"username": "decoy9", "login": "carol", "password": "legacy-pw"});
+    let hits = legacy.hits();
+    gw.post("/auth/login", None, right.to_string())
+        .await
+        .assert_error(429, "account_locked");
+    assert_eq!(
+        legacy.hits(),
+        hits,
+        "a locked account never reaches the legacy login"
+    );
+    // Duplicate keys: 400 before anything is counted or sent on.
+    for (ctype, body) in [
+        (
+            "application/json",
+            r#"{"login":"decoy","login":"dave","password":"x"}"#,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "login=decoy&login=dave&password=x",
+        ),
+    ] {
+        gw.request(
+            "POST",
+            "/auth/login",
+            &[("content-type", ctype)],
+            Bytes::from(body),
+        )
+        .await
+        .assert_error(400, "bad_request");
+    }
+    assert_eq!(legacy.hits(), hits);
 }
