@@ -173,7 +173,7 @@ auth = "required"
     };
     let created = app
         .store
-        .create(new, None, live.lifetimes, t)
+        .create(new, None, live.lifetimes, crate::app::now_ms())
         .await
         .map_err(|e| err("demo session")(&e))?;
     let id = AccessIdentity {
