@@ -529,6 +529,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sub_second_windows_and_locks_are_kept_to_the_millisecond() {
+        let store = store();
+        let mut c = cfg(2, 50);
+        c.window = Duration::from_millis(1500);
+        c.duration = Duration::from_millis(2500);
+        let l = Lockout::new(&c);
+        let t = Millis(1_700_000_000_999);
+        let ms = Duration::from_millis;
+        // Two failures 1.5 s apart less a millisecond: one window, locked.
+        assert_eq!(fail(&l, &store, Some("a"), IP, t).await, None);
+        let locked = fail(&l, &store, Some("a"), IP, t + ms(1499)).await;
+        // Locked for 2.5 s from the second failure: Retry-After rounds up to 3.
+        assert_eq!(locked, Some(Duration::from_secs(3)));
+        let end = t + ms(1499) + ms(2500);
+        let wait = l.check(&store, Some("a"), IP, end - ms(1)).await.unwrap();
+        assert_eq!(wait, Some(Duration::from_secs(1)), "never 0 while locked");
+        assert_eq!(l.check(&store, Some("a"), IP, end).await.unwrap(), None);
+        // 1.5 s and a millisecond apart: two windows, no lock.
+        assert_eq!(fail(&l, &store, Some("b"), IP, t).await, None);
+        assert_eq!(fail(&l, &store, Some("b"), IP, t + ms(1501)).await, None);
+    }
+
+    #[tokio::test]
     async fn without_a_username_only_the_ip_counts() {
         let store = store();
         let l = Lockout::new(&cfg(1, 2));

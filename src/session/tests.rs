@@ -87,6 +87,23 @@ impl Fixture {
         }
     }
 
+    /// A store on the same backend with its own `refresh_reuse_grace` (memory: a new store).
+    async fn with_grace(&self, grace: Duration) -> SessionStore {
+        let settings = StoreSettings {
+            reuse_grace: grace,
+            ..settings()
+        };
+        match &self.backend {
+            Backend::Memory => MemoryStore::new(settings).into(),
+            Backend::Single(server) => {
+                connect_with(RedisTarget::Single(server.url()), "authgate:", settings).await
+            }
+            Backend::Cluster { urls, prefix } => {
+                connect_with(RedisTarget::Cluster(urls.clone()), prefix, settings).await
+            }
+        }
+    }
+
     /// Another gateway instance on the same store (memory: the same store).
     async fn another_instance(&self) -> SessionStore {
         match &self.backend {
@@ -100,7 +117,11 @@ impl Fixture {
 }
 
 async fn connect(target: RedisTarget, prefix: &str) -> SessionStore {
-    let store = RedisStore::connect(target, prefix, settings(), Duration::from_secs(1))
+    connect_with(target, prefix, settings()).await
+}
+
+async fn connect_with(target: RedisTarget, prefix: &str, settings: StoreSettings) -> SessionStore {
+    let store = RedisStore::connect(target, prefix, settings, Duration::from_secs(1))
         .await
         .expect("connect");
     assert!(store.wait_subscribed(Duration::from_secs(5)).await);
@@ -166,6 +187,25 @@ both_stores! {
     revocations_are_broadcast,
     active_count_follows_changes,
     instances_share_sessions,
+    grace_is_bounded_to_the_millisecond,
+    idle_limit_is_bounded_to_the_millisecond,
+    max_lifetime_is_bounded_to_the_millisecond,
+    tombstones_are_bounded_to_the_millisecond,
+    lockout_window_and_duration_are_bounded_to_the_millisecond,
+}
+
+/// Where in its second an instant falls, for the boundary tests: a window must end exactly
+/// its configured duration after it started, wherever in a second that was (issue 15).
+const IN_THE_SECOND: [u64; 4] = [0, 1, 499, 999];
+
+/// A whole Unix second a little ahead of the clock (the memory store's sweep uses the real
+/// clock, so the injected instants stay near it).
+fn base() -> Millis {
+    Millis::from_secs(Millis::now().as_secs() + 10)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 fn rotated(o: RefreshOutcome) -> (Session, RefreshToken) {
@@ -1108,6 +1148,183 @@ async fn redis_timed_out_refresh_can_be_retried_for_the_same_pair() {
     );
 }
 
+/// Raw binary access to the test server (the harness's `command` speaks text).
+async fn raw(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Data written in seconds by the version before issue 15 is read as milliseconds after an
+/// upgrade: nobody is logged out, no window is 1000× off, and the next write stores layout 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_upgrades_times_written_in_seconds() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let mut conn = raw(&server).await;
+    let t = base();
+    let c = store
+        .create(new("u", "web"), None, life(), t)
+        .await
+        .unwrap();
+    let rotation = t + secs(1);
+    let (_, t1) = rotated(
+        store
+            .refresh(c.refresh_token.as_str(), life(), rotation)
+            .await
+            .unwrap(),
+    );
+    let other = store
+        .create(new("u", "app"), None, life(), t)
+        .await
+        .unwrap();
+    // Rewrite the user's key as the old version stored it: layout 1, Unix seconds.
+    let key = "authgate:{u:u}";
+    let doc: Vec<u8> = ::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut old = Vec::new();
+    for r in record::ranges(&doc).unwrap() {
+        old.extend_from_slice(&record::as_layout_1(&doc[r]));
+    }
+    let () = ::redis::cmd("SET")
+        .arg(key)
+        .arg(&old[..])
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Read paths (Rust) see the sessions, times × 1000.
+    let now = t + secs(2);
+    assert_eq!(
+        store.check("u", &c.session.id, now).await.unwrap(),
+        SessionCheck::Active
+    );
+    let listed = store.list("u", now).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].created_at, t);
+    assert_eq!(listed[0].rotated_at, rotation);
+    assert_eq!(listed[0].expires_at, rotation + secs(3600));
+    // Script paths (Lua) too: the parent within the grace gets the same successor...
+    assert!(matches!(
+        store.refresh(c.refresh_token.as_str(), life(), rotation + secs(GRACE)).await.unwrap(),
+        RefreshOutcome::Grace { token, .. } if token == t1
+    ));
+    // ...and the other session rotates, which stores the whole key as layout 2.
+    rotated(
+        store
+            .refresh(other.refresh_token.as_str(), life(), now)
+            .await
+            .unwrap(),
+    );
+    let doc: Vec<u8> = ::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ranges = record::ranges(&doc).expect("all layout 2 after a write");
+    assert_eq!(ranges.len(), 2);
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 3_590_000 && pttl <= 3_600_000, "key TTL {pttl} ms");
+    // The upgraded parent is still bounded by the grace.
+    assert!(matches!(
+        store
+            .refresh(
+                c.refresh_token.as_str(),
+                life(),
+                rotation + secs(GRACE) + ms(1)
+            )
+            .await
+            .unwrap(),
+        RefreshOutcome::Theft { .. }
+    ));
+
+    // Lock-out values in seconds: the count goes on, the lock holds until its second.
+    let secs_now = t.as_secs();
+    let () = ::redis::cmd("HSET")
+        .arg("authgate:lock:u:alice")
+        .arg("n")
+        .arg(3)
+        .arg("e")
+        .arg(secs_now + 60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let () = ::redis::cmd("SET")
+        .arg("authgate:locked:u:alice")
+        .arg(secs_now + 600)
+        .arg("EX")
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let w = secs(60);
+    assert_eq!(
+        store
+            .record_failure("u:alice", w, t + secs(59))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .record_failure("u:alice", w, t + secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.locked_until("u:alice", t + secs(599)).await.unwrap(),
+        Some(t + secs(600))
+    );
+    assert_eq!(
+        store.locked_until("u:alice", t + secs(600)).await.unwrap(),
+        None
+    );
+}
+
+/// Key TTLs are milliseconds too: a 1.5 s lock is not kept for 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_ttls_are_milliseconds() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let mut conn = raw(&server).await;
+    let t = base();
+    store.record_failure("u:a", ms(1500), t).await.unwrap();
+    store.lock("u:a", ms(1500), t).await.unwrap();
+    let l = Lifetimes {
+        refresh_ttl: ms(2500),
+        max_lifetime: None,
+    };
+    store.create(new("u", "web"), None, l, t).await.unwrap();
+    for (key, most) in [
+        ("authgate:lock:u:a", 1500),
+        ("authgate:locked:u:a", 1500),
+        ("authgate:{u:u}", 2500),
+    ] {
+        let pttl: i64 = ::redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(pttl > most - 500 && pttl <= most, "{key}: PTTL {pttl}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_keys_all_have_a_ttl() {
     let Some(server) = RedisServer::start() else {
@@ -1301,5 +1518,201 @@ async fn check_throughput() {
             f.store.kind(),
             n as f64 / el.as_secs_f64()
         );
+    }
+}
+
+// ---- Boundaries to the millisecond (issue 15) ---------------------------------------------
+
+async fn grace_is_bounded_to_the_millisecond(f: Fixture) {
+    for grace in [ms(500), ms(1000), ms(2000)] {
+        let s = f.with_grace(grace).await;
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let user = format!("g{}-{k}", grace.as_millis());
+            let t = base();
+            let c = s.create(new(&user, "web"), None, life(), t).await.unwrap();
+            let r = t + ms(1000 + off);
+            let (s1, t1) = rotated(
+                s.refresh(c.refresh_token.as_str(), life(), r)
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(s1.rotated_at, r, "rotated_at keeps its millisecond");
+            let parent = c.refresh_token.as_str();
+            for at in [r + grace - ms(1), r + grace] {
+                match s.refresh(parent, life(), at).await.unwrap() {
+                    RefreshOutcome::Grace { token, .. } => assert_eq!(token, t1),
+                    o => panic!("grace {grace:?}, rotated at {r}, parent at {at}: {o:?}"),
+                }
+            }
+            let late = r + grace + ms(1);
+            assert!(
+                matches!(
+                    s.refresh(parent, life(), late).await.unwrap(),
+                    RefreshOutcome::Theft { .. }
+                ),
+                "grace {grace:?}, rotated at {r}: the parent at {late} is theft"
+            );
+        }
+    }
+}
+
+async fn idle_limit_is_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    for ttl in [ms(1500), secs(100)] {
+        let l = Lifetimes {
+            refresh_ttl: ttl,
+            max_lifetime: None,
+        };
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let user = format!("i{}-{k}", ttl.as_millis());
+            let t = base() + ms(off);
+            // Never refreshed: ends `refresh_ttl` after the login.
+            let a = s.create(new(&user, "web"), None, l, t).await.unwrap();
+            assert_eq!(a.session.expires_at, t + ttl);
+            let id = &a.session.id;
+            assert_eq!(
+                s.check(&user, id, t + ttl - ms(1)).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert_ne!(
+                s.check(&user, id, t + ttl).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert!(matches!(
+                s.refresh(a.refresh_token.as_str(), l, t + ttl + ms(1))
+                    .await
+                    .unwrap(),
+                RefreshOutcome::Invalid
+            ));
+            // Refreshed a millisecond before the limit: extended to that instant + refresh_ttl.
+            let b = s.create(new(&user, "app"), None, l, t).await.unwrap();
+            let r = t + ttl - ms(1);
+            let (s1, t1) = rotated(s.refresh(b.refresh_token.as_str(), l, r).await.unwrap());
+            assert_eq!(s1.expires_at, r + ttl);
+            let id = &b.session.id;
+            assert_eq!(
+                s.check(&user, id, r + ttl - ms(1)).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert_ne!(
+                s.check(&user, id, r + ttl + ms(1)).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert!(matches!(
+                s.refresh(t1.as_str(), l, r + ttl + ms(1)).await.unwrap(),
+                RefreshOutcome::Invalid
+            ));
+        }
+    }
+}
+
+async fn max_lifetime_is_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    let life_ = ms(2500);
+    let l = Lifetimes {
+        refresh_ttl: secs(10),
+        max_lifetime: Some(life_),
+    };
+    for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+        let user = format!("m{k}");
+        let t = base() + ms(off);
+        let c = s.create(new(&user, "web"), None, l, t).await.unwrap();
+        assert_eq!(c.session.expires_at, t + life_);
+        let (s1, t1) = rotated(
+            s.refresh(c.refresh_token.as_str(), l, t + ms(1000))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(s1.expires_at, t + life_, "capped at login + max_lifetime");
+        let (_, t2) = rotated(s.refresh(t1.as_str(), l, t + life_ - ms(1)).await.unwrap());
+        let id = &c.session.id;
+        assert_eq!(
+            s.check(&user, id, t + life_ - ms(1)).await.unwrap(),
+            SessionCheck::Active
+        );
+        assert_ne!(
+            s.check(&user, id, t + life_).await.unwrap(),
+            SessionCheck::Active
+        );
+        assert!(matches!(
+            s.refresh(t2.as_str(), l, t + life_ + ms(1)).await.unwrap(),
+            RefreshOutcome::Invalid
+        ));
+    }
+}
+
+async fn tombstones_are_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+        let user = format!("t{k}");
+        let t = base();
+        let c = s.create(new(&user, "web"), None, life(), t).await.unwrap();
+        let end = t + ms(1000 + off);
+        assert!(s
+            .end(&user, &c.session.id, EndReason::Logout, end)
+            .await
+            .unwrap());
+        let tomb = secs(TOMB);
+        assert_eq!(
+            s.check(&user, &c.session.id, end + tomb - ms(1))
+                .await
+                .unwrap(),
+            SessionCheck::Ended(EndReason::Logout)
+        );
+        assert_eq!(
+            s.check(&user, &c.session.id, end + tomb).await.unwrap(),
+            SessionCheck::Unknown
+        );
+    }
+}
+
+async fn lockout_window_and_duration_are_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    // At least 1.5 s: Redis also expires the counter and the lock by its own clock (PX),
+    // which runs on while the test runs.
+    for window in [ms(1500), ms(2500)] {
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let key = format!("u:w{}-{k}", window.as_millis());
+            let t = base() + ms(off);
+            assert_eq!(s.record_failure(&key, window, t).await.unwrap(), 1);
+            assert_eq!(
+                s.record_failure(&key, window, t + window - ms(1))
+                    .await
+                    .unwrap(),
+                2,
+                "{window:?} from {t}: a millisecond before its end, still the same window"
+            );
+            assert_eq!(
+                s.record_failure(&key, window, t + window + ms(1))
+                    .await
+                    .unwrap(),
+                1,
+                "{window:?} from {t}: a millisecond after its end, a new window"
+            );
+            // Exactly at its end is after it, too.
+            let other = format!("{key}-x");
+            s.record_failure(&other, window, t).await.unwrap();
+            assert_eq!(
+                s.record_failure(&other, window, t + window).await.unwrap(),
+                1
+            );
+        }
+    }
+    for duration in [ms(1500), ms(2500)] {
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let key = format!("u:d{}-{k}", duration.as_millis());
+            let t = base() + ms(off);
+            let until = s.lock(&key, duration, t).await.unwrap();
+            assert_eq!(until, t + duration);
+            assert_eq!(
+                s.locked_until(&key, t + duration - ms(1)).await.unwrap(),
+                Some(until)
+            );
+            assert_eq!(s.locked_until(&key, t + duration).await.unwrap(), None);
+            assert_eq!(
+                s.locked_until(&key, t + duration + ms(1)).await.unwrap(),
+                None
+            );
+        }
     }
 }
