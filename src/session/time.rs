@@ -18,6 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Millis(pub u64);
 
+/// The longest duration a store key (`refresh_ttl`, `max_lifetime`, the grace, lock-out
+/// window and duration) may be: what a 48-bit millisecond time (`record.rs`) still holds when
+/// added to any date before the year 2500. `check` refuses longer ones with their key path
+/// rather than letting them saturate.
+pub const MAX_STORE_SPAN: Duration = Duration::from_secs(3_000_000 * 86_400);
+
 /// A duration in whole milliseconds, saturating (the config parser only produces whole
 /// milliseconds, so nothing is cut).
 pub fn ms_of(d: Duration) -> u64 {
