@@ -61,14 +61,20 @@ end
 local function live(e, now) return state(e) == 0 and u48(e, EXPIRES) > now end
 
 -- A layout-1 record (u32 Unix seconds, 72-byte header, written before issue 15) as layout 2:
--- each time x 1000 (cut to its second, so never later than the true time), 8 bytes longer.
+-- each time x 1000 (cut to its second, so never later than the true time).
 -- Same as `upgrade` in record.rs.
+-- Its ip (the sixth text field) stays text, behind the kind byte 0 that layout 2 expects.
 local function upgrade(e)
-  local out = {bytes_le(#e + 8, 2), string.sub(e, STATE, STATE), string.char(LAYOUT)}
+  local out = {bytes_le(#e + 9, 2), string.sub(e, STATE, STATE), string.char(LAYOUT)}
   for _, off in ipairs({5, 9, 13, 17}) do
     out[#out + 1] = bytes_le(u32(e, off) * 1000, 6)
   end
-  out[#out + 1] = string.sub(e, 21)
+  local ip = 73
+  for _ = 1, 5 do ip = ip + 1 + string.byte(e, ip) end
+  if ip > #e then error('authgate: corrupt session record') end
+  out[#out + 1] = string.sub(e, 21, ip - 1)
+  out[#out + 1] = string.char(0)
+  out[#out + 1] = string.sub(e, ip)
   return table.concat(out)
 end
 
@@ -81,7 +87,7 @@ local function load(key)
   while pos <= total do
     if pos + 3 > total then error('authgate: corrupt session record') end
     local len, version = u16(raw, pos), string.byte(raw, pos + 3)
-    local min = 88
+    local min = 89
     if version == 1 then min = 80 elseif version ~= LAYOUT then
       error('authgate: corrupt session record')
     end
