@@ -6,7 +6,7 @@
 //! a per-user index measured ~590 bytes with a 40-byte user agent and ~1,430 with a browser's
 //! (a hash with any value over 64 bytes leaves the compact listpack encoding). Layout 1 (times
 //! in u32 seconds) measured 390 bytes per session in Redis (`INFO memory`, 100,000 users with
-//! one session and a 117-byte Chrome user agent each) and 293 bytes of RSS per session in the
+//! one session and a 111-byte Chrome user agent each) and 293 bytes of RSS per session in the
 //! memory store (1,000,000 such users); layout 2's figures are in BENCHMARKS.md (the ignored
 //! tests `redis_memory_per_session` and `memory_store_rss_per_session`). Token hashes are 16
 //! bytes for the same reason (`ids.rs`).
