@@ -38,7 +38,7 @@ impl Millis {
         Self(
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| ms_of(d)),
+                .map_or(0, ms_of),
         )
     }
 
