@@ -17,7 +17,7 @@ use crate::pipeline::live_streams::{self, Registry};
 use crate::pipeline::refresh::SilentRefresher;
 use crate::proxy::UpstreamClient;
 use crate::session::{
-    Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError,
+    Lifetimes, MemoryStore, Millis, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError,
     StoreSettings,
 };
 
@@ -218,7 +218,12 @@ async fn open_store(config: &Config) -> Result<SessionStore, StoreError> {
     })
 }
 
-/// Unix seconds now.
+/// Unix milliseconds now: the `now` the session store takes (its times are milliseconds).
+pub fn now_ms() -> Millis {
+    Millis::now()
+}
+
+/// Unix seconds now: token claims, audit lines.
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

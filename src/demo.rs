@@ -138,7 +138,7 @@ async fn near_expiry_token(app: &App) -> Result<String, DemoError> {
     };
     let created = app
         .store
-        .create(new, None, live.lifetimes, t)
+        .create(new, None, live.lifetimes, crate::app::now_ms())
         .await
         .map_err(|e| DemoError(format!("demo session: {e}")))?;
     let id = AccessIdentity {

@@ -517,6 +517,39 @@ impl Cx<'_> {
         })
     }
 
+    /// A duration the session store keeps (48-bit Unix milliseconds, `session/record.rs`):
+    /// refused, not saturated, beyond [`crate::session::time::MAX_STORE_SPAN`].
+    fn store_span(&mut self, key: &str, d: Duration) -> Duration {
+        let max = crate::session::time::MAX_STORE_SPAN;
+        if d > max {
+            self.problem(
+                key,
+                format!(
+                    "{} is longer than the session store can represent (at most {})",
+                    duration::format(d),
+                    duration::format(max)
+                ),
+            );
+        }
+        d
+    }
+
+    /// A duration that ends up in a whole-seconds field (a token's `exp`, the verifier's
+    /// leeway, `Access-Control-Max-Age`): refused unless a whole number of seconds, rather
+    /// than cut.
+    fn whole_seconds(&mut self, key: &str, d: Duration, why: &str) -> Duration {
+        if d.subsec_nanos() != 0 {
+            self.problem(
+                key,
+                format!(
+                    "{} is not a whole number of seconds, which {why} needs",
+                    duration::format(d)
+                ),
+            );
+        }
+        d
+    }
+
     /// A duration that must be more than zero.
     fn positive(&mut self, key: &str, text: &str) -> Duration {
         let before = self.problems.len();
@@ -890,11 +923,22 @@ impl Cx<'_> {
         }
 
         let access_ttl = self.positive("token.access_ttl", &f.access_ttl);
+        let access_ttl = self.whole_seconds("token.access_ttl", access_ttl, "a token's exp");
+        let access_ttl = self.store_span("token.access_ttl", access_ttl);
         let refresh_ttl = self.duration("token.refresh_ttl", &f.refresh_ttl);
+        let refresh_ttl = self.store_span("token.refresh_ttl", refresh_ttl);
         let max_lifetime = self.duration("token.max_lifetime", &f.max_lifetime);
+        let max_lifetime = self.store_span("token.max_lifetime", max_lifetime);
         let silent_refresh_window =
             self.duration("token.silent_refresh_window", &f.silent_refresh_window);
+        let silent_refresh_window = self.whole_seconds(
+            "token.silent_refresh_window",
+            silent_refresh_window,
+            "the comparison with a token's exp",
+        );
         let leeway = self.duration("token.leeway", &f.leeway);
+        let leeway = self.whole_seconds("token.leeway", leeway, "the token verifier");
+        let leeway = self.store_span("token.leeway", leeway);
         if !access_ttl.is_zero() {
             if refresh_ttl <= access_ttl && duration::parse(&f.refresh_ttl).is_some() {
                 self.problem(
@@ -1011,6 +1055,8 @@ impl Cx<'_> {
         }
         let refresh_reuse_grace =
             self.duration("session.refresh_reuse_grace", &f.refresh_reuse_grace);
+        let refresh_reuse_grace =
+            self.store_span("session.refresh_reuse_grace", refresh_reuse_grace);
         Session {
             store: match f.store {
                 file::StoreName::Memory => StoreKind::Memory,
@@ -1118,8 +1164,14 @@ impl Cx<'_> {
             max_failures: self.count("login.lockout.max_failures", l.max_failures),
             max_failures_per_ip: self
                 .count("login.lockout.max_failures_per_ip", l.max_failures_per_ip),
-            window: self.positive("login.lockout.window", &l.window),
-            duration: self.positive("login.lockout.duration", &l.duration),
+            window: {
+                let d = self.positive("login.lockout.window", &l.window);
+                self.store_span("login.lockout.window", d)
+            },
+            duration: {
+                let d = self.positive("login.lockout.duration", &l.duration);
+                self.store_span("login.lockout.duration", d)
+            },
         };
         let username_pointer = match (&f.backend, &f.username_pointer) {
             (file::BackendName::Upstream, Some(p)) => {
@@ -1406,7 +1458,10 @@ impl Cx<'_> {
             allowed_origins,
             allowed_headers,
             allow_credentials: f.allow_credentials,
-            max_age: self.duration("cors.max_age", &f.max_age),
+            max_age: {
+                let d = self.duration("cors.max_age", &f.max_age);
+                self.whole_seconds("cors.max_age", d, "Access-Control-Max-Age")
+            },
         }
     }
 
@@ -1978,6 +2033,19 @@ upstream = "app"
                 "redis://",
             ),
             ("[session]\nrefresh_reuse_grace = \"soon\"", "session.refresh_reuse_grace", "not a duration"),
+            // Durations a key cannot represent are refused, never cut (issue 15). Below 1 ms
+            // is not a duration at all (the store keeps milliseconds).
+            ("[session]\nrefresh_reuse_grace = \"500us\"", "session.refresh_reuse_grace", "not a duration"),
+            ("[login.lockout]\nwindow = \"900us\"", "login.lockout.window", "not a duration"),
+            ("[session]\nrefresh_reuse_grace = \"3000001d\"", "session.refresh_reuse_grace", "longer than the session store can represent"),
+            ("[token]\nrefresh_ttl = \"3000001d\"", "token.refresh_ttl", "longer than the session store can represent"),
+            ("[token]\nmax_lifetime = \"3000001d\"", "token.max_lifetime", "longer than the session store can represent"),
+            ("[login.lockout]\nwindow = \"3000001d\"", "login.lockout.window", "longer than the session store can represent"),
+            ("[login.lockout]\nduration = \"3000001d\"", "login.lockout.duration", "longer than the session store can represent"),
+            ("[token]\naccess_ttl = \"1500ms\"\nsilent_refresh_window = \"1s\"", "token.access_ttl", "not a whole number of seconds"),
+            ("[token]\nleeway = \"500ms\"", "token.leeway", "not a whole number of seconds"),
+            ("[token]\nsilent_refresh_window = \"1500ms\"", "token.silent_refresh_window", "not a whole number of seconds"),
+            ("[cors]\nmax_age = \"1500ms\"", "cors.max_age", "not a whole number of seconds"),
             // [platforms]
             ("[platforms]\nheader = \"X Platform\"", "platforms.header", "not a valid header name"),
             ("[platforms]\ndefault = \"desktop\"", "platforms.default", "not in platforms.allowed"),

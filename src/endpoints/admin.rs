@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::app::{now, App};
+use crate::app::{now_ms, App};
 use crate::audit::{self, Event, Subject};
 use crate::body::{full, Body};
 use crate::endpoints::auth::{json, session_json, store_error};
@@ -115,7 +115,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
             }
         },
         ("GET", "/metrics") => {
-            if let Ok(n) = app.store.active_count(now()).await {
+            if let Ok(n) = app.store.active_count(now_ms()).await {
                 metrics::gauge!("authgate_sessions_active").set(n as f64);
             }
             let mut r = Response::new(full(prometheus().render()));
@@ -217,7 +217,7 @@ async fn admin_api(
         }
     }
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let t = now();
+    let t = now_ms();
     match (req.method().as_str(), segs.as_slice()) {
         ("GET", ["admin", "users", uid, "sessions"]) => {
             let list = app.store.list(uid, t).await.map_err(store_error)?;

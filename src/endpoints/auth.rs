@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::app::{now, App, Live};
+use crate::app::{now_ms, App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::body::{empty, full, Body};
 use crate::config::LoginBackend;
@@ -182,7 +182,7 @@ async fn login(
     let body = read_body(req).await?;
     let username = login::username_of(&body, &live.config.login.username_pointer)
         .map_err(GatewayError::BadRequest)?;
-    let t = now();
+    let t = now_ms();
     let lockout = &live.lockout;
     // Who an attempt's audit lines are about before anyone is authenticated.
     let anon = Subject {
@@ -322,7 +322,9 @@ async fn issue(
     ip: IpAddr,
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &live.config;
-    let t = now();
+    // The store keeps milliseconds; the tokens' iat/exp are whole seconds.
+    let t_ms = now_ms();
+    let t = t_ms.as_secs();
     let new = NewSession {
         user_id: identity.user_id.clone(),
         user_name: identity.user_name.clone(),
@@ -336,7 +338,7 @@ async fn issue(
     let limit = cfg.platforms.max_sessions.get(platform).copied();
     let created = app
         .store
-        .create(new, limit, live.lifetimes, t)
+        .create(new, limit, live.lifetimes, t_ms)
         .await
         .map_err(store_error)?;
     for kicked in &created.kicked {
@@ -396,7 +398,8 @@ fn token_pair(
         "expires_in": claims.exp.saturating_sub(t),
         "access_token_expires_at": claims.exp,
         "refresh_token": refresh_token,
-        "refresh_token_expires_at": s.expires_at,
+        // Rounded down: never a second the store would not honour.
+        "refresh_token_expires_at": s.expires_at.as_secs(),
         "session_id": s.id,
         "platform": s.platform,
         "user": { "id": s.user_id, "name": s.user_name },
@@ -422,17 +425,18 @@ async fn refresh(
     let RefreshBody { refresh_token } = serde_json::from_slice(&body).map_err(|_| {
         GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}")
     })?;
-    let t = now();
+    let t_ms = now_ms();
+    let t = t_ms.as_secs();
     // A user removed from the users file gets no tokens, even if no reload saw the removal
     // (the gateway was down): checked before the store, so nothing rotates for them.
     if let Some((user_id, sid)) = crate::session::session_of_refresh_token(&refresh_token) {
         if live.login.has_user_id(&user_id) == Some(false) {
-            return Err(end_removed_user_session(app, &user_id, &sid, ip, t).await);
+            return Err(end_removed_user_session(app, &user_id, &sid, ip, t_ms).await);
         }
     }
     match app
         .store
-        .refresh(&refresh_token, live.lifetimes, t)
+        .refresh(&refresh_token, live.lifetimes, t_ms)
         .await
         .map_err(store_error)?
     {
@@ -477,7 +481,7 @@ async fn end_removed_user_session(
     user_id: &str,
     sid: &str,
     ip: IpAddr,
-    t: u64,
+    t: crate::session::Millis,
 ) -> GatewayError {
     match app.store.get(user_id, sid).await {
         Ok(Some(s)) if s.is_active(t) => {
@@ -525,7 +529,7 @@ async fn logout(
 ) -> Result<Response<Body>, GatewayError> {
     let c = caller(app, live, headers).await?;
     let sid = c.sid.as_deref().unwrap_or_default();
-    let t = now();
+    let t = now_ms();
     if all {
         let n = app
             .store
@@ -569,9 +573,10 @@ pub fn session_json(s: &Session, current: Option<&str>) -> serde_json::Value {
         "device": s.device,
         "ip": s.ip,
         "user_agent": s.user_agent,
-        "created_at": s.created_at,
-        "last_seen_at": s.last_seen_at,
-        "expires_at": s.expires_at,
+        // Unix seconds, rounded down (the store keeps milliseconds).
+        "created_at": s.created_at.as_secs(),
+        "last_seen_at": s.last_seen_at.as_secs(),
+        "expires_at": s.expires_at.as_secs(),
         "current": current == Some(s.id.as_str()),
     })
 }
@@ -582,7 +587,11 @@ async fn sessions(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
     let c = caller(app, live, headers).await?;
-    let list = app.store.list(&c.sub, now()).await.map_err(store_error)?;
+    let list = app
+        .store
+        .list(&c.sub, now_ms())
+        .await
+        .map_err(store_error)?;
     let items: Vec<_> = list
         .iter()
         .map(|s| session_json(s, c.sid.as_deref()))
@@ -607,7 +616,7 @@ async fn delete_session(
     }
     if !app
         .store
-        .end(&c.sub, id, EndReason::Revoked, now())
+        .end(&c.sub, id, EndReason::Revoked, now_ms())
         .await
         .map_err(store_error)?
     {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use pingora_limits::rate::Rate;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::session::{SessionStore, StoreError};
+use crate::session::{Millis, SessionStore, StoreError};
 
 /// Login attempts one client IP may make per second before [`FloodGuard::allow`] refuses it.
 ///
@@ -68,18 +68,19 @@ pub fn reaches_limit(failures: u32, limit: u32) -> bool {
     limit > 0 && failures >= limit
 }
 
-/// How long until the latest of the given locks ends, if any is still in force at `now`
-/// (Unix seconds). At least one second, so `Retry-After` never says 0.
+/// How long until the latest of the given locks ends, if any is still in force at `now`, in
+/// whole seconds for `Retry-After`: rounded up, so a client that waits as told is never
+/// refused again by the same lock, and at least one second, so it never says 0.
 pub fn retry_after(
-    locked_until: impl IntoIterator<Item = Option<u64>>,
-    now: u64,
+    locked_until: impl IntoIterator<Item = Option<Millis>>,
+    now: Millis,
 ) -> Option<Duration> {
     locked_until
         .into_iter()
         .flatten()
-        .filter(|&until| until > now)
+        .filter_map(|until| until.secs_until(now))
         .max()
-        .map(|until| Duration::from_secs((until - now).max(1)))
+        .map(Duration::from_secs)
 }
 
 /// The `[login.lockout]` policy over the session store's counters.
@@ -105,7 +106,7 @@ impl Lockout {
         store: &SessionStore,
         username: Option<&str>,
         ip: IpAddr,
-        now: u64,
+        now: Millis,
     ) -> Result<Option<Duration>, StoreError> {
         let ip_key = ip_key(ip);
         let ip_lock = store.locked_until(&ip_key, now);
@@ -129,7 +130,7 @@ impl Lockout {
         store: &SessionStore,
         username: Option<&str>,
         ip: IpAddr,
-        now: u64,
+        now: Millis,
     ) -> Result<Reservation, StoreError> {
         let window = self.cfg.window;
         let ip_count = store.record_failure(&ip_key(ip), window, now).await?;
@@ -169,7 +170,12 @@ impl Lockout {
     }
 
     /// Locks `key` for `duration`; its count starts afresh once the lock is over.
-    async fn lock(&self, store: &SessionStore, key: &str, now: u64) -> Result<u64, StoreError> {
+    async fn lock(
+        &self,
+        store: &SessionStore,
+        key: &str,
+        now: Millis,
+    ) -> Result<Millis, StoreError> {
         let until = store.lock(key, self.cfg.duration, now).await?;
         store.clear_failures(key).await?;
         Ok(until)
@@ -183,7 +189,7 @@ impl Lockout {
         username: Option<&str>,
         ip: IpAddr,
         reservation: &Reservation,
-        now: u64,
+        now: Millis,
     ) -> Result<Option<Duration>, StoreError> {
         let mut until = Vec::with_capacity(2);
         if reaches_limit(reservation.ip_count, self.cfg.max_failures_per_ip) {
@@ -315,7 +321,7 @@ mod tests {
         store: &SessionStore,
         user: Option<&str>,
         ip: IpAddr,
-        now: u64,
+        now: Millis,
     ) -> Option<Duration> {
         let r = l.reserve(store, user, ip, now).await.unwrap();
         if r.refused.is_some() {
@@ -344,6 +350,11 @@ mod tests {
         .into()
     }
 
+    /// An instant in whole Unix seconds.
+    fn at(secs: u64) -> Millis {
+        Millis::from_secs(secs)
+    }
+
     const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
     const OTHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 8));
 
@@ -367,15 +378,19 @@ mod tests {
 
     #[test]
     fn retry_after_table() {
-        let now = 1_000;
+        // Milliseconds in, whole seconds out: rounded up, never 0.
+        let now = Millis(1_000_000);
         for (locks, want) in [
             (vec![None, None], None),
-            (vec![Some(999), None], None),
-            (vec![Some(1_000)], None),
-            (vec![Some(1_001)], Some(1)),
-            (vec![Some(1_600), Some(1_060)], Some(600)),
-            (vec![None, Some(1_060)], Some(60)),
+            (vec![Some(999_999), None], None),
+            (vec![Some(1_000_000)], None),
+            (vec![Some(1_000_001)], Some(1)),
+            (vec![Some(1_001_000)], Some(1)),
+            (vec![Some(1_001_001)], Some(2)),
+            (vec![Some(1_600_000), Some(1_060_000)], Some(600)),
+            (vec![None, Some(1_059_999)], Some(60)),
         ] {
+            let locks: Vec<Option<Millis>> = locks.into_iter().map(|l| l.map(Millis)).collect();
             assert_eq!(
                 retry_after(locks.clone(), now),
                 want.map(Duration::from_secs),
@@ -403,26 +418,33 @@ mod tests {
         let store = store();
         let l = Lockout::new(&cfg(3, 50));
         let now = 10_000;
-        assert_eq!(l.check(&store, Some("alice"), IP, now).await.unwrap(), None);
-        assert_eq!(fail(&l, &store, Some("alice"), IP, now).await, None);
-        assert_eq!(fail(&l, &store, Some("ALICE"), IP, now + 1).await, None);
-        let locked = fail(&l, &store, Some("alice"), IP, now + 2).await;
+        assert_eq!(
+            l.check(&store, Some("alice"), IP, at(now)).await.unwrap(),
+            None
+        );
+        assert_eq!(fail(&l, &store, Some("alice"), IP, at(now)).await, None);
+        assert_eq!(fail(&l, &store, Some("ALICE"), IP, at(now + 1)).await, None);
+        let locked = fail(&l, &store, Some("alice"), IP, at(now + 2)).await;
         assert_eq!(locked, Some(Duration::from_secs(600)));
         // Locked for everyone asking for alice, from any IP; case does not matter.
         assert_eq!(
-            l.check(&store, Some("Alice"), OTHER_IP, now + 100)
+            l.check(&store, Some("Alice"), OTHER_IP, at(now + 100))
                 .await
                 .unwrap(),
             Some(Duration::from_secs(502))
         );
         // Others are not.
         assert_eq!(
-            l.check(&store, Some("bob"), IP, now + 100).await.unwrap(),
+            l.check(&store, Some("bob"), IP, at(now + 100))
+                .await
+                .unwrap(),
             None
         );
         // Until the duration is over.
         assert_eq!(
-            l.check(&store, Some("alice"), IP, now + 602).await.unwrap(),
+            l.check(&store, Some("alice"), IP, at(now + 602))
+                .await
+                .unwrap(),
             None
         );
     }
@@ -432,16 +454,19 @@ mod tests {
         let store = store();
         let l = Lockout::new(&cfg(2, 50));
         // Two attempts are being checked; a third at the same time is refused unverified...
-        let a = l.reserve(&store, Some("alice"), IP, 0).await.unwrap();
-        let b = l.reserve(&store, Some("alice"), IP, 0).await.unwrap();
+        let a = l.reserve(&store, Some("alice"), IP, at(0)).await.unwrap();
+        let b = l.reserve(&store, Some("alice"), IP, at(0)).await.unwrap();
         assert_eq!((a.refused, b.refused), (None, None));
-        let c = l.reserve(&store, Some("alice"), IP, 0).await.unwrap();
+        let c = l.reserve(&store, Some("alice"), IP, at(0)).await.unwrap();
         assert_eq!(c.refused, Some(IN_FLIGHT_RETRY));
         // ...but nothing is locked: both in-flight attempts were right.
         l.record_success(&store, Some("alice"), IP).await.unwrap();
         l.record_success(&store, Some("alice"), IP).await.unwrap();
-        assert_eq!(l.check(&store, Some("alice"), IP, 1).await.unwrap(), None);
-        let d = l.reserve(&store, Some("alice"), IP, 1).await.unwrap();
+        assert_eq!(
+            l.check(&store, Some("alice"), IP, at(1)).await.unwrap(),
+            None
+        );
+        let d = l.reserve(&store, Some("alice"), IP, at(1)).await.unwrap();
         assert_eq!(d.refused, None, "the refused attempt took nothing");
     }
 
@@ -449,58 +474,90 @@ mod tests {
     async fn unlock_clears_the_username_whatever_its_case_but_not_the_ip() {
         let store = store();
         let l = Lockout::new(&cfg(2, 3));
-        assert_eq!(fail(&l, &store, Some("Alice"), IP, 0).await, None);
-        assert!(fail(&l, &store, Some("alice"), IP, 0).await.is_some());
+        assert_eq!(fail(&l, &store, Some("Alice"), IP, at(0)).await, None);
+        assert!(fail(&l, &store, Some("alice"), IP, at(0)).await.is_some());
         assert!(l
-            .check(&store, Some("alice"), OTHER_IP, 1)
+            .check(&store, Some("alice"), OTHER_IP, at(1))
             .await
             .unwrap()
             .is_some());
         l.unlock(&store, " ALICE ").await.unwrap();
         assert_eq!(
-            l.check(&store, Some("alice"), OTHER_IP, 1).await.unwrap(),
+            l.check(&store, Some("alice"), OTHER_IP, at(1))
+                .await
+                .unwrap(),
             None
         );
         // The count starts afresh: one failure does not lock again.
-        assert_eq!(fail(&l, &store, Some("alice"), OTHER_IP, 1).await, None);
+        assert_eq!(fail(&l, &store, Some("alice"), OTHER_IP, at(1)).await, None);
         // The IP's count was not touched: its third failure locks it.
-        assert!(fail(&l, &store, Some("bob"), IP, 2).await.is_some());
+        assert!(fail(&l, &store, Some("bob"), IP, at(2)).await.is_some());
     }
 
     #[tokio::test]
     async fn failures_outside_the_window_do_not_add_up() {
         let store = store();
         let l = Lockout::new(&cfg(2, 50));
-        assert_eq!(fail(&l, &store, Some("a"), IP, 0).await, None);
-        assert_eq!(fail(&l, &store, Some("a"), IP, 61).await, None);
-        assert!(fail(&l, &store, Some("a"), IP, 62).await.is_some());
+        assert_eq!(fail(&l, &store, Some("a"), IP, at(0)).await, None);
+        assert_eq!(fail(&l, &store, Some("a"), IP, at(61)).await, None);
+        assert!(fail(&l, &store, Some("a"), IP, at(62)).await.is_some());
     }
 
     #[tokio::test]
     async fn success_clears_the_username_but_not_the_ip() {
         let store = store();
         let l = Lockout::new(&cfg(2, 3));
-        assert_eq!(fail(&l, &store, Some("a"), IP, 0).await, None);
+        assert_eq!(fail(&l, &store, Some("a"), IP, at(0)).await, None);
         // A successful attempt is reserved like any other, then handed back to the IP.
-        let r = l.reserve(&store, Some("a"), IP, 1).await.unwrap();
+        let r = l.reserve(&store, Some("a"), IP, at(1)).await.unwrap();
         assert_eq!(r.refused, None);
         l.record_success(&store, Some("a"), IP).await.unwrap();
-        assert_eq!(fail(&l, &store, Some("a"), IP, 1).await, None);
+        assert_eq!(fail(&l, &store, Some("a"), IP, at(1)).await, None);
         // Third failure from the IP (different usernames count too): the IP is locked.
-        let locked = fail(&l, &store, Some("b"), IP, 2).await;
+        let locked = fail(&l, &store, Some("b"), IP, at(2)).await;
         assert_eq!(locked, Some(Duration::from_secs(600)));
-        assert!(l.check(&store, Some("c"), IP, 3).await.unwrap().is_some());
-        assert!(l.check(&store, None, IP, 3).await.unwrap().is_some());
-        assert_eq!(l.check(&store, Some("c"), OTHER_IP, 3).await.unwrap(), None);
+        assert!(l
+            .check(&store, Some("c"), IP, at(3))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(l.check(&store, None, IP, at(3)).await.unwrap().is_some());
+        assert_eq!(
+            l.check(&store, Some("c"), OTHER_IP, at(3)).await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn sub_second_windows_and_locks_are_kept_to_the_millisecond() {
+        let store = store();
+        let mut c = cfg(2, 50);
+        c.window = Duration::from_millis(1500);
+        c.duration = Duration::from_millis(2500);
+        let l = Lockout::new(&c);
+        let t = Millis(1_700_000_000_999);
+        let ms = Duration::from_millis;
+        // Two failures 1.5 s apart less a millisecond: one window, locked.
+        assert_eq!(fail(&l, &store, Some("a"), IP, t).await, None);
+        let locked = fail(&l, &store, Some("a"), IP, t + ms(1499)).await;
+        // Locked for 2.5 s from the second failure: Retry-After rounds up to 3.
+        assert_eq!(locked, Some(Duration::from_secs(3)));
+        let end = t + ms(1499) + ms(2500);
+        let wait = l.check(&store, Some("a"), IP, end - ms(1)).await.unwrap();
+        assert_eq!(wait, Some(Duration::from_secs(1)), "never 0 while locked");
+        assert_eq!(l.check(&store, Some("a"), IP, end).await.unwrap(), None);
+        // 1.5 s and a millisecond apart: two windows, no lock.
+        assert_eq!(fail(&l, &store, Some("b"), IP, t).await, None);
+        assert_eq!(fail(&l, &store, Some("b"), IP, t + ms(1501)).await, None);
     }
 
     #[tokio::test]
     async fn without_a_username_only_the_ip_counts() {
         let store = store();
         let l = Lockout::new(&cfg(1, 2));
-        assert_eq!(fail(&l, &store, None, IP, 0).await, None);
-        assert!(fail(&l, &store, None, IP, 0).await.is_some());
-        assert!(l.check(&store, None, IP, 1).await.unwrap().is_some());
+        assert_eq!(fail(&l, &store, None, IP, at(0)).await, None);
+        assert!(fail(&l, &store, None, IP, at(0)).await.is_some());
+        assert!(l.check(&store, None, IP, at(1)).await.unwrap().is_some());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::{broadcast, futures::OwnedNotified, Notify};
 
-use crate::app::{now, App};
+use crate::app::{now_ms, App};
 use crate::body::BodyError;
 use crate::session::{SessionCheck, RECHECK_ALL};
 
@@ -139,7 +139,7 @@ pub fn spawn_watcher(app: &Arc<App>) {
 
 async fn recheck_all(app: &App) {
     for (uid, sid) in app.streams.sessions() {
-        match app.store.check(&uid, &sid, now()).await {
+        match app.store.check(&uid, &sid, now_ms()).await {
             Ok(SessionCheck::Active) | Err(_) => {}
             Ok(_) => app.streams.end(&sid),
         }

@@ -25,7 +25,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::app::{now, App, Counted, Live};
+use crate::app::{now, now_ms, App, Counted, Live};
 use crate::body::Body;
 use crate::config::{OnStoreError, SessionMode};
 use crate::error::GatewayError;
@@ -377,7 +377,7 @@ async fn check_session(app: &App, live: &Live, claims: &Claims) -> Result<(), Ga
         // A token without a session id has no session to be active.
         return Err(GatewayError::SessionRevoked);
     };
-    match app.store.check(&claims.sub, sid, now()).await {
+    match app.store.check(&claims.sub, sid, now_ms()).await {
         Ok(SessionCheck::Active) => Ok(()),
         Ok(SessionCheck::Ended(EndReason::Replaced)) => Err(GatewayError::SessionReplaced),
         Ok(SessionCheck::Ended(_) | SessionCheck::Unknown) => Err(GatewayError::SessionRevoked),

@@ -22,9 +22,10 @@ use tokio::sync::broadcast;
 use super::ids::{
     format_sid, format_token, parse_sid, random, token_hash, ParsedToken, Secret, SidBytes,
 };
-use super::record::{self, get_u32, set_u32, t32, Entry};
+use super::record::{self, set_time, set_u32, Entry};
+use super::time::ms_of;
 use super::{
-    is_ancestor, unix_now, Created, EndReason, Lifetimes, NewSession, RefreshOutcome, Session,
+    is_ancestor, Created, EndReason, Lifetimes, Millis, NewSession, RefreshOutcome, Session,
     SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
 };
 
@@ -54,8 +55,8 @@ type Shard = HashMap<u64, Box<[u8]>, BuildHasherDefault<IdHasher>>;
 #[derive(Debug, Clone, Copy, Default)]
 struct Lockout {
     failures: u32,
-    window_end: u64,
-    locked_until: u64,
+    window_end: Millis,
+    locked_until: Millis,
 }
 
 /// The in-process store. Cheap to clone (shared state).
@@ -125,8 +126,8 @@ impl MemoryStore {
         (&self.inner.shards[(h >> 32) as usize % SHARDS], h)
     }
 
-    fn tombstone_until(&self, now: u64) -> u32 {
-        t32(now.saturating_add(self.inner.settings.tombstone_ttl.as_secs()))
+    fn tombstone_until(&self, now: Millis) -> Millis {
+        now + self.inner.settings.tombstone_ttl
     }
 
     fn publish(&self, sids: impl IntoIterator<Item = String>) {
@@ -137,12 +138,12 @@ impl MemoryStore {
     }
 
     /// Ends the record if it is live; the session as ended.
-    fn end_record(&self, e: &mut [u8], reason: EndReason, now: u64) -> Option<Session> {
+    fn end_record(&self, e: &mut [u8], reason: EndReason, now: Millis) -> Option<Session> {
         if !Entry(e).is_live(now) {
             return None;
         }
         e[record::STATE] = record::reason_code(reason);
-        set_u32(e, record::EXPIRES, self.tombstone_until(now));
+        set_time(e, record::EXPIRES, self.tombstone_until(now));
         self.inner.active.fetch_sub(1, Ordering::Relaxed);
         Entry(e).to_session().ok()
     }
@@ -152,7 +153,7 @@ impl MemoryStore {
         new: NewSession,
         max_per_platform: Option<u32>,
         lifetimes: Lifetimes,
-        now: u64,
+        now: Millis,
     ) -> Result<Created, StoreError> {
         let sid: SidBytes = random();
         let secret: Secret = random();
@@ -172,7 +173,7 @@ impl MemoryStore {
             let mut entries: Vec<Vec<u8>> = Vec::new();
             for r in record::ranges(old)? {
                 let e = Entry(&old[r.clone()]);
-                if u64::from(e.expires()) > now {
+                if e.expires() > now {
                     entries.push(old[r].to_vec());
                 } else if e.state() == record::STATE_ACTIVE {
                     self.inner.active.fetch_sub(1, Ordering::Relaxed);
@@ -235,7 +236,7 @@ impl MemoryStore {
         &self,
         user_id: &str,
         session_id: &str,
-        now: u64,
+        now: Millis,
     ) -> Result<SessionCheck, StoreError> {
         let Some((uid, sid)) = parse_sid(session_id) else {
             return Ok(SessionCheck::Unknown);
@@ -253,8 +254,8 @@ impl MemoryStore {
         };
         let e = &mut doc[r];
         let answer = Entry(e).check(now);
-        if answer == SessionCheck::Active && get_u32(e, record::SEEN) < t32(now) {
-            set_u32(e, record::SEEN, t32(now));
+        if answer == SessionCheck::Active && Entry(e).seen() < now {
+            set_time(e, record::SEEN, now);
         }
         Ok(answer)
     }
@@ -263,7 +264,7 @@ impl MemoryStore {
         &self,
         token: &str,
         lifetimes: Lifetimes,
-        now: u64,
+        now: Millis,
     ) -> Result<RefreshOutcome, StoreError> {
         let Some(p) = ParsedToken::parse(token) else {
             return Ok(RefreshOutcome::Invalid);
@@ -271,7 +272,7 @@ impl MemoryStore {
         let presented = token_hash(&p.secret);
         let next = self.inner.settings.refresh_key.successor(&p.secret);
         let next_hash = token_hash(&next);
-        let grace = self.inner.settings.reuse_grace.as_secs();
+        let grace = ms_of(self.inner.settings.reuse_grace);
         let (shard, key) = self.locate(&p.user_id);
         let found = {
             let mut map = lock(shard);
@@ -287,23 +288,25 @@ impl MemoryStore {
             if !v.is_live(now) {
                 Found::Done(RefreshOutcome::Invalid)
             } else if v.current() == presented {
-                let expires = lifetimes.expiry(v.created().into(), now);
+                let expires = lifetimes.expiry(v.created(), now);
                 if expires <= now {
                     Found::Done(RefreshOutcome::Invalid)
                 } else {
                     e.copy_within(record::CURRENT..record::CURRENT + 16, record::PARENT);
                     e[record::CURRENT..record::CURRENT + 16].copy_from_slice(&next_hash);
-                    set_u32(e, record::ROTATED, t32(now));
+                    set_time(e, record::ROTATED, now);
                     set_u32(e, record::GENERATION, generation.saturating_add(1));
-                    set_u32(e, record::SEEN, t32(now));
-                    set_u32(e, record::EXPIRES, t32(expires));
+                    set_time(e, record::SEEN, now);
+                    set_time(e, record::EXPIRES, expires);
                     Found::Done(RefreshOutcome::Rotated {
                         session: Entry(e).to_session()?,
                         token: format_token(&p.user_id, &p.sid, &next),
                     })
                 }
             } else if generation > 0 && v.parent() == presented {
-                if now.saturating_sub(v.rotated().into()) > grace {
+                // The configured grace is the bound, to the millisecond: honoured at exactly
+                // `grace` after the rotation, theft a millisecond later.
+                if now.since(v.rotated()) > grace {
                     match self.end_record(e, EndReason::Theft, now) {
                         Some(s) => Found::Ended(s),
                         None => Found::Done(RefreshOutcome::Invalid),
@@ -367,7 +370,7 @@ impl MemoryStore {
         user_id: &str,
         sid: &SidBytes,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<Option<Session>, StoreError> {
         let (shard, key) = self.locate(user_id);
         let mut map = lock(shard);
@@ -385,7 +388,7 @@ impl MemoryStore {
         user_id: &str,
         session_id: &str,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<bool, StoreError> {
         let Some((uid, sid)) = parse_sid(session_id) else {
             return Ok(false);
@@ -403,7 +406,7 @@ impl MemoryStore {
         &self,
         user_id: &str,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<u32, StoreError> {
         let (shard, key) = self.locate(user_id);
         let mut ended = Vec::new();
@@ -424,7 +427,7 @@ impl MemoryStore {
         Ok(n)
     }
 
-    pub async fn list(&self, user_id: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+    pub async fn list(&self, user_id: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
         let (shard, key) = self.locate(user_id);
         let map = lock(shard);
         let Some(doc) = map.get(&key) else {
@@ -467,21 +470,26 @@ impl MemoryStore {
         &self,
         key: &str,
         window: Duration,
-        now: u64,
+        now: Millis,
     ) -> Result<u32, StoreError> {
         let mut map = lock(&self.inner.lockouts);
         let l = map.entry(key.into()).or_default();
         if l.window_end <= now {
             l.failures = 1;
-            l.window_end = now.saturating_add(window.as_secs().max(1));
+            l.window_end = now + window;
         } else {
             l.failures = l.failures.saturating_add(1);
         }
         Ok(l.failures)
     }
 
-    pub async fn lock(&self, key: &str, duration: Duration, now: u64) -> Result<u64, StoreError> {
-        let until = now.saturating_add(duration.as_secs());
+    pub async fn lock(
+        &self,
+        key: &str,
+        duration: Duration,
+        now: Millis,
+    ) -> Result<Millis, StoreError> {
+        let until = now + duration;
         lock(&self.inner.lockouts)
             .entry(key.into())
             .or_default()
@@ -489,7 +497,7 @@ impl MemoryStore {
         Ok(until)
     }
 
-    pub async fn locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError> {
+    pub async fn locked_until(&self, key: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         Ok(lock(&self.inner.lockouts)
             .get(key)
             .map(|l| l.locked_until)
@@ -506,7 +514,7 @@ impl MemoryStore {
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         if let Some(l) = lock(&self.inner.lockouts).get_mut(key) {
             l.failures = 0;
-            l.window_end = 0;
+            l.window_end = Millis::ZERO;
         }
         Ok(())
     }
@@ -524,19 +532,19 @@ impl MemoryStore {
         self.inner.revoked.subscribe()
     }
 
-    pub async fn active_count(&self, _now: u64) -> Result<u64, StoreError> {
+    pub async fn active_count(&self, _now: Millis) -> Result<u64, StoreError> {
         Ok(self.inner.active.load(Ordering::Relaxed).max(0) as u64)
     }
 
     /// Drops expired sessions, tombstones and lock-out counters as of `now`. Runs every 30
     /// seconds by itself inside a Tokio runtime.
-    pub fn sweep(&self, now: u64) {
+    pub fn sweep(&self, now: Millis) {
         self.inner.sweep(now);
     }
 }
 
 impl Inner {
-    fn sweep(&self, now: u64) {
+    fn sweep(&self, now: Millis) {
         for shard in self.shards.iter() {
             let mut map = lock(shard);
             map.retain(|_, doc| {
@@ -545,14 +553,14 @@ impl Inner {
                 };
                 if ranges
                     .iter()
-                    .all(|r| u64::from(Entry(&doc[r.clone()]).expires()) > now)
+                    .all(|r| Entry(&doc[r.clone()]).expires() > now)
                 {
                     return true;
                 }
                 let mut kept = Vec::with_capacity(doc.len());
                 for r in ranges {
                     let e = Entry(&doc[r.clone()]);
-                    if u64::from(e.expires()) > now {
+                    if e.expires() > now {
                         kept.extend_from_slice(&doc[r]);
                     } else if e.state() == record::STATE_ACTIVE {
                         self.active.fetch_sub(1, Ordering::Relaxed);
@@ -574,6 +582,6 @@ async fn sweeper(store: Weak<Inner>) {
         let Some(inner) = store.upgrade() else {
             return;
         };
-        inner.sweep(unix_now());
+        inner.sweep(Millis::now());
     }
 }

@@ -13,7 +13,10 @@
 //! successors are derived with HMAC so the immediate parent within the grace gets *the same*
 //! successor, and only truncated SHA-256 hashes are stored.
 //!
-//! Time is always passed in (`now`, Unix seconds) so tests control it. `refresh_ttl` is an idle
+//! Time is always passed in (`now`, [`Millis`]: Unix milliseconds, see [`time`]) so tests
+//! control it to the millisecond, and every window is bounded by its configured duration
+//! exactly: the parent is honoured while `now - rotated_at <= refresh_reuse_grace`, a session
+//! or lock is in force while `now < expiry`. `refresh_ttl` is an idle
 //! limit extended by each refresh, `max_lifetime` caps the total age ([`Lifetimes`]). An ended
 //! session stays as a small tombstone for `tombstone_ttl` so that its tokens answer
 //! `session_replaced` (kicked) rather than `session_revoked`; an unknown or expired one answers
@@ -30,6 +33,7 @@ pub mod ids;
 pub mod memory;
 pub(crate) mod record;
 pub mod redis;
+pub mod time;
 
 #[cfg(test)]
 mod tests;
@@ -43,6 +47,7 @@ use tokio::sync::broadcast;
 pub use ids::{session_of_refresh_token, user_id_of, RefreshKey, RefreshToken};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, RedisTarget};
+pub use time::Millis;
 
 /// Sent on the revocation channel instead of a session id when revocations may have been
 /// missed (the Redis subscription was re-established after a gap, or a receiver lagged): a
@@ -113,23 +118,23 @@ pub struct Session {
     pub ip: String,
     /// Cut to 255 bytes.
     pub user_agent: Option<String>,
-    pub created_at: u64,
+    pub created_at: Millis,
     /// Login, each refresh, and (Redis) a request at most once a minute; see
     /// [`SessionStore::check`].
-    pub last_seen_at: u64,
+    pub last_seen_at: Millis,
     /// 0 before the first rotation.
-    pub rotated_at: u64,
+    pub rotated_at: Millis,
     /// Number of rotations so far.
     pub generation: u32,
     /// Active: when it idles out (or hits `max_lifetime`); the refresh token's expiry.
-    /// Ended: when its tombstone goes.
-    pub expires_at: u64,
+    /// Ended: when its tombstone goes. Shown to clients as [`Millis::as_secs`] (rounded down).
+    pub expires_at: Millis,
     pub state: SessionState,
 }
 
 impl Session {
     /// Active and not past its expiry.
-    pub fn is_active(&self, now: u64) -> bool {
+    pub fn is_active(&self, now: Millis) -> bool {
         self.state == SessionState::Active && self.expires_at > now
     }
 }
@@ -159,10 +164,10 @@ pub struct Lifetimes {
 
 impl Lifetimes {
     /// The expiry of a session created at `created_at`, refreshed (or created) at `now`.
-    pub fn expiry(&self, created_at: u64, now: u64) -> u64 {
-        let idle = now.saturating_add(self.refresh_ttl.as_secs());
+    pub fn expiry(&self, created_at: Millis, now: Millis) -> Millis {
+        let idle = now + self.refresh_ttl;
         match self.max_lifetime {
-            Some(life) => idle.min(created_at.saturating_add(life.as_secs())),
+            Some(life) => idle.min(created_at + life),
             None => idle,
         }
     }
@@ -271,7 +276,7 @@ impl SessionStore {
         new: NewSession,
         max_per_platform: Option<u32>,
         lifetimes: Lifetimes,
-        now: u64,
+        now: Millis,
     ) -> Result<Created, StoreError> {
         dispatch!(self, s => s.create(new, max_per_platform, lifetimes, now).await)
     }
@@ -285,7 +290,7 @@ impl SessionStore {
         &self,
         user_id: &str,
         session_id: &str,
-        now: u64,
+        now: Millis,
     ) -> Result<SessionCheck, StoreError> {
         dispatch!(self, s => s.check(user_id, session_id, now).await)
     }
@@ -295,7 +300,7 @@ impl SessionStore {
         &self,
         token: &str,
         lifetimes: Lifetimes,
-        now: u64,
+        now: Millis,
     ) -> Result<RefreshOutcome, StoreError> {
         dispatch!(self, s => s.refresh(token, lifetimes, now).await)
     }
@@ -306,7 +311,7 @@ impl SessionStore {
         user_id: &str,
         session_id: &str,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.end(user_id, session_id, reason, now).await)
     }
@@ -316,7 +321,7 @@ impl SessionStore {
         &self,
         session_id: &str,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<bool, StoreError> {
         match user_id_of(session_id) {
             Some(user) => self.end(&user, session_id, reason, now).await,
@@ -329,13 +334,13 @@ impl SessionStore {
         &self,
         user_id: &str,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<u32, StoreError> {
         dispatch!(self, s => s.end_all(user_id, reason, now).await)
     }
 
     /// The active sessions of `user_id`, oldest first.
-    pub async fn list(&self, user_id: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+    pub async fn list(&self, user_id: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
         dispatch!(self, s => s.list(user_id, now).await)
     }
 
@@ -358,18 +363,23 @@ impl SessionStore {
         &self,
         key: &str,
         window: Duration,
-        now: u64,
+        now: Millis,
     ) -> Result<u32, StoreError> {
         dispatch!(self, s => s.record_failure(key, window, now).await)
     }
 
     /// Locks `key` until `now + duration`; returns that time.
-    pub async fn lock(&self, key: &str, duration: Duration, now: u64) -> Result<u64, StoreError> {
+    pub async fn lock(
+        &self,
+        key: &str,
+        duration: Duration,
+        now: Millis,
+    ) -> Result<Millis, StoreError> {
         dispatch!(self, s => s.lock(key, duration, now).await)
     }
 
     /// When `key`'s lock ends, if it is locked at `now`.
-    pub async fn locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError> {
+    pub async fn locked_until(&self, key: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         dispatch!(self, s => s.locked_until(key, now).await)
     }
 
@@ -407,7 +417,7 @@ impl SessionStore {
     /// expired sessions not yet swept (at most a minute). Redis: an approximation kept in
     /// counters per expiry hour, updated after each change without waiting (see
     /// [`RedisStore`]).
-    pub async fn active_count(&self, now: u64) -> Result<u64, StoreError> {
+    pub async fn active_count(&self, now: Millis) -> Result<u64, StoreError> {
         dispatch!(self, s => s.active_count(now).await)
     }
 }
@@ -422,13 +432,6 @@ impl From<RedisStore> for SessionStore {
     fn from(s: RedisStore) -> Self {
         Self::Redis(s)
     }
-}
-
-/// Unix seconds now, for callers (the stores themselves always take `now`).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Walks an old refresh secret forward up to `steps` rotations; true if it reaches one of the

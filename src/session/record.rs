@@ -4,11 +4,16 @@
 //! memory store in a map entry, Redis in one string key). One blob per user rather than one key
 //! per session is what keeps Redis at a few hundred bytes per session: a hash per session plus
 //! a per-user index measured ~590 bytes with a 40-byte user agent and ~1,430 with a browser's
-//! (a hash with any value over 64 bytes leaves the compact listpack encoding). This layout
-//! measured 390 bytes per session in Redis (`INFO memory`, 100,000 users with one session and
-//! a 117-byte Chrome user agent each) and 293 bytes of RSS per session in the memory store
-//! (1,000,000 such users); see the ignored tests `redis_memory_per_session` and
-//! `memory_store_rss_per_session`. Token hashes are 16 bytes for the same reason (`ids.rs`).
+//! (a hash with any value over 64 bytes leaves the compact listpack encoding). Layout 1 (times
+//! in u32 seconds) measured 390 bytes per session in Redis (`INFO memory`, 100,000 users with
+//! one session and a 111-byte Chrome user agent each) and 293 bytes of RSS per session in the
+//! memory store (1,000,000 such users); layout 2's figures are in BENCHMARKS.md (the ignored
+//! tests `redis_memory_per_session` and `memory_store_rss_per_session`). Token hashes are 16
+//! bytes for the same reason (`ids.rs`).
+//!
+//! Times are Unix **milliseconds** (issue 15: whole seconds turned a 500 ms grace into 0 and
+//! let every window run up to a second long) in 48-bit fields: good until the year 10889, and
+//! 8 bytes a record more than the u32 seconds of layout 1 where u64 fields would add 16.
 //!
 //! The Lua scripts in `lua/` patch the fixed header in place at the same offsets (1-based
 //! there); the Rust side encodes new records and decodes them. Little-endian throughout.
@@ -17,48 +22,70 @@
 //! off len field
 //!   0   2 total record length (u16)
 //!   2   1 state: 0 active, 1 logout, 2 revoked, 3 replaced, 4 theft, 5 expired
-//!   3   1 layout version (1)
-//!   4   4 created_at        (Unix seconds, u32: good until 2106)
-//!   8   4 last_seen_at
-//!  12   4 rotated_at        (0 before the first rotation)
-//!  16   4 expires_at        (active: idle/lifetime expiry; ended: when the tombstone goes)
-//!  20   4 generation        (rotations so far)
-//!  24  16 session id (random part)
-//!  40  16 current refresh-token hash
-//!  56  16 parent refresh-token hash (zeros at generation 0)
-//!  72   . platform, user_id, user_name, tenant, device, ip, user_agent: each u8 length + bytes
+//!   3   1 layout version (2)
+//!   4   6 created_at        (Unix milliseconds, u48)
+//!  10   6 last_seen_at
+//!  16   6 rotated_at        (0 before the first rotation)
+//!  22   6 expires_at        (active: idle/lifetime expiry; ended: when the tombstone goes)
+//!  28   4 generation        (rotations so far, u32)
+//!  32  16 session id (random part)
+//!  48  16 current refresh-token hash
+//!  64  16 parent refresh-token hash (zeros at generation 0)
+//!  80   . platform, user_id, user_name, tenant, device: each u8 length + bytes
+//!       . ip: u8 kind, then 4 (kind 4: IPv4) or 16 (kind 6: IPv6) raw bytes, or (kind 0) a
+//!         u8 length + text, for anything that is not an address in its canonical form
+//!       . user_agent: u8 length + bytes
 //!       . roles: u8 count, then each u8 length + bytes
 //! ```
-//! An empty tenant, device or user agent means "none".
+//! An empty tenant, device or user agent means "none". The login IP is kept as raw bytes
+//! because that wins back what the wider times cost: "203.0.113.7" takes 5 bytes rather than
+//! 12, and the measured record stays in its allocator size class.
+//!
+//! **Layout 1** (written by versions before issue 15, still found in Redis after an upgrade)
+//! is the same with a 72-byte header: four u32 times in Unix seconds at 4, 8, 12, 16, the
+//! generation at 20, then the three 16-byte fields; its ip is plain text (u8 length + bytes). Redis records are versioned rather than
+//! guessed at: [`upgrade`] (and `load` in `lua/common.lua`) rewrite a layout-1 record as
+//! layout 2 on read, seconds × 1000, and the next write of that user's key stores it so. A
+//! time cut to its second is at most the true time, so an upgraded record's windows can only
+//! be shorter than configured, never longer.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 use super::ids::{format_sid, SidBytes, TokenHash};
-use super::{EndReason, NewSession, Session, SessionCheck, SessionState, StoreError};
+use super::{EndReason, Millis, NewSession, Session, SessionCheck, SessionState, StoreError};
 
-pub(crate) const HEADER: usize = 72;
+pub(crate) const HEADER: usize = 80;
 pub(crate) const LEN: usize = 0;
 pub(crate) const STATE: usize = 2;
 pub(crate) const VERSION: usize = 3;
 pub(crate) const CREATED: usize = 4;
-pub(crate) const SEEN: usize = 8;
-pub(crate) const ROTATED: usize = 12;
-pub(crate) const EXPIRES: usize = 16;
-pub(crate) const GENERATION: usize = 20;
-pub(crate) const SID: usize = 24;
-pub(crate) const CURRENT: usize = 40;
-pub(crate) const PARENT: usize = 56;
+pub(crate) const SEEN: usize = 10;
+pub(crate) const ROTATED: usize = 16;
+pub(crate) const EXPIRES: usize = 22;
+pub(crate) const GENERATION: usize = 28;
+pub(crate) const SID: usize = 32;
+pub(crate) const CURRENT: usize = 48;
+pub(crate) const PARENT: usize = 64;
+
+/// The layout written now.
+pub(crate) const LAYOUT: u8 = 2;
+/// Layout 1: u32 Unix seconds, 72-byte header (read and upgraded, never written).
+const LAYOUT_SECONDS: u8 = 1;
+const HEADER_V1: usize = 72;
 
 pub(crate) const STATE_ACTIVE: u8 = 0;
 /// Smallest possible record: header, seven empty text fields, no roles.
-const MIN_LEN: usize = HEADER + 8;
+const MIN_LEN: usize = HEADER + 9;
+/// The ip field's kinds.
+const IP_TEXT: u8 = 0;
+const IP_V4: u8 = 4;
+const IP_V6: u8 = 6;
 /// Display-only fields are cut to this many bytes (at a character boundary).
 const MAX_FIELD: usize = 255;
 
-/// Unix seconds as stored (saturating: records are u32).
-pub(crate) fn t32(t: u64) -> u32 {
-    t.min(u32::MAX as u64) as u32
-}
+/// The largest time a 48-bit field holds; later times are stored as it (the year 10889).
+pub(crate) const MAX_TIME: u64 = (1 << 48) - 1;
 
 pub(crate) fn reason_code(r: EndReason) -> u8 {
     match r {
@@ -81,7 +108,7 @@ fn reason_of(code: u8) -> Option<EndReason> {
     })
 }
 
-fn corrupt() -> StoreError {
+pub(crate) fn corrupt() -> StoreError {
     StoreError::Backend("corrupt session record".into())
 }
 
@@ -96,6 +123,24 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The login IP as raw bytes when it reads back as the same text, else as text.
+fn push_ip(out: &mut Vec<u8>, ip: &str) {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) if a.to_string() == ip => {
+            out.push(IP_V4);
+            out.extend_from_slice(&a.octets());
+        }
+        Ok(IpAddr::V6(a)) if a.to_string() == ip => {
+            out.push(IP_V6);
+            out.extend_from_slice(&a.octets());
+        }
+        _ => {
+            out.push(IP_TEXT);
+            push_text(out, truncate(ip, MAX_FIELD));
+        }
+    }
+}
+
 fn push_text(out: &mut Vec<u8>, s: &str) {
     // Callers have already checked or cut `s` to at most 255 bytes.
     out.push(s.len() as u8);
@@ -107,8 +152,8 @@ pub(crate) fn encode(
     new: &NewSession,
     sid: &SidBytes,
     current: &TokenHash,
-    now: u64,
-    expires_at: u64,
+    now: Millis,
+    expires_at: Millis,
 ) -> Result<Vec<u8>, StoreError> {
     let fits = |s: &str| s.len() <= MAX_FIELD;
     if new.user_id.is_empty() || !fits(&new.user_id) {
@@ -139,11 +184,11 @@ pub(crate) fn encode(
             + new.user_agent.as_deref().map_or(0, str::len).min(MAX_FIELD)
             + new.roles.iter().map(|r| r.len() + 1).sum::<usize>(),
     );
-    out.extend_from_slice(&[0, 0, STATE_ACTIVE, 1]);
-    let now = t32(now);
-    for v in [now, now, 0, t32(expires_at), 0] {
-        out.extend_from_slice(&v.to_le_bytes());
+    out.extend_from_slice(&[0, 0, STATE_ACTIVE, LAYOUT]);
+    for t in [now, now, Millis::ZERO, expires_at] {
+        out.extend_from_slice(&t48(t));
     }
+    out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(sid);
     out.extend_from_slice(current);
     out.extend_from_slice(&[0; 16]);
@@ -155,7 +200,7 @@ pub(crate) fn encode(
         &mut out,
         truncate(new.device.as_deref().unwrap_or(""), MAX_FIELD),
     );
-    push_text(&mut out, truncate(&new.ip, MAX_FIELD));
+    push_ip(&mut out, &new.ip);
     push_text(
         &mut out,
         truncate(new.user_agent.as_deref().unwrap_or(""), MAX_FIELD),
@@ -178,6 +223,22 @@ pub(crate) fn set_u32(e: &mut [u8], off: usize, v: u32) {
     e[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
 
+/// A time as its 6 stored bytes (saturating at [`MAX_TIME`]).
+fn t48(t: Millis) -> [u8; 6] {
+    let b = t.0.min(MAX_TIME).to_le_bytes();
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
+}
+
+pub(crate) fn get_time(e: &[u8], off: usize) -> Millis {
+    let mut b = [0u8; 8];
+    b[..6].copy_from_slice(&e[off..off + 6]);
+    Millis(u64::from_le_bytes(b))
+}
+
+pub(crate) fn set_time(e: &mut [u8], off: usize, t: Millis) {
+    e[off..off + 6].copy_from_slice(&t48(t));
+}
+
 /// A validated view of one record (at least [`HEADER`] bytes long).
 #[derive(Clone, Copy)]
 pub(crate) struct Entry<'a>(pub(crate) &'a [u8]);
@@ -186,17 +247,17 @@ impl<'a> Entry<'a> {
     pub(crate) fn state(&self) -> u8 {
         self.0[STATE]
     }
-    pub(crate) fn created(&self) -> u32 {
-        get_u32(self.0, CREATED)
+    pub(crate) fn created(&self) -> Millis {
+        get_time(self.0, CREATED)
     }
-    pub(crate) fn rotated(&self) -> u32 {
-        get_u32(self.0, ROTATED)
+    pub(crate) fn rotated(&self) -> Millis {
+        get_time(self.0, ROTATED)
     }
-    pub(crate) fn seen(&self) -> u32 {
-        get_u32(self.0, SEEN)
+    pub(crate) fn seen(&self) -> Millis {
+        get_time(self.0, SEEN)
     }
-    pub(crate) fn expires(&self) -> u32 {
-        get_u32(self.0, EXPIRES)
+    pub(crate) fn expires(&self) -> Millis {
+        get_time(self.0, EXPIRES)
     }
     pub(crate) fn generation(&self) -> u32 {
         get_u32(self.0, GENERATION)
@@ -211,8 +272,8 @@ impl<'a> Entry<'a> {
         &self.0[PARENT..PARENT + 16]
     }
     /// Active and not yet past its expiry.
-    pub(crate) fn is_live(&self, now: u64) -> bool {
-        self.state() == STATE_ACTIVE && u64::from(self.expires()) > now
+    pub(crate) fn is_live(&self, now: Millis) -> bool {
+        self.state() == STATE_ACTIVE && self.expires() > now
     }
 
     fn text(&self) -> TextReader<'a> {
@@ -233,8 +294,8 @@ impl<'a> Entry<'a> {
     }
 
     /// What the hot path needs: active, ended (why), or gone.
-    pub(crate) fn check(&self, now: u64) -> SessionCheck {
-        let expired = u64::from(self.expires()) <= now;
+    pub(crate) fn check(&self, now: Millis) -> SessionCheck {
+        let expired = self.expires() <= now;
         match (self.state(), expired) {
             (STATE_ACTIVE, false) => SessionCheck::Active,
             (STATE_ACTIVE, true) => SessionCheck::Ended(EndReason::Expired),
@@ -246,17 +307,17 @@ impl<'a> Entry<'a> {
 
     pub(crate) fn to_session(self) -> Result<Session, StoreError> {
         let mut t = self.text();
-        let mut field = || -> Result<String, StoreError> {
+        fn field(t: &mut TextReader<'_>) -> Result<String, StoreError> {
             let b = t.next().ok_or_else(corrupt)?;
             String::from_utf8(b.to_vec()).map_err(|_| corrupt())
-        };
-        let platform = field()?;
-        let user_id = field()?;
-        let user_name = field()?;
-        let tenant = field()?;
-        let device = field()?;
-        let ip = field()?;
-        let user_agent = field()?;
+        }
+        let platform = field(&mut t)?;
+        let user_id = field(&mut t)?;
+        let user_name = field(&mut t)?;
+        let tenant = field(&mut t)?;
+        let device = field(&mut t)?;
+        let ip = t.ip().ok_or_else(corrupt)?;
+        let user_agent = field(&mut t)?;
         let count = t.byte().ok_or_else(corrupt)?;
         let mut roles = Vec::with_capacity(count.into());
         for _ in 0..count {
@@ -276,11 +337,11 @@ impl<'a> Entry<'a> {
             device: some(device),
             ip,
             user_agent: some(user_agent),
-            created_at: self.created().into(),
-            last_seen_at: self.seen().into(),
-            rotated_at: self.rotated().into(),
+            created_at: self.created(),
+            last_seen_at: self.seen(),
+            rotated_at: self.rotated(),
             generation: self.generation(),
-            expires_at: self.expires().into(),
+            expires_at: self.expires(),
             state: match self.state() {
                 STATE_ACTIVE => SessionState::Active,
                 code => SessionState::Ended(reason_of(code).ok_or_else(corrupt)?),
@@ -303,9 +364,29 @@ impl<'a> TextReader<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let n = usize::from(self.byte()?);
+        self.take(n)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.buf.get(self.pos..self.pos + n)?;
         self.pos += n;
         Some(s)
+    }
+
+    /// The ip field (see the layout).
+    fn ip(&mut self) -> Option<String> {
+        Some(match self.byte()? {
+            IP_V4 => {
+                let b: [u8; 4] = self.take(4)?.try_into().ok()?;
+                Ipv4Addr::from(b).to_string()
+            }
+            IP_V6 => {
+                let b: [u8; 16] = self.take(16)?.try_into().ok()?;
+                Ipv6Addr::from(b).to_string()
+            }
+            IP_TEXT => String::from_utf8(self.next()?.to_vec()).ok()?,
+            _ => return None,
+        })
     }
 }
 
@@ -318,7 +399,7 @@ pub(crate) fn ranges(doc: &[u8]) -> Result<Vec<Range<usize>>, StoreError> {
             .get(pos..pos + 2)
             .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
             .ok_or_else(corrupt)?;
-        if len < MIN_LEN || pos + len > doc.len() || doc[pos + VERSION] != 1 {
+        if len < MIN_LEN || pos + len > doc.len() || doc[pos + VERSION] != LAYOUT {
             return Err(corrupt());
         }
         out.push(pos..pos + len);
@@ -340,7 +421,7 @@ pub(crate) fn find(
             .get(pos..pos + 2)
             .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
             .ok_or_else(corrupt)?;
-        if len < MIN_LEN || pos + len > doc.len() {
+        if len < MIN_LEN || pos + len > doc.len() || doc[pos + VERSION] != LAYOUT {
             return Err(corrupt());
         }
         let e = Entry(&doc[pos..pos + len]);
@@ -350,6 +431,89 @@ pub(crate) fn find(
         pos += len;
     }
     Ok(None)
+}
+
+/// A user's blob with every layout-1 record (seconds, written before issue 15) rewritten as
+/// layout 2 (milliseconds); the blob itself when there is none, which is the usual case.
+/// `lua/common.lua`'s `load` does the same inside the scripts.
+pub(crate) fn upgrade(doc: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    let mut pos = 0;
+    let mut old = false;
+    while pos < doc.len() {
+        let (len, version) = doc
+            .get(pos..pos + 4)
+            .map(|b| (usize::from(u16::from_le_bytes([b[0], b[1]])), b[3]))
+            .ok_or_else(corrupt)?;
+        if pos + len > doc.len() || len < 4 {
+            return Err(corrupt());
+        }
+        old |= version == LAYOUT_SECONDS;
+        pos += len;
+    }
+    if !old {
+        return Ok(doc);
+    }
+    let mut out = Vec::with_capacity(doc.len() + 64);
+    let mut pos = 0;
+    while pos < doc.len() {
+        let len = usize::from(u16::from_le_bytes([doc[pos], doc[pos + 1]]));
+        let rec = &doc[pos..pos + len];
+        pos += len;
+        if rec[VERSION] != LAYOUT_SECONDS {
+            out.extend_from_slice(rec);
+            continue;
+        }
+        if len < HEADER_V1 + 8 {
+            return Err(corrupt());
+        }
+        let new_len = u16::try_from(len + HEADER - HEADER_V1 + 1).map_err(|_| corrupt())?;
+        out.extend_from_slice(&new_len.to_le_bytes());
+        out.extend_from_slice(&[rec[STATE], LAYOUT]);
+        for off in [4, 8, 12, 16] {
+            let secs = u64::from(get_u32(rec, off));
+            out.extend_from_slice(&t48(Millis::from_secs(secs)));
+        }
+        // Generation, the session id, both hashes and the text fields are unchanged, except
+        // that the ip (the sixth text field) gets its kind byte: text.
+        let mut ip_at = HEADER_V1;
+        for _ in 0..5 {
+            ip_at += 1 + usize::from(*rec.get(ip_at).ok_or_else(corrupt)?);
+        }
+        if ip_at >= len {
+            return Err(corrupt());
+        }
+        out.extend_from_slice(&rec[20..ip_at]);
+        out.push(IP_TEXT);
+        out.extend_from_slice(&rec[ip_at..]);
+    }
+    Ok(out)
+}
+
+/// A layout-2 record written back as layout 1 (times cut to seconds, the ip as text), as a
+/// version before issue 15 would have stored it: for the upgrade tests.
+#[cfg(test)]
+pub(crate) fn as_layout_1(rec: &[u8]) -> Vec<u8> {
+    let mut body = rec[GENERATION..SID + 48].to_vec();
+    let mut t = TextReader {
+        buf: rec,
+        pos: HEADER,
+    };
+    for _ in 0..5 {
+        push_text(&mut body, std::str::from_utf8(t.next().unwrap()).unwrap());
+    }
+    push_text(&mut body, &t.ip().unwrap());
+    body.extend_from_slice(&rec[t.pos..]);
+    let len = u16::try_from(4 + 16 + body.len()).expect("short record");
+    let mut out = Vec::with_capacity(rec.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[rec[STATE], LAYOUT_SECONDS]);
+    for off in [CREATED, SEEN, ROTATED, EXPIRES] {
+        let secs = u32::try_from(get_time(rec, off).as_secs()).expect("a u32 second");
+        out.extend_from_slice(&secs.to_le_bytes());
+    }
+    out.extend_from_slice(&body);
+    assert_eq!(out.len(), usize::from(len));
+    out
 }
 
 #[cfg(test)]
@@ -371,13 +535,23 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let e = encode(&new_session(), &[3; 16], &[4; 16], 1000, 2000).unwrap();
+        let e = encode(
+            &new_session(),
+            &[3; 16],
+            &[4; 16],
+            Millis(1000),
+            Millis(2000),
+        )
+        .unwrap();
         assert_eq!(ranges(&e).unwrap(), vec![0..e.len()]);
         let v = Entry(&e);
         assert_eq!(v.platform(), b"web");
         assert_eq!(v.user_id(), b"1001");
-        assert_eq!(v.check(1999), SessionCheck::Active);
-        assert_eq!(v.check(2000), SessionCheck::Ended(EndReason::Expired));
+        assert_eq!(v.check(Millis(1999)), SessionCheck::Active);
+        assert_eq!(
+            v.check(Millis(2000)),
+            SessionCheck::Ended(EndReason::Expired)
+        );
         let s = v.to_session().unwrap();
         assert_eq!(s.user_name, "alice");
         assert_eq!(s.tenant.as_deref(), Some("acme"));
@@ -385,7 +559,10 @@ mod tests {
         assert_eq!(s.roles, ["admin", "ops"]);
         // Cut at a character boundary: 127 two-byte characters.
         assert_eq!(s.user_agent.unwrap().len(), 254);
-        assert_eq!((s.created_at, s.expires_at, s.generation), (1000, 2000, 0));
+        assert_eq!(
+            (s.created_at, s.expires_at, s.generation),
+            (Millis(1000), Millis(2000), 0)
+        );
         let mut two = e.clone();
         two.extend_from_slice(&e);
         assert_eq!(find(&two, "1001", &[3; 16]).unwrap(), Some(0..e.len()));
@@ -397,9 +574,119 @@ mod tests {
     fn rejects_oversized_identity() {
         let mut n = new_session();
         n.user_id = "x".repeat(256);
-        assert!(encode(&n, &[0; 16], &[0; 16], 0, 1).is_err());
+        assert!(encode(&n, &[0; 16], &[0; 16], Millis(0), Millis(1)).is_err());
         let mut n = new_session();
         n.roles = vec!["r".repeat(255); 255];
-        assert!(encode(&n, &[0; 16], &[0; 16], 0, 1).is_err());
+        assert!(encode(&n, &[0; 16], &[0; 16], Millis(0), Millis(1)).is_err());
+    }
+
+    #[test]
+    fn times_are_milliseconds_and_saturate_at_48_bits() {
+        let e = encode(
+            &new_session(),
+            &[3; 16],
+            &[4; 16],
+            Millis(1_700_000_000_123),
+            Millis(u64::MAX),
+        )
+        .unwrap();
+        let v = Entry(&e);
+        assert_eq!(v.created(), Millis(1_700_000_000_123));
+        assert_eq!(v.seen(), Millis(1_700_000_000_123));
+        assert_eq!(v.rotated(), Millis::ZERO);
+        assert_eq!(v.expires(), Millis(MAX_TIME));
+        assert_eq!(e[VERSION], LAYOUT);
+    }
+
+    #[test]
+    fn the_longest_configurable_span_fits_after_the_year_2500() {
+        let year_2500 = Millis::from_secs((2500 - 1970) * 31_557_600);
+        assert!((year_2500 + crate::session::time::MAX_STORE_SPAN).0 <= MAX_TIME);
+    }
+
+    #[test]
+    fn layout_1_records_are_upgraded_seconds_to_milliseconds() {
+        let a = encode(
+            &new_session(),
+            &[3; 16],
+            &[4; 16],
+            Millis(1_700_000_000_999),
+            Millis(1_700_003_600_999),
+        )
+        .unwrap();
+        let mut b = encode(
+            &new_session(),
+            &[5; 16],
+            &[6; 16],
+            Millis(7_000),
+            Millis(9_000),
+        )
+        .unwrap();
+        set_time(&mut b, ROTATED, Millis(8_000));
+        set_u32(&mut b, GENERATION, 3);
+        b[STATE] = reason_code(EndReason::Theft);
+        // An old record, a new one and another old one in one blob.
+        let mut doc = as_layout_1(&a);
+        assert!(ranges(&doc).is_err(), "layout 1 is never read as it is");
+        doc.extend_from_slice(&b);
+        doc.extend_from_slice(&as_layout_1(&b));
+        let up = upgrade(doc).unwrap();
+        let r = ranges(&up).unwrap();
+        assert_eq!(r.len(), 3);
+        let (x, y, z) = (
+            Entry(&up[r[0].clone()]),
+            Entry(&up[r[1].clone()]),
+            Entry(&up[r[2].clone()]),
+        );
+        // Cut to the second, then × 1000: never later than the true time.
+        assert_eq!(x.created(), Millis(1_700_000_000_000));
+        assert_eq!(x.expires(), Millis(1_700_003_600_000));
+        assert_eq!(
+            x.to_session().unwrap().user_agent,
+            new_session().user_agent.map(|u| { u[..254].to_owned() })
+        );
+        assert_eq!(y.0, &b[..]);
+        assert_eq!(
+            (z.rotated(), z.generation(), z.sid()),
+            (Millis(8_000), 3, &[5u8; 16][..])
+        );
+        assert_eq!(
+            z.check(Millis(8_999)),
+            SessionCheck::Ended(EndReason::Theft)
+        );
+        assert_eq!(z.current(), &[6; 16]);
+        assert_eq!(x.to_session().unwrap().ip, "203.0.113.7");
+        // A blob without old records comes back as it was.
+        assert_eq!(upgrade(b.clone()).unwrap(), b);
+        assert!(upgrade(b[..b.len() - 1].to_vec()).is_err());
+    }
+
+    #[test]
+    fn the_ip_is_kept_as_raw_bytes_when_it_reads_back_the_same() {
+        for (ip, kind, bytes) in [
+            ("203.0.113.7", IP_V4, 5),
+            ("2001:db8::1", IP_V6, 17),
+            ("::ffff:203.0.113.7", IP_V6, 17),
+            // Not canonical, or not an address: kept as text, exactly.
+            ("203.000.113.7", IP_TEXT, 15),
+            ("2001:DB8::1", IP_TEXT, 13),
+            ("unknown", IP_TEXT, 9),
+            ("", IP_TEXT, 2),
+        ] {
+            let mut n = new_session();
+            n.ip = ip.into();
+            let e = encode(&n, &[1; 16], &[2; 16], Millis(1), Millis(2)).unwrap();
+            let s = Entry(&e).to_session().unwrap();
+            assert_eq!(s.ip, ip);
+            let mut plain = new_session();
+            plain.ip = String::new();
+            let base = encode(&plain, &[1; 16], &[2; 16], Millis(1), Millis(2)).unwrap();
+            assert_eq!(e.len() - base.len() + 2, bytes, "{ip}");
+            let mut t = Entry(&e).text();
+            for _ in 0..5 {
+                t.next();
+            }
+            assert_eq!(t.byte(), Some(kind), "{ip}");
+        }
     }
 }

@@ -9,10 +9,11 @@
 //!   The hash tag keeps anything added for a user later on the same cluster slot. The hot-path
 //!   check is one `GET` of it, decoded here (a user has a handful of records).
 //! - `<p>lock:<key>`: failed logins (`lock:u:<username>`, `lock:ip:<ip>`), a hash
-//!   `{n: count, e: window end}`, TTL the window.
-//! - `<p>locked:<key>`: lock-out, value the Unix second it ends, TTL the lock duration.
+//!   `{n: count, e: window end}`, TTL (`PEXPIRE`) the window.
+//! - `<p>locked:<key>`: lock-out, value the Unix millisecond it ends, TTL (`PX`) the lock
+//!   duration.
 //! - `<p>stats:active`: the `authgate_sessions_active` approximation, a hash from expiry hour
-//!   (`expires_at / 3600`) to the number of sessions expiring in it. Every change adjusts it
+//!   (`expires_at` in Unix hours) to the number of sessions expiring in it. Every change adjusts it
 //!   after the fact, in a write the caller does not wait for; reading sums the hours not yet
 //!   past. So it is off by sessions that idle out within the current hour and by any update
 //!   lost to a failure, and heals as hours pass. TTL: the last hour it counts.
@@ -21,7 +22,18 @@
 //!
 //! Every write that must be atomic (create with kick-out, rotation, end) is one Lua script on
 //! the user's one key, so it works unchanged on Redis Cluster. Times inside records are the
-//! `now` passed in; Redis TTLs only collect garbage.
+//! `now` passed in (Unix milliseconds, in ARGV: the scripts never call `TIME`); Redis TTLs
+//! (`PX`/`PEXPIRE`) only collect garbage.
+//!
+//! # Upgrading from seconds
+//! Versions before issue 15 kept these times in Unix seconds. Session records carry a layout
+//! version (`record.rs`): a layout-1 (seconds) record is converted to milliseconds whenever it
+//! is read, by Rust and by the scripts alike, and stored so at the user's next write. The
+//! lock-out values have no version, so they are told apart by size: a window end or lock end
+//! below 10^11 is seconds (as milliseconds it would be 1973) and is read × 1000. Either way a
+//! time cut to its second only makes a window shorter, so an upgrade logs nobody out and locks
+//! nobody longer. Old and new versions must not run side by side on one Redis: an old one
+//! cannot read layout-2 records.
 //!
 //! # Failure
 //! A single node goes through a `ConnectionManager` (reconnects by itself); a cluster through
@@ -51,15 +63,30 @@ use super::ids::{
     b64, format_token, parse_sid, random, sid_prefix, token_hash, ParsedToken, Secret, SidBytes,
 };
 use super::record::{self, Entry};
+use super::time::ms_of;
 use super::{
-    is_ancestor, Created, EndReason, Lifetimes, NewSession, RefreshOutcome, Session, SessionCheck,
-    StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER, RECHECK_ALL,
+    is_ancestor, Created, EndReason, Lifetimes, Millis, NewSession, RefreshOutcome, Session,
+    SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
+    RECHECK_ALL,
 };
 
 const COMMON: &str = include_str!("lua/common.lua");
-/// A request moves `last_seen_at` at most this often (a background write).
-const TOUCH_EVERY: u64 = 60;
+/// A request moves `last_seen_at` at most this often (a background write), in ms.
+const TOUCH_EVERY: u64 = 60_000;
 const HOUR: u64 = 3600;
+const HOUR_MS: u64 = HOUR * 1000;
+/// Lock-out values below this were written in Unix seconds by a version before issue 15
+/// (10^11 s is the year 5138; 10^11 ms is 1973, before anything this version writes).
+const LEGACY_SECONDS_BELOW: u64 = 100_000_000_000;
+
+/// A lock-out time as stored: Unix ms, or Unix seconds from an older version.
+fn stored_time(v: u64) -> Millis {
+    if v < LEGACY_SECONDS_BELOW {
+        Millis::from_secs(v)
+    } else {
+        Millis(v)
+    }
+}
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,8 +315,9 @@ impl RedisStore {
         format!("{}{{u:{user_id}}}", self.inner.prefix)
     }
 
+    /// The tombstone TTL in ms (at least 1: a tombstone of 0 ms would never be seen).
     fn tomb(&self) -> u64 {
-        self.inner.settings.tombstone_ttl.as_secs().max(1)
+        ms_of(self.inner.settings.tombstone_ttl).max(1)
     }
 
     /// Runs one Redis call, bounded by the timeout.
@@ -315,10 +343,10 @@ impl RedisStore {
     }
 
     /// Adjusts the active-session counters in the background: `(expires_at, delta)`.
-    fn bump(&self, deltas: &[(u64, i64)], now: u64) {
+    fn bump(&self, deltas: &[(Millis, i64)], now: Millis) {
         let mut by_hour: Vec<(u64, i64)> = Vec::new();
         for &(exp, d) in deltas {
-            let h = exp / HOUR;
+            let h = exp.0 / HOUR_MS;
             match by_hour.iter_mut().find(|(b, _)| *b == h) {
                 Some((_, n)) => *n += d,
                 None => by_hour.push((h, d)),
@@ -334,7 +362,7 @@ impl RedisStore {
             p.cmd("HINCRBY").arg(key).arg(h).arg(d).ignore();
         }
         let last = by_hour.iter().map(|&(h, _)| h).max().unwrap_or(0);
-        let ttl = ((last + 1) * HOUR).saturating_sub(now).max(HOUR);
+        let ttl = ((last + 1) * HOUR).saturating_sub(now.as_secs()).max(HOUR);
         p.cmd("EXPIRE").arg(key).arg(ttl).arg("NX").ignore();
         p.cmd("EXPIRE").arg(key).arg(ttl).arg("GT").ignore();
         let mut conn = self.inner.conn.clone();
@@ -351,7 +379,7 @@ impl RedisStore {
         new: NewSession,
         max_per_platform: Option<u32>,
         lifetimes: Lifetimes,
-        now: u64,
+        now: Millis,
     ) -> Result<Created, StoreError> {
         let sid: SidBytes = random();
         let secret: Secret = random();
@@ -361,7 +389,7 @@ impl RedisStore {
         let prefix = sid_prefix(&new.user_id);
         let mut conn = self.inner.conn.clone();
         let mut inv = self.inner.scripts.create.key(self.user_key(&new.user_id));
-        inv.arg(now)
+        inv.arg(now.0)
             .arg(&rec[..])
             .arg(max_per_platform.map_or(0, |m| m.max(1)))
             .arg(self.tomb())
@@ -371,13 +399,13 @@ impl RedisStore {
             .arg(MAX_TOMBSTONES_PER_USER);
         let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
         let mut kicked = Vec::with_capacity(out.len() / 2);
-        let mut deltas = vec![(u64::from(record::t32(expires)), 1)];
+        let mut deltas = vec![(session.expires_at, 1)];
         for pair in out.chunks(2) {
             let [sid, exp] = pair else {
                 return Err(unexpected("create"));
             };
             kicked.push(format!("{prefix}{}", b64(bytes(sid)?)));
-            deltas.push((int(exp)?.max(0) as u64, -1));
+            deltas.push((Millis(int(exp)?.max(0) as u64), -1));
         }
         self.bump(&deltas, now);
         self.publish_local(kicked.iter().cloned());
@@ -392,7 +420,7 @@ impl RedisStore {
         &self,
         user_id: &str,
         session_id: &str,
-        now: u64,
+        now: Millis,
     ) -> Result<SessionCheck, StoreError> {
         let Some((uid, sid)) = parse_sid(session_id) else {
             return Ok(SessionCheck::Unknown);
@@ -408,24 +436,25 @@ impl RedisStore {
         let Some(doc) = doc else {
             return Ok(SessionCheck::Unknown);
         };
+        let doc = record::upgrade(doc)?;
         let Some(r) = record::find(&doc, user_id, &sid)? else {
             return Ok(SessionCheck::Unknown);
         };
         let e = Entry(&doc[r]);
         let answer = e.check(now);
-        if answer == SessionCheck::Active && u64::from(e.seen()) + TOUCH_EVERY <= now {
+        if answer == SessionCheck::Active && e.seen().0.saturating_add(TOUCH_EVERY) <= now.0 {
             self.touch(key, sid, now);
         }
         Ok(answer)
     }
 
     /// Moves `last_seen_at` in the background; a failure only leaves it older.
-    fn touch(&self, key: String, sid: SidBytes, now: u64) {
+    fn touch(&self, key: String, sid: SidBytes, now: Millis) {
         let store = self.clone();
         tokio::spawn(async move {
             let mut conn = store.inner.conn.clone();
             let mut inv = store.inner.scripts.touch.key(key);
-            inv.arg(now).arg(&sid[..]);
+            inv.arg(now.0).arg(&sid[..]);
             if let Err(e) = store.timed(inv.invoke_async::<Value>(&mut conn)).await {
                 tracing::debug!(error = %e, "last-seen update lost");
             }
@@ -436,7 +465,7 @@ impl RedisStore {
         &self,
         token: &str,
         lifetimes: Lifetimes,
-        now: u64,
+        now: Millis,
     ) -> Result<RefreshOutcome, StoreError> {
         let Some(p) = ParsedToken::parse(token) else {
             return Ok(RefreshOutcome::Invalid);
@@ -447,13 +476,14 @@ impl RedisStore {
         let prefix = sid_prefix(&p.user_id);
         let mut conn = self.inner.conn.clone();
         let mut inv = self.inner.scripts.refresh.key(self.user_key(&p.user_id));
-        inv.arg(now)
+        inv.arg(now.0)
             .arg(&p.sid[..])
             .arg(&presented[..])
             .arg(&token_hash(&next)[..])
-            .arg(self.inner.settings.reuse_grace.as_secs())
-            .arg(lifetimes.refresh_ttl.as_secs())
-            .arg(lifetimes.max_lifetime.map_or(0, |d| d.as_secs().max(1)))
+            .arg(ms_of(self.inner.settings.reuse_grace))
+            .arg(ms_of(lifetimes.refresh_ttl))
+            // 0 means "no cap" to the script.
+            .arg(lifetimes.max_lifetime.map_or(0, |d| ms_of(d).max(1)))
             .arg(self.tomb())
             .arg(&self.inner.channel)
             .arg(&prefix);
@@ -461,7 +491,7 @@ impl RedisStore {
         let [code, old, rec] = &out[..] else {
             return Err(unexpected("refresh"));
         };
-        let (code, old) = (int(code)?, int(old)?.max(0) as u64);
+        let (code, old) = (int(code)?, Millis(int(old)?.max(0) as u64));
         if code == 0 {
             return Ok(RefreshOutcome::Invalid);
         }
@@ -518,11 +548,11 @@ impl RedisStore {
         user_id: &str,
         sid: Option<&SidBytes>,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<Vec<Session>, StoreError> {
         let mut conn = self.inner.conn.clone();
         let mut inv = self.inner.scripts.end.key(self.user_key(user_id));
-        inv.arg(now)
+        inv.arg(now.0)
             .arg(sid.map_or(&[][..], |s| &s[..]))
             .arg(record::reason_code(reason))
             .arg(self.tomb())
@@ -539,7 +569,7 @@ impl RedisStore {
             if rec.len() < record::HEADER {
                 return Err(unexpected("end record"));
             }
-            deltas.push((int(old)?.max(0) as u64, -1));
+            deltas.push((Millis(int(old)?.max(0) as u64), -1));
             ended.push(Entry(rec).to_session()?);
         }
         self.bump(&deltas, now);
@@ -552,7 +582,7 @@ impl RedisStore {
         user_id: &str,
         session_id: &str,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<bool, StoreError> {
         let Some((uid, sid)) = parse_sid(session_id) else {
             return Ok(false);
@@ -570,22 +600,25 @@ impl RedisStore {
         &self,
         user_id: &str,
         reason: EndReason,
-        now: u64,
+        now: Millis,
     ) -> Result<u32, StoreError> {
         Ok(self.end_matching(user_id, None, reason, now).await?.len() as u32)
     }
 
+    /// A user's blob, every record in the current layout.
     async fn load(&self, user_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.inner.conn.clone();
-        self.timed(
-            redis::cmd("GET")
-                .arg(self.user_key(user_id))
-                .query_async(&mut conn),
-        )
-        .await
+        let doc: Option<Vec<u8>> = self
+            .timed(
+                redis::cmd("GET")
+                    .arg(self.user_key(user_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        doc.map(record::upgrade).transpose()
     }
 
-    pub async fn list(&self, user_id: &str, now: u64) -> Result<Vec<Session>, StoreError> {
+    pub async fn list(&self, user_id: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
         let Some(doc) = self.load(user_id).await? else {
             return Ok(Vec::new());
         };
@@ -624,7 +657,7 @@ impl RedisStore {
         &self,
         key: &str,
         window: Duration,
-        now: u64,
+        now: Millis,
     ) -> Result<u32, StoreError> {
         let mut conn = self.inner.conn.clone();
         let mut inv = self
@@ -632,28 +665,34 @@ impl RedisStore {
             .scripts
             .failure
             .key(format!("{}lock:{key}", self.inner.prefix));
-        inv.arg(now).arg(window.as_secs().max(1));
+        // At least 1 ms: PEXPIRE 0 would delete the counter it just wrote.
+        inv.arg(now.0).arg(ms_of(window).max(1));
         let n: i64 = self.timed(inv.invoke_async(&mut conn)).await?;
         Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
     }
 
-    pub async fn lock(&self, key: &str, duration: Duration, now: u64) -> Result<u64, StoreError> {
-        let until = now.saturating_add(duration.as_secs());
+    pub async fn lock(
+        &self,
+        key: &str,
+        duration: Duration,
+        now: Millis,
+    ) -> Result<Millis, StoreError> {
+        let until = now + duration;
         let mut conn = self.inner.conn.clone();
         let () = self
             .timed(
                 redis::cmd("SET")
                     .arg(format!("{}locked:{key}", self.inner.prefix))
-                    .arg(until)
-                    .arg("EX")
-                    .arg(duration.as_secs().max(1))
+                    .arg(until.0)
+                    .arg("PX")
+                    .arg(ms_of(duration).max(1))
                     .query_async(&mut conn),
             )
             .await?;
         Ok(until)
     }
 
-    pub async fn locked_until(&self, key: &str, now: u64) -> Result<Option<u64>, StoreError> {
+    pub async fn locked_until(&self, key: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
         let mut conn = self.inner.conn.clone();
         let until: Option<u64> = self
             .timed(
@@ -662,7 +701,7 @@ impl RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(until.filter(|&u| u > now))
+        Ok(until.map(stored_time).filter(|&u| u > now))
     }
 
     pub async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
@@ -728,13 +767,13 @@ impl RedisStore {
         up
     }
 
-    pub async fn active_count(&self, now: u64) -> Result<u64, StoreError> {
+    pub async fn active_count(&self, now: Millis) -> Result<u64, StoreError> {
         let mut conn = self.inner.conn.clone();
         let key = &self.inner.stats_key;
         let hours: Vec<(u64, i64)> = self
             .timed(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
             .await?;
-        let current = now / HOUR;
+        let current = now.0 / HOUR_MS;
         let sum: i64 = hours
             .iter()
             .filter(|(h, _)| *h >= current)

@@ -18,6 +18,11 @@ fn settings() -> StoreSettings {
     }
 }
 
+/// A duration in whole seconds (the suite's offsets from its `t`).
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
 fn life() -> Lifetimes {
     Lifetimes {
         refresh_ttl: Duration::from_secs(3600),
@@ -82,6 +87,23 @@ impl Fixture {
         }
     }
 
+    /// A store on the same backend with its own `refresh_reuse_grace` (memory: a new store).
+    async fn with_grace(&self, grace: Duration) -> SessionStore {
+        let settings = StoreSettings {
+            reuse_grace: grace,
+            ..settings()
+        };
+        match &self.backend {
+            Backend::Memory => MemoryStore::new(settings).into(),
+            Backend::Single(server) => {
+                connect_with(RedisTarget::Single(server.url()), "authgate:", settings).await
+            }
+            Backend::Cluster { urls, prefix } => {
+                connect_with(RedisTarget::Cluster(urls.clone()), prefix, settings).await
+            }
+        }
+    }
+
     /// Another gateway instance on the same store (memory: the same store).
     async fn another_instance(&self) -> SessionStore {
         match &self.backend {
@@ -95,7 +117,11 @@ impl Fixture {
 }
 
 async fn connect(target: RedisTarget, prefix: &str) -> SessionStore {
-    let store = RedisStore::connect(target, prefix, settings(), Duration::from_secs(1))
+    connect_with(target, prefix, settings()).await
+}
+
+async fn connect_with(target: RedisTarget, prefix: &str, settings: StoreSettings) -> SessionStore {
+    let store = RedisStore::connect(target, prefix, settings, Duration::from_secs(1))
         .await
         .expect("connect");
     assert!(store.wait_subscribed(Duration::from_secs(5)).await);
@@ -161,6 +187,25 @@ both_stores! {
     revocations_are_broadcast,
     active_count_follows_changes,
     instances_share_sessions,
+    grace_is_bounded_to_the_millisecond,
+    idle_limit_is_bounded_to_the_millisecond,
+    max_lifetime_is_bounded_to_the_millisecond,
+    tombstones_are_bounded_to_the_millisecond,
+    lockout_window_and_duration_are_bounded_to_the_millisecond,
+}
+
+/// Where in its second an instant falls, for the boundary tests: a window must end exactly
+/// its configured duration after it started, wherever in a second that was (issue 15).
+const IN_THE_SECOND: [u64; 4] = [0, 1, 499, 999];
+
+/// A whole Unix second a little ahead of the clock (the memory store's sweep uses the real
+/// clock, so the injected instants stay near it).
+fn base() -> Millis {
+    Millis::from_secs(Millis::now().as_secs() + 10)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 fn rotated(o: RefreshOutcome) -> (Session, RefreshToken) {
@@ -172,7 +217,7 @@ fn rotated(o: RefreshOutcome) -> (Session, RefreshToken) {
 
 async fn create_and_check(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let c = s
         .create(new("1001", "web"), Some(1), life(), t)
         .await
@@ -192,16 +237,16 @@ async fn create_and_check(f: Fixture) {
     assert_eq!(sess.device.as_deref(), Some("dev-1"));
     assert_eq!(sess.ip, "203.0.113.7");
     assert_eq!((sess.created_at, sess.last_seen_at), (t, t));
-    assert_eq!((sess.generation, sess.rotated_at), (0, 0));
-    assert_eq!(sess.expires_at, t + 3600);
+    assert_eq!((sess.generation, sess.rotated_at), (0, Millis::ZERO));
+    assert_eq!(sess.expires_at, t + secs(3600));
     assert_eq!(sess.state, SessionState::Active);
 
     assert_eq!(
-        s.check("1001", &sess.id, t + 1).await.unwrap(),
+        s.check("1001", &sess.id, t + secs(1)).await.unwrap(),
         SessionCheck::Active
     );
     assert_eq!(
-        s.check("1002", &sess.id, t + 1).await.unwrap(),
+        s.check("1002", &sess.id, t + secs(1)).await.unwrap(),
         SessionCheck::Unknown
     );
     assert_eq!(
@@ -248,23 +293,23 @@ async fn create_and_check(f: Fixture) {
 
 async fn kick_out_on_the_same_platform(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let b = s
-        .create(new("u", "web"), Some(1), life(), t + 1)
+        .create(new("u", "web"), Some(1), life(), t + secs(1))
         .await
         .unwrap();
     assert_eq!(b.kicked, vec![a.session.id.clone()]);
     assert_eq!(
-        s.check("u", &a.session.id, t + 2).await.unwrap(),
+        s.check("u", &a.session.id, t + secs(2)).await.unwrap(),
         SessionCheck::Ended(EndReason::Replaced)
     );
     assert_eq!(
-        s.check("u", &b.session.id, t + 2).await.unwrap(),
+        s.check("u", &b.session.id, t + secs(2)).await.unwrap(),
         SessionCheck::Active
     );
     assert!(matches!(
-        s.refresh(a.refresh_token.as_str(), life(), t + 2)
+        s.refresh(a.refresh_token.as_str(), life(), t + secs(2))
             .await
             .unwrap(),
         RefreshOutcome::Invalid
@@ -275,17 +320,17 @@ async fn kick_out_on_the_same_platform(f: Fixture) {
     // A limit of two keeps two; the third login ends the oldest.
     let c1 = s.create(new("u", "app"), Some(2), life(), t).await.unwrap();
     let c2 = s
-        .create(new("u", "app"), Some(2), life(), t + 1)
+        .create(new("u", "app"), Some(2), life(), t + secs(1))
         .await
         .unwrap();
     assert!(c2.kicked.is_empty());
     let c3 = s
-        .create(new("u", "app"), Some(2), life(), t + 2)
+        .create(new("u", "app"), Some(2), life(), t + secs(2))
         .await
         .unwrap();
     assert_eq!(c3.kicked, vec![c1.session.id.clone()]);
     let ids: Vec<String> = s
-        .list("u", t + 3)
+        .list("u", t + secs(3))
         .await
         .unwrap()
         .into_iter()
@@ -296,7 +341,7 @@ async fn kick_out_on_the_same_platform(f: Fixture) {
 
 async fn no_kick_across_platforms_or_users(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let mut ids = Vec::new();
     for p in ["web", "h5", "app"] {
         let c = s.create(new("u", p), Some(1), life(), t).await.unwrap();
@@ -306,22 +351,25 @@ async fn no_kick_across_platforms_or_users(f: Fixture) {
     let other = s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
     assert!(other.kicked.is_empty());
     for id in &ids {
-        assert_eq!(s.check("u", id, t + 1).await.unwrap(), SessionCheck::Active);
+        assert_eq!(
+            s.check("u", id, t + secs(1)).await.unwrap(),
+            SessionCheck::Active
+        );
     }
-    assert_eq!(s.list("u", t + 1).await.unwrap().len(), 3);
+    assert_eq!(s.list("u", t + secs(1)).await.unwrap().len(), 3);
     // No limit on a platform: no kick either.
     for i in 0..5 {
         let c = s
-            .create(new("u", "cli"), None, life(), t + i)
+            .create(new("u", "cli"), None, life(), t + secs(i))
             .await
             .unwrap();
         assert!(c.kicked.is_empty());
     }
-    assert_eq!(s.list("u", t + 10).await.unwrap().len(), 8);
+    assert_eq!(s.list("u", t + secs(10)).await.unwrap().len(), 8);
 }
 
 async fn concurrent_creates_leave_exactly_one(f: Fixture) {
-    let t = unix_now();
+    let t = Millis::now();
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let s = f.store.clone();
@@ -348,39 +396,39 @@ async fn concurrent_creates_leave_exactly_one(f: Fixture) {
 
 async fn refresh_rotates(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let (s1, t1) = rotated(
-        s.refresh(c.refresh_token.as_str(), life(), t + 100)
+        s.refresh(c.refresh_token.as_str(), life(), t + secs(100))
             .await
             .unwrap(),
     );
     assert_eq!(s1.id, c.session.id);
     assert_ne!(t1, c.refresh_token);
     assert_eq!(s1.generation, 1);
-    assert_eq!(s1.rotated_at, t + 100);
-    assert_eq!(s1.last_seen_at, t + 100);
-    assert_eq!(s1.expires_at, t + 100 + 3600);
+    assert_eq!(s1.rotated_at, t + secs(100));
+    assert_eq!(s1.last_seen_at, t + secs(100));
+    assert_eq!(s1.expires_at, t + secs(100 + 3600));
     assert_eq!(s1.created_at, t);
-    let (s2, t2) = rotated(s.refresh(t1.as_str(), life(), t + 200).await.unwrap());
+    let (s2, t2) = rotated(s.refresh(t1.as_str(), life(), t + secs(200)).await.unwrap());
     assert_eq!(s2.generation, 2);
     assert_ne!(t2, t1);
     assert_eq!(
-        s.check("u", &c.session.id, t + 201).await.unwrap(),
+        s.check("u", &c.session.id, t + secs(201)).await.unwrap(),
         SessionCheck::Active
     );
-    let listed = s.list("u", t + 201).await.unwrap();
-    assert_eq!(listed[0].expires_at, t + 200 + 3600);
+    let listed = s.list("u", t + secs(201)).await.unwrap();
+    assert_eq!(listed[0].expires_at, t + secs(200 + 3600));
 }
 
 async fn grace_gives_the_same_successor(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let t0 = c.refresh_token.as_str();
     let (_, t1) = rotated(s.refresh(t0, life(), t).await.unwrap());
     for dt in [1, 5, GRACE] {
-        match s.refresh(t0, life(), t + dt).await.unwrap() {
+        match s.refresh(t0, life(), t + secs(dt)).await.unwrap() {
             RefreshOutcome::Grace { session, token } => {
                 assert_eq!(token, t1);
                 assert_eq!(session.generation, 1);
@@ -390,12 +438,16 @@ async fn grace_gives_the_same_successor(f: Fixture) {
         }
     }
     // The successor handed out twice is the current token.
-    let (s2, _) = rotated(s.refresh(t1.as_str(), life(), t + GRACE).await.unwrap());
+    let (s2, _) = rotated(
+        s.refresh(t1.as_str(), life(), t + secs(GRACE))
+            .await
+            .unwrap(),
+    );
     assert_eq!(s2.generation, 2);
 }
 
 async fn parallel_refreshes_have_one_successor(f: Fixture) {
-    let t = unix_now();
+    let t = Millis::now();
     let c = f
         .store
         .create(new("u", "web"), Some(1), life(), t)
@@ -405,7 +457,7 @@ async fn parallel_refreshes_have_one_successor(f: Fixture) {
         .map(|_| {
             let s = f.store.clone();
             let tok = c.refresh_token.clone();
-            tokio::spawn(async move { s.refresh(tok.as_str(), life(), t + 1).await })
+            tokio::spawn(async move { s.refresh(tok.as_str(), life(), t + secs(1)).await })
         })
         .collect();
     let mut rotations = 0;
@@ -423,12 +475,15 @@ async fn parallel_refreshes_have_one_successor(f: Fixture) {
     assert_eq!(rotations, 1);
     assert!(tokens.iter().all(|x| *x == tokens[0]));
     assert_eq!(
-        f.store.check("u", &c.session.id, t + 1).await.unwrap(),
+        f.store
+            .check("u", &c.session.id, t + secs(1))
+            .await
+            .unwrap(),
         SessionCheck::Active
     );
     let (s2, _) = rotated(
         f.store
-            .refresh(tokens[0].as_str(), life(), t + 2)
+            .refresh(tokens[0].as_str(), life(), t + secs(2))
             .await
             .unwrap(),
     );
@@ -437,7 +492,7 @@ async fn parallel_refreshes_have_one_successor(f: Fixture) {
 
 async fn parent_after_grace_is_theft_of_that_session_only(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let other = s.create(new("u", "app"), Some(1), life(), t).await.unwrap();
     let (_, t1) = rotated(
@@ -446,7 +501,7 @@ async fn parent_after_grace_is_theft_of_that_session_only(f: Fixture) {
             .unwrap(),
     );
     match s
-        .refresh(c.refresh_token.as_str(), life(), t + GRACE + 1)
+        .refresh(c.refresh_token.as_str(), life(), t + secs(GRACE + 1))
         .await
         .unwrap()
     {
@@ -456,7 +511,7 @@ async fn parent_after_grace_is_theft_of_that_session_only(f: Fixture) {
         }
         o => panic!("expected Theft, got {o:?}"),
     }
-    let later = t + GRACE + 2;
+    let later = t + secs(GRACE + 2);
     assert_eq!(
         s.check("u", &c.session.id, later).await.unwrap(),
         SessionCheck::Ended(EndReason::Theft)
@@ -485,22 +540,22 @@ async fn parent_after_grace_is_theft_of_that_session_only(f: Fixture) {
 
 async fn older_generation_is_theft(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let (_, t1) = rotated(
         s.refresh(c.refresh_token.as_str(), life(), t)
             .await
             .unwrap(),
     );
-    let (_, t2) = rotated(s.refresh(t1.as_str(), life(), t + 1).await.unwrap());
-    let (_, _t3) = rotated(s.refresh(t2.as_str(), life(), t + 2).await.unwrap());
+    let (_, t2) = rotated(s.refresh(t1.as_str(), life(), t + secs(1)).await.unwrap());
+    let (_, _t3) = rotated(s.refresh(t2.as_str(), life(), t + secs(2)).await.unwrap());
     // Two generations back, well within the grace in time: still theft.
     assert!(matches!(
-        s.refresh(t1.as_str(), life(), t + 3).await.unwrap(),
+        s.refresh(t1.as_str(), life(), t + secs(3)).await.unwrap(),
         RefreshOutcome::Theft { .. }
     ));
     assert_eq!(
-        s.check("u", &c.session.id, t + 3).await.unwrap(),
+        s.check("u", &c.session.id, t + secs(3)).await.unwrap(),
         SessionCheck::Ended(EndReason::Theft)
     );
 
@@ -508,10 +563,10 @@ async fn older_generation_is_theft(f: Fixture) {
     let c = s.create(new("w", "web"), Some(1), life(), t).await.unwrap();
     let mut tok = c.refresh_token.clone();
     for i in 0..20 {
-        tok = rotated(s.refresh(tok.as_str(), life(), t + i).await.unwrap()).1;
+        tok = rotated(s.refresh(tok.as_str(), life(), t + secs(i)).await.unwrap()).1;
     }
     assert!(matches!(
-        s.refresh(c.refresh_token.as_str(), life(), t + 20)
+        s.refresh(c.refresh_token.as_str(), life(), t + secs(20))
             .await
             .unwrap(),
         RefreshOutcome::Theft { .. }
@@ -520,7 +575,7 @@ async fn older_generation_is_theft(f: Fixture) {
 
 async fn forged_token_is_invalid(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let (_, t1) = rotated(
         s.refresh(c.refresh_token.as_str(), life(), t)
@@ -530,22 +585,22 @@ async fn forged_token_is_invalid(f: Fixture) {
     // Someone who knows the session id (it travels in headers) but no token of it.
     let (sid_user, sid) = super::ids::parse_sid(&c.session.id).unwrap();
     let forged = format_token(&sid_user, &sid, &random());
-    for now in [t + 1, t + GRACE + 5] {
+    for now in [t + secs(1), t + secs(GRACE + 5)] {
         assert!(matches!(
             s.refresh(forged.as_str(), life(), now).await.unwrap(),
             RefreshOutcome::Invalid
         ));
     }
     assert_eq!(
-        s.check("u", &c.session.id, t + 20).await.unwrap(),
+        s.check("u", &c.session.id, t + secs(20)).await.unwrap(),
         SessionCheck::Active
     );
-    rotated(s.refresh(t1.as_str(), life(), t + 20).await.unwrap());
+    rotated(s.refresh(t1.as_str(), life(), t + secs(20)).await.unwrap());
 }
 
 async fn invalid_refresh_tokens(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let unknown = format_token("u", &random(), &random());
     let nobody = format_token("nobody", &random(), &random());
@@ -561,7 +616,7 @@ async fn invalid_refresh_tokens(f: Fixture) {
     ] {
         assert!(
             matches!(
-                s.refresh(bad, life(), t + 1).await.unwrap(),
+                s.refresh(bad, life(), t + secs(1)).await.unwrap(),
                 RefreshOutcome::Invalid
             ),
             "{bad:?}"
@@ -569,52 +624,52 @@ async fn invalid_refresh_tokens(f: Fixture) {
     }
     // Expired: the idle limit is reached at exactly created + refresh_ttl.
     assert!(matches!(
-        s.refresh(tok, life(), t + 3600).await.unwrap(),
+        s.refresh(tok, life(), t + secs(3600)).await.unwrap(),
         RefreshOutcome::Invalid
     ));
     // Ended by logout: both the token and (after) anything else.
     assert!(s
-        .end("u", &c.session.id, EndReason::Logout, t + 1)
+        .end("u", &c.session.id, EndReason::Logout, t + secs(1))
         .await
         .unwrap());
     assert!(matches!(
-        s.refresh(tok, life(), t + 2).await.unwrap(),
+        s.refresh(tok, life(), t + secs(2)).await.unwrap(),
         RefreshOutcome::Invalid
     ));
 }
 
 async fn end_end_all_and_list(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let web = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     let app = s
-        .create(new("u", "app"), Some(1), life(), t + 1)
+        .create(new("u", "app"), Some(1), life(), t + secs(1))
         .await
         .unwrap();
     let h5 = s
-        .create(new("u", "h5"), Some(1), life(), t + 2)
+        .create(new("u", "h5"), Some(1), life(), t + secs(2))
         .await
         .unwrap();
     let v = s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
 
     assert!(!s
-        .end("v", &web.session.id, EndReason::Logout, t + 3)
+        .end("v", &web.session.id, EndReason::Logout, t + secs(3))
         .await
         .unwrap());
     assert!(s
-        .end("u", &web.session.id, EndReason::Logout, t + 3)
+        .end("u", &web.session.id, EndReason::Logout, t + secs(3))
         .await
         .unwrap());
     assert!(!s
-        .end("u", &web.session.id, EndReason::Logout, t + 3)
+        .end("u", &web.session.id, EndReason::Logout, t + secs(3))
         .await
         .unwrap());
     assert!(!s
-        .end("u", "nonsense", EndReason::Logout, t + 3)
+        .end("u", "nonsense", EndReason::Logout, t + secs(3))
         .await
         .unwrap());
     let listed: Vec<String> = s
-        .list("u", t + 3)
+        .list("u", t + secs(3))
         .await
         .unwrap()
         .into_iter()
@@ -622,34 +677,44 @@ async fn end_end_all_and_list(f: Fixture) {
         .collect();
     assert_eq!(listed, vec![app.session.id.clone(), h5.session.id.clone()]);
     assert_eq!(
-        s.check("u", &web.session.id, t + 3).await.unwrap(),
+        s.check("u", &web.session.id, t + secs(3)).await.unwrap(),
         SessionCheck::Ended(EndReason::Logout)
     );
 
-    assert_eq!(s.end_all("u", EndReason::Revoked, t + 4).await.unwrap(), 2);
-    assert_eq!(s.end_all("u", EndReason::Revoked, t + 4).await.unwrap(), 0);
-    assert!(s.list("u", t + 4).await.unwrap().is_empty());
     assert_eq!(
-        s.check("u", &app.session.id, t + 4).await.unwrap(),
+        s.end_all("u", EndReason::Revoked, t + secs(4))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.end_all("u", EndReason::Revoked, t + secs(4))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(s.list("u", t + secs(4)).await.unwrap().is_empty());
+    assert_eq!(
+        s.check("u", &app.session.id, t + secs(4)).await.unwrap(),
         SessionCheck::Ended(EndReason::Revoked)
     );
     // The other user is untouched.
     assert_eq!(
-        s.check("v", &v.session.id, t + 4).await.unwrap(),
+        s.check("v", &v.session.id, t + secs(4)).await.unwrap(),
         SessionCheck::Active
     );
 
     // By id alone (admin API).
     assert!(s
-        .end_by_id(&v.session.id, EndReason::Revoked, t + 5)
+        .end_by_id(&v.session.id, EndReason::Revoked, t + secs(5))
         .await
         .unwrap());
     assert!(!s
-        .end_by_id(&v.session.id, EndReason::Revoked, t + 5)
+        .end_by_id(&v.session.id, EndReason::Revoked, t + secs(5))
         .await
         .unwrap());
     assert!(!s
-        .end_by_id("junk", EndReason::Revoked, t + 5)
+        .end_by_id("junk", EndReason::Revoked, t + secs(5))
         .await
         .unwrap());
     assert_eq!(s.end_all("nobody", EndReason::Revoked, t).await.unwrap(), 0);
@@ -657,7 +722,7 @@ async fn end_end_all_and_list(f: Fixture) {
 
 async fn idle_expiry(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let short = Lifetimes {
         refresh_ttl: Duration::from_secs(100),
         max_lifetime: None,
@@ -665,68 +730,71 @@ async fn idle_expiry(f: Fixture) {
     let c = s.create(new("u", "web"), None, short, t).await.unwrap();
     let id = &c.session.id;
     assert_eq!(
-        s.check("u", id, t + 99).await.unwrap(),
+        s.check("u", id, t + secs(99)).await.unwrap(),
         SessionCheck::Active
     );
     assert_ne!(
-        s.check("u", id, t + 100).await.unwrap(),
+        s.check("u", id, t + secs(100)).await.unwrap(),
         SessionCheck::Active
     );
-    assert!(s.list("u", t + 100).await.unwrap().is_empty());
+    assert!(s.list("u", t + secs(100)).await.unwrap().is_empty());
     assert!(matches!(
-        s.refresh(c.refresh_token.as_str(), short, t + 100)
+        s.refresh(c.refresh_token.as_str(), short, t + secs(100))
             .await
             .unwrap(),
         RefreshOutcome::Invalid
     ));
-    assert!(!s.end("u", id, EndReason::Logout, t + 100).await.unwrap());
+    assert!(!s
+        .end("u", id, EndReason::Logout, t + secs(100))
+        .await
+        .unwrap());
 
     // Each refresh extends the idle limit.
     let c = s.create(new("u", "web"), None, short, t).await.unwrap();
     let (s1, _) = rotated(
-        s.refresh(c.refresh_token.as_str(), short, t + 90)
+        s.refresh(c.refresh_token.as_str(), short, t + secs(90))
             .await
             .unwrap(),
     );
-    assert_eq!(s1.expires_at, t + 190);
+    assert_eq!(s1.expires_at, t + secs(190));
     assert_eq!(
-        s.check("u", &c.session.id, t + 150).await.unwrap(),
+        s.check("u", &c.session.id, t + secs(150)).await.unwrap(),
         SessionCheck::Active
     );
-    assert_eq!(s.list("u", t + 150).await.unwrap().len(), 1);
+    assert_eq!(s.list("u", t + secs(150)).await.unwrap().len(), 1);
     assert_ne!(
-        s.check("u", &c.session.id, t + 190).await.unwrap(),
+        s.check("u", &c.session.id, t + secs(190)).await.unwrap(),
         SessionCheck::Active
     );
 }
 
 async fn max_lifetime_caps_refreshes(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let l = Lifetimes {
         refresh_ttl: Duration::from_secs(100),
         max_lifetime: Some(Duration::from_secs(150)),
     };
     let c = s.create(new("u", "web"), None, l, t).await.unwrap();
-    assert_eq!(c.session.expires_at, t + 100);
+    assert_eq!(c.session.expires_at, t + secs(100));
     let (s1, t1) = rotated(
-        s.refresh(c.refresh_token.as_str(), l, t + 90)
+        s.refresh(c.refresh_token.as_str(), l, t + secs(90))
             .await
             .unwrap(),
     );
-    assert_eq!(s1.expires_at, t + 150);
-    let (s2, t2) = rotated(s.refresh(t1.as_str(), l, t + 140).await.unwrap());
-    assert_eq!(s2.expires_at, t + 150);
+    assert_eq!(s1.expires_at, t + secs(150));
+    let (s2, t2) = rotated(s.refresh(t1.as_str(), l, t + secs(140)).await.unwrap());
+    assert_eq!(s2.expires_at, t + secs(150));
     assert_eq!(
-        s.check("u", &c.session.id, t + 149).await.unwrap(),
+        s.check("u", &c.session.id, t + secs(149)).await.unwrap(),
         SessionCheck::Active
     );
     assert_ne!(
-        s.check("u", &c.session.id, t + 150).await.unwrap(),
+        s.check("u", &c.session.id, t + secs(150)).await.unwrap(),
         SessionCheck::Active
     );
     assert!(matches!(
-        s.refresh(t2.as_str(), l, t + 150).await.unwrap(),
+        s.refresh(t2.as_str(), l, t + secs(150)).await.unwrap(),
         RefreshOutcome::Invalid
     ));
     // A lifetime shorter than the idle limit caps the very first expiry.
@@ -735,24 +803,26 @@ async fn max_lifetime_caps_refreshes(f: Fixture) {
         max_lifetime: Some(Duration::from_secs(30)),
     };
     let c = s.create(new("u", "app"), None, tiny, t).await.unwrap();
-    assert_eq!(c.session.expires_at, t + 30);
+    assert_eq!(c.session.expires_at, t + secs(30));
 }
 
 async fn tombstones_answer_replaced_then_go(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     assert_eq!(
-        s.check("u", &a.session.id, t + TOMB - 1).await.unwrap(),
+        s.check("u", &a.session.id, t + secs(TOMB - 1))
+            .await
+            .unwrap(),
         SessionCheck::Ended(EndReason::Replaced)
     );
     assert_eq!(
-        s.check("u", &a.session.id, t + TOMB).await.unwrap(),
+        s.check("u", &a.session.id, t + secs(TOMB)).await.unwrap(),
         SessionCheck::Unknown
     );
     // A later write drops the tombstone for good.
-    s.create(new("u", "app"), Some(1), life(), t + TOMB + 1)
+    s.create(new("u", "app"), Some(1), life(), t + secs(TOMB + 1))
         .await
         .unwrap();
     assert_eq!(s.get("u", &a.session.id).await.unwrap(), None);
@@ -760,7 +830,7 @@ async fn tombstones_answer_replaced_then_go(f: Fixture) {
 
 async fn tombstones_are_bounded(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let mut ids = Vec::new();
     for _ in 0..40 {
         let c = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
@@ -783,37 +853,46 @@ async fn tombstones_are_bounded(f: Fixture) {
 
 async fn lockout_counters(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let w = Duration::from_secs(60);
     let u = "u:alice";
     let ip = "ip:203.0.113.7";
     assert_eq!(s.record_failure(u, w, t).await.unwrap(), 1);
-    assert_eq!(s.record_failure(u, w, t + 1).await.unwrap(), 2);
-    assert_eq!(s.record_failure(u, w, t + 59).await.unwrap(), 3);
-    assert_eq!(s.record_failure(ip, w, t + 59).await.unwrap(), 1);
+    assert_eq!(s.record_failure(u, w, t + secs(1)).await.unwrap(), 2);
+    assert_eq!(s.record_failure(u, w, t + secs(59)).await.unwrap(), 3);
+    assert_eq!(s.record_failure(ip, w, t + secs(59)).await.unwrap(), 1);
     // The window started at the first failure.
-    assert_eq!(s.record_failure(u, w, t + 60).await.unwrap(), 1);
-    assert_eq!(s.record_failure(u, w, t + 61).await.unwrap(), 2);
+    assert_eq!(s.record_failure(u, w, t + secs(60)).await.unwrap(), 1);
+    assert_eq!(s.record_failure(u, w, t + secs(61)).await.unwrap(), 2);
     s.clear_failures(u).await.unwrap();
-    assert_eq!(s.record_failure(u, w, t + 62).await.unwrap(), 1);
-    assert_eq!(s.record_failure(ip, w, t + 62).await.unwrap(), 2);
+    assert_eq!(s.record_failure(u, w, t + secs(62)).await.unwrap(), 1);
+    assert_eq!(s.record_failure(ip, w, t + secs(62)).await.unwrap(), 2);
 
     assert_eq!(s.locked_until(u, t).await.unwrap(), None);
     let until = s.lock(u, Duration::from_secs(600), t).await.unwrap();
-    assert_eq!(until, t + 600);
-    assert_eq!(s.locked_until(u, t + 599).await.unwrap(), Some(t + 600));
-    assert_eq!(s.locked_until(u, t + 600).await.unwrap(), None);
-    assert_eq!(s.locked_until(ip, t + 1).await.unwrap(), None);
+    assert_eq!(until, t + secs(600));
+    assert_eq!(
+        s.locked_until(u, t + secs(599)).await.unwrap(),
+        Some(t + secs(600))
+    );
+    assert_eq!(s.locked_until(u, t + secs(600)).await.unwrap(), None);
+    assert_eq!(s.locked_until(ip, t + secs(1)).await.unwrap(), None);
     s.clear_failures(u).await.unwrap();
-    assert_eq!(s.locked_until(u, t + 1).await.unwrap(), Some(t + 600));
+    assert_eq!(
+        s.locked_until(u, t + secs(1)).await.unwrap(),
+        Some(t + secs(600))
+    );
 
     // Unlocking forgets the lock and the count of that key alone.
-    s.record_failure(u, w, t + 2).await.unwrap();
+    s.record_failure(u, w, t + secs(2)).await.unwrap();
     s.lock(ip, Duration::from_secs(600), t).await.unwrap();
     s.unlock(u).await.unwrap();
-    assert_eq!(s.locked_until(u, t + 2).await.unwrap(), None);
-    assert_eq!(s.record_failure(u, w, t + 3).await.unwrap(), 1);
-    assert_eq!(s.locked_until(ip, t + 2).await.unwrap(), Some(t + 600));
+    assert_eq!(s.locked_until(u, t + secs(2)).await.unwrap(), None);
+    assert_eq!(s.record_failure(u, w, t + secs(3)).await.unwrap(), 1);
+    assert_eq!(
+        s.locked_until(ip, t + secs(2)).await.unwrap(),
+        Some(t + secs(600))
+    );
     s.unlock("u:nobody").await.unwrap();
 }
 
@@ -837,7 +916,7 @@ async fn revocations_are_broadcast(f: Fixture) {
     let remote = f.another_instance().await;
     let mut here = s.subscribe_revocations();
     let mut there = remote.subscribe_revocations();
-    let t = unix_now();
+    let t = Millis::now();
 
     let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     assert!(s
@@ -856,18 +935,23 @@ async fn revocations_are_broadcast(f: Fixture) {
     let t0 = d.refresh_token.as_str();
     rotated(s.refresh(t0, life(), t).await.unwrap());
     assert!(matches!(
-        s.refresh(t0, life(), t + GRACE + 1).await.unwrap(),
+        s.refresh(t0, life(), t + secs(GRACE + 1)).await.unwrap(),
         RefreshOutcome::Theft { .. }
     ));
     assert_eq!(next_revocation(&mut there).await, d.session.id);
 
-    assert_eq!(s.end_all("u", EndReason::Logout, t + 20).await.unwrap(), 1);
+    assert_eq!(
+        s.end_all("u", EndReason::Logout, t + secs(20))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(next_revocation(&mut there).await, c.session.id);
 }
 
 async fn active_count_follows_changes(f: Fixture) {
     let s = &f.store;
-    let t = unix_now();
+    let t = Millis::now();
     let a = s.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     s.create(new("v", "web"), Some(1), life(), t).await.unwrap();
     s.create(new("w", "web"), Some(1), life(), t).await.unwrap();
@@ -879,7 +963,7 @@ async fn active_count_follows_changes(f: Fixture) {
         .unwrap());
     // A rotation moves a session to a later expiry hour; still one session.
     rotated(
-        s.refresh(w2.refresh_token.as_str(), life(), t + 100)
+        s.refresh(w2.refresh_token.as_str(), life(), t + secs(100))
             .await
             .unwrap(),
     );
@@ -898,7 +982,7 @@ async fn active_count_follows_changes(f: Fixture) {
 async fn instances_share_sessions(f: Fixture) {
     let a = &f.store;
     let b = f.another_instance().await;
-    let t = unix_now();
+    let t = Millis::now();
     let c = a.create(new("u", "web"), Some(1), life(), t).await.unwrap();
     assert_eq!(
         b.check("u", &c.session.id, t).await.unwrap(),
@@ -910,14 +994,19 @@ async fn instances_share_sessions(f: Fixture) {
             .unwrap(),
     );
     assert!(matches!(
-        a.refresh(c.refresh_token.as_str(), life(), t + 1)
+        a.refresh(c.refresh_token.as_str(), life(), t + secs(1))
             .await
             .unwrap(),
         RefreshOutcome::Grace { token, .. } if token == t1
     ));
-    assert_eq!(b.end_all("u", EndReason::Logout, t + 2).await.unwrap(), 1);
     assert_eq!(
-        a.check("u", &c.session.id, t + 2).await.unwrap(),
+        b.end_all("u", EndReason::Logout, t + secs(2))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.check("u", &c.session.id, t + secs(2)).await.unwrap(),
         SessionCheck::Ended(EndReason::Logout)
     );
 }
@@ -946,7 +1035,7 @@ async fn redis_outage_fails_fast_and_restart_recovers() {
         unreachable!()
     };
     let mut revocations = store.subscribe_revocations();
-    let t = unix_now();
+    let t = Millis::now();
     let c = store
         .create(new("u", "web"), Some(1), life(), t)
         .await
@@ -1027,7 +1116,7 @@ async fn redis_timed_out_refresh_can_be_retried_for_the_same_pair() {
         return;
     };
     let store = redis_store(&server).await;
-    let t = unix_now();
+    let t = Millis::now();
     let c = store
         .create(new("u", "web"), Some(1), life(), t)
         .await
@@ -1037,12 +1126,14 @@ async fn redis_timed_out_refresh_can_be_retried_for_the_same_pair() {
         .command(&["CLIENT", "PAUSE", "1500", "WRITE"])
         .unwrap();
     let started = Instant::now();
-    let r = store.refresh(c.refresh_token.as_str(), life(), t + 1).await;
+    let r = store
+        .refresh(c.refresh_token.as_str(), life(), t + secs(1))
+        .await;
     assert_unavailable_fast(r, started);
     tokio::time::sleep(Duration::from_millis(700)).await;
     // The client retries with the same token: it gets a token and the session lives.
     match store
-        .refresh(c.refresh_token.as_str(), life(), t + 2)
+        .refresh(c.refresh_token.as_str(), life(), t + secs(2))
         .await
         .unwrap()
     {
@@ -1052,9 +1143,186 @@ async fn redis_timed_out_refresh_can_be_retried_for_the_same_pair() {
         o => panic!("expected Grace or Rotated, got {o:?}"),
     }
     assert_eq!(
-        store.check("u", &c.session.id, t + 2).await.unwrap(),
+        store.check("u", &c.session.id, t + secs(2)).await.unwrap(),
         SessionCheck::Active
     );
+}
+
+/// Raw binary access to the test server (the harness's `command` speaks text).
+async fn raw(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Data written in seconds by the version before issue 15 is read as milliseconds after an
+/// upgrade: nobody is logged out, no window is 1000× off, and the next write stores layout 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_upgrades_times_written_in_seconds() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let mut conn = raw(&server).await;
+    let t = base();
+    let c = store
+        .create(new("u", "web"), None, life(), t)
+        .await
+        .unwrap();
+    let rotation = t + secs(1);
+    let (_, t1) = rotated(
+        store
+            .refresh(c.refresh_token.as_str(), life(), rotation)
+            .await
+            .unwrap(),
+    );
+    let other = store
+        .create(new("u", "app"), None, life(), t)
+        .await
+        .unwrap();
+    // Rewrite the user's key as the old version stored it: layout 1, Unix seconds.
+    let key = "authgate:{u:u}";
+    let doc: Vec<u8> = ::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut old = Vec::new();
+    for r in record::ranges(&doc).unwrap() {
+        old.extend_from_slice(&record::as_layout_1(&doc[r]));
+    }
+    let () = ::redis::cmd("SET")
+        .arg(key)
+        .arg(&old[..])
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Read paths (Rust) see the sessions, times × 1000.
+    let now = t + secs(2);
+    assert_eq!(
+        store.check("u", &c.session.id, now).await.unwrap(),
+        SessionCheck::Active
+    );
+    let listed = store.list("u", now).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].created_at, t);
+    assert_eq!(listed[0].rotated_at, rotation);
+    assert_eq!(listed[0].expires_at, rotation + secs(3600));
+    // Script paths (Lua) too: the parent within the grace gets the same successor...
+    assert!(matches!(
+        store.refresh(c.refresh_token.as_str(), life(), rotation + secs(GRACE)).await.unwrap(),
+        RefreshOutcome::Grace { token, .. } if token == t1
+    ));
+    // ...and the other session rotates, which stores the whole key as layout 2.
+    rotated(
+        store
+            .refresh(other.refresh_token.as_str(), life(), now)
+            .await
+            .unwrap(),
+    );
+    let doc: Vec<u8> = ::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ranges = record::ranges(&doc).expect("all layout 2 after a write");
+    assert_eq!(ranges.len(), 2);
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 3_590_000 && pttl <= 3_600_000, "key TTL {pttl} ms");
+    // The upgraded parent is still bounded by the grace.
+    assert!(matches!(
+        store
+            .refresh(
+                c.refresh_token.as_str(),
+                life(),
+                rotation + secs(GRACE) + ms(1)
+            )
+            .await
+            .unwrap(),
+        RefreshOutcome::Theft { .. }
+    ));
+
+    // Lock-out values in seconds: the count goes on, the lock holds until its second.
+    let secs_now = t.as_secs();
+    let () = ::redis::cmd("HSET")
+        .arg("authgate:lock:u:alice")
+        .arg("n")
+        .arg(3)
+        .arg("e")
+        .arg(secs_now + 60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let () = ::redis::cmd("SET")
+        .arg("authgate:locked:u:alice")
+        .arg(secs_now + 600)
+        .arg("EX")
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let w = secs(60);
+    assert_eq!(
+        store
+            .record_failure("u:alice", w, t + secs(59))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .record_failure("u:alice", w, t + secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.locked_until("u:alice", t + secs(599)).await.unwrap(),
+        Some(t + secs(600))
+    );
+    assert_eq!(
+        store.locked_until("u:alice", t + secs(600)).await.unwrap(),
+        None
+    );
+}
+
+/// Key TTLs are milliseconds too: a 1.5 s lock is not kept for 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_ttls_are_milliseconds() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = redis_store(&server).await;
+    let mut conn = raw(&server).await;
+    let t = base();
+    store.record_failure("u:a", ms(1500), t).await.unwrap();
+    store.lock("u:a", ms(1500), t).await.unwrap();
+    let l = Lifetimes {
+        refresh_ttl: ms(2500),
+        max_lifetime: None,
+    };
+    store.create(new("u", "web"), None, l, t).await.unwrap();
+    for (key, most) in [
+        ("authgate:lock:u:a", 1500),
+        ("authgate:locked:u:a", 1500),
+        ("authgate:{u:u}", 2500),
+    ] {
+        let pttl: i64 = ::redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(pttl > most - 500 && pttl <= most, "{key}: PTTL {pttl}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1063,7 +1331,7 @@ async fn redis_keys_all_have_a_ttl() {
         return;
     };
     let store = redis_store(&server).await;
-    let t = unix_now();
+    let t = Millis::now();
     let c = store
         .create(new("u", "web"), Some(1), life(), t)
         .await
@@ -1125,7 +1393,7 @@ async fn redis_memory_per_session() {
         return;
     };
     let store = redis_store(&server).await;
-    let t = unix_now();
+    let t = Millis::now();
     let n = 100_000u64;
     let before = server.used_memory();
     for chunk in 0..(n / 500) {
@@ -1167,7 +1435,7 @@ fn rss_bytes() -> u64 {
 #[ignore]
 async fn memory_store_rss_per_session() {
     let store = MemoryStore::new(settings());
-    let t = unix_now();
+    let t = Millis::now();
     let n = 1_000_000u64;
     let before = rss_bytes();
     for i in 0..n {
@@ -1190,16 +1458,16 @@ async fn last_seen_moves_on_checks() {
         .flatten()
     {
         let s = &f.store;
-        let t = unix_now();
+        let t = Millis::now();
         let c = s.create(new("u", "web"), None, life(), t).await.unwrap();
         let id = &c.session.id;
         assert_eq!(
-            s.check("u", id, t + 61).await.unwrap(),
+            s.check("u", id, t + secs(61)).await.unwrap(),
             SessionCheck::Active
         );
         // Redis writes it in the background.
         let deadline = Instant::now() + Duration::from_secs(3);
-        while s.get("u", id).await.unwrap().unwrap().last_seen_at != t + 61 {
+        while s.get("u", id).await.unwrap().unwrap().last_seen_at != t + secs(61) {
             assert!(
                 Instant::now() < deadline,
                 "{}: last_seen_at not moved",
@@ -1217,7 +1485,7 @@ async fn check_throughput() {
     let mut fixtures = vec![Fixture::memory()];
     fixtures.extend(Fixture::redis().await);
     for f in fixtures {
-        let t = unix_now();
+        let t = Millis::now();
         let mut ids = Vec::new();
         for i in 0..1000 {
             let c = f
@@ -1250,5 +1518,205 @@ async fn check_throughput() {
             f.store.kind(),
             n as f64 / el.as_secs_f64()
         );
+    }
+}
+
+// ---- Boundaries to the millisecond (issue 15) ---------------------------------------------
+
+async fn grace_is_bounded_to_the_millisecond(f: Fixture) {
+    for grace in [ms(500), ms(1000), ms(2000)] {
+        let s = f.with_grace(grace).await;
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let user = format!("g{}-{k}", grace.as_millis());
+            let t = base();
+            let c = s.create(new(&user, "web"), None, life(), t).await.unwrap();
+            let r = t + ms(1000 + off);
+            let (s1, t1) = rotated(
+                s.refresh(c.refresh_token.as_str(), life(), r)
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(s1.rotated_at, r, "rotated_at keeps its millisecond");
+            let parent = c.refresh_token.as_str();
+            for at in [r + grace - ms(1), r + grace] {
+                match s.refresh(parent, life(), at).await.unwrap() {
+                    RefreshOutcome::Grace { token, .. } => assert_eq!(token, t1),
+                    o => panic!("grace {grace:?}, rotated at {r}, parent at {at}: {o:?}"),
+                }
+            }
+            let late = r + grace + ms(1);
+            assert!(
+                matches!(
+                    s.refresh(parent, life(), late).await.unwrap(),
+                    RefreshOutcome::Theft { .. }
+                ),
+                "grace {grace:?}, rotated at {r}: the parent at {late} is theft"
+            );
+        }
+    }
+}
+
+async fn idle_limit_is_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    for ttl in [ms(1500), secs(100)] {
+        let l = Lifetimes {
+            refresh_ttl: ttl,
+            max_lifetime: None,
+        };
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let user = format!("i{}-{k}", ttl.as_millis());
+            let t = base() + ms(off);
+            // Never refreshed: ends `refresh_ttl` after the login.
+            let a = s.create(new(&user, "web"), None, l, t).await.unwrap();
+            assert_eq!(a.session.expires_at, t + ttl);
+            let id = &a.session.id;
+            assert_eq!(
+                s.check(&user, id, t + ttl - ms(1)).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert_ne!(
+                s.check(&user, id, t + ttl).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert!(matches!(
+                s.refresh(a.refresh_token.as_str(), l, t + ttl + ms(1))
+                    .await
+                    .unwrap(),
+                RefreshOutcome::Invalid
+            ));
+            // Refreshed a millisecond before the limit: extended to that instant + refresh_ttl.
+            let b = s.create(new(&user, "app"), None, l, t).await.unwrap();
+            let r = t + ttl - ms(1);
+            let (s1, t1) = rotated(s.refresh(b.refresh_token.as_str(), l, r).await.unwrap());
+            assert_eq!(s1.expires_at, r + ttl);
+            let id = &b.session.id;
+            assert_eq!(
+                s.check(&user, id, r + ttl - ms(1)).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert_ne!(
+                s.check(&user, id, r + ttl + ms(1)).await.unwrap(),
+                SessionCheck::Active
+            );
+            assert!(matches!(
+                s.refresh(t1.as_str(), l, r + ttl + ms(1)).await.unwrap(),
+                RefreshOutcome::Invalid
+            ));
+        }
+    }
+}
+
+async fn max_lifetime_is_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    // Several seconds: Redis also expires the user's key by its own clock (PX, the time left),
+    // which runs on while the test runs.
+    let life_ = ms(10_500);
+    let l = Lifetimes {
+        refresh_ttl: secs(30),
+        max_lifetime: Some(life_),
+    };
+    for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+        let user = format!("m{k}");
+        let t = base() + ms(off);
+        let c = s.create(new(&user, "web"), None, l, t).await.unwrap();
+        assert_eq!(c.session.expires_at, t + life_);
+        let (s1, t1) = rotated(
+            s.refresh(c.refresh_token.as_str(), l, t + ms(1000))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(s1.expires_at, t + life_, "capped at login + max_lifetime");
+        let id = &c.session.id;
+        assert_eq!(
+            s.check(&user, id, t + life_ - ms(1)).await.unwrap(),
+            SessionCheck::Active
+        );
+        // A rotation a millisecond before the cap still works, and keeps the cap.
+        let (s2, t2) = rotated(s.refresh(t1.as_str(), l, t + life_ - ms(1)).await.unwrap());
+        assert_eq!(s2.expires_at, t + life_);
+        assert_ne!(
+            s.check(&user, id, t + life_).await.unwrap(),
+            SessionCheck::Active
+        );
+        assert!(matches!(
+            s.refresh(t2.as_str(), l, t + life_ + ms(1)).await.unwrap(),
+            RefreshOutcome::Invalid
+        ));
+    }
+}
+
+async fn tombstones_are_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+        let user = format!("t{k}");
+        let t = base();
+        let c = s.create(new(&user, "web"), None, life(), t).await.unwrap();
+        let end = t + ms(1000 + off);
+        assert!(s
+            .end(&user, &c.session.id, EndReason::Logout, end)
+            .await
+            .unwrap());
+        let tomb = secs(TOMB);
+        assert_eq!(
+            s.check(&user, &c.session.id, end + tomb - ms(1))
+                .await
+                .unwrap(),
+            SessionCheck::Ended(EndReason::Logout)
+        );
+        assert_eq!(
+            s.check(&user, &c.session.id, end + tomb).await.unwrap(),
+            SessionCheck::Unknown
+        );
+    }
+}
+
+async fn lockout_window_and_duration_are_bounded_to_the_millisecond(f: Fixture) {
+    let s = &f.store;
+    // At least 1.5 s: Redis also expires the counter and the lock by its own clock (PX),
+    // which runs on while the test runs.
+    for window in [ms(1500), ms(2500)] {
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let key = format!("u:w{}-{k}", window.as_millis());
+            let t = base() + ms(off);
+            assert_eq!(s.record_failure(&key, window, t).await.unwrap(), 1);
+            assert_eq!(
+                s.record_failure(&key, window, t + window - ms(1))
+                    .await
+                    .unwrap(),
+                2,
+                "{window:?} from {t}: a millisecond before its end, still the same window"
+            );
+            assert_eq!(
+                s.record_failure(&key, window, t + window + ms(1))
+                    .await
+                    .unwrap(),
+                1,
+                "{window:?} from {t}: a millisecond after its end, a new window"
+            );
+            // Exactly at its end is after it, too.
+            let other = format!("{key}-x");
+            s.record_failure(&other, window, t).await.unwrap();
+            assert_eq!(
+                s.record_failure(&other, window, t + window).await.unwrap(),
+                1
+            );
+        }
+    }
+    for duration in [ms(1500), ms(2500)] {
+        for (k, off) in IN_THE_SECOND.into_iter().enumerate() {
+            let key = format!("u:d{}-{k}", duration.as_millis());
+            let t = base() + ms(off);
+            let until = s.lock(&key, duration, t).await.unwrap();
+            assert_eq!(until, t + duration);
+            assert_eq!(
+                s.locked_until(&key, t + duration - ms(1)).await.unwrap(),
+                Some(until)
+            );
+            assert_eq!(s.locked_until(&key, t + duration).await.unwrap(), None);
+            assert_eq!(
+                s.locked_until(&key, t + duration + ms(1)).await.unwrap(),
+                None
+            );
+        }
     }
 }

@@ -149,7 +149,7 @@ async fn refresh_rechecks_the_user_without_a_reload(store: StoreKind) {
             },
             None,
             live.lifetimes,
-            now(),
+            authgate::app::now_ms(),
         )
         .await
         .unwrap();

@@ -1,14 +1,14 @@
 -- Creates a session and ends the oldest active ones of the same platform beyond the limit.
 -- KEYS[1] the user's key
--- ARGV: now, new record, max per platform (0: none), tombstone ttl, channel, sid prefix,
---       max per user, max tombstones per user
+-- ARGV: now (ms), new record, max per platform (0: none), tombstone ttl (ms), channel,
+--       sid prefix, max per user, max tombstones per user
 -- Returns {sid, old expiry, ...} of the sessions ended (reason replaced), oldest first.
 local now, new, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local tomb, channel, prefix, cap = tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
 local list = load(KEYS[1])
 local plat = platform(new)
 local function older(a, b)
-  local ca, cb = u32(list[a], CREATED), u32(list[b], CREATED)
+  local ca, cb = u48(list[a], CREATED), u48(list[b], CREATED)
   if ca ~= cb then return ca < cb end
   return a < b
 end
@@ -34,10 +34,10 @@ for j = 1, #all + 1 - cap do kick(all[j]) end
 -- Forget the oldest tombstones beyond the limit.
 local dead = {}
 for i, e in ipairs(list) do
-  if state(e) ~= 0 and u32(e, EXPIRES) > now then dead[#dead + 1] = i end
+  if state(e) ~= 0 and u48(e, EXPIRES) > now then dead[#dead + 1] = i end
 end
 table.sort(dead, function(a, b)
-  local xa, xb = u32(list[a], EXPIRES), u32(list[b], EXPIRES)
+  local xa, xb = u48(list[a], EXPIRES), u48(list[b], EXPIRES)
   if xa ~= xb then return xa < xb end
   return a < b
 end)

@@ -1,6 +1,6 @@
 -- Ends one active session (ARGV[2] its sid) or all of them (ARGV[2] empty).
 -- KEYS[1] the user's key
--- ARGV: now, sid or '', reason code, tombstone ttl, channel, sid prefix
+-- ARGV: now (ms), sid or '', reason code, tombstone ttl (ms), channel, sid prefix
 -- Returns {old expiry, record, ...} of the sessions ended.
 local now, s, why, tomb = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local list = load(KEYS[1])

@@ -1,0 +1,130 @@
+//! Session-store time: [`Millis`], Unix milliseconds, passed in by every caller.
+//!
+//! Every time the stores keep or compare (creation, last seen, rotation, expiry, tombstones,
+//! lock-out windows and locks) is in milliseconds, so `refresh_reuse_grace = "500ms"` is
+//! 500 ms rather than 0, and a window of N seconds ends N seconds after it started, to the
+//! millisecond, wherever in a second it started (issue 15). A newtype rather than a bare `u64`
+//! so that a caller cannot hand a store Unix seconds by mistake (a 1000× error).
+//!
+//! The external contract speaks whole seconds (JSON answers, token `exp`/`iat`, `Retry-After`).
+//! The conversions at that edge round so that nothing is promised beyond what the store
+//! honours: [`Millis::as_secs`] rounds *down* (an expiry shown as a Unix second is never later
+//! than the real one), [`Millis::secs_until`] rounds *up* (a wait is never announced shorter
+//! than it is, and never as 0).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A Unix time in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+/// The longest duration a store key (`refresh_ttl`, `max_lifetime`, the grace, lock-out
+/// window and duration) may be: what a 48-bit millisecond time (`record.rs`) still holds when
+/// added to any date before the year 2500. `check` refuses longer ones with their key path
+/// rather than letting them saturate.
+pub const MAX_STORE_SPAN: Duration = Duration::from_secs(3_000_000 * 86_400);
+
+/// A duration in whole milliseconds, saturating (the config parser only produces whole
+/// milliseconds, so nothing is cut).
+pub fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Millis {
+    pub const ZERO: Self = Self(0);
+
+    /// The wall clock now (0 before 1970, which no real clock reports).
+    pub fn now() -> Self {
+        Self(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, ms_of),
+        )
+    }
+
+    /// The start of a Unix second.
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(secs.saturating_mul(1000))
+    }
+
+    /// Whole Unix seconds, rounded down: for `created_at`, `expires_at` and the other times
+    /// in JSON answers and token claims.
+    pub const fn as_secs(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// `self + d`, saturating.
+    pub fn saturating_add(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(ms_of(d)))
+    }
+
+    /// Milliseconds from `earlier` to `self` (0 if `earlier` is later).
+    pub const fn since(self, earlier: Self) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// Whole seconds from `now` until `self`, rounded up; `None` once `self` is not after
+    /// `now`. For `Retry-After`: at least 1, and never before the time it names.
+    pub fn secs_until(self, now: Self) -> Option<u64> {
+        (self > now).then(|| self.since(now).div_ceil(1000))
+    }
+}
+
+impl std::ops::Add<Duration> for Millis {
+    type Output = Self;
+
+    /// Saturating, like [`Millis::saturating_add`].
+    fn add(self, d: Duration) -> Self {
+        self.saturating_add(d)
+    }
+}
+
+impl std::ops::Sub<Duration> for Millis {
+    type Output = Self;
+
+    /// Saturating at 0.
+    fn sub(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(ms_of(d)))
+    }
+}
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_round_down_and_waits_round_up() {
+        assert_eq!(Millis(1_999).as_secs(), 1);
+        assert_eq!(Millis(2_000).as_secs(), 2);
+        assert_eq!(Millis::from_secs(7), Millis(7_000));
+        let now = Millis(10_000);
+        for (until, want) in [
+            (9_999, None),
+            (10_000, None),
+            (10_001, Some(1)),
+            (11_000, Some(1)),
+            (11_001, Some(2)),
+            (610_000, Some(600)),
+        ] {
+            assert_eq!(Millis(until).secs_until(now), want, "{until}");
+        }
+    }
+
+    #[test]
+    fn arithmetic_saturates() {
+        assert_eq!(Millis(5) + Duration::from_millis(500), Millis(505));
+        assert_eq!(
+            Millis(u64::MAX - 1) + Duration::from_secs(1),
+            Millis(u64::MAX)
+        );
+        assert_eq!(Millis(5) - Duration::from_secs(1), Millis(0));
+        assert_eq!(Millis(5).since(Millis(7)), 0);
+        assert_eq!(Millis(1_500).to_string(), "1.500");
+    }
+}
