@@ -1,5 +1,6 @@
 //! Limits and failures: request bodies over `max_body_bytes` (declared and streamed), slow
-//! request heads, an upstream that is down, slow, or one of two urls dead.
+//! request heads, clients that stop reading, an upstream that is down, slow, or one of two
+//! urls dead.
 
 use std::time::{Duration, Instant};
 
@@ -556,4 +557,59 @@ async fn max_connections_leaves_the_rest_in_the_backlog_and_the_admin_reachable(
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(admin.get("/healthz", &[]).await.status, 200);
     drop(second);
+}
+
+/// An upstream whose answer never ends: 64 KiB chunks as fast as they are taken. It says on
+/// the channel when its connection is gone (the chunk it was sending could not be sent).
+async fn endless_upstream() -> (Upstream, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use http_body_util::BodyExt;
+    let (gone_tx, gone_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let up = Upstream::start(move |_req| {
+        let gone = gone_tx.clone();
+        async move {
+            let (tx, body) = ChannelBody::new();
+            tokio::spawn(async move {
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                while tx.send(chunk.clone()).await.is_ok() {}
+                let _ = gone.send(());
+            });
+            Response::new(body.boxed())
+        }
+    })
+    .await;
+    (up, gone_rx)
+}
+
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_at_send_timeout_with_its_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // With a long idle timeout, and with a short one (the idle close used to wait for the
+    // response without any bound).
+    for idle in ["60s", "200ms"] {
+        let (up, mut gone) = endless_upstream().await;
+        let conf = Conf::new().server(&format!(
+            "send_timeout = \"300ms\"\nidle_timeout = \"{idle}\""
+        ));
+        let gw = Gateway::start_with(conf, up).await;
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(b"GET /public/big HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            .await
+            .unwrap();
+        // The client reads nothing: once the buffers are full the gateway gives up on it, and
+        // the upstream connection that fed the answer is closed too.
+        within("the upstream connection to be closed", gone.recv())
+            .await
+            .unwrap();
+        // The client's connection ends after what was already buffered.
+        within("the client connection to be closed", async {
+            let mut chunk = vec![0u8; 256 * 1024];
+            while let Ok(n) = stream.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
