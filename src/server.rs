@@ -459,7 +459,16 @@ impl Conn {
         let app = self.app.clone();
         let kind = self.kind;
         let svc_state = state.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            // An HTTP/1.1 upgrade request (hyper gave it an upgrade handle) gets the
+            // connection's read counter, for the tunnel to tell bytes read before the 101.
+            // Other requests have no extensions at all: this costs them one check.
+            if req.version() == http::Version::HTTP_11
+                && req.extensions().get::<hyper::upgrade::OnUpgrade>().is_some()
+            {
+                let reads: Arc<dyn crate::proxy::SocketReads> = svc_state.clone();
+                req.extensions_mut().insert(crate::proxy::ClientReads(reads));
+            }
             let app = app.clone();
             let info = info.clone();
             let in_flight = InFlight::start(svc_state.clone());
@@ -642,6 +651,8 @@ struct ConnState {
     h2: AtomicBool,
     /// Whether any byte has been read yet (the preface check looks at the first read only).
     seen: AtomicBool,
+    /// Bytes read from the socket so far (for [`crate::proxy::SocketReads`]).
+    bytes_read: AtomicU64,
     /// Milliseconds since `epoch` (+1) of the first write the client did not take, since the
     /// last one it did; 0: none blocked.
     write_blocked: AtomicU64,
@@ -685,6 +696,7 @@ impl ConnState {
             inflight: AtomicUsize::new(0),
             h2: AtomicBool::new(false),
             seen: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
             head_bell: tokio::sync::Notify::new(),
         }
     }
@@ -694,6 +706,10 @@ impl ConnState {
     }
 
     fn on_read(&self, first: &[u8]) {
+        // Load and store, not an atomic add: one task at a time reads a connection.
+        let read = self.bytes_read.load(Ordering::Relaxed);
+        self.bytes_read
+            .store(read + first.len() as u64, Ordering::Relaxed);
         let now = self.now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
         if !self.seen.swap(true, Ordering::Relaxed) && first.starts_with(b"PRI * HTTP/2.0") {
@@ -821,6 +837,12 @@ impl ConnState {
             return Some(Expiry::Idle);
         }
         None
+    }
+}
+
+impl crate::proxy::SocketReads for ConnState {
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 }
 

@@ -188,7 +188,7 @@ fn run<'a, 'l>(
             }
 
             let client_upgrade = if websocket {
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+                proxy::ClientUpgrade::take(&mut parts.extensions, &parts.headers)
             } else {
                 None
             };
@@ -227,11 +227,24 @@ fn run<'a, 'l>(
         };
         let mut revocable = None;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                let entry = claims.as_deref().and_then(stream_of);
-                tokio::spawn(proxy::tunnel(client_upgrade, upstream_upgrade, entry));
-            }
+            // A 101 that is not the WebSocket handshake the client began (or one the client
+            // never asked for) opens nothing: the upstream connection is dropped with it.
+            let Some(client_upgrade) = client_upgrade.filter(|u| u.accepted_by(resp.headers()))
+            else {
+                tracing::warn!(
+                    upstream = %upstream.name,
+                    "upstream answered 101 without completing a WebSocket handshake"
+                );
+                return Err(GatewayError::UpstreamUnavailable);
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let entry = claims.as_deref().and_then(stream_of);
+            tokio::spawn(proxy::tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                entry,
+                cfg.server.send_timeout,
+            ));
         } else {
             if !resp.headers().contains_key(header::CONTENT_LENGTH) {
                 revocable = claims.as_deref().and_then(stream_of);
