@@ -359,8 +359,8 @@ async fn a_101_that_is_no_websocket_handshake_is_502_and_opens_no_tunnel() {
         }
         for e in &events {
             match e {
-                Seen::After(_, bytes) => panic!(
-                    "{fake:?}: bytes reached the upstream raw: {:?}",
+                Seen::After(id, bytes) => panic!(
+                    "{fake:?}: bytes reached upstream connection {id} raw: {:?}",
                     String::from_utf8_lossy(bytes)
                 ),
                 Seen::Head(_, head) => assert!(!head.contains("spoofed"), "{head}"),
