@@ -1,5 +1,5 @@
 //! Limits and failures: request bodies over `max_body_bytes` (declared and streamed), slow
-//! request heads, clients that stop reading, an upstream that is down, slow, or one of two
+//! request heads and endpoint bodies, clients that stop reading, an upstream that is down, slow, or one of two
 //! urls dead.
 
 use std::time::{Duration, Instant};
@@ -611,5 +611,51 @@ async fn client_that_stops_reading_is_cut_at_send_timeout_with_its_upstream_conn
             }
         })
         .await;
+    }
+}
+
+#[tokio::test]
+async fn endpoint_body_trickling_in_is_cut_at_header_timeout() {
+    use crate::session_support::{Gw, Setup, StoreKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start(StoreKind::Memory, Setup::new().server("header_timeout = \"1s\""))
+        .await
+        .expect("the memory store needs nothing");
+    for path in ["/auth/login", "/auth/refresh"] {
+        let stream = tokio::net::TcpStream::connect(gw.probe.addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        // One byte every 200 ms (20 s for the whole body) until the gateway closes.
+        let trickle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if wr.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let answer = within("the answer and the close", async {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = rd.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+        .await;
+        let took = started.elapsed();
+        trickle.abort();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("\"request_timeout\""), "{path}: {answer}");
+        assert!(took >= Duration::from_millis(900), "{path}: after {took:?}");
+        assert!(took < Duration::from_secs(5), "{path}: after {took:?}");
     }
 }
