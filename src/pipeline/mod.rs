@@ -219,13 +219,10 @@ fn run<'a, 'l>(
         })?;
 
         // 6. the answer: WebSocket tunnel, hop-by-hop out, our refresh header in.
-        // A stream of a session is registered so that it closes when the session ends.
-        let stream_of = |c: &Claims| {
-            c.sid
-                .as_deref()
-                .map(|sid| app.streams.register(&c.sub, sid))
-        };
-        let mut revocable = None;
+        // What a session has open through the gateway ends with it: a tunnel is registered
+        // at once, a response body (with or without a Content-Length) if it is unfinished
+        // after its first poll.
+        let mut of_session = None;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // A 101 that is not the WebSocket handshake the client began (or one the client
             // never asked for) opens nothing: the upstream connection is dropped with it.
@@ -238,7 +235,11 @@ fn run<'a, 'l>(
                 return Err(GatewayError::UpstreamUnavailable);
             };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let entry = claims.as_deref().and_then(stream_of);
+            let entry = claims.as_deref().and_then(|c| {
+                c.sid
+                    .as_deref()
+                    .map(|sid| app.streams.register(&c.sub, sid))
+            });
             tokio::spawn(proxy::tunnel(
                 client_upgrade,
                 upstream_upgrade,
@@ -246,9 +247,7 @@ fn run<'a, 'l>(
                 cfg.server.send_timeout,
             ));
         } else {
-            if !resp.headers().contains_key(header::CONTENT_LENGTH) {
-                revocable = claims.as_deref().and_then(stream_of);
-            }
+            of_session = claims.filter(|c| c.sid.is_some());
             proxy::strip_hop_by_hop(resp.headers_mut(), false, |_| false);
         }
         let h = resp.headers_mut();
@@ -256,11 +255,12 @@ fn run<'a, 'l>(
         if let Some(t) = refreshed {
             hand_back(live, h, &t);
         }
-        Ok(match revocable {
+        Ok(match of_session {
             None => resp.map(|b| b.map_err(Into::into).boxed()),
-            Some(entry) => {
-                resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed())
-            }
+            Some(c) => resp.map(|b| {
+                let streams = app.streams.clone();
+                live_streams::Revocable::new(b.map_err(Into::into), streams, c).boxed()
+            }),
         })
     }
 }
