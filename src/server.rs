@@ -434,7 +434,11 @@ struct Conn {
 impl Conn {
     async fn serve<T: Transport>(self, stream: T, tls: bool) {
         let state = Arc::new(ConnState::new(&self.limits));
-        let mut dog = Box::pin(watchdog(state.clone(), self.shutdown.clone(), Phase::Serving));
+        let mut dog = Box::pin(watchdog(
+            state.clone(),
+            self.shutdown.clone(),
+            Phase::Serving,
+        ));
         // The watchdog is polled only when its own timer, bell or shutdown signal woke it,
         // not on every wake of the connection (a `select!` would poll it several times per
         // request and re-arm its timer each time).
@@ -464,10 +468,14 @@ impl Conn {
             // connection's read counter, for the tunnel to tell bytes read before the 101.
             // Other requests have no extensions at all: this costs them one check.
             if req.version() == http::Version::HTTP_11
-                && req.extensions().get::<hyper::upgrade::OnUpgrade>().is_some()
+                && req
+                    .extensions()
+                    .get::<hyper::upgrade::OnUpgrade>()
+                    .is_some()
             {
                 let reads: Arc<dyn crate::proxy::SocketReads> = svc_state.clone();
-                req.extensions_mut().insert(crate::proxy::ClientReads(reads));
+                req.extensions_mut()
+                    .insert(crate::proxy::ClientReads(reads));
             }
             let app = app.clone();
             let info = info.clone();
@@ -797,18 +805,17 @@ impl ConnState {
             0 => u64::MAX,
             t => t - 1 + self.send_timeout_ms,
         };
-        let at = if self.inflight.load(Ordering::Relaxed) > 0
-            || self.closing.load(Ordering::Relaxed)
-        {
-            // Neither the idle nor the head limit applies while a request is served or once
-            // the connection is finishing: look again an idle timeout from now (a deadline
-            // already past would fire at once, again and again).
-            send.min(self.now_ms() + self.idle_timeout_ms)
-        } else if self.h2.load(Ordering::Relaxed) {
-            idle.min(send)
-        } else {
-            idle.min(head).min(send)
-        };
+        let at =
+            if self.inflight.load(Ordering::Relaxed) > 0 || self.closing.load(Ordering::Relaxed) {
+                // Neither the idle nor the head limit applies while a request is served or once
+                // the connection is finishing: look again an idle timeout from now (a deadline
+                // already past would fire at once, again and again).
+                send.min(self.now_ms() + self.idle_timeout_ms)
+            } else if self.h2.load(Ordering::Relaxed) {
+                idle.min(send)
+            } else {
+                idle.min(head).min(send)
+            };
         self.armed.store(at, Ordering::Relaxed);
         self.epoch + Duration::from_millis(at)
     }

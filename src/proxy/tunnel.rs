@@ -131,8 +131,22 @@ pub async fn tunnel(
     let (stop_tx, stop_rx) = watch::channel(false);
     // No session, nothing can end it: the frames need not be followed.
     let track = session.is_some();
-    let down = pump(upstream_rd, client_wr, stop_rx.clone(), Side::ToClient, track, send_timeout);
-    let up = pump(client_rd, upstream_wr, stop_rx, Side::ToUpstream, track, send_timeout);
+    let down = pump(
+        upstream_rd,
+        client_wr,
+        stop_rx.clone(),
+        Side::ToClient,
+        track,
+        send_timeout,
+    );
+    let up = pump(
+        client_rd,
+        upstream_wr,
+        stop_rx,
+        Side::ToUpstream,
+        track,
+        send_timeout,
+    );
     let both = async { tokio::try_join!(down, up) };
     let Some(entry) = session else {
         if let Err(e) = both.await {

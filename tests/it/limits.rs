@@ -618,9 +618,12 @@ async fn client_that_stops_reading_is_cut_at_send_timeout_with_its_upstream_conn
 async fn endpoint_body_trickling_in_is_cut_at_header_timeout() {
     use crate::session_support::{Gw, Setup, StoreKind};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = Gw::start(StoreKind::Memory, Setup::new().server("header_timeout = \"1s\""))
-        .await
-        .expect("the memory store needs nothing");
+    let gw = Gw::start(
+        StoreKind::Memory,
+        Setup::new().server("header_timeout = \"1s\""),
+    )
+    .await
+    .expect("the memory store needs nothing");
     for path in ["/auth/login", "/auth/refresh"] {
         let stream = tokio::net::TcpStream::connect(gw.probe.addr).await.unwrap();
         let (mut rd, mut wr) = stream.into_split();

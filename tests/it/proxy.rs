@@ -115,9 +115,15 @@ async fn a_download_with_a_content_length_is_cut_when_its_session_ends() {
     // The rest never comes: the body ends short of its length, with an error, within the
     // second of the contract...
     let rest = within("the download to be cut", body.collect()).await;
-    assert!(rest.is_err(), "the download went on after the session ended");
+    assert!(
+        rest.is_err(),
+        "the download went on after the session ended"
+    );
     let took = ended.elapsed();
-    assert!(took < std::time::Duration::from_secs(1), "cut after {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "cut after {took:?}"
+    );
     // ...and the upstream connection feeding it is closed.
     within("the upstream connection to be closed", async {
         while sender.send(Bytes::from_static(b"more")).await.is_ok() {}

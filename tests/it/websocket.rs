@@ -270,7 +270,9 @@ async fn raw_upstream(answer_101: String) -> (SocketAddr, mpsc::UnboundedReceive
                 let _ = tx.send(Seen::Head(id, head));
                 if !upgrade {
                     let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
                         .await;
                     return;
                 }
@@ -444,5 +446,9 @@ async fn a_tunnel_whose_client_stops_reading_is_closed_at_send_timeout() {
     within("the upstream connection to be closed", gone.recv())
         .await
         .unwrap();
-    within("the client connection to be closed", read_to_end(&mut client)).await;
+    within(
+        "the client connection to be closed",
+        read_to_end(&mut client),
+    )
+    .await;
 }
