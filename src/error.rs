@@ -32,6 +32,8 @@ pub enum GatewayError {
     MethodNotAllowed,
     PayloadTooLarge,
     HeadersTooLarge,
+    /// The body of a gateway endpoint did not arrive within `header_timeout`.
+    RequestTimeout,
     AccountLocked {
         retry_after: Duration,
     },
@@ -64,6 +66,7 @@ impl GatewayError {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AccountLocked { .. } | RateLimited => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable | UpstreamIdentity(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -92,6 +95,7 @@ impl GatewayError {
             MethodNotAllowed => "method_not_allowed",
             PayloadTooLarge => "payload_too_large",
             HeadersTooLarge => "request_header_fields_too_large",
+            RequestTimeout => "request_timeout",
             AccountLocked { .. } => "account_locked",
             RateLimited => "rate_limited",
             UpstreamUnavailable | UpstreamIdentity(_) => "upstream_unavailable",
@@ -122,6 +126,7 @@ impl GatewayError {
             MethodNotAllowed => "method not allowed on this route",
             PayloadTooLarge => "the request body is too large",
             HeadersTooLarge => "the request headers are too large",
+            RequestTimeout => "the request body did not arrive in time",
             AccountLocked { .. } => "too many failed logins; try again later",
             RateLimited => "too many login attempts from this address; slow down",
             UpstreamUnavailable => "the upstream is unavailable",
@@ -153,6 +158,7 @@ impl GatewayError {
             | MethodNotAllowed
             | PayloadTooLarge
             | HeadersTooLarge
+            | RequestTimeout
             | AccountLocked { .. }
             | RateLimited
             | LoginBusy

@@ -1,8 +1,8 @@
 //! The upstream side: one pooled HTTP/1.1 client per upstream, round robin over its urls at
 //! connect time (a url that refuses or times out is skipped), request preparation (hop-by-hop
 //! headers, `X-Forwarded-*`, HTTP/1.1 towards the legacy app), timeouts, size limits on the
-//! streamed request body, and WebSocket upgrade pass-through (`tunnel.rs`: closed with a Close
-//! frame when its session ends).
+//! streamed request body, and WebSocket upgrade pass-through (`tunnel.rs`: only after a real
+//! WebSocket handshake, closed with a Close frame when its session ends).
 
 use std::future::Future;
 use std::io;
@@ -29,7 +29,7 @@ mod pool;
 mod tunnel;
 use crate::config::{Upstream, UpstreamTarget};
 pub use pool::UpstreamBody;
-pub use tunnel::tunnel;
+pub use tunnel::{tunnel, ClientReads, ClientUpgrade, SocketReads};
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]

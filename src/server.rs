@@ -1,8 +1,16 @@
 //! Listeners and connections: the proxy listener (HTTP/1.1 and h2c by prior knowledge, or TLS
 //! with ALPN h2) with its cap on connections at once (`max_connections`), the admin listener,
-//! per-connection limits (head size, slow heads, idle keep-alive) and one shutdown story: on the signal every listener stops accepting, every
-//! connection is asked to finish gracefully, and whatever is still running after
-//! `shutdown_grace` is dropped.
+//! per-connection limits (head size, slow heads, idle keep-alive, clients that stop reading)
+//! and one shutdown story: on the signal every listener stops accepting, every connection is
+//! asked to finish gracefully, and whatever is still running after `shutdown_grace` is
+//! dropped.
+//!
+//! Every wait of a connection has a deadline: the TLS handshake and a request head
+//! `header_timeout`, keep-alive `idle_timeout`, a write the client does not take
+//! `send_timeout` (the connection is dropped, and with it the response body and so the
+//! upstream connection it drives), and the graceful end after the shutdown signal
+//! `shutdown_grace`. A response body waiting for its upstream (a quiet event stream) is the
+//! upstream's to end, like a WebSocket tunnel.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -171,6 +179,8 @@ enum Kind {
 struct Limits {
     header_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
+    shutdown_grace: Duration,
     max_header_bytes: usize,
 }
 
@@ -179,6 +189,8 @@ impl From<&ServerConfig> for Limits {
         Self {
             header_timeout: s.header_timeout,
             idle_timeout: s.idle_timeout,
+            send_timeout: s.send_timeout,
+            shutdown_grace: s.shutdown_grace,
             max_header_bytes: s.max_header_bytes,
         }
     }
@@ -422,25 +434,20 @@ struct Conn {
 impl Conn {
     async fn serve<T: Transport>(self, stream: T, tls: bool) {
         let state = Arc::new(ConnState::new(&self.limits));
-        let mut watchdog = Box::pin(watchdog(state.clone(), self.shutdown.clone()));
+        let mut dog = Box::pin(watchdog(
+            state.clone(),
+            self.shutdown.clone(),
+            Phase::Serving,
+        ));
         // The watchdog is polled only when its own timer, bell or shutdown signal woke it,
         // not on every wake of the connection (a `select!` would poll it several times per
         // request and re-arm its timer each time).
         let side_waker = Waker::from(state.clone());
-        let mut watched = |cx: &mut Context<'_>| -> Poll<Watch> {
-            state.parent.register(cx.waker());
-            if state.fired.swap(false, Ordering::AcqRel) {
-                return watchdog
-                    .as_mut()
-                    .poll(&mut Context::from_waker(&side_waker));
-            }
-            Poll::Pending
-        };
 
         // Which protocol: waits (under the idle timeout) for the first bytes.
         let speaks = poll_fn(|cx| match stream.poll_speaks(cx) {
             Poll::Ready(s) => Poll::Ready(Ok(s)),
-            Poll::Pending => watched(cx).map(Err),
+            Poll::Pending => state.poll_watchdog(&mut dog, &side_waker, cx).map(Err),
         })
         .await;
         let speaks = match speaks {
@@ -456,7 +463,20 @@ impl Conn {
         let app = self.app.clone();
         let kind = self.kind;
         let svc_state = state.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            // An HTTP/1.1 upgrade request (hyper gave it an upgrade handle) gets the
+            // connection's read counter, for the tunnel to tell bytes read before the 101.
+            // Other requests have no extensions at all: this costs them one check.
+            if req.version() == http::Version::HTTP_11
+                && req
+                    .extensions()
+                    .get::<hyper::upgrade::OnUpgrade>()
+                    .is_some()
+            {
+                let reads: Arc<dyn crate::proxy::SocketReads> = svc_state.clone();
+                req.extensions_mut()
+                    .insert(crate::proxy::ClientReads(reads));
+            }
             let app = app.clone();
             let info = info.clone();
             let in_flight = InFlight::start(svc_state.clone());
@@ -487,21 +507,44 @@ impl Conn {
                 protocols.auto.serve_connection_with_upgrades(io, svc),
             )),
         };
-        let event = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
-            Poll::Ready(r) => Poll::Ready(Err(r)),
-            Poll::Pending => watched(cx).map(Ok),
-        })
-        .await;
-        let result = match event {
-            Err(r) => r,
-            Ok(Watch::SlowHead) => {
-                tracing::debug!(peer = %self.peer, "request head too slow; closing");
-                return;
-            }
-            Ok(Watch::Drain | Watch::Idle) => {
+        // Whether hyper was asked to finish gracefully (idle or shutdown).
+        let mut graceful = false;
+        let result = loop {
+            let event = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Err(r)),
+                Poll::Pending => state.poll_watchdog(&mut dog, &side_waker, cx).map(Ok),
+            })
+            .await;
+            // Every way out but the connection's own end drops it: the socket closes, and
+            // a response body still being sent is dropped with it, which closes the upstream
+            // connection that body was reading from (never returned to the pool).
+            let phase = match event {
+                Err(r) => break r,
+                Ok(Watch::SlowHead) => {
+                    tracing::debug!(peer = %self.peer, "request head too slow; closing");
+                    return;
+                }
+                Ok(Watch::SlowReader) => {
+                    tracing::debug!(peer = %self.peer, "client stopped reading the response; closing");
+                    return;
+                }
+                Ok(Watch::GraceOver) => {
+                    tracing::debug!(peer = %self.peer, "not finished within shutdown_grace; closing");
+                    return;
+                }
+                // Idle: hyper closes at once unless a response is still being sent, which
+                // may go on (the client still reading it; a stalled one is a slow reader).
+                Ok(Watch::Idle) => Phase::Closing,
+                Ok(Watch::Drain) => Phase::Draining(Instant::now() + self.limits.shutdown_grace),
+            };
+            if !graceful {
                 conn.graceful_shutdown();
-                conn.await
+                graceful = true;
             }
+            state.closing.store(true, Ordering::Relaxed);
+            // A fresh watchdog for the rest of the connection's life, polled at once.
+            dog = Box::pin(watchdog(state.clone(), self.shutdown.clone(), phase));
+            state.fired.store(true, Ordering::Release);
         };
         if let Err(e) = result {
             tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
@@ -537,22 +580,50 @@ enum Watch {
     Idle,
     /// A request head took longer than `header_timeout`: close now.
     SlowHead,
+    /// A write the client did not take for `send_timeout`: close now.
+    SlowReader,
+    /// Draining took longer than `shutdown_grace`: close now.
+    GraceOver,
 }
 
-/// Watches one connection for a slow head, an idle keep-alive and the shutdown signal. Its
-/// timer is armed for the earliest deadline and re-armed only when it fires or when a new
-/// head would be due before it.
-async fn watchdog(state: Arc<ConnState>, mut shutdown: watch::Receiver<bool>) -> Watch {
+/// Where a connection is in its life, for its watchdog.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Serving,
+    /// Asked to finish after it went idle; the shutdown signal still counts.
+    Closing,
+    /// Asked to finish by the shutdown signal, by this instant.
+    Draining(Instant),
+}
+
+/// Watches one connection for a slow head, an idle keep-alive, a client that stopped reading,
+/// the shutdown signal and (draining) the end of the grace period. Its timer is armed for the
+/// earliest deadline and re-armed only when it fires or when a new head or a blocked write
+/// would be due before it.
+async fn watchdog(
+    state: Arc<ConnState>,
+    mut shutdown: watch::Receiver<bool>,
+    phase: Phase,
+) -> Watch {
     let sleep = tokio::time::sleep_until(state.arm());
     tokio::pin!(sleep);
+    let (draining, grace_end) = match phase {
+        Phase::Draining(at) => (true, at),
+        // Never polled (the branch is off), so any instant will do.
+        Phase::Serving | Phase::Closing => (false, Instant::now()),
+    };
+    let grace = tokio::time::sleep_until(grace_end);
+    tokio::pin!(grace);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return Watch::Drain,
+            _ = shutdown.changed(), if !draining => return Watch::Drain,
+            _ = grace.as_mut(), if draining => return Watch::GraceOver,
             _ = state.head_bell.notified() => {
                 let at = state.armed_at();
                 sleep.as_mut().reset(at);
             }
             _ = sleep.as_mut() => match state.expired() {
+                Some(Expiry::SlowReader) => return Watch::SlowReader,
                 Some(Expiry::SlowHead) => return Watch::SlowHead,
                 Some(Expiry::Idle) => return Watch::Idle,
                 None => {
@@ -588,12 +659,21 @@ struct ConnState {
     h2: AtomicBool,
     /// Whether any byte has been read yet (the preface check looks at the first read only).
     seen: AtomicBool,
-    /// Rung when a request head starts before the watchdog's armed deadline would notice it.
+    /// Bytes read from the socket so far (for [`crate::proxy::SocketReads`]).
+    bytes_read: AtomicU64,
+    /// Milliseconds since `epoch` (+1) of the first write the client did not take, since the
+    /// last one it did; 0: none blocked.
+    write_blocked: AtomicU64,
+    /// Asked to finish (idle or shutdown): no more idle or head deadlines, only the writes.
+    closing: AtomicBool,
+    /// Rung when a request head starts, or a write blocks, before the watchdog's armed
+    /// deadline would notice it.
     head_bell: tokio::sync::Notify,
     /// Milliseconds since `epoch` of the watchdog's armed deadline.
     armed: AtomicU64,
     header_timeout_ms: u64,
     idle_timeout_ms: u64,
+    send_timeout_ms: u64,
     /// Set when the watchdog's timer, bell or shutdown signal woke the connection task.
     fired: AtomicBool,
     /// The connection task, woken for the watchdog.
@@ -603,6 +683,7 @@ struct ConnState {
 enum Expiry {
     SlowHead,
     Idle,
+    SlowReader,
 }
 
 impl ConnState {
@@ -611,6 +692,9 @@ impl ConnState {
             armed: AtomicU64::new(u64::MAX),
             header_timeout_ms: limits.header_timeout.as_millis() as u64,
             idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
+            send_timeout_ms: limits.send_timeout.as_millis() as u64,
+            write_blocked: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
             // The watchdog's first poll arms its timer.
             fired: AtomicBool::new(true),
             parent: futures_util::task::AtomicWaker::new(),
@@ -620,6 +704,7 @@ impl ConnState {
             inflight: AtomicUsize::new(0),
             h2: AtomicBool::new(false),
             seen: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
             head_bell: tokio::sync::Notify::new(),
         }
     }
@@ -629,6 +714,10 @@ impl ConnState {
     }
 
     fn on_read(&self, first: &[u8]) {
+        // Load and store, not an atomic add: one task at a time reads a connection.
+        let read = self.bytes_read.load(Ordering::Relaxed);
+        self.bytes_read
+            .store(read + first.len() as u64, Ordering::Relaxed);
         let now = self.now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
         if !self.seen.swap(true, Ordering::Relaxed) && first.starts_with(b"PRI * HTTP/2.0") {
@@ -652,6 +741,47 @@ impl ConnState {
 
     fn on_write(&self) {
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
+        if self.write_blocked.load(Ordering::Relaxed) != 0 {
+            self.write_blocked.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Reports one write's outcome: bytes taken, or the socket full.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) if *n > 0 => self.on_write(),
+            Poll::Pending => self.on_write_blocked(),
+            Poll::Ready(_) => {}
+        }
+    }
+
+    /// A write found the socket full: the client is not reading. Only the first blocked
+    /// write since the last one that went through starts the clock.
+    fn on_write_blocked(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let now = self.now_ms();
+        self.write_blocked.store(now + 1, Ordering::Relaxed);
+        let due = now + self.send_timeout_ms;
+        if due < self.armed.load(Ordering::Relaxed) {
+            self.armed.store(due, Ordering::Relaxed);
+            self.head_bell.notify_one();
+        }
+    }
+
+    /// Polls the watchdog if its own timer, bell or signal woke the connection task.
+    fn poll_watchdog(
+        self: &Arc<Self>,
+        dog: &mut Pin<Box<impl Future<Output = Watch>>>,
+        side_waker: &Waker,
+        cx: &mut Context<'_>,
+    ) -> Poll<Watch> {
+        self.parent.register(cx.waker());
+        if self.fired.swap(false, Ordering::AcqRel) {
+            return dog.as_mut().poll(&mut Context::from_waker(side_waker));
+        }
+        Poll::Pending
     }
 
     fn request_started(&self) {
@@ -671,15 +801,21 @@ impl ConnState {
             0 => u64::MAX,
             t => t - 1 + self.header_timeout_ms,
         };
-        let at = if self.inflight.load(Ordering::Relaxed) > 0 {
-            // Neither limit applies while a request is served: look again an idle timeout
-            // from now (a deadline already past would fire at once, again and again).
-            self.now_ms() + self.idle_timeout_ms
-        } else if self.h2.load(Ordering::Relaxed) {
-            idle
-        } else {
-            idle.min(head)
+        let send = match self.write_blocked.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            t => t - 1 + self.send_timeout_ms,
         };
+        let at =
+            if self.inflight.load(Ordering::Relaxed) > 0 || self.closing.load(Ordering::Relaxed) {
+                // Neither the idle nor the head limit applies while a request is served or once
+                // the connection is finishing: look again an idle timeout from now (a deadline
+                // already past would fire at once, again and again).
+                send.min(self.now_ms() + self.idle_timeout_ms)
+            } else if self.h2.load(Ordering::Relaxed) {
+                idle.min(send)
+            } else {
+                idle.min(head).min(send)
+            };
         self.armed.store(at, Ordering::Relaxed);
         self.epoch + Duration::from_millis(at)
     }
@@ -691,7 +827,12 @@ impl ConnState {
 
     fn expired(&self) -> Option<Expiry> {
         let now = self.now_ms();
-        if self.inflight.load(Ordering::Relaxed) > 0 {
+        // A client that stopped reading is cut whatever else is going on.
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        if blocked != 0 && now + 1 >= blocked + self.send_timeout_ms {
+            return Some(Expiry::SlowReader);
+        }
+        if self.inflight.load(Ordering::Relaxed) > 0 || self.closing.load(Ordering::Relaxed) {
             return None;
         }
         let head = self.head_started.load(Ordering::Relaxed);
@@ -703,6 +844,12 @@ impl ConnState {
             return Some(Expiry::Idle);
         }
         None
+    }
+}
+
+impl crate::proxy::SocketReads for ConnState {
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 }
 
@@ -734,9 +881,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.on_write();
-        }
+        self.state.wrote(&r);
         r
     }
 
@@ -746,9 +891,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.on_write();
-        }
+        self.state.wrote(&r);
         r
     }
 
@@ -757,7 +900,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        // A TLS stream writes its buffered records here: blocked, the client is not reading.
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if r.is_pending() {
+            self.state.on_write_blocked();
+        }
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

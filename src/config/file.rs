@@ -48,6 +48,8 @@ pub struct ServerFile {
     pub tls_key_file: Option<PathBuf>,
     pub request_timeout: String,
     pub idle_timeout: String,
+    /// A response write the client does not take for this long closes the connection.
+    pub send_timeout: String,
     pub shutdown_grace: String,
     pub max_body_bytes: u64,
     pub max_header_bytes: u64,
@@ -71,6 +73,7 @@ impl Default for ServerFile {
             tls_key_file: None,
             request_timeout: "30s".into(),
             idle_timeout: "60s".into(),
+            send_timeout: "60s".into(),
             shutdown_grace: "30s".into(),
             max_body_bytes: 10_485_760,
             max_header_bytes: 16_384,

@@ -67,6 +67,8 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A client that takes no response byte for this long is cut (both connections closed).
+    pub send_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_body_bytes: u64,
     pub max_header_bytes: usize,
@@ -647,6 +649,7 @@ impl Cx<'_> {
         };
         let request_timeout = self.positive("server.request_timeout", &f.request_timeout);
         let idle_timeout = self.positive("server.idle_timeout", &f.idle_timeout);
+        let send_timeout = self.positive("server.send_timeout", &f.send_timeout);
         let shutdown_grace = self.duration("server.shutdown_grace", &f.shutdown_grace);
         let header_timeout = self.positive("server.header_timeout", &f.header_timeout);
         let max_header_bytes = match usize::try_from(f.max_header_bytes) {
@@ -684,6 +687,7 @@ impl Cx<'_> {
             tls,
             request_timeout,
             idle_timeout,
+            send_timeout,
             shutdown_grace,
             max_body_bytes: f.max_body_bytes,
             max_header_bytes,
@@ -1923,6 +1927,8 @@ upstream = "app"
             ),
             ("[server]\nrequest_timeout = \"30\"", "server.request_timeout", "not a duration"),
             ("[server]\nidle_timeout = \"0s\"", "server.idle_timeout", "more than 0s"),
+            ("[server]\nsend_timeout = \"0s\"", "server.send_timeout", "more than 0s"),
+            ("[server]\nsend_timeout = \"soon\"", "server.send_timeout", "not a duration"),
             ("[server]\nshutdown_grace = \"-1s\"", "server.shutdown_grace", "not a duration"),
             ("[server]\nheader_timeout = \"\"", "server.header_timeout", "not a duration"),
             ("[server]\nmax_header_bytes = 100", "server.max_header_bytes", "at least 1024"),
@@ -2384,6 +2390,7 @@ upstream = "legacy"
         assert!(s.tls.is_none());
         assert_eq!(s.request_timeout, Duration::from_secs(30));
         assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.send_timeout, Duration::from_secs(60));
         assert_eq!(s.shutdown_grace, Duration::from_secs(30));
         assert_eq!(s.max_body_bytes, 10_485_760);
         assert_eq!(s.max_header_bytes, 16_384);

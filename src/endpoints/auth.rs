@@ -112,11 +112,18 @@ pub(crate) fn store_error(e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, GatewayError> {
-    match Limited::new(req.into_body(), login::MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+/// The whole (small) body of a login or refresh: 413 beyond [`login::MAX_BODY_BYTES`], 408
+/// when it takes longer than `header_timeout`, 400 when the client breaks it off.
+async fn read_body(live: &Live, req: Request<Incoming>) -> Result<Bytes, GatewayError> {
+    // The body must arrive within `header_timeout`, like the head: these bodies are small,
+    // and a client trickling one in would hold its connection (and a login slot) for ever.
+    // The answer leaves the rest unread, so hyper closes the connection after it.
+    let collect = Limited::new(req.into_body(), login::MAX_BODY_BYTES).collect();
+    let Ok(read) = tokio::time::timeout(live.config.server.header_timeout, collect).await else {
+        tracing::info!("endpoint request body too slow; refused");
+        return Err(GatewayError::RequestTimeout);
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge),
         Err(_) => Err(GatewayError::BadRequest(
@@ -179,7 +186,7 @@ async fn login(
     }
     let headers = req.headers().clone();
     let platform = platform(live, &headers)?;
-    let body = read_body(req).await?;
+    let body = read_body(live, req).await?;
     let username = login::username_of(&body, &live.config.login.username_pointer)
         .map_err(GatewayError::BadRequest)?;
     let t = now_ms();
@@ -421,7 +428,7 @@ async fn refresh(
         // Nothing could be minted: refuse before a rotation spends the refresh token.
         return Err(GatewayError::NotFound);
     }
-    let body = read_body(req).await?;
+    let body = read_body(live, req).await?;
     let RefreshBody { refresh_token } = serde_json::from_slice(&body).map_err(|_| {
         GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}")
     })?;

@@ -4,7 +4,8 @@
 //! The store broadcasts ended session ids (Redis pub/sub across instances); a watcher task
 //! wakes the registered streams of that session, which then stop. When revocations may have
 //! been missed (`RECHECK_ALL`, or a lagging receiver) every registered session is checked
-//! against the store again. Only streams are registered, so ordinary requests pay nothing.
+//! against the store again. Only tunnels and response bodies still unfinished after their
+//! first poll are registered, so ordinary requests pay nothing but a wrapper.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio::sync::{broadcast, futures::OwnedNotified, Notify};
 use crate::app::{now_ms, App};
 use crate::body::BodyError;
 use crate::session::{SessionCheck, RECHECK_ALL};
+use crate::tokens::Claims;
 
 /// The open streams of one session: registration number and a weak handle.
 type Streams = Vec<(u64, Weak<Entry>)>;
@@ -147,24 +149,36 @@ async fn recheck_all(app: &App) {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that ends (with an error, so the client sees a cut stream, not a
-    /// complete one) when its session ends.
+    /// A response body of a session that ends (with an error, so the client sees a cut
+    /// stream, not a complete one) when its session ends: streams and bodies with a
+    /// Content-Length alike (a download).
+    ///
+    /// Registering costs a lock and an allocation, so it happens only for a body that is
+    /// still unfinished after a poll: most answers arrive whole in their first frame and
+    /// never touch the registry. The end of a session between that first poll and the
+    /// registration would go unnoticed; the first poll follows the answer's head at once,
+    /// so that gap is no wider than the one between the session check and the answer.
     pub struct Revocable<B> {
         #[pin]
         inner: B,
         #[pin]
-        ended: OwnedNotified,
-        entry: Arc<Entry>,
+        ended: Option<OwnedNotified>,
+        // Whom to register with, until the body is finished or registered.
+        pending: Option<(Arc<Registry>, Arc<Claims>)>,
+        entry: Option<Arc<Entry>>,
     }
 }
 
 impl<B> Revocable<B> {
-    pub fn new(inner: B, entry: Arc<Entry>) -> Self {
-        let ended = entry.ended();
+    /// The body of `claims`' session; registered with `registry` if it is not finished after
+    /// a poll. (Claims without a session id have nothing to be registered under.)
+    pub fn new(inner: B, registry: Arc<Registry>, claims: Arc<Claims>) -> Self {
+        let pending = claims.sid.is_some().then_some((registry, claims));
         Self {
             inner,
-            ended,
-            entry,
+            ended: None,
+            pending,
+            entry: None,
         }
     }
 }
@@ -185,11 +199,37 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.project();
-        if this.ended.poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(Box::new(SessionEnded))));
+        let mut this = self.project();
+        let cut = || Poll::Ready(Some(Err(Box::new(SessionEnded) as BodyError)));
+        if let Some(ended) = this.ended.as_mut().as_pin_mut() {
+            if ended.poll(cx).is_ready() {
+                return cut();
+            }
         }
-        this.inner.poll_frame(cx)
+        let frame = this.inner.as_mut().poll_frame(cx);
+        if this.pending.is_some() {
+            let finished = match &frame {
+                Poll::Ready(None | Some(Err(_))) => true,
+                Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+                Poll::Pending => false,
+            };
+            let pending = this.pending.take();
+            if let (false, Some((registry, claims))) = (finished, pending) {
+                if let Some(sid) = claims.sid.as_deref() {
+                    let entry = registry.register(&claims.sub, sid);
+                    this.ended.set(Some(entry.ended()));
+                    *this.entry = Some(entry);
+                    // Polled once now, so that a body waiting for its upstream is woken by
+                    // the end too.
+                    if let Some(ended) = this.ended.as_mut().as_pin_mut() {
+                        if ended.poll(cx).is_ready() {
+                            return cut();
+                        }
+                    }
+                }
+            }
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -204,6 +244,63 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+
+    /// A body fed from a channel, one frame per message.
+    struct Chan(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Chan {
+        type Data = Bytes;
+        type Error = BodyError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn claims(sid: &str) -> Arc<Claims> {
+        let c = serde_json::json!({"iss": "i", "aud": "a", "sub": "u", "sid": sid, "exp": 1});
+        Arc::new(serde_json::from_value(c).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_body_finished_in_its_first_frame_is_never_registered() {
+        let reg = Arc::new(Registry::default());
+        let whole = crate::body::full("the whole answer");
+        let mut body = std::pin::pin!(Revocable::new(whole, reg.clone(), claims("s1")));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "the whole answer");
+        assert!(reg.is_empty(), "registered although complete");
+        assert!(body.frame().await.is_none());
+        assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_body_registers_and_is_cut_when_its_session_ends() {
+        let reg = Arc::new(Registry::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut body = std::pin::pin!(Revocable::new(Chan(rx), reg.clone(), claims("s1")));
+        tx.try_send(Bytes::from_static(b"part")).unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert_eq!(reg.len(), 1, "an unfinished body is registered");
+        // Waiting for more when the session ends: woken, and cut.
+        let ender = {
+            let reg = reg.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                reg.end("s1");
+            })
+        };
+        let next = tokio::time::timeout(std::time::Duration::from_secs(1), body.frame())
+            .await
+            .expect("woken by the end");
+        assert!(next.unwrap().is_err(), "cut with an error");
+        ender.await.unwrap();
+        drop(tx);
+    }
 
     #[tokio::test]
     async fn end_wakes_only_that_sessions_streams() {

@@ -189,7 +189,7 @@ fn run<'a, 'l>(
             }
 
             let client_upgrade = if websocket {
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+                proxy::ClientUpgrade::take(&mut parts.extensions, &parts.headers)
             } else {
                 None
             };
@@ -220,23 +220,35 @@ fn run<'a, 'l>(
         })?;
 
         // 6. the answer: WebSocket tunnel, hop-by-hop out, our refresh header in.
-        // A stream of a session is registered so that it closes when the session ends.
-        let stream_of = |c: &Claims| {
-            c.sid
-                .as_deref()
-                .map(|sid| app.streams.register(&c.sub, sid))
-        };
-        let mut revocable = None;
+        // What a session has open through the gateway ends with it: a tunnel is registered
+        // at once, a response body (with or without a Content-Length) if it is unfinished
+        // after its first poll.
+        let mut of_session = None;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                let entry = claims.as_deref().and_then(stream_of);
-                tokio::spawn(proxy::tunnel(client_upgrade, upstream_upgrade, entry));
-            }
+            // A 101 that is not the WebSocket handshake the client began (or one the client
+            // never asked for) opens nothing: the upstream connection is dropped with it.
+            let Some(client_upgrade) = client_upgrade.filter(|u| u.accepted_by(resp.headers()))
+            else {
+                tracing::warn!(
+                    upstream = %upstream.name,
+                    "upstream answered 101 without completing a WebSocket handshake"
+                );
+                return Err(GatewayError::UpstreamUnavailable);
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let entry = claims.as_deref().and_then(|c| {
+                c.sid
+                    .as_deref()
+                    .map(|sid| app.streams.register(&c.sub, sid))
+            });
+            tokio::spawn(proxy::tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                entry,
+                cfg.server.send_timeout,
+            ));
         } else {
-            if !resp.headers().contains_key(header::CONTENT_LENGTH) {
-                revocable = claims.as_deref().and_then(stream_of);
-            }
+            of_session = claims.filter(|c| c.sid.is_some());
             proxy::strip_hop_by_hop(resp.headers_mut(), false, |_| false);
         }
         let h = resp.headers_mut();
@@ -244,11 +256,12 @@ fn run<'a, 'l>(
         if let Some(t) = refreshed {
             hand_back(live, h, &t);
         }
-        Ok(match revocable {
+        Ok(match of_session {
             None => resp.map(|b| b.map_err(Into::into).boxed()),
-            Some(entry) => {
-                resp.map(|b| live_streams::Revocable::new(b.map_err(Into::into), entry).boxed())
-            }
+            Some(c) => resp.map(|b| {
+                let streams = app.streams.clone();
+                live_streams::Revocable::new(b.map_err(Into::into), streams, c).boxed()
+            }),
         })
     }
 }

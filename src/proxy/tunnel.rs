@@ -3,18 +3,93 @@
 //! code 1008 (policy violation) and the reason "session ended" to the client, and a masked
 //! one to the upstream, so both learn why instead of seeing the connection drop (1006).
 //!
+//! A tunnel opens only after a real WebSocket handshake ([`ClientUpgrade::accepted_by`]: the
+//! 101 names `websocket` and carries the `Sec-WebSocket-Accept` of the client's key). An
+//! upstream that answers 101 and goes on speaking HTTP would otherwise read whatever the
+//! client sends next as requests the gateway never checked. For the same reason nothing the
+//! client sent before the 101 goes through: a WebSocket client waits for the 101 (RFC 6455
+//! §4.1), so bytes hyper had already read past the upgrade request (a request pipelined
+//! behind it) end the tunnel instead of being passed on.
+//!
 //! The tunnel copies raw bytes and never buffers a message. To write a frame of its own it
 //! follows the frame headers of each direction ([`FrameTracker`]: lengths only, payloads are
 //! skipped) and stops copying only at a frame boundary; a frame already on its way is
 //! finished first (within [`CLOSE_GRACE`]), never cut.
+//!
+//! A side that takes no bytes for `send_timeout` ends the tunnel (both connections closed),
+//! so a peer that stops reading never pins the other one. A quiet tunnel has no deadline:
+//! WebSocket peers keep their own pings.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::pipeline::live_streams::Entry;
+
+/// The GUID a WebSocket server appends to the client's key (RFC 6455 §1.3).
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// How many bytes have been read from a client connection's socket so far. The server puts
+/// one in the extensions of each HTTP/1.1 upgrade request; comparing it around the tunnel's
+/// first read tells bytes hyper had buffered before the 101 from bytes read after it.
+pub trait SocketReads: Send + Sync {
+    fn bytes_read(&self) -> u64;
+}
+
+/// The request extension holding a connection's [`SocketReads`].
+#[derive(Clone)]
+pub struct ClientReads(pub Arc<dyn SocketReads>);
+
+/// What a client's WebSocket upgrade request leaves for the answer: hyper's upgrade handle,
+/// the key the upstream's accept must match, and the connection's read counter.
+pub struct ClientUpgrade {
+    on: hyper::upgrade::OnUpgrade,
+    key: Option<HeaderValue>,
+    reads: Option<Arc<dyn SocketReads>>,
+}
+
+impl ClientUpgrade {
+    /// Takes the upgrade out of a WebSocket upgrade request's extensions (hyper put the
+    /// handle there) and headers.
+    pub fn take(extensions: &mut http::Extensions, headers: &HeaderMap) -> Option<Self> {
+        let on = extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+        Some(Self {
+            on,
+            key: headers.get(header::SEC_WEBSOCKET_KEY).cloned(),
+            reads: extensions.remove::<ClientReads>().map(|r| r.0),
+        })
+    }
+
+    /// Whether the upstream's 101 completes the WebSocket handshake this request began
+    /// (RFC 6455 §4.1): `Upgrade: websocket`, `Connection: upgrade` and the accept of our key.
+    pub fn accepted_by(&self, answer: &HeaderMap) -> bool {
+        let Some(key) = &self.key else {
+            return false;
+        };
+        let upgrade = answer
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+        let accept = answer
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|v| v.as_bytes() == websocket_accept(key.as_bytes()).as_bytes());
+        upgrade && accept && super::connection_lists(answer, "upgrade")
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`: base64 of SHA-1 of the key and the GUID.
+fn websocket_accept(key: &[u8]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(WEBSOCKET_GUID.as_bytes());
+    STANDARD.encode(ctx.finish().as_ref())
+}
 
 /// How long a tunnel whose session ended may take to reach frame boundaries and send its
 /// Close frames before it is dropped (the contract closes a session's streams within a
@@ -28,11 +103,13 @@ const REASON: &[u8] = b"session ended";
 /// Copies bytes both ways between an upgraded client and upstream connection until either
 /// side closes, or the session it belongs to ends (then both get a Close frame).
 pub async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
+    client: ClientUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    session: Option<std::sync::Arc<Entry>>,
+    session: Option<Arc<Entry>>,
+    send_timeout: Duration,
 ) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
+    let ClientUpgrade { on, reads, .. } = client;
+    let (client, upstream) = match tokio::join!(on, upstream) {
         (Ok(c), Ok(u)) => (c, u),
         (c, u) => {
             tracing::debug!(
@@ -43,21 +120,40 @@ pub async fn tunnel(
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    let client = TokioIo::new(client);
+    let upstream = TokioIo::new(upstream);
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let client_rd = FreshOnly {
+        inner: client_rd,
+        reads,
+    };
+    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // No session, nothing can end it: the frames need not be followed.
+    let track = session.is_some();
+    let down = pump(
+        upstream_rd,
+        client_wr,
+        stop_rx.clone(),
+        Side::ToClient,
+        track,
+        send_timeout,
+    );
+    let up = pump(
+        client_rd,
+        upstream_wr,
+        stop_rx,
+        Side::ToUpstream,
+        track,
+        send_timeout,
+    );
+    let both = async { tokio::try_join!(down, up) };
     let Some(entry) = session else {
-        // No session, nothing can end it: the plain copy, no frame tracking.
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        if let Err(e) = both.await {
             tracing::debug!(error = %e, "tunnel ended");
         }
         return;
     };
-    let (client_rd, client_wr) = tokio::io::split(client);
-    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let down = pump(upstream_rd, client_wr, stop_rx.clone(), Side::ToClient);
-    let up = pump(client_rd, upstream_wr, stop_rx, Side::ToUpstream);
-    let both = async { tokio::try_join!(down, up) };
     tokio::pin!(both);
     let ended = entry.ended();
     let result = tokio::select! {
@@ -79,6 +175,42 @@ pub async fn tunnel(
     }
 }
 
+/// The client's side of a tunnel, refusing bytes that hyper had read before the 101: the
+/// first read must come from the socket (the read counter grows by as much as it returns).
+/// Without a counter (never the case for the server's own connections) every read passes.
+struct FreshOnly<R> {
+    inner: R,
+    reads: Option<Arc<dyn SocketReads>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for FreshOnly<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let Some(reads) = &this.reads else {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        let (before, filled) = (reads.bytes_read(), buf.filled().len());
+        let r = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, buf));
+        let got = (buf.filled().len() - filled) as u64;
+        if got > 0 {
+            if reads.bytes_read() - before < got {
+                tracing::info!("client sent bytes before the upgrade was accepted; tunnel closed");
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "bytes sent before the 101",
+                )));
+            }
+            // hyper's buffer is served first: once a read came from the socket it is empty.
+            this.reads = None;
+        }
+        std::task::Poll::Ready(r)
+    }
+}
+
 /// Which way a pump copies, and so which Close frame it writes when stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -90,17 +222,23 @@ enum Side {
 
 /// Copies `from` to `to` until `from` ends (then shuts `to` down, passing the half-close on)
 /// or `stop` is set; then it copies on only to the end of the frame under way, writes its
-/// Close frame and shuts `to` down.
+/// Close frame and shuts `to` down. Without `track` the frames are not followed (nothing can
+/// stop the pump). A write `to` does not take within `send_timeout` is an error, which ends
+/// the tunnel.
 async fn pump<R, W>(
     mut from: R,
     mut to: W,
     mut stop: watch::Receiver<bool>,
     side: Side,
+    track: bool,
+    send_timeout: Duration,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // A write taken at once never arms the timer (the timeout polls the write first).
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading");
     let mut frames = FrameTracker::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut stopping = false;
@@ -109,7 +247,9 @@ where
             // A frame that does not parse means the stream is not what it seemed: better no
             // Close than one written into the middle of something else.
             if !frames.lost {
-                to.write_all(&close_frame(side)).await?;
+                tokio::time::timeout(send_timeout, to.write_all(&close_frame(side)))
+                    .await
+                    .map_err(|_| stalled())??;
             }
             let _ = to.shutdown().await;
             return Ok(());
@@ -127,8 +267,14 @@ where
             let _ = to.shutdown().await;
             return Ok(());
         }
-        let upto = frames.advance(&buf[..n], stopping);
-        to.write_all(&buf[..upto]).await?;
+        let upto = if track {
+            frames.advance(&buf[..n], stopping)
+        } else {
+            n
+        };
+        tokio::time::timeout(send_timeout, to.write_all(&buf[..upto]))
+            .await
+            .map_err(|_| stalled())??;
     }
 }
 
@@ -324,6 +470,15 @@ mod tests {
         let mut t = FrameTracker::default();
         assert_eq!(t.advance(&masked, false), masked.len());
         assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn the_accept_is_that_of_rfc_6455() {
+        // The example of RFC 6455 §1.3.
+        assert_eq!(
+            websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]

@@ -177,3 +177,52 @@ async fn upstream_duration_is_a_prometheus_histogram() {
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(count.is_some_and(|n| n >= 1), "{text}");
 }
+
+#[tokio::test]
+async fn shutdown_cuts_a_response_still_streaming_after_shutdown_grace() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    // The upstream sends one chunk and hands its body sender to the test: the rest never
+    // comes unless the test sends it.
+    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel::<mpsc::Sender<Bytes>>();
+    let upstream = Upstream::start(move |_req| {
+        let senders_tx = senders_tx.clone();
+        async move {
+            let (tx, body) = ChannelBody::new();
+            tx.send(Bytes::from_static(b"first")).await.unwrap();
+            senders_tx.send(tx).unwrap();
+            Response::new(body.boxed())
+        }
+    })
+    .await;
+    let mut gw =
+        Gateway::start_with(Conf::new().server("shutdown_grace = \"300ms\""), upstream).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::get(gw.url("/public/stream"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the response head", client.request(req))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = within("the first chunk", body.frame())
+        .await
+        .expect("a frame")
+        .expect("no body error");
+    assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"first"));
+    let sender = within("the upstream's body sender", senders_rx.recv())
+        .await
+        .unwrap();
+
+    within("shutdown", gw.shutdown()).await;
+    // Past the grace the response is cut: the client's body ends unfinished...
+    let rest = within("the response to be cut", body.collect()).await;
+    assert!(rest.is_err(), "the stream ended as if complete");
+    // ...and the upstream connection feeding it is closed (its next chunks cannot be sent).
+    within("the upstream connection to be closed", async {
+        while sender.send(Bytes::from_static(b"more")).await.is_ok() {}
+    })
+    .await;
+}

@@ -1,5 +1,6 @@
 //! Limits and failures: request bodies over `max_body_bytes` (declared and streamed), slow
-//! request heads, an upstream that is down, slow, or one of two urls dead.
+//! request heads and endpoint bodies, clients that stop reading, an upstream that is down, slow, or one of two
+//! urls dead.
 
 use std::time::{Duration, Instant};
 
@@ -556,4 +557,108 @@ async fn max_connections_leaves_the_rest_in_the_backlog_and_the_admin_reachable(
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(admin.get("/healthz", &[]).await.status, 200);
     drop(second);
+}
+
+/// An upstream whose answer never ends: 64 KiB chunks as fast as they are taken. It says on
+/// the channel when its connection is gone (the chunk it was sending could not be sent).
+async fn endless_upstream() -> (Upstream, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use http_body_util::BodyExt;
+    let (gone_tx, gone_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let up = Upstream::start(move |_req| {
+        let gone = gone_tx.clone();
+        async move {
+            let (tx, body) = ChannelBody::new();
+            tokio::spawn(async move {
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                while tx.send(chunk.clone()).await.is_ok() {}
+                let _ = gone.send(());
+            });
+            Response::new(body.boxed())
+        }
+    })
+    .await;
+    (up, gone_rx)
+}
+
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_at_send_timeout_with_its_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // With a long idle timeout, and with a short one (the idle close used to wait for the
+    // response without any bound).
+    for idle in ["60s", "200ms"] {
+        let (up, mut gone) = endless_upstream().await;
+        let conf = Conf::new().server(&format!(
+            "send_timeout = \"300ms\"\nidle_timeout = \"{idle}\""
+        ));
+        let gw = Gateway::start_with(conf, up).await;
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(b"GET /public/big HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            .await
+            .unwrap();
+        // The client reads nothing: once the buffers are full the gateway gives up on it, and
+        // the upstream connection that fed the answer is closed too.
+        within("the upstream connection to be closed", gone.recv())
+            .await
+            .unwrap();
+        // The client's connection ends after what was already buffered.
+        within("the client connection to be closed", async {
+            let mut chunk = vec![0u8; 256 * 1024];
+            while let Ok(n) = stream.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn endpoint_body_trickling_in_is_cut_at_header_timeout() {
+    use crate::session_support::{Gw, Setup, StoreKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start(
+        StoreKind::Memory,
+        Setup::new().server("header_timeout = \"1s\""),
+    )
+    .await
+    .expect("the memory store needs nothing");
+    for path in ["/auth/login", "/auth/refresh"] {
+        let stream = tokio::net::TcpStream::connect(gw.probe.addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        // One byte every 200 ms (20 s for the whole body) until the gateway closes.
+        let trickle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if wr.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let answer = within("the answer and the close", async {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = rd.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+        .await;
+        let took = started.elapsed();
+        trickle.abort();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("\"request_timeout\""), "{path}: {answer}");
+        assert!(took >= Duration::from_millis(900), "{path}: after {took:?}");
+        assert!(took < Duration::from_secs(5), "{path}: after {took:?}");
+    }
 }

@@ -1,5 +1,6 @@
-//! The proxy itself: bodies stream both ways chunk by chunk, h2c clients reach HTTP/1.1
-//! upstreams, and the pieces of a forwarded request (method, query, body) arrive intact.
+//! The proxy itself: bodies stream both ways chunk by chunk (and a session's end cuts them),
+//! h2c clients reach HTTP/1.1 upstreams, and the pieces of a forwarded request (method,
+//! query, body) arrive intact.
 
 use authgate::body::full;
 use bytes::Bytes;
@@ -62,6 +63,72 @@ async fn streaming_response_passes_through_chunk_by_chunk() {
         .unwrap()
         .to_bytes();
     assert_eq!(rest, Bytes::from_static(b"second"));
+}
+
+#[tokio::test]
+async fn a_download_with_a_content_length_is_cut_when_its_session_ends() {
+    use crate::session_support::{Gw, Setup, StoreKind};
+    // A 1 MB answer with its Content-Length, of which the upstream sends a first chunk; the
+    // test holds the rest.
+    const LEN: usize = 1_000_000;
+    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel::<mpsc::Sender<Bytes>>();
+    let upstream = Upstream::start(move |_req| {
+        let senders_tx = senders_tx.clone();
+        async move {
+            let (tx, body) = ChannelBody::new();
+            tx.send(Bytes::from(vec![b'x'; 1000])).await.unwrap();
+            senders_tx.send(tx).unwrap();
+            let mut resp = Response::new(body.boxed());
+            resp.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, LEN.into());
+            resp
+        }
+    })
+    .await;
+    let gw = Gw::start_with(StoreKind::Memory, Setup::new(), upstream)
+        .await
+        .expect("the memory store needs nothing");
+    let pair = gw.login_ok("alice", "web").await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::get(gw.probe.url("/api/download"))
+        .header("authorization", format!("Bearer {}", pair.access))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the response head", client.request(req))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], LEN.to_string().as_str());
+    let mut body = resp.into_body();
+    let first = within("the first chunk", body.frame())
+        .await
+        .expect("a frame")
+        .expect("no body error");
+    assert_eq!(first.into_data().unwrap().len(), 1000);
+    let sender = within("the upstream's body sender", senders_rx.recv())
+        .await
+        .unwrap();
+
+    let r = gw.with_token("POST", "/auth/logout", &pair.access).await;
+    assert_eq!(r.status, 204);
+    let ended = std::time::Instant::now();
+    // The rest never comes: the body ends short of its length, with an error, within the
+    // second of the contract...
+    let rest = within("the download to be cut", body.collect()).await;
+    assert!(
+        rest.is_err(),
+        "the download went on after the session ended"
+    );
+    let took = ended.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "cut after {took:?}"
+    );
+    // ...and the upstream connection feeding it is closed.
+    within("the upstream connection to be closed", async {
+        while sender.send(Bytes::from_static(b"more")).await.is_ok() {}
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -332,7 +332,7 @@ impl Conf {
 [server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
-shutdown_grace = "5s"
+{grace}
 {server}
 [token]
 {token}
@@ -350,6 +350,12 @@ connect_timeout = "1s"
 
 {routes}
 "#,
+            // 5 s unless the test sets its own (a key given twice is a TOML error).
+            grace = if self.server.contains("shutdown_grace") {
+                ""
+            } else {
+                "shutdown_grace = \"5s\""
+            },
             server = self.server,
             token = self.token,
             sections = self.sections,

@@ -213,3 +213,242 @@ async fn websocket_of_an_ended_session_gets_a_close_frame_1008() {
         .unwrap();
     assert_eq!(upstream_close, Some(want));
 }
+
+/// The key of the raw upgrade requests below, and its accept (the example of RFC 6455 §1.3).
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// A WebSocket upgrade request for `path` on a public route, with a request pipelined right
+/// behind it in the same write that spoofs the user id.
+fn upgrade_with_a_request_behind(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n\
+         GET /public/next HTTP/1.1\r\nHost: gw.test\r\nX-User-Id: spoofed\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// What a raw upstream saw on one connection.
+#[derive(Debug)]
+enum Seen {
+    /// The request head.
+    Head(usize, String),
+    /// Bytes after the head of an upgrade request.
+    After(usize, Vec<u8>),
+    /// The connection closed.
+    Closed(usize),
+}
+
+/// A raw upstream: it answers a WebSocket upgrade request with `answer_101` and then reports
+/// every byte that follows; any other request gets a 200 and a close. Everything it sees is
+/// reported, by connection number.
+async fn raw_upstream(answer_101: String) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            n += 1;
+            let (tx, answer_101, id) = (tx.clone(), answer_101.clone(), n);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 16 * 1024];
+                let end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let upgrade = head.to_ascii_lowercase().contains("upgrade: websocket");
+                let _ = tx.send(Seen::Head(id, head));
+                if !upgrade {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    return;
+                }
+                let _ = stream.write_all(answer_101.as_bytes()).await;
+                if buf.len() > end {
+                    let _ = tx.send(Seen::After(id, buf[end..].to_vec()));
+                }
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            let _ = tx.send(Seen::After(id, chunk[..k].to_vec()));
+                        }
+                    }
+                }
+                let _ = tx.send(Seen::Closed(id));
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn gateway_in_front_of_raw(addr: SocketAddr, server: &str) -> Gateway {
+    let conf = Conf::new()
+        .urls(vec![format!("http://{addr}")])
+        .server(server);
+    Gateway::start_with(conf, Upstream::echo().await).await
+}
+
+/// Reads `stream` until the peer closes (or resets), returning what came.
+async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return buf,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_101_that_is_no_websocket_handshake_is_502_and_opens_no_tunnel() {
+    use tokio::io::AsyncWriteExt;
+    let fakes = [
+        // Switches nothing: the upstream goes on reading HTTP.
+        "HTTP/1.1 101 Switching Protocols\r\n\r\n".to_owned(),
+        // Names websocket, but the accept is not that of the key.
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
+            .to_owned(),
+        // The right accept, but another protocol.
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        ),
+    ];
+    for fake in fakes {
+        let (addr, mut seen) = raw_upstream(fake.clone()).await;
+        let gw = gateway_in_front_of_raw(addr, "").await;
+        let mut client = TcpStream::connect(gw.addr).await.unwrap();
+        client
+            .write_all(&upgrade_with_a_request_behind("/public/ws"))
+            .await
+            .unwrap();
+        let answers = within("the answers and the close", read_to_end(&mut client)).await;
+        let answers = String::from_utf8_lossy(&answers);
+        assert!(answers.starts_with("HTTP/1.1 502"), "{fake:?}: {answers}");
+        assert!(answers.contains("upstream_unavailable"), "{answers}");
+        // The upgrade connection is dropped by the gateway with nothing sent after the head.
+        let mut events = Vec::new();
+        within("the fake upgrade's connection to close", async {
+            loop {
+                let e = seen.recv().await.unwrap();
+                let closed = matches!(e, Seen::Closed(1));
+                events.push(e);
+                if closed {
+                    break;
+                }
+            }
+        })
+        .await;
+        while let Ok(e) = seen.try_recv() {
+            events.push(e);
+        }
+        for e in &events {
+            match e {
+                Seen::After(id, bytes) => panic!(
+                    "{fake:?}: bytes reached upstream connection {id} raw: {:?}",
+                    String::from_utf8_lossy(bytes)
+                ),
+                Seen::Head(_, head) => assert!(!head.contains("spoofed"), "{head}"),
+                Seen::Closed(_) => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bytes_sent_before_the_101_never_reach_the_upstream_as_tunnel_data() {
+    use tokio::io::AsyncWriteExt;
+    let real = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+    );
+    let (addr, mut seen) = raw_upstream(real).await;
+    let gw = gateway_in_front_of_raw(addr, "").await;
+    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(&upgrade_with_a_request_behind("/public/ws"))
+        .await
+        .unwrap();
+    // The handshake is real, so the client gets its 101; what it had pipelined behind the
+    // upgrade request ends the tunnel instead of going through.
+    let answer = within("the 101 and the close", read_to_end(&mut client)).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    match within("the upstream's head", seen.recv()).await.unwrap() {
+        Seen::Head(1, _) => {}
+        other => panic!("expected the upgrade's head, got {other:?}"),
+    }
+    match within("the upstream connection to close", seen.recv())
+        .await
+        .unwrap()
+    {
+        Seen::Closed(1) => {}
+        Seen::After(_, bytes) => panic!(
+            "bytes sent before the 101 reached the upstream: {:?}",
+            String::from_utf8_lossy(&bytes)
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tunnel_whose_client_stops_reading_is_closed_at_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A real handshake, then the upstream sends as fast as it can until it no longer can.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (gone_tx, mut gone) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let k = stream.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..k]);
+        }
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        let data = vec![0u8; 64 * 1024];
+        while stream.write_all(&data).await.is_ok() {}
+        let _ = gone_tx.send(());
+    });
+    let gw = gateway_in_front_of_raw(addr, "send_timeout = \"300ms\"").await;
+    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /public/ws HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+    );
+    client.write_all(upgrade.as_bytes()).await.unwrap();
+    // The client reads nothing: the tunnel gives up on it and closes the upstream connection.
+    within("the upstream connection to be closed", gone.recv())
+        .await
+        .unwrap();
+    within(
+        "the client connection to be closed",
+        read_to_end(&mut client),
+    )
+    .await;
+}
