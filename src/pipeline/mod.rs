@@ -331,14 +331,14 @@ pub(crate) async fn authorize(
 /// Phase 6's decision, shared by the proxy path and `/auth/verify`: a new access token for the
 /// session when the verified one is an own token near its expiry and its user still exists.
 pub(crate) fn silent_refresh(app: &App, live: &Live, claims: &Claims) -> Option<Arc<str>> {
-    // A user no longer in the users file gets no new token (in stateful mode the reload ended
-    // the session anyway; in stateless mode this is what ends its access): one set lookup.
-    if live.login.has_user_id(&claims.sub) == Some(false) {
-        return None;
-    }
     let t = &live.config.token;
-    app.refresher
-        .maybe_refresh(&t.keys, claims, t.silent_refresh_window, now())
+    let fresh = app
+        .refresher
+        .maybe_refresh(&t.keys, claims, t.silent_refresh_window, now())?;
+    // A user no longer in the users file gets no new token (in stateful mode the reload ended
+    // the session anyway; in stateless mode this is what ends its access). Looked up only
+    // inside the window, not on every authenticated request.
+    (live.login.has_user_id(&claims.sub) != Some(false)).then_some(fresh)
 }
 
 /// Puts a silently refreshed token in `refresh_header` (never cached, readable by a browser

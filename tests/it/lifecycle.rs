@@ -186,17 +186,7 @@ async fn shutdown_cuts_a_response_still_streaming_after_shutdown_grace() {
     use hyper_util::rt::TokioExecutor;
     // The upstream sends one chunk and hands its body sender to the test: the rest never
     // comes unless the test sends it.
-    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel::<mpsc::Sender<Bytes>>();
-    let upstream = Upstream::start(move |_req| {
-        let senders_tx = senders_tx.clone();
-        async move {
-            let (tx, body) = ChannelBody::new();
-            tx.send(Bytes::from_static(b"first")).await.unwrap();
-            senders_tx.send(tx).unwrap();
-            Response::new(body.boxed())
-        }
-    })
-    .await;
+    let (upstream, mut senders_rx) = held_stream(Bytes::from_static(b"first"), None).await;
     let mut gw =
         Gateway::start_with(Conf::new().server("shutdown_grace = \"300ms\""), upstream).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();

@@ -19,17 +19,7 @@ use crate::support::*;
 async fn streaming_response_passes_through_chunk_by_chunk() {
     // The upstream sends "first", then hands its body sender to the test, which releases
     // "second" only after the client has read "first" through the gateway.
-    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel::<mpsc::Sender<Bytes>>();
-    let upstream = Upstream::start(move |_req| {
-        let senders_tx = senders_tx.clone();
-        async move {
-            let (tx, body) = ChannelBody::new();
-            tx.send(Bytes::from_static(b"first")).await.unwrap();
-            senders_tx.send(tx).unwrap();
-            Response::new(body.boxed())
-        }
-    })
-    .await;
+    let (upstream, mut senders_rx) = held_stream(Bytes::from_static(b"first"), None).await;
     let gw = Gateway::start_with(Conf::new(), upstream).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = Request::get(gw.url("/public/stream"))
@@ -71,20 +61,7 @@ async fn a_download_with_a_content_length_is_cut_when_its_session_ends() {
     // A 1 MB answer with its Content-Length, of which the upstream sends a first chunk; the
     // test holds the rest.
     const LEN: usize = 1_000_000;
-    let (senders_tx, mut senders_rx) = mpsc::unbounded_channel::<mpsc::Sender<Bytes>>();
-    let upstream = Upstream::start(move |_req| {
-        let senders_tx = senders_tx.clone();
-        async move {
-            let (tx, body) = ChannelBody::new();
-            tx.send(Bytes::from(vec![b'x'; 1000])).await.unwrap();
-            senders_tx.send(tx).unwrap();
-            let mut resp = Response::new(body.boxed());
-            resp.headers_mut()
-                .insert(http::header::CONTENT_LENGTH, LEN.into());
-            resp
-        }
-    })
-    .await;
+    let (upstream, mut senders_rx) = held_stream(Bytes::from(vec![b'x'; 1000]), Some(LEN)).await;
     let gw = Gw::start_with(StoreKind::Memory, Setup::new(), upstream)
         .await
         .expect("the memory store needs nothing");

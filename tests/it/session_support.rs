@@ -535,7 +535,15 @@ impl Gw {
 /// Loads `text` (relative paths from `dir`), builds the app with the store the config names,
 /// and starts serving on port 0.
 async fn launch(text: &str, dir: &Path) -> (Arc<App>, Handle) {
-    let loaded = match authgate::config::load_str(text, dir, &session_env) {
+    serve(authgate::config::load_str(text, dir, &session_env), text).await
+}
+
+/// Builds the app of a loaded config with the store it names and starts serving on port 0.
+async fn serve(
+    loaded: Result<authgate::config::Loaded, authgate::config::ConfigError>,
+    text: &str,
+) -> (Arc<App>, Handle) {
+    let loaded = match loaded {
         Ok(l) => l,
         Err(e) => panic!("test config refused: {e}\n{text}"),
     };
@@ -559,16 +567,7 @@ async fn launch_file(text: &str, dir: &Path) -> (Arc<App>, Handle) {
     });
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).expect("write gateway.toml");
-    let loaded = match authgate::config::load(&path) {
-        Ok(l) => l,
-        Err(e) => panic!("test config refused: {e}\n{text}"),
-    };
-    let app = within("App::build", App::build(loaded.config))
-        .await
-        .expect("the store opens");
-    let handle = authgate::server::start(app.clone())
-        .await
-        .expect("gateway starts");
+    let (app, handle) = serve(authgate::config::load(&path), text).await;
     authgate::config::reload::spawn(app.clone(), path);
     (app, handle)
 }

@@ -178,6 +178,36 @@ async fn echo(req: Request<Incoming>, complete: &AtomicUsize) -> Response<Body> 
     resp
 }
 
+/// An upstream whose every answer sends `first` (with `Content-Length: content_length` if
+/// given), then hands its body's sender to the test through the receiver returned: the rest of
+/// the body comes only when the test sends it, and ends when the test drops the sender.
+pub async fn held_stream(
+    first: Bytes,
+    content_length: Option<usize>,
+) -> (
+    Upstream,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::mpsc::Sender<Bytes>>,
+) {
+    let (senders_tx, senders_rx) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = Upstream::start(move |_req| {
+        let senders_tx = senders_tx.clone();
+        let first = first.clone();
+        async move {
+            let (tx, body) = ChannelBody::new();
+            tx.send(first).await.unwrap();
+            senders_tx.send(tx).unwrap();
+            let mut resp = Response::new(body.boxed());
+            if let Some(len) = content_length {
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, len.into());
+            }
+            resp
+        }
+    })
+    .await;
+    (upstream, senders_rx)
+}
+
 /// A body fed from a channel: each message is one data frame; dropping the sender ends it.
 pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
 
