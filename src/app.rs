@@ -4,22 +4,26 @@
 //! Each request `load`s the snapshot once and uses it to the end, so a reload never changes
 //! the rules in the middle of a request.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::login::lockout::{FloodGuard, Lockout};
 use crate::login::Authenticator;
-use crate::pipeline::live_streams::{self, Registry};
-use crate::pipeline::refresh::SilentRefresher;
+use crate::metrics::{Counted, RequestCounters};
 use crate::proxy::UpstreamClient;
 use crate::session::{
-    Lifetimes, MemoryStore, Millis, RedisStore, RedisTarget, RefreshKey, SessionStore, StoreError,
-    StoreSettings,
+    Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck, SessionStore,
+    StoreError, StoreSettings, RECHECK_ALL,
 };
+use crate::streams::Registry;
+use crate::tokens::silent::SilentRefresher;
 
 /// One validated config with everything built from it (upstream clients, prebuilt values).
 pub struct Live {
@@ -36,45 +40,14 @@ pub struct Live {
     pub lifetimes: Lifetimes,
     /// `authgate_upstream_duration_seconds`, registered once.
     pub upstream_duration: metrics::Histogram,
-    /// `authgate_requests_total{route,status}` handles by [`Counted::slot`], each registered
-    /// on first use: the hot path then costs a read lock and a short scan instead of building
-    /// a metric key (or hashing the label) per request.
-    request_counters: Box<[RwLock<StatusCounters>]>,
-}
-
-/// One series per status code seen, in the order first seen.
-type StatusCounters = Vec<(u16, metrics::Counter)>;
-
-/// Which `authgate_requests_total` series a request counts in: one route's, the `/auth`
-/// endpoints', or that of requests no route took (`-`).
-#[derive(Debug, Clone, Copy)]
-pub struct Counted<'a> {
-    pub label: &'a str,
-    slot: usize,
-}
-
-impl<'a> Counted<'a> {
-    pub const UNROUTED: Counted<'static> = Counted {
-        label: "-",
-        slot: 0,
-    };
-    pub const AUTH: Counted<'static> = Counted {
-        label: "auth",
-        slot: 1,
-    };
-
-    pub fn route(route: &'a crate::pipeline::route::Route) -> Self {
-        Self {
-            label: &route.label,
-            slot: 2 + route.index,
-        }
-    }
+    /// `authgate_requests_total{route,status}`, by route.
+    request_counters: RequestCounters,
 }
 
 impl Live {
     pub fn new(config: Config) -> Self {
         // The metric handles below bind to the recorder installed at that moment.
-        crate::endpoints::admin::prometheus();
+        crate::metrics::prometheus();
         let upstreams = config.upstreams.iter().map(UpstreamClient::new).collect();
         let expose_refresh = HeaderValue::from_str(config.token.refresh_header.as_str())
             // A HeaderName is always a valid HeaderValue.
@@ -100,39 +73,13 @@ impl Live {
             lockout,
             lifetimes,
             upstream_duration: metrics::histogram!("authgate_upstream_duration_seconds"),
-            request_counters: (0..2 + routes).map(|_| RwLock::new(Vec::new())).collect(),
+            request_counters: RequestCounters::new(routes),
         }
     }
 
-    /// Counts one answer in `authgate_requests_total{route,status}`. `counted` must come from
-    /// this `Live`'s own routes (a slot is a position in its route table).
+    /// Counts one answer in `authgate_requests_total{route,status}`.
     pub fn count_request(&self, counted: Counted<'_>, status: http::StatusCode) {
-        let code = status.as_u16();
-        let Some(slot) = self.request_counters.get(counted.slot) else {
-            return Self::new_request_counter(counted.label, status).increment(1);
-        };
-        {
-            let seen = slot.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, c)) = seen.iter().find(|(s, _)| *s == code) {
-                return c.increment(1);
-            }
-        }
-        let mut seen = slot.write().unwrap_or_else(|p| p.into_inner());
-        // Another request may have registered it between the two locks.
-        if let Some((_, c)) = seen.iter().find(|(s, _)| *s == code) {
-            return c.increment(1);
-        }
-        let counter = Self::new_request_counter(counted.label, status);
-        counter.increment(1);
-        seen.push((code, counter));
-    }
-
-    fn new_request_counter(route: &str, status: http::StatusCode) -> metrics::Counter {
-        metrics::counter!(
-            "authgate_requests_total",
-            "route" => route.to_owned(),
-            "status" => status.as_str().to_owned()
-        )
+        self.request_counters.count(counted, status);
     }
 }
 
@@ -146,6 +93,8 @@ pub struct App {
     pub flood: FloodGuard,
     /// Open WebSocket tunnels and streaming responses, closed when their session ends.
     pub streams: Arc<Registry>,
+    /// The time every request and background task reads (tests move it forward).
+    pub clock: Clock,
 }
 
 impl App {
@@ -171,9 +120,10 @@ impl App {
             store,
             flood: FloodGuard::new(),
             streams: Arc::new(Registry::default()),
+            clock: Clock::system(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
-            live_streams::spawn_watcher(&app);
+            spawn_watcher(&app);
         }
         app
     }
@@ -218,15 +168,28 @@ async fn open_store(config: &Config) -> Result<SessionStore, StoreError> {
     })
 }
 
-/// Unix milliseconds now: the `now` the session store takes (its times are milliseconds).
-pub fn now_ms() -> Millis {
-    Millis::now()
+/// Follows the store's revocations for the life of the app (stops when the app is dropped).
+fn spawn_watcher(app: &Arc<App>) {
+    let mut rx = app.store.subscribe_revocations();
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        loop {
+            let msg = rx.recv().await;
+            let Some(app) = weak.upgrade() else { return };
+            match msg {
+                Ok(sid) if sid != RECHECK_ALL => app.streams.end(&sid),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => recheck_all(&app).await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
-/// Unix seconds now: token claims, audit lines.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+async fn recheck_all(app: &App) {
+    for (uid, sid) in app.streams.sessions() {
+        match app.store.check(&uid, &sid, app.clock.now_ms()).await {
+            Ok(SessionCheck::Active) | Err(_) => {}
+            Ok(_) => app.streams.end(&sid),
+        }
+    }
 }

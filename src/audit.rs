@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use crate::app::now;
+use crate::clock::unix_now as now;
 
 /// The audit events of the contract (§8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

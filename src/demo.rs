@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::app::{now, App};
+use crate::app::App;
 use crate::body::{full, Body};
 use crate::server::Handle;
 use crate::tokens::AccessIdentity;
@@ -124,7 +124,7 @@ pub async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::Result<
 /// that it has a minute left.
 async fn near_expiry_token(app: &App) -> Result<String, DemoError> {
     let live = app.live();
-    let t = now();
+    let t = app.clock.now();
     let aged = t.saturating_sub(live.config.token.access_ttl.as_secs().saturating_sub(60));
     let new = crate::session::NewSession {
         user_id: "1001".into(),
@@ -138,7 +138,7 @@ async fn near_expiry_token(app: &App) -> Result<String, DemoError> {
     };
     let created = app
         .store
-        .create(new, None, live.lifetimes, crate::app::now_ms())
+        .create(new, None, live.lifetimes, app.clock.now_ms())
         .await
         .map_err(|e| DemoError(format!("demo session: {e}")))?;
     let id = AccessIdentity {

@@ -10,6 +10,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{full, Body};
+use crate::routing::{PathError, Unrouted};
+use crate::session::StoreError;
+use crate::tokens::TokenError;
 
 /// Carries the error code of every 401 and 403 (contract §5, `/auth/verify`).
 pub const X_AUTH_ERROR: header::HeaderName = header::HeaderName::from_static("x-auth-error");
@@ -219,6 +222,50 @@ impl std::fmt::Display for GatewayError {
 }
 
 impl std::error::Error for GatewayError {}
+
+impl From<TokenError> for GatewayError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Expired => GatewayError::TokenExpired,
+            TokenError::Invalid(why) => {
+                tracing::info!(reason = why, "invalid token");
+                GatewayError::InvalidToken
+            }
+        }
+    }
+}
+
+/// A store failure is a 503 `store_unavailable`, logged and counted ([`store_failed`]).
+impl From<StoreError> for GatewayError {
+    fn from(e: StoreError) -> Self {
+        store_failed(&e, "refused with 503");
+        GatewayError::StoreUnavailable
+    }
+}
+
+impl From<PathError> for GatewayError {
+    fn from(e: PathError) -> Self {
+        tracing::info!(reason = %e, "refused path");
+        GatewayError::BadRequest("the request path is malformed or ambiguous")
+    }
+}
+
+impl From<Unrouted> for GatewayError {
+    fn from(e: Unrouted) -> Self {
+        match e {
+            Unrouted::MethodNotAllowed => GatewayError::MethodNotAllowed,
+            Unrouted::NotFound => GatewayError::NoRoute,
+        }
+    }
+}
+
+/// The one place a session-store failure is logged and counted
+/// (`authgate_store_errors_total`), whatever is done about it (`then`: a 503, the token
+/// accepted alone, a retry).
+pub fn store_failed(e: &StoreError, then: &str) {
+    tracing::error!(error = %e, then, "session store error");
+    metrics::counter!("authgate_store_errors_total").increment(1);
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,8 @@ use std::fmt::Write;
 use http::Method;
 
 use crate::config::{Config, SessionMode};
-use crate::pipeline::path;
-use crate::pipeline::route::{AuthMode, RouteMatch};
+use crate::routing::path;
+use crate::routing::table::{AuthMode, RouteMatch};
 
 /// What would become of the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,40 +7,56 @@
 //! and theft detection, logout, per-platform sessions).
 //!
 //! # Layout
-//! - [`app`]: the shared state: the live config snapshot (`ArcSwap`), the session store,
-//!   the silent-refresh cache, the registry of open streams.
-//! - [`config`]: `gateway.toml` → validated [`config::Config`]; live reload.
-//! - [`server`]: listeners, TLS, connection limits, graceful shutdown.
-//! - [`pipeline`]: one request through its phases: [`pipeline::path`] (canonicalise),
-//!   [`pipeline::route`] (match), [`pipeline::token`] (extract + verify),
-//!   [`pipeline::identity`] (strip + inject), [`pipeline::refresh`] (silent refresh),
-//!   [`pipeline::cors`], [`pipeline::live_streams`] (close a session's streams when it ends).
-//! - [`proxy`]: the upstream client: pool, round robin, hop-by-hop headers, X-Forwarded-*,
-//!   the WebSocket tunnel (closed with a Close frame when its session ends).
-//! - [`tokens`]: key ring, verification, minting, JWKS, keygen.
-//! - [`session`]: the session store (memory, Redis): sessions, refresh rotation, kick-out,
-//!   lock-out counters, revocation broadcast.
-//! - [`login`]: credential backends (users file with Argon2id, the legacy app's own login),
-//!   lock-out policy and the per-IP flood guard.
-//! - [`endpoints`]: the gateway's own `/auth/*` endpoints and the admin listener.
-//! - [`audit`]: one JSON line per security event.
-//! - [`explain`]: `authgate explain` (and its exit code: forwarded or refused).
-//! - [`error`]: [`error::GatewayError`] and its one mapping to HTTP.
-//! - [`body`]: the streaming body type used throughout.
-//! - [`demo`]: `authgate demo`'s echo upstream, near-expiry token service and config.
+//! Modules form tiers; a module imports only from tiers below its own (`tests/layers.rs`
+//! reads this list and checks every `use crate::…`). Lowest first:
+//!
+//! 0. `clock`, `body`: time ([`clock::Clock`], [`clock::Millis`]) and the body type.
+//! 1. `routing`, `tokens`, `session`: the path canonicaliser and route table; the key ring
+//!    (verify, mint, JWKS, the single-flight silent-refresh mint); the session store (memory,
+//!    Redis: sessions, refresh rotation, kick-out, lock-out counters, revocations).
+//! 2. `error`: [`error::GatewayError`], the `From` impls of the domain errors below, and its
+//!    one mapping to HTTP.
+//! 3. `config`: `gateway.toml` → validated [`config::Config`], one file per section.
+//! 4. `audit`, `streams`: one JSON line per security event; a session's open tunnels and
+//!    streams, ended with it.
+//! 5. `proxy`: the upstream client (pool, round robin, hop-by-hop, X-Forwarded-*, identity
+//!    headers, the WebSocket tunnel).
+//! 6. `login`: credential backends (users file with Argon2id, the legacy app's own login),
+//!    the lock-out policy and the per-IP flood guard.
+//! 7. `metrics`: the Prometheus recorder and the request counters.
+//! 8. `app`: the shared state: the live config snapshot (`ArcSwap`) and what outlives it
+//!    (store, clock, refresher, stream registry).
+//! 9. `reload`: live reload of the config and the users file.
+//! 10. `auth`: the one authentication path: extract, verify, session check, requirements,
+//!     silent refresh; used by the pipeline and the endpoints alike.
+//! 11. `pipeline`, `endpoints`, `explain`: one proxied request through its phases; the
+//!     gateway's own `/auth/*` endpoints and the admin listener; `authgate explain`. The
+//!     three never import each other.
+//! 12. `server`: listeners, TLS, protocol detection, the connection watchdog, the front
+//!     router (admin → admin, `login.prefix` and JWKS → endpoints, the rest → pipeline).
+//! 13. `demo`: `authgate demo`'s echo upstream, near-expiry token service and config.
+//!
+//! `main.rs` (the command line) sits on top. A request's path through the files is in
+//! `ARCHITECTURE.md`.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod error;
 pub mod explain;
 pub mod login;
+pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
+pub mod reload;
+pub mod routing;
 pub mod server;
 pub mod session;
+pub mod streams;
 pub mod tokens;

@@ -202,7 +202,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
             .context("opening the session store")?;
         // Reloads (and the SIGHUP handler) first: a SIGHUP soon after the `listening` line
         // must reload, not find the default action (which ends the process) still in place.
-        authgate::config::reload::spawn(app.clone(), path.to_path_buf());
+        authgate::reload::spawn(app.clone(), path.to_path_buf());
         tokio::task::yield_now().await;
         // The error names the key and address (`server.listen 127.0.0.1:8080: ...`).
         let handle = authgate::server::start(app).await?;

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{Body, BodyError};
 
+pub mod identity;
 mod pool;
 mod tunnel;
 use crate::config::{Upstream, UpstreamTarget};
@@ -40,6 +41,36 @@ pub enum UpstreamError {
     Timeout,
     #[error("the request body exceeded max_body_bytes")]
     BodyTooLarge,
+}
+
+impl From<UpstreamError> for crate::error::GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        use crate::error::GatewayError;
+        match e {
+            UpstreamError::Timeout => GatewayError::UpstreamTimeout,
+            UpstreamError::BodyTooLarge => GatewayError::PayloadTooLarge,
+            UpstreamError::Unavailable(_) => GatewayError::UpstreamUnavailable,
+        }
+    }
+}
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// The peer's address as a header value, formatted once per connection.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            tls,
+            peer_ip: ip_value(peer.ip().to_canonical()),
+        }
+    }
 }
 
 /// Connects to the urls of one upstream in turn, starting one further each time, skipping

@@ -8,7 +8,6 @@
 
 pub mod duration;
 pub mod file;
-pub mod reload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +17,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::pipeline::route::RouteTable;
+use crate::routing::table::RouteTable;
 use crate::tokens::KeyRing;
 
 /// One problem found in a config, with the key path it belongs to.
@@ -74,7 +73,7 @@ pub struct Server {
     pub max_header_bytes: usize,
     pub header_timeout: Duration,
     /// How request paths are canonicalised (`allow_encoded_percent`).
-    pub path_rules: crate::pipeline::path::PathRules,
+    pub path_rules: crate::routing::path::PathRules,
     pub trusted_proxies: Vec<IpNet>,
     /// Resolved from `admin_token_env`; `None` turns `/admin/*` off.
     pub admin_token: Option<String>,
@@ -520,9 +519,9 @@ impl Cx<'_> {
     }
 
     /// A duration the session store keeps (48-bit Unix milliseconds, `session/record.rs`):
-    /// refused, not saturated, beyond [`crate::session::time::MAX_STORE_SPAN`].
+    /// refused, not saturated, beyond [`crate::clock::MAX_STORE_SPAN`].
     fn store_span(&mut self, key: &str, d: Duration) -> Duration {
-        let max = crate::session::time::MAX_STORE_SPAN;
+        let max = crate::clock::MAX_STORE_SPAN;
         if d > max {
             self.problem(
                 key,
@@ -692,7 +691,7 @@ impl Cx<'_> {
             max_body_bytes: f.max_body_bytes,
             max_header_bytes,
             header_timeout,
-            path_rules: crate::pipeline::path::PathRules {
+            path_rules: crate::routing::path::PathRules {
                 allow_encoded_percent: f.allow_encoded_percent,
             },
             trusted_proxies,
@@ -1510,7 +1509,7 @@ impl Cx<'_> {
         upstreams: &[file::UpstreamFile],
         case_sensitive: bool,
     ) -> RouteTable {
-        use crate::pipeline::route::{AuthMode, Matcher, Route};
+        use crate::routing::table::{AuthMode, Matcher, Route};
 
         if list.is_empty() {
             self.problem("routes", "at least one [[routes]] is needed");
@@ -1654,8 +1653,8 @@ impl Cx<'_> {
         RouteTable::new(out)
     }
 
-    fn matcher(&mut self, key: &str, kind: &str, pattern: &str) -> crate::pipeline::route::Matcher {
-        use crate::pipeline::route::Matcher;
+    fn matcher(&mut self, key: &str, kind: &str, pattern: &str) -> crate::routing::table::Matcher {
+        use crate::routing::table::Matcher;
 
         let mut reported = true;
         if !pattern.starts_with('/') {
@@ -1845,7 +1844,7 @@ fn check_password_hash(hash: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::route::{AuthMode, Matcher};
+    use crate::routing::table::{AuthMode, Matcher};
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/config");
     const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";

@@ -7,82 +7,19 @@
 //! no admin token 401 `missing_token`, a wrong one 401 `invalid_token` (both with
 //! `WWW-Authenticate`), an id that is not UTF-8 400 `bad_request`, a store error 503.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::app::{now_ms, App};
+use crate::app::App;
 use crate::audit::{self, Event, Subject};
 use crate::body::{full, Body};
-use crate::endpoints::auth::{json, session_json, store_error};
+use crate::endpoints::auth::{json, session_json};
 use crate::error::GatewayError;
-use crate::pipeline::ConnInfo;
+use crate::proxy::ConnInfo;
 use crate::session::EndReason;
-
-/// The process-wide Prometheus recorder (installed once, on first use).
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
-                &[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ],
-            )
-            // The matcher and buckets above are static and valid.
-            .expect("static histogram buckets");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (tests); ours still renders what it saw.
-        let _ = metrics::set_global_recorder(recorder);
-        spawn_upkeep(handle.clone());
-        handle
-    })
-}
-
-/// How often histogram samples are folded into their buckets.
-const UPKEEP_EVERY: std::time::Duration = if cfg!(test) {
-    std::time::Duration::from_millis(20)
-} else {
-    std::time::Duration::from_secs(5)
-};
-
-/// The recorder keeps every histogram sample (24 bytes: one per proxied request for
-/// `authgate_upstream_duration_seconds`) until something folds them into the buckets; only
-/// a scrape of `/metrics` would, so a gateway nobody scrapes grew without bound. A thread of
-/// its own (not a task: the recorder outlives any one runtime) does it every few seconds.
-fn spawn_upkeep(handle: PrometheusHandle) {
-    let spawned = std::thread::Builder::new()
-        .name("authgate-metrics".into())
-        .spawn(move || loop {
-            std::thread::sleep(UPKEEP_EVERY);
-            handle.run_upkeep();
-            upkeep::done();
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "metrics upkeep thread not started; /metrics scrapes will do it");
-    }
-}
-
-/// Upkeep rounds, for the test that they happen.
-mod upkeep {
-    #[cfg(test)]
-    pub static ROUNDS: (std::sync::Mutex<u64>, std::sync::Condvar) =
-        (std::sync::Mutex::new(0), std::sync::Condvar::new());
-
-    pub fn done() {
-        #[cfg(test)]
-        {
-            *ROUNDS.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            ROUNDS.1.notify_all();
-        }
-    }
-}
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
@@ -115,10 +52,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Re
             }
         },
         ("GET", "/metrics") => {
-            if let Ok(n) = app.store.active_count(now_ms()).await {
+            if let Ok(n) = app.store.active_count(app.clock.now_ms()).await {
                 metrics::gauge!("authgate_sessions_active").set(n as f64);
             }
-            let mut r = Response::new(full(prometheus().render()));
+            let mut r = Response::new(full(crate::metrics::prometheus().render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -148,6 +85,12 @@ enum AdminError {
 impl From<GatewayError> for AdminError {
     fn from(e: GatewayError) -> Self {
         Self::Gateway(e)
+    }
+}
+
+impl From<crate::session::StoreError> for AdminError {
+    fn from(e: crate::session::StoreError) -> Self {
+        Self::Gateway(e.into())
     }
 }
 
@@ -217,10 +160,10 @@ async fn admin_api(
         }
     }
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let t = now_ms();
+    let t = app.clock.now_ms();
     match (req.method().as_str(), segs.as_slice()) {
         ("GET", ["admin", "users", uid, "sessions"]) => {
-            let list = app.store.list(uid, t).await.map_err(store_error)?;
+            let list = app.store.list(uid, t).await?;
             let items: Vec<_> = list.iter().map(|s| session_json(s, None)).collect();
             Ok(json(
                 StatusCode::OK,
@@ -228,11 +171,7 @@ async fn admin_api(
             ))
         }
         ("DELETE", ["admin", "users", uid, "sessions"]) => {
-            let n = app
-                .store
-                .end_all(uid, EndReason::Revoked, t)
-                .await
-                .map_err(store_error)?;
+            let n = app.store.end_all(uid, EndReason::Revoked, t).await?;
             audit::record(
                 Event::AdminRevoke,
                 Subject {
@@ -244,12 +183,7 @@ async fn admin_api(
             Ok(json(StatusCode::OK, &serde_json::json!({ "revoked": n })))
         }
         ("DELETE", ["admin", "sessions", sid]) => {
-            if app
-                .store
-                .end_by_id(sid, EndReason::Revoked, t)
-                .await
-                .map_err(store_error)?
-            {
+            if app.store.end_by_id(sid, EndReason::Revoked, t).await? {
                 let uid = crate::session::user_id_of(sid);
                 audit::record(
                     Event::AdminRevoke,
@@ -269,10 +203,7 @@ async fn admin_api(
             if username.trim().is_empty() {
                 return Err(GatewayError::BadRequest("a username is required").into());
             }
-            live.lockout
-                .unlock(&app.store, username)
-                .await
-                .map_err(store_error)?;
+            live.lockout.unlock(&app.store, username).await?;
             tracing::info!(%username, "lock-out cleared by an admin");
             audit::record_for_username(
                 Event::AdminUnlock,
@@ -287,7 +218,7 @@ async fn admin_api(
         ("POST", ["admin", "reload"]) => {
             let source = live.config.source.clone();
             drop(live);
-            match crate::config::reload::reload(app, &source).await {
+            match crate::reload::reload(app, &source).await {
                 Ok(()) => Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({ "reloaded": true }),
@@ -339,34 +270,5 @@ mod tests {
                 "{other:?}"
             );
         }
-    }
-
-    use super::*;
-
-    /// Waits (up to 5 s) until `rounds` more upkeep rounds than `from` have run.
-    fn wait_rounds(from: u64, rounds: u64) -> u64 {
-        let (lock, cv) = &upkeep::ROUNDS;
-        let guard = lock.lock().unwrap();
-        let (guard, _) = cv
-            .wait_timeout_while(guard, std::time::Duration::from_secs(5), |n| {
-                *n < from + rounds
-            })
-            .unwrap();
-        *guard
-    }
-
-    #[test]
-    fn histogram_samples_are_folded_in_without_a_scrape() {
-        let handle = prometheus();
-        let start = *upkeep::ROUNDS.0.lock().unwrap();
-        metrics::histogram!("authgate_upkeep_probe_duration_seconds").record(0.003);
-        // Two rounds: the first may have started before the sample.
-        assert!(wait_rounds(start, 2) >= start + 2, "no upkeep ran");
-        // Nothing is lost by it: the sample is in the buckets.
-        let text = handle.render();
-        assert!(
-            text.contains("authgate_upkeep_probe_duration_seconds_count 1"),
-            "{text}"
-        );
     }
 }

@@ -16,27 +16,20 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::app::{now_ms, App, Live};
+use crate::app::{App, Live};
 use crate::audit::{self, Event, Subject};
+use crate::auth;
 use crate::body::{empty, full, Body};
 use crate::config::LoginBackend;
+use crate::error;
 use crate::error::GatewayError;
 use crate::login::{self, LoginIdentity, LoginOutcome};
-use crate::pipeline::{self, path, route::RouteMatch, ConnInfo};
-use crate::proxy;
-use crate::session::{EndReason, NewSession, RefreshOutcome, Session, StoreError};
+use crate::proxy::{self, identity, ConnInfo};
+use crate::session::{EndReason, NewSession, RefreshOutcome, Session};
 use crate::tokens::{AccessIdentity, Claims};
 
 /// The path of the JWKS document.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
-
-/// Whether `path` (raw, as requested) is one of the gateway's own endpoints.
-pub fn is_ours(live: &Live, path: &str) -> bool {
-    let prefix = &live.config.login.prefix;
-    path == JWKS_PATH
-        || (path.starts_with(prefix.as_str())
-            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
-}
 
 /// Answers one request to an endpoint of ours.
 pub async fn handle(
@@ -103,13 +96,6 @@ fn no_content() -> Response<Body> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// Logs and counts a store failure; the client gets 503 `store_unavailable`.
-pub(crate) fn store_error(e: StoreError) -> GatewayError {
-    tracing::error!(error = %e, "session store error");
-    metrics::counter!("authgate_store_errors_total").increment(1);
-    GatewayError::StoreUnavailable
 }
 
 /// The whole (small) body of a login or refresh: 413 beyond [`login::MAX_BODY_BYTES`], 408
@@ -189,7 +175,7 @@ async fn login(
     let body = read_body(live, req).await?;
     let username = login::username_of(&body, &live.config.login.username_pointer)
         .map_err(GatewayError::BadRequest)?;
-    let t = now_ms();
+    let t = app.clock.now_ms();
     let lockout = &live.lockout;
     // Who an attempt's audit lines are about before anyone is authenticated.
     let anon = Subject {
@@ -199,15 +185,13 @@ async fn login(
     };
     if let Some(wait) = lockout
         .check(&app.store, username.as_deref(), ip, t)
-        .await
-        .map_err(store_error)?
+        .await?
     {
         return Err(locked(wait, anon));
     }
     let reservation = lockout
         .reserve(&app.store, username.as_deref(), ip, t)
-        .await
-        .map_err(store_error)?;
+        .await?;
     if let Some(wait) = reservation.refused {
         return Err(locked(wait, anon));
     }
@@ -217,8 +201,7 @@ async fn login(
         audit::record(Event::LoginFailed, anon);
         let locked = lockout
             .record_failure(&app.store, user, ip, &reservation, t)
-            .await
-            .map_err(store_error)?;
+            .await?;
         if let Some(wait) = locked {
             audit::record(Event::AccountLocked, anon);
             tracing::info!(
@@ -232,14 +215,11 @@ async fn login(
         lockout
             .release(&app.store, user, ip)
             .await
-            .map_err(store_error)
+            .map_err(GatewayError::from)
     };
     match live.login.authenticate(body, &headers, ip).await {
         LoginOutcome::Success(mut identity) => {
-            lockout
-                .record_success(&app.store, user, ip)
-                .await
-                .map_err(store_error)?;
+            lockout.record_success(&app.store, user, ip).await?;
             let set_cookies = std::mem::take(&mut identity.set_cookies);
             let mut resp = issue(app, live, identity, &platform, &headers, ip).await?;
             relay_cookies(resp.headers_mut(), set_cookies);
@@ -330,7 +310,7 @@ async fn issue(
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &live.config;
     // The store keeps milliseconds; the tokens' iat/exp are whole seconds.
-    let t_ms = now_ms();
+    let t_ms = app.clock.now_ms();
     let t = t_ms.as_secs();
     let new = NewSession {
         user_id: identity.user_id.clone(),
@@ -343,11 +323,7 @@ async fn issue(
         user_agent: header_text(headers, header::USER_AGENT),
     };
     let limit = cfg.platforms.max_sessions.get(platform).copied();
-    let created = app
-        .store
-        .create(new, limit, live.lifetimes, t_ms)
-        .await
-        .map_err(store_error)?;
+    let created = app.store.create(new, limit, live.lifetimes, t_ms).await?;
     for kicked in &created.kicked {
         audit::record(
             Event::SessionReplaced,
@@ -432,7 +408,7 @@ async fn refresh(
     let RefreshBody { refresh_token } = serde_json::from_slice(&body).map_err(|_| {
         GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}")
     })?;
-    let t_ms = now_ms();
+    let t_ms = app.clock.now_ms();
     let t = t_ms.as_secs();
     // A user removed from the users file gets no tokens, even if no reload saw the removal
     // (the gateway was down): checked before the store, so nothing rotates for them.
@@ -444,8 +420,7 @@ async fn refresh(
     match app
         .store
         .refresh(&refresh_token, live.lifetimes, t_ms)
-        .await
-        .map_err(store_error)?
+        .await?
     {
         RefreshOutcome::Rotated { session, token } | RefreshOutcome::Grace { session, token } => {
             audit::record(
@@ -503,15 +478,11 @@ async fn end_removed_user_session(
                     },
                 ),
                 Ok(false) => {}
-                Err(e) => {
-                    store_error(e);
-                }
+                Err(e) => error::store_failed(&e, "the session stays; the refresh is refused"),
             }
         }
         Ok(_) => {}
-        Err(e) => {
-            store_error(e);
-        }
+        Err(e) => error::store_failed(&e, "the refresh is refused"),
     }
     tracing::info!(%user_id, "refresh refused: the user is no longer in the users file");
     GatewayError::InvalidRefreshToken
@@ -519,7 +490,7 @@ async fn end_removed_user_session(
 
 /// The caller's verified claims with an active session (stateful) — as for a required route.
 async fn caller(app: &App, live: &Live, headers: &HeaderMap) -> Result<Arc<Claims>, GatewayError> {
-    let claims = pipeline::authenticate(app, live, headers).await?;
+    let claims = auth::authenticate(app, live, headers).await?;
     if claims.sid.is_none() {
         // Tokens of another issuer have no session of ours to act on.
         return Err(GatewayError::InvalidToken);
@@ -536,13 +507,9 @@ async fn logout(
 ) -> Result<Response<Body>, GatewayError> {
     let c = caller(app, live, headers).await?;
     let sid = c.sid.as_deref().unwrap_or_default();
-    let t = now_ms();
+    let t = app.clock.now_ms();
     if all {
-        let n = app
-            .store
-            .end_all(&c.sub, EndReason::Logout, t)
-            .await
-            .map_err(store_error)?;
+        let n = app.store.end_all(&c.sub, EndReason::Logout, t).await?;
         tracing::info!(user_id = %c.sub, ended = n, "logout-all");
         audit::record(
             Event::LogoutAll,
@@ -554,10 +521,7 @@ async fn logout(
             },
         );
     } else {
-        app.store
-            .end(&c.sub, sid, EndReason::Logout, t)
-            .await
-            .map_err(store_error)?;
+        app.store.end(&c.sub, sid, EndReason::Logout, t).await?;
         audit::record(
             Event::Logout,
             Subject {
@@ -594,11 +558,7 @@ async fn sessions(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
     let c = caller(app, live, headers).await?;
-    let list = app
-        .store
-        .list(&c.sub, now_ms())
-        .await
-        .map_err(store_error)?;
+    let list = app.store.list(&c.sub, app.clock.now_ms()).await?;
     let items: Vec<_> = list
         .iter()
         .map(|s| session_json(s, c.sid.as_deref()))
@@ -623,9 +583,8 @@ async fn delete_session(
     }
     if !app
         .store
-        .end(&c.sub, id, EndReason::Revoked, now_ms())
-        .await
-        .map_err(store_error)?
+        .end(&c.sub, id, EndReason::Revoked, app.clock.now_ms())
+        .await?
     {
         return Err(GatewayError::NotFound);
     }
@@ -647,7 +606,7 @@ async fn delete_session(
 /// (required) and `X-Forwarded-Method` (default GET). Without them there is no route to judge
 /// by, so the answer is 400, never "as for some required route" (that would skip the route's
 /// own requirements). The route found then decides exactly as on the proxy path, through the
-/// same [`pipeline::authorize`] and [`pipeline::silent_refresh`].
+/// same [`auth::authorize`] and [`auth::refresh::hand_back`].
 async fn verify(
     app: &App,
     live: &Live,
@@ -687,22 +646,13 @@ async fn verify(
             .map_or("/", |j| &target[i + 3 + j..]),
         None => target,
     };
-    let canonical = path::canonicalize(raw, cfg.server.path_rules).map_err(|e| {
-        tracing::info!(reason = %e, "verify: refused path");
-        GatewayError::BadRequest("the request path is malformed or ambiguous")
-    })?;
-    let route = match cfg.routes.find(&canonical, &method) {
-        RouteMatch::Found(r) => r,
-        RouteMatch::MethodNotAllowed(_) => return Err(GatewayError::MethodNotAllowed),
-        RouteMatch::NotFound => return Err(GatewayError::NoRoute),
-    };
-    let claims = pipeline::authorize(app, live, route, headers).await?;
+    let canonical = crate::routing::canonicalize(raw, cfg.server.path_rules)?;
+    let route = cfg.routes.find(&canonical, &method).found()?;
+    let claims = auth::authorize(app, live, route, headers).await?;
     let mut resp = Response::new(empty());
     if let Some(c) = &claims {
-        crate::pipeline::identity::inject(resp.headers_mut(), &cfg.identity, c);
-        if let Some(t) = pipeline::silent_refresh(app, live, c) {
-            pipeline::hand_back(live, resp.headers_mut(), &t);
-        }
+        identity::inject(resp.headers_mut(), &cfg.identity, c);
+        auth::refresh::hand_back(app, live, c, resp.headers_mut());
     }
     Ok(resp)
 }

@@ -3,3 +3,5 @@
 
 pub mod admin;
 pub mod auth;
+
+pub use auth::JWKS_PATH;

@@ -4,10 +4,24 @@
 //! request, preflight-shaped or not, is authenticated like any other method.
 
 use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
+use super::{Flow, RequestCtx};
 use crate::body::{empty, Body};
 use crate::config::Cors;
+
+/// Phase 3: with `[cors]` on, a preflight is answered here and never forwarded; with it off,
+/// OPTIONS is an ordinary method and the route's `auth` applies (a preflight-shaped request is
+/// never a way past authentication).
+pub(super) fn preflight(cx: &RequestCtx<'_, '_>, parts: &Parts) -> Flow {
+    let cors = &cx.cfg().cors;
+    if cors.enabled() && is_preflight(&parts.method, &parts.headers) {
+        Flow::Answer(cors.preflight(&parts.headers))
+    } else {
+        Flow::Continue
+    }
+}
 
 /// Whether the request is a CORS preflight (with `[cors]` on, answered without a token).
 pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {

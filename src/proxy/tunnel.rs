@@ -30,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::pipeline::live_streams::Entry;
+use crate::streams::Entry;
 
 /// The GUID a WebSocket server appends to the client's key (RFC 6455 §1.3).
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

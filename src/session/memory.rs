@@ -23,11 +23,11 @@ use super::ids::{
     format_sid, format_token, parse_sid, random, token_hash, ParsedToken, Secret, SidBytes,
 };
 use super::record::{self, set_time, set_u32, Entry};
-use super::time::ms_of;
 use super::{
     is_ancestor, Created, EndReason, Lifetimes, Millis, NewSession, RefreshOutcome, Session,
     SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
 };
+use crate::clock::ms_of;
 
 const SHARDS: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(30);

@@ -13,7 +13,7 @@
 //! successors are derived with HMAC so the immediate parent within the grace gets *the same*
 //! successor, and only truncated SHA-256 hashes are stored.
 //!
-//! Time is always passed in (`now`, [`Millis`]: Unix milliseconds, see [`time`]) so tests
+//! Time is always passed in (`now`, [`Millis`]: Unix milliseconds, see [`crate::clock`]) so tests
 //! control it to the millisecond, and every window is bounded by its configured duration
 //! exactly: the parent is honoured while `now - rotated_at <= refresh_reuse_grace`, a session
 //! or lock is in force while `now < expiry`. `refresh_ttl` is an idle
@@ -33,7 +33,6 @@ pub mod ids;
 pub mod memory;
 pub(crate) mod record;
 pub mod redis;
-pub mod time;
 
 #[cfg(test)]
 mod tests;
@@ -44,10 +43,10 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+pub use crate::clock::Millis;
 pub use ids::{session_of_refresh_token, user_id_of, RefreshKey, RefreshToken};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, RedisTarget};
-pub use time::Millis;
 
 /// Sent on the revocation channel instead of a session id when revocations may have been
 /// missed (the Redis subscription was re-established after a gap, or a receiver lagged): a

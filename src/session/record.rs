@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn the_longest_configurable_span_fits_after_the_year_2500() {
         let year_2500 = Millis::from_secs((2500 - 1970) * 31_557_600);
-        assert!((year_2500 + crate::session::time::MAX_STORE_SPAN).0 <= MAX_TIME);
+        assert!((year_2500 + crate::clock::MAX_STORE_SPAN).0 <= MAX_TIME);
     }
 
     #[test]

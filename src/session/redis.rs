@@ -63,12 +63,12 @@ use super::ids::{
     b64, format_token, parse_sid, random, sid_prefix, token_hash, ParsedToken, Secret, SidBytes,
 };
 use super::record::{self, Entry};
-use super::time::ms_of;
 use super::{
     is_ancestor, Created, EndReason, Lifetimes, Millis, NewSession, RefreshOutcome, Session,
     SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
     RECHECK_ALL,
 };
+use crate::clock::ms_of;
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// A request moves `last_seen_at` at most this often (a background write), in ms.

@@ -568,7 +568,7 @@ async fn launch_file(text: &str, dir: &Path) -> (Arc<App>, Handle) {
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).expect("write gateway.toml");
     let (app, handle) = serve(authgate::config::load(&path), text).await;
-    authgate::config::reload::spawn(app.clone(), path);
+    authgate::reload::spawn(app.clone(), path);
     (app, handle)
 }
 

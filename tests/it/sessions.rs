@@ -477,7 +477,7 @@ async fn refresh_rotates_and_spends_the_old_token(store: StoreKind) {
     assert_eq!(
         gw.app
             .store
-            .list("1001", authgate::app::now_ms())
+            .list("1001", authgate::clock::Millis::now())
             .await
             .unwrap()
             .len(),
@@ -552,7 +552,7 @@ async fn refresh_of_an_expired_session_is_refused(store: StoreKind) {
     assert!(gw
         .app
         .store
-        .list("1001", authgate::app::now_ms())
+        .list("1001", authgate::clock::Millis::now())
         .await
         .unwrap()
         .is_empty());
@@ -680,7 +680,7 @@ async fn concurrent_rotations_of_one_users_sessions_do_not_interfere(store: Stor
     assert_eq!(
         gw.app
             .store
-            .list("1001", authgate::app::now_ms())
+            .list("1001", authgate::clock::Millis::now())
             .await
             .unwrap()
             .len(),
@@ -757,7 +757,7 @@ async fn parent_after_grace_is_theft_of_that_session_alone(store: StoreKind) {
     let listed = gw
         .app
         .store
-        .list("1001", authgate::app::now_ms())
+        .list("1001", authgate::clock::Millis::now())
         .await
         .unwrap();
     assert_eq!(
@@ -914,7 +914,7 @@ async fn parallel_logins_on_one_platform_leave_one_session(store: StoreKind) {
     let listed = gw
         .app
         .store
-        .list("1001", authgate::app::now_ms())
+        .list("1001", authgate::clock::Millis::now())
         .await
         .unwrap();
     assert_eq!(

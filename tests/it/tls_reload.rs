@@ -291,7 +291,7 @@ async fn a_changed_file_is_picked_up_without_a_signal() {
     let upstream = Upstream::echo().await;
     let dir = tempfile::tempdir().unwrap();
     let (handle, path) = file_gateway(dir.path(), &upstream).await;
-    authgate::config::reload::spawn(handle.app.clone(), path.clone());
+    authgate::reload::spawn(handle.app.clone(), path.clone());
     let gw = Probe::new(handle.addr);
     assert_eq!(gw.get("/docs/x", &[]).await.status, 401);
     // Editors replace the file by renaming a new one over it.

@@ -149,7 +149,7 @@ async fn refresh_rechecks_the_user_without_a_reload(store: StoreKind) {
             },
             None,
             live.lifetimes,
-            authgate::app::now_ms(),
+            authgate::clock::Millis::now(),
         )
         .await
         .unwrap();

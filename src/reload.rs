@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use crate::app::{now_ms, App};
+use crate::app::App;
 use crate::audit::{self, Event, Subject};
 use crate::config::{self, Config, ConfigError, LoginBackend};
 use crate::session::{EndReason, StoreError};
@@ -165,7 +165,7 @@ async fn end_sessions_of(app: &App, users: &[String]) -> Vec<String> {
             Ok(0) => {}
             Ok(n) => tracing::info!(%user_id, ended = n, "sessions of a removed user ended"),
             Err(e) => {
-                metrics::counter!("authgate_store_errors_total").increment(1);
+                crate::error::store_failed(&e, "sessions of a removed user not ended yet");
                 tracing::error!(
                     %user_id,
                     error = %e,
@@ -184,7 +184,7 @@ async fn end_sessions_of(app: &App, users: &[String]) -> Vec<String> {
 async fn end_user(app: &App, user_id: &str) -> Result<u32, StoreError> {
     let mut ended = 0;
     for _ in 0..ROUNDS {
-        let t = now_ms();
+        let t = app.clock.now_ms();
         let sessions = app.store.list(user_id, t).await?;
         if sessions.is_empty() {
             break;

@@ -1,4 +1,9 @@
-//! Session-store time: [`Millis`], Unix milliseconds, passed in by every caller.
+//! Time: [`Millis`] (Unix milliseconds, what the session store keeps and compares) and the
+//! [`Clock`] every request reads it from.
+//!
+//! Nothing below the state tier reads the wall clock itself: tokens, the session store and the
+//! lock-out policy take `now` as an argument, and the gateway passes its [`Clock`]'s time. A
+//! test can therefore move the gateway's clock forward ([`Clock::advance`]) instead of waiting.
 //!
 //! Every time the stores keep or compare (creation, last seen, rotation, expiry, tombstones,
 //! lock-out windows and locks) is in milliseconds, so `refresh_reuse_grace = "500ms"` is
@@ -12,6 +17,8 @@
 //! than the real one), [`Millis::secs_until`] rounds *up* (a wait is never announced shorter
 //! than it is, and never as 0).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A Unix time in milliseconds.
@@ -94,6 +101,46 @@ impl std::fmt::Display for Millis {
     }
 }
 
+/// The gateway's clock: the wall clock, moved forward by what [`Clock::advance`] added.
+///
+/// Cheap to clone and to read (a relaxed atomic load beside `SystemTime::now`); clones share
+/// the offset, so a test holding one moves the time of the gateway that holds another.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    /// Milliseconds added to the wall clock. Relaxed: it is one independent number, read
+    /// with no other memory depending on it; a reader that misses a concurrent `advance` by
+    /// a moment sees the time just before it.
+    offset_ms: Arc<AtomicU64>,
+}
+
+impl Clock {
+    /// The wall clock.
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms(&self) -> Millis {
+        Millis::now() + Duration::from_millis(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Unix seconds now (token claims), rounded down.
+    pub fn now(&self) -> u64 {
+        self.now_ms().as_secs()
+    }
+
+    /// Moves this clock, and every clone of it, forward by `d` (tests).
+    pub fn advance(&self, d: Duration) {
+        self.offset_ms.fetch_add(ms_of(d), Ordering::Relaxed);
+    }
+}
+
+/// Unix seconds of the wall clock, for what no gateway clock reaches (audit lines, the
+/// command line).
+pub fn unix_now() -> u64 {
+    Millis::now().as_secs()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +173,17 @@ mod tests {
         assert_eq!(Millis(5) - Duration::from_secs(1), Millis(0));
         assert_eq!(Millis(5).since(Millis(7)), 0);
         assert_eq!(Millis(1_500).to_string(), "1.500");
+    }
+
+    #[test]
+    fn an_advanced_clock_moves_its_clones_too() {
+        let clock = Clock::system();
+        let other = clock.clone();
+        let before = other.now_ms();
+        clock.advance(Duration::from_secs(3600));
+        let after = other.now_ms();
+        assert!(after.since(before) >= 3_600_000, "{before} -> {after}");
+        assert!(Clock::system().now_ms() < after);
+        assert!(other.now() >= after.as_secs());
     }
 }

@@ -37,8 +37,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::Server as ServerConfig;
-use crate::endpoints::admin;
-use crate::pipeline::{self, ConnInfo};
+use crate::proxy::ConnInfo;
+
+mod router;
 
 /// A running gateway: its bound addresses and the means to stop it.
 pub struct Handle {
@@ -90,7 +91,7 @@ async fn wait_for_signal() {
 /// (`server.listen 127.0.0.1:8080: address already in use`).
 pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     // Install the metrics recorder before the first request counts anything.
-    admin::prometheus();
+    crate::metrics::prometheus();
     let live = app.live();
     let server = &live.config.server;
     let listener = bind("server.listen", server.listen).await?;
@@ -484,11 +485,11 @@ impl Conn {
             // life of the connection, and the pipeline's future is large (idle memory). No
             // async block around the call: it would keep a dead copy of the request.
             let fut: ServiceFuture = match kind {
-                Kind::Proxy => Box::pin(pipeline::handle(app, req, info).map(move |resp| {
+                Kind::Proxy => Box::pin(router::main(app, req, info).map(move |resp| {
                     drop(in_flight);
                     Ok(resp)
                 })),
-                Kind::Admin => Box::pin(admin::handle(app, req, info).map(move |resp| {
+                Kind::Admin => Box::pin(router::admin(app, req, info).map(move |resp| {
                     drop(in_flight);
                     Ok(resp)
                 })),

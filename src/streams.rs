@@ -1,5 +1,5 @@
 //! Long-lived connections of a session (WebSocket tunnels, streaming responses) and the task
-//! that closes them when the session ends, on every instance.
+//! the watcher (in `app`) that closes them when the session ends, on every instance.
 //!
 //! The store broadcasts ended session ids (Redis pub/sub across instances); a watcher task
 //! wakes the registered streams of that session, which then stop. When revocations may have
@@ -16,11 +16,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::{broadcast, futures::OwnedNotified, Notify};
+use tokio::sync::{futures::OwnedNotified, Notify};
 
-use crate::app::{now_ms, App};
 use crate::body::BodyError;
-use crate::session::{SessionCheck, RECHECK_ALL};
 use crate::tokens::Claims;
 
 /// The open streams of one session: registration number and a weak handle.
@@ -113,38 +111,13 @@ impl Registry {
         self.len() == 0
     }
 
-    fn sessions(&self) -> Vec<(Box<str>, Box<str>)> {
+    /// The (user id, session id) of every registered stream's session.
+    pub fn sessions(&self) -> Vec<(Box<str>, Box<str>)> {
         let map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
         map.values()
             .filter_map(|v| v.iter().find_map(|(_, w)| w.upgrade()))
             .map(|e| (e.user_id.clone(), e.session_id.clone()))
             .collect()
-    }
-}
-
-/// Follows the store's revocations for the life of the app (stops when the app is dropped).
-pub fn spawn_watcher(app: &Arc<App>) {
-    let mut rx = app.store.subscribe_revocations();
-    let weak = Arc::downgrade(app);
-    tokio::spawn(async move {
-        loop {
-            let msg = rx.recv().await;
-            let Some(app) = weak.upgrade() else { return };
-            match msg {
-                Ok(sid) if sid != RECHECK_ALL => app.streams.end(&sid),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => recheck_all(&app).await,
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-}
-
-async fn recheck_all(app: &App) {
-    for (uid, sid) in app.streams.sessions() {
-        match app.store.check(&uid, &sid, now_ms()).await {
-            Ok(SessionCheck::Active) | Err(_) => {}
-            Ok(_) => app.streams.end(&sid),
-        }
     }
 }
 

@@ -1,0 +1,174 @@
+//! The process's metrics: the Prometheus recorder (installed once, kept small by a
+//! background upkeep) and the per-route request counters of the hot path.
+
+use std::sync::{OnceLock, RwLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::routing::Route;
+
+/// The process-wide Prometheus recorder (installed once, on first use).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            )
+            // The matcher and buckets above are static and valid.
+            .expect("static histogram buckets");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests); ours still renders what it saw.
+        let _ = metrics::set_global_recorder(recorder);
+        spawn_upkeep(handle.clone());
+        handle
+    })
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(20)
+} else {
+    std::time::Duration::from_secs(5)
+};
+
+/// The recorder keeps every histogram sample (24 bytes: one per proxied request for
+/// `authgate_upstream_duration_seconds`) until something folds them into the buckets; only
+/// a scrape of `/metrics` would, so a gateway nobody scrapes grew without bound. A thread of
+/// its own (not a task: the recorder outlives any one runtime) does it every few seconds.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("authgate-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+            upkeep::done();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; /metrics scrapes will do it");
+    }
+}
+
+/// Upkeep rounds, for the test that they happen.
+mod upkeep {
+    #[cfg(test)]
+    pub static ROUNDS: (std::sync::Mutex<u64>, std::sync::Condvar) =
+        (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+    pub fn done() {
+        #[cfg(test)]
+        {
+            *ROUNDS.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            ROUNDS.1.notify_all();
+        }
+    }
+}
+
+/// One series per status code seen, in the order first seen.
+type StatusCounters = Vec<(u16, metrics::Counter)>;
+
+/// Which `authgate_requests_total` series a request counts in: one route's, the `/auth`
+/// endpoints', or that of requests no route took (`-`).
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    pub label: &'a str,
+    slot: usize,
+}
+
+impl<'a> Counted<'a> {
+    pub const UNROUTED: Counted<'static> = Counted {
+        label: "-",
+        slot: 0,
+    };
+    pub const AUTH: Counted<'static> = Counted {
+        label: "auth",
+        slot: 1,
+    };
+
+    pub fn route(route: &'a Route) -> Self {
+        Self {
+            label: &route.label,
+            slot: 2 + route.index,
+        }
+    }
+}
+
+/// `authgate_requests_total{route,status}` handles by [`Counted::slot`], each registered on
+/// first use: the hot path then costs a read lock and a short scan instead of building a
+/// metric key (or hashing the label) per request.
+pub struct RequestCounters(Box<[RwLock<StatusCounters>]>);
+
+impl RequestCounters {
+    /// Counters for a table of `routes` routes (plus the unrouted and `/auth` series).
+    pub fn new(routes: usize) -> Self {
+        Self((0..2 + routes).map(|_| RwLock::new(Vec::new())).collect())
+    }
+
+    /// Counts one answer. `counted` must come from the route table these counters were made
+    /// for (a slot is a position in it).
+    pub fn count(&self, counted: Counted<'_>, status: http::StatusCode) {
+        let code = status.as_u16();
+        let Some(slot) = self.0.get(counted.slot) else {
+            return new_request_counter(counted.label, status).increment(1);
+        };
+        {
+            let seen = slot.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, c)) = seen.iter().find(|(s, _)| *s == code) {
+                return c.increment(1);
+            }
+        }
+        let mut seen = slot.write().unwrap_or_else(|p| p.into_inner());
+        // Another request may have registered it between the two locks.
+        if let Some((_, c)) = seen.iter().find(|(s, _)| *s == code) {
+            return c.increment(1);
+        }
+        let counter = new_request_counter(counted.label, status);
+        counter.increment(1);
+        seen.push((code, counter));
+    }
+}
+
+fn new_request_counter(route: &str, status: http::StatusCode) -> metrics::Counter {
+    metrics::counter!(
+        "authgate_requests_total",
+        "route" => route.to_owned(),
+        "status" => status.as_str().to_owned()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (up to 5 s) until `rounds` more upkeep rounds than `from` have run.
+    fn wait_rounds(from: u64, rounds: u64) -> u64 {
+        let (lock, cv) = &upkeep::ROUNDS;
+        let guard = lock.lock().unwrap();
+        let (guard, _) = cv
+            .wait_timeout_while(guard, std::time::Duration::from_secs(5), |n| {
+                *n < from + rounds
+            })
+            .unwrap();
+        *guard
+    }
+
+    #[test]
+    fn histogram_samples_are_folded_in_without_a_scrape() {
+        let handle = prometheus();
+        let start = *upkeep::ROUNDS.0.lock().unwrap();
+        metrics::histogram!("authgate_upkeep_probe_duration_seconds").record(0.003);
+        // Two rounds: the first may have started before the sample.
+        assert!(wait_rounds(start, 2) >= start + 2, "no upkeep ran");
+        // Nothing is lost by it: the sample is in the buckets.
+        let text = handle.render();
+        assert!(
+            text.contains("authgate_upkeep_probe_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+}
