@@ -60,6 +60,13 @@ pub fn payload_of(token: &str) -> Value {
         .expect("JSON payload")
 }
 
+/// The decoded header of a compact JWT (no verification).
+pub fn header_of(token: &str) -> Value {
+    let part = token.split('.').next().expect("a JWT header");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url header"))
+        .expect("JSON header")
+}
+
 /// Alice: user 1001, session `sess-alice`, tenant acme, role admin.
 pub fn alice() -> AccessIdentity {
     AccessIdentity {

@@ -8,11 +8,13 @@
 mod client;
 mod gateway;
 mod jwt;
+mod redis;
 mod upstream;
 mod wait;
 
 pub use client::*;
 pub use gateway::*;
 pub use jwt::*;
+pub use self::redis::*;
 pub use upstream::*;
 pub use wait::*;
