@@ -264,7 +264,7 @@ fn explain_needs_no_signing_key_and_exits_1_when_refused() {
     // T_SECRET is not set, and then the private key file does not exist.
     let hs = Conf::new().render("127.0.0.1:9".parse().unwrap());
     let es = Conf::new()
-        .token_section("algorithm = \"ES256\"\nprivate_key_file = \"missing.pem\"")
+        .token_base("algorithm = \"ES256\"\nprivate_key_file = \"missing.pem\"")
         .render("127.0.0.1:9".parse().unwrap());
     for (text, note) in [(hs, "T_SECRET is not set"), (es, "missing.pem")] {
         std::fs::write(&path, text).unwrap();

@@ -79,7 +79,6 @@ impl Probe {
     }
 }
 
-
 /// A response read whole.
 #[derive(Debug)]
 pub struct Resp {
@@ -279,10 +278,9 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-
 /// The value of one `authgate_requests_total` series on the admin `/metrics` (0 if absent).
-pub async fn requests_total(admin: SocketAddr, route: &str, status: &str) -> u64 {
-    let body = Probe::new(admin).get("/metrics", &[]).await.body;
+pub async fn requests_total(admin: &Probe, route: &str, status: &str) -> u64 {
+    let body = admin.get("/metrics", &[]).await.body;
     let text = String::from_utf8_lossy(&body);
     text.lines()
         .filter(|l| l.starts_with("authgate_requests_total{"))

@@ -90,4 +90,3 @@ pub fn bob() -> AccessIdentity {
         roles: Some(vec!["user".into()]),
     }
 }
-

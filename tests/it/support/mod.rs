@@ -1,20 +1,24 @@
-//! The one test harness: a real gateway on port 0 (through the library entry `config::load_str`
-//! → `App::new` → `server::start`), small hyper upstreams that count what reaches them, an HTTP
-//! client (hyper-util's legacy client, HTTP/1.1 or h2c), a raw-socket client for requests that
-//! must go out byte for byte, and hand-built JWTs for the token attacks.
+//! The one test harness, shared by every integration test: a real gateway on port 0 built as
+//! the binary builds it, stateless or with sessions in memory or in a `redis-server` of its own
+//! ([`gateway`]); small hyper upstreams that count what reaches them ([`upstream`]); HTTP/1.1,
+//! h2c and raw-socket clients ([`client`]); hand-built JWTs ([`jwt`]); the test users
+//! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
+//! and the one `now()` ([`wait`]).
 //!
-//! Every test module takes it whole (`use crate::support::*`); each part has its own file.
+//! Every test module takes it whole: `use crate::support::*`.
 
 mod client;
 mod gateway;
 mod jwt;
 mod redis;
 mod upstream;
+mod users;
 mod wait;
 
+pub use crate::{both_stores, gateway};
 pub use client::*;
 pub use gateway::*;
 pub use jwt::*;
-pub use self::redis::*;
 pub use upstream::*;
+pub use users::*;
 pub use wait::*;

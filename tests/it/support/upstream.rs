@@ -196,4 +196,3 @@ pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     l.local_addr().expect("addr")
 }
-
