@@ -74,12 +74,8 @@ fn authgate(args: &[&str]) -> std::process::Output {
 
 /// `authgate_config_reloads_total{result="ok"}` from the admin `/metrics`.
 async fn reloads_ok(admin: SocketAddr) -> u64 {
-    let resp = Probe::new(admin).get("/metrics", &[]).await;
-    let text = String::from_utf8_lossy(&resp.body);
-    text.lines()
-        .find(|l| l.starts_with("authgate_config_reloads_total{result=\"ok\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    let admin = Probe::new(admin);
+    metric(&admin, "authgate_config_reloads_total", &["result=\"ok\""]).await as u64
 }
 
 #[tokio::test]
