@@ -152,7 +152,7 @@ pub struct Conf {
     urls: Option<Vec<String>>,
     upstream: Option<Upstream>,
     prepare: Vec<Prepare>,
-    from_file: bool,
+    run_from_file: bool,
 }
 
 impl Conf {
@@ -252,7 +252,7 @@ impl Conf {
     /// (secrets from the process environment), with the binary's reload set-up (SIGHUP and the
     /// file watch): `POST /admin/reload` and file changes reload it.
     pub fn run_from_file(mut self) -> Self {
-        self.from_file = true;
+        self.run_from_file = true;
         self
     }
 
@@ -431,7 +431,7 @@ impl Gateway {
         let prefix = random_prefix();
         let store = url.as_deref().map(|u| (u, prefix.as_str()));
         let text = conf.render_on(upstream.addr, store);
-        let (app, handle) = if conf.from_file {
+        let (app, handle) = if conf.run_from_file {
             launch_file(&text, dir.path()).await
         } else {
             launch(&text, dir.path()).await
