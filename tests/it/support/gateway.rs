@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use authgate::app::App;
-use authgate::config::{ConfigError, Loaded};
-use authgate::server::Handle;
+use authgate::config::{self, reload, ConfigError, Loaded};
+use authgate::server::{self, Handle};
 use authgate::tokens::AccessIdentity;
 use bytes::Bytes;
 use serde_json::json;
@@ -632,7 +632,7 @@ impl Gateway {
 /// Loads `text` (relative paths from `dir`, secrets from [`env`]), builds the app with the
 /// store the config names, and starts serving on port 0.
 async fn launch(text: &str, dir: &Path) -> (Arc<App>, Handle) {
-    serve(authgate::config::load_str(text, dir, &env), text).await
+    serve(config::load_str(text, dir, &env), text).await
 }
 
 /// Writes `text` to `dir/gateway.toml`, loads it with `config::load` (process environment),
@@ -647,8 +647,8 @@ async fn launch_file(text: &str, dir: &Path) -> (Arc<App>, Handle) {
     });
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).expect("write gateway.toml");
-    let (app, handle) = serve(authgate::config::load(&path), text).await;
-    authgate::config::reload::spawn(app.clone(), path);
+    let (app, handle) = serve(config::load(&path), text).await;
+    reload::spawn(app.clone(), path);
     (app, handle)
 }
 
@@ -661,8 +661,6 @@ async fn serve(loaded: Result<Loaded, ConfigError>, text: &str) -> (Arc<App>, Ha
     let app = within("App::build", App::build(loaded.config))
         .await
         .expect("the store opens");
-    let handle = authgate::server::start(app.clone())
-        .await
-        .expect("gateway starts");
+    let handle = server::start(app.clone()).await.expect("gateway starts");
     (app, handle)
 }
