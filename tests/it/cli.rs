@@ -74,12 +74,8 @@ fn authgate(args: &[&str]) -> std::process::Output {
 
 /// `authgate_config_reloads_total{result="ok"}` from the admin `/metrics`.
 async fn reloads_ok(admin: SocketAddr) -> u64 {
-    let resp = Probe::new(admin).get("/metrics", &[]).await;
-    let text = String::from_utf8_lossy(&resp.body);
-    text.lines()
-        .find(|l| l.starts_with("authgate_config_reloads_total{result=\"ok\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    let admin = Probe::new(admin);
+    metric(&admin, "authgate_config_reloads_total", &["result=\"ok\""]).await as u64
 }
 
 #[tokio::test]
@@ -264,7 +260,7 @@ fn explain_needs_no_signing_key_and_exits_1_when_refused() {
     // T_SECRET is not set, and then the private key file does not exist.
     let hs = Conf::new().render("127.0.0.1:9".parse().unwrap());
     let es = Conf::new()
-        .token_section("algorithm = \"ES256\"\nprivate_key_file = \"missing.pem\"")
+        .token_base("algorithm = \"ES256\"\nprivate_key_file = \"missing.pem\"")
         .render("127.0.0.1:9".parse().unwrap());
     for (text, note) in [(hs, "T_SECRET is not set"), (es, "missing.pem")] {
         std::fs::write(&path, text).unwrap();

@@ -11,7 +11,7 @@ use crate::support::*;
 #[tokio::test]
 async fn healthz_and_readyz_on_the_admin_listener() {
     let gw = Gateway::start(Conf::new()).await;
-    let admin = Probe::new(gw.admin);
+    let admin = gw.admin.clone();
     for path in ["/healthz", "/readyz"] {
         let r = admin.get(path, &[]).await;
         assert_eq!(r.status, 200, "{path}");
@@ -41,7 +41,7 @@ async fn graceful_shutdown_finishes_in_flight_and_refuses_new_connections() {
         }
     })
     .await;
-    let mut gw = Gateway::start_with(Conf::new(), upstream).await;
+    let mut gw = Gateway::start(Conf::new().upstream(upstream)).await;
     let addr = gw.addr;
     let probe = gw.probe();
     let in_flight = tokio::spawn(async move { probe.raw_get("/public/slow", "").await });
@@ -150,17 +150,17 @@ auth = "required"
             .await;
         assert_eq!(r.status, 200);
     }
-    assert_eq!(requests_total(gw.admin, "/counted-open", "200").await, 3);
-    assert_eq!(requests_total(gw.admin, "/counted-closed", "401").await, 1);
-    assert_eq!(requests_total(gw.admin, "/counted-closed", "200").await, 2);
-    assert_eq!(requests_total(gw.admin, "/counted-open", "401").await, 0);
+    assert_eq!(requests_total(&gw.admin, "/counted-open", "200").await, 3);
+    assert_eq!(requests_total(&gw.admin, "/counted-closed", "401").await, 1);
+    assert_eq!(requests_total(&gw.admin, "/counted-closed", "200").await, 2);
+    assert_eq!(requests_total(&gw.admin, "/counted-open", "401").await, 0);
 }
 
 #[tokio::test]
 async fn upstream_duration_is_a_prometheus_histogram() {
     let gw = Gateway::start(Conf::new()).await;
     assert_eq!(gw.get("/public/timed", &[]).await.status, 200);
-    let body = Probe::new(gw.admin).get("/metrics", &[]).await.body;
+    let body = gw.admin.get("/metrics", &[]).await.body;
     let text = String::from_utf8_lossy(&body);
     assert!(
         text.contains("# TYPE authgate_upstream_duration_seconds histogram"),
@@ -187,8 +187,12 @@ async fn shutdown_cuts_a_response_still_streaming_after_shutdown_grace() {
     // The upstream sends one chunk and hands its body sender to the test: the rest never
     // comes unless the test sends it.
     let (upstream, mut senders_rx) = held_stream(Bytes::from_static(b"first"), None).await;
-    let mut gw =
-        Gateway::start_with(Conf::new().server("shutdown_grace = \"300ms\""), upstream).await;
+    let mut gw = Gateway::start(
+        Conf::new()
+            .server("shutdown_grace = \"300ms\"")
+            .upstream(upstream),
+    )
+    .await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = http::Request::get(gw.url("/public/stream"))
         .body(Full::new(Bytes::new()))

@@ -227,7 +227,12 @@ async fn slow_upstream() -> (Upstream, tokio::sync::mpsc::UnboundedReceiver<()>)
 #[tokio::test]
 async fn upstream_slower_than_request_timeout_is_504() {
     let (slow, mut seen_rx) = slow_upstream().await;
-    let gw = Gateway::start_with(Conf::new().server("request_timeout = \"200ms\""), slow).await;
+    let gw = Gateway::start(
+        Conf::new()
+            .server("request_timeout = \"200ms\"")
+            .upstream(slow),
+    )
+    .await;
     let started = Instant::now();
     let r = gw.get("/public/slow", &[]).await;
     let took = started.elapsed();
@@ -256,7 +261,7 @@ async fn round_robin_skips_a_dead_url() {
         format!("http://{dead}"),
         format!("http://{}", echo.addr),
     ]);
-    let gw = Gateway::start_with(conf, echo).await;
+    let gw = Gateway::start(conf.upstream(echo)).await;
     for i in 0..8 {
         let r = gw.get(&format!("/public/{i}"), &[]).await;
         assert_eq!(
@@ -286,7 +291,7 @@ async fn round_robin_uses_every_live_url() {
         format!("http://{}", a.addr),
         format!("http://{}", b.addr),
     ]);
-    let gw = Gateway::start_with(conf, a).await;
+    let gw = Gateway::start(conf.upstream(a)).await;
     for i in 0..8 {
         let r = gw.raw_get(&format!("/public/{i}"), "").await;
         assert_eq!(r.status, 200);
@@ -483,7 +488,12 @@ async fn connection_that_never_speaks_is_closed_at_idle_timeout() {
 async fn h2_connection_whose_stream_was_cancelled_still_closes_when_idle() {
     use http_body_util::Empty;
     let (slow, mut seen_rx) = slow_upstream().await;
-    let gw = Gateway::start_with(Conf::new().server("idle_timeout = \"300ms\""), slow).await;
+    let gw = Gateway::start(
+        Conf::new()
+            .server("idle_timeout = \"300ms\"")
+            .upstream(slow),
+    )
+    .await;
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -529,7 +539,7 @@ async fn exchange(stream: &mut tokio::net::TcpStream, path: &str) -> String {
 async fn max_connections_leaves_the_rest_in_the_backlog_and_the_admin_reachable() {
     use tokio::net::TcpStream;
     let gw = Gateway::start(Conf::new().server("max_connections = 2")).await;
-    let admin = Probe::new(gw.admin);
+    let admin = gw.admin.clone();
     // Two connections, each answered once and then left idle: they hold both slots.
     let mut first = TcpStream::connect(gw.addr).await.unwrap();
     let mut second = TcpStream::connect(gw.addr).await.unwrap();
@@ -590,7 +600,7 @@ async fn client_that_stops_reading_is_cut_at_send_timeout_with_its_upstream_conn
         let conf = Conf::new().server(&format!(
             "send_timeout = \"300ms\"\nidle_timeout = \"{idle}\""
         ));
-        let gw = Gateway::start_with(conf, up).await;
+        let gw = Gateway::start(conf.upstream(up)).await;
         let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         stream
             .write_all(b"GET /public/big HTTP/1.1\r\nHost: gw.test\r\n\r\n")
@@ -616,16 +626,15 @@ async fn client_that_stops_reading_is_cut_at_send_timeout_with_its_upstream_conn
 
 #[tokio::test]
 async fn endpoint_body_trickling_in_is_cut_at_header_timeout() {
-    use crate::session_support::{Gw, Setup, StoreKind};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = Gw::start(
-        StoreKind::Memory,
-        Setup::new().server("header_timeout = \"1s\""),
+    let gw = Gateway::start(
+        Conf::new()
+            .store(StoreKind::Memory)
+            .server("header_timeout = \"1s\""),
     )
-    .await
-    .expect("the memory store needs nothing");
+    .await;
     for path in ["/auth/login", "/auth/refresh"] {
-        let stream = tokio::net::TcpStream::connect(gw.probe.addr).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let (mut rd, mut wr) = stream.into_split();
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\

@@ -14,7 +14,6 @@ mod paths;
 mod proxy;
 mod refresh;
 mod routes;
-mod session_support;
 mod sessions;
 mod tls_reload;
 mod tokens;

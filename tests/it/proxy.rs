@@ -20,7 +20,7 @@ async fn streaming_response_passes_through_chunk_by_chunk() {
     // The upstream sends "first", then hands its body sender to the test, which releases
     // "second" only after the client has read "first" through the gateway.
     let (upstream, mut senders_rx) = held_stream(Bytes::from_static(b"first"), None).await;
-    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let gw = Gateway::start(Conf::new().upstream(upstream)).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = Request::get(gw.url("/public/stream"))
         .body(Full::new(Bytes::new()))
@@ -57,17 +57,14 @@ async fn streaming_response_passes_through_chunk_by_chunk() {
 
 #[tokio::test]
 async fn a_download_with_a_content_length_is_cut_when_its_session_ends() {
-    use crate::session_support::{Gw, Setup, StoreKind};
     // A 1 MB answer with its Content-Length, of which the upstream sends a first chunk; the
     // test holds the rest.
     const LEN: usize = 1_000_000;
     let (upstream, mut senders_rx) = held_stream(Bytes::from(vec![b'x'; 1000]), Some(LEN)).await;
-    let gw = Gw::start_with(StoreKind::Memory, Setup::new(), upstream)
-        .await
-        .expect("the memory store needs nothing");
+    let gw = Gateway::start(Conf::new().store(StoreKind::Memory).upstream(upstream)).await;
     let pair = gw.login_ok("alice", "web").await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::get(gw.probe.url("/api/download"))
+    let req = Request::get(gw.url("/api/download"))
         .header("authorization", format!("Bearer {}", pair.access))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -128,7 +125,7 @@ async fn streaming_request_body_reaches_upstream_before_it_ends() {
         }
     })
     .await;
-    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let gw = Gateway::start(Conf::new().upstream(upstream)).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<ChannelBody>();
     let (tx, body) = ChannelBody::new();
     let req = Request::post(gw.url("/public/upload")).body(body).unwrap();
@@ -180,7 +177,7 @@ async fn upstream_status_and_headers_pass_through() {
             .unwrap()
     })
     .await;
-    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let gw = Gateway::start(Conf::new().upstream(upstream)).await;
     let r = gw.get("/public/x", &[]).await;
     assert_eq!(r.status, 418);
     assert_eq!(r.header("x-legacy"), Some("yes"));
@@ -233,7 +230,7 @@ async fn h2c_prior_knowledge_is_forwarded_as_http11() {
         .await
         .unwrap();
     let conf = Conf::new().urls(vec![format!("http://{echo}")]);
-    let gw = Gateway::start_with(conf, Upstream::echo().await).await;
+    let gw = Gateway::start(conf).await;
     h2c_through(&gw).await;
 }
 
@@ -378,7 +375,7 @@ async fn raw_upstream(
 #[tokio::test]
 async fn upstream_connections_are_kept_alive_and_reused() {
     let (upstream, conns, _) = raw_upstream(false).await;
-    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let gw = Gateway::start(Conf::new().upstream(upstream)).await;
     for i in 0..20 {
         let r = gw.get(&format!("/public/k{i}"), &[]).await;
         assert_eq!(r.status, 200, "request {i}");
@@ -397,7 +394,7 @@ async fn upstream_closing_an_idle_connection_costs_no_request() {
     // The legacy app closes every connection after one answer (as a short keep-alive timeout
     // would). The gateway must notice the close and connect again, never answer 502.
     let (upstream, conns, mut closed) = raw_upstream(true).await;
-    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let gw = Gateway::start(Conf::new().upstream(upstream)).await;
     for i in 0..5 {
         let r = gw.get(&format!("/public/c{i}"), &[]).await;
         assert_eq!(r.status, 200, "request {i}: {:?}", r.body);
@@ -456,7 +453,7 @@ async fn upstream_answering_before_the_body_is_read_is_not_reused() {
         hits: Arc::new(AtomicUsize::new(0)),
         complete: Arc::new(AtomicUsize::new(0)),
     };
-    let gw = Gateway::start_with(Conf::new(), upstream).await;
+    let gw = Gateway::start(Conf::new().upstream(upstream)).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<ChannelBody>();
     let (tx, body) = ChannelBody::new();
     let req = Request::post(gw.url("/public/upload"))

@@ -11,18 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::session_support::*;
 use crate::support::*;
-
-/// Starts a Redis-backed gateway or returns from the test (Redis missing, already announced).
-macro_rules! redis_gateway {
-    ($setup:expr) => {
-        match Gw::start(StoreKind::Redis, $setup).await {
-            Some(gw) => gw,
-            None => return,
-        }
-    };
-}
 
 /// Asserts the 503 of an unreachable store: code, `Retry-After`, no `WWW-Authenticate` (the
 /// client must keep its tokens).
@@ -41,7 +30,7 @@ fn assert_store_down(r: &Resp, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
-    let mut gw = redis_gateway!(Setup::new().server(TRUST_LOOPBACK));
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis).server(TRUST_LOOPBACK));
     let alice = gw.login_ok("alice", "web").await;
     let bob = gw.login_ok("bob", "app").await;
     let ended = gw.login_ok("alice", "app").await;
@@ -61,7 +50,7 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
     let stop = Arc::new(AtomicBool::new(false));
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let traffic = {
-        let probe = gw.probe.clone();
+        let probe = gw.probe();
         let stop = stop.clone();
         let gate = gate.clone();
         let token = alice.access.clone();
@@ -145,7 +134,7 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
         |r| r.status == 200,
     )
     .await;
-    let probe = gw.probe.clone();
+    let probe = gw.probe();
     let token = alice.access.clone();
     poll_until(
         "a protected route after the Redis restart",
@@ -185,7 +174,8 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn allow_stateless_passes_valid_tokens_while_redis_is_down() {
-    let mut gw = redis_gateway!(Setup::new()
+    let mut gw = gateway!(Conf::new()
+        .store(StoreKind::Redis)
         .session("on_store_error = \"allow_stateless\"")
         .server(TRUST_LOOPBACK));
     let alice = gw.login_ok("alice", "web").await;
@@ -214,7 +204,7 @@ async fn allow_stateless_passes_valid_tokens_while_redis_is_down() {
 
     // Back (empty: no snapshot): the stateful check is in force again.
     gw.redis().restart();
-    let probe = gw.probe.clone();
+    let probe = gw.probe();
     let token = alice.access.clone();
     let r = poll_until(
         "the stateful check after the Redis restart",
@@ -228,16 +218,14 @@ async fn allow_stateless_passes_valid_tokens_while_redis_is_down() {
 }
 
 async fn gateway_restart_on_the_same_store(store: StoreKind) {
-    let Some(mut gw) = Gw::start(store, Setup::new()).await else {
-        return;
-    };
+    let mut gw = gateway!(Conf::new().store(store));
     let alice = gw.login_ok("alice", "web").await;
     let a1 = Pair::from_resp(&gw.refresh(&alice.refresh).await);
     let ended = gw.login_ok("alice", "app").await;
     gw.with_token("POST", "/auth/logout", &ended.access).await;
-    let old_addr = gw.probe.addr;
+    let old_addr = gw.addr;
     gw.restart().await;
-    assert_ne!(gw.probe.addr, old_addr, "a new gateway");
+    assert_ne!(gw.addr, old_addr, "a new gateway");
     match store {
         StoreKind::Redis => {
             // Sessions survive: the access token works, the refresh token refreshes.
@@ -269,7 +257,9 @@ crate::both_stores!(gateway_restart_on_the_same_store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_sessions_rotation_and_lockout() {
-    let gw = redis_gateway!(Setup::new().lockout("max_failures = 3"));
+    let gw = gateway!(Conf::new()
+        .store(StoreKind::Redis)
+        .lockout("max_failures = 3"));
     let (other, other_handle) = gw.sibling().await;
     let on_other = |token: &str| {
         let other = other.clone();
@@ -347,7 +337,9 @@ async fn two_instances_share_sessions_rotation_and_lockout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_redis_key_has_a_ttl_and_a_users_keys_share_a_hash_tag() {
-    let mut gw = redis_gateway!(Setup::new().lockout("max_failures = 2"));
+    let mut gw = gateway!(Conf::new()
+        .store(StoreKind::Redis)
+        .lockout("max_failures = 2"));
     let web = gw.login_ok("alice", "web").await;
     let app = gw.login_ok("alice", "app").await;
     gw.login_ok("alice", "app").await; // kicks `app`
@@ -384,7 +376,7 @@ async fn every_redis_key_has_a_ttl_and_a_users_keys_share_a_hash_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_redis_is_a_503_within_the_timeout_and_answers_stay_matched() {
-    let mut gw = redis_gateway!(Setup::new());
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis));
     let alice = gw.login_ok("alice", "web").await;
     let bob = gw.login_ok("bob", "web").await;
     let ended = gw.login_ok("alice", "app").await;
@@ -397,7 +389,7 @@ async fn a_hung_redis_is_a_503_within_the_timeout_and_answers_stay_matched() {
     let calls: Vec<_> = [&alice.access, &bob.access, &ended.access]
         .into_iter()
         .map(|t| {
-            let probe = gw.probe.clone();
+            let probe = gw.probe();
             let t = t.clone();
             tokio::spawn(async move { probe.get_auth("/api/x", &t).await })
         })
@@ -443,7 +435,7 @@ async fn a_refresh_cut_off_by_a_store_timeout_can_be_retried() {
     // Writes held back for 1.5 s: the rotation outlives the store's 1 s bound (503), and may
     // still be applied afterwards. Retrying with the same token must give a pair of the same
     // session, not theft; reads go on meanwhile.
-    let mut gw = redis_gateway!(Setup::new());
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis));
     let alice = gw.login_ok("alice", "web").await;
     gw.redis()
         .command(&["CLIENT", "PAUSE", "1500", "WRITE"])
@@ -452,7 +444,7 @@ async fn a_refresh_cut_off_by_a_store_timeout_can_be_retried() {
     assert_store_down(&r, "refresh during a write pause");
     gw.assert_passes(&alice).await;
     let token = alice.refresh.clone();
-    let probe = gw.probe.clone();
+    let probe = gw.probe();
     let r = poll_until(
         "a refresh after the pause",
         || {
@@ -481,7 +473,7 @@ async fn a_refresh_cut_off_by_a_store_timeout_can_be_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_starts_while_redis_is_down_and_picks_it_up() {
-    let mut gw = redis_gateway!(Setup::new());
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis));
     gw.redis().stop();
     gw.restart().await;
     assert_eq!(gw.admin_call("GET", "/readyz", None).await.status, 503);

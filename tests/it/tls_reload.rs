@@ -320,8 +320,7 @@ async fn requests_are_counted_under_their_route_across_a_reload_that_reorders_ro
     let dir = tempfile::tempdir().unwrap();
     let (handle, path) = file_gateway(dir.path(), &upstream).await;
     let gw = Probe::new(handle.addr);
-    let admin_addr = handle.admin_addr.unwrap();
-    let admin = Probe::new(admin_addr);
+    let admin = Probe::new(handle.admin_addr.unwrap());
     let auth = [("authorization", "Bearer reload-admin-token")];
     let reload = |routes: String| {
         std::fs::write(&path, reload_config_with(upstream.addr, &routes)).unwrap();
@@ -336,8 +335,8 @@ async fn requests_are_counted_under_their_route_across_a_reload_that_reorders_ro
     assert_eq!(gw.get("/rc-a/x", &[]).await.status, 200);
     assert_eq!(gw.get("/rc-a/y", &[]).await.status, 200);
     assert_eq!(gw.get("/rc-b/x", &[]).await.status, 200);
-    assert_eq!(requests_total(admin_addr, "/rc-a", "200").await, 3);
-    assert_eq!(requests_total(admin_addr, "/rc-b", "200").await, 1);
-    assert_eq!(requests_total(admin_addr, "/rc-x", "200").await, 0);
+    assert_eq!(requests_total(&admin, "/rc-a", "200").await, 3);
+    assert_eq!(requests_total(&admin, "/rc-b", "200").await, 1);
+    assert_eq!(requests_total(&admin, "/rc-x", "200").await, 0);
     handle.shutdown().await;
 }

@@ -91,11 +91,13 @@ async fn alg_none_uppercase_is_refused() {
 #[tokio::test]
 async fn hs256_signed_with_the_rs256_public_key_is_refused() {
     let pair = authgate::tokens::keygen::generate(jsonwebtoken::Algorithm::RS256).expect("keygen");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("private.pem"), &pair.private_pem).expect("write key");
-    let conf =
-        Conf::new().token_section("algorithm = \"RS256\"\nprivate_key_file = \"private.pem\"");
-    let gw = Gateway::start_in(conf, Upstream::echo().await, dir.path()).await;
+    let private_pem = pair.private_pem.clone();
+    let conf = Conf::new()
+        .token_base("algorithm = \"RS256\"\nprivate_key_file = \"private.pem\"")
+        .prepare(move |dir| {
+            std::fs::write(dir.join("private.pem"), private_pem).expect("write key");
+        });
+    let gw = Gateway::start(conf).await;
 
     // Control: the gateway's own RS256 tokens pass.
     let good = gw.mint(&alice());
@@ -444,14 +446,17 @@ async fn huge_authorization_header_is_431_or_401_never_500() {
 #[tokio::test]
 async fn a_gateway_without_a_signing_key_never_re_mints_tokens() {
     let idp = authgate::tokens::keygen::generate(jsonwebtoken::Algorithm::RS256).expect("keygen");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("idp.pem"), &idp.public_pem).expect("write key");
-    std::fs::write(dir.path().join("idp-private.pem"), &idp.private_pem).expect("write key");
-    let conf = Conf::new().token_section(
-        "algorithm = \"RS256\"\n\
-         [[token.verify_keys]]\nkid = \"idp\"\nalgorithm = \"RS256\"\npublic_key_file = \"idp.pem\"",
-    );
-    let gw = Gateway::start_in(conf, Upstream::echo().await, dir.path()).await;
+    let (public_pem, private_pem) = (idp.public_pem.clone(), idp.private_pem.clone());
+    let conf = Conf::new()
+        .token_base(
+            "algorithm = \"RS256\"\n\
+             [[token.verify_keys]]\nkid = \"idp\"\nalgorithm = \"RS256\"\npublic_key_file = \"idp.pem\"",
+        )
+        .prepare(move |dir| {
+            std::fs::write(dir.join("idp.pem"), public_pem).expect("write key");
+            std::fs::write(dir.join("idp-private.pem"), private_pem).expect("write key");
+        });
+    let gw = Gateway::start(conf).await;
     let keys = &gw.app.live().config.token.keys;
     assert!(!keys.can_sign());
 

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use authgate::session::{NewSession, SessionState};
 use bytes::Bytes;
 
-use crate::both_stores;
-use crate::session_support::*;
 use crate::support::*;
 
 both_stores!(
@@ -24,16 +22,6 @@ both_stores!(
     admin_errors_use_the_json_shape,
     stateless_removed_user_gets_no_silent_refresh,
 );
-
-/// Starts a gateway or returns from the case (Redis missing, already announced).
-macro_rules! gateway {
-    ($start:expr) => {
-        match $start.await {
-            Some(gw) => gw,
-            None => return,
-        }
-    };
-}
 
 fn text(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
@@ -54,7 +42,7 @@ fn users_without(username: &str) -> String {
     kept.join("[[users]]")
 }
 
-async fn admin_reload(gw: &Gw) {
+async fn admin_reload(gw: &Gateway) {
     let r = gw
         .admin_call("POST", "/admin/reload", Some(ADMIN_TOKEN))
         .await;
@@ -62,7 +50,7 @@ async fn admin_reload(gw: &Gw) {
 }
 
 /// Bob's sessions end, alice's do not: access 401 `session_revoked`, refresh gives no tokens.
-async fn assert_bob_removed_alice_kept(gw: &Gw, bob: &[Pair], alice: &Pair) {
+async fn assert_bob_removed_alice_kept(gw: &Gateway, bob: &[Pair], alice: &Pair) {
     for p in bob {
         gw.assert_refused(&p.access, "session_revoked").await;
         gw.refresh(&p.refresh)
@@ -80,7 +68,7 @@ async fn assert_bob_removed_alice_kept(gw: &Gw, bob: &[Pair], alice: &Pair) {
 }
 
 async fn removed_user_loses_sessions_on_admin_reload(store: StoreKind) {
-    let gw = gateway!(Gw::start_from_file(store, Setup::new()));
+    let gw = gateway!(Conf::new().store(store).run_from_file());
     let alice = gw.login_ok("alice", "web").await;
     let bob = [
         gw.login_ok("bob", "web").await,
@@ -113,7 +101,7 @@ async fn removed_user_loses_sessions_on_admin_reload(store: StoreKind) {
 }
 
 async fn removed_user_is_seen_by_the_file_watch(store: StoreKind) {
-    let gw = gateway!(Gw::start_from_file(store, Setup::new()));
+    let gw = gateway!(Conf::new().store(store).run_from_file());
     let alice = gw.login_ok("alice", "web").await;
     let bob = gw.login_ok("bob", "web").await;
 
@@ -129,7 +117,7 @@ async fn removed_user_is_seen_by_the_file_watch(store: StoreKind) {
 }
 
 async fn refresh_rechecks_the_user_without_a_reload(store: StoreKind) {
-    let gw = gateway!(Gw::start(store, Setup::new()));
+    let gw = gateway!(Conf::new().store(store));
     // A session of a user the users file does not have (removed while the gateway was down):
     // made in the store directly, as the earlier gateway would have.
     let live = gw.app.live();
@@ -171,7 +159,7 @@ async fn refresh_rechecks_the_user_without_a_reload(store: StoreKind) {
 async fn user_put_back_before_the_reload_keeps_sessions(store: StoreKind) {
     // Compared by id between the snapshots: a reload that still has the user ends nothing,
     // even when its username changed.
-    let gw = gateway!(Gw::start_from_file(store, Setup::new()));
+    let gw = gateway!(Conf::new().store(store).run_from_file());
     let bob = gw.login_ok("bob", "web").await;
     let renamed = users_toml().replace("username = \"bob\"", "username = \"robert\"");
     std::fs::write(gw.dir.path().join("users.toml"), renamed).unwrap();
@@ -181,10 +169,9 @@ async fn user_put_back_before_the_reload_keeps_sessions(store: StoreKind) {
 }
 
 async fn admin_unlock_clears_a_lockout_at_once(store: StoreKind) {
-    let gw = gateway!(Gw::start(
-        store,
-        Setup::new().lockout("max_failures = 3\nmax_failures_per_ip = 50\nduration = \"10m\"")
-    ));
+    let gw = gateway!(Conf::new()
+        .store(store)
+        .lockout("max_failures = 3\nmax_failures_per_ip = 50\nduration = \"10m\""));
     for _ in 0..3 {
         gw.login("alice", "wrong")
             .await
@@ -227,7 +214,7 @@ async fn admin_unlock_clears_a_lockout_at_once(store: StoreKind) {
 }
 
 async fn admin_errors_use_the_json_shape(store: StoreKind) {
-    let gw = gateway!(Gw::start(store, Setup::new()));
+    let gw = gateway!(Conf::new().store(store));
     let call = |method: &'static str, path: &'static str, token: Option<&'static str>| {
         gw.admin_call(method, path, token)
     };
@@ -285,7 +272,7 @@ async fn admin_errors_use_the_json_shape(store: StoreKind) {
     call("DELETE", "/admin/lockouts/%20", t)
         .await
         .assert_error(400, "bad_request");
-    // `Gw::start` loads config text, so its source is a folder, which does not read as a
+    // `Gateway::start` loads config text, so its source is a folder, which does not read as a
     // config file: the reload is refused with the problems beside the usual fields.
     let r = call("POST", "/admin/reload", t).await;
     r.assert_error(400, "bad_request");
@@ -298,7 +285,7 @@ async fn admin_errors_use_the_json_shape(store: StoreKind) {
 /// new config; the sessions end once the store is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn store_down_during_the_reload_is_retried() {
-    let mut gw = gateway!(Gw::start_from_file(StoreKind::Redis, Setup::new()));
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis).run_from_file());
     let bob = gw.login_ok("bob", "web").await;
     gw.redis().save();
     gw.redis().stop();
@@ -334,7 +321,7 @@ async fn store_down_during_the_reload_is_retried() {
 /// first refresh after the restart refuses it and ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_after_a_restart_without_the_user_is_refused() {
-    let mut gw = gateway!(Gw::start(StoreKind::Redis, Setup::new()));
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis));
     let bob = gw.login_ok("bob", "web").await;
     std::fs::write(gw.dir.path().join("users.toml"), users_without("bob")).unwrap();
     gw.restart().await;
@@ -347,10 +334,10 @@ async fn refresh_after_a_restart_without_the_user_is_refused() {
 /// Stateless mode keeps no session to end, so a removed user's access must end with the token
 /// it holds: silent refresh no longer re-mints it (nor does `/auth/refresh`).
 async fn stateless_removed_user_gets_no_silent_refresh(store: StoreKind) {
-    let gw = gateway!(Gw::start_from_file(
-        store,
-        Setup::new().session("mode = \"stateless\"")
-    ));
+    let gw = gateway!(Conf::new()
+        .store(store)
+        .session("mode = \"stateless\"")
+        .run_from_file());
     let bob = gw.login_ok("bob", "web").await;
     let alice = gw.login_ok("alice", "web").await;
     // Tokens of their sessions with 60 s left (window: 30 min).
@@ -364,14 +351,7 @@ async fn stateless_removed_user_gets_no_silent_refresh(store: StoreKind) {
             tenant: None,
             roles: None,
         };
-        let live = gw.app.live();
-        let ttl = live.config.token.access_ttl.as_secs();
-        live.config
-            .token
-            .keys
-            .mint(&id, now() + 60 - ttl)
-            .unwrap()
-            .0
+        gw.mint_expiring_in(&id, 60)
     };
     let (old_bob, old_alice) = (near_expiry(&bob), near_expiry(&alice));
     let r = gw.get_auth("/api/x", &old_bob).await;

@@ -270,7 +270,7 @@ async fn optional_routes_refuse_what_the_proxy_path_refuses() {
 #[tokio::test]
 async fn its_silent_refresh_is_the_proxy_paths_and_is_counted() {
     let gw = gateway().await;
-    let admin = Probe::new(gw.admin);
+    let admin = gw.admin.clone();
     let before = metric(&admin, "authgate_silent_refreshes_total", &[]).await;
     let old = gw.mint_expiring_in(&alice(), 60);
     let r = verify(&gw, &[("x-forwarded-uri", "/api/x")], Some(&old)).await;

@@ -70,7 +70,7 @@ async fn ws_echo() -> WsEcho {
 
 async fn gateway_in_front_of(ws: &WsEcho) -> Gateway {
     let conf = Conf::new().urls(vec![format!("http://{}", ws.addr)]);
-    Gateway::start_with(conf, Upstream::echo().await).await
+    Gateway::start(conf).await
 }
 
 #[tokio::test]
@@ -159,25 +159,22 @@ async fn websocket_upgrade_without_token_is_refused_and_never_forwarded() {
 
 #[tokio::test]
 async fn websocket_of_an_ended_session_gets_a_close_frame_1008() {
-    use crate::session_support::{Gw, Setup, StoreKind};
     let mut ws = ws_echo().await;
     let upstream = Upstream {
         addr: ws.addr,
         hits: Arc::new(AtomicUsize::new(0)),
         complete: Arc::new(AtomicUsize::new(0)),
     };
-    let gw = Gw::start_with(StoreKind::Memory, Setup::new(), upstream)
-        .await
-        .expect("memory store");
+    let gw = Gateway::start(Conf::new().store(StoreKind::Memory).upstream(upstream)).await;
     let pair = gw.login_ok("alice", "web").await;
-    let mut req = format!("ws://{}/ws/chat", gw.probe.addr)
+    let mut req = format!("ws://{}/ws/chat", gw.addr)
         .into_client_request()
         .unwrap();
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", pair.access).parse().unwrap(),
     );
-    let stream = TcpStream::connect(gw.probe.addr).await.unwrap();
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
     let (mut client, _) = within(
         "the handshake",
         tokio_tungstenite::client_async(req, stream),
@@ -299,7 +296,7 @@ async fn gateway_in_front_of_raw(addr: SocketAddr, server: &str) -> Gateway {
     let conf = Conf::new()
         .urls(vec![format!("http://{addr}")])
         .server(server);
-    Gateway::start_with(conf, Upstream::echo().await).await
+    Gateway::start(conf).await
 }
 
 /// Reads `stream` until the peer closes (or resets), returning what came.

@@ -1,0 +1,24 @@
+//! The one test harness, shared by every integration test: a real gateway on port 0 built as
+//! the binary builds it, stateless or with sessions in memory or in a `redis-server` of its own
+//! ([`gateway`]); small hyper upstreams that count what reaches them ([`upstream`]); HTTP/1.1,
+//! h2c and raw-socket clients ([`client`]); hand-built JWTs ([`jwt`]); the test users
+//! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
+//! and the one `now()` ([`wait`]).
+//!
+//! Every test module takes it whole: `use crate::support::*`.
+
+mod client;
+mod gateway;
+mod jwt;
+mod redis;
+mod upstream;
+mod users;
+mod wait;
+
+pub use crate::{both_stores, gateway};
+pub use client::*;
+pub use gateway::*;
+pub use jwt::*;
+pub use upstream::*;
+pub use users::*;
+pub use wait::*;
