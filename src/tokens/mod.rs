@@ -17,6 +17,7 @@
 //! A reload builds a new ring, so a dropped key also drops everything it vouched for.
 
 pub mod keygen;
+mod keys;
 mod ring;
 
 pub use ring::KeyRing;
