@@ -16,6 +16,7 @@
 //! garbage cannot evict real entries; `exp`/`nbf` are re-checked against `now` on every hit.
 //! A reload builds a new ring, so a dropped key also drops everything it vouched for.
 
+mod cache;
 pub mod keygen;
 mod keys;
 mod ring;
