@@ -138,9 +138,12 @@ pub(super) mod recent {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::Algorithm;
     use serde_json::json;
 
     use super::*;
+    use crate::tokens::test_support::*;
+    use crate::tokens::TokenError;
 
     #[test]
     fn a_cached_token_weighs_its_identity_twice_claims_and_derived_header_values() {
@@ -156,5 +159,33 @@ mod tests {
         assert_eq!(with - without, 2 * 10);
         // The derived slots are counted even before the pipeline fills them.
         assert!(without >= 6 * 40 + 6 * 48);
+    }
+    #[test]
+    fn verify_cache_shares_claims_and_still_checks_time() {
+        let keys = ring(private("k1", Algorithm::ES256), vec![]);
+        let (token, claims) = keys.mint(&identity(), NOW).unwrap();
+        let first = keys.verify_shared(&token, NOW).unwrap();
+        let second = keys.verify_shared(&token, NOW + 10).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "second verify is a cache hit");
+        assert_eq!(*first, claims);
+        assert_eq!(keys.verify(&token, claims.exp + 29).unwrap(), claims);
+        assert_eq!(
+            keys.verify(&token, claims.exp + 30),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            keys.verify(&token, claims.exp + 3600),
+            Err(TokenError::Expired)
+        );
+        // A ring built later (a reload) starts empty and checks everything again, on this
+        // thread too (the per-thread front of the cache is per ring).
+        let other = ring(private("k2", Algorithm::ES256), vec![]);
+        assert_eq!(
+            other.verify(&token, NOW),
+            Err(TokenError::Invalid("unknown_kid"))
+        );
+        let same_kid_new_key = ring(private("k1", Algorithm::HS256), vec![]);
+        assert!(same_kid_new_key.verify_shared(&token, NOW).is_err());
+        assert!(keys.verify_shared(&token, NOW).is_ok());
     }
 }

@@ -405,3 +405,191 @@ fn describe_pem(block: &pem::Pem) -> &'static str {
         _ => "an unsupported PEM block",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::EncodingKey;
+
+    use super::*;
+    use crate::tokens::test_support::*;
+    use crate::tokens::KeyRing;
+
+    #[test]
+    fn bad_key_configurations_are_refused_with_a_clear_message() {
+        let spec = |alg: Algorithm, material: KeyMaterial| KeySpec {
+            kid: "k1".into(),
+            algorithm: alg,
+            material,
+        };
+        let priv_pem = |alg: &str| KeyMaterial::PrivatePem(pems(alg).0);
+        let pub_pem = |alg: &str| KeyMaterial::PublicPem(pems(alg).1);
+        let signing_cases: Vec<(&str, KeySpec, &str)> = vec![
+            (
+                "short secret",
+                spec(Algorithm::HS256, KeyMaterial::Secret(vec![1; 31])),
+                "at least 32",
+            ),
+            (
+                "PEM as HS secret",
+                spec(Algorithm::HS256, KeyMaterial::Secret(pems("RS256").1)),
+                "PEM",
+            ),
+            (
+                "PEM for HS",
+                spec(Algorithm::HS512, priv_pem("RS256")),
+                "shared secret",
+            ),
+            (
+                "secret for RS256",
+                spec(Algorithm::RS256, KeyMaterial::Secret(SECRET.to_vec())),
+                "PEM key",
+            ),
+            (
+                "EC key for RS256",
+                spec(Algorithm::RS256, priv_pem("ES256")),
+                "P-256 EC private key",
+            ),
+            (
+                "RSA key for ES256",
+                spec(Algorithm::ES256, priv_pem("RS256")),
+                "RSA private key",
+            ),
+            (
+                "P-384 key for ES256",
+                spec(Algorithm::ES256, priv_pem("ES384")),
+                "P-384",
+            ),
+            (
+                "P-256 key for ES384",
+                spec(Algorithm::ES384, priv_pem("ES256")),
+                "P-256",
+            ),
+            (
+                "Ed25519 key for ES256",
+                spec(Algorithm::ES256, priv_pem("EdDSA")),
+                "Ed25519",
+            ),
+            (
+                "RSA key for EdDSA",
+                spec(Algorithm::EdDSA, priv_pem("RS256")),
+                "RSA private key",
+            ),
+            (
+                "public key to sign",
+                spec(Algorithm::RS256, pub_pem("RS256")),
+                "private key",
+            ),
+            (
+                "not PEM",
+                spec(Algorithm::ES256, KeyMaterial::PrivatePem(b"hello".to_vec())),
+                "not a PEM",
+            ),
+            (
+                "unsupported alg",
+                spec(Algorithm::PS256, KeyMaterial::Secret(SECRET.to_vec())),
+                "PEM key",
+            ),
+        ];
+        for (name, signing, needle) in signing_cases {
+            let alone = signing.check_signing_key().unwrap_err();
+            let err = KeyRing::new(Some(signing), vec![], rules())
+                .map(|_| ())
+                .unwrap_err();
+            assert!(err.0.contains(needle), "{name}: {err}");
+            assert!(err.0.contains("\"k1\""), "{name}: names the kid: {err}");
+            assert_eq!(alone, err, "{name}: the same check alone");
+        }
+
+        let verify_cases: Vec<(&str, KeySpec, &str)> = vec![
+            (
+                "EC public key for RS256",
+                spec(Algorithm::RS256, pub_pem("ES256")),
+                "P-256 EC public key",
+            ),
+            (
+                "RSA public key for EdDSA",
+                spec(Algorithm::EdDSA, pub_pem("RS256")),
+                "RSA public key",
+            ),
+            (
+                "P-256 public key for ES384",
+                spec(Algorithm::ES384, pub_pem("ES256")),
+                "P-256",
+            ),
+            (
+                "private key as public is fine",
+                spec(Algorithm::ES256, priv_pem("ES256")),
+                "",
+            ),
+        ];
+        for (name, verify, needle) in verify_cases {
+            assert_eq!(
+                verify.check_verify_key().is_ok(),
+                needle.is_empty(),
+                "{name}"
+            );
+            let result = KeyRing::new(
+                Some(private("sign", Algorithm::HS256)),
+                vec![verify],
+                rules(),
+            );
+            match (needle, result) {
+                ("", Ok(_)) => {}
+                (needle, Err(err)) if !needle.is_empty() => {
+                    assert!(err.0.contains(needle), "{name}: {err}")
+                }
+                (_, other) => panic!("{name}: {:?}", other.map(|_| ())),
+            }
+        }
+
+        let dup = KeyRing::new(
+            Some(private("k1", Algorithm::HS256)),
+            vec![
+                public("k0", Algorithm::ES256),
+                private("k1", Algorithm::HS384),
+            ],
+            rules(),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(dup.0.contains("duplicate kid"), "{dup}");
+    }
+
+    #[test]
+    fn other_pem_encodings_of_private_keys_are_accepted() {
+        // SEC1 `EC PRIVATE KEY` (openssl ecparam -genkey) and PKCS#1 `RSA PRIVATE KEY`.
+        let ec = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            pem::parse(pems("ES256").0).unwrap().contents(),
+        )
+        .unwrap();
+        let sec1 =
+            aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::EcPrivateKeyRfc5915Der>::as_der(
+                &ec.private_key(),
+            )
+            .unwrap();
+        let sec1_pem = pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1.as_ref().to_vec()));
+        let pkcs1 = EncodingKey::from_rsa_pem(&pems("RS256").0).unwrap();
+        let pkcs1_pem = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", pkcs1.as_bytes().to_vec()));
+        for (alg, material, public_alg) in [
+            (Algorithm::ES256, sec1_pem, "ES256"),
+            (Algorithm::RS256, pkcs1_pem, "RS256"),
+        ] {
+            let keys = ring(
+                KeySpec {
+                    kid: "k1".into(),
+                    algorithm: alg,
+                    material: KeyMaterial::PrivatePem(material.into_bytes()),
+                },
+                vec![],
+            );
+            let (token, claims) = keys.mint(&identity(), NOW).unwrap();
+            let verifier = ring(private("x", Algorithm::HS256), vec![public("k1", alg)]);
+            assert_eq!(
+                verifier.verify(&token, NOW).unwrap(),
+                claims,
+                "{public_alg}"
+            );
+        }
+    }
+}

@@ -20,6 +20,8 @@ mod cache;
 pub mod keygen;
 mod keys;
 mod ring;
+#[cfg(test)]
+mod test_support;
 
 pub use ring::KeyRing;
 
