@@ -152,28 +152,7 @@ fn load_private(
     let block = parse_pem(spec, bytes)?;
     let der = block.contents();
     match family {
-        Family::Rsa => {
-            let wanted = "an RSA private key (PKCS#8 or PKCS#1 PEM)";
-            let pair = match block.tag() {
-                "PRIVATE KEY" => RsaKeyPair::from_pkcs8(der),
-                "RSA PRIVATE KEY" => RsaKeyPair::from_der(der),
-                _ => return Err(mismatch(spec, wanted, &block)),
-            }
-            .map_err(|_| mismatch(spec, wanted, &block))?;
-            // jsonwebtoken signs with the inner PKCS#1 structure it extracts itself; make sure
-            // that is the very key just checked.
-            let encoding = EncodingKey::from_rsa_pem(bytes)
-                .map_err(|e| key_error(spec, format_args!("unusable RSA private key: {e}")))?;
-            RsaKeyPair::from_der(encoding.as_bytes())
-                .map_err(|e| key_error(spec, format_args!("unusable RSA private key: {e}")))?;
-            let components = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
-            let (decoding, jwk) = rsa_public(spec, alg_name, &components.n, &components.e)?;
-            Ok(LoadedKey {
-                decoding,
-                encoding: Some(encoding),
-                jwk: Some(jwk),
-            })
-        }
+        Family::Rsa => rsa_private(spec, alg_name, bytes, &block),
         Family::Ec(signing, _, curve) => {
             let wanted = format!("a {curve} EC private key (PKCS#8 or SEC1 PEM)");
             if !matches!(block.tag(), "PRIVATE KEY" | "EC PRIVATE KEY") {
@@ -209,6 +188,36 @@ fn load_private(
         // load_key sends HMAC keys elsewhere before this point.
         Family::Hmac => Err(key_error(spec, "takes a shared secret, not a PEM key")),
     }
+}
+
+/// An RSA private key, PKCS#8 or PKCS#1, checked as aws-lc-rs and jsonwebtoken will use it.
+fn rsa_private(
+    spec: &KeySpec,
+    alg_name: &str,
+    bytes: &[u8],
+    block: &pem::Pem,
+) -> Result<LoadedKey, KeyError> {
+    let der = block.contents();
+    let wanted = "an RSA private key (PKCS#8 or PKCS#1 PEM)";
+    let pair = match block.tag() {
+        "PRIVATE KEY" => RsaKeyPair::from_pkcs8(der),
+        "RSA PRIVATE KEY" => RsaKeyPair::from_der(der),
+        _ => return Err(mismatch(spec, wanted, block)),
+    }
+    .map_err(|_| mismatch(spec, wanted, block))?;
+    // jsonwebtoken signs with the inner PKCS#1 structure it extracts itself; make sure
+    // that is the very key just checked.
+    let encoding = EncodingKey::from_rsa_pem(bytes)
+        .map_err(|e| key_error(spec, format_args!("unusable RSA private key: {e}")))?;
+    RsaKeyPair::from_der(encoding.as_bytes())
+        .map_err(|e| key_error(spec, format_args!("unusable RSA private key: {e}")))?;
+    let components = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+    let (decoding, jwk) = rsa_public(spec, alg_name, &components.n, &components.e)?;
+    Ok(LoadedKey {
+        decoding,
+        encoding: Some(encoding),
+        jwk: Some(jwk),
+    })
 }
 
 fn load_public(

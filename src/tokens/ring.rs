@@ -42,6 +42,43 @@ struct VerifyKey {
     validation: Validation,
 }
 
+impl VerifyKey {
+    fn new(alg: Algorithm, decoding: DecodingKey, rules: &TokenRules) -> Self {
+        VerifyKey {
+            alg,
+            decoding,
+            validation: validation(alg, rules),
+        }
+    }
+}
+
+/// The signing key as a signer, as the key its own tokens verify with, and its public JWK
+/// (asymmetric keys only). Refuses a public key: it cannot sign.
+fn load_signer(
+    signing: KeySpec,
+    rules: &TokenRules,
+) -> Result<(Signer, VerifyKey, Option<serde_json::Value>), KeyError> {
+    if matches!(signing.material, KeyMaterial::PublicPem(_)) {
+        return Err(key_error(&signing, SIGNING_NOT_PUBLIC));
+    }
+    let loaded = load_key(&signing)?;
+    let encoding = loaded.encoding.ok_or_else(|| {
+        // load_key returns an encoding key for every secret or private PEM.
+        key_error(&signing, "no signing key could be built from this material")
+    })?;
+    let key = VerifyKey::new(signing.algorithm, loaded.decoding, rules);
+    let mut header = Header::new(signing.algorithm);
+    header.typ = Some("JWT".into());
+    header.kid = Some(signing.kid.clone());
+    let signer = Signer {
+        kid: signing.kid,
+        alg: signing.algorithm,
+        encoding,
+        header,
+    };
+    Ok((signer, key, loaded.jwk))
+}
+
 /// The signing key and every key still accepted, with the rules tokens must meet.
 pub struct KeyRing {
     id: u64,
@@ -87,33 +124,11 @@ impl KeyRing {
         let signer = match signing {
             None => None,
             Some(signing) => {
-                if matches!(signing.material, KeyMaterial::PublicPem(_)) {
-                    return Err(key_error(&signing, SIGNING_NOT_PUBLIC));
-                }
-                let loaded = load_key(&signing)?;
-                let encoding = loaded.encoding.ok_or_else(|| {
-                    // load_key returns an encoding key for every secret or private PEM.
-                    key_error(&signing, "no signing key could be built from this material")
-                })?;
-                signing_is_asymmetric = loaded.jwk.is_some();
-                jwks.extend(loaded.jwk);
-                keys.insert(
-                    signing.kid.clone(),
-                    VerifyKey {
-                        alg: signing.algorithm,
-                        decoding: loaded.decoding,
-                        validation: validation(signing.algorithm, &rules),
-                    },
-                );
-                let mut header = Header::new(signing.algorithm);
-                header.typ = Some("JWT".into());
-                header.kid = Some(signing.kid.clone());
-                Some(Signer {
-                    kid: signing.kid,
-                    alg: signing.algorithm,
-                    encoding,
-                    header,
-                })
+                let (signer, key, jwk) = load_signer(signing, &rules)?;
+                signing_is_asymmetric = jwk.is_some();
+                jwks.extend(jwk);
+                keys.insert(signer.kid.clone(), key);
+                Some(signer)
             }
         };
 
@@ -128,11 +143,7 @@ impl KeyRing {
             jwks.extend(loaded.jwk);
             keys.insert(
                 spec.kid.clone(),
-                VerifyKey {
-                    alg: spec.algorithm,
-                    decoding: loaded.decoding,
-                    validation: validation(spec.algorithm, &rules),
-                },
+                VerifyKey::new(spec.algorithm, loaded.decoding, &rules),
             );
         }
         let default_kid = match (&signer, verify.as_slice()) {
