@@ -331,8 +331,8 @@ fn unresolved_signing_key(
     }
 }
 
-/// Shortest HMAC secret accepted, in bytes (RFC 7518 §3.2 for HS256).
-pub const MIN_SECRET_BYTES: usize = 32;
+/// Shortest HMAC secret accepted, in bytes: the token module's own limit.
+pub use crate::tokens::MIN_SECRET_BYTES;
 
 /// Smallest `server.max_header_bytes` accepted.
 pub const MIN_HEADER_BYTES: u64 = 1024;

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
-use super::{KeyError, KeyMaterial, KeySpec};
+use super::{KeyError, KeyMaterial, KeySpec, MIN_SECRET_BYTES};
 
 impl KeySpec {
     /// Checks this key alone as a signing key (what [`KeyRing::new`] does with it), so config
@@ -34,8 +34,6 @@ impl KeySpec {
 pub(super) const SIGNING_NOT_PUBLIC: &str =
     "the signing key must be a private key (private_key_file), not a public key";
 
-/// HS* secrets: at least this many bytes (contract §2).
-const MIN_SECRET_LEN: usize = 32;
 /// RSA moduli accepted (aws-lc-rs verifies 2048..=8192).
 const MIN_RSA_BITS: usize = 2048;
 const MAX_RSA_BITS: usize = 8192;
@@ -97,11 +95,11 @@ pub(super) fn load_key(spec: &KeySpec) -> Result<LoadedKey, KeyError> {
     let alg_name = format!("{:?}", spec.algorithm);
     match (&spec.material, family) {
         (KeyMaterial::Secret(secret), Family::Hmac) => {
-            if secret.len() < MIN_SECRET_LEN {
+            if secret.len() < MIN_SECRET_BYTES {
                 return Err(key_error(
                     spec,
                     format_args!(
-                        "the secret is {} bytes; at least {MIN_SECRET_LEN} are required",
+                        "the secret is {} bytes; at least {MIN_SECRET_BYTES} are required",
                         secret.len()
                     ),
                 ));

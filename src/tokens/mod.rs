@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 /// Key bytes as configured.
 #[derive(Clone)]
 pub enum KeyMaterial {
-    /// HS*: the shared secret (at least 32 bytes).
+    /// HS*: the shared secret (at least [`MIN_SECRET_BYTES`]).
     Secret(Vec<u8>),
     /// RS*/ES*/EdDSA signing key, PEM.
     PrivatePem(Vec<u8>),
@@ -166,6 +166,10 @@ pub enum TokenError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct KeyError(pub String);
+
+/// Shortest HMAC secret accepted, in bytes (RFC 7518 §3.2 for HS256; contract §2). Config
+/// validation and key loading both hold secrets to it.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Longest identity value (user id, name, tenant, role, session id, platform), in bytes.
 pub const MAX_IDENTITY_BYTES: usize = 255;
