@@ -15,6 +15,11 @@
 //! the token's `exp + leeway` has passed). Only tokens that verified are cached, so a flood of
 //! garbage cannot evict real entries; `exp`/`nbf` are re-checked against `now` on every hit.
 //! A reload builds a new ring, so a dropped key also drops everything it vouched for.
+//!
+//! This file holds the types the rest of the gateway names (claims, keys as configured, rules,
+//! errors, the identity value check); the work is done beside it: `ring.rs` ([`KeyRing`]:
+//! verify, mint, sign, JWKS), `keys.rs` (secrets and PEM keys checked against their algorithm,
+//! their JWKs), `cache.rs` (the verify cache and its per-thread front) and [`keygen`].
 
 mod cache;
 pub mod keygen;
