@@ -357,50 +357,30 @@ fn build(
     let env: &dyn Fn(&str) -> Option<String> = match purpose {
         Purpose::Serve => env,
         Purpose::Explain => {
-            notes.extend(
-                unresolved_signing_key(&parsed.token, base_dir, env).map(|why| {
-                    format!("{why}; explain signs nothing, so a throwaway secret stands in")
-                }),
-            );
-            for f in std::iter::once(&mut parsed).chain(as_meant.as_mut()) {
-                f.token.algorithm = file::AlgorithmName::HS256;
-                f.token.secret_env = Some(STAND_IN_ENV.into());
-                f.token.secret_file = None;
-                f.token.private_key_file = None;
-                f.token.verify_keys.clear();
-            }
+            notes.extend(stand_in_for_token_keys(
+                &mut parsed,
+                as_meant.as_mut(),
+                base_dir,
+                env,
+            ));
             &stand_in
         }
     };
-    let validate::Validated {
-        config: built,
-        mut problems,
-        warnings,
-    } = validate::validate(&parsed, source.clone(), base_dir, env);
-    // A key that did not have the right shape was dropped and took its default; anything the
-    // default then trips over is noise beside the shape problem itself.
-    let covered = |key: &str| {
-        shape_problems.iter().any(|p| {
-            key == p.key
-                || key
-                    .strip_prefix(p.key.as_str())
-                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
-        })
-    };
+    let mut found = validate::validate(&parsed, source.clone(), base_dir, env);
     // The same for a mistyped key (`acess_ttl`): its default may trip up another key
     // (`refresh_ttl` no longer longer than `access_ttl`). Such a problem is gone when the file
     // is read as meant (the key renamed as suggested), and then it is not reported; a problem
     // at a key that the as-meant reading has too is real either way.
     if let Some(meant) = &as_meant {
         let other = validate::validate(meant, source, base_dir, env);
-        problems.retain(|p| other.problems.iter().any(|q| q.key == p.key));
+        found
+            .problems
+            .retain(|p| other.problems.iter().any(|q| q.key == p.key));
     }
-    let found = problems;
-    let mut problems = shape_problems.clone();
-    problems.extend(found.into_iter().filter(|p| !covered(&p.key)));
-    match built {
+    let problems = beside_shape_problems(shape_problems, found.problems);
+    match found.config {
         Some(config) if problems.is_empty() => {
-            let mut warnings = warnings;
+            let mut warnings = found.warnings;
             warnings.extend(config.routes.warnings());
             Ok((Loaded { config, warnings }, notes))
         }
@@ -411,6 +391,44 @@ fn build(
             message: "could not be built".into(),
         }])),
     }
+}
+
+/// For explain: the token keys of `parsed` (and of its as-meant reading) replaced by a
+/// throwaway HS256 secret; returns the note on why the real signing key would not resolve,
+/// if it would not.
+fn stand_in_for_token_keys(
+    parsed: &mut file::GatewayFile,
+    as_meant: Option<&mut file::GatewayFile>,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let note = unresolved_signing_key(&parsed.token, base_dir, env)
+        .map(|why| format!("{why}; explain signs nothing, so a throwaway secret stands in"));
+    for f in std::iter::once(parsed).chain(as_meant) {
+        f.token.algorithm = file::AlgorithmName::HS256;
+        f.token.secret_env = Some(STAND_IN_ENV.into());
+        f.token.secret_file = None;
+        f.token.private_key_file = None;
+        f.token.verify_keys.clear();
+    }
+    note
+}
+
+/// The shape problems, then the others except those a shape problem explains: a key that
+/// did not have the right shape was dropped and took its default, and anything the default
+/// then trips over is noise beside the shape problem itself.
+fn beside_shape_problems(shape_problems: Vec<Problem>, found: Vec<Problem>) -> Vec<Problem> {
+    let covered = |key: &str| {
+        shape_problems.iter().any(|p| {
+            key == p.key
+                || key
+                    .strip_prefix(p.key.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
+    };
+    let mut problems = shape_problems.clone();
+    problems.extend(found.into_iter().filter(|p| !covered(&p.key)));
+    problems
 }
 
 /// 32 random bytes (hex) for explain's stand-in signing key; never used to sign.

@@ -8,6 +8,9 @@ use std::path::Path;
 use super::{non_canonical, Cx};
 use crate::config::{file, Lockout, Login, LoginBackend, SuccessRule, UpstreamLogin, User};
 
+/// Where every problem of the users file is reported.
+const USERS_FILE_KEY: &str = "login.users_file";
+
 impl Cx<'_> {
     pub(super) fn login(&mut self, f: &file::LoginFile) -> Login {
         let p = &f.prefix;
@@ -29,22 +32,37 @@ impl Cx<'_> {
             file::BackendName::Upstream => LoginBackend::Upstream(self.upstream_login(f)),
         };
         if f.backend != file::BackendName::Upstream {
-            for (key, set) in [
-                ("login.upstream_url", f.upstream_url.is_some()),
-                ("login.user_id_pointer", f.user_id_pointer.is_some()),
-                ("login.user_name_pointer", f.user_name_pointer.is_some()),
-                ("login.tenant_pointer", f.tenant_pointer.is_some()),
-                ("login.roles_pointer", f.roles_pointer.is_some()),
-                ("login.success_pointer", f.success_pointer.is_some()),
-                ("login.success_value", f.success_value.is_some()),
-            ] {
-                if set {
-                    self.warn(key, "ignored: login.backend is not \"upstream\"");
-                }
+            self.warn_upstream_keys_ignored(f);
+        }
+        let lockout = self.lockout(&f.lockout);
+        let username_pointer = self.username_pointer(f);
+        Login {
+            prefix: p.clone(),
+            username_pointer,
+            backend,
+            lockout,
+        }
+    }
+
+    /// The upstream backend's keys, set while another backend is chosen.
+    fn warn_upstream_keys_ignored(&mut self, f: &file::LoginFile) {
+        for (key, set) in [
+            ("login.upstream_url", f.upstream_url.is_some()),
+            ("login.user_id_pointer", f.user_id_pointer.is_some()),
+            ("login.user_name_pointer", f.user_name_pointer.is_some()),
+            ("login.tenant_pointer", f.tenant_pointer.is_some()),
+            ("login.roles_pointer", f.roles_pointer.is_some()),
+            ("login.success_pointer", f.success_pointer.is_some()),
+            ("login.success_value", f.success_value.is_some()),
+        ] {
+            if set {
+                self.warn(key, "ignored: login.backend is not \"upstream\"");
             }
         }
-        let l = &f.lockout;
-        let lockout = Lockout {
+    }
+
+    fn lockout(&mut self, l: &file::LockoutFile) -> Lockout {
+        Lockout {
             max_failures: self.count("login.lockout.max_failures", l.max_failures),
             max_failures_per_ip: self
                 .count("login.lockout.max_failures_per_ip", l.max_failures_per_ip),
@@ -56,8 +74,13 @@ impl Cx<'_> {
                 let d = self.positive("login.lockout.duration", &l.duration);
                 self.store_span("login.lockout.duration", d)
             },
-        };
-        let username_pointer = match (&f.backend, &f.username_pointer) {
+        }
+    }
+
+    /// Only the upstream backend's body has a shape to configure; the users file's names the
+    /// user in `username`.
+    fn username_pointer(&mut self, f: &file::LoginFile) -> String {
+        match (&f.backend, &f.username_pointer) {
             (file::BackendName::Upstream, Some(p)) => {
                 self.json_pointer("login.username_pointer", p)
             }
@@ -69,89 +92,31 @@ impl Cx<'_> {
                 "/username".to_owned()
             }
             (_, None) => "/username".to_owned(),
-        };
-        Login {
-            prefix: p.clone(),
-            username_pointer,
-            backend,
-            lockout,
         }
     }
 
     /// Reads and checks the users file; every problem goes under `login.users_file`.
     fn users(&mut self, path: &Path) -> HashMap<String, User> {
-        const KEY: &str = "login.users_file";
         let shown = path.display().to_string();
         let mut users = HashMap::new();
-        let Some(bytes) = self.read(KEY, path) else {
-            return users;
-        };
-        let Ok(text) = String::from_utf8(bytes) else {
-            self.problem(KEY, format!("{shown}: not UTF-8 text"));
-            return users;
-        };
-        let (parsed, problems) = file::parse_lenient::<file::UsersFile>(&text);
-        for p in problems {
-            self.problem(KEY, format!("{shown}: {p}"));
-        }
-        let Some(parsed) = parsed else {
+        let Some(parsed) = self.users_file(path, &shown) else {
             return users;
         };
         if parsed.users.is_empty() {
-            self.warn(KEY, format!("{shown} has no users: nobody can log in"));
+            self.warn(
+                USERS_FILE_KEY,
+                format!("{shown} has no users: nobody can log in"),
+            );
         }
         for (i, u) in parsed.users.iter().enumerate() {
             let at = format!("{shown}: users[{i}]");
-            for (field, value) in [
-                ("id", &u.id),
-                ("username", &u.username),
-                ("password_hash", &u.password_hash),
-            ] {
-                if value.is_empty() {
-                    self.problem(KEY, format!("{at}.{field}: required"));
-                }
-            }
-            if !u.password_hash.is_empty() {
-                if let Err(why) = check_password_hash(&u.password_hash) {
-                    self.problem(KEY, format!("{at}.password_hash: {why}"));
-                }
-            }
-            // They become identity headers (contract §4.4): refused here, never trimmed.
-            let values = [
-                ("id", Some(&u.id)),
-                ("username", Some(&u.username)),
-                ("tenant", u.tenant.as_ref()),
-            ];
-            for (field, v) in values {
-                if let Some(why) = v.and_then(|v| crate::tokens::identity_value_problem(v)) {
-                    self.problem(KEY, format!("{at}.{field}: {why}"));
-                }
-            }
-            for (j, role) in u.roles.iter().enumerate() {
-                if let Some(why) = crate::tokens::identity_value_problem(role) {
-                    self.problem(KEY, format!("{at}.roles[{j}]: {why}"));
-                }
-            }
-            if u.tenant.as_deref() == Some("") {
-                self.problem(
-                    KEY,
-                    format!("{at}.tenant: must not be empty (leave it out instead)"),
-                );
-            }
-            for (j, role) in u.roles.iter().enumerate() {
-                if role.is_empty() || role.contains(',') {
-                    self.problem(
-                        KEY,
-                        format!("{at}.roles[{j}]: must be non-empty and without `,`"),
-                    );
-                }
-            }
+            self.check_user(&at, u);
             if u.username.is_empty() {
                 continue;
             }
             if users.contains_key(&u.username) {
                 self.problem(
-                    KEY,
+                    USERS_FILE_KEY,
                     format!("{at}.username: {:?} appears more than once", u.username),
                 );
                 continue;
@@ -170,8 +135,97 @@ impl Cx<'_> {
         users
     }
 
+    /// The users file parsed, as far as it goes (`shown` names it in messages).
+    fn users_file(&mut self, path: &Path, shown: &str) -> Option<file::UsersFile> {
+        let bytes = self.read(USERS_FILE_KEY, path)?;
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.problem(USERS_FILE_KEY, format!("{shown}: not UTF-8 text"));
+            return None;
+        };
+        let (parsed, problems) = file::parse_lenient::<file::UsersFile>(&text);
+        for p in problems {
+            self.problem(USERS_FILE_KEY, format!("{shown}: {p}"));
+        }
+        parsed
+    }
+
+    /// One user (`at` names it): the required fields, the password hash, and the values
+    /// that become identity headers.
+    fn check_user(&mut self, at: &str, u: &file::UserFile) {
+        for (field, value) in [
+            ("id", &u.id),
+            ("username", &u.username),
+            ("password_hash", &u.password_hash),
+        ] {
+            if value.is_empty() {
+                self.problem(USERS_FILE_KEY, format!("{at}.{field}: required"));
+            }
+        }
+        if !u.password_hash.is_empty() {
+            if let Err(why) = check_password_hash(&u.password_hash) {
+                self.problem(USERS_FILE_KEY, format!("{at}.password_hash: {why}"));
+            }
+        }
+        // They become identity headers (contract §4.4): refused here, never trimmed.
+        let values = [
+            ("id", Some(&u.id)),
+            ("username", Some(&u.username)),
+            ("tenant", u.tenant.as_ref()),
+        ];
+        for (field, v) in values {
+            if let Some(why) = v.and_then(|v| crate::tokens::identity_value_problem(v)) {
+                self.problem(USERS_FILE_KEY, format!("{at}.{field}: {why}"));
+            }
+        }
+        for (j, role) in u.roles.iter().enumerate() {
+            if let Some(why) = crate::tokens::identity_value_problem(role) {
+                self.problem(USERS_FILE_KEY, format!("{at}.roles[{j}]: {why}"));
+            }
+        }
+        if u.tenant.as_deref() == Some("") {
+            self.problem(
+                USERS_FILE_KEY,
+                format!("{at}.tenant: must not be empty (leave it out instead)"),
+            );
+        }
+        for (j, role) in u.roles.iter().enumerate() {
+            if role.is_empty() || role.contains(',') {
+                self.problem(
+                    USERS_FILE_KEY,
+                    format!("{at}.roles[{j}]: must be non-empty and without `,`"),
+                );
+            }
+        }
+    }
+
     fn upstream_login(&mut self, f: &file::LoginFile) -> UpstreamLogin {
-        let url = match f.upstream_url.as_deref() {
+        let url = self.login_url(f.upstream_url.as_deref());
+        let user_id_pointer = match &f.user_id_pointer {
+            None => {
+                self.problem(
+                    "login.user_id_pointer",
+                    "required when login.backend is \"upstream\"",
+                );
+                String::new()
+            }
+            Some(p) => self.json_pointer("login.user_id_pointer", p),
+        };
+        let success = self.success_rule(f);
+        let mut optional =
+            |key: &str, p: &Option<String>| p.as_ref().map(|p| self.json_pointer(key, p));
+        UpstreamLogin {
+            url,
+            user_id_pointer,
+            user_name_pointer: optional("login.user_name_pointer", &f.user_name_pointer),
+            tenant_pointer: optional("login.tenant_pointer", &f.tenant_pointer),
+            roles_pointer: optional("login.roles_pointer", &f.roles_pointer),
+            success,
+        }
+    }
+
+    /// `upstream_url`: required, `http://` or `https://` with a host.
+    fn login_url(&mut self, url: Option<&str>) -> http::Uri {
+        match url {
             None => {
                 self.problem(
                     "login.upstream_url",
@@ -194,18 +248,12 @@ impl Cx<'_> {
                     http::Uri::default()
                 }
             },
-        };
-        let user_id_pointer = match &f.user_id_pointer {
-            None => {
-                self.problem(
-                    "login.user_id_pointer",
-                    "required when login.backend is \"upstream\"",
-                );
-                String::new()
-            }
-            Some(p) => self.json_pointer("login.user_id_pointer", p),
-        };
-        let success = match (&f.success_pointer, &f.success_value) {
+        }
+    }
+
+    /// `success_pointer` and `success_value`: both or neither; the value a scalar.
+    fn success_rule(&mut self, f: &file::LoginFile) -> Option<SuccessRule> {
+        match (&f.success_pointer, &f.success_value) {
             (None, None) => None,
             (Some(_), None) => {
                 self.problem(
@@ -233,16 +281,6 @@ impl Cx<'_> {
                     }
                 }
             }
-        };
-        let mut optional =
-            |key: &str, p: &Option<String>| p.as_ref().map(|p| self.json_pointer(key, p));
-        UpstreamLogin {
-            url,
-            user_id_pointer,
-            user_name_pointer: optional("login.user_name_pointer", &f.user_name_pointer),
-            tenant_pointer: optional("login.tenant_pointer", &f.tenant_pointer),
-            roles_pointer: optional("login.roles_pointer", &f.roles_pointer),
-            success,
         }
     }
 

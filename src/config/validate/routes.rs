@@ -19,123 +19,156 @@ impl Cx<'_> {
         }
         let mut out = Vec::new();
         for (i, r) in list.iter().enumerate() {
-            let prefix = format!("routes[{i}]");
-            let given: Vec<(&str, &String)> =
-                [("path", &r.path), ("exact", &r.exact), ("glob", &r.glob)]
-                    .into_iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-                    .collect();
-            let (label, matcher) = match given.as_slice() {
-                [] => {
-                    self.problem(prefix.clone(), "needs one of path, exact, glob");
-                    (String::new(), Matcher::Exact(String::new()))
-                }
-                [(kind, pattern)] => {
-                    let key = format!("{prefix}.{kind}");
-                    let matcher = self.matcher(&key, kind, pattern);
-                    ((*pattern).clone(), matcher)
-                }
-                _ => {
-                    self.problem(prefix.clone(), "set only one of path, exact, glob");
-                    (String::new(), Matcher::Exact(String::new()))
-                }
-            };
-            let upstream = match &r.upstream {
-                None => {
-                    self.problem(format!("{prefix}.upstream"), "required");
-                    0
-                }
-                Some(name) => match upstreams.iter().position(|u| &u.name == name) {
-                    Some(index) => index,
-                    None => {
-                        self.problem(
-                            format!("{prefix}.upstream"),
-                            format!("no upstream named {name:?}"),
-                        );
-                        0
-                    }
-                },
-            };
-            let auth = match r.auth {
-                file::AuthName::Public => AuthMode::Public,
-                file::AuthName::Required => AuthMode::Required,
-                file::AuthName::Optional => AuthMode::Optional,
-            };
-            let methods = r.methods.as_ref().map(|methods| {
-                if methods.is_empty() {
-                    self.problem(
-                        format!("{prefix}.methods"),
-                        "empty; leave methods out to allow every method",
-                    );
-                }
-                let mut out: Vec<http::Method> = Vec::new();
-                for (j, m) in methods.iter().enumerate() {
-                    match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                        Ok(m) if !m.as_str().is_empty() => {
-                            if !out.contains(&m) {
-                                out.push(m);
-                            }
-                        }
-                        _ => self.problem(
-                            format!("{prefix}.methods[{j}]"),
-                            format!("{m:?} is not an HTTP method"),
-                        ),
-                    }
-                }
-                out
-            });
-            for (field, values) in [
-                ("require_roles", &r.require_roles),
-                ("require_tenants", &r.require_tenants),
-            ] {
-                if auth != AuthMode::Required && !values.is_empty() {
-                    let why = if auth == AuthMode::Public {
-                        "this one is public"
-                    } else {
-                        "on an optional route it could not be enforced: a request without a \
-                         token passes anonymously"
-                    };
-                    self.problem(
-                        format!("{prefix}.{field}"),
-                        format!("only for routes with auth = \"required\"; {why}"),
-                    );
-                }
-                for (j, v) in values.iter().enumerate() {
-                    if v.is_empty() {
-                        self.problem(format!("{prefix}.{field}[{j}]"), "must not be empty");
-                    }
-                }
-            }
-            let strip_prefix = r.strip_prefix.as_ref().map(|s| {
-                let key = format!("{prefix}.strip_prefix");
-                if !s.starts_with('/') {
-                    self.problem(key, format!("{s:?} must start with `/`"));
-                } else if let Some(why) = non_canonical(s) {
-                    self.problem(key, why);
-                }
-                normalise_prefix(s)
-            });
-            out.push(Route {
-                index: i,
-                label,
-                matcher,
-                upstream,
-                auth,
-                methods,
-                require_roles: r.require_roles.clone(),
-                require_tenants: r.require_tenants.clone(),
-                strip_prefix,
-                fold: false,
-            });
+            out.push(self.route(i, r, upstreams));
         }
         if !case_sensitive {
-            for r in &mut out {
-                r.matcher =
-                    std::mem::replace(&mut r.matcher, Matcher::Exact(String::new())).folded();
-                r.strip_prefix = r.strip_prefix.take().map(|p| p.to_ascii_lowercase());
-                r.fold = true;
+            fold_case(&mut out);
+        }
+        self.warn_case_twins(&out, case_sensitive);
+        RouteTable::new(out)
+    }
+
+    /// `routes[i]`, with every problem under `routes[i]`.
+    fn route(&mut self, i: usize, r: &file::RouteFile, upstreams: &[file::UpstreamFile]) -> Route {
+        let prefix = format!("routes[{i}]");
+        let (label, matcher) = self.route_pattern(&prefix, r);
+        let upstream = self.route_upstream(&prefix, r, upstreams);
+        let auth = match r.auth {
+            file::AuthName::Public => AuthMode::Public,
+            file::AuthName::Required => AuthMode::Required,
+            file::AuthName::Optional => AuthMode::Optional,
+        };
+        let methods = r
+            .methods
+            .as_ref()
+            .map(|methods| self.route_methods(&prefix, methods));
+        self.route_requirements(&prefix, r, auth);
+        let strip_prefix = r.strip_prefix.as_ref().map(|s| {
+            let key = format!("{prefix}.strip_prefix");
+            if !s.starts_with('/') {
+                self.problem(key, format!("{s:?} must start with `/`"));
+            } else if let Some(why) = non_canonical(s) {
+                self.problem(key, why);
+            }
+            normalise_prefix(s)
+        });
+        Route {
+            index: i,
+            label,
+            matcher,
+            upstream,
+            auth,
+            methods,
+            require_roles: r.require_roles.clone(),
+            require_tenants: r.require_tenants.clone(),
+            strip_prefix,
+            fold: false,
+        }
+    }
+
+    /// Exactly one of `path`, `exact`, `glob`: the pattern as written and its matcher.
+    fn route_pattern(&mut self, prefix: &str, r: &file::RouteFile) -> (String, Matcher) {
+        let given: Vec<(&str, &String)> =
+            [("path", &r.path), ("exact", &r.exact), ("glob", &r.glob)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+                .collect();
+        match given.as_slice() {
+            [] => {
+                self.problem(prefix, "needs one of path, exact, glob");
+                (String::new(), Matcher::Exact(String::new()))
+            }
+            [(kind, pattern)] => {
+                let key = format!("{prefix}.{kind}");
+                let matcher = self.matcher(&key, kind, pattern);
+                ((*pattern).clone(), matcher)
+            }
+            _ => {
+                self.problem(prefix, "set only one of path, exact, glob");
+                (String::new(), Matcher::Exact(String::new()))
             }
         }
+    }
+
+    /// The index of the upstream named, 0 (with a problem) when there is none.
+    fn route_upstream(
+        &mut self,
+        prefix: &str,
+        r: &file::RouteFile,
+        upstreams: &[file::UpstreamFile],
+    ) -> usize {
+        match &r.upstream {
+            None => {
+                self.problem(format!("{prefix}.upstream"), "required");
+                0
+            }
+            Some(name) => match upstreams.iter().position(|u| &u.name == name) {
+                Some(index) => index,
+                None => {
+                    self.problem(
+                        format!("{prefix}.upstream"),
+                        format!("no upstream named {name:?}"),
+                    );
+                    0
+                }
+            },
+        }
+    }
+
+    /// `methods`: not empty, each an HTTP method (any case), repeats dropped.
+    fn route_methods(&mut self, prefix: &str, methods: &[String]) -> Vec<http::Method> {
+        if methods.is_empty() {
+            self.problem(
+                format!("{prefix}.methods"),
+                "empty; leave methods out to allow every method",
+            );
+        }
+        let mut out: Vec<http::Method> = Vec::new();
+        for (j, m) in methods.iter().enumerate() {
+            match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) if !m.as_str().is_empty() => {
+                    if !out.contains(&m) {
+                        out.push(m);
+                    }
+                }
+                _ => self.problem(
+                    format!("{prefix}.methods[{j}]"),
+                    format!("{m:?} is not an HTTP method"),
+                ),
+            }
+        }
+        out
+    }
+
+    /// `require_roles` and `require_tenants`: only where they can be enforced, no empty value.
+    fn route_requirements(&mut self, prefix: &str, r: &file::RouteFile, auth: AuthMode) {
+        for (field, values) in [
+            ("require_roles", &r.require_roles),
+            ("require_tenants", &r.require_tenants),
+        ] {
+            if auth != AuthMode::Required && !values.is_empty() {
+                let why = if auth == AuthMode::Public {
+                    "this one is public"
+                } else {
+                    "on an optional route it could not be enforced: a request without a \
+                     token passes anonymously"
+                };
+                self.problem(
+                    format!("{prefix}.{field}"),
+                    format!("only for routes with auth = \"required\"; {why}"),
+                );
+            }
+            for (j, v) in values.iter().enumerate() {
+                if v.is_empty() {
+                    self.problem(format!("{prefix}.{field}[{j}]"), "must not be empty");
+                }
+            }
+        }
+    }
+
+    /// Routes whose patterns differ only by case: the same path when matching folds case,
+    /// and a trap for case-blind upstreams when it does not.
+    fn warn_case_twins(&mut self, out: &[Route], case_sensitive: bool) {
         for (j, b) in out.iter().enumerate() {
             if let Some(a) = out[..j]
                 .iter()
@@ -153,7 +186,6 @@ impl Cx<'_> {
                 );
             }
         }
-        RouteTable::new(out)
     }
 
     fn matcher(&mut self, key: &str, kind: &str, pattern: &str) -> Matcher {
@@ -191,6 +223,15 @@ impl Cx<'_> {
                 Matcher::Prefix("/".to_owned())
             }
         }
+    }
+}
+
+/// `route_case_sensitive = false`: patterns and prefixes lowercased, requests folded to match.
+fn fold_case(routes: &mut [Route]) {
+    for r in routes {
+        r.matcher = std::mem::replace(&mut r.matcher, Matcher::Exact(String::new())).folded();
+        r.strip_prefix = r.strip_prefix.take().map(|p| p.to_ascii_lowercase());
+        r.fold = true;
     }
 }
 

@@ -1,5 +1,8 @@
 //! `[server]`: listeners, TLS files, timeouts, size limits, trusted proxies, the admin token.
 
+use std::net::SocketAddr;
+use std::path::Path;
+
 use ipnet::IpNet;
 
 use super::Cx;
@@ -8,86 +11,15 @@ use crate::config::{file, Server, TlsFiles, MIN_HEADER_BYTES};
 impl Cx<'_> {
     pub(super) fn server(&mut self, f: &file::ServerFile) -> Server {
         let listen = self.socket_addr("server.listen", &f.listen);
-        let admin_listen = match f.admin_listen.as_deref() {
-            None | Some("") => None,
-            Some(text) => {
-                let addr = self.socket_addr("server.admin_listen", text);
-                if addr == listen && addr.port() != 0 {
-                    self.problem(
-                        "server.admin_listen",
-                        "is the same address as server.listen",
-                    );
-                }
-                Some(addr)
-            }
-        };
-        let tls = match (&f.tls_cert_file, &f.tls_key_file) {
-            (None, None) => None,
-            (Some(_), None) => {
-                self.problem("server.tls_key_file", "required when tls_cert_file is set");
-                None
-            }
-            (None, Some(_)) => {
-                self.problem("server.tls_cert_file", "required when tls_key_file is set");
-                None
-            }
-            (Some(cert), Some(key)) => {
-                if let Some(pem) = self.read("server.tls_cert_file", cert) {
-                    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-                        .collect::<Result<Vec<_>, _>>()
-                        .unwrap_or_default();
-                    if certs.is_empty() {
-                        self.problem(
-                            "server.tls_cert_file",
-                            format!("{} holds no PEM certificate", cert.display()),
-                        );
-                    }
-                }
-                if let Some(pem) = self.read("server.tls_key_file", key) {
-                    if !matches!(
-                        rustls_pemfile::private_key(&mut pem.as_slice()),
-                        Ok(Some(_))
-                    ) {
-                        self.problem(
-                            "server.tls_key_file",
-                            format!("{} holds no PEM private key", key.display()),
-                        );
-                    }
-                }
-                Some(TlsFiles {
-                    cert: self.resolve(cert),
-                    key: self.resolve(key),
-                })
-            }
-        };
+        let admin_listen = self.admin_listen(f, listen);
+        let tls = self.tls(f);
         let request_timeout = self.positive("server.request_timeout", &f.request_timeout);
         let idle_timeout = self.positive("server.idle_timeout", &f.idle_timeout);
         let send_timeout = self.positive("server.send_timeout", &f.send_timeout);
         let shutdown_grace = self.duration("server.shutdown_grace", &f.shutdown_grace);
         let header_timeout = self.positive("server.header_timeout", &f.header_timeout);
-        let max_header_bytes = match usize::try_from(f.max_header_bytes) {
-            Ok(n) if f.max_header_bytes >= MIN_HEADER_BYTES => n,
-            _ => {
-                self.problem(
-                    "server.max_header_bytes",
-                    format!("must be at least {MIN_HEADER_BYTES}"),
-                );
-                MIN_HEADER_BYTES as usize
-            }
-        };
-        let mut trusted_proxies = Vec::new();
-        for (i, text) in f.trusted_proxies.iter().enumerate() {
-            let parsed = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
-            match parsed {
-                Ok(net) => trusted_proxies.push(net.trunc()),
-                Err(_) => self.problem(
-                    format!("server.trusted_proxies[{i}]"),
-                    format!("{text:?} is not an IP address or CIDR such as \"10.0.0.0/8\""),
-                ),
-            }
-        }
+        let max_header_bytes = self.max_header_bytes(f.max_header_bytes);
+        let trusted_proxies = self.trusted_proxies(&f.trusted_proxies);
         let max_connections = self.count("server.max_connections", f.max_connections) as usize;
         let admin_token = if f.admin_token_env.is_empty() {
             None
@@ -112,6 +44,100 @@ impl Cx<'_> {
             admin_token,
             max_connections,
         }
+    }
+
+    /// `admin_listen`: `""` (or left out) for none; never the address of `listen`.
+    fn admin_listen(&mut self, f: &file::ServerFile, listen: SocketAddr) -> Option<SocketAddr> {
+        match f.admin_listen.as_deref() {
+            None | Some("") => None,
+            Some(text) => {
+                let addr = self.socket_addr("server.admin_listen", text);
+                if addr == listen && addr.port() != 0 {
+                    self.problem(
+                        "server.admin_listen",
+                        "is the same address as server.listen",
+                    );
+                }
+                Some(addr)
+            }
+        }
+    }
+
+    /// `tls_cert_file` and `tls_key_file`: both or neither.
+    fn tls(&mut self, f: &file::ServerFile) -> Option<TlsFiles> {
+        match (&f.tls_cert_file, &f.tls_key_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("server.tls_key_file", "required when tls_cert_file is set");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("server.tls_cert_file", "required when tls_key_file is set");
+                None
+            }
+            (Some(cert), Some(key)) => Some(self.tls_files(cert, key)),
+        }
+    }
+
+    /// The certificate file must hold a PEM certificate, the key file a PEM private key.
+    fn tls_files(&mut self, cert: &Path, key: &Path) -> TlsFiles {
+        if let Some(pem) = self.read("server.tls_cert_file", cert) {
+            let certs = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap_or_default();
+            if certs.is_empty() {
+                self.problem(
+                    "server.tls_cert_file",
+                    format!("{} holds no PEM certificate", cert.display()),
+                );
+            }
+        }
+        if let Some(pem) = self.read("server.tls_key_file", key) {
+            if !matches!(
+                rustls_pemfile::private_key(&mut pem.as_slice()),
+                Ok(Some(_))
+            ) {
+                self.problem(
+                    "server.tls_key_file",
+                    format!("{} holds no PEM private key", key.display()),
+                );
+            }
+        }
+        TlsFiles {
+            cert: self.resolve(cert),
+            key: self.resolve(key),
+        }
+    }
+
+    fn max_header_bytes(&mut self, bytes: u64) -> usize {
+        match usize::try_from(bytes) {
+            Ok(n) if bytes >= MIN_HEADER_BYTES => n,
+            _ => {
+                self.problem(
+                    "server.max_header_bytes",
+                    format!("must be at least {MIN_HEADER_BYTES}"),
+                );
+                MIN_HEADER_BYTES as usize
+            }
+        }
+    }
+
+    /// Addresses and CIDRs, each truncated to its network.
+    fn trusted_proxies(&mut self, list: &[String]) -> Vec<IpNet> {
+        let mut trusted_proxies = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net.trunc()),
+                Err(_) => self.problem(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{text:?} is not an IP address or CIDR such as \"10.0.0.0/8\""),
+                ),
+            }
+        }
+        trusted_proxies
     }
 }
 

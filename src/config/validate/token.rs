@@ -3,16 +3,25 @@
 //! key ring built from them. Each key is checked under its own key path before the ring is.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::Cx;
 use crate::config::{duration, file, Token, MIN_SECRET_BYTES};
 use crate::tokens::{KeyMaterial, KeyRing, KeySpec, TokenRules};
 
+/// The `[token]` durations, checked one by one.
+struct Lifetimes {
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    max_lifetime: Duration,
+    silent_refresh_window: Duration,
+    leeway: Duration,
+}
+
 impl Cx<'_> {
     /// `signing_optional` (login.backend = "none"): a signing key that is not configured at all
     /// (its variable unset, no key file) is left out; the ring then only verifies.
     pub(super) fn token(&mut self, f: &file::TokenFile, signing_optional: bool) -> Option<Token> {
-        let alg = f.algorithm;
         for (key, value) in [
             ("token.kid", &f.kid),
             ("token.issuer", &f.issuer),
@@ -22,62 +31,123 @@ impl Cx<'_> {
                 self.problem(key, "must not be empty");
             }
         }
-        let signing = if alg.is_symmetric() {
-            if f.private_key_file.is_some() {
-                self.problem(
-                    "token.private_key_file",
-                    format!("not used by {alg:?}, which signs with secret_env or secret_file"),
-                );
-            }
-            if f.secret_env.is_some() && f.secret_file.is_some() {
-                self.problem(
-                    "token.secret_file",
-                    "set either secret_env or secret_file, not both",
-                );
-                None
-            } else {
-                let env = f.secret_env.as_deref().unwrap_or(file::DEFAULT_SECRET_ENV);
-                let env = if f.secret_file.is_some() {
-                    None
-                } else {
-                    Some(env)
-                };
-                if signing_optional
-                    && f.secret_file.is_none()
-                    && (self.env)(env.unwrap_or("")).is_none()
-                {
-                    Some(None)
-                } else {
-                    self.secret("token", env, f.secret_file.as_deref())
-                        .map(|s| Some(KeyMaterial::Secret(s)))
-                }
-            }
+        let signing = if f.algorithm.is_symmetric() {
+            self.signing_secret(f, signing_optional)
         } else {
-            for (key, set) in [
-                ("token.secret_env", f.secret_env.is_some()),
-                ("token.secret_file", f.secret_file.is_some()),
-            ] {
-                if set {
-                    self.problem(
-                        key,
-                        format!(
-                            "not used by {alg:?}, which signs with private_key_file; remove it"
-                        ),
-                    );
-                }
-            }
-            match &f.private_key_file {
-                None if signing_optional => Some(None),
-                None => {
-                    self.problem("token.private_key_file", format!("required for {alg:?}"));
-                    None
-                }
-                Some(path) => self
-                    .read("token.private_key_file", path)
-                    .map(|pem| Some(KeyMaterial::PrivatePem(pem))),
+            self.signing_pem(f, signing_optional)
+        };
+        let verify = self.verify_keys(f);
+        let times = self.lifetimes(f);
+        let refresh_header = self.header_name("token.refresh_header", &f.refresh_header);
+        let cookie = self.cookie(&f.cookie);
+
+        // `signing` is `None` when the key did not resolve (a problem says why), `Some(None)`
+        // when it may be and was left out.
+        let signing = signing?.map(|material| KeySpec {
+            kid: f.kid.clone(),
+            algorithm: f.algorithm.to_jwt(),
+            material,
+        });
+        if signing.is_none() {
+            self.no_signing_key(verify.is_empty());
+        }
+        let refresh_secret = match &signing {
+            Some(spec) => refresh_secret(&spec.material),
+            // Nothing is minted, so no refresh token is ever derived with it.
+            None => [0; 32],
+        };
+        let rules = TokenRules {
+            issuer: f.issuer.clone(),
+            audience: f.audience.clone(),
+            leeway: times.leeway,
+            access_ttl: times.access_ttl,
+        };
+        let keys = match KeyRing::new(signing, verify, rules) {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.problem("token", e.0);
+                return None;
             }
         };
+        Some(Token {
+            keys,
+            access_ttl: times.access_ttl,
+            refresh_ttl: times.refresh_ttl,
+            max_lifetime: (!times.max_lifetime.is_zero()).then_some(times.max_lifetime),
+            silent_refresh_window: times.silent_refresh_window,
+            refresh_header,
+            cookie,
+            refresh_secret,
+        })
+    }
 
+    /// An HS* signing key: `secret_env` (default `AUTHGATE_JWT_SECRET`) or `secret_file`.
+    /// `None` when it does not resolve, `Some(None)` when it may be and is left out.
+    fn signing_secret(
+        &mut self,
+        f: &file::TokenFile,
+        signing_optional: bool,
+    ) -> Option<Option<KeyMaterial>> {
+        let alg = f.algorithm;
+        if f.private_key_file.is_some() {
+            self.problem(
+                "token.private_key_file",
+                format!("not used by {alg:?}, which signs with secret_env or secret_file"),
+            );
+        }
+        if f.secret_env.is_some() && f.secret_file.is_some() {
+            self.problem(
+                "token.secret_file",
+                "set either secret_env or secret_file, not both",
+            );
+            return None;
+        }
+        let env = f.secret_env.as_deref().unwrap_or(file::DEFAULT_SECRET_ENV);
+        let env = if f.secret_file.is_some() {
+            None
+        } else {
+            Some(env)
+        };
+        if signing_optional && f.secret_file.is_none() && (self.env)(env.unwrap_or("")).is_none() {
+            Some(None)
+        } else {
+            self.secret("token", env, f.secret_file.as_deref())
+                .map(|s| Some(KeyMaterial::Secret(s)))
+        }
+    }
+
+    /// An asymmetric signing key: `private_key_file`, and no secret.
+    fn signing_pem(
+        &mut self,
+        f: &file::TokenFile,
+        signing_optional: bool,
+    ) -> Option<Option<KeyMaterial>> {
+        let alg = f.algorithm;
+        for (key, set) in [
+            ("token.secret_env", f.secret_env.is_some()),
+            ("token.secret_file", f.secret_file.is_some()),
+        ] {
+            if set {
+                self.problem(
+                    key,
+                    format!("not used by {alg:?}, which signs with private_key_file; remove it"),
+                );
+            }
+        }
+        match &f.private_key_file {
+            None if signing_optional => Some(None),
+            None => {
+                self.problem("token.private_key_file", format!("required for {alg:?}"));
+                None
+            }
+            Some(path) => self
+                .read("token.private_key_file", path)
+                .map(|pem| Some(KeyMaterial::PrivatePem(pem))),
+        }
+    }
+
+    /// `[[token.verify_keys]]`: the keys that resolved, under kids of their own.
+    fn verify_keys(&mut self, f: &file::TokenFile) -> Vec<KeySpec> {
         let mut verify = Vec::new();
         let mut kids = vec![f.kid.as_str()];
         for (i, vk) in f.verify_keys.iter().enumerate() {
@@ -93,59 +163,8 @@ impl Cx<'_> {
                 );
             }
             kids.push(&vk.kid);
-            let vk_alg = vk.algorithm.unwrap_or(alg);
-            let sources = [
-                vk.secret_env.is_some(),
-                vk.secret_file.is_some(),
-                vk.public_key_file.is_some(),
-            ];
-            let material = match sources.iter().filter(|s| **s).count() {
-                0 => {
-                    let need = if vk_alg.is_symmetric() {
-                        "secret_env or secret_file"
-                    } else {
-                        "public_key_file"
-                    };
-                    self.problem(prefix.clone(), format!("needs {need}"));
-                    None
-                }
-                1 if vk_alg.is_symmetric() => {
-                    if vk.public_key_file.is_some() {
-                        self.problem(
-                            format!("{prefix}.public_key_file"),
-                            format!("not used by {vk_alg:?}; give secret_env or secret_file"),
-                        );
-                        None
-                    } else {
-                        self.secret(&prefix, vk.secret_env.as_deref(), vk.secret_file.as_deref())
-                            .map(KeyMaterial::Secret)
-                    }
-                }
-                1 => match &vk.public_key_file {
-                    None => {
-                        let key = if vk.secret_env.is_some() {
-                            "secret_env"
-                        } else {
-                            "secret_file"
-                        };
-                        self.problem(
-                            format!("{prefix}.{key}"),
-                            format!("not used by {vk_alg:?}; give public_key_file"),
-                        );
-                        None
-                    }
-                    Some(path) => self
-                        .read(&format!("{prefix}.public_key_file"), path)
-                        .map(KeyMaterial::PublicPem),
-                },
-                _ => {
-                    self.problem(
-                        prefix.clone(),
-                        "set only one of secret_env, secret_file, public_key_file",
-                    );
-                    None
-                }
-            };
+            let vk_alg = vk.algorithm.unwrap_or(f.algorithm);
+            let material = self.verify_key_material(&prefix, vk, vk_alg);
             if let (Some(material), true) = (material, kid_ok) {
                 verify.push(KeySpec {
                     kid: vk.kid.clone(),
@@ -154,111 +173,86 @@ impl Cx<'_> {
                 });
             }
         }
+        verify
+    }
 
-        let access_ttl = self.positive("token.access_ttl", &f.access_ttl);
-        let access_ttl = self.whole_seconds("token.access_ttl", access_ttl, "a token's exp");
-        let access_ttl = self.store_span("token.access_ttl", access_ttl);
-        let refresh_ttl = self.duration("token.refresh_ttl", &f.refresh_ttl);
-        let refresh_ttl = self.store_span("token.refresh_ttl", refresh_ttl);
-        let max_lifetime = self.duration("token.max_lifetime", &f.max_lifetime);
-        let max_lifetime = self.store_span("token.max_lifetime", max_lifetime);
-        let silent_refresh_window =
-            self.duration("token.silent_refresh_window", &f.silent_refresh_window);
-        let silent_refresh_window = self.whole_seconds(
-            "token.silent_refresh_window",
-            silent_refresh_window,
-            "the comparison with a token's exp",
-        );
-        let leeway = self.duration("token.leeway", &f.leeway);
-        let leeway = self.whole_seconds("token.leeway", leeway, "the token verifier");
-        let leeway = self.store_span("token.leeway", leeway);
-        if !access_ttl.is_zero() {
-            if refresh_ttl <= access_ttl && duration::parse(&f.refresh_ttl).is_some() {
-                self.problem(
-                    "token.refresh_ttl",
-                    format!("must be longer than access_ttl ({})", f.access_ttl),
-                );
+    /// Exactly one source, the kind its algorithm takes.
+    fn verify_key_material(
+        &mut self,
+        prefix: &str,
+        vk: &file::VerifyKeyFile,
+        vk_alg: file::AlgorithmName,
+    ) -> Option<KeyMaterial> {
+        let sources = [
+            vk.secret_env.is_some(),
+            vk.secret_file.is_some(),
+            vk.public_key_file.is_some(),
+        ];
+        match sources.iter().filter(|s| **s).count() {
+            0 => {
+                let need = if vk_alg.is_symmetric() {
+                    "secret_env or secret_file"
+                } else {
+                    "public_key_file"
+                };
+                self.problem(prefix, format!("needs {need}"));
+                None
             }
-            if silent_refresh_window >= access_ttl
-                && duration::parse(&f.silent_refresh_window).is_some()
-            {
+            1 if vk_alg.is_symmetric() => self.verify_secret(prefix, vk, vk_alg),
+            1 => self.verify_pem(prefix, vk, vk_alg),
+            _ => {
                 self.problem(
-                    "token.silent_refresh_window",
-                    format!("must be shorter than access_ttl ({})", f.access_ttl),
+                    prefix,
+                    "set only one of secret_env, secret_file, public_key_file",
                 );
-            }
-            if !max_lifetime.is_zero() && max_lifetime < access_ttl {
-                self.problem(
-                    "token.max_lifetime",
-                    format!(
-                        "must be 0s (no cap) or at least access_ttl ({})",
-                        f.access_ttl
-                    ),
-                );
+                None
             }
         }
-        let refresh_header = self.header_name("token.refresh_header", &f.refresh_header);
-        let cookie = if f.cookie.is_empty() {
+    }
+
+    /// An HS* verify key's one source: a secret, not a public key file.
+    fn verify_secret(
+        &mut self,
+        prefix: &str,
+        vk: &file::VerifyKeyFile,
+        vk_alg: file::AlgorithmName,
+    ) -> Option<KeyMaterial> {
+        if vk.public_key_file.is_some() {
+            self.problem(
+                format!("{prefix}.public_key_file"),
+                format!("not used by {vk_alg:?}; give secret_env or secret_file"),
+            );
             None
         } else {
-            if !f.cookie.bytes().all(is_tchar) {
-                self.problem(
-                    "token.cookie",
-                    format!("{:?} is not a valid cookie name", f.cookie),
-                );
-            }
-            Some(f.cookie.clone())
-        };
-
-        // `signing` is `None` when the key did not resolve (a problem says why), `Some(None)`
-        // when it may be and was left out.
-        let signing = signing?.map(|material| KeySpec {
-            kid: f.kid.clone(),
-            algorithm: alg.to_jwt(),
-            material,
-        });
-        if signing.is_none() {
-            self.warn(
-                "token",
-                "no signing key (login.backend = \"none\"): the gateway signs nothing, so no \
-                 token is silently refreshed",
-            );
-            if verify.is_empty() {
-                self.problem(
-                    "token.verify_keys",
-                    "without a signing key at least one verify key is needed, or no token \
-                     could ever be accepted",
-                );
-            }
+            self.secret(prefix, vk.secret_env.as_deref(), vk.secret_file.as_deref())
+                .map(KeyMaterial::Secret)
         }
-        let refresh_secret = match &signing {
-            Some(spec) => refresh_secret(&spec.material),
-            // Nothing is minted, so no refresh token is ever derived with it.
-            None => [0; 32],
-        };
-        let rules = TokenRules {
-            issuer: f.issuer.clone(),
-            audience: f.audience.clone(),
-            leeway,
-            access_ttl,
-        };
-        let keys = match KeyRing::new(signing, verify, rules) {
-            Ok(keys) => keys,
-            Err(e) => {
-                self.problem("token", e.0);
-                return None;
+    }
+
+    /// An asymmetric verify key's one source: a public key file, not a secret.
+    fn verify_pem(
+        &mut self,
+        prefix: &str,
+        vk: &file::VerifyKeyFile,
+        vk_alg: file::AlgorithmName,
+    ) -> Option<KeyMaterial> {
+        match &vk.public_key_file {
+            None => {
+                let key = if vk.secret_env.is_some() {
+                    "secret_env"
+                } else {
+                    "secret_file"
+                };
+                self.problem(
+                    format!("{prefix}.{key}"),
+                    format!("not used by {vk_alg:?}; give public_key_file"),
+                );
+                None
             }
-        };
-        Some(Token {
-            keys,
-            access_ttl,
-            refresh_ttl,
-            max_lifetime: (!max_lifetime.is_zero()).then_some(max_lifetime),
-            silent_refresh_window,
-            refresh_header,
-            cookie,
-            refresh_secret,
-        })
+            Some(path) => self
+                .read(&format!("{prefix}.public_key_file"), path)
+                .map(KeyMaterial::PublicPem),
+        }
     }
 
     /// An HMAC secret from an env var or a file; `None` (with a problem) when it does not
@@ -308,6 +302,99 @@ impl Cx<'_> {
             return None;
         }
         Some(secret)
+    }
+
+    /// Each duration alone (format, whole seconds where a token field needs them, what the
+    /// store can hold), then how they fit `access_ttl`.
+    fn lifetimes(&mut self, f: &file::TokenFile) -> Lifetimes {
+        let access_ttl = self.positive("token.access_ttl", &f.access_ttl);
+        let access_ttl = self.whole_seconds("token.access_ttl", access_ttl, "a token's exp");
+        let access_ttl = self.store_span("token.access_ttl", access_ttl);
+        let refresh_ttl = self.duration("token.refresh_ttl", &f.refresh_ttl);
+        let refresh_ttl = self.store_span("token.refresh_ttl", refresh_ttl);
+        let max_lifetime = self.duration("token.max_lifetime", &f.max_lifetime);
+        let max_lifetime = self.store_span("token.max_lifetime", max_lifetime);
+        let silent_refresh_window =
+            self.duration("token.silent_refresh_window", &f.silent_refresh_window);
+        let silent_refresh_window = self.whole_seconds(
+            "token.silent_refresh_window",
+            silent_refresh_window,
+            "the comparison with a token's exp",
+        );
+        let leeway = self.duration("token.leeway", &f.leeway);
+        let leeway = self.whole_seconds("token.leeway", leeway, "the token verifier");
+        let leeway = self.store_span("token.leeway", leeway);
+        let times = Lifetimes {
+            access_ttl,
+            refresh_ttl,
+            max_lifetime,
+            silent_refresh_window,
+            leeway,
+        };
+        if !access_ttl.is_zero() {
+            self.lifetimes_fit_access_ttl(f, &times);
+        }
+        times
+    }
+
+    /// Refresh tokens outlive access tokens, the silent refresh window is shorter than one,
+    /// and a lifetime cap holds at least one.
+    fn lifetimes_fit_access_ttl(&mut self, f: &file::TokenFile, times: &Lifetimes) {
+        let access_ttl = times.access_ttl;
+        if times.refresh_ttl <= access_ttl && duration::parse(&f.refresh_ttl).is_some() {
+            self.problem(
+                "token.refresh_ttl",
+                format!("must be longer than access_ttl ({})", f.access_ttl),
+            );
+        }
+        if times.silent_refresh_window >= access_ttl
+            && duration::parse(&f.silent_refresh_window).is_some()
+        {
+            self.problem(
+                "token.silent_refresh_window",
+                format!("must be shorter than access_ttl ({})", f.access_ttl),
+            );
+        }
+        if !times.max_lifetime.is_zero() && times.max_lifetime < access_ttl {
+            self.problem(
+                "token.max_lifetime",
+                format!(
+                    "must be 0s (no cap) or at least access_ttl ({})",
+                    f.access_ttl
+                ),
+            );
+        }
+    }
+
+    /// `cookie = ""`: none; otherwise a valid cookie name.
+    fn cookie(&mut self, name: &str) -> Option<String> {
+        if name.is_empty() {
+            return None;
+        }
+        if !name.bytes().all(is_tchar) {
+            self.problem(
+                "token.cookie",
+                format!("{name:?} is not a valid cookie name"),
+            );
+        }
+        Some(name.to_owned())
+    }
+
+    /// A ring without a signing key signs nothing (a warning), and needs a verify key to
+    /// accept anything at all.
+    fn no_signing_key(&mut self, no_verify_keys: bool) {
+        self.warn(
+            "token",
+            "no signing key (login.backend = \"none\"): the gateway signs nothing, so no \
+             token is silently refreshed",
+        );
+        if no_verify_keys {
+            self.problem(
+                "token.verify_keys",
+                "without a signing key at least one verify key is needed, or no token \
+                 could ever be accepted",
+            );
+        }
     }
 }
 
