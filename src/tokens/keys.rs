@@ -16,8 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use super::{KeyError, KeyMaterial, KeySpec, MIN_SECRET_BYTES};
 
 impl KeySpec {
-    /// Checks this key alone as a signing key (what [`KeyRing::new`] does with it), so config
-    /// validation can report each key's problem under its own key path.
+    /// Checks this key alone as a signing key (what [`KeyRing::new`](super::KeyRing::new) does
+    /// with it), so config validation can report each key's problem under its own key path.
     pub fn check_signing_key(&self) -> Result<(), KeyError> {
         if matches!(self.material, KeyMaterial::PublicPem(_)) {
             return Err(key_error(self, SIGNING_NOT_PUBLIC));
