@@ -30,7 +30,7 @@ use crate::config::{Login, LoginBackend};
 
 /// Login bodies above this size are refused (`400 bad_request`) by every backend; read at
 /// most this much (plus one byte, to tell) from the client.
-pub const MAX_BODY_BYTES: usize = users_file::MAX_BODY_BYTES;
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Who logged in.
 #[derive(Debug, Clone, PartialEq)]

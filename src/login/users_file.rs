@@ -20,7 +20,7 @@ use super::{lockout, LoginIdentity, LoginOutcome};
 use crate::config::User;
 
 /// Login bodies above this size are refused (`400 bad_request`) without parsing.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use super::MAX_BODY_BYTES;
 
 /// Parses `{"username": "...", "password": "..."}`: both required, non-empty strings; other
 /// fields are ignored.

@@ -21,7 +21,7 @@ use aws_lc_rs::signature::{
 };
 use jsonwebtoken::Algorithm;
 
-use super::KeyError;
+use super::{KeyError, MIN_SECRET_BYTES};
 
 /// The algorithm names `authgate keygen --alg` accepts (case-insensitive).
 pub const KEYGEN_ALGORITHMS: &[&str] = &[
@@ -60,8 +60,9 @@ pub fn parse_algorithm(alg: &str) -> Result<Algorithm, KeyError> {
         "EDDSA" | "ED25519" => Algorithm::EdDSA,
         "HS256" | "HS384" | "HS512" => {
             return Err(KeyError(format!(
-                "{alg} uses a shared secret, not a key pair: put at least 32 random bytes in \
-                 the variable named by token.secret_env (e.g. `openssl rand -base64 48`)"
+                "{alg} uses a shared secret, not a key pair: put at least {MIN_SECRET_BYTES} \
+                 random bytes in the variable named by token.secret_env (e.g. \
+                 `openssl rand -base64 48`)"
             )))
         }
         _ => {

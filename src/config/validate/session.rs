@@ -1,0 +1,112 @@
+//! `[session]`: the store (memory or Redis, its URLs), the mode, what to do when the store
+//! fails, and whether stateful sessions can work at all with the login backend chosen.
+
+use super::Cx;
+use crate::config::{file, OnStoreError, Session, SessionMode, StoreKind, Token};
+
+impl Cx<'_> {
+    pub(super) fn session(&mut self, f: &file::SessionFile) -> Session {
+        let redis_ok = |url: &str| {
+            ["redis://", "rediss://"].iter().any(|scheme| {
+                url.strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty())
+            })
+        };
+        // The URL may carry a password: messages never repeat it.
+        if !redis_ok(&f.redis_url) {
+            self.problem("session.redis_url", "must be a redis:// or rediss:// URL");
+        }
+        for (i, url) in f.redis_cluster.iter().enumerate() {
+            if !redis_ok(url) {
+                self.problem(
+                    format!("session.redis_cluster[{i}]"),
+                    "must be a redis:// or rediss:// URL",
+                );
+            }
+        }
+        if f.store == file::StoreName::Memory && !f.redis_cluster.is_empty() {
+            self.warn(
+                "session.redis_cluster",
+                "ignored: session.store is \"memory\"",
+            );
+        }
+        let refresh_reuse_grace =
+            self.duration("session.refresh_reuse_grace", &f.refresh_reuse_grace);
+        let refresh_reuse_grace =
+            self.store_span("session.refresh_reuse_grace", refresh_reuse_grace);
+        Session {
+            store: match f.store {
+                file::StoreName::Memory => StoreKind::Memory,
+                file::StoreName::Redis => StoreKind::Redis,
+            },
+            mode: match f.mode {
+                file::ModeName::Stateful => SessionMode::Stateful,
+                file::ModeName::Stateless => SessionMode::Stateless,
+            },
+            redis_url: f.redis_url.clone(),
+            redis_cluster: f.redis_cluster.clone(),
+            key_prefix: f.key_prefix.clone(),
+            on_store_error: match f.on_store_error {
+                file::OnStoreErrorName::Deny => OnStoreError::Deny,
+                file::OnStoreErrorName::AllowStateless => OnStoreError::AllowStateless,
+            },
+            refresh_reuse_grace,
+        }
+    }
+
+    /// `login.backend = "none"` with `session.mode = "stateful"` needs sessions that some other
+    /// authgate creates in a shared store, for tokens signed by a key this one knows (the
+    /// signing key or a verify key). Otherwise every own token would be refused as
+    /// `session_revoked`, while `check` said all was well.
+    pub(super) fn sessions_possible(&mut self, token: &Token, session: &Session, no_login: bool) {
+        if !no_login || session.mode != SessionMode::Stateful {
+            return;
+        }
+        let own_keys = token.keys.can_sign() || token.keys.verify_key_count() > 0;
+        let why = if session.store == StoreKind::Memory {
+            "with login.backend = \"none\" and the memory store no session is ever created, \
+             so every token would be refused as session_revoked"
+        } else if !own_keys {
+            "with login.backend = \"none\" and no signing or verify key, no token can name a \
+             session of the store"
+        } else {
+            return;
+        };
+        self.problem(
+            "session.mode",
+            format!(
+                "\"stateful\" cannot work here: {why}; set mode = \"stateless\", or share a \
+                 Redis store with the authgate that issues the tokens (its key in \
+                 token.verify_keys)"
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+
+    #[test]
+    fn each_rule_reports_its_key_path() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            // [session]
+            ("[session]\nstore = \"disk\"", "session.store", "unknown value"),
+            ("[session]\nmode = \"sometimes\"", "session.mode", "unknown value"),
+            ("[session]\non_store_error = \"ignore\"", "session.on_store_error", "unknown value"),
+            ("[session]\nredis_url = \"http://127.0.0.1:6379\"", "session.redis_url", "redis://"),
+            (
+                "[session]\nredis_cluster = [\"redis://a:7000\", \"tcp://b:7001\"]",
+                "session.redis_cluster[1]",
+                "redis://",
+            ),
+            ("[session]\nrefresh_reuse_grace = \"soon\"", "session.refresh_reuse_grace", "not a duration"),
+            // Durations a key cannot represent are refused, never cut (issue 15). Below 1 ms
+            // is not a duration at all (the store keeps milliseconds).
+            ("[session]\nrefresh_reuse_grace = \"500us\"", "session.refresh_reuse_grace", "not a duration"),
+            ("[session]\nrefresh_reuse_grace = \"3000001d\"", "session.refresh_reuse_grace", "longer than the session store can represent"),
+        ];
+        assert_rules(cases);
+    }
+}

@@ -1,0 +1,445 @@
+//! The key ring: verification (header rules, key choice by `kid`, signature, claims, time),
+//! minting, signing and the JWKS document.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer};
+
+use super::cache::{new_verify_cache, recent, Cached, VerifyCache, MAX_CACHE_TTL};
+use super::keys::{key_error, load_key, SIGNING_NOT_PUBLIC};
+use super::{
+    identity_value_problem, AccessIdentity, Audience, Claims, Derived, KeyError, KeyMaterial,
+    KeySpec, TokenError, TokenRules,
+};
+
+/// Longest token `verify` looks at; request heads are capped well below this anyway.
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Gives each ring a process-unique id, so caches outside it can tell rings apart.
+static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The key new tokens are signed with.
+struct Signer {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    /// `typ: "JWT"`, the signing alg and kid.
+    header: Header,
+}
+
+/// One key tokens may be verified with.
+struct VerifyKey {
+    alg: Algorithm,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl VerifyKey {
+    fn new(alg: Algorithm, decoding: DecodingKey, rules: &TokenRules) -> Self {
+        VerifyKey {
+            alg,
+            decoding,
+            validation: validation(alg, rules),
+        }
+    }
+}
+
+/// The signing key as a signer, as the key its own tokens verify with, and its public JWK
+/// (asymmetric keys only). Refuses a public key: it cannot sign.
+fn load_signer(
+    signing: KeySpec,
+    rules: &TokenRules,
+) -> Result<(Signer, VerifyKey, Option<serde_json::Value>), KeyError> {
+    if matches!(signing.material, KeyMaterial::PublicPem(_)) {
+        return Err(key_error(&signing, SIGNING_NOT_PUBLIC));
+    }
+    let loaded = load_key(&signing)?;
+    let encoding = loaded.encoding.ok_or_else(|| {
+        // load_key returns an encoding key for every secret or private PEM.
+        key_error(&signing, "no signing key could be built from this material")
+    })?;
+    let key = VerifyKey::new(signing.algorithm, loaded.decoding, rules);
+    let mut header = Header::new(signing.algorithm);
+    header.typ = Some("JWT".into());
+    header.kid = Some(signing.kid.clone());
+    let signer = Signer {
+        kid: signing.kid,
+        alg: signing.algorithm,
+        encoding,
+        header,
+    };
+    Ok((signer, key, loaded.jwk))
+}
+
+/// The signing key and every key still accepted, with the rules tokens must meet.
+pub struct KeyRing {
+    id: u64,
+    rules: TokenRules,
+    leeway: u64,
+    /// `None`: a verify-only ring, which mints nothing.
+    signer: Option<Signer>,
+    /// The kid a token without one is looked up under: the signing key's, else the only key's.
+    default_kid: Option<String>,
+    /// Every key by kid, the signing key included.
+    keys: HashMap<String, VerifyKey>,
+    jwks: Option<serde_json::Value>,
+    cache: VerifyCache,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kids: Vec<_> = self.keys.iter().map(|(k, v)| (k.as_str(), v.alg)).collect();
+        kids.sort_by(|a, b| a.0.cmp(b.0));
+        f.debug_struct("KeyRing")
+            .field("signing_kid", &self.signing_kid())
+            .field("signing_alg", &self.signing_algorithm())
+            .field("keys", &kids)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// Builds the ring; fails when a key does not parse or does not fit its algorithm, when a
+    /// `kid` repeats, or when the signing key is not a secret or private key. Without a
+    /// signing key the ring only verifies (and needs at least one verify key to be of use).
+    pub fn new(
+        signing: Option<KeySpec>,
+        verify: Vec<KeySpec>,
+        rules: TokenRules,
+    ) -> Result<Self, KeyError> {
+        let leeway = rules.leeway.as_secs();
+        let mut keys = HashMap::with_capacity(verify.len() + 1);
+        let mut jwks = Vec::new();
+        let mut signing_is_asymmetric = false;
+
+        let signer = match signing {
+            None => None,
+            Some(signing) => {
+                let (signer, key, jwk) = load_signer(signing, &rules)?;
+                signing_is_asymmetric = jwk.is_some();
+                jwks.extend(jwk);
+                keys.insert(signer.kid.clone(), key);
+                Some(signer)
+            }
+        };
+
+        for spec in &verify {
+            if keys.contains_key(&spec.kid) {
+                return Err(KeyError(format!(
+                    "key {:?}: duplicate kid; every key needs its own",
+                    spec.kid
+                )));
+            }
+            let loaded = load_key(spec)?;
+            jwks.extend(loaded.jwk);
+            keys.insert(
+                spec.kid.clone(),
+                VerifyKey::new(spec.algorithm, loaded.decoding, &rules),
+            );
+        }
+        let default_kid = match (&signer, verify.as_slice()) {
+            (Some(s), _) => Some(s.kid.clone()),
+            (None, [only]) => Some(only.kid.clone()),
+            (None, _) => None,
+        };
+
+        let cache = new_verify_cache();
+
+        Ok(KeyRing {
+            id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
+            leeway,
+            signer,
+            default_kid,
+            keys,
+            // The JWKS publishes the keys of our own tokens: only with an asymmetric signer.
+            jwks: signing_is_asymmetric.then(|| serde_json::json!({ "keys": jwks })),
+            cache,
+            rules,
+        })
+    }
+
+    pub fn rules(&self) -> &TokenRules {
+        &self.rules
+    }
+
+    /// A process-unique id of this ring: a reload builds a ring with a new one.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The `kid` new tokens are signed under; `None` for a verify-only ring.
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.signer.as_ref().map(|s| s.kid.as_str())
+    }
+
+    /// The algorithm new tokens are signed with; `None` for a verify-only ring.
+    pub fn signing_algorithm(&self) -> Option<Algorithm> {
+        self.signer.as_ref().map(|s| s.alg)
+    }
+
+    /// How many keys verify besides the signing key (`[[token.verify_keys]]`).
+    pub fn verify_key_count(&self) -> usize {
+        self.keys.len() - usize::from(self.signer.is_some())
+    }
+
+    /// Whether this ring can mint (it has a signing key). Without one nothing is minted, so
+    /// nothing is silently refreshed.
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// Verifies a compact JWT at time `now` (Unix seconds).
+    ///
+    /// A copy of [`KeyRing::verify_shared`]'s answer; on the hot path prefer that one, which
+    /// hands out the cached claims without copying them.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        self.verify_shared(token, now).map(|c| Claims::clone(&c))
+    }
+
+    /// Verifies a compact JWT at time `now` (Unix seconds), returning the claims shared with
+    /// the verify cache: a token seen before costs one hash lookup plus the `exp`/`nbf` check
+    /// against `now`, and no allocation.
+    pub fn verify_shared(&self, token: &str, now: u64) -> Result<Arc<Claims>, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Invalid("too_long"));
+        }
+        if let Some(claims) = recent::get(self.id, token) {
+            self.check_time(&claims, now)?;
+            return Ok(claims);
+        }
+        if let Some(hit) = self.cache.get(token) {
+            self.check_time(&hit.claims, now)?;
+            recent::put(self.id, token, &hit.claims);
+            return Ok(hit.claims);
+        }
+        let claims = self.verify_uncached(token)?;
+        self.check_time(&claims, now)?;
+        let claims = Arc::new(claims);
+        self.remember(token, &claims, now);
+        recent::put(self.id, token, &claims);
+        Ok(claims)
+    }
+
+    /// Signs claims with the current signing key (its `kid` in the header).
+    pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| KeyError("no signing key is configured".into()))?;
+        jsonwebtoken::encode(&signer.header, claims, &signer.encoding)
+            .map_err(|e| KeyError(format!("signing with key {:?} failed: {e}", signer.kid)))
+    }
+
+    /// Mints an access token for `id` at `now`: iss/aud from the rules, `iat = now`,
+    /// `exp = now + access_ttl`, a fresh 128-bit `jti`. The new token is already in the verify
+    /// cache, so its first use costs no signature check.
+    pub fn mint(&self, id: &AccessIdentity, now: u64) -> Result<(String, Claims), KeyError> {
+        if self.signer.is_none() {
+            return Err(KeyError("no signing key is configured".into()));
+        }
+        let claims = Claims {
+            iss: self.rules.issuer.clone(),
+            aud: Audience::One(self.rules.audience.clone()),
+            sub: id.sub.clone(),
+            name: id.name.clone(),
+            sid: id.sid.clone(),
+            plat: id.plat.clone(),
+            iat: now,
+            exp: now.saturating_add(self.rules.access_ttl.as_secs()),
+            nbf: None,
+            jti: new_jti()?,
+            tenant: id.tenant.clone(),
+            roles: id.roles.clone(),
+            derived: Derived::default(),
+        };
+        let token = self.sign(&claims)?;
+        if !claims.sub.is_empty() {
+            self.remember(&token, &Arc::new(claims.clone()), now);
+        }
+        Ok((token, claims))
+    }
+
+    /// The public keys as a JWKS document; `None` for HS* (contract: 404).
+    pub fn jwks(&self) -> Option<serde_json::Value> {
+        self.jwks.clone()
+    }
+
+    /// `exp` and `nbf` against `now`, both with the leeway.
+    fn check_time(&self, claims: &Claims, now: u64) -> Result<(), TokenError> {
+        if now >= claims.exp.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = claims.nbf {
+            if nbf > now.saturating_add(self.leeway) {
+                return Err(TokenError::Invalid("not_yet_valid"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Caches a verified token until its `exp + leeway`.
+    fn remember(&self, token: &str, claims: &Arc<Claims>, now: u64) {
+        let ttl = claims
+            .exp
+            .saturating_add(self.leeway)
+            .saturating_sub(now)
+            .min(MAX_CACHE_TTL);
+        if ttl > 0 {
+            self.cache.insert(
+                token.into(),
+                Cached {
+                    claims: Arc::clone(claims),
+                    ttl: Duration::from_secs(ttl),
+                },
+            );
+        }
+    }
+
+    /// Shape, header, key choice, signature and claims; everything but time.
+    fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
+        let header_b64 = check_shape(token)?;
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| TokenError::Invalid("malformed"))?;
+        let header: RawHeader =
+            serde_json::from_slice(&header_json).map_err(|_| TokenError::Invalid("bad_header"))?;
+        if header.jku || header.jwk || header.x5u || header.x5c {
+            return Err(TokenError::Invalid("forbidden_header"));
+        }
+        if header.crit {
+            return Err(TokenError::Invalid("unsupported_crit"));
+        }
+        if header.alg.eq_ignore_ascii_case("none") {
+            return Err(TokenError::Invalid("alg_none"));
+        }
+        let alg =
+            Algorithm::from_str(&header.alg).map_err(|_| TokenError::Invalid("unsupported_alg"))?;
+        let key = header
+            .kid
+            .as_deref()
+            .or(self.default_kid.as_deref())
+            .and_then(|kid| self.keys.get(kid))
+            .ok_or(TokenError::Invalid("unknown_kid"))?;
+        if alg != key.alg {
+            return Err(TokenError::Invalid("alg_mismatch"));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
+            .map_err(|e| map_jwt_error(e.kind()))?;
+        let c = &data.claims;
+        if c.sub.is_empty() {
+            return Err(TokenError::Invalid("missing_claim"));
+        }
+        let roles = c.roles.iter().flatten().map(String::as_str);
+        let mut values = [&c.name, &c.sid, &c.plat, &c.tenant]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(roles)
+            .chain([c.sub.as_str()]);
+        if values.any(|v| identity_value_problem(v).is_some()) {
+            return Err(TokenError::Invalid("bad_identity_claim"));
+        }
+        drop(values);
+        Ok(data.claims)
+    }
+}
+
+/// The header fields we look at. Presence alone of a key-locating field is enough to refuse.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// `true` whenever the field is there, whatever its value (`null` included).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// Three non-empty base64url parts; returns the header part.
+fn check_shape(token: &str) -> Result<&str, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Invalid("malformed"));
+    };
+    for part in [header, payload, signature] {
+        if part.is_empty()
+            || !part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(TokenError::Invalid("malformed"));
+        }
+    }
+    Ok(header)
+}
+
+fn map_jwt_error(kind: &ErrorKind) -> TokenError {
+    TokenError::Invalid(match kind {
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => "malformed",
+        ErrorKind::InvalidSignature => "bad_signature",
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => "alg_mismatch",
+        ErrorKind::MissingRequiredClaim(_) => "missing_claim",
+        ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => "bad_claims",
+        ErrorKind::InvalidIssuer => "wrong_issuer",
+        ErrorKind::InvalidAudience => "wrong_audience",
+        ErrorKind::InvalidSubject => "wrong_subject",
+        ErrorKind::ImmatureSignature => "not_yet_valid",
+        // validate_exp is off: exp is checked against `now` in `check_time`. Should the
+        // library ever report it anyway, refusing is the safe answer.
+        ErrorKind::ExpiredSignature => "expired",
+        _ => "key_error",
+    })
+}
+
+/// Per-key validation: exactly its algorithm, required iss/aud/sub/exp, our issuer and audience.
+/// `exp`/`nbf` are checked by [`KeyRing::check_time`] against the caller's `now`.
+fn validation(alg: Algorithm, rules: &TokenRules) -> Validation {
+    let mut v = Validation::new(alg);
+    v.algorithms = vec![alg];
+    v.leeway = rules.leeway.as_secs();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = true;
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.set_issuer(&[&rules.issuer]);
+    v.set_audience(&[&rules.audience]);
+    v
+}
+
+/// 128 random bits, base64url.
+fn new_jti() -> Result<String, KeyError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| KeyError("the system random generator failed".into()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests;
