@@ -13,13 +13,13 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::app::App;
+use crate::app::{App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::body::{full, Body};
 use crate::endpoints::auth::{json, session_json};
 use crate::error::GatewayError;
 use crate::proxy::ConnInfo;
-use crate::session::EndReason;
+use crate::session::{EndReason, Millis};
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
@@ -149,16 +149,7 @@ async fn admin_api(
     };
     authorise(expected, req)?;
     let ip = Some(conn.peer.ip());
-    // Ids in the path are percent-encoded (a user id may hold spaces, `/` or non-ASCII).
-    let mut segs: Vec<String> = Vec::new();
-    for raw in req.uri().path().trim_start_matches('/').split('/') {
-        match percent_encoding::percent_decode_str(raw).decode_utf8() {
-            Ok(s) => segs.push(s.into_owned()),
-            Err(_) => {
-                return Err(GatewayError::BadRequest("an id in the path is not valid UTF-8").into())
-            }
-        }
-    }
+    let segs = path_segments(req)?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let t = app.clock.now_ms();
     match (req.method().as_str(), segs.as_slice()) {
@@ -172,67 +163,20 @@ async fn admin_api(
         }
         ("DELETE", ["admin", "users", uid, "sessions"]) => {
             let n = app.store.end_all(uid, EndReason::Revoked, t).await?;
-            audit::record(
-                Event::AdminRevoke,
-                Subject {
-                    user_id: Some(uid),
-                    ip,
-                    ..Default::default()
-                },
-            );
+            let who = Subject {
+                user_id: Some(uid),
+                ip,
+                ..Default::default()
+            };
+            audit::record(Event::AdminRevoke, who);
             Ok(json(StatusCode::OK, &serde_json::json!({ "revoked": n })))
         }
-        ("DELETE", ["admin", "sessions", sid]) => {
-            if app.store.end_by_id(sid, EndReason::Revoked, t).await? {
-                let uid = crate::session::user_id_of(sid);
-                audit::record(
-                    Event::AdminRevoke,
-                    Subject {
-                        user_id: uid.as_deref(),
-                        session_id: Some(sid),
-                        ip,
-                        ..Default::default()
-                    },
-                );
-                Ok(no_content())
-            } else {
-                Err(GatewayError::NotFound.into())
-            }
-        }
-        ("DELETE", ["admin", "lockouts", username]) => {
-            if username.trim().is_empty() {
-                return Err(GatewayError::BadRequest("a username is required").into());
-            }
-            live.lockout.unlock(&app.store, username).await?;
-            tracing::info!(%username, "lock-out cleared by an admin");
-            audit::record_for_username(
-                Event::AdminUnlock,
-                Subject {
-                    ip,
-                    ..Default::default()
-                },
-                username,
-            );
-            Ok(no_content())
-        }
+        ("DELETE", ["admin", "sessions", sid]) => revoke_session(app, sid, ip, t).await,
+        ("DELETE", ["admin", "lockouts", username]) => unlock(app, &live, username, ip).await,
         ("POST", ["admin", "reload"]) => {
             let source = live.config.source.clone();
             drop(live);
-            match crate::reload::reload(app, &source).await {
-                Ok(()) => Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "reloaded": true }),
-                )),
-                Err(e) => {
-                    let problems: Vec<String> = e.0.iter().map(|p| p.to_string()).collect();
-                    let body = serde_json::json!({
-                        "error": "bad_request",
-                        "message": "the new config has problems; the old config keeps serving",
-                        "problems": problems,
-                    });
-                    Ok(json(StatusCode::BAD_REQUEST, &body))
-                }
-            }
+            Ok(reload(app, &source).await)
         }
         (_, ["admin", "users", _, "sessions"]) => Err(AdminError::Method("GET, DELETE")),
         (_, ["admin", "sessions", _] | ["admin", "lockouts", _]) => {
@@ -240,6 +184,80 @@ async fn admin_api(
         }
         (_, ["admin", "reload"]) => Err(AdminError::Method("POST")),
         _ => Err(GatewayError::NotFound.into()),
+    }
+}
+
+/// The path's segments, percent-decoded (a user id may hold spaces, `/` or non-ASCII).
+fn path_segments(req: &Request<Incoming>) -> Result<Vec<String>, GatewayError> {
+    req.uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .map(|raw| {
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| GatewayError::BadRequest("an id in the path is not valid UTF-8"))
+        })
+        .collect()
+}
+
+/// `DELETE /admin/sessions/{id}`: 204, or 404 when no such session is active.
+async fn revoke_session(
+    app: &App,
+    sid: &str,
+    ip: Option<std::net::IpAddr>,
+    t: Millis,
+) -> Result<Response<Body>, AdminError> {
+    if !app.store.end_by_id(sid, EndReason::Revoked, t).await? {
+        return Err(GatewayError::NotFound.into());
+    }
+    let uid = crate::session::user_id_of(sid);
+    audit::record(
+        Event::AdminRevoke,
+        Subject {
+            user_id: uid.as_deref(),
+            session_id: Some(sid),
+            ip,
+            ..Default::default()
+        },
+    );
+    Ok(no_content())
+}
+
+/// `DELETE /admin/lockouts/{username}`: the username's failures and lock forgotten.
+async fn unlock(
+    app: &App,
+    live: &Live,
+    username: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Response<Body>, AdminError> {
+    if username.trim().is_empty() {
+        return Err(GatewayError::BadRequest("a username is required").into());
+    }
+    live.lockout.unlock(&app.store, username).await?;
+    tracing::info!(%username, "lock-out cleared by an admin");
+    let who = Subject {
+        ip,
+        ..Default::default()
+    };
+    audit::record_for_username(Event::AdminUnlock, who, username);
+    Ok(no_content())
+}
+
+/// `POST /admin/reload`: 200, or 400 with the new config's problems (the old one serves on).
+async fn reload(app: &Arc<App>, source: &std::path::Path) -> Response<Body> {
+    match crate::reload::reload(app, source).await {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
+        Err(e) => {
+            let problems: Vec<String> = e.0.iter().map(|p| p.to_string()).collect();
+            let body = serde_json::json!({
+                "error": "bad_request",
+                "message": "the new config has problems; the old config keeps serving",
+                "problems": problems,
+            });
+            json(StatusCode::BAD_REQUEST, &body)
+        }
     }
 }
 

@@ -75,6 +75,7 @@ impl UpstreamBackend {
         }
     }
 
+    /// Posts the login to the legacy app and judges its answer.
     pub async fn authenticate(
         &self,
         body: Bytes,
@@ -86,6 +87,19 @@ impl UpstreamBackend {
             return LoginOutcome::Unavailable;
         }
         let req = self.request(body, headers, client_ip);
+        let (parts, bytes) = match self.exchange(req).await {
+            Some(answer) => answer,
+            None => return LoginOutcome::Unavailable,
+        };
+        if !parts.status.is_success() {
+            return relay(parts, bytes);
+        }
+        self.judge(&parts, &bytes)
+    }
+
+    /// The legacy app's whole answer (head and a body within [`MAX_RESPONSE_BYTES`]) within
+    /// the exchange timeout; `None` (logged) when there is none.
+    async fn exchange(&self, req: Request<Full<Bytes>>) -> Option<(http::response::Parts, Bytes)> {
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let (parts, body) = resp.into_parts();
@@ -96,27 +110,29 @@ impl UpstreamBackend {
                 .to_bytes();
             Ok::<_, String>((parts, bytes))
         };
-        let (parts, bytes) = match tokio::time::timeout(self.exchange_timeout, exchange).await {
-            Ok(Ok(answer)) => answer,
+        match tokio::time::timeout(self.exchange_timeout, exchange).await {
+            Ok(Ok(answer)) => Some(answer),
             Ok(Err(e)) => {
                 tracing::warn!(url = %self.cfg.url, error = %e, "upstream login failed");
-                return LoginOutcome::Unavailable;
+                None
             }
             Err(_) => {
                 tracing::warn!(url = %self.cfg.url, timeout = ?self.exchange_timeout, "upstream login timed out");
-                return LoginOutcome::Unavailable;
+                None
             }
-        };
-        if !parts.status.is_success() {
-            return relay(parts, bytes);
         }
+    }
+
+    /// A 2xx answer: a success only if it is JSON, holds `success_value` at
+    /// `success_pointer` (when set) and a usable identity.
+    fn judge(&self, parts: &http::response::Parts, bytes: &Bytes) -> LoginOutcome {
         let set_cookies: Vec<HeaderValue> = parts
             .headers
             .get_all(header::SET_COOKIE)
             .iter()
             .cloned()
             .collect();
-        let json: Value = match serde_json::from_slice(&bytes) {
+        let json: Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(url = %self.cfg.url, status = %parts.status, error = %e, "upstream login: the 2xx answer is not JSON; counted as a failed login");
@@ -126,22 +142,11 @@ impl UpstreamBackend {
                 };
             }
         };
-        if let Some(rule) = &self.cfg.success {
-            let found = json.pointer(&rule.pointer);
-            if !found.is_some_and(|v| same_scalar(v, &rule.value)) {
-                tracing::info!(
-                    url = %self.cfg.url,
-                    status = %parts.status,
-                    success_pointer = %rule.pointer,
-                    expected = %rule.value,
-                    found = %found.map_or_else(|| "nothing".to_owned(), |v| v.to_string()),
-                    "upstream login: success_pointer does not hold success_value; a failed login"
-                );
-                return LoginOutcome::Rejected {
-                    upstream_body: Some(json),
-                    set_cookies,
-                };
-            }
+        if !self.success_rule_holds(parts, &json) {
+            return LoginOutcome::Rejected {
+                upstream_body: Some(json),
+                set_cookies,
+            };
         }
         match identity(&self.cfg, json) {
             Ok(mut id) => {
@@ -160,6 +165,26 @@ impl UpstreamBackend {
                 LoginOutcome::BadIdentity { field }
             }
         }
+    }
+
+    /// Whether `success_pointer` holds `success_value` (always, without a rule); logged if not.
+    fn success_rule_holds(&self, parts: &http::response::Parts, json: &Value) -> bool {
+        let Some(rule) = &self.cfg.success else {
+            return true;
+        };
+        let found = json.pointer(&rule.pointer);
+        if found.is_some_and(|v| same_scalar(v, &rule.value)) {
+            return true;
+        }
+        tracing::info!(
+            url = %self.cfg.url,
+            status = %parts.status,
+            success_pointer = %rule.pointer,
+            expected = %rule.value,
+            found = %found.map_or_else(|| "nothing".to_owned(), |v| v.to_string()),
+            "upstream login: success_pointer does not hold success_value; a failed login"
+        );
+        false
     }
 
     fn request(&self, body: Bytes, headers: &HeaderMap, client_ip: IpAddr) -> Request<Full<Bytes>> {

@@ -1,0 +1,329 @@
+//! `POST {prefix}/login`, and issuing a new session's tokens.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{json, read_body};
+use crate::app::{App, Live};
+use crate::audit::{self, Event, Subject};
+use crate::body::{full, Body};
+use crate::config::LoginBackend;
+use crate::error::GatewayError;
+use crate::login::lockout::{Lockout, Reservation};
+use crate::login::{self, LoginIdentity, LoginOutcome};
+use crate::session::{Millis, NewSession, Session};
+use crate::tokens::{AccessIdentity, Claims};
+
+/// A login: flood guard, platform, lock-out, the credential backend, then the session.
+pub(super) async fn login(
+    app: &App,
+    live: &Live,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<Response<Body>, GatewayError> {
+    if matches!(live.config.login.backend, LoginBackend::None) {
+        return Err(GatewayError::NotFound);
+    }
+    if !app.flood.allow(ip) {
+        metrics::counter!("authgate_logins_total", "result" => "flood").increment(1);
+        return Err(GatewayError::RateLimited);
+    }
+    let headers = req.headers().clone();
+    let platform = platform(live, &headers)?;
+    let body = read_body(live, req).await?;
+    let username = login::username_of(&body, &live.config.login.username_pointer)
+        .map_err(GatewayError::BadRequest)?;
+    let t = app.clock.now_ms();
+    let lockout = &live.lockout;
+    // Who an attempt's audit lines are about before anyone is authenticated.
+    let anon = Subject {
+        ip: Some(ip),
+        platform: Some(&platform),
+        ..Default::default()
+    };
+    let user = username.as_deref();
+    if let Some(wait) = lockout.check(&app.store, user, ip, t).await? {
+        return Err(locked(wait, anon));
+    }
+    let reservation = lockout.reserve(&app.store, user, ip, t).await?;
+    if let Some(wait) = reservation.refused {
+        return Err(locked(wait, anon));
+    }
+    let attempt = Attempt {
+        app,
+        lockout,
+        user,
+        ip,
+        t,
+        anon,
+        reservation,
+    };
+    let outcome = live.login.authenticate(body, &headers, ip).await;
+    attempt.settle(live, outcome, &platform, &headers).await
+}
+
+/// One login attempt past the lock-out check, holding its reservation: every outcome either
+/// records a failure, a success, or releases the reservation.
+struct Attempt<'a> {
+    app: &'a App,
+    lockout: &'a Lockout,
+    user: Option<&'a str>,
+    ip: IpAddr,
+    t: Millis,
+    anon: Subject<'a>,
+    reservation: Reservation,
+}
+
+impl Attempt<'_> {
+    /// The answer to the backend's outcome, with the lock-out and the counters kept.
+    async fn settle(
+        self,
+        live: &Live,
+        outcome: LoginOutcome,
+        platform: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, GatewayError> {
+        match outcome {
+            LoginOutcome::Success(mut identity) => {
+                let store = &self.app.store;
+                self.lockout
+                    .record_success(store, self.user, self.ip)
+                    .await?;
+                let set_cookies = std::mem::take(&mut identity.set_cookies);
+                let mut resp = issue(self.app, live, identity, platform, headers, self.ip).await?;
+                relay_cookies(resp.headers_mut(), set_cookies);
+                metrics::counter!("authgate_logins_total", "result" => "success").increment(1);
+                Ok(resp)
+            }
+            LoginOutcome::InvalidCredentials => {
+                self.failed().await?;
+                Err(GatewayError::InvalidCredentials)
+            }
+            LoginOutcome::Rejected {
+                upstream_body,
+                set_cookies,
+            } => {
+                self.failed().await?;
+                Ok(rejected(upstream_body, set_cookies))
+            }
+            LoginOutcome::Relay {
+                response,
+                counts_as_failure,
+            } => {
+                if counts_as_failure {
+                    self.failed().await?;
+                } else {
+                    self.release().await?;
+                }
+                Ok(response)
+            }
+            other => {
+                self.release().await?;
+                Err(refusal(other))
+            }
+        }
+    }
+
+    /// A failed attempt: counted, audited, recorded against the lock-out (which may lock).
+    async fn failed(&self) -> Result<(), GatewayError> {
+        metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
+        audit::record(Event::LoginFailed, self.anon);
+        let locked = self
+            .lockout
+            .record_failure(
+                &self.app.store,
+                self.user,
+                self.ip,
+                &self.reservation,
+                self.t,
+            )
+            .await?;
+        if let Some(wait) = locked {
+            audit::record(Event::AccountLocked, self.anon);
+            tracing::info!(
+                retry_after = wait.as_secs(),
+                "login locked after repeated failures"
+            );
+        }
+        Ok(())
+    }
+
+    /// An attempt that says nothing about the credentials: its reservation is given back.
+    async fn release(&self) -> Result<(), GatewayError> {
+        Ok(self
+            .lockout
+            .release(&self.app.store, self.user, self.ip)
+            .await?)
+    }
+}
+
+/// The legacy app refused the login: 401 `invalid_credentials`, with its own answer beside
+/// ours (`upstream`) and its cookies relayed.
+fn rejected(
+    upstream_body: Option<serde_json::Value>,
+    set_cookies: Vec<HeaderValue>,
+) -> Response<Body> {
+    let e = GatewayError::InvalidCredentials;
+    let mut r = e.clone().into_response();
+    if let Some(legacy) = upstream_body {
+        let body = serde_json::json!({
+            "error": e.code(),
+            "message": e.message(),
+            "upstream": legacy,
+        });
+        *r.body_mut() = full(body.to_string());
+    }
+    relay_cookies(r.headers_mut(), set_cookies);
+    r
+}
+
+/// The answer to an outcome that is neither a success nor a verdict on the credentials.
+fn refusal(outcome: LoginOutcome) -> GatewayError {
+    match outcome {
+        LoginOutcome::BadRequest(m) => GatewayError::BadRequest(m),
+        LoginOutcome::Unavailable => GatewayError::UpstreamUnavailable,
+        LoginOutcome::BadIdentity { field } => GatewayError::UpstreamIdentity(match field {
+            "user_id" => "the legacy login answered a user id that cannot be sent as a header",
+            "user_name" => "the legacy login answered a user name that cannot be sent as a header",
+            "tenant" => "the legacy login answered a tenant that cannot be sent as a header",
+            _ => "the legacy login answered a role that cannot be sent as a header",
+        }),
+        LoginOutcome::Busy => GatewayError::LoginBusy,
+        // Settled by the caller; never passed here.
+        LoginOutcome::Success(_)
+        | LoginOutcome::InvalidCredentials
+        | LoginOutcome::Rejected { .. }
+        | LoginOutcome::Relay { .. } => GatewayError::Internal,
+    }
+}
+
+/// The platform a login is for: the configured header, else the default; unknown is a 400.
+fn platform(live: &Live, headers: &HeaderMap) -> Result<String, GatewayError> {
+    let p = &live.config.platforms;
+    let Some(v) = headers.get(&p.header) else {
+        return Ok(p.default.clone());
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| GatewayError::BadRequest("unknown platform"))?
+        .trim();
+    p.allowed
+        .iter()
+        .find(|a| a.as_str() == v)
+        .cloned()
+        .ok_or(GatewayError::BadRequest("unknown platform"))
+}
+
+fn header_text(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(255).collect())
+}
+
+/// The legacy login's `Set-Cookie` values, on the gateway's own answer to the login.
+fn relay_cookies(h: &mut HeaderMap, set_cookies: Vec<HeaderValue>) {
+    for v in set_cookies {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
+/// A login refused by the lock-out: counted, audited, 429 with `Retry-After`.
+fn locked(wait: std::time::Duration, anon: Subject<'_>) -> GatewayError {
+    metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
+    audit::record(Event::AccountLocked, anon);
+    GatewayError::AccountLocked { retry_after: wait }
+}
+
+/// Creates the session (ending the oldest beyond the platform limit) and answers the pair.
+async fn issue(
+    app: &App,
+    live: &Live,
+    identity: LoginIdentity,
+    platform: &str,
+    headers: &HeaderMap,
+    ip: IpAddr,
+) -> Result<Response<Body>, GatewayError> {
+    let cfg = &live.config;
+    // The store keeps milliseconds; the tokens' iat/exp are whole seconds.
+    let t_ms = app.clock.now_ms();
+    let t = t_ms.as_secs();
+    let new = NewSession {
+        user_id: identity.user_id.clone(),
+        user_name: identity.user_name.clone(),
+        tenant: identity.tenant.clone(),
+        roles: identity.roles.clone(),
+        platform: platform.to_owned(),
+        device: header_text(headers, "x-device-id"),
+        ip: ip.to_string(),
+        user_agent: header_text(headers, header::USER_AGENT),
+    };
+    let limit = cfg.platforms.max_sessions.get(platform).copied();
+    let created = app.store.create(new, limit, live.lifetimes, t_ms).await?;
+    for kicked in &created.kicked {
+        audit::record(
+            Event::SessionReplaced,
+            Subject {
+                user_id: Some(&identity.user_id),
+                session_id: Some(kicked),
+                platform: Some(platform),
+                ip: Some(ip),
+            },
+        );
+    }
+    let s = &created.session;
+    audit::record(
+        Event::Login,
+        Subject {
+            user_id: Some(&s.user_id),
+            session_id: Some(&s.id),
+            platform: Some(platform),
+            ip: Some(ip),
+        },
+    );
+    let mut pair = token_pair(live, s, created.refresh_token.as_str(), t)?;
+    if let Some(body) = identity.upstream_body {
+        pair["upstream"] = body;
+    }
+    Ok(json(StatusCode::OK, &pair))
+}
+
+/// The access token for a session, minted now.
+fn access_for(live: &Live, s: &Session, t: u64) -> Result<(String, Claims), GatewayError> {
+    let id = AccessIdentity {
+        sub: s.user_id.clone(),
+        name: Some(s.user_name.clone()),
+        sid: Some(s.id.clone()),
+        plat: Some(s.platform.clone()),
+        tenant: s.tenant.clone(),
+        roles: (!s.roles.is_empty()).then(|| s.roles.clone()),
+    };
+    live.config.token.keys.mint(&id, t).map_err(|e| {
+        tracing::error!(error = %e, "signing an access token failed");
+        GatewayError::Internal
+    })
+}
+
+pub(super) fn token_pair(
+    live: &Live,
+    s: &Session,
+    refresh_token: &str,
+    t: u64,
+) -> Result<serde_json::Value, GatewayError> {
+    let (access, claims) = access_for(live, s, t)?;
+    Ok(serde_json::json!({
+        "token_type": "Bearer",
+        "access_token": access,
+        "expires_in": claims.exp.saturating_sub(t),
+        "access_token_expires_at": claims.exp,
+        "refresh_token": refresh_token,
+        // Rounded down: never a second the store would not honour.
+        "refresh_token_expires_at": s.expires_at.as_secs(),
+        "session_id": s.id,
+        "platform": s.platform,
+        "user": { "id": s.user_id, "name": s.user_name },
+    }))
+}

@@ -1,0 +1,156 @@
+//! The gateway's own endpoints under `login.prefix` (default `/auth`), and
+//! `/.well-known/jwks.json`:
+//! login, refresh (rotation, grace, theft), logout, logout-all, the caller's sessions,
+//! forward-auth `verify`, and the public keys.
+//!
+//! Every answer that carries tokens has `Cache-Control: no-store`. A store error is a 503 and
+//! never ends a session or hands out a token that was not saved.
+//!
+//! One file per endpoint: [`login`] (and issuing a session's tokens), [`refresh`], [`logout`],
+//! [`sessions`] (list, delete one), [`verify`] (forward-auth); [`handle`] dispatches, and the
+//! JWKS document is answered here. Who the caller is always comes from [`crate::auth`].
+
+mod login;
+mod logout;
+mod refresh;
+mod sessions;
+mod verify;
+
+pub use sessions::session_json;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::app::{App, Live};
+use crate::auth;
+use crate::body::{empty, full, Body};
+use crate::error::GatewayError;
+use crate::login::MAX_BODY_BYTES;
+use crate::proxy::{self, ConnInfo};
+use crate::tokens::Claims;
+
+/// The path of the JWKS document.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Answers one request to an endpoint of ours.
+pub async fn handle(
+    app: &App,
+    live: &Live,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<Body>, GatewayError> {
+    let path = req.uri().path();
+    if path == JWKS_PATH {
+        return match *req.method() {
+            Method::GET | Method::HEAD => jwks(live),
+            _ => Err(GatewayError::MethodNotAllowed),
+        };
+    }
+    let rest = path[live.config.login.prefix.len()..].to_owned();
+    let addr = proxy::client_addr(
+        conn.peer,
+        req.headers(),
+        &live.config.server.trusted_proxies,
+    );
+    let method = req.method().clone();
+    match (method, rest.as_str()) {
+        (Method::POST, "/login") => login::login(app, live, req, addr.client).await,
+        (Method::POST, "/refresh") => refresh::refresh(app, live, req, addr.client).await,
+        (Method::POST, "/logout") => {
+            logout::logout(app, live, req.headers(), addr.client, false).await
+        }
+        (Method::POST, "/logout-all") => {
+            logout::logout(app, live, req.headers(), addr.client, true).await
+        }
+        (Method::GET, "/sessions") => sessions::list(app, live, req.headers()).await,
+        (Method::DELETE, p) if p.starts_with("/sessions/") && p.len() > "/sessions/".len() => {
+            sessions::delete(
+                app,
+                live,
+                req.headers(),
+                &p["/sessions/".len()..],
+                addr.client,
+            )
+            .await
+        }
+        (Method::GET | Method::HEAD, "/verify") => {
+            verify::verify(app, live, req.headers(), conn).await
+        }
+        (_, "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify") => {
+            Err(GatewayError::MethodNotAllowed)
+        }
+        (_, p) if p.starts_with("/sessions/") => Err(GatewayError::MethodNotAllowed),
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+/// A JSON answer that must not be cached (it may carry tokens or session data).
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(value.to_string()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The whole (small) body of a login or refresh: 413 beyond [`MAX_BODY_BYTES`], 408
+/// when it takes longer than `header_timeout`, 400 when the client breaks it off.
+async fn read_body(live: &Live, req: Request<Incoming>) -> Result<Bytes, GatewayError> {
+    // The body must arrive within `header_timeout`, like the head: these bodies are small,
+    // and a client trickling one in would hold its connection (and a login slot) for ever.
+    // The answer leaves the rest unread, so hyper closes the connection after it.
+    let collect = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    let Ok(read) = tokio::time::timeout(live.config.server.header_timeout, collect).await else {
+        tracing::info!("endpoint request body too slow; refused");
+        return Err(GatewayError::RequestTimeout);
+    };
+    match read {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge),
+        Err(_) => Err(GatewayError::BadRequest(
+            "the request body could not be read",
+        )),
+    }
+}
+
+fn jwks(live: &Live) -> Result<Response<Body>, GatewayError> {
+    let doc = live
+        .config
+        .token
+        .keys
+        .jwks()
+        .ok_or(GatewayError::NotFound)?;
+    let mut r = json(StatusCode::OK, &doc);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    Ok(r)
+}
+
+/// The caller's verified claims with an active session (stateful) — as for a required route.
+async fn caller(app: &App, live: &Live, headers: &HeaderMap) -> Result<Arc<Claims>, GatewayError> {
+    let claims = auth::authenticate(app, live, headers).await?;
+    if claims.sid.is_none() {
+        // Tokens of another issuer have no session of ours to act on.
+        return Err(GatewayError::InvalidToken);
+    }
+    Ok(claims)
+}

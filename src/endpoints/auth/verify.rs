@@ -1,0 +1,75 @@
+//! `GET {prefix}/verify`: forward-auth.
+
+use http::{HeaderMap, Method, Response};
+
+use crate::app::{App, Live};
+use crate::auth;
+use crate::body::{empty, Body};
+use crate::error::GatewayError;
+use crate::proxy::{self, identity, ConnInfo};
+
+/// Forward-auth for nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`.
+///
+/// Fails closed: the original request comes only from a trusted proxy's `X-Forwarded-Uri`
+/// (required) and `X-Forwarded-Method` (default GET). Without them there is no route to judge
+/// by, so the answer is 400, never "as for some required route" (that would skip the route's
+/// own requirements). The route found then decides exactly as on the proxy path, through the
+/// same [`auth::authorize`] and [`auth::refresh::hand_back`].
+pub(super) async fn verify(
+    app: &App,
+    live: &Live,
+    headers: &HeaderMap,
+    conn: ConnInfo,
+) -> Result<Response<Body>, GatewayError> {
+    let cfg = &live.config;
+    let addr = proxy::client_addr(conn.peer, headers, &cfg.server.trusted_proxies);
+    if !addr.peer_trusted {
+        tracing::warn!(
+            peer = %conn.peer.ip(),
+            "verify: the caller is not in server.trusted_proxies, so its X-Forwarded-Uri and \
+             X-Forwarded-Method cannot be believed; refused"
+        );
+        return Err(GatewayError::BadRequest(
+            "verify answers only proxies listed in server.trusted_proxies",
+        ));
+    }
+    let Some(uri) = forwarded(headers, "x-forwarded-uri") else {
+        tracing::warn!("verify: no X-Forwarded-Uri from the proxy; refused");
+        return Err(GatewayError::BadRequest(
+            "verify needs one X-Forwarded-Uri (the original request's path)",
+        ));
+    };
+    let method = match forwarded(headers, "x-forwarded-method") {
+        None => Method::GET,
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| {
+            tracing::warn!("verify: X-Forwarded-Method is not an HTTP method; refused");
+            GatewayError::BadRequest("X-Forwarded-Method is not an HTTP method")
+        })?,
+    };
+    // The path of a request target: origin form, or absolute form (some proxies send the URL).
+    let target = uri.split(['?', '#']).next().unwrap_or(uri);
+    let raw = match target.find("://") {
+        Some(i) => target[i + 3..]
+            .find('/')
+            .map_or("/", |j| &target[i + 3 + j..]),
+        None => target,
+    };
+    let canonical = crate::routing::canonicalize(raw, cfg.server.path_rules)?;
+    let route = cfg.routes.find(&canonical, &method).found()?;
+    let claims = auth::authorize(app, live, route, headers).await?;
+    let mut resp = Response::new(empty());
+    if let Some(c) = &claims {
+        identity::inject(resp.headers_mut(), &cfg.identity, c);
+        auth::refresh::hand_back(app, live, c, resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+/// A forwarded header's value: one, non-empty, text; anything else counts as absent.
+fn forwarded<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => v.to_str().ok().map(str::trim).filter(|v| !v.is_empty()),
+        _ => None,
+    }
+}
