@@ -3,8 +3,8 @@
 //!
 //! These structs only describe the *shape* of the file. Everything that needs judgement
 //! (durations, addresses, header names, cross-references between sections) stays a plain string
-//! here and is checked in `mod.rs`, where each problem gets its key path. Every key has a
-//! default (required keys default to empty and are reported missing by `mod.rs`), which lets
+//! here and is checked in `validate/`, where each problem gets its key path. Every key has a
+//! default (required keys default to empty and are reported missing there), which lets
 //! [`parse`] keep going after a bad key: it drops the offending entry and deserializes again,
 //! so that one run reports every shape problem of the file, not just the first.
 
@@ -440,7 +440,7 @@ pub struct UsersFile {
     pub users: Vec<UserFile>,
 }
 
-/// `[[users]]`; `id`, `username` and `password_hash` are required (checked in `mod.rs`).
+/// `[[users]]`; `id`, `username` and `password_hash` are required (checked in `validate/`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserFile {

@@ -69,8 +69,7 @@ pub struct PathRules {
 ///
 /// Returns the input borrowed when it already is canonical. See the module docs for the form.
 pub fn canonicalize(path: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
-    let bytes = path.as_bytes();
-    if bytes.first() != Some(&b'/') {
+    if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     // `None` while the output equals `path[..start]`, `start` being the `/` that opens the
@@ -83,66 +82,93 @@ pub fn canonicalize(path: &str, rules: PathRules) -> Result<Cow<'_, str>, PathEr
         if let Some(o) = out.as_mut() {
             o.push('/');
         }
-        let mut kind = SegmentScan::default();
-        let mut i = start + 1;
-        // Whether an escape of a byte beyond ASCII came in this segment: only then can the
-        // decoded segment fail to be UTF-8 (raw bytes come from a `str`).
-        let mut high_escape = false;
-        while i < bytes.len() && bytes[i] != b'/' {
-            let (unit, next) = read_unit(bytes, i, rules)?;
-            high_escape |= matches!(unit, Unit::Escape { byte: 0x80.., .. });
-            kind.feed(unit)?;
-            match out.as_mut() {
-                Some(o) => unit.write(o),
-                None if unit.is_unchanged() => {}
-                None => {
-                    let mut o = String::with_capacity(path.len() + 8);
-                    // Every byte before `i` was unchanged, hence ASCII (a non-ASCII byte is
-                    // always re-encoded), so `i` is a char boundary and the slice cannot panic.
-                    o.push_str(&path[..i]);
-                    unit.write(&mut o);
-                    out = Some(o);
-                }
-            }
-            i = next;
-        }
-        if high_escape && !decodes_to_utf8(&bytes[start + 1..i]) {
-            return Err(PathError::InvalidUtf8);
-        }
-        let last = i == bytes.len();
-        if kind.ends_in_dot_or_space() {
-            return Err(PathError::TrailingDotOrSpace);
-        }
-        let kind = kind.finish();
+        let (end, kind) = segment(path, start, rules, &mut out)?;
+        let last = end == path.len();
         if kind != Segment::Name && !(last && kind == Segment::Empty && out.is_none()) {
-            // Take back this segment's text: it is merged away or resolved.
-            let o = match out.as_mut() {
-                Some(o) => {
-                    o.truncate(mark);
-                    o
-                }
-                // `start` is the index of a `/`, so a char boundary: the slice cannot panic.
-                None => out.insert(path[..start].to_owned()),
-            };
-            if kind == Segment::DotDot {
-                // The output is `/s1/.../sk` here: drop `/sk`, or fail if there is none.
-                let k = o.rfind('/').ok_or(PathError::AboveRoot)?;
-                o.truncate(k);
-            }
-            if last {
-                // A final empty, `.` or `..` segment leaves a trailing slash (RFC 3986).
-                o.push('/');
-            }
+            resolve(path, start, mark, kind, last, &mut out)?;
         }
         if last {
             break;
         }
-        start = i;
+        start = end;
     }
     Ok(match out {
         None => Cow::Borrowed(path),
         Some(o) => Cow::Owned(o),
     })
+}
+
+/// Reads the segment after the `/` at `start`, writing it to `out` once the output differs
+/// from the input (allocating it then); its end (the next `/` or the end of the path) and
+/// its kind.
+#[inline]
+fn segment(
+    path: &str,
+    start: usize,
+    rules: PathRules,
+    out: &mut Option<String>,
+) -> Result<(usize, Segment), PathError> {
+    let bytes = path.as_bytes();
+    let mut kind = SegmentScan::default();
+    let mut i = start + 1;
+    // Whether an escape of a byte beyond ASCII came in this segment: only then can the
+    // decoded segment fail to be UTF-8 (raw bytes come from a `str`).
+    let mut high_escape = false;
+    while i < bytes.len() && bytes[i] != b'/' {
+        let (unit, next) = read_unit(bytes, i, rules)?;
+        high_escape |= matches!(unit, Unit::Escape { byte: 0x80.., .. });
+        kind.feed(unit)?;
+        match out.as_mut() {
+            Some(o) => unit.write(o),
+            None if unit.is_unchanged() => {}
+            None => {
+                let mut o = String::with_capacity(path.len() + 8);
+                // Every byte before `i` was unchanged, hence ASCII (a non-ASCII byte is
+                // always re-encoded), so `i` is a char boundary and the slice cannot panic.
+                o.push_str(&path[..i]);
+                unit.write(&mut o);
+                *out = Some(o);
+            }
+        }
+        i = next;
+    }
+    if high_escape && !decodes_to_utf8(&bytes[start + 1..i]) {
+        return Err(PathError::InvalidUtf8);
+    }
+    if kind.ends_in_dot_or_space() {
+        return Err(PathError::TrailingDotOrSpace);
+    }
+    Ok((i, kind.finish()))
+}
+
+/// Takes back the text of a segment that is merged away (empty, `.`) or resolved (`..`,
+/// with the segment before it); `mark` is where its `/` went in the output.
+fn resolve(
+    path: &str,
+    start: usize,
+    mark: usize,
+    kind: Segment,
+    last: bool,
+    out: &mut Option<String>,
+) -> Result<(), PathError> {
+    let o = match out.as_mut() {
+        Some(o) => {
+            o.truncate(mark);
+            o
+        }
+        // `start` is the index of a `/`, so a char boundary: the slice cannot panic.
+        None => out.insert(path[..start].to_owned()),
+    };
+    if kind == Segment::DotDot {
+        // The output is `/s1/.../sk` here: drop `/sk`, or fail if there is none.
+        let k = o.rfind('/').ok_or(PathError::AboveRoot)?;
+        o.truncate(k);
+    }
+    if last {
+        // A final empty, `.` or `..` segment leaves a trailing slash (RFC 3986).
+        o.push('/');
+    }
+    Ok(())
 }
 
 /// One input unit: a byte, or a `%XX` escape, and how it is written out.
