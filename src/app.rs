@@ -93,7 +93,7 @@ pub struct App {
     pub flood: FloodGuard,
     /// Open WebSocket tunnels and streaming responses, closed when their session ends.
     pub streams: Arc<Registry>,
-    /// The time every request and background task reads (tests move it forward).
+    /// The time every request and background check decides by (tests move it forward).
     pub clock: Clock,
 }
 

@@ -1,9 +1,15 @@
 //! Time: [`Millis`] (Unix milliseconds, what the session store keeps and compares) and the
 //! [`Clock`] every request reads it from.
 //!
-//! Nothing below the state tier reads the wall clock itself: tokens, the session store and the
-//! lock-out policy take `now` as an argument, and the gateway passes its [`Clock`]'s time. A
-//! test can therefore move the gateway's clock forward ([`Clock::advance`]) instead of waiting.
+//! Nothing below the state tier reads the wall clock to decide anything: tokens, the session
+//! store and the lock-out policy take `now` as an argument, and the gateway passes its
+//! [`Clock`]'s time. A test can therefore move the gateway's clock forward ([`Clock::advance`])
+//! instead of waiting. What still runs on the wall clock only collects garbage, and a clock
+//! ahead of it only makes garbage linger: the memory store's sweep (`session::memory`) and
+//! Redis's key TTLs (`session::redis`: every expiry there is also decided from the stored
+//! times and the `now` passed in). Audit lines and the command line use [`unix_now`]; server
+//! timers (timeouts, shutdown grace, the login flood guard's one-second window) use Tokio's
+//! or the OS's monotonic time.
 //!
 //! Every time the stores keep or compare (creation, last seen, rotation, expiry, tombstones,
 //! lock-out windows and locks) is in milliseconds, so `refresh_reuse_grace = "500ms"` is

@@ -10,6 +10,11 @@
 //!
 //! Expired sessions and tombstones are dropped lazily (a login rewrites its user's blob
 //! without them) and by a sweep every 30 seconds, which also drops stale lock-out counters.
+//! The sweep is garbage collection only and runs on the wall clock, not on the gateway's
+//! [`crate::clock::Clock`]: every answer is decided from the `now` its caller passes, a
+//! gateway's clock is never behind the wall clock (it only moves forward), and expiry only
+//! goes one way, so what the sweep finds over is over at the caller's time too. A clock moved
+//! ahead only makes entries linger (and `active_count`, a counter the sweep brings down, lag).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -583,5 +588,101 @@ async fn sweeper(store: Weak<Inner>) {
             return;
         };
         inner.sweep(Millis::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::RefreshKey;
+
+    fn session(user: &str) -> NewSession {
+        NewSession {
+            user_id: user.into(),
+            user_name: "user".into(),
+            tenant: None,
+            roles: vec![],
+            platform: "web".into(),
+            device: None,
+            ip: "203.0.113.7".into(),
+            user_agent: None,
+        }
+    }
+
+    /// What the callers at `now` see: the sessions of `old` and `new`, the lock, `new`'s list.
+    async fn seen(
+        store: &MemoryStore,
+        ids: [&str; 2],
+        now: Millis,
+    ) -> (SessionCheck, SessionCheck, Option<Millis>, usize) {
+        (
+            store.check("old", ids[0], now).await.unwrap(),
+            store.check("new", ids[1], now).await.unwrap(),
+            store.locked_until("u:alice", now).await.unwrap(),
+            store.list("new", now).await.unwrap().len(),
+        )
+    }
+
+    /// The sweeper's wall clock behind a gateway's clock moved 2 h ahead (a test's
+    /// `Clock::advance`): the sweep changes none of the answers at the gateway's time.
+    #[tokio::test]
+    async fn a_sweep_on_the_wall_clock_changes_nothing_a_clock_ahead_of_it_sees() {
+        let store = MemoryStore::new(StoreSettings {
+            refresh_key: RefreshKey::new(&[7; 32]),
+            reuse_grace: Duration::from_secs(10),
+            tombstone_ttl: Duration::from_secs(300),
+        });
+        let hour = Duration::from_secs(3600);
+        let life = Lifetimes {
+            refresh_ttl: hour,
+            max_lifetime: None,
+        };
+        let wall = Millis::now();
+        let ahead = wall + 2 * hour;
+        // Logged in before the clock moved: over at `ahead`, not yet by the wall clock (another
+        // user, so that the next login does not drop it on its own).
+        let old = store
+            .create(session("old"), None, life, wall)
+            .await
+            .unwrap();
+        // Logged in, locked and failed after it: live at `ahead`, and so by the wall clock too.
+        let new = store
+            .create(session("new"), None, life, ahead)
+            .await
+            .unwrap();
+        let minute = Duration::from_secs(60);
+        store.lock("u:alice", 10 * minute, ahead).await.unwrap();
+        assert_eq!(
+            store.record_failure("ip:x", minute, ahead).await.unwrap(),
+            1
+        );
+        let ids = [old.session.id.as_str(), new.session.id.as_str()];
+
+        let before = seen(&store, ids, ahead).await;
+        assert_eq!(
+            before,
+            (
+                SessionCheck::Ended(EndReason::Expired),
+                SessionCheck::Active,
+                Some(ahead + 10 * minute),
+                1
+            )
+        );
+        store.sweep(Millis::now());
+        assert_eq!(seen(&store, ids, ahead).await, before);
+        let later = ahead + Duration::from_millis(1);
+        assert_eq!(
+            store.record_failure("ip:x", minute, later).await.unwrap(),
+            2,
+            "the failure window outlived the sweep"
+        );
+        assert_eq!(store.active_count(ahead).await.unwrap(), 2, "lags, as said");
+
+        // A sweep at the gateway's own time drops the ended session, and nothing live.
+        store.sweep(ahead);
+        let (gone, live, lock, listed) = seen(&store, ids, ahead).await;
+        assert_eq!(gone, SessionCheck::Unknown);
+        assert_eq!((live, lock, listed), (before.1, before.2, before.3));
+        assert_eq!(store.active_count(ahead).await.unwrap(), 1);
     }
 }

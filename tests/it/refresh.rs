@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use authgate::body::full;
 use http::Response;
@@ -23,7 +24,7 @@ fn expose_lists(r: &Resp, name: &str) -> bool {
 async fn token_near_expiry_gets_a_fresh_one() {
     let gw = Gateway::start(Conf::new()).await;
     let old = gw.mint_expiring_in(&alice(), 60);
-    let before = now();
+    let before = gw.now();
     let r = gw.get_auth("/api/x", &old).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.seen("x-user-id"), ["1001"]);
@@ -53,6 +54,41 @@ async fn token_near_expiry_gets_a_fresh_one() {
     assert!(r.header("refresh-token").is_none());
     // The old one stays valid until it expires.
     assert_eq!(gw.get_auth("/api/x", &old).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_token_gets_its_refresh_once_the_clock_reaches_the_window() {
+    let gw = Gateway::start(Conf::new()).await;
+    // Minted with its whole life (2 h) ahead: far outside the 30 min window.
+    let token = gw.mint(&alice());
+    let r = gw.get_auth("/api/x", &token).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("refresh-token").is_none(), "{:?}", r.headers);
+    // 1 h 40 min later by the gateway's clock: 20 min left, inside the window.
+    gw.advance(Duration::from_secs(100 * 60));
+    let before = gw.now();
+    let r = gw.get_auth("/api/x", &token).await;
+    assert_eq!(r.status, 200);
+    let fresh = r
+        .header("refresh-token")
+        .expect("a refresh-token header once the window is reached")
+        .to_owned();
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let n = payload_of(&fresh);
+    let iat = n["iat"].as_u64().unwrap();
+    assert!(
+        (before..=gw.now()).contains(&iat),
+        "minted at the gateway's time: {n}"
+    );
+    assert_eq!(n["exp"].as_u64(), Some(iat + 7200));
+    // Past the old token's exp and leeway, it is refused (its verification was cached: the
+    // cache, too, judges by the gateway's clock); the fresh one has its own life left.
+    gw.advance(Duration::from_secs(30 * 60));
+    let r = gw.get_auth("/api/x", &token).await;
+    r.assert_error(401, "token_expired");
+    let r = gw.get_auth("/api/x", &fresh).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("refresh-token").is_none());
 }
 
 #[tokio::test]
@@ -129,7 +165,7 @@ async fn concurrent_requests_of_one_session_get_the_same_token() {
     let mut tasks = Vec::new();
     for i in 0..N as u64 {
         // N different tokens of the one session, all inside the window.
-        let token = gw.mint_at(&alice(), now() + 60 + i - ttl);
+        let token = gw.mint_at(&alice(), gw.now() + 60 + i - ttl);
         let probe = gw.probe();
         tasks.push(tokio::spawn(async move {
             let r = probe.get_auth("/api/x", &token).await;

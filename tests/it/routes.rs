@@ -121,7 +121,7 @@ async fn optional_route_with_bad_token_forwards_without_identity() {
 #[tokio::test]
 async fn optional_route_with_expired_token_forwards_without_identity() {
     let gw = Gateway::start(Conf::new()).await;
-    let token = gw.mint_at(&alice(), now() - 3 * 3600);
+    let token = gw.mint_at(&alice(), gw.now() - 3 * 3600);
     let r = gw.get_auth("/optional/feed", &token).await;
     assert_eq!(r.status, 200);
     assert!(r.seen("x-user-id").is_empty());

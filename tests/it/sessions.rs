@@ -10,6 +10,7 @@
 //! were tests marked as ignored until they were fixed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -75,7 +76,7 @@ fn text(r: &Resp) -> String {
 
 async fn login_answers_a_full_token_pair(store: StoreKind) {
     let gw = gateway!(Conf::new().store(store));
-    let before = now();
+    let before = gw.now();
     let body = json!({"username": "alice", "password": ALICE_PW}).to_string();
     let r = gw
         .request(
@@ -95,12 +96,12 @@ async fn login_answers_a_full_token_pair(store: StoreKind) {
     assert_eq!(j["token_type"], "Bearer");
     assert_eq!(j["expires_in"], 7200, "default access_ttl is 2h");
     let exp = j["access_token_expires_at"].as_u64().expect("expires_at");
-    assert!((before + 7200..=now() + 7200).contains(&exp), "{j}");
+    assert!((before + 7200..=gw.now() + 7200).contains(&exp), "{j}");
     let rexp = j["refresh_token_expires_at"]
         .as_u64()
         .expect("refresh expiry");
     assert!(
-        (before + 30 * 86400..=now() + 30 * 86400).contains(&rexp),
+        (before + 30 * 86400..=gw.now() + 30 * 86400).contains(&rexp),
         "refresh_ttl 30d: {j}"
     );
     let sid = j["session_id"].as_str().expect("session_id");
@@ -243,19 +244,25 @@ async fn unknown_usernames_lock_like_known_ones(store: StoreKind) {
 }
 
 async fn lock_ends_after_its_duration(store: StoreKind) {
+    // Ten minutes, passed on the gateway's clock: a lock that ignored it would still hold.
     let gw = gateway!(Conf::new()
         .store(store)
-        .lockout("max_failures = 2\nwindow = \"1m\"\nduration = \"1s\""));
+        .lockout("max_failures = 2\nwindow = \"1m\"\nduration = \"10m\""));
     for _ in 0..2 {
         gw.login("alice", "wrong").await;
     }
-    let locked_at = now();
     let r = gw.login("alice", ALICE_PW).await;
     r.assert_error(429, "account_locked");
-    assert_eq!(r.header("retry-after"), Some("1"));
-    // The lock ends 1 s after the failure, to the millisecond (issue 15): at most 2 s after
-    // the start of the second read just after it.
-    wait_until_unix(locked_at + 2).await;
+    assert_eq!(r.header("retry-after"), Some("600"));
+    // Shortly before its end it still holds, and says how little is left...
+    gw.advance(Duration::from_secs(595));
+    let r = gw.login("alice", ALICE_PW).await;
+    r.assert_error(429, "account_locked");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=5).contains(&retry), "{retry}");
+    // ...and it is over once its duration has passed since the failure (to the millisecond:
+    // issue 15; Redis still holds the lock's key, by its own clock).
+    gw.advance(Duration::from_secs(5));
     let p = gw.login_ok("alice", "web").await;
     gw.assert_passes(&p).await;
 }
@@ -458,12 +465,7 @@ async fn refresh_rotates_and_spends_the_old_token(store: StoreKind) {
     assert_ne!(p2.refresh, p1.refresh);
     gw.assert_passes(&p2).await;
     assert_eq!(
-        gw.app
-            .store
-            .list("1001", authgate::clock::Millis::now())
-            .await
-            .unwrap()
-            .len(),
+        gw.app.store.list("1001", gw.now_ms()).await.unwrap().len(),
         1
     );
 }
@@ -515,15 +517,22 @@ async fn refresh_refuses_unknown_garbage_and_ended_tokens(store: StoreKind) {
 }
 
 async fn refresh_of_an_expired_session_is_refused(store: StoreKind) {
-    // max_lifetime caps the session at one second (the shortest; access_ttl may not exceed it).
+    // max_lifetime caps the session at an hour (access_ttl may not exceed it), an hour that
+    // passes on the gateway's clock.
     let gw = gateway!(Conf::new()
         .store(store)
-        .token("access_ttl = \"1s\"\nmax_lifetime = \"1s\"\nsilent_refresh_window = \"0s\""));
+        .token("access_ttl = \"1h\"\nmax_lifetime = \"1h\"\nsilent_refresh_window = \"0s\""));
+    let before = gw.now();
     let p = gw.login_ok("alice", "web").await;
     let expires = p.json["refresh_token_expires_at"].as_u64().unwrap();
-    assert!(expires <= now() + 1, "{}", p.json);
-    // Rounded down: the session itself ends within the second after.
-    wait_until_unix(expires + 1).await;
+    assert!(
+        (before + 3600..=gw.now() + 3600).contains(&expires),
+        "{}",
+        p.json
+    );
+    // The session ends exactly max_lifetime after its login (issue 15): at least that has
+    // passed once the clock is an hour on.
+    gw.advance(Duration::from_secs(3600));
     gw.refresh(&p.refresh)
         .await
         .assert_error(401, "invalid_refresh_token");
@@ -533,32 +542,37 @@ async fn refresh_of_an_expired_session_is_refused(store: StoreKind) {
     assert!(gw
         .app
         .store
-        .list("1001", authgate::clock::Millis::now())
+        .list("1001", gw.now_ms())
         .await
         .unwrap()
         .is_empty());
 }
 
 async fn refresh_extends_the_idle_limit(store: StoreKind) {
-    // refresh_ttl is an idle limit: 2 s here (it must exceed access_ttl).
+    // refresh_ttl is an idle limit: an hour here, passed on the gateway's clock. access_ttl
+    // must be shorter; just so much shorter that the idle session's access token is still
+    // within its leeway (30 s) when the session ends, so what refuses it is the session.
     let gw = gateway!(Conf::new()
         .store(store)
-        .token("access_ttl = \"1s\"\nrefresh_ttl = \"2s\"\nsilent_refresh_window = \"0s\""));
+        .token("access_ttl = \"3590s\"\nrefresh_ttl = \"1h\"\nsilent_refresh_window = \"0s\""));
     // Sessions end to the millisecond (issue 15), and the JSON shows whole seconds: time it
     // with the clock rather than with the seconds shown.
     let kept = gw.login_ok("alice", "web").await;
     let idle = gw.login_ok("alice", "app").await;
-    let after_logins = std::time::Instant::now();
     let expiry = |p: &Pair| p.json["refresh_token_expires_at"].as_u64().unwrap();
     let e_kept = expiry(&kept);
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    gw.advance(Duration::from_secs(30 * 60));
     let r = gw.refresh(&kept.refresh).await;
     let kept1 = Pair::from_resp(&r);
-    assert!(expiry(&kept1) > e_kept, "{} vs {e_kept}", kept1.json);
-    // Past the idle session's limit (2 s after its login), well within the refreshed one's
-    // (2 s after a refresh at least 1 s after the logins).
-    let past_idle = after_logins + std::time::Duration::from_millis(2100);
-    tokio::time::sleep(past_idle.saturating_duration_since(std::time::Instant::now())).await;
+    assert!(
+        expiry(&kept1) >= e_kept + 30 * 60,
+        "{} vs {e_kept}",
+        kept1.json
+    );
+    // Past the idle session's limit (an hour after its login: the clock has moved that much
+    // since, and real time on top), well within the refreshed one's (an hour after a refresh
+    // half an hour after the logins).
+    gw.advance(Duration::from_secs(30 * 60));
     // Past the original idle limit: the refreshed session lives on, the idle one is over.
     gw.assert_passes(&kept1).await;
     gw.assert_refused(&idle.access, "session_revoked").await;
@@ -657,12 +671,7 @@ async fn concurrent_rotations_of_one_users_sessions_do_not_interfere(store: Stor
         Pair::from_resp(&gw.refresh(&p.refresh).await);
     }
     assert_eq!(
-        gw.app
-            .store
-            .list("1001", authgate::clock::Millis::now())
-            .await
-            .unwrap()
-            .len(),
+        gw.app.store.list("1001", gw.now_ms()).await.unwrap().len(),
         3
     );
 }
@@ -710,13 +719,14 @@ async fn parallel_refreshes_share_one_successor(store: StoreKind) {
 async fn parent_after_grace_is_theft_of_that_session_alone(store: StoreKind) {
     let gw = gateway!(Conf::new()
         .store(store)
-        .session("refresh_reuse_grace = \"0s\""));
+        .session("refresh_reuse_grace = \"10s\""));
     let web = gw.login_ok("alice", "web").await;
     let app = gw.login_ok("alice", "app").await;
     let bob = gw.login_ok("bob", "web").await;
     let web1 = Pair::from_resp(&gw.refresh(&web.refresh).await);
-    // Within the same second the parent is still inside a zero grace; let it pass.
-    wait_until_unix(now() + 1).await;
+    // The grace is honoured up to exactly 10 s after the rotation (issue 15); a millisecond
+    // later on the gateway's clock the parent is no longer a retry.
+    gw.advance(Duration::from_millis(10_001));
     let r = gw.refresh(&web.refresh).await;
     r.assert_error(401, "token_theft_detected");
     assert_eq!(
@@ -735,12 +745,7 @@ async fn parent_after_grace_is_theft_of_that_session_alone(store: StoreKind) {
     gw.assert_passes(&bob).await;
     let app1 = Pair::from_resp(&gw.refresh(&app.refresh).await);
     gw.assert_passes(&app1).await;
-    let listed = gw
-        .app
-        .store
-        .list("1001", authgate::clock::Millis::now())
-        .await
-        .unwrap();
+    let listed = gw.app.store.list("1001", gw.now_ms()).await.unwrap();
     assert_eq!(
         listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
         [app.sid.as_str()]
@@ -891,12 +896,7 @@ async fn parallel_logins_on_one_platform_leave_one_session(store: StoreKind) {
         1,
         "max_sessions web = 1, atomically: {alive:?}"
     );
-    let listed = gw
-        .app
-        .store
-        .list("1001", authgate::clock::Millis::now())
-        .await
-        .unwrap();
+    let listed = gw.app.store.list("1001", gw.now_ms()).await.unwrap();
     assert_eq!(
         listed.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
         alive
@@ -905,7 +905,7 @@ async fn parallel_logins_on_one_platform_leave_one_session(store: StoreKind) {
 
 async fn session_list_and_deleting_own_sessions(store: StoreKind) {
     let gw = gateway!(Conf::new().store(store));
-    let before = now();
+    let before = gw.now();
     let body = json!({"username": "alice", "password": ALICE_PW}).to_string();
     let web = Pair::from_resp(
         &gw.request(
@@ -944,7 +944,7 @@ async fn session_list_and_deleting_own_sessions(store: StoreKind) {
     assert_eq!(w["current"], true);
     for k in ["created_at", "last_seen_at"] {
         let t = w[k].as_u64().unwrap_or_else(|| panic!("{k}: {w}"));
-        assert!((before..=now()).contains(&t), "{k}: {w}");
+        assert!((before..=gw.now()).contains(&t), "{k}: {w}");
     }
     let a = find(&app.sid);
     assert_eq!(a["platform"], "app");
@@ -1512,11 +1512,27 @@ async fn a_token_naming_another_users_session_is_refused(store: StoreKind) {
         tenant: None,
         roles: None,
     };
-    let forged = gw.app.live().config.token.keys.mint(&id, now()).unwrap().0;
+    let forged = gw
+        .app
+        .live()
+        .config
+        .token
+        .keys
+        .mint(&id, gw.now())
+        .unwrap()
+        .0;
     gw.assert_refused(&forged, "session_revoked").await;
     // And a token without a session id is refused in stateful mode.
     let id = authgate::tokens::AccessIdentity { sid: None, ..id };
-    let sessionless = gw.app.live().config.token.keys.mint(&id, now()).unwrap().0;
+    let sessionless = gw
+        .app
+        .live()
+        .config
+        .token
+        .keys
+        .mint(&id, gw.now())
+        .unwrap()
+        .0;
     gw.assert_refused(&sessionless, "session_revoked").await;
     gw.assert_passes(&alice).await;
 }

@@ -137,7 +137,7 @@ async fn refresh_rechecks_the_user_without_a_reload(store: StoreKind) {
             },
             None,
             live.lifetimes,
-            authgate::clock::Millis::now(),
+            gw.now_ms(),
         )
         .await
         .unwrap();

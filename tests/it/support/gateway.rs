@@ -1,7 +1,8 @@
 //! The test gateway. [`Conf`] is the one builder: it renders a `gateway.toml` (HS256, one
 //! upstream `up`, [`ROUTES`]) in a config folder of its own, and [`Gateway`] is that config
 //! running on port 0, built exactly as the binary builds it (`config::load_str` →
-//! `App::build` → `server::start`), with helpers for tokens, login, refresh and the admin API.
+//! `App::build` → `server::start`), with helpers for its clock, tokens, login, refresh and the
+//! admin API.
 //!
 //! Two kinds of gateway come out of it:
 //! - `Conf::new()`: stateless, `login.backend = "none"`, no admin token, `shutdown_grace` 5 s.
@@ -16,8 +17,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use authgate::app::App;
+use authgate::clock::Millis;
 use authgate::config::{self, ConfigError, Loaded};
 use authgate::reload;
 use authgate::server::{self, Handle};
@@ -30,7 +33,7 @@ use super::jwt::SECRET;
 use super::redis::RedisServer;
 use super::upstream::Upstream;
 use super::users::{password_of, users_toml, Pair};
-use super::wait::{now, within};
+use super::wait::within;
 
 /// The admin bearer token, served as env `T_ADMIN`.
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-session-tests";
@@ -491,6 +494,27 @@ impl Gateway {
         self.upstream.hits()
     }
 
+    // -- Time --------------------------------------------------------------------------------
+
+    /// The gateway's time in Unix seconds: its clock, which [`Gateway::advance`] moves. Compare
+    /// what the gateway answers with this, not with the test's own `support::now()`.
+    pub fn now(&self) -> u64 {
+        self.app.clock.now()
+    }
+
+    /// The gateway's time in Unix milliseconds (what its session store is asked at).
+    pub fn now_ms(&self) -> Millis {
+        self.app.clock.now_ms()
+    }
+
+    /// Moves the gateway's clock forward by `d`, as if `d` had passed: token, session and
+    /// lock-out times are judged from it, so a test need not wait for one to end. Server timers
+    /// (timeouts, shutdown grace) and Redis's own key TTLs still run on the real clock, and a
+    /// [`Gateway::restart`] or [`Gateway::sibling`] starts with a clock of its own.
+    pub fn advance(&self, d: Duration) {
+        self.app.clock.advance(d);
+    }
+
     // -- Tokens of the gateway's own key ring -----------------------------------------------
 
     /// A token minted by the gateway's own key ring at `issued_at`.
@@ -504,15 +528,15 @@ impl Gateway {
             .0
     }
 
-    /// A fresh token for `id`.
+    /// A fresh token for `id` (at the gateway's time).
     pub fn mint(&self, id: &AccessIdentity) -> String {
-        self.mint_at(id, now())
+        self.mint_at(id, self.now())
     }
 
-    /// A token for `id` with `left` seconds of life left.
+    /// A token for `id` with `left` seconds of life left (by the gateway's time).
     pub fn mint_expiring_in(&self, id: &AccessIdentity, left: u64) -> String {
         let ttl = self.app.live().config.token.access_ttl.as_secs();
-        self.mint_at(id, now() + left - ttl)
+        self.mint_at(id, self.now() + left - ttl)
     }
 
     // -- Login, refresh, forward-auth, admin ------------------------------------------------

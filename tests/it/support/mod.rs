@@ -3,7 +3,7 @@
 //! ([`gateway`]); small hyper upstreams that count what reaches them ([`upstream`]); HTTP/1.1,
 //! h2c and raw-socket clients ([`client`]); hand-built JWTs ([`jwt`]); the test users
 //! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
-//! and the one `now()` ([`wait`]).
+//! and the tests' one wall-clock `now()` ([`wait`]).
 //!
 //! Every test module takes it whole: `use crate::support::*`.
 

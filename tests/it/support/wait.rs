@@ -1,6 +1,8 @@
 //! Waiting, bounded: [`within`] for anything a test awaits and [`poll_until`] for what the
-//! gateway cannot announce, so that a regression fails instead of hanging; the one wall-clock
-//! [`now`] of the tests, and [`wait_until_unix`] for the few tests that must let it pass.
+//! gateway cannot announce, so that a regression fails instead of hanging; and the one
+//! wall-clock [`now`] of the tests, for what no gateway's clock reaches (hand-built tokens, the
+//! demo). A test that needs a token, session or lock to end moves the gateway's clock
+//! (`Gateway::advance`) rather than waiting, and compares with `Gateway::now`.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Upper bound for anything a test awaits, so a regression fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Unix seconds now.
+/// Unix seconds now, by the wall clock (a gateway's own time is `Gateway::now`).
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -40,20 +42,4 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Waits until the wall clock reaches Unix second `t` (plus a little), so that a server taking
-/// `now` in whole seconds sees at least `t`. Bounded: panics rather than wait more than 3 s.
-pub async fn wait_until_unix(t: u64) {
-    let target = UNIX_EPOCH + Duration::from_secs(t) + Duration::from_millis(50);
-    // `Err`: the target has passed already.
-    let Ok(left) = target.duration_since(SystemTime::now()) else {
-        return;
-    };
-    assert!(
-        left < Duration::from_secs(3),
-        "refusing to wait {:.1}s",
-        left.as_secs_f64()
-    );
-    tokio::time::sleep(left).await;
 }
