@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::time::Instant;
 
-use futures_util::FutureExt;
 use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -12,7 +11,7 @@ use hyper::body::Incoming;
 use super::RequestCtx;
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::proxy::{self, LimitedBody, UpstreamBody, UpstreamClient};
+use crate::proxy::{self, LimitedBody, UpstreamBody, UpstreamClient, UpstreamError};
 use crate::routing::Route;
 
 /// The upstream of `route` and the URI of the request there (the route's prefix stripped
@@ -49,20 +48,27 @@ pub(super) fn prepare(
     out
 }
 
-/// Sends `out` and times it (`authgate_upstream_duration_seconds`); 502, 504 or 413 when the
-/// upstream fails, takes longer than `request_timeout`, or the body grew too large. (A plain
-/// fn and a combinator: an async fn would keep a second, moved-from copy of the request.)
+/// Sends `out`: the exchange with the upstream, bounded by `request_timeout`. (A plain fn
+/// returning the client's future itself: a wrapper would move that large future once more.)
+#[inline(always)]
 pub(super) fn send<'a>(
     cx: &'a RequestCtx<'_, '_>,
     upstream: &'a UpstreamClient,
     out: Request<Body>,
-) -> impl Future<Output = Result<Response<UpstreamBody>, GatewayError>> + Send + 'a {
-    let started = Instant::now();
-    let duration = &cx.live.upstream_duration;
-    upstream
-        .send(out, cx.cfg().server.request_timeout, &cx.too_large)
-        .map(move |result| {
-            duration.record(started.elapsed().as_secs_f64());
-            Ok(result?)
-        })
+) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
+    upstream.send(out, cx.cfg().server.request_timeout, &cx.too_large)
+}
+
+/// The exchange's end, `started` when it was sent: timed
+/// (`authgate_upstream_duration_seconds`); 502, 504 or 413 when the upstream failed, took
+/// longer than `request_timeout`, or the body grew too large.
+pub(super) fn done(
+    cx: &RequestCtx<'_, '_>,
+    started: Instant,
+    result: Result<Response<UpstreamBody>, UpstreamError>,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    cx.live
+        .upstream_duration
+        .record(started.elapsed().as_secs_f64());
+    Ok(result?)
 }

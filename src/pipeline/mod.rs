@@ -30,6 +30,7 @@ mod route;
 mod strip;
 
 use std::future::Future;
+use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -70,14 +71,16 @@ pub fn handle<'a, 'l>(
             let route = route::find(&cx, &canonical, &parts.method)?;
             *counted = Counted::route(route);
             strip::headers(&mut cx, &mut parts.headers);
-            authenticate::identity(&mut cx, route, &parts.headers).await?;
+            cx.identity = authenticate::identity(&cx, route, &parts.headers).await?;
             require::requirements(&cx, route)?;
             inject::headers(&cx, &mut parts.headers, &parts.uri)?;
             let (upstream, uri) = forward::target(&cx, route, &canonical, &parts.uri);
             parts.uri = uri;
             (forward::prepare(&mut cx, parts, body), upstream)
         };
-        let resp = forward::send(&cx, upstream, out).await?;
+        let started = Instant::now();
+        let result = forward::send(&cx, upstream, out).await;
+        let resp = forward::done(&cx, started, result)?;
         hand_back::answer(cx, upstream, resp)
     }
 }
