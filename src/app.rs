@@ -22,6 +22,7 @@ use crate::session::{
     Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck, SessionStore,
     StoreError, StoreSettings, RECHECK_ALL,
 };
+use crate::shutdown::Shutdown;
 use crate::streams::Registry;
 use crate::tokens::silent::SilentRefresher;
 
@@ -95,6 +96,9 @@ pub struct App {
     pub streams: Arc<Registry>,
     /// The time every request and background task reads (tests move it forward).
     pub clock: Clock,
+    /// The one shutdown signal: `server::Handle::shutdown` and SIGTERM/SIGINT trigger it;
+    /// listeners, connections, tunnels and every background task hear it.
+    pub shutdown: Shutdown,
 }
 
 impl App {
@@ -121,6 +125,7 @@ impl App {
             flood: FloodGuard::new(),
             streams: Arc::new(Registry::default()),
             clock: Clock::system(),
+            shutdown: Shutdown::new(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             spawn_watcher(&app);

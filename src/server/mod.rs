@@ -31,13 +31,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::Server as ServerConfig;
 use crate::proxy::ConnInfo;
+use crate::shutdown::{Signal, Work};
 
 mod router;
 
@@ -46,21 +47,24 @@ pub struct Handle {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub app: Arc<App>,
-    shutdown: watch::Sender<bool>,
-    done: mpsc::Receiver<()>,
     grace: Duration,
 }
 
 impl Handle {
-    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then returns.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(self.grace, self.done.recv()).await;
+    /// Triggers the app's shutdown signal: listeners stop accepting, in-flight requests,
+    /// tunnels and a reload under way get `shutdown_grace` to finish, then this returns.
+    pub async fn shutdown(self) {
+        self.app.shutdown.trigger();
+        let _ = tokio::time::timeout(self.grace, self.app.shutdown.finished()).await;
     }
 
-    /// Waits for SIGTERM or SIGINT, then shuts down.
+    /// Waits for SIGTERM or SIGINT (or the app's shutdown signal, triggered elsewhere), then
+    /// shuts down.
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = self.app.shutdown.signalled() => {}
+        }
         tracing::info!("shutting down: finishing in-flight requests");
         self.shutdown().await;
     }
@@ -108,9 +112,6 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
         Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
         None => None,
     };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // Every connection and listener holds a sender; when all are gone, shutdown is complete.
-    let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let limits = Limits::from(server);
     // Only the proxy listener is capped: the admin listener (health checks, metrics, revoking
     // sessions) must stay reachable while a flood holds every client slot.
@@ -124,8 +125,6 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
         tls,
         Some(slots),
         app.clone(),
-        shutdown_rx.clone(),
-        done_tx.clone(),
         Kind::Proxy,
     ));
     if let Some(l) = admin_listener {
@@ -136,8 +135,6 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
             None,
             None,
             app.clone(),
-            shutdown_rx,
-            done_tx,
             Kind::Admin,
         ));
     }
@@ -148,10 +145,8 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     Ok(Handle {
         addr,
         admin_addr,
-        app,
-        shutdown: shutdown_tx,
-        done: done_rx,
         grace: server.shutdown_grace,
+        app,
     })
 }
 
@@ -359,10 +354,11 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     slots: Option<Arc<Semaphore>>,
     app: Arc<App>,
-    mut shutdown: watch::Receiver<bool>,
-    done: mpsc::Sender<()>,
     kind: Kind,
 ) {
+    let mut shutdown = app.shutdown.signal();
+    // Held while accepting: shutdown waits for the listener to stop.
+    let _work = app.shutdown.work();
     loop {
         // A slot first, then the connection (as tokio's mini-redis does): while every slot is
         // taken nothing is accepted, so new connections wait in the kernel's backlog instead of
@@ -370,7 +366,7 @@ async fn accept_loop(
         let slot = match &slots {
             None => None,
             Some(slots) => tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = shutdown.signalled() => break,
                 permit = slots.clone().acquire_owned() => match permit {
                     Ok(permit) => Some(permit),
                     // The semaphore is never closed; should it be, stop accepting.
@@ -379,7 +375,7 @@ async fn accept_loop(
             },
         };
         let (stream, peer) = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.signalled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -396,7 +392,7 @@ async fn accept_loop(
             limits,
             app: app.clone(),
             shutdown: shutdown.clone(),
-            _done: done.clone(),
+            _work: app.shutdown.work(),
             _slot: slot,
             peer,
             kind,
@@ -423,9 +419,9 @@ struct Conn {
     protocols: Arc<Protocols>,
     limits: Limits,
     app: Arc<App>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Signal,
     /// Dropped when the connection ends; shutdown waits for all of these.
-    _done: mpsc::Sender<()>,
+    _work: Work,
     /// The connection's `max_connections` slot (proxy listener only), freed when it ends.
     _slot: Option<OwnedSemaphorePermit>,
     peer: SocketAddr,
@@ -601,11 +597,7 @@ enum Phase {
 /// the shutdown signal and (draining) the end of the grace period. Its timer is armed for the
 /// earliest deadline and re-armed only when it fires or when a new head or a blocked write
 /// would be due before it.
-async fn watchdog(
-    state: Arc<ConnState>,
-    mut shutdown: watch::Receiver<bool>,
-    phase: Phase,
-) -> Watch {
+async fn watchdog(state: Arc<ConnState>, mut shutdown: Signal, phase: Phase) -> Watch {
     let sleep = tokio::time::sleep_until(state.arm());
     tokio::pin!(sleep);
     let (draining, grace_end) = match phase {
@@ -617,7 +609,7 @@ async fn watchdog(
     tokio::pin!(grace);
     loop {
         tokio::select! {
-            _ = shutdown.changed(), if !draining => return Watch::Drain,
+            _ = shutdown.signalled(), if !draining => return Watch::Drain,
             _ = grace.as_mut(), if draining => return Watch::GraceOver,
             _ = state.head_bell.notified() => {
                 let at = state.armed_at();
