@@ -7,8 +7,10 @@
 //! stop. `server::Handle::shutdown` and SIGTERM/SIGINT [`Shutdown::trigger`] it.
 //!
 //! Three things hang off it, one name each:
-//! - [`Signal`]: a listener, cloneable, awaited with [`Signal::signalled`] (tasks), or polled
-//!   with [`Shutdown::wait_timeout`] (threads, which cannot await);
+//! - [`Signal`]: a listener, cloneable, awaited with [`Signal::signalled`] (tasks) or waited
+//!   for with [`Signal::wait_timeout`] (threads, which cannot await). It does not keep the
+//!   `Shutdown` alive: once every `Shutdown` is dropped (the app is gone), it counts as
+//!   signalled, so a task or thread that only listens never outlives its app;
 //! - [`Work`]: a guard held by what shutdown must wait for (listeners, connections, tunnels,
 //!   a reload under way); [`Shutdown::finished`] resolves once none is left;
 //! - the trigger itself, sticky: once fired it stays fired, so a listener made afterwards
@@ -34,10 +36,30 @@ struct Inner {
     /// Carries nothing: only its receivers count. Each [`Work`] holds one, and the channel
     /// reports closed once every one is dropped.
     work: watch::Sender<()>,
-    /// The same flag for threads, set under this lock, with [`Inner::thread_bell`] rung.
-    /// Never held across an `.await` (no async code takes it).
-    thread_flag: Mutex<bool>,
-    thread_bell: Condvar,
+    /// The same flag for threads, shared with every [`Signal`].
+    threads: Arc<ThreadBell>,
+}
+
+/// The flag of a [`Shutdown`] for threads: set under the lock, with the condvar rung. The
+/// lock is never held across an `.await` (no async code takes it).
+#[derive(Debug, Default)]
+struct ThreadBell {
+    fired: Mutex<bool>,
+    rung: Condvar,
+}
+
+impl ThreadBell {
+    fn ring(&self) {
+        *self.fired.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.rung.notify_all();
+    }
+}
+
+/// The last `Shutdown` gone: its listeners stop, threads too.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.threads.ring();
+    }
 }
 
 impl Default for Shutdown {
@@ -61,8 +83,7 @@ impl Shutdown {
             inner: Arc::new(Inner {
                 signal: watch::channel(false).0,
                 work: watch::channel(()).0,
-                thread_flag: Mutex::new(false),
-                thread_bell: Condvar::new(),
+                threads: Arc::default(),
             }),
         }
     }
@@ -72,13 +93,7 @@ impl Shutdown {
     pub fn trigger(&self) {
         // `send_replace`, not `send`: it stores the value even while nobody listens.
         self.inner.signal.send_replace(true);
-        let mut flag = self
-            .inner
-            .thread_flag
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *flag = true;
-        self.inner.thread_bell.notify_all();
+        self.inner.threads.ring();
     }
 
     /// Whether [`Self::trigger`] was called.
@@ -88,7 +103,10 @@ impl Shutdown {
 
     /// A listener, for a task to keep and await.
     pub fn signal(&self) -> Signal {
-        Signal(self.inner.signal.subscribe())
+        Signal {
+            fired: self.inner.signal.subscribe(),
+            threads: self.inner.threads.clone(),
+        }
     }
 
     /// Resolves once the signal fires (at once if it has). Owns its listener, so it can be
@@ -96,22 +114,6 @@ impl Shutdown {
     pub fn signalled(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut signal = self.signal();
         async move { signal.signalled().await }
-    }
-
-    /// Blocks the calling thread until the signal fires or `timeout` passes; whether it
-    /// fired. For threads only: in async code it would block the runtime.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let flag = self
-            .inner
-            .thread_flag
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (flag, _) = self
-            .inner
-            .thread_bell
-            .wait_timeout_while(flag, timeout, |fired| !*fired)
-            .unwrap_or_else(PoisonError::into_inner);
-        *flag
     }
 
     /// A guard that [`Self::finished`] waits for until it is dropped.
@@ -127,22 +129,44 @@ impl Shutdown {
     }
 }
 
-/// A listener of a [`Shutdown`].
+/// A listener of a [`Shutdown`]; signalled when it fires or once every `Shutdown` is gone
+/// (nobody can trigger it any more, and the owner that would have is gone too, so stopping
+/// is right).
 #[derive(Clone, Debug)]
-pub struct Signal(watch::Receiver<bool>);
+pub struct Signal {
+    /// For tasks: the trigger's value.
+    fired: watch::Receiver<bool>,
+    /// For threads.
+    threads: Arc<ThreadBell>,
+}
 
 impl Signal {
-    /// Resolves once the signal fires (at once if it has). Cancel-safe: dropped unfinished,
-    /// it loses nothing, so it can be one branch of a `select!` in a loop.
+    /// Resolves once signalled (at once if it is). Cancel-safe: dropped unfinished, it loses
+    /// nothing, so it can be one branch of a `select!` in a loop.
     pub async fn signalled(&mut self) {
-        // An error means every `Shutdown` is gone: nobody can trigger it any more, and the
-        // owner that would have is gone too, so stopping is right.
-        let _ = self.0.wait_for(|fired| *fired).await;
+        // An error: every `Shutdown` is gone, which counts as signalled.
+        let _ = self.fired.wait_for(|fired| *fired).await;
     }
 
-    /// Whether the signal has fired.
+    /// Whether it is signalled.
     pub fn is_signalled(&self) -> bool {
-        *self.0.borrow()
+        *self.fired.borrow() || self.fired.has_changed().is_err()
+    }
+
+    /// Blocks the calling thread until signalled or until `timeout` passes; whether it is
+    /// signalled. For threads only: in async code it would block the runtime.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let fired = self
+            .threads
+            .fired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (fired, _) = self
+            .threads
+            .rung
+            .wait_timeout_while(fired, timeout, |fired| !*fired)
+            .unwrap_or_else(PoisonError::into_inner);
+        *fired
     }
 }
 
@@ -169,14 +193,18 @@ mod tests {
         // Made after the trigger: resolves at once.
         shutdown.signalled().await;
         shutdown.clone().trigger();
-        assert!(shutdown.wait_timeout(Duration::ZERO));
+        assert!(shutdown.signal().wait_timeout(Duration::ZERO));
     }
 
     #[tokio::test]
     async fn a_dropped_shutdown_counts_as_signalled() {
         let shutdown = Shutdown::new();
         let mut signal = shutdown.signal();
+        assert!(!signal.is_signalled());
+        assert!(!signal.wait_timeout(Duration::ZERO));
         drop(shutdown);
+        assert!(signal.is_signalled());
+        assert!(signal.wait_timeout(Duration::ZERO), "threads hear it too");
         signal.signalled().await;
     }
 
@@ -201,8 +229,8 @@ mod tests {
     #[test]
     fn a_thread_wakes_when_triggered_not_at_its_timeout() {
         let shutdown = Shutdown::new();
-        assert!(!shutdown.wait_timeout(Duration::from_millis(1)));
-        let waiter = shutdown.clone();
+        assert!(!shutdown.signal().wait_timeout(Duration::from_millis(1)));
+        let waiter = shutdown.signal();
         let started = std::time::Instant::now();
         let thread = std::thread::spawn(move || waiter.wait_timeout(Duration::from_secs(60)));
         shutdown.trigger();

@@ -103,6 +103,8 @@ pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     };
     let (addr, admin_addr) = (bound.addr, bound.admin_addr);
     bound.accept(&app, server, tls);
+    // The recorder kept small until the shutdown signal.
+    crate::metrics::spawn_upkeep(app.shutdown.signal());
     match admin_addr {
         Some(admin) => tracing::info!(%addr, %admin, tls = server.tls.is_some(), "listening"),
         None => tracing::info!(%addr, admin = "off", tls = server.tls.is_some(), "listening"),
