@@ -292,6 +292,10 @@ where
             return Ok(());
         }
         let n = tokio::select! {
+            // The stop first: once it has come, a read that is ready as well (the other
+            // side's end, perhaps in answer to the Close the other pump just sent) must not
+            // win the draw and end this side without its Close.
+            biased;
             changed = closing.changed(), if stopping.is_none() => {
                 // The sender lives as long as the tunnel; gone, it can only mean stop.
                 stopping = match changed {
