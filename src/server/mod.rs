@@ -23,7 +23,8 @@
 //!   rest → pipeline).
 //!
 //! The shutdown signal is the app's ([`crate::shutdown::Shutdown`], `app.shutdown`):
-//! [`Handle::shutdown`] and SIGTERM/SIGINT ([`Handle::run_until_signal`]) trigger it.
+//! [`Handle::shutdown`] and SIGTERM/SIGINT ([`StopSignals`], [`Handle::run_until`]) trigger
+//! it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -57,10 +58,17 @@ impl Handle {
     }
 
     /// Waits for SIGTERM or SIGINT (or the app's shutdown signal, triggered elsewhere), then
-    /// shuts down.
+    /// shuts down. Until this is first polled the two signals keep their default action;
+    /// [`Self::run_until`] with signals registered before start has no such window.
     pub async fn run_until_signal(self) {
+        self.run_until(StopSignals::register()).await;
+    }
+
+    /// Waits for one of `signals` (or the app's shutdown signal, triggered elsewhere), then
+    /// shuts down.
+    pub async fn run_until(self, mut signals: StopSignals) {
         tokio::select! {
-            _ = wait_for_signal() => {}
+            _ = signals.recv() => {}
             _ = self.app.shutdown.signalled() => {}
         }
         tracing::info!("shutting down: finishing in-flight requests");
@@ -68,22 +76,63 @@ impl Handle {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), registered: from [`StopSignals::register`] on, they no longer
+/// end the process by their default action but wait for [`Handle::run_until`]. The command
+/// line registers them before the `listening` line, so that a signal sent as soon as it
+/// appears shuts down cleanly (exit 0).
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Registers both; inside a Tokio runtime. One that cannot be registered is logged and
+    /// left to its default action (Ctrl-C is then still heard through `ctrl_c`).
+    pub fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let register = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"))
+                    .ok()
+            };
+            Self {
+                term: register(SignalKind::terminate(), "SIGTERM"),
+                int: register(SignalKind::interrupt(), "SIGINT"),
+            }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves at the first of the signals.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match &mut self.term {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let int = async {
+                match &mut self.int {
+                    Some(s) => drop(s.recv().await),
+                    None => drop(tokio::signal::ctrl_c().await),
+                }
+            };
+            tokio::select! {
+                _ = term => {}
+                _ = int => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
