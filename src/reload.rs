@@ -289,6 +289,7 @@ async fn reload_on_change(
             _ = stop.signalled() => break,
             got = rx.recv() => if got.is_none() { break },
         }
+        tracing::debug!("reload pending: waiting out the debounce");
         // Let the editor finish, then read once; a shutdown meanwhile drops the change.
         if !pause(&mut stop, DEBOUNCE).await {
             tracing::info!("shutting down: a pending config reload is dropped");

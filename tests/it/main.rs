@@ -16,6 +16,7 @@ mod refresh;
 mod routes;
 mod session_support;
 mod sessions;
+mod shutdown;
 mod tls_reload;
 mod tokens;
 mod users_admin;
