@@ -137,29 +137,15 @@ pub async fn tunnel(
     _work: Work,
 ) {
     let ClientUpgrade { on, reads, .. } = client;
-    let upgraded = tokio::select! {
-        both = async { tokio::join!(on, upstream) } => both,
-        _ = stop.signalled() => return,
+    let Some((client, upstream)) = upgraded(on, upstream, &mut stop).await else {
+        return;
     };
-    let (client, upstream) = match upgraded {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            tracing::debug!(
-                client_ok = c.is_ok(),
-                upstream_ok = u.is_ok(),
-                "upgrade failed"
-            );
-            return;
-        }
-    };
-    let client = TokioIo::new(client);
-    let upstream = TokioIo::new(upstream);
-    let (client_rd, client_wr) = tokio::io::split(client);
+    let (client_rd, client_wr) = tokio::io::split(TokioIo::new(client));
     let client_rd = FreshOnly {
         inner: client_rd,
         reads,
     };
-    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
+    let (upstream_rd, upstream_wr) = tokio::io::split(TokioIo::new(upstream));
     let (closing_tx, closing_rx) = watch::channel(None);
     let down = pump(
         upstream_rd,
@@ -177,28 +163,9 @@ pub async fn tunnel(
     );
     let both = async { tokio::try_join!(down, up) };
     tokio::pin!(both);
-    let why = async {
-        let ended = async {
-            match &session {
-                Some(entry) => entry.ended().await,
-                // No session, nothing but the shutdown signal can end it.
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = ended => {
-                tracing::info!("session ended: closing its tunnel");
-                Closing::SessionEnded
-            }
-            _ = stop.signalled() => {
-                tracing::debug!("shutting down: closing a tunnel");
-                Closing::GoingAway
-            }
-        }
-    };
     let result = tokio::select! {
         r = &mut both => r,
-        why = why => {
+        why = closing(session.as_deref(), &mut stop) => {
             let _ = closing_tx.send(Some(why));
             match tokio::time::timeout(CLOSE_GRACE, &mut both).await {
                 Ok(r) => r,
@@ -211,6 +178,51 @@ pub async fn tunnel(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "tunnel ended");
+    }
+}
+
+/// Both sides' upgraded connections, once hyper has handed them over; `None` if either
+/// upgrade failed or the shutdown signal came first.
+async fn upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    stop: &mut Signal,
+) -> Option<(hyper::upgrade::Upgraded, hyper::upgrade::Upgraded)> {
+    let both = tokio::select! {
+        both = async { tokio::join!(client, upstream) } => both,
+        _ = stop.signalled() => return None,
+    };
+    match both {
+        (Ok(c), Ok(u)) => Some((c, u)),
+        (c, u) => {
+            tracing::debug!(
+                client_ok = c.is_ok(),
+                upstream_ok = u.is_ok(),
+                "upgrade failed"
+            );
+            None
+        }
+    }
+}
+
+/// Resolves when the gateway must close the tunnel, with why: its session ended, or the
+/// shutdown signal came. Without a session, only the signal can end it.
+async fn closing(session: Option<&Entry>, stop: &mut Signal) -> Closing {
+    let ended = async {
+        match session {
+            Some(entry) => entry.ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ended => {
+            tracing::info!("session ended: closing its tunnel");
+            Closing::SessionEnded
+        }
+        _ = stop.signalled() => {
+            tracing::debug!("shutting down: closing a tunnel");
+            Closing::GoingAway
+        }
     }
 }
 
