@@ -22,6 +22,7 @@ use crate::session::{
     Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck, SessionStore,
     StoreError, StoreSettings, RECHECK_ALL,
 };
+use crate::shutdown::Shutdown;
 use crate::streams::Registry;
 use crate::tokens::silent::SilentRefresher;
 
@@ -95,6 +96,9 @@ pub struct App {
     pub streams: Arc<Registry>,
     /// The time every request and background check decides by (tests move it forward).
     pub clock: Clock,
+    /// The one shutdown signal: `server::Handle::shutdown` and SIGTERM/SIGINT trigger it;
+    /// listeners, connections, tunnels and every background task hear it.
+    pub shutdown: Shutdown,
 }
 
 impl App {
@@ -112,7 +116,8 @@ impl App {
     }
 
     /// An app with the given store. Inside a Tokio runtime it also starts following the
-    /// store's revocations (to close the streams of ended sessions).
+    /// store's revocations (to close the streams of ended sessions) and sweeping the memory
+    /// store, both until the shutdown signal.
     pub fn with_store(config: Config, store: SessionStore) -> Arc<Self> {
         let app = Arc::new(Self {
             live: ArcSwap::from_pointee(Live::new(config)),
@@ -121,9 +126,11 @@ impl App {
             flood: FloodGuard::new(),
             streams: Arc::new(Registry::default()),
             clock: Clock::system(),
+            shutdown: Shutdown::new(),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             spawn_watcher(&app);
+            app.store.spawn_sweeper(app.shutdown.signal());
         }
         app
     }
@@ -168,13 +175,19 @@ async fn open_store(config: &Config) -> Result<SessionStore, StoreError> {
     })
 }
 
-/// Follows the store's revocations for the life of the app (stops when the app is dropped).
+/// Follows the store's revocations until the shutdown signal (or the app is dropped).
 fn spawn_watcher(app: &Arc<App>) {
     let mut rx = app.store.subscribe_revocations();
+    let mut stop = app.shutdown.signal();
     let weak = Arc::downgrade(app);
     tokio::spawn(async move {
         loop {
-            let msg = rx.recv().await;
+            // `recv` is cancel-safe: a revocation that arrives as the signal wins is only
+            // left unread, and nothing reads it any more.
+            let msg = tokio::select! {
+                _ = stop.signalled() => return,
+                msg = rx.recv() => msg,
+            };
             let Some(app) = weak.upgrade() else { return };
             match msg {
                 Ok(sid) if sid != RECHECK_ALL => app.streams.end(&sid),

@@ -79,9 +79,15 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
 pub async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let mut stop = app.shutdown.signal();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            // Until the demo's shutdown signal, like the gateway's own listeners.
+            let accepted = tokio::select! {
+                _ = stop.signalled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             let app = app.clone();

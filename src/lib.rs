@@ -10,7 +10,9 @@
 //! Modules form tiers; a module imports only from tiers below its own (`tests/layers.rs`
 //! reads this list and checks every `use crate::…`). Lowest first:
 //!
-//! 0. `clock`, `body`: time ([`clock::Clock`], [`clock::Millis`]) and the body type.
+//! 0. `clock`, `body`, `shutdown`: time ([`clock::Clock`], [`clock::Millis`]), the body
+//!    type, and the one shutdown signal every background task and connection hears
+//!    ([`shutdown::Shutdown`]).
 //! 1. `routing`, `tokens`, `session`: the path canonicaliser and route table; the key ring
 //!    (verify, mint, JWKS, the single-flight silent-refresh mint); the session store (memory,
 //!    Redis: sessions, refresh rotation, kick-out, lock-out counters, revocations).
@@ -58,5 +60,6 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod streams;
 pub mod tokens;

@@ -197,6 +197,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     runtime()?.block_on(async {
+        // SIGTERM and SIGINT first, like SIGHUP below: one sent as soon as the `listening`
+        // line appears must shut down cleanly, not find the default action still in place.
+        let stop = authgate::server::StopSignals::register();
         let app = authgate::app::App::build(loaded.config)
             .await
             .context("opening the session store")?;
@@ -206,7 +209,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         tokio::task::yield_now().await;
         // The error names the key and address (`server.listen 127.0.0.1:8080: ...`).
         let handle = authgate::server::start(app).await?;
-        handle.run_until_signal().await;
+        handle.run_until(stop).await;
         Ok(())
     })
 }
@@ -222,9 +225,10 @@ fn check(path: &Path) -> anyhow::Result<()> {
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
+        let stop = authgate::server::StopSignals::register();
         let demo = authgate::demo::start(listen, admin).await?;
         println!("{}", demo.walkthrough);
-        demo.handle.run_until_signal().await;
+        demo.handle.run_until(stop).await;
         drop(demo.dir);
         Ok(())
     })

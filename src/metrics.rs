@@ -1,11 +1,13 @@
 //! The process's metrics: the Prometheus recorder (installed once, kept small by a
-//! background upkeep) and the per-route request counters of the hot path.
+//! background upkeep that each running gateway keeps until its shutdown signal) and the
+//! per-route request counters of the hot path.
 
 use std::sync::{OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::routing::Route;
+use crate::shutdown::Signal;
 
 /// The process-wide Prometheus recorder (installed once, on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -25,7 +27,6 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (tests); ours still renders what it saw.
         let _ = metrics::set_global_recorder(recorder);
-        spawn_upkeep(handle.clone());
         handle
     })
 }
@@ -40,18 +41,24 @@ const UPKEEP_EVERY: std::time::Duration = if cfg!(test) {
 /// The recorder keeps every histogram sample (24 bytes: one per proxied request for
 /// `authgate_upstream_duration_seconds`) until something folds them into the buckets; only
 /// a scrape of `/metrics` would, so a gateway nobody scrapes grew without bound. A thread of
-/// its own (not a task: the recorder outlives any one runtime) does it every few seconds.
-fn spawn_upkeep(handle: PrometheusHandle) {
-    let spawned = std::thread::Builder::new()
+/// its own (not a task: the recorder outlives any one runtime) does it every few seconds
+/// until `stop` (the gateway's shutdown signal, or its app gone); waiting on the signal
+/// rather than sleeping, it ends as soon as that comes. `server::start` starts one per
+/// gateway (a process runs one; tests run several, folding the one recorder harmlessly).
+pub fn spawn_upkeep(stop: Signal) -> Option<std::thread::JoinHandle<()>> {
+    let handle = prometheus().clone();
+    std::thread::Builder::new()
         .name("authgate-metrics".into())
-        .spawn(move || loop {
-            std::thread::sleep(UPKEEP_EVERY);
-            handle.run_upkeep();
-            upkeep::done();
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "metrics upkeep thread not started; /metrics scrapes will do it");
-    }
+        .spawn(move || {
+            while !stop.wait_timeout(UPKEEP_EVERY) {
+                handle.run_upkeep();
+                upkeep::done();
+            }
+        })
+        .map_err(|e| {
+            tracing::warn!(error = %e, "metrics upkeep thread not started; /metrics scrapes will do it");
+        })
+        .ok()
 }
 
 /// Upkeep rounds, for the test that they happen.
@@ -160,6 +167,8 @@ mod tests {
     #[test]
     fn histogram_samples_are_folded_in_without_a_scrape() {
         let handle = prometheus();
+        let shutdown = crate::shutdown::Shutdown::new();
+        spawn_upkeep(shutdown.signal()).expect("upkeep thread");
         let start = *upkeep::ROUNDS.0.lock().unwrap();
         metrics::histogram!("authgate_upkeep_probe_duration_seconds").record(0.003);
         // Two rounds: the first may have started before the sample.
@@ -170,5 +179,29 @@ mod tests {
             text.contains("authgate_upkeep_probe_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    /// Joins `thread`, failing if it has not ended within 5 s.
+    fn join_within(thread: std::thread::JoinHandle<()>, what: &str) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(thread.join());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect(what)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_upkeep_thread_stops_on_the_shutdown_signal() {
+        let shutdown = crate::shutdown::Shutdown::new();
+        let thread = spawn_upkeep(shutdown.signal()).expect("upkeep thread");
+        shutdown.trigger();
+        join_within(thread, "the upkeep thread ran on after the shutdown signal");
+        // And when its app (the last `Shutdown`) is gone without one.
+        let shutdown = crate::shutdown::Shutdown::new();
+        let thread = spawn_upkeep(shutdown.signal()).expect("upkeep thread");
+        drop(shutdown);
+        join_within(thread, "the upkeep thread outlived its app");
     }
 }

@@ -11,6 +11,12 @@
 //!
 //! Listen addresses, TLS files, connection limits and the session store are fixed at start;
 //! a reload that changes them says so in the log.
+//!
+//! Everything here that runs in the background stops on the app's shutdown signal: the
+//! SIGHUP forwarder, the loop that reloads on a change (a change still waiting out its
+//! debounce is dropped; a reload under way is work that shutdown waits for, within
+//! `shutdown_grace`) and the retries of [`follow_up`]. The folder watch ([`FolderWatch`])
+//! belongs to the loop and ends with it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,7 @@ use crate::app::App;
 use crate::audit::{self, Event, Subject};
 use crate::config::{self, Config, ConfigError, LoginBackend};
 use crate::session::{EndReason, StoreError};
+use crate::shutdown::Signal;
 
 /// First wait before ending a removed user's sessions again after a store error; it doubles
 /// up to [`RETRY_MAX`].
@@ -35,6 +42,9 @@ const LATE_SWEEP: Duration = Duration::from_secs(10);
 
 /// Rounds of list-then-end per user in one pass (a round finds sessions created meanwhile).
 const ROUNDS: usize = 3;
+
+/// How long a change waits before it is read: editors write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Loads the file again and swaps it in if it validates; then ends the sessions of the users
 /// it removed from the users file (inline, so `POST /admin/reload` answers once they are
@@ -119,17 +129,21 @@ async fn end_removed_users(app: &Arc<App>, removed: Vec<String>) {
         "users removed from the users file: ending their sessions"
     );
     let left = end_sessions_of(app, &removed).await;
+    let stop = app.shutdown.signal();
     let app = Arc::downgrade(app);
-    tokio::spawn(follow_up(app, left, removed));
+    tokio::spawn(follow_up(app, stop, left, removed));
 }
 
 /// Retries `left` until done, then (after [`LATE_SWEEP`]) makes one more pass over `all`.
-/// Stops when the app is gone.
-async fn follow_up(app: Weak<App>, left: Vec<String>, all: Vec<String>) {
-    if !retry(&app, left).await {
+/// Stops when the app is gone or on the shutdown signal.
+async fn follow_up(app: Weak<App>, mut stop: Signal, left: Vec<String>, all: Vec<String>) {
+    if !retry(&app, &mut stop, left).await {
         return;
     }
-    tokio::time::sleep(LATE_SWEEP).await;
+    if !pause(&mut stop, LATE_SWEEP).await {
+        tracing::debug!("shutting down: the late pass over removed users is skipped");
+        return;
+    }
     let Some(strong) = app.upgrade() else {
         return;
     };
@@ -139,15 +153,22 @@ async fn follow_up(app: Weak<App>, left: Vec<String>, all: Vec<String>) {
         .collect();
     let left = end_sessions_of(&strong, &all).await;
     drop(strong);
-    retry(&app, left).await;
+    retry(&app, &mut stop, left).await;
 }
 
 /// Tries `left` again with a growing wait until every one is done (or back in the users
-/// file); false if the app went away first.
-async fn retry(app: &Weak<App>, mut left: Vec<String>) -> bool {
+/// file); false if the app went away or the shutdown signal came first.
+async fn retry(app: &Weak<App>, stop: &mut Signal, mut left: Vec<String>) -> bool {
     let mut wait = RETRY_FIRST;
     while !left.is_empty() {
-        tokio::time::sleep(wait).await;
+        if !pause(stop, wait).await {
+            tracing::warn!(
+                users = left.len(),
+                "shutting down before the sessions of users removed from the users file \
+                 could all be ended; they are not retried"
+            );
+            return false;
+        }
         wait = (wait * 2).min(RETRY_MAX);
         let Some(app) = app.upgrade() else {
             return false;
@@ -156,6 +177,14 @@ async fn retry(app: &Weak<App>, mut left: Vec<String>) -> bool {
         left = end_sessions_of(&app, &left).await;
     }
     true
+}
+
+/// Waits `d`; false if the shutdown signal came first.
+async fn pause(stop: &mut Signal, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.signalled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
 }
 
 /// One pass over `users`; the ones not done because the store failed (that one and the rest).
@@ -207,44 +236,74 @@ async fn end_user(app: &App, user_id: &str) -> Result<u32, StoreError> {
     Ok(ended)
 }
 
-/// Reloads on SIGHUP and on changes to the config file and the users file, for the life of
-/// the process. Which users file is watched follows the live config.
+/// Reloads on SIGHUP and on changes to the config file and the users file, until the
+/// shutdown signal. Which users file is watched follows the live config.
 pub fn spawn(app: Arc<App>, path: PathBuf) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        // Registered here, before this returns, not inside the task: a SIGHUP that came
-        // between the two would take the default action and end the process.
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        let _ = tx.try_send(());
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; the file watch and /admin/reload still reload")
-            }
-        }
-    }
-    let mut watch = Watch::new(tx);
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(1);
+    forward_sighup(&app, tx.clone());
+    let mut watch = FolderWatch::new(tx);
     if let Some(w) = watch.as_mut() {
         w.follow(&watched_files(&path, &app.live().config));
     }
+    tokio::spawn(reload_on_change(app, path, rx, watch));
+}
+
+/// Forwards each SIGHUP to `tx` until the shutdown signal.
+#[cfg(unix)]
+fn forward_sighup(app: &App, tx: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered here, before `spawn` returns, not inside the task: a SIGHUP that came
+    // between the two would take the default action and end the process.
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the file watch and /admin/reload still reload");
+            return;
+        }
+    };
+    let mut stop = app.shutdown.signal();
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Editors write in several steps: let them finish, then read once.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while rx.try_recv().is_ok() {}
-            let _ = reload(&app, &path).await;
-            if let Some(w) = watch.as_mut() {
-                w.follow(&watched_files(&path, &app.live().config));
+        loop {
+            tokio::select! {
+                _ = stop.signalled() => return,
+                got = hup.recv() => if got.is_none() { return },
             }
+            let _ = tx.try_send(());
         }
     });
+}
+
+#[cfg(not(unix))]
+fn forward_sighup(_: &App, _: tokio::sync::mpsc::Sender<()>) {}
+
+/// Reloads once per burst of changes signalled on `rx`, until the shutdown signal.
+async fn reload_on_change(
+    app: Arc<App>,
+    path: PathBuf,
+    mut rx: tokio::sync::mpsc::Receiver<()>,
+    mut watch: Option<FolderWatch>,
+) {
+    let mut stop = app.shutdown.signal();
+    loop {
+        tokio::select! {
+            _ = stop.signalled() => break,
+            got = rx.recv() => if got.is_none() { break },
+        }
+        tracing::debug!("reload pending: waiting out the debounce");
+        // Let the editor finish, then read once; a shutdown meanwhile drops the change.
+        if !pause(&mut stop, DEBOUNCE).await {
+            tracing::info!("shutting down: a pending config reload is dropped");
+            break;
+        }
+        while rx.try_recv().is_ok() {}
+        // Under way, a reload is finished (within `shutdown_grace`) rather than cut.
+        let work = app.shutdown.work();
+        let _ = reload(&app, &path).await;
+        drop(work);
+        if let Some(w) = watch.as_mut() {
+            w.follow(&watched_files(&path, &app.live().config));
+        }
+    }
 }
 
 /// The files whose changes reload: the config file and the users file it names.
@@ -257,7 +316,7 @@ fn watched_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
 }
 
 /// A watch on the folders of some files, signalling on `tx` when one of those files changes.
-struct Watch {
+struct FolderWatch {
     watcher: notify::RecommendedWatcher,
     /// Absolute paths of the watched files; read by the watcher's callback thread.
     files: Arc<Mutex<Vec<PathBuf>>>,
@@ -265,7 +324,7 @@ struct Watch {
     folders: Vec<PathBuf>,
 }
 
-impl Watch {
+impl FolderWatch {
     fn new(tx: tokio::sync::mpsc::Sender<()>) -> Option<Self> {
         let files: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
         let seen = files.clone();

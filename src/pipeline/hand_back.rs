@@ -2,7 +2,8 @@
 //!
 //! What a session has open through the gateway ends with it: a WebSocket tunnel is
 //! registered at once, a response body (with or without a Content-Length) if it is
-//! unfinished after its first poll ([`crate::streams`]).
+//! unfinished after its first poll ([`crate::streams`]). Every tunnel also ends on the
+//! shutdown signal.
 
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
@@ -65,11 +66,15 @@ fn open_tunnel(
             .as_deref()
             .map(|sid| cx.app.streams.register(&c.sub, sid))
     });
+    // Closed on the shutdown signal too, which waits for it.
+    let shutdown = &cx.app.shutdown;
     tokio::spawn(proxy::tunnel(
         client,
         upstream_upgrade,
         entry,
         cx.cfg().server.send_timeout,
+        shutdown.signal(),
+        shutdown.work(),
     ));
     Ok(())
 }

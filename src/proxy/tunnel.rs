@@ -1,7 +1,9 @@
 //! The WebSocket tunnel: bytes copied both ways between an upgraded client and upstream
 //! connection, and, when the session it belongs to ends, a clean close: a Close frame with
 //! code 1008 (policy violation) and the reason "session ended" to the client, and a masked
-//! one to the upstream, so both learn why instead of seeing the connection drop (1006).
+//! one to the upstream, so both learn why instead of seeing the connection drop (1006). On
+//! the gateway's shutdown signal every tunnel closes the same way with 1001 (going away),
+//! and shutdown waits for it (within `shutdown_grace`).
 //!
 //! A tunnel opens only after a real WebSocket handshake ([`ClientUpgrade::accepted_by`]: the
 //! 101 names `websocket` and carries the `Sec-WebSocket-Accept` of the client's key). An
@@ -14,7 +16,8 @@
 //! The tunnel copies raw bytes and never buffers a message. To write a frame of its own it
 //! follows the frame headers of each direction ([`FrameTracker`]: lengths only, payloads are
 //! skipped) and stops copying only at a frame boundary; a frame already on its way is
-//! finished first (within [`CLOSE_GRACE`]), never cut.
+//! finished first (within [`CLOSE_GRACE`]), never cut. Any tunnel can be closed so (the
+//! shutdown signal reaches them all), so every tunnel follows its frames.
 //!
 //! A side that takes no bytes for `send_timeout` ends the tunnel (both connections closed),
 //! so a peer that stops reading never pins the other one. A quiet tunnel has no deadline:
@@ -30,6 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::shutdown::{Signal, Work};
 use crate::streams::Entry;
 
 /// The GUID a WebSocket server appends to the client's key (RFC 6455 §1.3).
@@ -96,71 +100,73 @@ fn websocket_accept(key: &[u8]) -> String {
 /// second).
 const CLOSE_GRACE: Duration = Duration::from_millis(900);
 
-/// The Close frame's status code: 1008, policy violation (RFC 6455 §7.4.1).
-const POLICY_VIOLATION: u16 = 1008;
-const REASON: &[u8] = b"session ended";
+/// Why the gateway closes a tunnel, and so the Close frame both sides get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// The session ended: 1008, policy violation (RFC 6455 §7.4.1).
+    SessionEnded,
+    /// The gateway is shutting down: 1001, going away.
+    GoingAway,
+}
+
+impl Closing {
+    fn code(self) -> u16 {
+        match self {
+            Closing::SessionEnded => 1008,
+            Closing::GoingAway => 1001,
+        }
+    }
+
+    fn reason(self) -> &'static [u8] {
+        match self {
+            Closing::SessionEnded => b"session ended",
+            Closing::GoingAway => b"going away",
+        }
+    }
+}
 
 /// Copies bytes both ways between an upgraded client and upstream connection until either
-/// side closes, or the session it belongs to ends (then both get a Close frame).
+/// side closes, or the session it belongs to ends, or `stop` (the shutdown signal) comes;
+/// then both get a Close frame. `_work` is held to the end: shutdown waits for it.
 pub async fn tunnel(
     client: ClientUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     session: Option<Arc<Entry>>,
     send_timeout: Duration,
+    mut stop: Signal,
+    _work: Work,
 ) {
     let ClientUpgrade { on, reads, .. } = client;
-    let (client, upstream) = match tokio::join!(on, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            tracing::debug!(
-                client_ok = c.is_ok(),
-                upstream_ok = u.is_ok(),
-                "upgrade failed"
-            );
-            return;
-        }
+    let Some((client, upstream)) = upgraded(on, upstream, &mut stop).await else {
+        return;
     };
-    let client = TokioIo::new(client);
-    let upstream = TokioIo::new(upstream);
-    let (client_rd, client_wr) = tokio::io::split(client);
+    let (client_rd, client_wr) = tokio::io::split(TokioIo::new(client));
     let client_rd = FreshOnly {
         inner: client_rd,
         reads,
     };
-    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // No session, nothing can end it: the frames need not be followed.
-    let track = session.is_some();
+    let (upstream_rd, upstream_wr) = tokio::io::split(TokioIo::new(upstream));
+    let (closing_tx, closing_rx) = watch::channel(None);
     let down = pump(
         upstream_rd,
         client_wr,
-        stop_rx.clone(),
+        closing_rx.clone(),
         Side::ToClient,
-        track,
         send_timeout,
     );
     let up = pump(
         client_rd,
         upstream_wr,
-        stop_rx,
+        closing_rx,
         Side::ToUpstream,
-        track,
         send_timeout,
     );
     let both = async { tokio::try_join!(down, up) };
-    let Some(entry) = session else {
-        if let Err(e) = both.await {
-            tracing::debug!(error = %e, "tunnel ended");
-        }
-        return;
-    };
     tokio::pin!(both);
-    let ended = entry.ended();
     let result = tokio::select! {
         r = &mut both => r,
-        _ = ended => {
-            tracing::info!("session ended: closing its tunnel");
-            let _ = stop_tx.send(true);
+        why = closing(session.as_deref(), &mut stop) => {
+            let _ = closing_tx.send(Some(why));
             match tokio::time::timeout(CLOSE_GRACE, &mut both).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -172,6 +178,51 @@ pub async fn tunnel(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "tunnel ended");
+    }
+}
+
+/// Both sides' upgraded connections, once hyper has handed them over; `None` if either
+/// upgrade failed or the shutdown signal came first.
+async fn upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    stop: &mut Signal,
+) -> Option<(hyper::upgrade::Upgraded, hyper::upgrade::Upgraded)> {
+    let both = tokio::select! {
+        both = async { tokio::join!(client, upstream) } => both,
+        _ = stop.signalled() => return None,
+    };
+    match both {
+        (Ok(c), Ok(u)) => Some((c, u)),
+        (c, u) => {
+            tracing::debug!(
+                client_ok = c.is_ok(),
+                upstream_ok = u.is_ok(),
+                "upgrade failed"
+            );
+            None
+        }
+    }
+}
+
+/// Resolves when the gateway must close the tunnel, with why: its session ended, or the
+/// shutdown signal came. Without a session, only the signal can end it.
+async fn closing(session: Option<&Entry>, stop: &mut Signal) -> Closing {
+    let ended = async {
+        match session {
+            Some(entry) => entry.ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ended => {
+            tracing::info!("session ended: closing its tunnel");
+            Closing::SessionEnded
+        }
+        _ = stop.signalled() => {
+            tracing::debug!("shutting down: closing a tunnel");
+            Closing::GoingAway
+        }
     }
 }
 
@@ -221,16 +272,14 @@ enum Side {
 }
 
 /// Copies `from` to `to` until `from` ends (then shuts `to` down, passing the half-close on)
-/// or `stop` is set; then it copies on only to the end of the frame under way, writes its
-/// Close frame and shuts `to` down. Without `track` the frames are not followed (nothing can
-/// stop the pump). A write `to` does not take within `send_timeout` is an error, which ends
-/// the tunnel.
+/// or `closing` says why the gateway closes the tunnel; then it copies on only to the end of
+/// the frame under way, writes its Close frame and shuts `to` down. A write `to` does not
+/// take within `send_timeout` is an error, which ends the tunnel.
 async fn pump<R, W>(
     mut from: R,
     mut to: W,
-    mut stop: watch::Receiver<bool>,
+    mut closing: watch::Receiver<Option<Closing>>,
     side: Side,
-    track: bool,
     send_timeout: Duration,
 ) -> std::io::Result<()>
 where
@@ -241,13 +290,13 @@ where
     let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading");
     let mut frames = FrameTracker::default();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut stopping = false;
+    let mut stopping = None;
     loop {
-        if stopping && frames.at_boundary() {
+        if let (Some(why), true) = (stopping, frames.at_boundary()) {
             // A frame that does not parse means the stream is not what it seemed: better no
             // Close than one written into the middle of something else.
             if !frames.lost {
-                tokio::time::timeout(send_timeout, to.write_all(&close_frame(side)))
+                tokio::time::timeout(send_timeout, to.write_all(&close_frame(side, why)))
                     .await
                     .map_err(|_| stalled())??;
             }
@@ -255,10 +304,16 @@ where
             return Ok(());
         }
         let n = tokio::select! {
-            changed = stop.changed(), if !stopping => {
+            // The stop first: once it has come, a read that is ready as well (the other
+            // side's end, perhaps in answer to the Close the other pump just sent) must not
+            // win the draw and end this side without its Close.
+            biased;
+            changed = closing.changed(), if stopping.is_none() => {
                 // The sender lives as long as the tunnel; gone, it can only mean stop.
-                let _ = changed;
-                stopping = true;
+                stopping = match changed {
+                    Ok(()) => *closing.borrow_and_update(),
+                    Err(_) => Some(Closing::GoingAway),
+                };
                 continue;
             }
             n = from.read(&mut buf) => n?,
@@ -267,23 +322,20 @@ where
             let _ = to.shutdown().await;
             return Ok(());
         }
-        let upto = if track {
-            frames.advance(&buf[..n], stopping)
-        } else {
-            n
-        };
+        let upto = frames.advance(&buf[..n], stopping.is_some());
         tokio::time::timeout(send_timeout, to.write_all(&buf[..upto]))
             .await
             .map_err(|_| stalled())??;
     }
 }
 
-/// A Close frame with [`POLICY_VIOLATION`] and [`REASON`]: unmasked to the client, masked
-/// with a random key to the upstream.
-fn close_frame(side: Side) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(2 + REASON.len());
-    payload.extend_from_slice(&POLICY_VIOLATION.to_be_bytes());
-    payload.extend_from_slice(REASON);
+/// A Close frame with the code and reason of `why`: unmasked to the client, masked with a
+/// random key to the upstream.
+fn close_frame(side: Side, why: Closing) -> Vec<u8> {
+    let reason = why.reason();
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&why.code().to_be_bytes());
+    payload.extend_from_slice(reason);
     // FIN + opcode 0x8 (Close); the payload is under 126 bytes, so one length byte.
     let mut frame = vec![0x88, payload.len() as u8];
     if side == Side::ToUpstream {
@@ -452,11 +504,12 @@ mod tests {
 
     #[test]
     fn close_frames_carry_1008_and_the_reason() {
-        let plain = close_frame(Side::ToClient);
+        const REASON: &[u8] = b"session ended";
+        let plain = close_frame(Side::ToClient, Closing::SessionEnded);
         assert_eq!(&plain[..2], &[0x88, 15]);
         assert_eq!(&plain[2..4], &1008u16.to_be_bytes());
         assert_eq!(&plain[4..], REASON);
-        let masked = close_frame(Side::ToUpstream);
+        let masked = close_frame(Side::ToUpstream, Closing::SessionEnded);
         assert_eq!(&masked[..2], &[0x88, 0x80 | 15]);
         let key = &masked[2..6];
         let payload: Vec<u8> = masked[6..]
@@ -467,6 +520,19 @@ mod tests {
         assert_eq!(&payload[..2], &1008u16.to_be_bytes());
         assert_eq!(&payload[2..], REASON);
         // Our own frames parse as exactly one frame.
+        let mut t = FrameTracker::default();
+        assert_eq!(t.advance(&masked, false), masked.len());
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn shutdown_closes_with_1001_going_away() {
+        let plain = close_frame(Side::ToClient, Closing::GoingAway);
+        assert_eq!(&plain[..2], &[0x88, 12]);
+        assert_eq!(&plain[2..4], &1001u16.to_be_bytes());
+        assert_eq!(&plain[4..], b"going away");
+        let masked = close_frame(Side::ToUpstream, Closing::GoingAway);
+        assert_eq!(&masked[..2], &[0x88, 0x80 | 12]);
         let mut t = FrameTracker::default();
         assert_eq!(t.advance(&masked, false), masked.len());
         assert!(t.at_boundary());

@@ -9,7 +9,8 @@
 //! compares it. Locks are never held across an `.await` (nothing here awaits).
 //!
 //! Expired sessions and tombstones are dropped lazily (a login rewrites its user's blob
-//! without them) and by a sweep every 30 seconds, which also drops stale lock-out counters.
+//! without them) and by a sweep every 30 seconds ([`MemoryStore::spawn_sweeper`], until the
+//! shutdown signal), which also drops stale lock-out counters.
 //! The sweep is garbage collection only and runs on the wall clock, not on the gateway's
 //! [`crate::clock::Clock`]: every answer is decided from the `now` its caller passes, a
 //! gateway's clock is never behind the wall clock (it only moves forward), and expiry only
@@ -33,6 +34,7 @@ use super::{
     SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
 };
 use crate::clock::ms_of;
+use crate::shutdown::Signal;
 
 const SHARDS: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -106,8 +108,8 @@ enum Found {
 }
 
 impl MemoryStore {
-    /// A new, empty store. Inside a Tokio runtime it also starts the periodic sweep (which
-    /// stops by itself once the store is dropped); outside one, call [`Self::sweep`].
+    /// A new, empty store. Nothing sweeps it until [`Self::spawn_sweeper`] (the app does
+    /// that); or call [`Self::sweep`].
     pub fn new(settings: StoreSettings) -> Self {
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -117,11 +119,13 @@ impl MemoryStore {
             revoked: broadcast::channel(1024).0,
             active: AtomicI64::new(0),
         });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(&inner);
-            rt.spawn(sweeper(weak));
-        }
         Self { inner }
+    }
+
+    /// Starts the periodic sweep in a task of the current runtime; it stops on `stop` (the
+    /// shutdown signal) or once the store is dropped.
+    pub fn spawn_sweeper(&self, stop: Signal) {
+        tokio::spawn(sweeper(Arc::downgrade(&self.inner), stop));
     }
 
     fn locate(&self, user_id: &str) -> (&Mutex<Shard>, u64) {
@@ -579,11 +583,14 @@ impl Inner {
     }
 }
 
-async fn sweeper(store: Weak<Inner>) {
+async fn sweeper(store: Weak<Inner>, mut stop: Signal) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = stop.signalled() => return,
+            _ = tick.tick() => {}
+        }
         let Some(inner) = store.upgrade() else {
             return;
         };

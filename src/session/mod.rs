@@ -259,6 +259,16 @@ macro_rules! dispatch {
 }
 
 impl SessionStore {
+    /// Starts what keeps the store tidy in the background until `stop` (the shutdown
+    /// signal): the memory store's sweep. Redis expires its keys itself; its revocation
+    /// subscriber belongs to the store (ended when it is dropped), so that connections
+    /// draining after the signal still hear revocations.
+    pub fn spawn_sweeper(&self, stop: crate::shutdown::Signal) {
+        if let Self::Memory(m) = self {
+            m.spawn_sweeper(stop);
+        }
+    }
+
     /// `"memory"` or `"redis"`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -15,6 +15,7 @@ mod proxy;
 mod refresh;
 mod routes;
 mod sessions;
+mod shutdown;
 mod tls_reload;
 mod tokens;
 mod users_admin;
