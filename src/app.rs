@@ -30,17 +30,17 @@ use crate::tokens::silent::SilentRefresher;
 pub struct Live {
     pub config: Config,
     /// Same order as `config.upstreams`; routes index into it.
-    pub upstreams: Vec<UpstreamClient>,
+    pub(crate) upstreams: Vec<UpstreamClient>,
     /// `Access-Control-Expose-Headers` value naming the refresh header.
-    pub expose_refresh: HeaderValue,
+    pub(crate) expose_refresh: HeaderValue,
     /// The credential backend of `[login]`.
-    pub login: Authenticator,
+    pub(crate) login: Authenticator,
     /// The lock-out policy of `[login.lockout]`.
-    pub lockout: Lockout,
+    pub(crate) lockout: Lockout,
     /// `refresh_ttl` and `max_lifetime`, as the store wants them.
     pub lifetimes: Lifetimes,
     /// `authgate_upstream_duration_seconds`, registered once.
-    pub upstream_duration: metrics::Histogram,
+    pub(crate) upstream_duration: metrics::Histogram,
     /// `authgate_requests_total{route,status}`, by route.
     request_counters: RequestCounters,
 }
@@ -79,7 +79,7 @@ impl Live {
     }
 
     /// Counts one answer in `authgate_requests_total{route,status}`.
-    pub fn count_request(&self, counted: Counted<'_>, status: http::StatusCode) {
+    pub(crate) fn count_request(&self, counted: Counted<'_>, status: http::StatusCode) {
         self.request_counters.count(counted, status);
     }
 }
@@ -87,13 +87,13 @@ impl Live {
 /// State shared by every connection and request.
 pub struct App {
     live: ArcSwap<Live>,
-    pub refresher: SilentRefresher,
+    pub(crate) refresher: SilentRefresher,
     /// Fixed at start: a reload does not change the store.
     pub store: SessionStore,
     /// Per-IP login flood guard in front of Argon2 (fixed memory).
-    pub flood: FloodGuard,
+    pub(crate) flood: FloodGuard,
     /// Open WebSocket tunnels and streaming responses, closed when their session ends.
-    pub streams: Arc<Registry>,
+    pub(crate) streams: Arc<Registry>,
     /// The time every request and background check decides by (tests move it forward).
     pub clock: Clock,
     /// The one shutdown signal: `server::Handle::shutdown` and SIGTERM/SIGINT trigger it;

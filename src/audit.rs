@@ -10,7 +10,7 @@ use crate::clock::unix_now as now;
 
 /// The audit events of the contract (§8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     Login,
     LoginFailed,
     AccountLocked,
@@ -27,7 +27,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Event::Login => "login",
             Event::LoginFailed => "login_failed",
@@ -46,7 +46,7 @@ impl Event {
 
 /// Who and what an event is about; absent fields are written as `null`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub user_id: Option<&'a str>,
     pub session_id: Option<&'a str>,
     pub platform: Option<&'a str>,
@@ -54,7 +54,7 @@ pub struct Subject<'a> {
 }
 
 /// The line for one event.
-pub fn line(event: Event, s: &Subject<'_>, ts: u64) -> String {
+pub(crate) fn line(event: Event, s: &Subject<'_>, ts: u64) -> String {
     value(event, s, ts).to_string()
 }
 
@@ -71,18 +71,18 @@ fn value(event: Event, s: &Subject<'_>, ts: u64) -> serde_json::Value {
 }
 
 /// Writes one audit event to stderr.
-pub fn record(event: Event, s: Subject<'_>) {
+pub(crate) fn record(event: Event, s: Subject<'_>) {
     write(&line(event, &s, now()));
 }
 
 /// Writes one audit event about a username (not a user id: the account may not exist, and
 /// lock-out is keyed by what was typed) to stderr, with a `username` field.
-pub fn record_for_username(event: Event, s: Subject<'_>, username: &str) {
+pub(crate) fn record_for_username(event: Event, s: Subject<'_>, username: &str) {
     write(&line_for_username(event, &s, username, now()));
 }
 
 /// The line for one event with a `username` field.
-pub fn line_for_username(event: Event, s: &Subject<'_>, username: &str, ts: u64) -> String {
+pub(crate) fn line_for_username(event: Event, s: &Subject<'_>, username: &str, ts: u64) -> String {
     let mut v = value(event, s, ts);
     v["username"] = username.into();
     v.to_string()

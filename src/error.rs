@@ -15,11 +15,11 @@ use crate::session::StoreError;
 use crate::tokens::TokenError;
 
 /// Carries the error code of every 401 and 403 (contract §5, `/auth/verify`).
-pub const X_AUTH_ERROR: header::HeaderName = header::HeaderName::from_static("x-auth-error");
+pub(crate) const X_AUTH_ERROR: header::HeaderName = header::HeaderName::from_static("x-auth-error");
 
 /// A refusal the gateway answers itself, with the contract's code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     BadRequest(&'static str),
     MissingToken,
     InvalidToken,
@@ -56,7 +56,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
             BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -79,7 +79,7 @@ impl GatewayError {
     }
 
     /// The stable code of the contract (§7).
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         use GatewayError::*;
         match self {
             BadRequest(_) => "bad_request",
@@ -110,7 +110,7 @@ impl GatewayError {
     }
 
     /// A fixed message for the client; never the cause.
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         use GatewayError::*;
         match self {
             BadRequest(m) => m,
@@ -146,7 +146,7 @@ impl GatewayError {
     /// login or refresh (`invalid_credentials`, `invalid_refresh_token`,
     /// `token_theft_detected`) presented no bearer token, so a Bearer challenge saying
     /// `invalid_token` would be false; those 401s carry none.
-    pub fn bearer_challenge(&self) -> Option<&'static str> {
+    pub(crate) fn bearer_challenge(&self) -> Option<&'static str> {
         use GatewayError::*;
         match self {
             MissingToken => Some(r#"Bearer realm="authgate", error="invalid_request""#),
@@ -175,7 +175,7 @@ impl GatewayError {
 
     /// The JSON answer, with `WWW-Authenticate` on a refused bearer token and `Retry-After`
     /// where the contract asks.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let body = serde_json::json!({ "error": self.code(), "message": self.message() });
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
@@ -262,7 +262,7 @@ impl From<Unrouted> for GatewayError {
 /// The one place a session-store failure is logged and counted
 /// (`authgate_store_errors_total`), whatever is done about it (`then`: a 503, the token
 /// accepted alone, a retry).
-pub fn store_failed(e: &StoreError, then: &str) {
+pub(crate) fn store_failed(e: &StoreError, then: &str) {
     tracing::error!(error = %e, then, "session store error");
     metrics::counter!("authgate_store_errors_total").increment(1);
 }

@@ -41,25 +41,26 @@
 //! `main.rs` (the command line) sits on top. A request's path through the files is in
 //! `ARCHITECTURE.md`.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod app;
-pub mod audit;
-pub mod auth;
+mod audit;
+mod auth;
 pub mod body;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod endpoints;
-pub mod error;
+mod endpoints;
+mod error;
 pub mod explain;
-pub mod login;
-pub mod metrics;
-pub mod pipeline;
-pub mod proxy;
+mod login;
+mod metrics;
+mod pipeline;
+mod proxy;
 pub mod reload;
-pub mod routing;
+mod routing;
 pub mod server;
 pub mod session;
 pub mod shutdown;
-pub mod streams;
+mod streams;
 pub mod tokens;

@@ -10,7 +10,7 @@ use crate::routing::Route;
 use crate::shutdown::Signal;
 
 /// The process-wide Prometheus recorder (installed once, on first use).
-pub fn prometheus() -> &'static PrometheusHandle {
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
@@ -45,7 +45,7 @@ const UPKEEP_EVERY: std::time::Duration = if cfg!(test) {
 /// until `stop` (the gateway's shutdown signal, or its app gone); waiting on the signal
 /// rather than sleeping, it ends as soon as that comes. `server::start` starts one per
 /// gateway (a process runs one; tests run several, folding the one recorder harmlessly).
-pub fn spawn_upkeep(stop: Signal) -> Option<std::thread::JoinHandle<()>> {
+pub(crate) fn spawn_upkeep(stop: Signal) -> Option<std::thread::JoinHandle<()>> {
     let handle = prometheus().clone();
     std::thread::Builder::new()
         .name("authgate-metrics".into())
@@ -64,10 +64,10 @@ pub fn spawn_upkeep(stop: Signal) -> Option<std::thread::JoinHandle<()>> {
 /// Upkeep rounds, for the test that they happen.
 mod upkeep {
     #[cfg(test)]
-    pub static ROUNDS: (std::sync::Mutex<u64>, std::sync::Condvar) =
+    pub(super) static ROUNDS: (std::sync::Mutex<u64>, std::sync::Condvar) =
         (std::sync::Mutex::new(0), std::sync::Condvar::new());
 
-    pub fn done() {
+    pub(super) fn done() {
         #[cfg(test)]
         {
             *ROUNDS.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
@@ -82,22 +82,22 @@ type StatusCounters = Vec<(u16, metrics::Counter)>;
 /// Which `authgate_requests_total` series a request counts in: one route's, the `/auth`
 /// endpoints', or that of requests no route took (`-`).
 #[derive(Debug, Clone, Copy)]
-pub struct Counted<'a> {
+pub(crate) struct Counted<'a> {
     pub label: &'a str,
     slot: usize,
 }
 
 impl<'a> Counted<'a> {
-    pub const UNROUTED: Counted<'static> = Counted {
+    pub(crate) const UNROUTED: Counted<'static> = Counted {
         label: "-",
         slot: 0,
     };
-    pub const AUTH: Counted<'static> = Counted {
+    pub(crate) const AUTH: Counted<'static> = Counted {
         label: "auth",
         slot: 1,
     };
 
-    pub fn route(route: &'a Route) -> Self {
+    pub(crate) fn route(route: &'a Route) -> Self {
         Self {
             label: &route.label,
             slot: 2 + route.index,
@@ -108,17 +108,17 @@ impl<'a> Counted<'a> {
 /// `authgate_requests_total{route,status}` handles by [`Counted::slot`], each registered on
 /// first use: the hot path then costs a read lock and a short scan instead of building a
 /// metric key (or hashing the label) per request.
-pub struct RequestCounters(Box<[RwLock<StatusCounters>]>);
+pub(crate) struct RequestCounters(Box<[RwLock<StatusCounters>]>);
 
 impl RequestCounters {
     /// Counters for a table of `routes` routes (plus the unrouted and `/auth` series).
-    pub fn new(routes: usize) -> Self {
+    pub(crate) fn new(routes: usize) -> Self {
         Self((0..2 + routes).map(|_| RwLock::new(Vec::new())).collect())
     }
 
     /// Counts one answer. `counted` must come from the route table these counters were made
     /// for (a slot is a position in it).
-    pub fn count(&self, counted: Counted<'_>, status: http::StatusCode) {
+    pub(crate) fn count(&self, counted: Counted<'_>, status: http::StatusCode) {
         let code = status.as_u16();
         let Some(slot) = self.0.get(counted.slot) else {
             return new_request_counter(counted.label, status).increment(1);

@@ -25,16 +25,16 @@ use tokio::net::TcpStream;
 
 use crate::body::{Body, BodyError};
 
-pub mod identity;
+pub(crate) mod identity;
 mod pool;
 mod tunnel;
 use crate::config::{Upstream, UpstreamTarget};
-pub use pool::UpstreamBody;
-pub use tunnel::{tunnel, ClientReads, ClientUpgrade, SocketReads};
+pub(crate) use pool::UpstreamBody;
+pub(crate) use tunnel::{tunnel, ClientReads, ClientUpgrade, SocketReads};
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("no upstream url accepted a connection: {0}")]
     Unavailable(String),
     #[error("the upstream did not answer within the request timeout")]
@@ -56,7 +56,7 @@ impl From<UpstreamError> for crate::error::GatewayError {
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
     /// The peer's address as a header value, formatted once per connection.
@@ -64,7 +64,7 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
         Self {
             peer,
             tls,
@@ -76,7 +76,7 @@ impl ConnInfo {
 /// Connects to the urls of one upstream in turn, starting one further each time, skipping
 /// those that refuse or time out.
 #[derive(Clone)]
-pub struct RoundRobin {
+pub(crate) struct RoundRobin {
     targets: Arc<[UpstreamTarget]>,
     next: Arc<AtomicUsize>,
     connect_timeout: Duration,
@@ -112,7 +112,7 @@ impl RoundRobin {
 }
 
 /// The client for one configured upstream.
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     pub name: String,
     connector: RoundRobin,
     pool: Arc<pool::Pool>,
@@ -122,7 +122,7 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(upstream: &Upstream) -> Self {
+    pub(crate) fn new(upstream: &Upstream) -> Self {
         let connector = RoundRobin {
             targets: upstream.targets.clone().into(),
             next: Arc::new(AtomicUsize::new(0)),
@@ -140,7 +140,12 @@ impl UpstreamClient {
 
     /// The origin-form URI to send for a forwarded path and query. `original` is the
     /// request's own path and query, reused as is when the forwarded form is the same text.
-    pub fn uri_for(&self, path: &str, query: Option<&str>, original: Option<&PathAndQuery>) -> Uri {
+    pub(crate) fn uri_for(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        original: Option<&PathAndQuery>,
+    ) -> Uri {
         let path_and_query = match original {
             Some(pq)
                 if self.base_path.is_empty()
@@ -172,7 +177,7 @@ impl UpstreamClient {
     /// Sends one request; `timeout` bounds the wait for the response head (connecting
     /// included). (A plain fn returning an async block: an async fn would keep a second,
     /// moved-from copy of the request in its future.)
-    pub fn send<'a>(
+    pub(crate) fn send<'a>(
         &'a self,
         mut req: Request<Body>,
         timeout: Duration,
@@ -211,7 +216,7 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Whether a request asks for a WebSocket upgrade.
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -231,7 +236,7 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers: the fixed list, `Proxy-*`, and every header named in
 /// `Connection` unless `protected` says the gateway sets it itself. `Upgrade` survives only
 /// for a WebSocket upgrade, which keeps `Connection: upgrade` too.
-pub fn strip_hop_by_hop(
+pub(crate) fn strip_hop_by_hop(
     headers: &mut HeaderMap,
     websocket: bool,
     protected: impl Fn(&HeaderName) -> bool,
@@ -282,7 +287,7 @@ pub fn strip_hop_by_hop(
 
 /// Where a request came from, as far as the gateway may believe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr {
+pub(crate) struct ClientAddr {
     /// The TCP peer.
     pub peer: IpAddr,
     /// The client: the peer, or for a trusted proxy the nearest untrusted hop it reports.
@@ -294,7 +299,7 @@ pub struct ClientAddr {
 /// walking its hops from the right past trusted proxies. A hop is `ip`, `ip:port` or
 /// `[ipv6]:port` (cloud load balancers write ports); one that cannot be parsed ends the walk,
 /// so the client is never taken from the left of something the gateway could not read.
-pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+pub(crate) fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
     let peer_ip = peer.ip().to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     let peer_trusted = is_trusted(&peer_ip);
@@ -361,7 +366,7 @@ static SET_HERE: [&str; 4] = [
 /// legacy stacks (CGI, PHP, some Java containers, gunicorn before 22) fold `X_User_Id` into
 /// the same variable as `X-User-Id`, so every header the gateway removes or sets is matched
 /// so.
-pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             let fold = |c: u8| {
@@ -402,7 +407,7 @@ fn is_x_forwarded(b: &[u8]) -> bool {
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host` (and `X-Real-IP`): extended from a trusted
 /// peer, replaced from anyone else. `Forwarded` from an untrusted peer is dropped.
 /// `peer_value` is `addr.peer` as a header value (formatted once per connection).
-pub fn set_forwarded(
+pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     addr: &ClientAddr,
     tls: bool,
@@ -473,7 +478,7 @@ pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
 }
 
 /// Marks requests to the upstream as HTTP/1.1 whatever the client spoke (h2 → h1 upstreams).
-pub fn set_upstream_version(req: &mut Request<Body>) {
+pub(crate) fn set_upstream_version(req: &mut Request<Body>) {
     *req.version_mut() = Version::HTTP_11;
 }
 
@@ -489,7 +494,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, flag: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(inner: B, limit: u64, flag: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             remaining: limit,
@@ -501,7 +506,7 @@ impl<B> LimitedBody<B> {
 /// The body exceeded `max_body_bytes`.
 #[derive(Debug, thiserror::Error)]
 #[error("request body too large")]
-pub struct TooLarge;
+pub(crate) struct TooLarge;
 
 impl<B> http_body::Body for LimitedBody<B>
 where

@@ -26,13 +26,13 @@ type Streams = Vec<(u64, Weak<Entry>)>;
 
 /// The streams of every session with one open.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     next: AtomicU64,
     by_session: Mutex<HashMap<Box<str>, Streams>>,
 }
 
 /// One registered stream: user and session, and the bell that ends it.
-pub struct Entry {
+pub(crate) struct Entry {
     user_id: Box<str>,
     session_id: Box<str>,
     id: u64,
@@ -42,7 +42,7 @@ pub struct Entry {
 
 impl Entry {
     /// Resolves when the session ends.
-    pub fn ended(&self) -> OwnedNotified {
+    pub(crate) fn ended(&self) -> OwnedNotified {
         self.bell.clone().notified_owned()
     }
 }
@@ -57,7 +57,7 @@ impl Drop for Entry {
 
 impl Registry {
     /// Registers a stream of `session_id`; dropping the returned entry unregisters it.
-    pub fn register(self: &Arc<Self>, user_id: &str, session_id: &str) -> Arc<Entry> {
+    pub(crate) fn register(self: &Arc<Self>, user_id: &str, session_id: &str) -> Arc<Entry> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Entry {
             user_id: user_id.into(),
@@ -84,7 +84,7 @@ impl Registry {
     }
 
     /// Ends every stream of `session_id`.
-    pub fn end(&self, session_id: &str) {
+    pub(crate) fn end(&self, session_id: &str) {
         let entries: Vec<Arc<Entry>> = {
             let map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
             map.get(session_id)
@@ -97,8 +97,9 @@ impl Registry {
         }
     }
 
-    /// Streams open now, for tests and metrics.
-    pub fn len(&self) -> usize {
+    /// Streams open now (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.by_session
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -107,12 +108,13 @@ impl Registry {
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The (user id, session id) of every registered stream's session.
-    pub fn sessions(&self) -> Vec<(Box<str>, Box<str>)> {
+    pub(crate) fn sessions(&self) -> Vec<(Box<str>, Box<str>)> {
         let map = self.by_session.lock().unwrap_or_else(|p| p.into_inner());
         map.values()
             .filter_map(|v| v.iter().find_map(|(_, w)| w.upgrade()))
@@ -145,7 +147,7 @@ pin_project_lite::pin_project! {
 impl<B> Revocable<B> {
     /// The body of `claims`' session; registered with `registry` if it is not finished after
     /// a poll. (Claims without a session id have nothing to be registered under.)
-    pub fn new(inner: B, registry: Arc<Registry>, claims: Arc<Claims>) -> Self {
+    pub(crate) fn new(inner: B, registry: Arc<Registry>, claims: Arc<Claims>) -> Self {
         let pending = claims.sid.is_some().then_some((registry, claims));
         Self {
             inner,
@@ -159,7 +161,7 @@ impl<B> Revocable<B> {
 /// The session of a stream ended.
 #[derive(Debug, thiserror::Error)]
 #[error("the session ended")]
-pub struct SessionEnded;
+pub(crate) struct SessionEnded;
 
 impl<B> http_body::Body for Revocable<B>
 where

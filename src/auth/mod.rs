@@ -8,10 +8,10 @@
 //! [`refresh::hand_back`] is the one silent refresh: decide, mint (once per session for all
 //! concurrent requests), put the token in the answer, count it.
 
-pub mod refresh;
-pub mod require;
-pub mod session;
-pub mod token;
+pub(crate) mod refresh;
+pub(crate) mod require;
+pub(crate) mod session;
+pub(crate) mod token;
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use crate::tokens::Claims;
 
 /// What a matched route asks: [`identify`] as its `auth` mode says, then its requirements
 /// ([`require::check`]). For `/auth/verify`; the proxy pipeline runs the two as phases.
-pub async fn authorize(
+pub(crate) async fn authorize(
     app: &App,
     live: &Live,
     route: &Route,
@@ -42,7 +42,7 @@ pub async fn authorize(
 /// valid token with an active session, or the refusal. `optional`: the identity of a valid
 /// token; a missing or bad token is ignored, but an ambiguous request (400) and a store
 /// failure (503) are not, so an outage never silently turns users anonymous.
-pub async fn identify(
+pub(crate) async fn identify(
     app: &App,
     live: &Live,
     route: &Route,
@@ -60,7 +60,7 @@ pub async fn identify(
 }
 
 /// Token → verified claims → (stateful mode) an active session.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     app: &App,
     live: &Live,
     headers: &HeaderMap,

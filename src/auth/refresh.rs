@@ -10,7 +10,7 @@ use crate::tokens::Claims;
 
 /// Puts a fresh access token in `refresh_header` of the answer `h` (never cached, readable by
 /// a browser app) when `claims` are of an own token near its expiry, and counts it.
-pub fn hand_back(app: &App, live: &Live, claims: &Claims, h: &mut HeaderMap) {
+pub(crate) fn hand_back(app: &App, live: &Live, claims: &Claims, h: &mut HeaderMap) {
     let t = &live.config.token;
     let Some(fresh) =
         app.refresher

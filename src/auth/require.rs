@@ -5,7 +5,7 @@ use crate::routing::Route;
 use crate::tokens::Claims;
 
 /// `require_roles` / `require_tenants`: 403 unless the token has one of them.
-pub fn check(route: &Route, claims: &Claims) -> Result<(), GatewayError> {
+pub(crate) fn check(route: &Route, claims: &Claims) -> Result<(), GatewayError> {
     if !route.require_roles.is_empty() {
         let roles = claims.roles.as_deref().unwrap_or(&[]);
         if !roles.iter().any(|r| route.require_roles.contains(r)) {

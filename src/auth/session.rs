@@ -8,7 +8,7 @@ use crate::tokens::Claims;
 
 /// `Ok` when the session of `claims` is active. A store error never ends a session: it is a
 /// 503 (`deny`) or the token alone decides (`allow_stateless`).
-pub async fn check(app: &App, live: &Live, claims: &Claims) -> Result<(), GatewayError> {
+pub(crate) async fn check(app: &App, live: &Live, claims: &Claims) -> Result<(), GatewayError> {
     let Some(sid) = claims.sid.as_deref() else {
         // A token without a session id has no session to be active.
         return Err(GatewayError::SessionRevoked);

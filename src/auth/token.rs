@@ -12,7 +12,7 @@ const AMBIGUOUS: GatewayError =
     GatewayError::BadRequest("the request carries more than one access token");
 
 /// The token the request presents, if any.
-pub fn extract<'a>(
+pub(crate) fn extract<'a>(
     headers: &'a HeaderMap,
     cookie: Option<&str>,
 ) -> Result<Option<&'a str>, GatewayError> {
@@ -79,7 +79,7 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str
 }
 
 /// Removes cookie `name` from every `Cookie` header, keeping the others.
-pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+pub(crate) fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     let values: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

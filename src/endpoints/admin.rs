@@ -40,7 +40,11 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// Answers one request on the admin listener.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+pub(crate) async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),

@@ -1,7 +1,7 @@
 //! The gateway's own endpoints: `/auth/*` and JWKS on the proxy listener (`auth.rs`), and the
 //! admin listener with health, readiness, metrics and the admin API (`admin.rs`).
 
-pub mod admin;
-pub mod auth;
+pub(crate) mod admin;
+pub(crate) mod auth;
 
-pub use auth::JWKS_PATH;
+pub(crate) use auth::JWKS_PATH;

@@ -30,14 +30,14 @@ use crate::session::{Millis, SessionStore, StoreError};
 /// script sends; each refused attempt costs a few atomic increments instead of an Argon2
 /// verification (tens of milliseconds of a core) and two store round trips. Several users
 /// behind one NAT share the budget, hence not lower.
-pub const FLOOD_LIMIT_PER_SECOND: u32 = 20;
+pub(crate) const FLOOD_LIMIT_PER_SECOND: u32 = 20;
 
 /// `Retry-After` for an attempt refused because as many others are still being checked as
 /// the limit allows.
-pub const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a login waits for a free Argon2 slot before it gives up (`LoginOutcome::Busy`).
-pub const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// Usernames longer than this are cut (at a character boundary) in lock-out keys, so a
 /// 64 KiB username cannot make a 64 KiB store key. Keys that only differ beyond it share a
@@ -47,7 +47,7 @@ const MAX_KEY_USERNAME_BYTES: usize = 256;
 /// The store key of a username's failure counter: `u:<username, trimmed and lowercased>`
 /// (contract §5: ` Alice` and `alice` are one account to lock). The store adds its own prefix
 /// (`authgate:lock:` on Redis).
-pub fn user_key(username: &str) -> String {
+pub(crate) fn user_key(username: &str) -> String {
     let lower = username.trim().to_lowercase();
     let mut end = lower.len().min(MAX_KEY_USERNAME_BYTES);
     while !lower.is_char_boundary(end) {
@@ -58,20 +58,20 @@ pub fn user_key(username: &str) -> String {
 
 /// The store key of a client IP's failure counter: `ip:<ip>`. IPv4-mapped IPv6 addresses are
 /// folded to IPv4 so one client has one key.
-pub fn ip_key(ip: IpAddr) -> String {
+pub(crate) fn ip_key(ip: IpAddr) -> String {
     format!("ip:{}", ip.to_canonical())
 }
 
 /// Do `failures` within the window reach `limit`? (A limit of 0 never locks; config requires
 /// at least 1.)
-pub fn reaches_limit(failures: u32, limit: u32) -> bool {
+pub(crate) fn reaches_limit(failures: u32, limit: u32) -> bool {
     limit > 0 && failures >= limit
 }
 
 /// How long until the latest of the given locks ends, if any is still in force at `now`, in
 /// whole seconds for `Retry-After`: rounded up, so a client that waits as told is never
 /// refused again by the same lock, and at least one second, so it never says 0.
-pub fn retry_after(
+pub(crate) fn retry_after(
     locked_until: impl IntoIterator<Item = Option<Millis>>,
     now: Millis,
 ) -> Option<Duration> {
@@ -91,17 +91,17 @@ pub fn retry_after(
 /// [`Lockout::record_failure`] (invalid credentials, or a 401/403 relayed from the upstream
 /// login), [`Lockout::record_success`], or [`Lockout::release`] (neither).
 #[derive(Debug, Clone)]
-pub struct Lockout {
+pub(crate) struct Lockout {
     cfg: crate::config::Lockout,
 }
 
 impl Lockout {
-    pub fn new(cfg: &crate::config::Lockout) -> Self {
+    pub(crate) fn new(cfg: &crate::config::Lockout) -> Self {
         Self { cfg: cfg.clone() }
     }
 
     /// Is the username or the IP locked at `now`? `Some(retry after)` if so.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         store: &SessionStore,
         username: Option<&str>,
@@ -125,7 +125,7 @@ impl Lockout {
     /// an attempt beyond a limit while the others are in flight is refused unverified (429,
     /// retry after a second) and takes nothing; the failures among those checked lock the key
     /// as usual.
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         store: &SessionStore,
         username: Option<&str>,
@@ -183,7 +183,7 @@ impl Lockout {
 
     /// The reserved attempt failed (it is already counted): locks whichever key it brought to
     /// its limit. `Some(retry after)` if it locked something.
-    pub async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         store: &SessionStore,
         username: Option<&str>,
@@ -206,7 +206,7 @@ impl Lockout {
     /// The reserved attempt succeeded: the username's failures are forgotten, and the IP gets
     /// back the one count the attempt took (its earlier failures stay: one valid account must
     /// not reset the budget of a script guessing others from that IP).
-    pub async fn record_success(
+    pub(crate) async fn record_success(
         &self,
         store: &SessionStore,
         username: Option<&str>,
@@ -221,13 +221,17 @@ impl Lockout {
 
     /// Clears `username`'s failures and lock at once (`DELETE /admin/lockouts/{username}`),
     /// keyed exactly as counting keys it ([`user_key`]). The per-IP counters are left alone: they guard against a script, not one account.
-    pub async fn unlock(&self, store: &SessionStore, username: &str) -> Result<(), StoreError> {
+    pub(crate) async fn unlock(
+        &self,
+        store: &SessionStore,
+        username: &str,
+    ) -> Result<(), StoreError> {
         store.unlock(&user_key(username)).await
     }
 
     /// An attempt that was neither a success nor a failure (bad request, upstream down):
     /// gives back the counts it took.
-    pub async fn release(
+    pub(crate) async fn release(
         &self,
         store: &SessionStore,
         username: Option<&str>,
@@ -243,7 +247,7 @@ impl Lockout {
 
 /// What [`Lockout::reserve`] counted for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     /// Over a limit: refused without looking at the password, retry after this long.
     pub refused: Option<Duration>,
     /// Attempts of this IP within the window, this one included.
@@ -257,7 +261,7 @@ pub struct Reservation {
 /// A count-min sketch can only over-count: under a flood from very many IPs an innocent IP
 /// may share a cell with a noisy one and be refused for the rest of that second. Keep one
 /// guard for the process (it need not follow config reloads).
-pub struct FloodGuard {
+pub(crate) struct FloodGuard {
     rate: Rate,
     limit: u32,
 }
@@ -270,12 +274,12 @@ impl Default for FloodGuard {
 
 impl FloodGuard {
     /// [`FLOOD_LIMIT_PER_SECOND`] attempts per IP per second.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_limit(FLOOD_LIMIT_PER_SECOND)
     }
 
     /// `limit` attempts per IP per second.
-    pub fn with_limit(limit: u32) -> Self {
+    pub(crate) fn with_limit(limit: u32) -> Self {
         Self {
             rate: Rate::new(Duration::from_secs(1)),
             limit,
@@ -284,7 +288,7 @@ impl FloodGuard {
 
     /// Counts one login attempt from `ip`; false once it is beyond the limit for the current
     /// one-second window (the caller answers 429 with `Retry-After: 1`).
-    pub fn allow(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allow(&self, ip: IpAddr) -> bool {
         let seen = self.rate.observe(&ip.to_canonical(), 1);
         seen <= self.limit as isize
     }
@@ -297,13 +301,16 @@ static VERIFY_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
 });
 
 /// The process-wide Argon2 semaphore (one permit per CPU).
-pub fn verify_slots() -> Arc<Semaphore> {
+pub(crate) fn verify_slots() -> Arc<Semaphore> {
     VERIFY_SLOTS.clone()
 }
 
 /// Waits up to `wait` for a permit of `slots`; `None` if none came free (or the semaphore
 /// was closed). Hold the permit for the whole verification, inside the blocking task.
-pub async fn verify_slot(slots: &Arc<Semaphore>, wait: Duration) -> Option<OwnedSemaphorePermit> {
+pub(crate) async fn verify_slot(
+    slots: &Arc<Semaphore>,
+    wait: Duration,
+) -> Option<OwnedSemaphorePermit> {
     match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
         Ok(Ok(permit)) => Some(permit),
         Ok(Err(_closed)) => None,

@@ -17,9 +17,9 @@
 //! 4. [`lockout::Lockout::record_failure`] on `InvalidCredentials` or a counted `Relay`,
 //!    [`lockout::Lockout::record_success`] on `Success`.
 
-pub mod lockout;
-pub mod upstream;
-pub mod users_file;
+pub(crate) mod lockout;
+pub(crate) mod upstream;
+pub(crate) mod users_file;
 
 use std::net::IpAddr;
 
@@ -30,11 +30,11 @@ use crate::config::{Login, LoginBackend};
 
 /// Login bodies above this size are refused (`400 bad_request`) by every backend; read at
 /// most this much (plus one byte, to tell) from the client.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Who logged in.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LoginIdentity {
+pub(crate) struct LoginIdentity {
     pub user_id: String,
     pub user_name: String,
     pub tenant: Option<String>,
@@ -48,7 +48,7 @@ pub struct LoginIdentity {
 
 /// What a login attempt came to.
 #[derive(Debug)]
-pub enum LoginOutcome {
+pub(crate) enum LoginOutcome {
     Success(LoginIdentity),
     /// Wrong password or unknown user (the same answer, the same cost): 401
     /// `invalid_credentials`, counted for lock-out.
@@ -86,7 +86,7 @@ pub enum LoginOutcome {
 }
 
 /// The configured credential backend of one config snapshot.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     backend: Backend,
 }
 
@@ -100,7 +100,7 @@ enum Backend {
 impl Authenticator {
     /// From `[login]`. Cheap: the users file was read by the config; the upstream client
     /// connects lazily. Must be called inside a Tokio runtime for the upstream backend.
-    pub fn new(login: &Login) -> Self {
+    pub(crate) fn new(login: &Login) -> Self {
         let backend = match &login.backend {
             LoginBackend::UsersFile { users, .. } => {
                 Backend::UsersFile(users_file::UsersFile::new(users))
@@ -115,14 +115,14 @@ impl Authenticator {
 
     /// Does this gateway offer login at all (`backend` is not `none`)? If not, the endpoint
     /// should answer 404 rather than call [`Self::authenticate`].
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         !matches!(self.backend, Backend::None)
     }
 
     /// Users file: does a user with this id still exist? `None` for the other backends, which
     /// cannot tell (the upstream login is only asked at login). A refresh and a reload use it
     /// so that a user removed from the file keeps no session.
-    pub fn has_user_id(&self, user_id: &str) -> Option<bool> {
+    pub(crate) fn has_user_id(&self, user_id: &str) -> Option<bool> {
         match &self.backend {
             Backend::UsersFile(b) => Some(b.has_user_id(user_id)),
             Backend::Upstream(_) | Backend::None => None,
@@ -132,7 +132,7 @@ impl Authenticator {
     /// Checks one login body. `headers` are the client's request headers (the upstream
     /// backend passes some on) and `client_ip` the client as far as the gateway believes it
     /// (sent to the upstream login as `X-Forwarded-For`).
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         body: Bytes,
         headers: &HeaderMap,
@@ -160,7 +160,7 @@ impl Authenticator {
 /// stack takes varies. Only one field is read, for the same reason: guessing among `username`,
 /// `user`, `email` let `{"username":"decoyN","login":"carol"}` guess carol's password without
 /// ever locking her.
-pub fn username_of(body: &[u8], pointer: &str) -> Result<Option<String>, &'static str> {
+pub(crate) fn username_of(body: &[u8], pointer: &str) -> Result<Option<String>, &'static str> {
     const DUPLICATE: &str = "the login body holds a key twice";
     if body.len() > MAX_BODY_BYTES {
         return Ok(None);

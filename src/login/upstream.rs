@@ -34,11 +34,11 @@ use super::{LoginIdentity, LoginOutcome};
 use crate::config::UpstreamLogin;
 
 /// Time allowed to connect to the legacy login.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for the whole exchange: connect, request, answer head and body.
-pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer body read from the legacy login (2xx or relayed).
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Request headers of the client passed on to the legacy login (`Cookie`: a captcha or a
 /// CSRF token of the legacy app is often tied to its session cookie).
@@ -51,14 +51,14 @@ const PASSED_ON: [header::HeaderName; 5] = [
 ];
 
 /// The legacy login of one config snapshot and a pooled client towards it.
-pub struct UpstreamBackend {
+pub(crate) struct UpstreamBackend {
     cfg: UpstreamLogin,
     client: Client<HttpConnector, Full<Bytes>>,
     exchange_timeout: Duration,
 }
 
 impl UpstreamBackend {
-    pub fn new(cfg: &UpstreamLogin) -> Self {
+    pub(crate) fn new(cfg: &UpstreamLogin) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -76,7 +76,7 @@ impl UpstreamBackend {
     }
 
     /// Posts the login to the legacy app and judges its answer.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         body: Bytes,
         headers: &HeaderMap,

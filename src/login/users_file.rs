@@ -20,7 +20,7 @@ use super::{lockout, LoginIdentity, LoginOutcome};
 use crate::config::User;
 
 /// Login bodies above this size are refused (`400 bad_request`) without parsing.
-pub use super::MAX_BODY_BYTES;
+pub(crate) use super::MAX_BODY_BYTES;
 
 /// Parses `{"username": "...", "password": "..."}`: both required, non-empty strings; other
 /// fields are ignored.
@@ -44,7 +44,7 @@ pub(super) fn parse_body(body: &[u8]) -> Result<(String, String), &'static str> 
 }
 
 /// The users of one config snapshot and how to verify them.
-pub struct UsersFile {
+pub(crate) struct UsersFile {
     users: Arc<HashMap<String, User>>,
     /// The users' ids, for the refresh's "does this user still exist" (the map is keyed by
     /// username).
@@ -59,12 +59,12 @@ pub struct UsersFile {
 
 impl UsersFile {
     /// Uses the process-wide Argon2 slots ([`lockout::verify_slots`]).
-    pub fn new(users: &HashMap<String, User>) -> Self {
+    pub(crate) fn new(users: &HashMap<String, User>) -> Self {
         Self::with_slots(users, lockout::verify_slots(), lockout::VERIFY_QUEUE_WAIT)
     }
 
     /// With its own semaphore and queue wait (tests).
-    pub fn with_slots(
+    pub(crate) fn with_slots(
         users: &HashMap<String, User>,
         slots: Arc<Semaphore>,
         queue_wait: Duration,
@@ -81,11 +81,11 @@ impl UsersFile {
     }
 
     /// Is there a user with this id (not username)?
-    pub fn has_user_id(&self, user_id: &str) -> bool {
+    pub(crate) fn has_user_id(&self, user_id: &str) -> bool {
         self.ids.contains(user_id)
     }
 
-    pub async fn authenticate(&self, body: &[u8]) -> LoginOutcome {
+    pub(crate) async fn authenticate(&self, body: &[u8]) -> LoginOutcome {
         let (username, password) = match parse_body(body) {
             Ok(c) => c,
             Err(why) => return LoginOutcome::BadRequest(why),
@@ -214,7 +214,7 @@ pub(super) mod tests {
     use super::*;
 
     /// A PHC hash with cheap parameters (m=256 KiB, t=1, p=1).
-    pub fn cheap_hash(password: &str) -> String {
+    pub(crate) fn cheap_hash(password: &str) -> String {
         let params = argon2::Params::new(256, 1, 1, None).expect("valid params");
         let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0c2FsdA").expect("valid salt");
@@ -224,7 +224,7 @@ pub(super) mod tests {
             .to_string()
     }
 
-    pub fn users() -> HashMap<String, User> {
+    pub(crate) fn users() -> HashMap<String, User> {
         let mut users = HashMap::new();
         users.insert(
             "alice".to_owned(),

@@ -24,7 +24,7 @@ pub(super) fn preflight(cx: &RequestCtx<'_, '_>, parts: &Parts) -> Flow {
 }
 
 /// Whether the request is a CORS preflight (with `[cors]` on, answered without a token).
-pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS
         && headers.contains_key(header::ORIGIN)
         && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)

@@ -13,7 +13,7 @@ use crate::tokens::Claims;
 
 /// What the phases know of one request beyond its parts. Each field says which phase sets it;
 /// before that phase it holds its "nothing yet" value.
-pub struct RequestCtx<'a, 'l> {
+pub(crate) struct RequestCtx<'a, 'l> {
     pub app: &'a App,
     /// The config snapshot of this request: a reload never changes the rules mid-request.
     pub live: &'l Live,
@@ -31,7 +31,7 @@ pub struct RequestCtx<'a, 'l> {
 }
 
 impl<'a, 'l> RequestCtx<'a, 'l> {
-    pub fn new(app: &'a App, live: &'l Live, conn: ConnInfo) -> Self {
+    pub(crate) fn new(app: &'a App, live: &'l Live, conn: ConnInfo) -> Self {
         Self {
             app,
             live,
@@ -44,13 +44,13 @@ impl<'a, 'l> RequestCtx<'a, 'l> {
     }
 
     /// The config of this request's snapshot.
-    pub fn cfg(&self) -> &'l Config {
+    pub(crate) fn cfg(&self) -> &'l Config {
         &self.live.config
     }
 }
 
 /// What a phase that may answer by itself decided.
-pub enum Flow {
+pub(crate) enum Flow {
     /// Go on with the next phase.
     Continue,
     /// This is the answer; no later phase runs.

@@ -20,7 +20,7 @@
 mod admit;
 mod authenticate;
 mod canonicalise;
-pub mod cors;
+pub(crate) mod cors;
 mod ctx;
 mod forward;
 mod hand_back;
@@ -41,7 +41,7 @@ use crate::error::GatewayError;
 use crate::metrics::Counted;
 use crate::proxy::ConnInfo;
 
-pub use ctx::{Flow, RequestCtx};
+pub(crate) use ctx::{Flow, RequestCtx};
 
 /// Runs one request through the phases; any error is the answer. `counted` learns the route
 /// as soon as one is found, for the request counter.
@@ -50,7 +50,7 @@ pub use ctx::{Flow, RequestCtx};
 /// moved copy in the future, and a request is 264 bytes; the future is copied into its box
 /// and moved several times per request.)
 #[allow(clippy::manual_async_fn)] // deliberate: see above
-pub fn handle<'a, 'l>(
+pub(crate) fn handle<'a, 'l>(
     app: &'a App,
     live: &'l Live,
     req: Request<Incoming>,

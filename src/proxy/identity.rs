@@ -9,7 +9,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::Identity;
 use crate::tokens::Claims;
 
-pub use crate::proxy::same_name;
+pub(crate) use crate::proxy::same_name;
 
 impl Identity {
     /// The names the gateway sets itself; a client's copy of any of them never survives.
@@ -34,7 +34,7 @@ impl Identity {
 
 /// Removes every incoming spelling of an identity header (and of `extra`, e.g. the refresh
 /// header, which only the gateway may set on a response).
-pub fn strip(headers: &mut HeaderMap, identity: &Identity) {
+pub(crate) fn strip(headers: &mut HeaderMap, identity: &Identity) {
     // Most requests carry none: scan first, allocate only when something must go.
     if !headers
         .keys()
@@ -55,7 +55,7 @@ pub fn strip(headers: &mut HeaderMap, identity: &Identity) {
 /// Sets the identity headers from verified claims. Values that are not valid header text
 /// (they came from a signed token, but may still hold a newline) are left out, not mangled.
 /// The values are made once per verified token and shared by the requests that present it.
-pub fn inject(headers: &mut HeaderMap, identity: &Identity, claims: &Claims) {
+pub(crate) fn inject(headers: &mut HeaderMap, identity: &Identity, claims: &Claims) {
     let values = claims
         .derived
         .identity

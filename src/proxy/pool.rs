@@ -235,7 +235,7 @@ async fn sweep(pool: Weak<Pool>) {
 
 /// A response body from the upstream; it drives its connection and returns it to the pool
 /// once the whole body has been read.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     body: Incoming,
     conn: Option<Conn>,
     pool: Option<Arc<Pool>>,

@@ -42,17 +42,17 @@ const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// How many bytes have been read from a client connection's socket so far. The server puts
 /// one in the extensions of each HTTP/1.1 upgrade request; comparing it around the tunnel's
 /// first read tells bytes hyper had buffered before the 101 from bytes read after it.
-pub trait SocketReads: Send + Sync {
+pub(crate) trait SocketReads: Send + Sync {
     fn bytes_read(&self) -> u64;
 }
 
 /// The request extension holding a connection's [`SocketReads`].
 #[derive(Clone)]
-pub struct ClientReads(pub Arc<dyn SocketReads>);
+pub(crate) struct ClientReads(pub Arc<dyn SocketReads>);
 
 /// What a client's WebSocket upgrade request leaves for the answer: hyper's upgrade handle,
 /// the key the upstream's accept must match, and the connection's read counter.
-pub struct ClientUpgrade {
+pub(crate) struct ClientUpgrade {
     on: hyper::upgrade::OnUpgrade,
     key: Option<HeaderValue>,
     reads: Option<Arc<dyn SocketReads>>,
@@ -61,7 +61,7 @@ pub struct ClientUpgrade {
 impl ClientUpgrade {
     /// Takes the upgrade out of a WebSocket upgrade request's extensions (hyper put the
     /// handle there) and headers.
-    pub fn take(extensions: &mut http::Extensions, headers: &HeaderMap) -> Option<Self> {
+    pub(crate) fn take(extensions: &mut http::Extensions, headers: &HeaderMap) -> Option<Self> {
         let on = extensions.remove::<hyper::upgrade::OnUpgrade>()?;
         Some(Self {
             on,
@@ -72,7 +72,7 @@ impl ClientUpgrade {
 
     /// Whether the upstream's 101 completes the WebSocket handshake this request began
     /// (RFC 6455 §4.1): `Upgrade: websocket`, `Connection: upgrade` and the accept of our key.
-    pub fn accepted_by(&self, answer: &HeaderMap) -> bool {
+    pub(crate) fn accepted_by(&self, answer: &HeaderMap) -> bool {
         let Some(key) = &self.key else {
             return false;
         };
@@ -128,7 +128,7 @@ impl Closing {
 /// Copies bytes both ways between an upgraded client and upstream connection until either
 /// side closes, or the session it belongs to ends, or `stop` (the shutdown signal) comes;
 /// then both get a Close frame. `_work` is held to the end: shutdown waits for it.
-pub async fn tunnel(
+pub(crate) async fn tunnel(
     client: ClientUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     session: Option<Arc<Entry>>,

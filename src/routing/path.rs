@@ -68,7 +68,7 @@ pub struct PathRules {
 /// Canonicalises the path part of a request target (no query).
 ///
 /// Returns the input borrowed when it already is canonical. See the module docs for the form.
-pub fn canonicalize(path: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
+pub(crate) fn canonicalize(path: &str, rules: PathRules) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }

@@ -75,7 +75,7 @@ pub enum PatternError {
 
 /// Checks and normalises a pattern: canonical, no dot segments, no `;`, no trailing slash
 /// unless it is `/`. Also the form `strip_prefix` takes.
-pub fn normalize_pattern(pattern: &str) -> Result<String, PatternError> {
+pub(crate) fn normalize_pattern(pattern: &str) -> Result<String, PatternError> {
     if !pattern.starts_with('/') {
         return Err(PatternError::NotAbsolute);
     }

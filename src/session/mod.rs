@@ -269,8 +269,9 @@ impl SessionStore {
         }
     }
 
-    /// `"memory"` or `"redis"`.
-    pub fn kind(&self) -> &'static str {
+    /// `"memory"` or `"redis"` (test output).
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Memory(_) => "memory",
             Self::Redis(_) => "redis",

@@ -182,7 +182,7 @@ impl KeyRing {
     }
 
     /// The algorithm new tokens are signed with; `None` for a verify-only ring.
-    pub fn signing_algorithm(&self) -> Option<Algorithm> {
+    fn signing_algorithm(&self) -> Option<Algorithm> {
         self.signer.as_ref().map(|s| s.alg)
     }
 

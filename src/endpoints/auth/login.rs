@@ -10,7 +10,6 @@ use super::{json, read_body};
 use crate::app::{App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::body::{full, Body};
-use crate::config::LoginBackend;
 use crate::error::GatewayError;
 use crate::login::lockout::{Lockout, Reservation};
 use crate::login::{self, LoginIdentity, LoginOutcome};
@@ -24,7 +23,7 @@ pub(super) async fn login(
     req: Request<Incoming>,
     ip: IpAddr,
 ) -> Result<Response<Body>, GatewayError> {
-    if matches!(live.config.login.backend, LoginBackend::None) {
+    if !live.login.is_enabled() {
         return Err(GatewayError::NotFound);
     }
     if !app.flood.allow(ip) {

@@ -16,7 +16,7 @@ mod refresh;
 mod sessions;
 mod verify;
 
-pub use sessions::session_json;
+pub(crate) use sessions::session_json;
 
 use std::sync::Arc;
 
@@ -35,10 +35,10 @@ use crate::proxy::{self, ConnInfo};
 use crate::tokens::Claims;
 
 /// The path of the JWKS document.
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+pub(crate) const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Answers one request to an endpoint of ours.
-pub async fn handle(
+pub(crate) async fn handle(
     app: &App,
     live: &Live,
     req: Request<Incoming>,

@@ -12,7 +12,7 @@ use crate::error::GatewayError;
 use crate::session::{EndReason, Session};
 
 /// The JSON of one session for listings.
-pub fn session_json(s: &Session, current: Option<&str>) -> serde_json::Value {
+pub(crate) fn session_json(s: &Session, current: Option<&str>) -> serde_json::Value {
     serde_json::json!({
         "session_id": s.id,
         "user_id": s.user_id,

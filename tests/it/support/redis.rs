@@ -7,7 +7,7 @@
 //! Two crates compile this file: the integration tests (`tests/it/support/`) and the crate's
 //! own unit tests (`src/session/testutil.rs` includes it by `#[path]`). So it uses std and
 //! `tempfile` only, nothing of `authgate`, and each crate uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
