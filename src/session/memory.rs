@@ -26,7 +26,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::ids::{
-    format_sid, format_token, parse_sid, random, token_hash, ParsedToken, Secret, SidBytes,
+    format_sid, format_token, parse_sid, random, token_hash, ParsedToken, RefreshToken, Secret,
+    SidBytes, TokenHash,
 };
 use super::record::{self, set_time, set_u32, Entry};
 use super::{
@@ -105,6 +106,79 @@ enum Found {
         current: [u8; 16],
         parent: [u8; 16],
     },
+}
+
+impl Found {
+    /// Neither token matched: the record's hashes, copied out for the walk after the lock.
+    fn unmatched(v: Entry) -> Self {
+        let mut current = [0u8; 16];
+        let mut parent = [0u8; 16];
+        current.copy_from_slice(v.current());
+        parent.copy_from_slice(v.parent());
+        Found::Unmatched {
+            generation: v.generation(),
+            current,
+            parent,
+        }
+    }
+}
+
+/// A refresh's token and what is derived from it, all hashed before any lock is taken.
+struct RefreshAsk<'a> {
+    token: &'a ParsedToken,
+    presented: TokenHash,
+    next: Secret,
+    next_hash: TokenHash,
+    grace: u64,
+    lifetimes: Lifetimes,
+    now: Millis,
+}
+
+impl<'a> RefreshAsk<'a> {
+    /// The presented token's hash, its successor and the successor's hash, the grace.
+    fn new(
+        token: &'a ParsedToken,
+        settings: &StoreSettings,
+        lifetimes: Lifetimes,
+        now: Millis,
+    ) -> Self {
+        let next = settings.refresh_key.successor(&token.secret);
+        Self {
+            token,
+            presented: token_hash(&token.secret),
+            next_hash: token_hash(&next),
+            next,
+            grace: ms_of(settings.reuse_grace),
+            lifetimes,
+            now,
+        }
+    }
+
+    /// The successor, as the refresh token handed back.
+    fn next_token(&self) -> RefreshToken {
+        format_token(&self.token.user_id, &self.token.sid, &self.next)
+    }
+}
+
+/// The current token presented: the record rotates to the successor, unless its lifetimes
+/// are over; `e` is borrowed from the locked shard.
+fn rotate(e: &mut [u8], ask: &RefreshAsk) -> Result<Found, StoreError> {
+    let v = Entry(e);
+    let generation = v.generation();
+    let expires = ask.lifetimes.expiry(v.created(), ask.now);
+    if expires <= ask.now {
+        return Ok(Found::Done(RefreshOutcome::Invalid));
+    }
+    e.copy_within(record::CURRENT..record::CURRENT + 16, record::PARENT);
+    e[record::CURRENT..record::CURRENT + 16].copy_from_slice(&ask.next_hash);
+    set_time(e, record::ROTATED, ask.now);
+    set_u32(e, record::GENERATION, generation.saturating_add(1));
+    set_time(e, record::SEEN, ask.now);
+    set_time(e, record::EXPIRES, expires);
+    Ok(Found::Done(RefreshOutcome::Rotated {
+        session: Entry(e).to_session()?,
+        token: ask.next_token(),
+    }))
 }
 
 impl MemoryStore {
@@ -278,73 +352,69 @@ impl MemoryStore {
         let Some(p) = ParsedToken::parse(token) else {
             return Ok(RefreshOutcome::Invalid);
         };
-        let presented = token_hash(&p.secret);
-        let next = self.inner.settings.refresh_key.successor(&p.secret);
-        let next_hash = token_hash(&next);
-        let grace = ms_of(self.inner.settings.reuse_grace);
+        let ask = RefreshAsk::new(&p, &self.inner.settings, lifetimes, now);
+        let found = self.refresh_under_lock(&ask)?;
+        self.settle_refresh(&ask, found)
+    }
+
+    /// What the presented token's record says, decided in one critical section of its shard.
+    fn refresh_under_lock(&self, ask: &RefreshAsk) -> Result<Found, StoreError> {
+        let p = ask.token;
         let (shard, key) = self.locate(&p.user_id);
-        let found = {
-            let mut map = lock(shard);
-            let Some(doc) = map.get_mut(&key) else {
-                return Ok(RefreshOutcome::Invalid);
-            };
-            let Some(r) = record::find(doc, &p.user_id, &p.sid)? else {
-                return Ok(RefreshOutcome::Invalid);
-            };
-            let e = &mut doc[r];
-            let v = Entry(e);
-            let generation = v.generation();
-            if !v.is_live(now) {
-                Found::Done(RefreshOutcome::Invalid)
-            } else if v.current() == presented {
-                let expires = lifetimes.expiry(v.created(), now);
-                if expires <= now {
-                    Found::Done(RefreshOutcome::Invalid)
-                } else {
-                    e.copy_within(record::CURRENT..record::CURRENT + 16, record::PARENT);
-                    e[record::CURRENT..record::CURRENT + 16].copy_from_slice(&next_hash);
-                    set_time(e, record::ROTATED, now);
-                    set_u32(e, record::GENERATION, generation.saturating_add(1));
-                    set_time(e, record::SEEN, now);
-                    set_time(e, record::EXPIRES, expires);
-                    Found::Done(RefreshOutcome::Rotated {
-                        session: Entry(e).to_session()?,
-                        token: format_token(&p.user_id, &p.sid, &next),
-                    })
-                }
-            } else if generation > 0 && v.parent() == presented {
-                // The configured grace is the bound, to the millisecond: honoured at exactly
-                // `grace` after the rotation, theft a millisecond later.
-                if now.since(v.rotated()) > grace {
-                    match self.end_record(e, EndReason::Theft, now) {
-                        Some(s) => Found::Ended(s),
-                        None => Found::Done(RefreshOutcome::Invalid),
-                    }
-                } else if v.current() != next_hash {
-                    // Only a different refresh key can get here (a restart with a new one).
-                    tracing::warn!(
-                        "refresh token parent reused within grace, but its successor does not \
-                         match: was the refresh key changed?"
-                    );
-                    Found::Done(RefreshOutcome::Invalid)
-                } else {
-                    Found::Done(RefreshOutcome::Grace {
-                        session: v.to_session()?,
-                        token: format_token(&p.user_id, &p.sid, &next),
-                    })
-                }
-            } else {
-                let mut current = [0u8; 16];
-                let mut parent = [0u8; 16];
-                current.copy_from_slice(v.current());
-                parent.copy_from_slice(v.parent());
-                Found::Unmatched {
-                    generation,
-                    current,
-                    parent,
-                }
-            }
+        let mut map = lock(shard);
+        let Some(doc) = map.get_mut(&key) else {
+            return Ok(Found::Done(RefreshOutcome::Invalid));
         };
+        let Some(r) = record::find(doc, &p.user_id, &p.sid)? else {
+            return Ok(Found::Done(RefreshOutcome::Invalid));
+        };
+        self.decide_refresh(&mut doc[r], ask)
+    }
+
+    /// Which token the record's session was presented (current, parent or neither), and what
+    /// that does to it; `e` is borrowed from the locked shard.
+    fn decide_refresh(&self, e: &mut [u8], ask: &RefreshAsk) -> Result<Found, StoreError> {
+        let v = Entry(e);
+        if !v.is_live(ask.now) {
+            Ok(Found::Done(RefreshOutcome::Invalid))
+        } else if v.current() == ask.presented {
+            rotate(e, ask)
+        } else if v.generation() > 0 && v.parent() == ask.presented {
+            self.parent_presented(e, ask)
+        } else {
+            Ok(Found::unmatched(v))
+        }
+    }
+
+    /// The parent presented again: a lost answer within the grace (the same successor again),
+    /// theft after it; `e` is borrowed from the locked shard.
+    fn parent_presented(&self, e: &mut [u8], ask: &RefreshAsk) -> Result<Found, StoreError> {
+        let v = Entry(e);
+        // The configured grace is the bound, to the millisecond: honoured at exactly
+        // `grace` after the rotation, theft a millisecond later.
+        Ok(if ask.now.since(v.rotated()) > ask.grace {
+            match self.end_record(e, EndReason::Theft, ask.now) {
+                Some(s) => Found::Ended(s),
+                None => Found::Done(RefreshOutcome::Invalid),
+            }
+        } else if v.current() != ask.next_hash {
+            // Only a different refresh key can get here (a restart with a new one).
+            tracing::warn!(
+                "refresh token parent reused within grace, but its successor does not \
+                 match: was the refresh key changed?"
+            );
+            Found::Done(RefreshOutcome::Invalid)
+        } else {
+            Found::Done(RefreshOutcome::Grace {
+                session: v.to_session()?,
+                token: ask.next_token(),
+            })
+        })
+    }
+
+    /// The outcome of what was found, after the lock: revocations published, and an
+    /// unmatched token walked back to tell theft from forgery.
+    fn settle_refresh(&self, ask: &RefreshAsk, found: Found) -> Result<RefreshOutcome, StoreError> {
         match found {
             Found::Done(outcome) => Ok(outcome),
             Found::Ended(session) => {
@@ -355,22 +425,32 @@ impl MemoryStore {
                 generation,
                 current,
                 parent,
-            } => {
-                // Walked outside the lock; the session may rotate meanwhile, but a token
-                // that was older then is older still.
-                let key_ = &self.inner.settings.refresh_key;
-                if !is_ancestor(key_, &p.secret, generation, &current, &parent) {
-                    return Ok(RefreshOutcome::Invalid);
-                }
-                let sid = format_sid(&p.user_id, &p.sid);
-                match self.end_one(&p.user_id, &p.sid, EndReason::Theft, now)? {
-                    Some(session) => {
-                        self.publish([sid]);
-                        Ok(RefreshOutcome::Theft { session })
-                    }
-                    None => Ok(RefreshOutcome::Invalid),
-                }
+            } => self.older_token(ask, generation, &current, &parent),
+        }
+    }
+
+    /// An older token of the session is theft (the session ends), anything else a forgery.
+    fn older_token(
+        &self,
+        ask: &RefreshAsk,
+        generation: u32,
+        current: &[u8; 16],
+        parent: &[u8; 16],
+    ) -> Result<RefreshOutcome, StoreError> {
+        let p = ask.token;
+        // Walked outside the lock; the session may rotate meanwhile, but a token
+        // that was older then is older still.
+        let key_ = &self.inner.settings.refresh_key;
+        if !is_ancestor(key_, &p.secret, generation, current, parent) {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let sid = format_sid(&p.user_id, &p.sid);
+        match self.end_one(&p.user_id, &p.sid, EndReason::Theft, ask.now)? {
+            Some(session) => {
+                self.publish([sid]);
+                Ok(RefreshOutcome::Theft { session })
             }
+            None => Ok(RefreshOutcome::Invalid),
         }
     }
 
