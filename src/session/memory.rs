@@ -181,6 +181,62 @@ fn rotate(e: &mut [u8], ask: &RefreshAsk) -> Result<Found, StoreError> {
     }))
 }
 
+/// Which of the user's live sessions a new login ends: the oldest beyond the platform's
+/// limit, then the oldest beyond [`MAX_SESSIONS_PER_USER`].
+fn victims(
+    entries: &[Vec<u8>],
+    new: &NewSession,
+    max_per_platform: Option<u32>,
+    now: Millis,
+) -> Vec<usize> {
+    let mine = |e: &Entry| e.user_id() == new.user_id.as_bytes() && e.is_live(now);
+    let by_age = |idx: &mut Vec<usize>, entries: &[Vec<u8>]| {
+        idx.sort_by_key(|&i| (Entry(&entries[i]).created(), i));
+    };
+    let mut same: Vec<usize> = (0..entries.len())
+        .filter(|&i| {
+            let e = Entry(&entries[i]);
+            mine(&e) && e.platform() == new.platform.as_bytes()
+        })
+        .collect();
+    by_age(&mut same, entries);
+    let mut victims = Vec::new();
+    if let Some(max) = max_per_platform {
+        let excess = (same.len() + 1).saturating_sub(max.max(1) as usize);
+        victims.extend_from_slice(&same[..excess]);
+    }
+    let mut all: Vec<usize> = (0..entries.len())
+        .filter(|&i| mine(&Entry(&entries[i])) && !victims.contains(&i))
+        .collect();
+    by_age(&mut all, entries);
+    let excess = (all.len() + 1).saturating_sub(MAX_SESSIONS_PER_USER as usize);
+    victims.extend_from_slice(&all[..excess]);
+    victims
+}
+
+/// Which tombstones to forget: the oldest beyond [`MAX_TOMBSTONES_PER_USER`].
+fn forgotten(entries: &[Vec<u8>]) -> Vec<usize> {
+    let mut dead: Vec<usize> = (0..entries.len())
+        .filter(|&i| Entry(&entries[i]).state() != record::STATE_ACTIVE)
+        .collect();
+    dead.sort_by_key(|&i| (Entry(&entries[i]).expires(), i));
+    let excess = dead.len().saturating_sub(MAX_TOMBSTONES_PER_USER as usize);
+    dead.truncate(excess);
+    dead
+}
+
+/// The user's new blob: the records kept, in order, then the new one.
+fn rebuild(entries: &[Vec<u8>], forget: &[usize], rec: &[u8]) -> Vec<u8> {
+    let mut blob = Vec::with_capacity(entries.iter().map(Vec::len).sum::<usize>() + rec.len());
+    for (i, e) in entries.iter().enumerate() {
+        if !forget.contains(&i) {
+            blob.extend_from_slice(e);
+        }
+    }
+    blob.extend_from_slice(rec);
+    blob
+}
+
 impl MemoryStore {
     /// A new, empty store. Nothing sweeps it until [`Self::spawn_sweeper`] (the app does
     /// that); or call [`Self::sweep`].
@@ -249,70 +305,57 @@ impl MemoryStore {
         )?;
         let session = Entry(&rec).to_session()?;
         let (shard, key) = self.locate(&new.user_id);
-        let mut kicked = Vec::new();
-        {
+        let kicked = {
             let mut map = lock(shard);
-            let old = map.get(&key).map(|b| &b[..]).unwrap_or_default();
-            let mut entries: Vec<Vec<u8>> = Vec::new();
-            for r in record::ranges(old)? {
-                let e = Entry(&old[r.clone()]);
-                if e.expires() > now {
-                    entries.push(old[r].to_vec());
-                } else if e.state() == record::STATE_ACTIVE {
-                    self.inner.active.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            let mine = |e: &Entry| e.user_id() == new.user_id.as_bytes() && e.is_live(now);
-            let by_age = |idx: &mut Vec<usize>, entries: &[Vec<u8>]| {
-                idx.sort_by_key(|&i| (Entry(&entries[i]).created(), i));
-            };
-            let mut same: Vec<usize> = (0..entries.len())
-                .filter(|&i| {
-                    let e = Entry(&entries[i]);
-                    mine(&e) && e.platform() == new.platform.as_bytes()
-                })
-                .collect();
-            by_age(&mut same, &entries);
-            let mut victims = Vec::new();
-            if let Some(max) = max_per_platform {
-                let excess = (same.len() + 1).saturating_sub(max.max(1) as usize);
-                victims.extend_from_slice(&same[..excess]);
-            }
-            let mut all: Vec<usize> = (0..entries.len())
-                .filter(|&i| mine(&Entry(&entries[i])) && !victims.contains(&i))
-                .collect();
-            by_age(&mut all, &entries);
-            let excess = (all.len() + 1).saturating_sub(MAX_SESSIONS_PER_USER as usize);
-            victims.extend_from_slice(&all[..excess]);
-            for i in victims {
-                if let Some(s) = self.end_record(&mut entries[i], EndReason::Replaced, now) {
-                    kicked.push(s.id);
-                }
-            }
-            // Forget the oldest tombstones beyond the limit.
-            let mut dead: Vec<usize> = (0..entries.len())
-                .filter(|&i| Entry(&entries[i]).state() != record::STATE_ACTIVE)
-                .collect();
-            dead.sort_by_key(|&i| (Entry(&entries[i]).expires(), i));
-            let excess = dead.len().saturating_sub(MAX_TOMBSTONES_PER_USER as usize);
-            let forget = &dead[..excess];
-            let mut blob =
-                Vec::with_capacity(entries.iter().map(Vec::len).sum::<usize>() + rec.len());
-            for (i, e) in entries.iter().enumerate() {
-                if !forget.contains(&i) {
-                    blob.extend_from_slice(e);
-                }
-            }
-            blob.extend_from_slice(&rec);
-            map.insert(key, blob.into_boxed_slice());
-            self.inner.active.fetch_add(1, Ordering::Relaxed);
-        }
+            self.admit(&mut map, key, &new, max_per_platform, &rec, now)?
+        };
         self.publish(kicked.iter().cloned());
         Ok(Created {
             refresh_token: format_token(&new.user_id, &sid, &secret),
             session,
             kicked,
         })
+    }
+
+    /// Rewrites the user's blob in the locked shard `map` with the new record `rec`: expired
+    /// records dropped, sessions over the limits ended, old tombstones forgotten; the ids of
+    /// the sessions ended.
+    fn admit(
+        &self,
+        map: &mut Shard,
+        key: u64,
+        new: &NewSession,
+        max_per_platform: Option<u32>,
+        rec: &[u8],
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let old = map.get(&key).map(|b| &b[..]).unwrap_or_default();
+        let mut entries = self.unexpired(old, now)?;
+        let mut kicked = Vec::new();
+        for i in victims(&entries, new, max_per_platform, now) {
+            if let Some(s) = self.end_record(&mut entries[i], EndReason::Replaced, now) {
+                kicked.push(s.id);
+            }
+        }
+        let blob = rebuild(&entries, &forgotten(&entries), rec);
+        map.insert(key, blob.into_boxed_slice());
+        self.inner.active.fetch_add(1, Ordering::Relaxed);
+        Ok(kicked)
+    }
+
+    /// The records of `blob` not yet expired, copied out; an active one that expired leaves
+    /// the active count.
+    fn unexpired(&self, blob: &[u8], now: Millis) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut entries: Vec<Vec<u8>> = Vec::new();
+        for r in record::ranges(blob)? {
+            let e = Entry(&blob[r.clone()]);
+            if e.expires() > now {
+                entries.push(blob[r].to_vec());
+            } else if e.state() == record::STATE_ACTIVE {
+                self.inner.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(entries)
     }
 
     pub async fn check(
