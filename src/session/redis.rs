@@ -225,6 +225,40 @@ fn array(v: Value) -> Result<Vec<Value>, StoreError> {
     }
 }
 
+/// The refresh script's answer: its code, the session's expiry before (for the active
+/// counts) and its record after.
+struct RefreshReply<'a> {
+    code: i64,
+    old: Millis,
+    record: Entry<'a>,
+    session: Session,
+}
+
+impl<'a> RefreshReply<'a> {
+    /// Reads `[code, old expiry, record]`; `None` for code 0 (no such session).
+    fn parse(out: &'a [Value]) -> Result<Option<Self>, StoreError> {
+        let [code, old, rec] = out else {
+            return Err(unexpected("refresh"));
+        };
+        let (code, old) = (int(code)?, Millis(int(old)?.max(0) as u64));
+        if code == 0 {
+            return Ok(None);
+        }
+        let rec = bytes(rec)?;
+        if rec.len() < record::HEADER {
+            return Err(unexpected("refresh record"));
+        }
+        let record = Entry(rec);
+        let session = record.to_session()?;
+        Ok(Some(Self {
+            code,
+            old,
+            record,
+            session,
+        }))
+    }
+}
+
 /// Turns a revocation payload (`base64url(user) "."` + 16 raw bytes) into a session id.
 fn decode_revocation(payload: &[u8]) -> Option<String> {
     let split = payload.len().checked_sub(16)?;
@@ -470,16 +504,31 @@ impl RedisStore {
         let Some(p) = ParsedToken::parse(token) else {
             return Ok(RefreshOutcome::Invalid);
         };
-        let key_ = &self.inner.settings.refresh_key;
+        let next = self.inner.settings.refresh_key.successor(&p.secret);
+        let out = self.refresh_script(&p, &next, lifetimes, now).await?;
+        match RefreshReply::parse(&out)? {
+            None => Ok(RefreshOutcome::Invalid),
+            Some(reply) => self.settle_refresh(reply, &p, &next, now).await,
+        }
+    }
+
+    /// Runs the refresh script on the user's key: it decides and applies the rotation, grace
+    /// or theft atomically; its raw answer.
+    async fn refresh_script(
+        &self,
+        p: &ParsedToken,
+        next: &Secret,
+        lifetimes: Lifetimes,
+        now: Millis,
+    ) -> Result<Vec<Value>, StoreError> {
         let presented = token_hash(&p.secret);
-        let next = key_.successor(&p.secret);
         let prefix = sid_prefix(&p.user_id);
         let mut conn = self.inner.conn.clone();
         let mut inv = self.inner.scripts.refresh.key(self.user_key(&p.user_id));
         inv.arg(now.0)
             .arg(&p.sid[..])
             .arg(&presented[..])
-            .arg(&token_hash(&next)[..])
+            .arg(&token_hash(next)[..])
             .arg(ms_of(self.inner.settings.reuse_grace))
             .arg(ms_of(lifetimes.refresh_ttl))
             // 0 means "no cap" to the script.
@@ -487,50 +536,42 @@ impl RedisStore {
             .arg(self.tomb())
             .arg(&self.inner.channel)
             .arg(&prefix);
-        let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
-        let [code, old, rec] = &out[..] else {
-            return Err(unexpected("refresh"));
-        };
-        let (code, old) = (int(code)?, Millis(int(old)?.max(0) as u64));
-        if code == 0 {
-            return Ok(RefreshOutcome::Invalid);
-        }
-        let rec = bytes(rec)?;
-        if rec.len() < record::HEADER {
-            return Err(unexpected("refresh record"));
-        }
-        let e = Entry(rec);
-        let session = e.to_session()?;
+        array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)
+    }
+
+    /// The outcome the script's code stands for, with the local bookkeeping it calls for
+    /// (active counts, local revocations); code 4 is checked here for theft.
+    async fn settle_refresh(
+        &self,
+        reply: RefreshReply<'_>,
+        p: &ParsedToken,
+        next: &Secret,
+        now: Millis,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let RefreshReply {
+            code,
+            old,
+            record: e,
+            session,
+        } = reply;
         Ok(match code {
             1 => {
                 self.bump(&[(old, -1), (session.expires_at, 1)], now);
                 RefreshOutcome::Rotated {
                     session,
-                    token: format_token(&p.user_id, &p.sid, &next),
+                    token: format_token(&p.user_id, &p.sid, next),
                 }
             }
             2 => RefreshOutcome::Grace {
                 session,
-                token: format_token(&p.user_id, &p.sid, &next),
+                token: format_token(&p.user_id, &p.sid, next),
             },
             3 => {
                 self.bump(&[(old, -1)], now);
                 self.publish_local([session.id.clone()]);
                 RefreshOutcome::Theft { session }
             }
-            4 => {
-                if !is_ancestor(key_, &p.secret, e.generation(), e.current(), e.parent()) {
-                    return Ok(RefreshOutcome::Invalid);
-                }
-                match self
-                    .end_matching(&p.user_id, Some(&p.sid), EndReason::Theft, now)
-                    .await?
-                    .pop()
-                {
-                    Some(session) => RefreshOutcome::Theft { session },
-                    None => RefreshOutcome::Invalid,
-                }
-            }
+            4 => return self.older_token(p, e, now).await,
             5 => {
                 tracing::warn!(
                     "refresh token parent reused within grace, but its successor does not \
@@ -540,6 +581,30 @@ impl RedisStore {
             }
             _ => return Err(unexpected("refresh code")),
         })
+    }
+
+    /// Neither token matched (code 4): an older token of the session `e` is theft (the
+    /// session ends), anything else a forgery.
+    async fn older_token(
+        &self,
+        p: &ParsedToken,
+        e: Entry<'_>,
+        now: Millis,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let key_ = &self.inner.settings.refresh_key;
+        if !is_ancestor(key_, &p.secret, e.generation(), e.current(), e.parent()) {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        Ok(
+            match self
+                .end_matching(&p.user_id, Some(&p.sid), EndReason::Theft, now)
+                .await?
+                .pop()
+            {
+                Some(session) => RefreshOutcome::Theft { session },
+                None => RefreshOutcome::Invalid,
+            },
+        )
     }
 
     /// Ends one session (`sid`) or all of a user's; the sessions ended.
