@@ -147,14 +147,9 @@ fn push_text(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Encodes a new, active session record.
-pub(crate) fn encode(
-    new: &NewSession,
-    sid: &SidBytes,
-    current: &TokenHash,
-    now: Millis,
-    expires_at: Millis,
-) -> Result<Vec<u8>, StoreError> {
+/// The field limits of a record: user id and platform 1 to 255 bytes, user name, tenant and
+/// each of at most 255 roles at most 255 bytes.
+fn check_fields(new: &NewSession) -> Result<(), StoreError> {
     let fits = |s: &str| s.len() <= MAX_FIELD;
     if new.user_id.is_empty() || !fits(&new.user_id) {
         return Err(StoreError::InvalidInput("user id must be 1 to 255 bytes"));
@@ -172,18 +167,33 @@ pub(crate) fn encode(
             "at most 255 roles of at most 255 bytes each",
         ));
     }
-    let mut out = Vec::with_capacity(
-        HEADER
-            + 8
-            + new.platform.len()
-            + new.user_id.len()
-            + new.user_name.len()
-            + new.tenant.as_deref().map_or(0, str::len)
-            + new.device.as_deref().map_or(0, str::len).min(MAX_FIELD)
-            + new.ip.len().min(MAX_FIELD)
-            + new.user_agent.as_deref().map_or(0, str::len).min(MAX_FIELD)
-            + new.roles.iter().map(|r| r.len() + 1).sum::<usize>(),
-    );
+    Ok(())
+}
+
+/// The encoded size of a new record (its capacity: one allocation).
+fn encoded_len(new: &NewSession) -> usize {
+    HEADER
+        + 8
+        + new.platform.len()
+        + new.user_id.len()
+        + new.user_name.len()
+        + new.tenant.as_deref().map_or(0, str::len)
+        + new.device.as_deref().map_or(0, str::len).min(MAX_FIELD)
+        + new.ip.len().min(MAX_FIELD)
+        + new.user_agent.as_deref().map_or(0, str::len).min(MAX_FIELD)
+        + new.roles.iter().map(|r| r.len() + 1).sum::<usize>()
+}
+
+/// Encodes a new, active session record.
+pub(crate) fn encode(
+    new: &NewSession,
+    sid: &SidBytes,
+    current: &TokenHash,
+    now: Millis,
+    expires_at: Millis,
+) -> Result<Vec<u8>, StoreError> {
+    check_fields(new)?;
+    let mut out = Vec::with_capacity(encoded_len(new));
     out.extend_from_slice(&[0, 0, STATE_ACTIVE, LAYOUT]);
     for t in [now, now, Millis::ZERO, expires_at] {
         out.extend_from_slice(&t48(t));
