@@ -118,7 +118,7 @@ impl App {
     /// An app with the given store. Inside a Tokio runtime it also starts following the
     /// store's revocations (to close the streams of ended sessions) and sweeping the memory
     /// store, both until the shutdown signal.
-    pub fn with_store(config: Config, store: SessionStore) -> Arc<Self> {
+    pub(crate) fn with_store(config: Config, store: SessionStore) -> Arc<Self> {
         let app = Arc::new(Self {
             live: ArcSwap::from_pointee(Live::new(config)),
             refresher: SilentRefresher::new(),
@@ -141,7 +141,7 @@ impl App {
     }
 
     /// Swaps in a new, already validated config.
-    pub fn swap(&self, config: Config) {
+    pub(crate) fn swap(&self, config: Config) {
         self.live.store(Arc::new(Live::new(config)));
     }
 }

@@ -35,11 +35,11 @@ pub struct Millis(pub u64);
 /// window and duration) may be: what a 48-bit millisecond time (`record.rs`) still holds when
 /// added to any date before the year 2500. `check` refuses longer ones with their key path
 /// rather than letting them saturate.
-pub const MAX_STORE_SPAN: Duration = Duration::from_secs(3_000_000 * 86_400);
+pub(crate) const MAX_STORE_SPAN: Duration = Duration::from_secs(3_000_000 * 86_400);
 
 /// A duration in whole milliseconds, saturating (the config parser only produces whole
 /// milliseconds, so nothing is cut).
-pub fn ms_of(d: Duration) -> u64 {
+pub(crate) fn ms_of(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -67,7 +67,7 @@ impl Millis {
     }
 
     /// `self + d`, saturating.
-    pub fn saturating_add(self, d: Duration) -> Self {
+    pub(crate) fn saturating_add(self, d: Duration) -> Self {
         Self(self.0.saturating_add(ms_of(d)))
     }
 
@@ -78,7 +78,7 @@ impl Millis {
 
     /// Whole seconds from `now` until `self`, rounded up; `None` once `self` is not after
     /// `now`. For `Retry-After`: at least 1, and never before the time it names.
-    pub fn secs_until(self, now: Self) -> Option<u64> {
+    pub(crate) fn secs_until(self, now: Self) -> Option<u64> {
         (self > now).then(|| self.since(now).div_ceil(1000))
     }
 }
@@ -121,7 +121,7 @@ pub struct Clock {
 
 impl Clock {
     /// The wall clock.
-    pub fn system() -> Self {
+    pub(crate) fn system() -> Self {
         Self::default()
     }
 
@@ -143,7 +143,7 @@ impl Clock {
 
 /// Unix seconds of the wall clock, for what no gateway clock reaches (audit lines, the
 /// command line).
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     Millis::now().as_secs()
 }
 

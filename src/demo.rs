@@ -76,7 +76,7 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
 /// Starts the demo-only token service on `addr`: every request gets a new access token with
 /// a minute left (inside the silent-refresh window), for a new session of the demo user on
 /// platform `app`, as `text/plain`.
-pub async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::Result<SocketAddr> {
+pub(crate) async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let mut stop = app.shutdown.signal();
@@ -187,32 +187,67 @@ impl Drop for TempDir {
 pub struct DemoError(String);
 
 /// The demo user's credentials (printed in the walk-through).
-pub const DEMO_USER: &str = "alice";
-pub const DEMO_PASSWORD: &str = "wonderland-demo-42";
+pub(crate) const DEMO_USER: &str = "alice";
+pub(crate) const DEMO_PASSWORD: &str = "wonderland-demo-42";
 
 /// Starts the echo upstream and a gateway in front of it.
 pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoError> {
-    let err =
-        |what: &'static str| move |e: &dyn std::fmt::Display| DemoError(format!("{what}: {e}"));
     let echo = spawn_echo(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .map_err(|e| err("echo upstream")(&e))?;
+        .map_err(failed("echo upstream"))?;
+    let secret = random_secret()?;
+    let dir = write_users_file()?;
+    let text = config_text(listen, admin, echo);
+    let env = |name: &str| (name == "AUTHGATE_DEMO_SECRET").then(|| secret.clone());
+    let loaded = crate::config::load_str(&text, &dir.0, &env).map_err(failed("demo config"))?;
+    let app = App::new(loaded.config);
+    // Near-expiry tokens come from a demo-only service, minted when the walk-through's step
+    // runs: one minted at start-up would be past its expiry (and leeway) 90 s later.
+    let tokens = spawn_token_service(app.clone(), SocketAddr::new(listen.ip(), 0))
+        .await
+        .map_err(failed("demo token service"))?;
+    let handle = crate::server::start(app)
+        .await
+        .map_err(|e| DemoError(e.to_string()))?;
+    let walkthrough = walkthrough(&format!("http://{}", handle.addr), admin, echo, tokens);
+    Ok(Demo {
+        handle,
+        walkthrough,
+        dir,
+    })
+}
+
+/// Turns an error into a [`DemoError`] that says which step failed.
+fn failed<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> DemoError {
+    move |e| DemoError(format!("{what}: {e}"))
+}
+
+/// A fresh 32-byte HMAC secret for the demo's tokens, base64url.
+fn random_secret() -> Result<String, DemoError> {
     let mut secret = [0u8; 32];
     aws_lc_rs::rand::fill(&mut secret)
         .map_err(|_| DemoError("no randomness for the demo secret".into()))?;
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    // The users file lives in a private temporary folder for the life of the demo.
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
+}
+
+/// The demo user's users file, in a private temporary folder for the life of the demo.
+fn write_users_file() -> Result<TempDir, DemoError> {
     let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| err("temporary folder")(&e))?;
+    std::fs::create_dir_all(&dir).map_err(failed("temporary folder"))?;
     let dir = TempDir(dir);
     let hash = crate::tokens::keygen::hash_password(DEMO_PASSWORD)
-        .map_err(|e| err("hashing the demo password")(&e))?;
+        .map_err(failed("hashing the demo password"))?;
     let users = format!(
         "[[users]]\nid = \"1001\"\nusername = \"{DEMO_USER}\"\npassword_hash = \"{hash}\"\ntenant = \"acme\"\nroles = [\"admin\"]\n"
     );
     std::fs::write(dir.0.join("users.toml"), users)
-        .map_err(|e| err("writing the demo users file")(&e))?;
-    let text = format!(
+        .map_err(failed("writing the demo users file"))?;
+    Ok(dir)
+}
+
+/// The demo's `gateway.toml`: HS256 from the environment, the memory store, the users file.
+fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> String {
+    format!(
         r#"
 [server]
 listen = "{listen}"
@@ -246,21 +281,12 @@ path = "/"
 upstream = "echo"
 auth = "required"
 "#
-    );
-    let env = |name: &str| (name == "AUTHGATE_DEMO_SECRET").then(|| secret.clone());
-    let loaded =
-        crate::config::load_str(&text, &dir.0, &env).map_err(|e| err("demo config")(&e))?;
-    let app = App::new(loaded.config);
-    // Near-expiry tokens come from a demo-only service, minted when the walk-through's step
-    // runs: one minted at start-up would be past its expiry (and leeway) 90 s later.
-    let tokens = spawn_token_service(app.clone(), SocketAddr::new(listen.ip(), 0))
-        .await
-        .map_err(|e| err("demo token service")(&e))?;
-    let handle = crate::server::start(app)
-        .await
-        .map_err(|e| DemoError(e.to_string()))?;
-    let base = format!("http://{}", handle.addr);
-    let walkthrough = format!(
+    )
+}
+
+/// The curl walk-through printed at start-up.
+fn walkthrough(base: &str, admin: SocketAddr, echo: SocketAddr, tokens: SocketAddr) -> String {
+    format!(
         r#"authgate demo
   gateway   {base}  (public: /public/*, everything else needs a token)
   admin     http://{admin}/healthz  /readyz  /metrics
@@ -303,10 +329,5 @@ curl -si --path-as-is '{base}/public/../api/orders' | head -1
 
 Ctrl-C stops the demo.
 "#
-    );
-    Ok(Demo {
-        handle,
-        walkthrough,
-        dir,
-    })
+    )
 }

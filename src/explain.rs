@@ -9,7 +9,7 @@ use http::Method;
 
 use crate::config::{Config, SessionMode};
 use crate::routing::path;
-use crate::routing::table::{AuthMode, RouteMatch};
+use crate::routing::table::{AuthMode, Route, RouteMatch};
 
 /// What would become of the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,26 +30,14 @@ pub fn explain(cfg: &Config, method: &str, url: &str) -> (String, Verdict) {
     (out, verdict)
 }
 
-fn explain_into(
-    out: &mut String,
-    cfg: &Config,
-    method: &str,
-    url: &str,
-) -> Result<Verdict, std::fmt::Error> {
-    use Verdict::*;
+type Written<T> = Result<T, std::fmt::Error>;
+
+fn explain_into(out: &mut String, cfg: &Config, method: &str, url: &str) -> Written<Verdict> {
     writeln!(out, "request:    {method} {url}")?;
-    let target = match url.find("://") {
-        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
-        None => url,
-    };
-    let target = target.split('#').next().unwrap_or(target);
-    let (raw_path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
+    let (raw_path, query) = split_target(url);
     let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
         writeln!(out, "refused:    400 bad_request (not an HTTP method)")?;
-        return Ok(Refused);
+        return Ok(Verdict::Refused);
     };
     if raw_path == cfg.login.prefix || raw_path.starts_with(&format!("{}/", cfg.login.prefix)) {
         writeln!(
@@ -57,13 +45,13 @@ fn explain_into(
             "endpoint:   the gateway's own endpoint under login.prefix {:?}; not proxied",
             cfg.login.prefix
         )?;
-        return Ok(Endpoint);
+        return Ok(Verdict::Endpoint);
     }
     let canonical = match path::canonicalize(raw_path, cfg.server.path_rules) {
         Ok(c) => c,
         Err(e) => {
             writeln!(out, "refused:    400 bad_request ({e})")?;
-            return Ok(Refused);
+            return Ok(Verdict::Refused);
         }
     };
     writeln!(out, "canonical:  {canonical}")?;
@@ -73,19 +61,49 @@ fn explain_into(
             "query:      {q} (never used for matching; forwarded as is)"
         )?;
     }
-    let why = cfg.routes.explain(&canonical, &method);
+    let Some(route) = matched_route(out, cfg, &canonical, &method)? else {
+        return Ok(Verdict::Refused);
+    };
+    writeln!(out, "route:      {route}")?;
+    upstream(out, cfg, route, &canonical, query)?;
+    let verdict = auth(out, cfg, route)?;
+    requirements(out, route)?;
+    Ok(verdict)
+}
+
+/// The path and query of a URL or of a bare request target; the fragment is dropped.
+fn split_target(url: &str) -> (&str, Option<&str>) {
+    let target = match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
+        None => url,
+    };
+    let target = target.split('#').next().unwrap_or(target);
+    match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    }
+}
+
+/// The route table's reasoning, and the route that takes the request (none: refused).
+fn matched_route<'c>(
+    out: &mut String,
+    cfg: &'c Config,
+    canonical: &str,
+    method: &Method,
+) -> Written<Option<&'c Route>> {
+    let why = cfg.routes.explain(canonical, method);
     for line in why.to_string().lines().skip(1) {
         writeln!(out, "            {}", line.trim_start())?;
     }
-    let route = match why.outcome {
-        RouteMatch::Found(r) => r,
+    match why.outcome {
+        RouteMatch::Found(r) => Ok(Some(r)),
         RouteMatch::MethodNotAllowed(r) => {
             writeln!(
                 out,
                 "route:      {r} matches the path but does not list {method}"
             )?;
             writeln!(out, "refused:    405 method_not_allowed")?;
-            return Ok(Refused);
+            Ok(None)
         }
         RouteMatch::NotFound => {
             writeln!(
@@ -94,33 +112,45 @@ fn explain_into(
                 cfg.routes.routes().len()
             )?;
             writeln!(out, "refused:    404 no_route")?;
-            return Ok(Refused);
+            Ok(None)
         }
-    };
-    writeln!(out, "route:      {route}")?;
+    }
+}
+
+/// Where the request would go, and with which path.
+fn upstream(
+    out: &mut String,
+    cfg: &Config,
+    route: &Route,
+    canonical: &str,
+    query: Option<&str>,
+) -> Written<()> {
     let up = &cfg.upstreams[route.upstream];
     let urls: Vec<String> = up
         .targets
         .iter()
         .map(|t| format!("http://{}{}", t.authority, t.base_path))
         .collect();
-    let fwd = route.forward_path(&canonical);
     writeln!(
         out,
         "upstream:   {} ({}) receives {}{}",
         up.name,
         urls.join(", "),
-        fwd,
+        route.forward_path(canonical),
         query.map(|q| format!("?{q}")).unwrap_or_default()
-    )?;
-    let verdict = match route.auth {
+    )
+}
+
+/// What the route's `auth` mode asks of the request; without a token, required is refused.
+fn auth(out: &mut String, cfg: &Config, route: &Route) -> Written<Verdict> {
+    match route.auth {
         AuthMode::Public => {
             writeln!(out, "auth:       public: forwarded without a token; identity headers from the client are removed")?;
-            Forwarded
+            Ok(Verdict::Forwarded)
         }
         AuthMode::Optional => {
             writeln!(out, "auth:       optional: a valid token adds identity headers; a missing or bad one is ignored")?;
-            Forwarded
+            Ok(Verdict::Forwarded)
         }
         AuthMode::Required => {
             let session = match cfg.session.mode {
@@ -137,9 +167,13 @@ fn explain_into(
                     .unwrap_or_default()
             )?;
             writeln!(out, "refused:    without a token 401 missing_token; bad token 401 invalid_token; expired 401 token_expired")?;
-            Refused
+            Ok(Verdict::Refused)
         }
-    };
+    }
+}
+
+/// The route's role and tenant requirements.
+fn requirements(out: &mut String, route: &Route) -> Written<()> {
     if !route.require_roles.is_empty() {
         writeln!(
             out,
@@ -154,5 +188,5 @@ fn explain_into(
             route.require_tenants
         )?;
     }
-    Ok(verdict)
+    Ok(())
 }

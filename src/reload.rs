@@ -99,7 +99,7 @@ fn file_user_ids(c: &Config) -> HashSet<&str> {
 /// username (the map's key): a renamed user keeps its sessions, a new user under an old
 /// username does not inherit them. A new snapshot without the users file backend has no
 /// users of it, so every old one counts as removed.
-pub fn removed_users(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn removed_users(old: &Config, new: &Config) -> Vec<String> {
     let kept = file_user_ids(new);
     let mut removed: Vec<String> = file_user_ids(old)
         .into_iter()

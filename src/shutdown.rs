@@ -90,19 +90,19 @@ impl Shutdown {
 
     /// Fires the signal (again is harmless): every listener hears it, now or when it next
     /// looks.
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         // `send_replace`, not `send`: it stores the value even while nobody listens.
         self.inner.signal.send_replace(true);
         self.inner.threads.ring();
     }
 
     /// Whether [`Self::trigger`] was called.
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         *self.inner.signal.borrow()
     }
 
     /// A listener, for a task to keep and await.
-    pub fn signal(&self) -> Signal {
+    pub(crate) fn signal(&self) -> Signal {
         Signal {
             fired: self.inner.signal.subscribe(),
             threads: self.inner.threads.clone(),
@@ -111,13 +111,13 @@ impl Shutdown {
 
     /// Resolves once the signal fires (at once if it has). Owns its listener, so it can be
     /// moved into a spawned task or a `select!`.
-    pub fn signalled(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn signalled(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut signal = self.signal();
         async move { signal.signalled().await }
     }
 
     /// A guard that [`Self::finished`] waits for until it is dropped.
-    pub fn work(&self) -> Work {
+    pub(crate) fn work(&self) -> Work {
         Work {
             _held: self.inner.work.subscribe(),
         }
@@ -133,7 +133,7 @@ impl Shutdown {
 /// (nobody can trigger it any more, and the owner that would have is gone too, so stopping
 /// is right).
 #[derive(Clone, Debug)]
-pub struct Signal {
+pub(crate) struct Signal {
     /// For tasks: the trigger's value.
     fired: watch::Receiver<bool>,
     /// For threads.
@@ -143,19 +143,20 @@ pub struct Signal {
 impl Signal {
     /// Resolves once signalled (at once if it is). Cancel-safe: dropped unfinished, it loses
     /// nothing, so it can be one branch of a `select!` in a loop.
-    pub async fn signalled(&mut self) {
+    pub(crate) async fn signalled(&mut self) {
         // An error: every `Shutdown` is gone, which counts as signalled.
         let _ = self.fired.wait_for(|fired| *fired).await;
     }
 
     /// Whether it is signalled.
-    pub fn is_signalled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_signalled(&self) -> bool {
         *self.fired.borrow() || self.fired.has_changed().is_err()
     }
 
     /// Blocks the calling thread until signalled or until `timeout` passes; whether it is
     /// signalled. For threads only: in async code it would block the runtime.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_timeout(&self, timeout: Duration) -> bool {
         let fired = self
             .threads
             .fired
@@ -172,7 +173,7 @@ impl Signal {
 
 /// Work that shutdown waits for (within `shutdown_grace`): held while it runs.
 #[derive(Debug)]
-pub struct Work {
+pub(crate) struct Work {
     _held: watch::Receiver<()>,
 }
 

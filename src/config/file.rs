@@ -20,12 +20,12 @@ use toml::Spanned;
 use super::Problem;
 
 /// The env var `token.secret_env` names when neither it nor `secret_file` is given.
-pub const DEFAULT_SECRET_ENV: &str = "AUTHGATE_JWT_SECRET";
+pub(crate) const DEFAULT_SECRET_ENV: &str = "AUTHGATE_JWT_SECRET";
 
 /// The whole of `gateway.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct GatewayFile {
+pub(crate) struct GatewayFile {
     pub server: ServerFile,
     pub token: TokenFile,
     pub session: SessionFile,
@@ -40,7 +40,7 @@ pub struct GatewayFile {
 /// `[server]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerFile {
+pub(crate) struct ServerFile {
     pub listen: String,
     /// `None` (the key left out) or `""`: no admin listener.
     pub admin_listen: Option<String>,
@@ -89,7 +89,7 @@ impl Default for ServerFile {
 
 /// The algorithms a key may be pinned to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum AlgorithmName {
+pub(crate) enum AlgorithmName {
     HS256,
     HS384,
     HS512,
@@ -103,11 +103,11 @@ pub enum AlgorithmName {
 
 impl AlgorithmName {
     /// HS256/HS384/HS512: a shared secret rather than a key pair.
-    pub fn is_symmetric(self) -> bool {
+    pub(crate) fn is_symmetric(self) -> bool {
         matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
     }
 
-    pub fn to_jwt(self) -> jsonwebtoken::Algorithm {
+    pub(crate) fn to_jwt(self) -> jsonwebtoken::Algorithm {
         use jsonwebtoken::Algorithm as A;
         match self {
             Self::HS256 => A::HS256,
@@ -126,7 +126,7 @@ impl AlgorithmName {
 /// `[token]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TokenFile {
+pub(crate) struct TokenFile {
     pub algorithm: AlgorithmName,
     /// `None`: [`DEFAULT_SECRET_ENV`], unless `secret_file` is given. Kept optional so that
     /// giving both `secret_env` and `secret_file` can be reported.
@@ -171,7 +171,7 @@ impl Default for TokenFile {
 /// `[[token.verify_keys]]`: an older key still accepted. Exactly one source.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct VerifyKeyFile {
+pub(crate) struct VerifyKeyFile {
     pub kid: String,
     /// `None`: the same as `token.algorithm`.
     pub algorithm: Option<AlgorithmName>,
@@ -182,21 +182,21 @@ pub struct VerifyKeyFile {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StoreName {
+pub(crate) enum StoreName {
     Memory,
     Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ModeName {
+pub(crate) enum ModeName {
     Stateful,
     Stateless,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OnStoreErrorName {
+pub(crate) enum OnStoreErrorName {
     Deny,
     AllowStateless,
 }
@@ -204,7 +204,7 @@ pub enum OnStoreErrorName {
 /// `[session]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SessionFile {
+pub(crate) struct SessionFile {
     pub store: StoreName,
     pub mode: ModeName,
     pub redis_url: String,
@@ -231,7 +231,7 @@ impl Default for SessionFile {
 /// `[platforms]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PlatformsFile {
+pub(crate) struct PlatformsFile {
     pub header: String,
     pub default: String,
     pub allowed: Vec<String>,
@@ -253,7 +253,7 @@ impl Default for PlatformsFile {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum BackendName {
+pub(crate) enum BackendName {
     UsersFile,
     Upstream,
     None,
@@ -262,7 +262,7 @@ pub enum BackendName {
 /// `[login]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LoginFile {
+pub(crate) struct LoginFile {
     pub prefix: String,
     pub backend: BackendName,
     pub users_file: PathBuf,
@@ -301,7 +301,7 @@ impl Default for LoginFile {
 /// `[login.lockout]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LockoutFile {
+pub(crate) struct LockoutFile {
     /// Signed so that 0 and negatives get a clear message.
     pub max_failures: i64,
     pub max_failures_per_ip: i64,
@@ -323,7 +323,7 @@ impl Default for LockoutFile {
 /// `[identity]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct IdentityFile {
+pub(crate) struct IdentityFile {
     pub user_id: String,
     pub user_name: String,
     pub tenant: String,
@@ -350,7 +350,7 @@ impl Default for IdentityFile {
 /// `[cors]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CorsFile {
+pub(crate) struct CorsFile {
     pub allowed_origins: Vec<String>,
     pub allowed_headers: Vec<String>,
     pub allow_credentials: bool,
@@ -373,7 +373,7 @@ impl Default for CorsFile {
 /// `[[upstreams]]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct UpstreamFile {
+pub(crate) struct UpstreamFile {
     /// Required; `""` when left out.
     pub name: String,
     /// Required; empty when left out.
@@ -393,7 +393,7 @@ impl Default for UpstreamFile {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthName {
+pub(crate) enum AuthName {
     Public,
     Required,
     Optional,
@@ -402,7 +402,7 @@ pub enum AuthName {
 /// `[[routes]]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RouteFile {
+pub(crate) struct RouteFile {
     /// Exactly one of `path`, `exact`, `glob`.
     pub path: Option<String>,
     pub exact: Option<String>,
@@ -436,14 +436,14 @@ impl Default for RouteFile {
 /// The users file (`login.users_file`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct UsersFile {
+pub(crate) struct UsersFile {
     pub users: Vec<UserFile>,
 }
 
 /// `[[users]]`; `id`, `username` and `password_hash` are required (checked in `validate/`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct UserFile {
+pub(crate) struct UserFile {
     pub id: String,
     pub username: String,
     pub password_hash: String,
@@ -467,13 +467,13 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Vec<Problem>> {
 /// fault is dropped (so it takes its default) and the document deserialized again, which is
 /// why `T` must have a default for every key. The value is `None` after syntax errors or when
 /// no amount of dropping got it through.
-pub fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
+pub(crate) fn parse_lenient<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
     let read = parse_guessing(text);
     (read.value, read.problems)
 }
 
 /// What [`parse_guessing`] could read.
-pub struct Lenient<T> {
+pub(crate) struct Lenient<T> {
     /// The document with every entry at fault dropped (see [`parse_lenient`]).
     pub value: Option<T>,
     pub problems: Vec<Problem>,
@@ -487,7 +487,7 @@ pub struct Lenient<T> {
 /// Like [`parse_lenient`]; an unknown key close (by edit distance) to a known key of its
 /// table that the table does not set is reported as `unknown key acess_ttl, did you mean
 /// access_ttl?`, and the document is also read with that key renamed ([`Lenient::as_meant`]).
-pub fn parse_guessing<T: DeserializeOwned>(text: &str) -> Lenient<T> {
+pub(crate) fn parse_guessing<T: DeserializeOwned>(text: &str) -> Lenient<T> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         let problems = syntax

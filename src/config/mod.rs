@@ -59,10 +59,10 @@ pub struct Config {
     pub server: Server,
     pub token: Token,
     pub session: Session,
-    pub platforms: Platforms,
+    pub(crate) platforms: Platforms,
     pub login: Login,
     pub identity: Identity,
-    pub cors: Cors,
+    pub(crate) cors: Cors,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
 }
@@ -70,7 +70,7 @@ pub struct Config {
 pub struct Server {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
-    pub tls: Option<TlsFiles>,
+    pub(crate) tls: Option<TlsFiles>,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     /// A client that takes no response byte for this long is cut (both connections closed).
@@ -88,7 +88,7 @@ pub struct Server {
     pub max_connections: usize,
 }
 
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -118,29 +118,29 @@ pub enum StoreKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionMode {
+pub(crate) enum SessionMode {
     Stateful,
     Stateless,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStoreError {
+pub(crate) enum OnStoreError {
     Deny,
     AllowStateless,
 }
 
 pub struct Session {
     pub store: StoreKind,
-    pub mode: SessionMode,
+    pub(crate) mode: SessionMode,
     pub redis_url: String,
     /// Non-empty: Redis Cluster with these seed nodes instead of `redis_url`.
     pub redis_cluster: Vec<String>,
     pub key_prefix: String,
-    pub on_store_error: OnStoreError,
+    pub(crate) on_store_error: OnStoreError,
     pub refresh_reuse_grace: Duration,
 }
 
-pub struct Platforms {
+pub(crate) struct Platforms {
     pub header: HeaderName,
     pub default: String,
     pub allowed: Vec<String>,
@@ -154,11 +154,11 @@ pub struct Login {
     /// Where lock-out and captcha counters read the username in a login body (`/username`
     /// for the users file).
     pub username_pointer: String,
-    pub backend: LoginBackend,
-    pub lockout: Lockout,
+    pub(crate) backend: LoginBackend,
+    pub(crate) lockout: Lockout,
 }
 
-pub enum LoginBackend {
+pub(crate) enum LoginBackend {
     UsersFile {
         path: PathBuf,
         users: HashMap<String, User>,
@@ -178,7 +178,7 @@ pub struct User {
 }
 
 #[derive(Clone)]
-pub struct UpstreamLogin {
+pub(crate) struct UpstreamLogin {
     pub url: http::Uri,
     pub user_id_pointer: String,
     pub user_name_pointer: Option<String>,
@@ -191,13 +191,13 @@ pub struct UpstreamLogin {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SuccessRule {
+pub(crate) struct SuccessRule {
     pub pointer: String,
     pub value: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
-pub struct Lockout {
+pub(crate) struct Lockout {
     pub max_failures: u32,
     pub max_failures_per_ip: u32,
     pub window: Duration,
@@ -214,7 +214,7 @@ pub struct Identity {
     pub forward_authorization: bool,
 }
 
-pub struct Cors {
+pub(crate) struct Cors {
     /// Empty: CORS off.
     pub allowed_origins: Vec<String>,
     /// Prebuilt `Access-Control-Allow-Headers` value.
@@ -226,12 +226,12 @@ pub struct Cors {
 pub struct Upstream {
     pub name: String,
     /// `host:port` targets, tried round robin; `http://` only.
-    pub targets: Vec<UpstreamTarget>,
+    pub(crate) targets: Vec<UpstreamTarget>,
     pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct UpstreamTarget {
+pub(crate) struct UpstreamTarget {
     /// `host:port` as written (a name is resolved at connect time).
     pub authority: http::uri::Authority,
     /// Path prefix of the url, without trailing slash ("" for none).
@@ -325,10 +325,10 @@ fn unresolved_signing_key(
 }
 
 /// Shortest HMAC secret accepted, in bytes: the token module's own limit.
-pub use crate::tokens::MIN_SECRET_BYTES;
+pub(crate) use crate::tokens::MIN_SECRET_BYTES;
 
 /// Smallest `server.max_header_bytes` accepted.
-pub const MIN_HEADER_BYTES: u64 = 1024;
+pub(crate) const MIN_HEADER_BYTES: u64 = 1024;
 
 fn build(
     text: &str,

@@ -31,12 +31,12 @@ pub(crate) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 impl Cors {
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.allowed_origins.is_empty()
     }
 
     /// The value for `Access-Control-Allow-Origin` if the request's origin is allowed.
-    pub fn allow_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    pub(crate) fn allow_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
         if !self.enabled() {
             return None;
         }
@@ -52,7 +52,7 @@ impl Cors {
     }
 
     /// The gateway's own answer to a preflight.
-    pub fn preflight(&self, req_headers: &HeaderMap) -> Response<Body> {
+    pub(crate) fn preflight(&self, req_headers: &HeaderMap) -> Response<Body> {
         let mut resp = Response::new(empty());
         *resp.status_mut() = StatusCode::NO_CONTENT;
         let h = resp.headers_mut();
@@ -82,7 +82,7 @@ impl Cors {
     }
 
     /// Adds the CORS headers for an allowed origin to any answer, unless the upstream set its own.
-    pub fn decorate(
+    pub(crate) fn decorate(
         &self,
         origin: Option<HeaderValue>,
         h: &mut HeaderMap,

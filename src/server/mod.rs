@@ -57,13 +57,6 @@ impl Handle {
         let _ = tokio::time::timeout(self.grace, self.app.shutdown.finished()).await;
     }
 
-    /// Waits for SIGTERM or SIGINT (or the app's shutdown signal, triggered elsewhere), then
-    /// shuts down. Until this is first polled the two signals keep their default action;
-    /// [`Self::run_until`] with signals registered before start has no such window.
-    pub async fn run_until_signal(self) {
-        self.run_until(StopSignals::register()).await;
-    }
-
     /// Waits for one of `signals` (or the app's shutdown signal, triggered elsewhere), then
     /// shuts down.
     pub async fn run_until(self, mut signals: StopSignals) {

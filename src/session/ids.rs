@@ -24,7 +24,7 @@ pub(crate) type TokenHash = [u8; 16];
 pub(crate) type Secret = [u8; 32];
 
 /// Longest user id a session can carry, in bytes.
-pub const MAX_USER_ID_LEN: usize = 255;
+pub(crate) const MAX_USER_ID_LEN: usize = 255;
 
 /// The server secret that derives each refresh token from its parent.
 ///
@@ -32,16 +32,17 @@ pub const MAX_USER_ID_LEN: usize = 255;
 /// restarts: a different key makes a just-rotated parent recompute a different successor, so
 /// the grace case answers `Invalid` instead of the same pair.
 #[derive(Clone)]
-pub struct RefreshKey(hmac::Key);
+pub(crate) struct RefreshKey(hmac::Key);
 
 impl RefreshKey {
     /// A key from 32 secret bytes.
-    pub fn new(secret: &[u8; 32]) -> Self {
+    pub(crate) fn new(secret: &[u8; 32]) -> Self {
         Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
 
-    /// A fresh random key: for the memory store (sessions die with the process anyway) and tests.
-    pub fn generate() -> Self {
+    /// A fresh random key, for tests.
+    #[cfg(test)]
+    pub(crate) fn generate() -> Self {
         Self::new(&random::<32>())
     }
 
@@ -70,7 +71,8 @@ impl RefreshToken {
         &self.0
     }
 
-    pub fn into_string(self) -> String {
+    #[cfg(test)]
+    pub(crate) fn into_string(self) -> String {
         self.0
     }
 }
@@ -151,14 +153,14 @@ pub(crate) fn parse_sid(sid: &str) -> Option<(String, SidBytes)> {
 
 /// The user a session id belongs to (`None` if it is not one of ours): for
 /// `DELETE /admin/sessions/{session_id}`, which knows nothing else.
-pub fn user_id_of(session_id: &str) -> Option<String> {
+pub(crate) fn user_id_of(session_id: &str) -> Option<String> {
     parse_sid(session_id).map(|(user, _)| user)
 }
 
 /// The user and session a refresh token names (`None` if it is not one of ours), without
 /// checking it against the store: for decisions that hold whatever the token's secret part
 /// (the refresh of a user who no longer exists is refused either way).
-pub fn session_of_refresh_token(token: &str) -> Option<(String, String)> {
+pub(crate) fn session_of_refresh_token(token: &str) -> Option<(String, String)> {
     let p = ParsedToken::parse(token)?;
     let sid = format_sid(&p.user_id, &p.sid);
     Some((p.user_id, sid))

@@ -240,7 +240,7 @@ fn rebuild(entries: &[Vec<u8>], forget: &[usize], rec: &[u8]) -> Vec<u8> {
 impl MemoryStore {
     /// A new, empty store. Nothing sweeps it until [`Self::spawn_sweeper`] (the app does
     /// that); or call [`Self::sweep`].
-    pub fn new(settings: StoreSettings) -> Self {
+    pub(crate) fn new(settings: StoreSettings) -> Self {
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
@@ -254,7 +254,7 @@ impl MemoryStore {
 
     /// Starts the periodic sweep in a task of the current runtime; it stops on `stop` (the
     /// shutdown signal) or once the store is dropped.
-    pub fn spawn_sweeper(&self, stop: Signal) {
+    pub(crate) fn spawn_sweeper(&self, stop: Signal) {
         tokio::spawn(sweeper(Arc::downgrade(&self.inner), stop));
     }
 
@@ -287,7 +287,7 @@ impl MemoryStore {
         Entry(e).to_session().ok()
     }
 
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         new: NewSession,
         max_per_platform: Option<u32>,
@@ -358,7 +358,7 @@ impl MemoryStore {
         Ok(entries)
     }
 
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         user_id: &str,
         session_id: &str,
@@ -386,7 +386,7 @@ impl MemoryStore {
         Ok(answer)
     }
 
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         token: &str,
         lifetimes: Lifetimes,
@@ -534,7 +534,7 @@ impl MemoryStore {
         Ok(done)
     }
 
-    pub async fn end_all(
+    pub(crate) async fn end_all(
         &self,
         user_id: &str,
         reason: EndReason,
@@ -565,15 +565,7 @@ impl MemoryStore {
         let Some(doc) = map.get(&key) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for r in record::ranges(doc)? {
-            let e = Entry(&doc[r]);
-            if e.user_id() == user_id.as_bytes() && e.is_live(now) {
-                out.push(e.to_session()?);
-            }
-        }
-        out.sort_by_key(|s| s.created_at);
-        Ok(out)
+        record::live_sessions(doc, user_id, now)
     }
 
     pub async fn get(
@@ -592,13 +584,10 @@ impl MemoryStore {
         let Some(doc) = map.get(&key) else {
             return Ok(None);
         };
-        match record::find(doc, user_id, &sid)? {
-            Some(r) => Entry(&doc[r]).to_session().map(Some),
-            None => Ok(None),
-        }
+        record::session(doc, user_id, &sid)
     }
 
-    pub async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         key: &str,
         window: Duration,
@@ -629,21 +618,25 @@ impl MemoryStore {
         Ok(until)
     }
 
-    pub async fn locked_until(&self, key: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+    pub(crate) async fn locked_until(
+        &self,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
         Ok(lock(&self.inner.lockouts)
             .get(key)
             .map(|l| l.locked_until)
             .filter(|&until| until > now))
     }
 
-    pub async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
         if let Some(l) = lock(&self.inner.lockouts).get_mut(key) {
             l.failures = l.failures.saturating_sub(1);
         }
         Ok(())
     }
 
-    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         if let Some(l) = lock(&self.inner.lockouts).get_mut(key) {
             l.failures = 0;
             l.window_end = Millis::ZERO;
@@ -651,7 +644,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn unlock(&self, key: &str) -> Result<(), StoreError> {
         lock(&self.inner.lockouts).remove(key);
         Ok(())
     }
@@ -660,11 +653,11 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
+    pub(crate) fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
         self.inner.revoked.subscribe()
     }
 
-    pub async fn active_count(&self, _now: Millis) -> Result<u64, StoreError> {
+    pub(crate) async fn active_count(&self, _now: Millis) -> Result<u64, StoreError> {
         Ok(self.inner.active.load(Ordering::Relaxed).max(0) as u64)
     }
 

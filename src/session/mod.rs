@@ -44,29 +44,30 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 pub use crate::clock::Millis;
-pub use ids::{session_of_refresh_token, user_id_of, RefreshKey, RefreshToken};
+pub use ids::RefreshToken;
+pub(crate) use ids::{session_of_refresh_token, user_id_of, RefreshKey};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, RedisTarget};
 
 /// Sent on the revocation channel instead of a session id when revocations may have been
 /// missed (the Redis subscription was re-established after a gap, or a receiver lagged): a
 /// holder of long-lived connections should re-check all of their sessions.
-pub const RECHECK_ALL: &str = "*";
+pub(crate) const RECHECK_ALL: &str = "*";
 
 /// Hard cap on one user's active sessions across all platforms (beyond it the oldest is ended
 /// as `Replaced`): keeps a user's record, read on every request, bounded even on platforms
 /// without a `max_sessions` limit.
-pub const MAX_SESSIONS_PER_USER: u32 = 100;
+pub(crate) const MAX_SESSIONS_PER_USER: u32 = 100;
 
 /// At most this many ended sessions (tombstones) are remembered per user; a login beyond it
 /// forgets the oldest (whose tokens then answer `session_revoked` rather than
 /// `session_replaced`). Keeps a login loop from growing a user's record.
-pub const MAX_TOMBSTONES_PER_USER: u32 = 32;
+pub(crate) const MAX_TOMBSTONES_PER_USER: u32 = 32;
 
 /// Rotations a presented old refresh token is walked forward to tell a genuine old token
 /// (theft: the session is ended) from a forged one naming a known session id (invalid: nothing
 /// happens). Older genuine tokens are treated as invalid. About 0.1 ms of HMAC at most.
-pub const THEFT_WALK_LIMIT: u32 = 256;
+pub(crate) const THEFT_WALK_LIMIT: u32 = 256;
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,7 +134,7 @@ pub struct Session {
 
 impl Session {
     /// Active and not past its expiry.
-    pub fn is_active(&self, now: Millis) -> bool {
+    pub(crate) fn is_active(&self, now: Millis) -> bool {
         self.state == SessionState::Active && self.expires_at > now
     }
 }
@@ -174,7 +175,7 @@ impl Lifetimes {
 
 /// Settings both stores share. Not reloadable (the store needs a restart anyway).
 #[derive(Debug, Clone)]
-pub struct StoreSettings {
+pub(crate) struct StoreSettings {
     /// Derives each refresh token from its parent; the same on every instance.
     pub refresh_key: RefreshKey,
     /// `refresh_reuse_grace`: how long the immediate parent still gets the same successor.
@@ -196,7 +197,7 @@ pub struct Created {
 
 /// The hot-path answer for a token's `sid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionCheck {
+pub(crate) enum SessionCheck {
     Active,
     /// Ended, and still remembered: `Replaced` answers `session_replaced`, everything else
     /// (including `Expired`: an idle or lifetime expiry seen before it was swept)
@@ -209,7 +210,7 @@ pub enum SessionCheck {
 
 /// What `POST /auth/refresh` does with a refresh token.
 #[derive(Debug, Clone)]
-pub enum RefreshOutcome {
+pub(crate) enum RefreshOutcome {
     /// The current token: rotated, saved, here is the successor.
     Rotated {
         session: Session,
@@ -263,7 +264,7 @@ impl SessionStore {
     /// signal): the memory store's sweep. Redis expires its keys itself; its revocation
     /// subscriber belongs to the store (ended when it is dropped), so that connections
     /// draining after the signal still hear revocations.
-    pub fn spawn_sweeper(&self, stop: crate::shutdown::Signal) {
+    pub(crate) fn spawn_sweeper(&self, stop: crate::shutdown::Signal) {
         if let Self::Memory(m) = self {
             m.spawn_sweeper(stop);
         }
@@ -296,7 +297,7 @@ impl SessionStore {
     /// `last_seen_at` is kept coarsely: the memory store updates it on every check; Redis
     /// updates it at most once a minute per session, in a background write that the request
     /// does not wait for (and whose failure is ignored), plus on every refresh.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         user_id: &str,
         session_id: &str,
@@ -306,7 +307,7 @@ impl SessionStore {
     }
 
     /// Rotates a refresh token (see [`RefreshOutcome`]); atomic across instances.
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         token: &str,
         lifetimes: Lifetimes,
@@ -327,7 +328,7 @@ impl SessionStore {
     }
 
     /// Ends a session knowing only its id (admin API); `false` if there was none to end.
-    pub async fn end_by_id(
+    pub(crate) async fn end_by_id(
         &self,
         session_id: &str,
         reason: EndReason,
@@ -340,7 +341,7 @@ impl SessionStore {
     }
 
     /// Ends every active session of `user_id`; how many.
-    pub async fn end_all(
+    pub(crate) async fn end_all(
         &self,
         user_id: &str,
         reason: EndReason,
@@ -369,7 +370,7 @@ impl SessionStore {
     ///
     /// Lock-out is the caller's: `if record_failure(..) >= max { lock(key, duration, now) }`,
     /// and `locked_until` before checking a password.
-    pub async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         key: &str,
         window: Duration,
@@ -389,24 +390,28 @@ impl SessionStore {
     }
 
     /// When `key`'s lock ends, if it is locked at `now`.
-    pub async fn locked_until(&self, key: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+    pub(crate) async fn locked_until(
+        &self,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
         dispatch!(self, s => s.locked_until(key, now).await)
     }
 
     /// Takes one count back from `key`'s failures in the current window (an attempt counted
     /// in advance that turned out not to be a failure). Never below zero.
-    pub async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.forgive_one(key).await)
     }
 
     /// Forgets `key`'s failures (after a successful login). A lock stays.
-    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.clear_failures(key).await)
     }
 
     /// Forgets `key`'s failures *and* its lock (`DELETE /admin/lockouts/{username}`): the
     /// next attempt counts from zero and is not refused.
-    pub async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn unlock(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.unlock(key).await)
     }
 
@@ -419,7 +424,7 @@ impl SessionStore {
     /// [`RECHECK_ALL`] when some may have been missed. The local instance's own ends may
     /// arrive twice (directly and through Redis); treat the stream as idempotent. On
     /// `RecvError::Lagged`, re-check everything too.
-    pub fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
+    pub(crate) fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
         dispatch!(self, s => s.subscribe_revocations())
     }
 
@@ -427,7 +432,7 @@ impl SessionStore {
     /// expired sessions not yet swept (at most a minute). Redis: an approximation kept in
     /// counters per expiry hour, updated after each change without waiting (see
     /// [`RedisStore`]).
-    pub async fn active_count(&self, now: Millis) -> Result<u64, StoreError> {
+    pub(crate) async fn active_count(&self, now: Millis) -> Result<u64, StoreError> {
         dispatch!(self, s => s.active_count(now).await)
     }
 }

@@ -405,17 +405,23 @@ pub(crate) fn ranges(doc: &[u8]) -> Result<Vec<Range<usize>>, StoreError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < doc.len() {
-        let len = doc
-            .get(pos..pos + 2)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-            .ok_or_else(corrupt)?;
-        if len < MIN_LEN || pos + len > doc.len() || doc[pos + VERSION] != LAYOUT {
-            return Err(corrupt());
-        }
-        out.push(pos..pos + len);
-        pos += len;
+        let r = record_at(doc, pos)?;
+        pos = r.end;
+        out.push(r);
     }
     Ok(out)
+}
+
+/// The record that starts at `pos`, checked for a sane length and our layout.
+fn record_at(doc: &[u8], pos: usize) -> Result<Range<usize>, StoreError> {
+    let len = doc
+        .get(pos..pos + 2)
+        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+        .ok_or_else(corrupt)?;
+    if len < MIN_LEN || pos + len > doc.len() || doc[pos + VERSION] != LAYOUT {
+        return Err(corrupt());
+    }
+    Ok(pos..pos + len)
 }
 
 /// Finds one session of `user_id` in a blob (the memory store may hold several users' records
@@ -427,20 +433,43 @@ pub(crate) fn find(
 ) -> Result<Option<Range<usize>>, StoreError> {
     let mut pos = 0;
     while pos < doc.len() {
-        let len = doc
-            .get(pos..pos + 2)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-            .ok_or_else(corrupt)?;
-        if len < MIN_LEN || pos + len > doc.len() || doc[pos + VERSION] != LAYOUT {
-            return Err(corrupt());
-        }
-        let e = Entry(&doc[pos..pos + len]);
+        let r = record_at(doc, pos)?;
+        let e = Entry(&doc[r.clone()]);
         if e.sid() == sid && e.user_id() == user_id.as_bytes() {
-            return Ok(Some(pos..pos + len));
+            return Ok(Some(r));
         }
-        pos += len;
+        pos = r.end;
     }
     Ok(None)
+}
+
+/// The live sessions of `user_id` in a blob as of `now`, oldest first.
+pub(crate) fn live_sessions(
+    doc: &[u8],
+    user_id: &str,
+    now: Millis,
+) -> Result<Vec<Session>, StoreError> {
+    let mut out = Vec::new();
+    for r in ranges(doc)? {
+        let e = Entry(&doc[r]);
+        if e.user_id() == user_id.as_bytes() && e.is_live(now) {
+            out.push(e.to_session()?);
+        }
+    }
+    out.sort_by_key(|s| s.created_at);
+    Ok(out)
+}
+
+/// One session of `user_id` in a blob, whatever its state.
+pub(crate) fn session(
+    doc: &[u8],
+    user_id: &str,
+    sid: &SidBytes,
+) -> Result<Option<Session>, StoreError> {
+    match find(doc, user_id, sid)? {
+        Some(r) => Entry(&doc[r]).to_session().map(Some),
+        None => Ok(None),
+    }
 }
 
 /// A user's blob with every layout-1 record (seconds, written before issue 15) rewritten as

@@ -170,6 +170,8 @@ struct Inner {
     timeout: Duration,
     scripts: Scripts,
     revoked: broadcast::Sender<String>,
+    /// Whether the revocation subscription is up; tests wait on it before revoking.
+    #[cfg_attr(not(test), allow(dead_code))]
     subscribed: watch::Receiver<bool>,
     subscriber: tokio::task::AbortHandle,
 }
@@ -276,7 +278,7 @@ impl RedisStore {
     /// only for an unusable URL.
     ///
     /// `timeout` bounds connecting and every operation (1 s is a good value).
-    pub async fn connect(
+    pub(crate) async fn connect(
         target: RedisTarget,
         key_prefix: &str,
         settings: StoreSettings,
@@ -408,7 +410,7 @@ impl RedisStore {
         });
     }
 
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         new: NewSession,
         max_per_platform: Option<u32>,
@@ -450,7 +452,7 @@ impl RedisStore {
         })
     }
 
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         user_id: &str,
         session_id: &str,
@@ -495,7 +497,7 @@ impl RedisStore {
         });
     }
 
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         token: &str,
         lifetimes: Lifetimes,
@@ -661,7 +663,7 @@ impl RedisStore {
             .is_empty())
     }
 
-    pub async fn end_all(
+    pub(crate) async fn end_all(
         &self,
         user_id: &str,
         reason: EndReason,
@@ -687,15 +689,7 @@ impl RedisStore {
         let Some(doc) = self.load(user_id).await? else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for r in record::ranges(&doc)? {
-            let e = Entry(&doc[r]);
-            if e.is_live(now) {
-                out.push(e.to_session()?);
-            }
-        }
-        out.sort_by_key(|s| s.created_at);
-        Ok(out)
+        record::live_sessions(&doc, user_id, now)
     }
 
     pub async fn get(
@@ -712,13 +706,10 @@ impl RedisStore {
         let Some(doc) = self.load(user_id).await? else {
             return Ok(None);
         };
-        match record::find(&doc, user_id, &sid)? {
-            Some(r) => Entry(&doc[r]).to_session().map(Some),
-            None => Ok(None),
-        }
+        record::session(&doc, user_id, &sid)
     }
 
-    pub async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         key: &str,
         window: Duration,
@@ -757,7 +748,11 @@ impl RedisStore {
         Ok(until)
     }
 
-    pub async fn locked_until(&self, key: &str, now: Millis) -> Result<Option<Millis>, StoreError> {
+    pub(crate) async fn locked_until(
+        &self,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
         let mut conn = self.inner.conn.clone();
         let until: Option<u64> = self
             .timed(
@@ -769,7 +764,7 @@ impl RedisStore {
         Ok(until.map(stored_time).filter(|&u| u > now))
     }
 
-    pub async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
         let mut conn = self.inner.conn.clone();
         let mut inv = self
             .inner
@@ -781,7 +776,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         let mut conn = self.inner.conn.clone();
         let _: i64 = self
             .timed(
@@ -793,7 +788,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn unlock(&self, key: &str) -> Result<(), StoreError> {
         // Two commands, not one DEL of both keys: on a Cluster they live in different slots.
         // The lock goes last, so a failure in between leaves the account locked, not half
         // unlocked with its old count (the caller sees the error and can try again).
@@ -818,12 +813,13 @@ impl RedisStore {
         Ok(())
     }
 
-    pub fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
+    pub(crate) fn subscribe_revocations(&self) -> broadcast::Receiver<String> {
         self.inner.revoked.subscribe()
     }
 
     /// Waits until the revocation subscription is up (at most `limit`); whether it is.
-    pub async fn wait_subscribed(&self, limit: Duration) -> bool {
+    #[cfg(test)]
+    pub(crate) async fn wait_subscribed(&self, limit: Duration) -> bool {
         let mut rx = self.inner.subscribed.clone();
         let up = matches!(
             tokio::time::timeout(limit, rx.wait_for(|up| *up)).await,
@@ -832,7 +828,7 @@ impl RedisStore {
         up
     }
 
-    pub async fn active_count(&self, now: Millis) -> Result<u64, StoreError> {
+    pub(crate) async fn active_count(&self, now: Millis) -> Result<u64, StoreError> {
         let mut conn = self.inner.conn.clone();
         let key = &self.inner.stats_key;
         let hours: Vec<(u64, i64)> = self

@@ -3,14 +3,14 @@
 //! [`keygen`] draws a fresh key pair with aws-lc-rs and writes `private.pem` (PKCS#8, mode 0600
 //! on unix, never overwriting an existing file) and `public.pem` (SPKI) into a folder; the
 //! same PEM text is available in memory from [`generate`] (tests, `authgate demo`).
-//! [`hash_password`] and [`verify_password`] are the two halves of the users file: Argon2id with
-//! the argon2 crate's defaults (m=19456 KiB, t=2, p=1), a random 128-bit salt per hash.
+//! [`hash_password`] writes the users file's PHC strings (checked by `login::users_file`): Argon2id
+//! with the argon2 crate's defaults (m=19456 KiB, t=2, p=1), a random 128-bit salt per hash.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -24,7 +24,7 @@ use jsonwebtoken::Algorithm;
 use super::{KeyError, MIN_SECRET_BYTES};
 
 /// The algorithm names `authgate keygen --alg` accepts (case-insensitive).
-pub const KEYGEN_ALGORITHMS: &[&str] = &[
+pub(crate) const KEYGEN_ALGORITHMS: &[&str] = &[
     "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
 ];
 
@@ -46,7 +46,7 @@ impl std::fmt::Debug for PemPair {
 }
 
 /// Parses a `--alg` value: the JWT names, case-insensitive, plus `Ed25519` for `EdDSA`.
-pub fn parse_algorithm(alg: &str) -> Result<Algorithm, KeyError> {
+pub(crate) fn parse_algorithm(alg: &str) -> Result<Algorithm, KeyError> {
     let upper = alg.trim().to_ascii_uppercase();
     Ok(match upper.as_str() {
         "ES256" => Algorithm::ES256,
@@ -178,19 +178,19 @@ pub fn hash_password(password: &str) -> Result<String, KeyError> {
         .map_err(|e| KeyError(format!("hashing failed: {e}")))
 }
 
-/// Checks `password` against a PHC string from the users file; a malformed string is `false`.
-pub fn verify_password(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+
+    /// What `login::users_file` does with a PHC string; a malformed string is `false`.
+    fn verify_password(phc: &str, password: &str) -> bool {
+        PasswordHash::new(phc).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    }
 
     #[test]
     fn keygen_writes_parseable_pems_for_every_algorithm() {

@@ -18,7 +18,8 @@ use super::{KeyError, KeyMaterial, KeySpec, MIN_SECRET_BYTES};
 impl KeySpec {
     /// Checks this key alone as a signing key (what [`KeyRing::new`](super::KeyRing::new) does
     /// with it), so config validation can report each key's problem under its own key path.
-    pub fn check_signing_key(&self) -> Result<(), KeyError> {
+    #[cfg(test)]
+    pub(crate) fn check_signing_key(&self) -> Result<(), KeyError> {
         if matches!(self.material, KeyMaterial::PublicPem(_)) {
             return Err(key_error(self, SIGNING_NOT_PUBLIC));
         }
@@ -26,7 +27,8 @@ impl KeySpec {
     }
 
     /// Checks this key alone as a verify-only key (`[[token.verify_keys]]`).
-    pub fn check_verify_key(&self) -> Result<(), KeyError> {
+    #[cfg(test)]
+    pub(crate) fn check_verify_key(&self) -> Result<(), KeyError> {
         load_key(self).map(|_| ())
     }
 }

@@ -79,7 +79,7 @@ pub struct TokenRules {
 pub struct Claims {
     pub iss: String,
     /// A string on tokens we mint; a list is accepted from other issuers.
-    pub aud: Audience,
+    pub(crate) aud: Audience,
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -102,13 +102,13 @@ pub struct Claims {
     /// What the pipeline derives from these claims once per verified token (the verify
     /// cache hands the same `Arc<Claims>` to every request that presents it).
     #[serde(skip)]
-    pub derived: Derived,
+    pub(crate) derived: Derived,
 }
 
 /// Header values made from a token's claims on first use, then shared. Not part of the
 /// token: ignored by comparisons and never serialised.
 #[derive(Debug, Clone, Default)]
-pub struct Derived {
+pub(crate) struct Derived {
     /// The identity header values, in the order of `Identity::names`.
     pub identity: std::sync::OnceLock<Box<[Option<http::HeaderValue>; 6]>>,
 }
@@ -137,7 +137,7 @@ impl Claims {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
 }
@@ -158,7 +158,7 @@ pub struct AccessIdentity {
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// `exp` (plus leeway) has passed: the client should refresh.
     #[error("token expired")]
     Expired,
@@ -175,16 +175,16 @@ pub struct KeyError(pub String);
 
 /// Shortest HMAC secret accepted, in bytes (RFC 7518 §3.2 for HS256; contract §2). Config
 /// validation and key loading both hold secrets to it.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
 /// Longest identity value (user id, name, tenant, role, session id, platform), in bytes.
-pub const MAX_IDENTITY_BYTES: usize = 255;
+pub(crate) const MAX_IDENTITY_BYTES: usize = 255;
 
 /// Why an identity value may not become a header (contract §4.4), or `None` if it may:
 /// at most [`MAX_IDENTITY_BYTES`], no control characters, no leading or trailing whitespace.
 /// Legacy apps parse `" 1001"` as user 1001 and `"acme\t"` as tenant acme, so such a value is
 /// refused rather than trimmed, and a CR/LF can never make a header go missing.
-pub fn identity_value_problem(v: &str) -> Option<&'static str> {
+pub(crate) fn identity_value_problem(v: &str) -> Option<&'static str> {
     if v.len() > MAX_IDENTITY_BYTES {
         Some("longer than 255 bytes")
     } else if v.chars().any(char::is_control) {

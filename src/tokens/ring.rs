@@ -177,7 +177,7 @@ impl KeyRing {
     }
 
     /// The `kid` new tokens are signed under; `None` for a verify-only ring.
-    pub fn signing_kid(&self) -> Option<&str> {
+    pub(crate) fn signing_kid(&self) -> Option<&str> {
         self.signer.as_ref().map(|s| s.kid.as_str())
     }
 
@@ -187,7 +187,7 @@ impl KeyRing {
     }
 
     /// How many keys verify besides the signing key (`[[token.verify_keys]]`).
-    pub fn verify_key_count(&self) -> usize {
+    pub(crate) fn verify_key_count(&self) -> usize {
         self.keys.len() - usize::from(self.signer.is_some())
     }
 
@@ -201,14 +201,15 @@ impl KeyRing {
     ///
     /// A copy of [`KeyRing::verify_shared`]'s answer; on the hot path prefer that one, which
     /// hands out the cached claims without copying them.
-    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+    #[cfg(test)]
+    pub(crate) fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
         self.verify_shared(token, now).map(|c| Claims::clone(&c))
     }
 
     /// Verifies a compact JWT at time `now` (Unix seconds), returning the claims shared with
     /// the verify cache: a token seen before costs one hash lookup plus the `exp`/`nbf` check
     /// against `now`, and no allocation.
-    pub fn verify_shared(&self, token: &str, now: u64) -> Result<Arc<Claims>, TokenError> {
+    pub(crate) fn verify_shared(&self, token: &str, now: u64) -> Result<Arc<Claims>, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid("too_long"));
         }
@@ -230,7 +231,7 @@ impl KeyRing {
     }
 
     /// Signs claims with the current signing key (its `kid` in the header).
-    pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+    pub(crate) fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
         let signer = self
             .signer
             .as_ref()

@@ -65,7 +65,7 @@ impl moka::Expiry<String, Slot> for SlotExpiry {
 }
 
 /// Decides on and mints silent refreshes; one per process, shared by all requests.
-pub struct SilentRefresher {
+pub(crate) struct SilentRefresher {
     minted: moka::sync::Cache<String, Slot>,
 }
 
@@ -84,7 +84,7 @@ impl std::fmt::Debug for SilentRefresher {
 }
 
 impl SilentRefresher {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             minted: moka::sync::Cache::builder()
                 .max_capacity(MAX_SESSIONS)
@@ -97,7 +97,7 @@ impl SilentRefresher {
     /// `window` left, else `None`. A zero `window` turns silent refresh off. A token past its
     /// `exp` but still within the ring's leeway counts as inside the window; one beyond it gets
     /// nothing. On a signing error: `None`, logged.
-    pub fn maybe_refresh(
+    pub(crate) fn maybe_refresh(
         &self,
         keys: &KeyRing,
         claims: &Claims,
