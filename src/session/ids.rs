@@ -151,6 +151,12 @@ pub(crate) fn parse_sid(sid: &str) -> Option<(String, SidBytes)> {
     Some((decode_user(user)?, decode_fixed::<16>(rand)?))
 }
 
+/// The random part of `session_id`, if it is one of ours and belongs to `user_id`.
+pub(crate) fn sid_of_user(user_id: &str, session_id: &str) -> Option<SidBytes> {
+    let (uid, sid) = parse_sid(session_id)?;
+    (uid == user_id).then_some(sid)
+}
+
 /// The user a session id belongs to (`None` if it is not one of ours): for
 /// `DELETE /admin/sessions/{session_id}`, which knows nothing else.
 pub(crate) fn user_id_of(session_id: &str) -> Option<String> {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::ids::{
-    format_sid, format_token, parse_sid, random, token_hash, ParsedToken, RefreshToken, Secret,
+    format_sid, format_token, random, sid_of_user, token_hash, ParsedToken, RefreshToken, Secret,
     SidBytes, TokenHash,
 };
 use super::record::{self, set_time, set_u32, Entry};
@@ -364,12 +364,9 @@ impl MemoryStore {
         session_id: &str,
         now: Millis,
     ) -> Result<SessionCheck, StoreError> {
-        let Some((uid, sid)) = parse_sid(session_id) else {
+        let Some(sid) = sid_of_user(user_id, session_id) else {
             return Ok(SessionCheck::Unknown);
         };
-        if uid != user_id {
-            return Ok(SessionCheck::Unknown);
-        }
         let (shard, key) = self.locate(user_id);
         let mut map = lock(shard);
         let Some(doc) = map.get_mut(&key) else {
@@ -522,12 +519,9 @@ impl MemoryStore {
         reason: EndReason,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let Some((uid, sid)) = parse_sid(session_id) else {
+        let Some(sid) = sid_of_user(user_id, session_id) else {
             return Ok(false);
         };
-        if uid != user_id {
-            return Ok(false);
-        }
         let ended = self.end_one(user_id, &sid, reason, now)?;
         let done = ended.is_some();
         self.publish(ended.map(|s| s.id));
@@ -573,12 +567,9 @@ impl MemoryStore {
         user_id: &str,
         session_id: &str,
     ) -> Result<Option<Session>, StoreError> {
-        let Some((uid, sid)) = parse_sid(session_id) else {
+        let Some(sid) = sid_of_user(user_id, session_id) else {
             return Ok(None);
         };
-        if uid != user_id {
-            return Ok(None);
-        }
         let (shard, key) = self.locate(user_id);
         let map = lock(shard);
         let Some(doc) = map.get(&key) else {

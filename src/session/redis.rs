@@ -60,7 +60,7 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErr
 use tokio::sync::{broadcast, watch};
 
 use super::ids::{
-    b64, format_token, parse_sid, random, sid_prefix, token_hash, ParsedToken, Secret, SidBytes,
+    b64, format_token, random, sid_of_user, sid_prefix, token_hash, ParsedToken, Secret, SidBytes,
 };
 use super::record::{self, Entry};
 use super::{
@@ -458,12 +458,9 @@ impl RedisStore {
         session_id: &str,
         now: Millis,
     ) -> Result<SessionCheck, StoreError> {
-        let Some((uid, sid)) = parse_sid(session_id) else {
+        let Some(sid) = sid_of_user(user_id, session_id) else {
             return Ok(SessionCheck::Unknown);
         };
-        if uid != user_id {
-            return Ok(SessionCheck::Unknown);
-        }
         let key = self.user_key(user_id);
         let mut conn = self.inner.conn.clone();
         let doc: Option<Vec<u8>> = self
@@ -651,12 +648,9 @@ impl RedisStore {
         reason: EndReason,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let Some((uid, sid)) = parse_sid(session_id) else {
+        let Some(sid) = sid_of_user(user_id, session_id) else {
             return Ok(false);
         };
-        if uid != user_id {
-            return Ok(false);
-        }
         Ok(!self
             .end_matching(user_id, Some(&sid), reason, now)
             .await?
@@ -697,12 +691,9 @@ impl RedisStore {
         user_id: &str,
         session_id: &str,
     ) -> Result<Option<Session>, StoreError> {
-        let Some((uid, sid)) = parse_sid(session_id) else {
+        let Some(sid) = sid_of_user(user_id, session_id) else {
             return Ok(None);
         };
-        if uid != user_id {
-            return Ok(None);
-        }
         let Some(doc) = self.load(user_id).await? else {
             return Ok(None);
         };
