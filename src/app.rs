@@ -131,6 +131,7 @@ impl App {
         if tokio::runtime::Handle::try_current().is_ok() {
             spawn_watcher(&app);
             app.store.spawn_sweeper(app.shutdown.signal());
+            app.start_issuers(&app.live(), None);
         }
         app
     }
@@ -140,10 +141,71 @@ impl App {
         self.live.load_full()
     }
 
-    /// Swaps in a new, already validated config.
+    /// Swaps in a new, already validated config. Its issuers take over the keys of the same
+    /// issuers, configured the same, in the config it replaces.
     pub(crate) fn swap(&self, config: Config) {
-        self.live.store(Arc::new(Live::new(config)));
+        let new = Arc::new(Live::new(config));
+        let old = self.live.load_full();
+        self.start_issuers(&new, Some(&old));
+        self.live.store(new);
     }
+
+    /// Starts keeping the keys of `live`'s issuers fresh (until shutdown, or until a reload
+    /// drops them), after taking over what `old`'s knew.
+    fn start_issuers(&self, live: &Live, old: Option<&Live>) {
+        for issuer in live.config.token.keys.issuers() {
+            if let Some(old) = old.and_then(|o| {
+                o.config
+                    .token
+                    .keys
+                    .issuers()
+                    .iter()
+                    .find(|i| i.name() == issuer.name())
+            }) {
+                issuer.adopt(old);
+            }
+            if tokio::runtime::Handle::try_current().is_ok() {
+                issuer.spawn_refresher(self.clock.clone(), self.shutdown.signal());
+            }
+        }
+    }
+}
+
+/// `authgate check --probe`: fetches each issuer's keys and pings the session store; a line
+/// for each, and whether all of them answered.
+pub async fn probe(config: &Config) -> (String, bool) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut ok = true;
+    let clock = Clock::system();
+    for (i, issuer) in config.token.keys.issuers().iter().enumerate() {
+        let line = match issuer.probe(&clock).await {
+            Ok(n) => format!("{n} key(s)"),
+            Err(e) => {
+                ok = false;
+                format!("FAILED: {e}")
+            }
+        };
+        let _ = writeln!(out, "probe: token.issuers[{i}] {}: {line}", issuer.name());
+    }
+    let store = match config.session.store {
+        StoreKind::Memory => "(memory): nothing to reach".to_owned(),
+        StoreKind::Redis => match open_store(config).await {
+            Ok(store) => match store.ping().await {
+                Ok(()) => "(redis): answers".to_owned(),
+                Err(e) => {
+                    ok = false;
+                    format!("(redis): FAILED: {e}")
+                }
+            },
+            Err(e) => {
+                ok = false;
+                format!("(redis): FAILED: {e}")
+            }
+        },
+    };
+    let _ = writeln!(out, "probe: session store {store}");
+    (out, ok)
 }
 
 /// How long an ended session is remembered, so its still-valid access tokens answer

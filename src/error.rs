@@ -50,6 +50,8 @@ pub(crate) enum GatewayError {
     UpstreamIdentity(&'static str),
     UpstreamTimeout,
     StoreUnavailable,
+    /// A foreign token's issuer has no keys yet (its JWKS never arrived): 503 with Retry-After.
+    IssuerUnavailable,
     /// Admin API without the right bearer token.
     AdminUnauthorized,
     Internal,
@@ -73,7 +75,7 @@ impl GatewayError {
             AccountLocked { .. } | RateLimited => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable | UpstreamIdentity(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            StoreUnavailable | LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable | LoginBusy | IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +106,7 @@ impl GatewayError {
             UpstreamUnavailable | UpstreamIdentity(_) => "upstream_unavailable",
             UpstreamTimeout => "upstream_timeout",
             StoreUnavailable => "store_unavailable",
+            IssuerUnavailable => "issuer_unavailable",
             LoginBusy => "login_busy",
             Internal => "internal_error",
         }
@@ -136,6 +139,7 @@ impl GatewayError {
             UpstreamIdentity(m) => m,
             UpstreamTimeout => "the upstream did not answer in time",
             StoreUnavailable => "the session store is unavailable; try again shortly",
+            IssuerUnavailable => "the token's issuer has published no keys yet; try again shortly",
             LoginBusy => "too many logins in progress; try again shortly",
             Internal => "internal error",
         }
@@ -169,6 +173,7 @@ impl GatewayError {
             | UpstreamIdentity(_)
             | UpstreamTimeout
             | StoreUnavailable
+            | IssuerUnavailable
             | Internal => None,
         }
     }
@@ -209,6 +214,12 @@ impl GatewayError {
             | GatewayError::LoginBusy => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            GatewayError::IssuerUnavailable => {
+                h.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::tokens::issuer::RETRY_AFTER.as_secs()),
+                );
+            }
             _ => {}
         }
         resp
@@ -231,6 +242,13 @@ impl From<TokenError> for GatewayError {
                 tracing::info!(reason = why, "invalid token");
                 GatewayError::InvalidToken
             }
+            // `KeyRing::verify_fetching` turns it into one of the others; a caller of plain
+            // `verify_shared` has no fetch to wait for.
+            TokenError::KeysNeeded(_) => {
+                tracing::info!(reason = "unknown_kid", "invalid token");
+                GatewayError::InvalidToken
+            }
+            TokenError::IssuerUnavailable => GatewayError::IssuerUnavailable,
         }
     }
 }

@@ -188,5 +188,18 @@ fn requirements(out: &mut String, route: &Route) -> Written<()> {
             route.require_tenants
         )?;
     }
+    if !route.require_scopes.is_empty() {
+        writeln!(
+            out,
+            "requires:   every scope of {:?} (token `scope` or `scp`), else 403 forbidden",
+            route.require_scopes
+        )?;
+    }
+    for (claim, want) in &route.require_claims {
+        writeln!(
+            out,
+            "requires:   claim {claim} equal to {want}, else 403 forbidden"
+        )?;
+    }
     Ok(())
 }

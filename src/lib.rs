@@ -10,11 +10,12 @@
 //! Modules form tiers; a module imports only from tiers below its own (`tests/layers.rs`
 //! reads this list and checks every `use crate::…`). Lowest first:
 //!
-//! 0. `clock`, `body`, `shutdown`: time ([`clock::Clock`], [`clock::Millis`]), the body
-//!    type, and the one shutdown signal every background task and connection hears
-//!    ([`shutdown::Shutdown`]).
+//! 0. `clock`, `body`, `shutdown`, `claims`: time ([`clock::Clock`], [`clock::Millis`]), the
+//!    body type, the one shutdown signal every background task and connection hears
+//!    ([`shutdown::Shutdown`]), and reading a token's claims by name or JSON pointer.
 //! 1. `routing`, `tokens`, `session`: the path canonicaliser and route table; the key ring
-//!    (verify, mint, JWKS, the single-flight silent-refresh mint); the session store (memory,
+//!    (verify, mint, JWKS, the single-flight silent-refresh mint) and the identity providers'
+//!    keys (`[[token.issuers]]`, fetched and refreshed); the session store (memory,
 //!    Redis: sessions, refresh rotation, kick-out, lock-out counters, revocations).
 //! 2. `error`: [`error::GatewayError`], the `From` impls of the domain errors below, and its
 //!    one mapping to HTTP.
@@ -47,6 +48,7 @@ pub mod app;
 mod audit;
 mod auth;
 pub mod body;
+mod claims;
 pub mod clock;
 pub mod config;
 pub mod demo;

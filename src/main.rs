@@ -49,7 +49,13 @@ enum Cmd {
     /// Run the gateway (the default).
     Run(ConfigArg),
     /// Validate the config and print every problem with its key path.
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also fetch each issuer's keys and ping the session store; exit 1 if one fails.
+        #[arg(long)]
+        probe: bool,
+    },
     /// Run a gateway with a built-in echo upstream, an ephemeral secret and a demo user.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -115,7 +121,7 @@ fn main() -> ExitCode {
     }
     let result = match cmd {
         Cmd::Run(c) => run(&config(c)).map(|()| Outcome::Done),
-        Cmd::Check(c) => check(&config(c)).map(|()| Outcome::Done),
+        Cmd::Check { config: c, probe } => check(&config(c), probe),
         Cmd::Demo {
             listen,
             admin_listen,
@@ -214,13 +220,18 @@ fn run(path: &Path) -> anyhow::Result<()> {
     })
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
+fn check(path: &Path, probe: bool) -> anyhow::Result<Outcome> {
     let loaded = load(path)?;
     for w in &loaded.warnings {
         println!("warning: {w}");
     }
     println!("{}: ok", path.display());
-    Ok(())
+    if !probe {
+        return Ok(Outcome::Done);
+    }
+    let (report, ok) = runtime()?.block_on(authgate::app::probe(&loaded.config));
+    print!("{report}");
+    Ok(if ok { Outcome::Done } else { Outcome::Refused })
 }
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {

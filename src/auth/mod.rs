@@ -20,6 +20,7 @@ use http::HeaderMap;
 use crate::app::{App, Live};
 use crate::config::SessionMode;
 use crate::error::GatewayError;
+use crate::proxy::identity;
 use crate::routing::{AuthMode, Route};
 use crate::tokens::Claims;
 
@@ -68,8 +69,18 @@ pub(crate) async fn authenticate(
     let cfg = &live.config;
     let raw =
         token::extract(headers, cfg.token.cookie.as_deref())?.ok_or(GatewayError::MissingToken)?;
-    let claims = cfg.token.keys.verify_shared(raw, app.clock.now())?;
-    if cfg.session.mode == SessionMode::Stateful {
+    let claims = cfg.token.keys.verify_fetching(raw, &app.clock).await?;
+    if !cfg.identity.claims.is_empty() {
+        let extra = claims
+            .derived
+            .extra
+            .get_or_init(|| identity::claim_values(&cfg.identity, &claims));
+        if let Err(why) = extra {
+            tracing::info!(reason = "bad_identity_claim", why, "invalid token");
+            return Err(GatewayError::InvalidToken);
+        }
+    }
+    if cfg.session.mode == SessionMode::Stateful && !claims.is_foreign() {
         // Boxed: a Redis round trip's future is large, and most requests never wait on it
         // (inline, it would make every request's future that large).
         Box::pin(session::check(app, live, &claims)).await?;

@@ -11,6 +11,10 @@ use crate::tokens::Claims;
 /// Puts a fresh access token in `refresh_header` of the answer `h` (never cached, readable by
 /// a browser app) when `claims` are of an own token near its expiry, and counts it.
 pub(crate) fn hand_back(app: &App, live: &Live, claims: &Claims, h: &mut HeaderMap) {
+    if claims.is_foreign() {
+        // Never minted here, so never refreshed here: the client goes back to its provider.
+        return;
+    }
     let t = &live.config.token;
     let Some(fresh) =
         app.refresher

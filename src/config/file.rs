@@ -144,6 +144,7 @@ pub(crate) struct TokenFile {
     pub leeway: String,
     pub cookie: String,
     pub verify_keys: Vec<VerifyKeyFile>,
+    pub issuers: Vec<IssuerFile>,
 }
 
 impl Default for TokenFile {
@@ -164,6 +165,7 @@ impl Default for TokenFile {
             leeway: "30s".into(),
             cookie: String::new(),
             verify_keys: Vec::new(),
+            issuers: Vec::new(),
         }
     }
 }
@@ -178,6 +180,44 @@ pub(crate) struct VerifyKeyFile {
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
     pub public_key_file: Option<PathBuf>,
+}
+
+/// `[[token.issuers]]`: an identity provider whose tokens are accepted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct IssuerFile {
+    /// Required: the exact `iss`.
+    pub issuer: String,
+    pub discovery: bool,
+    pub jwks_url: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub jwks_refresh: String,
+    pub fetch_timeout: String,
+    pub user_name_claim: String,
+    pub roles_claim: String,
+    pub tenant_claim: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for IssuerFile {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            discovery: true,
+            jwks_url: None,
+            public_key_file: None,
+            audiences: Vec::new(),
+            algorithms: Vec::new(),
+            jwks_refresh: "10m".into(),
+            fetch_timeout: "5s".into(),
+            user_name_claim: "preferred_username".into(),
+            roles_claim: "roles".into(),
+            tenant_claim: "tenant".into(),
+            ca_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -331,6 +371,8 @@ pub(crate) struct IdentityFile {
     pub session_id: String,
     pub platform: String,
     pub forward_authorization: bool,
+    /// `[identity.claims]`: header name → claim name or pointer.
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for IdentityFile {
@@ -343,6 +385,7 @@ impl Default for IdentityFile {
             session_id: "X-Session-Id".into(),
             platform: "X-User-Platform".into(),
             forward_authorization: true,
+            claims: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -414,6 +457,9 @@ pub(crate) struct RouteFile {
     pub methods: Option<Vec<String>>,
     pub require_roles: Vec<String>,
     pub require_tenants: Vec<String>,
+    pub require_scopes: Vec<String>,
+    /// Claim name or pointer → the value it must equal.
+    pub require_claims: std::collections::BTreeMap<String, toml::Value>,
     pub strip_prefix: Option<String>,
 }
 
@@ -428,6 +474,8 @@ impl Default for RouteFile {
             methods: None,
             require_roles: Vec::new(),
             require_tenants: Vec::new(),
+            require_scopes: Vec::new(),
+            require_claims: std::collections::BTreeMap::new(),
             strip_prefix: None,
         }
     }

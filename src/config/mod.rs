@@ -212,6 +212,8 @@ pub struct Identity {
     pub session_id: HeaderName,
     pub platform: HeaderName,
     pub forward_authorization: bool,
+    /// `[identity.claims]`: more headers, each from a claim.
+    pub(crate) claims: Vec<(HeaderName, crate::claims::ClaimPath)>,
 }
 
 pub(crate) struct Cors {

@@ -21,7 +21,7 @@ use crate::error::GatewayError;
 use crate::proxy::ConnInfo;
 use crate::session::{EndReason, Millis};
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -39,6 +39,21 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
+/// `/readyz`'s body when the store answers: ready, and (without making the gateway unready:
+/// its own tokens and the other issuers' still work) each issuer that has no keys yet.
+fn readiness(live: &Live) -> String {
+    let mut out = String::from("ready\n");
+    for issuer in live.config.token.keys.issuers() {
+        if !issuer.has_keys() {
+            out.push_str(&format!(
+                "issuer without keys: {} (its tokens get 503 issuer_unavailable)\n",
+                issuer.name()
+            ));
+        }
+    }
+    out
+}
+
 /// Answers one request on the admin listener.
 pub(crate) async fn handle(
     app: Arc<App>,
@@ -49,7 +64,7 @@ pub(crate) async fn handle(
     match (req.method().as_str(), path.as_str()) {
         ("GET" | "HEAD", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET" | "HEAD", "/readyz") => match app.store.ping().await {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Ok(()) => text(StatusCode::OK, readiness(&app.live())),
             Err(e) => {
                 tracing::warn!(error = %e, "not ready: session store unreachable");
                 GatewayError::StoreUnavailable.into_response()

@@ -24,11 +24,16 @@ impl Identity {
         ]
     }
 
-    /// Whether `name` is (a spelling of) one of the identity headers.
+    /// Whether `name` is (a spelling of) one of the identity headers, `[identity.claims]`'s
+    /// included.
     pub fn is_identity(&self, name: &[u8]) -> bool {
         self.names()
             .iter()
             .any(|n| same_name(n.as_str().as_bytes(), name))
+            || self
+                .claims
+                .iter()
+                .any(|(n, _)| same_name(n.as_str().as_bytes(), name))
     }
 }
 
@@ -65,6 +70,44 @@ pub(crate) fn inject(headers: &mut HeaderMap, identity: &Identity, claims: &Clai
             headers.insert(name.clone(), v.clone());
         }
     }
+    if identity.claims.is_empty() {
+        return;
+    }
+    // Made (and checked) by `auth` when the token was accepted; made here only if not.
+    if let Ok(extra) = claims
+        .derived
+        .extra
+        .get_or_init(|| claim_values(identity, claims))
+    {
+        for ((name, _), value) in identity.claims.iter().zip(extra.iter()) {
+            if let Some(v) = value {
+                headers.insert(name.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The `[identity.claims]` header values of a token, in config order: a claim missing, an
+/// object or `null` sends no header; a value that is not fit to be an identity value (too
+/// long, a control character such as CR/LF, leading or trailing space) refuses the token.
+pub(crate) fn claim_values(
+    identity: &Identity,
+    claims: &Claims,
+) -> Result<Box<[Option<HeaderValue>]>, &'static str> {
+    let json = claims.json();
+    identity
+        .claims
+        .iter()
+        .map(|(_, path)| {
+            let Some(text) = path.find(json).and_then(crate::claims::header_text) else {
+                return Ok(None);
+            };
+            if let Some(why) = crate::tokens::identity_value_problem(&text) {
+                return Err(why);
+            }
+            Ok(value("claim", Some(&text)))
+        })
+        .collect()
 }
 
 /// The identity header values of `claims`, in the order of [`Identity::names`].
@@ -124,6 +167,7 @@ mod tests {
             session_id: HeaderName::from_static("x-session-id"),
             platform: HeaderName::from_static("x-user-platform"),
             forward_authorization: true,
+            claims: Vec::new(),
         }
     }
 

@@ -279,6 +279,10 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub require_roles: Vec<String>,
     pub require_tenants: Vec<String>,
+    /// Every one must be granted (`scope` or `scp`).
+    pub(crate) require_scopes: Vec<String>,
+    /// Each claim (by name or pointer) must equal its value.
+    pub(crate) require_claims: Vec<(crate::claims::ClaimPath, serde_json::Value)>,
     /// Normalised like a prefix; removed from the canonical path before forwarding.
     pub strip_prefix: Option<String>,
     /// Match (and strip) without regard to ASCII case: `!server.route_case_sensitive`. The
@@ -854,6 +858,8 @@ mod tests {
             methods: (!methods.is_empty()).then(|| methods.to_vec()),
             require_roles: Vec::new(),
             require_tenants: Vec::new(),
+            require_scopes: Vec::new(),
+            require_claims: Vec::new(),
             strip_prefix: None,
             fold: false,
         }

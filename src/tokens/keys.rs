@@ -26,6 +26,11 @@ impl KeySpec {
         load_key(self).map(|_| ())
     }
 
+    /// The key as a verification key (a `[[token.issuers]]` entry's `public_key_file`).
+    pub(crate) fn decoding_key(&self) -> Result<jsonwebtoken::DecodingKey, KeyError> {
+        load_key(self).map(|k| k.decoding)
+    }
+
     /// Checks this key alone as a verify-only key (`[[token.verify_keys]]`).
     #[cfg(test)]
     pub(crate) fn check_verify_key(&self) -> Result<(), KeyError> {

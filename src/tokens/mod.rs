@@ -22,6 +22,8 @@
 //! their JWKs), `cache.rs` (the verify cache and its per-thread front) and [`keygen`].
 
 mod cache;
+pub(crate) mod fetch;
+pub(crate) mod issuer;
 pub mod keygen;
 mod keys;
 mod ring;
@@ -31,6 +33,7 @@ mod test_support;
 
 pub use ring::KeyRing;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -103,6 +106,23 @@ pub struct Claims {
     /// cache hands the same `Arc<Claims>` to every request that presents it).
     #[serde(skip)]
     pub(crate) derived: Derived,
+    /// Whose token it is.
+    #[serde(skip)]
+    pub(crate) origin: Origin,
+    /// A foreign token's whole payload (claim rules and `[identity.claims]` read it); own
+    /// tokens derive theirs on first use.
+    #[serde(skip)]
+    pub(crate) payload: Option<Arc<serde_json::Value>>,
+}
+
+/// Who issued a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Signed by the signing key or a `verify_keys` entry: minted, refreshed, session-checked.
+    #[default]
+    Own,
+    /// A `[[token.issuers]]` entry's (by index), verified by a key of the given generation.
+    Foreign { issuer: u16, generation: u64 },
 }
 
 /// Header values made from a token's claims on first use, then shared. Not part of the
@@ -111,6 +131,10 @@ pub struct Claims {
 pub(crate) struct Derived {
     /// The identity header values, in the order of `Identity::names`.
     pub identity: std::sync::OnceLock<Box<[Option<http::HeaderValue>; 6]>>,
+    /// The `[identity.claims]` header values, in config order, or why one may not be sent.
+    pub extra: std::sync::OnceLock<Result<Box<[Option<http::HeaderValue>]>, &'static str>>,
+    /// An own token's claims as JSON, for claim rules.
+    pub json: std::sync::OnceLock<Arc<serde_json::Value>>,
 }
 
 impl PartialEq for Derived {
@@ -122,6 +146,21 @@ impl PartialEq for Derived {
 impl Eq for Derived {}
 
 impl Claims {
+    /// Whether the token is a `[[token.issuers]]` entry's.
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(self.origin, Origin::Foreign { .. })
+    }
+
+    /// All claims as JSON: a foreign token's payload as it came, an own token's claims.
+    pub(crate) fn json(&self) -> &serde_json::Value {
+        match &self.payload {
+            Some(p) => p,
+            None => self.derived.json.get_or_init(|| {
+                Arc::new(serde_json::to_value(self).unwrap_or(serde_json::Value::Null))
+            }),
+        }
+    }
+
     /// Who the token speaks for, without the per-token fields (iss/aud/iat/exp/nbf/jti).
     pub fn identity(&self) -> AccessIdentity {
         AccessIdentity {
@@ -166,6 +205,13 @@ pub(crate) enum TokenError {
     /// The reason is a short snake_case word, fit for logs and metric labels.
     #[error("invalid token: {0}")]
     Invalid(&'static str),
+    /// A foreign token whose issuer has no key for it (yet): fetch the issuer's keys, then
+    /// look again ([`KeyRing::verify_fetching`]).
+    #[error("the issuer's keys lack this token's key")]
+    KeysNeeded(u16),
+    /// A foreign token whose issuer's keys never arrived (503 issuer_unavailable).
+    #[error("no keys yet for the token's issuer")]
+    IssuerUnavailable,
 }
 
 /// Problems building a key ring from configured keys.

@@ -15,11 +15,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer};
 
 use super::cache::{new_verify_cache, recent, Cached, VerifyCache, MAX_CACHE_TTL};
+use super::issuer::Issuer;
 use super::keys::{key_error, load_key, SIGNING_NOT_PUBLIC};
 use super::{
     identity_value_problem, AccessIdentity, Audience, Claims, Derived, KeyError, KeyMaterial,
-    KeySpec, TokenError, TokenRules,
+    KeySpec, Origin, TokenError, TokenRules,
 };
+use crate::claims;
+use crate::clock::Clock;
 
 /// Longest token `verify` looks at; request heads are capped well below this anyway.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -92,6 +95,8 @@ pub struct KeyRing {
     keys: HashMap<String, VerifyKey>,
     jwks: Option<serde_json::Value>,
     cache: VerifyCache,
+    /// `[[token.issuers]]`, chosen by a token's exact `iss`.
+    issuers: Vec<Arc<Issuer>>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -164,7 +169,19 @@ impl KeyRing {
             jwks: signing_is_asymmetric.then(|| serde_json::json!({ "keys": jwks })),
             cache,
             rules,
+            issuers: Vec::new(),
         })
+    }
+
+    /// This ring, also accepting the tokens of `issuers` (at most `u16::MAX`).
+    pub(crate) fn with_issuers(mut self, issuers: Vec<Arc<Issuer>>) -> Self {
+        self.issuers = issuers;
+        self
+    }
+
+    /// The `[[token.issuers]]`, in config order.
+    pub(crate) fn issuers(&self) -> &[Arc<Issuer>] {
+        &self.issuers
     }
 
     pub fn rules(&self) -> &TokenRules {
@@ -213,11 +230,15 @@ impl KeyRing {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid("too_long"));
         }
-        if let Some(claims) = recent::get(self.id, token) {
+        if let Some(claims) = recent::get(self.id, token).filter(|c| self.still_keyed(c)) {
             self.check_time(&claims, now)?;
             return Ok(claims);
         }
-        if let Some(hit) = self.cache.get(token) {
+        if let Some(hit) = self
+            .cache
+            .get(token)
+            .filter(|h| self.still_keyed(&h.claims))
+        {
             self.check_time(&hit.claims, now)?;
             recent::put(self.id, token, &hit.claims);
             return Ok(hit.claims);
@@ -228,6 +249,44 @@ impl KeyRing {
         self.remember(token, &claims, now);
         recent::put(self.id, token, &claims);
         Ok(claims)
+    }
+
+    /// [`Self::verify_shared`], fetching a foreign token's issuer's keys when they lack its
+    /// key (once per issuer for a burst, at most every 30 s; see `issuer.rs`) and looking again.
+    /// A key still missing then is `invalid_token`; keys that never arrived, 503.
+    pub(crate) async fn verify_fetching(
+        &self,
+        token: &str,
+        clock: &Clock,
+    ) -> Result<Arc<Claims>, TokenError> {
+        match self.verify_shared(token, clock.now()) {
+            Err(TokenError::KeysNeeded(i)) => {
+                let Some(issuer) = self.issuers.get(usize::from(i)) else {
+                    return Err(TokenError::Invalid("unknown_kid"));
+                };
+                Box::pin(issuer.refetch(clock)).await;
+                match self.verify_shared(token, clock.now()) {
+                    Err(TokenError::KeysNeeded(_)) if issuer.has_keys() => {
+                        Err(TokenError::Invalid("unknown_kid"))
+                    }
+                    Err(TokenError::KeysNeeded(_)) => Err(TokenError::IssuerUnavailable),
+                    r => r,
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Whether cached claims still stand: an own token's always (a reload builds a new ring);
+    /// a foreign one's while its issuer's keys are the generation it was verified with.
+    fn still_keyed(&self, claims: &Claims) -> bool {
+        match claims.origin {
+            Origin::Own => true,
+            Origin::Foreign { issuer, generation } => self
+                .issuers
+                .get(usize::from(issuer))
+                .is_some_and(|i| i.generation() == generation),
+        }
     }
 
     /// Signs claims with the current signing key (its `kid` in the header).
@@ -261,6 +320,8 @@ impl KeyRing {
             tenant: id.tenant.clone(),
             roles: id.roles.clone(),
             derived: Derived::default(),
+            origin: Origin::Own,
+            payload: None,
         };
         let token = self.sign(&claims)?;
         if !claims.sub.is_empty() {
@@ -324,6 +385,17 @@ impl KeyRing {
         }
         let alg =
             Algorithm::from_str(&header.alg).map_err(|_| TokenError::Invalid("unsupported_alg"))?;
+        if !self.issuers.is_empty() {
+            let iss = peek_issuer(token)?;
+            if iss != self.rules.issuer {
+                let i = self
+                    .issuers
+                    .iter()
+                    .position(|i| i.name() == iss)
+                    .ok_or(TokenError::Invalid("unknown_issuer"))?;
+                return self.verify_foreign(token, &header, alg, i);
+            }
+        }
         let key = header
             .kid
             .as_deref()
@@ -335,7 +407,107 @@ impl KeyRing {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
             .map_err(|e| map_jwt_error(e.kind()))?;
-        let c = &data.claims;
+        check_identity(&data.claims)?;
+        Ok(data.claims)
+    }
+
+    /// A token of `self.issuers[i]`: its `typ`, `alg` in the issuer's list, its key by `kid`,
+    /// the signature and iss/aud, then the identity from the issuer's claims.
+    fn verify_foreign(
+        &self,
+        token: &str,
+        header: &RawHeader,
+        alg: Algorithm,
+        i: usize,
+    ) -> Result<Claims, TokenError> {
+        let issuer = &self.issuers[i];
+        if let Some(typ) = &header.typ {
+            let typ = typ.to_ascii_lowercase();
+            if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
+                return Err(TokenError::Invalid("bad_typ"));
+            }
+        }
+        if !issuer.spec.algorithms.contains(&alg) {
+            return Err(TokenError::Invalid("alg_not_allowed"));
+        }
+        let set = issuer.keys();
+        // `i` < the number of issuers, which config validation holds to u16.
+        let index = u16::try_from(i).unwrap_or(u16::MAX);
+        let key = issuer
+            .key(&set, header.kid.as_deref())
+            .ok_or(TokenError::KeysNeeded(index))?;
+        if !key.validation.algorithms.contains(&alg) {
+            return Err(TokenError::Invalid("alg_mismatch"));
+        }
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &key.validation)
+            .map_err(|e| map_jwt_error(e.kind()))?;
+        let payload = data.claims;
+        let base =
+            ForeignBase::deserialize(&payload).map_err(|_| TokenError::Invalid("bad_claims"))?;
+        let spec = &issuer.spec;
+        let text = |p: &claims::ClaimPath| {
+            p.find(&payload)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let claims = Claims {
+            iss: base.iss,
+            aud: base.aud,
+            sub: base.sub,
+            name: text(&spec.user_name),
+            sid: None,
+            plat: None,
+            iat: base.iat,
+            exp: base.exp,
+            nbf: base.nbf,
+            jti: base.jti.unwrap_or_default(),
+            tenant: text(&spec.tenant),
+            roles: spec.roles.find(&payload).and_then(claims::string_list),
+            derived: Derived::default(),
+            origin: Origin::Foreign {
+                issuer: index,
+                generation: set.generation,
+            },
+            payload: Some(Arc::new(payload)),
+        };
+        check_identity(&claims)?;
+        Ok(claims)
+    }
+}
+
+/// The registered claims of a foreign token; the rest stay in its payload.
+#[derive(Deserialize)]
+struct ForeignBase {
+    iss: String,
+    aud: Audience,
+    sub: String,
+    #[serde(default)]
+    iat: u64,
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+/// A token's `iss`, read before its signature is checked, only to choose who checks it.
+fn peek_issuer(token: &str) -> Result<String, TokenError> {
+    #[derive(Deserialize)]
+    struct Iss {
+        #[serde(default)]
+        iss: Option<String>,
+    }
+    let payload = token.split('.').nth(1).unwrap_or("");
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Invalid("malformed"))?;
+    let iss: Iss = serde_json::from_slice(&json).map_err(|_| TokenError::Invalid("bad_claims"))?;
+    iss.iss.ok_or(TokenError::Invalid("missing_claim"))
+}
+
+/// A non-empty `sub`, and identity values fit to be headers (contract §4.4).
+fn check_identity(c: &Claims) -> Result<(), TokenError> {
+    {
         if c.sub.is_empty() {
             return Err(TokenError::Invalid("missing_claim"));
         }
@@ -349,9 +521,8 @@ impl KeyRing {
         if values.any(|v| identity_value_problem(v).is_some()) {
             return Err(TokenError::Invalid("bad_identity_claim"));
         }
-        drop(values);
-        Ok(data.claims)
     }
+    Ok(())
 }
 
 /// The header fields we look at. Presence alone of a key-locating field is enough to refuse.
@@ -360,6 +531,8 @@ struct RawHeader {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
     #[serde(default, deserialize_with = "present")]
     jku: bool,
     #[serde(default, deserialize_with = "present")]

@@ -3,6 +3,7 @@
 //! `token.refresh_header` (compared the way the identity phase strips them).
 
 use super::{Cx, PLACEHOLDER_HEADER};
+use crate::claims::ClaimPath;
 use crate::config::{file, Identity};
 
 impl Cx<'_> {
@@ -44,6 +45,7 @@ impl Cx<'_> {
                 format!("{refresh_header:?} is a header HTTP or the gateway itself uses"),
             );
         }
+        let claims = self.identity_claims(f, &fields, refresh_header);
         let mut names = names.into_iter();
         let mut next = || names.next().unwrap_or(PLACEHOLDER_HEADER);
         Identity {
@@ -54,7 +56,49 @@ impl Cx<'_> {
             session_id: next(),
             platform: next(),
             forward_authorization: f.forward_authorization,
+            claims,
         }
+    }
+
+    /// `[identity.claims]`: each header like the ones above (valid, not reserved, not another
+    /// identity header or the refresh header), each claim a name or pointer.
+    fn identity_claims(
+        &mut self,
+        f: &file::IdentityFile,
+        fields: &[(&str, &String)],
+        refresh_header: &str,
+    ) -> Vec<(http::HeaderName, ClaimPath)> {
+        let mut out: Vec<(http::HeaderName, ClaimPath)> = Vec::new();
+        for (header, claim) in &f.claims {
+            let key = format!("identity.claims.{header:?}");
+            let name = self.header_name(&key, header);
+            if name == PLACEHOLDER_HEADER {
+                continue;
+            }
+            let folded = fold_header(name.as_str());
+            if is_reserved_header(name.as_str()) {
+                self.problem(
+                    &key,
+                    format!("{header:?} is a header HTTP or the gateway itself uses"),
+                );
+            } else if fold_header(refresh_header) == folded {
+                self.problem(&key, format!("{header:?} is also token.refresh_header"));
+            } else if let Some((other, _)) = fields.iter().find(|(_, t)| fold_header(t) == folded) {
+                self.problem(&key, format!("{header:?} is also {other}"));
+            } else if out.iter().any(|(n, _)| fold_header(n.as_str()) == folded) {
+                self.problem(
+                    &key,
+                    format!(
+                        "{header:?} is given twice (names are compared without case, `_` as `-`)"
+                    ),
+                );
+            }
+            match ClaimPath::parse(claim) {
+                Ok(path) => out.push((name, path)),
+                Err(why) => self.problem(&key, format!("{claim:?} is {why}")),
+            }
+        }
+        out
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod cors;
 mod identity;
+mod issuers;
 mod login;
 mod platforms;
 mod routes;

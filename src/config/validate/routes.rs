@@ -4,6 +4,7 @@
 //! routes that differ only by case.
 
 use super::{non_canonical, Cx};
+use crate::claims::ClaimPath;
 use crate::config::file;
 use crate::routing::table::{AuthMode, Matcher, Route, RouteTable};
 
@@ -43,6 +44,7 @@ impl Cx<'_> {
             .as_ref()
             .map(|methods| self.route_methods(&prefix, methods));
         self.route_requirements(&prefix, r, auth);
+        let require_claims = self.route_claims(&prefix, r);
         let strip_prefix = r.strip_prefix.as_ref().map(|s| {
             let key = format!("{prefix}.strip_prefix");
             if !s.starts_with('/') {
@@ -61,6 +63,8 @@ impl Cx<'_> {
             methods,
             require_roles: r.require_roles.clone(),
             require_tenants: r.require_tenants.clone(),
+            require_scopes: r.require_scopes.clone(),
+            require_claims,
             strip_prefix,
             fold: false,
         }
@@ -142,9 +146,12 @@ impl Cx<'_> {
 
     /// `require_roles` and `require_tenants`: only where they can be enforced, no empty value.
     fn route_requirements(&mut self, prefix: &str, r: &file::RouteFile, auth: AuthMode) {
+        let claims: Vec<String> = r.require_claims.keys().cloned().collect();
         for (field, values) in [
             ("require_roles", &r.require_roles),
             ("require_tenants", &r.require_tenants),
+            ("require_scopes", &r.require_scopes),
+            ("require_claims", &claims),
         ] {
             if auth != AuthMode::Required && !values.is_empty() {
                 let why = if auth == AuthMode::Public {
@@ -164,6 +171,44 @@ impl Cx<'_> {
                 }
             }
         }
+    }
+
+    /// `require_claims`: each key a claim name or pointer, each value a string, number or
+    /// boolean (what a claim can be compared with for equality).
+    fn route_claims(
+        &mut self,
+        prefix: &str,
+        r: &file::RouteFile,
+    ) -> Vec<(ClaimPath, serde_json::Value)> {
+        let mut out = Vec::new();
+        for (name, want) in &r.require_claims {
+            let key = format!("{prefix}.require_claims.{name:?}");
+            let path = match ClaimPath::parse(name) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.problem(key, format!("{name:?} is {why}"));
+                    continue;
+                }
+            };
+            let value = match want {
+                toml::Value::String(s) => serde_json::Value::from(s.clone()),
+                toml::Value::Integer(n) => serde_json::Value::from(*n),
+                toml::Value::Float(f) => serde_json::Value::from(*f),
+                toml::Value::Boolean(b) => serde_json::Value::from(*b),
+                other => {
+                    self.problem(
+                        key,
+                        format!(
+                            "a {} cannot be compared; give a string, number or boolean",
+                            other.type_str()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            out.push((path, value));
+        }
+        out
     }
 
     /// Routes whose patterns differ only by case: the same path when matching folds case,

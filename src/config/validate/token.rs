@@ -49,7 +49,7 @@ impl Cx<'_> {
             material,
         });
         if signing.is_none() {
-            self.no_signing_key(verify.is_empty());
+            self.no_signing_key(verify.is_empty() && f.issuers.is_empty());
         }
         let refresh_secret = match &signing {
             Some(spec) => refresh_secret(&spec.material),
@@ -62,8 +62,9 @@ impl Cx<'_> {
             leeway: times.leeway,
             access_ttl: times.access_ttl,
         };
+        let issuers = self.issuers(&f.issuers, &f.issuer, times.leeway);
         let keys = match KeyRing::new(signing, verify, rules) {
-            Ok(keys) => keys,
+            Ok(keys) => keys.with_issuers(issuers),
             Err(e) => {
                 self.problem("token", e.0);
                 return None;
@@ -391,8 +392,8 @@ impl Cx<'_> {
         if no_verify_keys {
             self.problem(
                 "token.verify_keys",
-                "without a signing key at least one verify key is needed, or no token \
-                 could ever be accepted",
+                "without a signing key at least one verify key (or a [[token.issuers]] \
+                 entry) is needed, or no token could ever be accepted",
             );
         }
     }
