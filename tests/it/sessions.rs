@@ -73,6 +73,36 @@ fn text(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
+/// Sends `n` requests at once: `request(i, probe)` is the `i`-th, each in a task of its own,
+/// all released together by a barrier. Their answers, in order (each awaited `within`).
+async fn at_once<T, Fut>(
+    gw: &Gateway,
+    n: usize,
+    what: &str,
+    request: impl Fn(usize, Probe) -> Fut,
+) -> Vec<T>
+where
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let request = request(i, gw.probe());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(within(what, t).await.expect("task"));
+    }
+    answers
+}
+
 // ---------------------------------------------------------------------------------------------
 // Login
 // ---------------------------------------------------------------------------------------------
@@ -275,21 +305,10 @@ async fn parallel_wrong_passwords_are_not_all_checked(store: StoreKind) {
     // must be refused as locked (429), or one lock window allows as many guesses as fit in
     // flight.
     let gw = gateway!(Conf::new().store(store).lockout("max_failures = 3"));
-    let barrier = Arc::new(Barrier::new(12));
-    let mut tasks = Vec::new();
-    for i in 0..12 {
-        let probe = gw.probe();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let password = format!("guess-{i}");
-            barrier.wait().await;
-            probe.login("alice", &password).await.status
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(within("a parallel login", t).await.expect("task"));
-    }
+    let statuses = at_once(&gw, 12, "a parallel login", |i, probe| async move {
+        probe.login("alice", &format!("guess-{i}")).await.status
+    })
+    .await;
     let checked = statuses.iter().filter(|&&s| s == 401).count();
     assert!(
         statuses.iter().all(|s| [401, 429].contains(s)),
@@ -648,20 +667,13 @@ async fn parallel_refreshes_share_one_successor(store: StoreKind) {
     let gw = gateway!(Conf::new().store(store));
     let p = gw.login_ok("alice", "web").await;
     let other = gw.login_ok("alice", "app").await;
-    let barrier = Arc::new(Barrier::new(16));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let probe = gw.probe();
-        let barrier = barrier.clone();
+    let answers = at_once(&gw, 16, "a parallel refresh", |_, probe| {
         let token = p.refresh.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            probe.refresh(&token).await
-        }));
-    }
+        async move { probe.refresh(&token).await }
+    })
+    .await;
     let mut successors = std::collections::HashSet::new();
-    for t in tasks {
-        let r = within("a parallel refresh", t).await.expect("task");
+    for r in answers {
         let pair = Pair::from_resp(&r);
         assert_eq!(pair.sid, p.sid);
         successors.insert(pair.refresh);
@@ -806,22 +818,11 @@ async fn parallel_logins_on_one_platform_leave_one_session(store: StoreKind) {
     // Attempts in flight count toward the lock-out limit until they succeed (that is what
     // stops parallel guessing), so this kick-out test raises the limit above its 8 logins.
     let gw = gateway!(Conf::new().store(store).lockout("max_failures = 50"));
-    let barrier = Arc::new(Barrier::new(8));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let probe = gw.probe();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            probe.login("alice", ALICE_PW).await
-        }));
-    }
-    let mut pairs = Vec::new();
-    for t in tasks {
-        pairs.push(Pair::from_resp(
-            &within("a parallel login", t).await.expect("task"),
-        ));
-    }
+    let answers = at_once(&gw, 8, "a parallel login", |_, probe| async move {
+        probe.login("alice", ALICE_PW).await
+    })
+    .await;
+    let pairs: Vec<Pair> = answers.iter().map(Pair::from_resp).collect();
     let mut alive = Vec::new();
     for p in &pairs {
         let r = gw.get_auth("/api/x", &p.access).await;

@@ -1,8 +1,8 @@
 //! The test gateway. [`Conf`] is the one builder: it renders a `gateway.toml` (HS256, one
 //! upstream `up`, [`ROUTES`]) in a config folder of its own, and [`Gateway`] is that config
 //! running on port 0, built exactly as the binary builds it (`config::load_str` →
-//! `App::build` → `server::start`), with helpers for its clock, tokens, login, refresh and the
-//! admin API.
+//! `App::build` → `server::start`), with helpers for its clock, tokens, test-user logins,
+//! session checks and the admin API (the auth endpoints are the [`Probe`]'s it derefs to).
 //!
 //! Two kinds of gateway come out of it:
 //! - `Conf::new()`: stateless, `login.backend = "none"`, no admin token, `shutdown_grace` 5 s.
