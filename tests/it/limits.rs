@@ -306,24 +306,40 @@ async fn round_robin_uses_every_live_url() {
 async fn slow_request_head_is_cut_at_header_timeout() {
     let gw = Gateway::start(Conf::new().server("header_timeout = \"300ms\"")).await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert_slow_head_is_cut(&mut stream, "/public/x").await;
+    assert_eq!(gw.upstream.hits(), 0);
+}
+
+/// Sends the start of a `GET path` head on `stream` and stalls: the gateway must cut the
+/// connection (EOF or reset, or a 408 but never a forwarded answer) at `header_timeout`
+/// (300 ms), not wait forever.
+async fn assert_slow_head_is_cut(stream: &mut tokio::net::TcpStream, path: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let started = Instant::now();
-    stream
-        .write_all(b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Slow: ")
-        .await
-        .unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\nX-Slow: ");
+    stream.write_all(head.as_bytes()).await.unwrap();
     let mut buf = [0u8; 1024];
-    // Stall: the gateway must close the connection (EOF or reset), not wait forever.
     let n = within("the gateway to cut the slow head", stream.read(&mut buf))
         .await
         .unwrap_or(0);
     let took = started.elapsed();
-    // Anything written back must not be a forwarded answer.
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "got {text:?}");
     assert!(took >= Duration::from_millis(250), "cut after {took:?}");
     assert!(took < Duration::from_secs(3), "cut after {took:?}");
-    assert_eq!(gw.upstream.hits(), 0);
+}
+
+/// Sends a whole `GET path` on the keep-alive `stream` and asserts that a 200 answers it.
+async fn get_ok(stream: &mut tokio::net::TcpStream, path: &str) {
+    use tokio::io::AsyncWriteExt;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_one(stream).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }
 
 /// Reads one whole response from a keep-alive connection.
@@ -368,21 +384,12 @@ async fn head_sent_in_pieces_within_header_timeout_is_served() {
 
 #[tokio::test]
 async fn keep_alive_wait_between_requests_is_not_a_slow_head() {
-    use tokio::io::AsyncWriteExt;
     let gw = Gateway::start(Conf::new().server("header_timeout = \"300ms\"")).await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut stream, "/public/a").await;
     // Longer than header_timeout, shorter than idle_timeout (60 s): the connection stays.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    stream
-        .write_all(b"GET /public/b HTTP/1.1\r\nHost: gw.test\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut stream, "/public/b").await;
     assert_eq!(gw.upstream.hits(), 2);
 }
 
@@ -390,31 +397,13 @@ async fn keep_alive_wait_between_requests_is_not_a_slow_head() {
 /// deadline (60 s here), so a head starting then must move it up to `header_timeout`.
 #[tokio::test]
 async fn slow_head_after_a_keep_alive_gap_is_cut_at_header_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = Gateway::start(Conf::new().server("header_timeout = \"300ms\"")).await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     for gap in [Duration::ZERO, Duration::from_millis(700)] {
-        stream
-            .write_all(b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+        get_ok(&mut stream, "/public/a").await;
         tokio::time::sleep(gap).await;
     }
-    let started = Instant::now();
-    stream
-        .write_all(b"GET /public/b HTTP/1.1\r\nHost: gw.test\r\nX-Slow: ")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = within("the gateway to cut the slow head", stream.read(&mut buf))
-        .await
-        .unwrap_or(0);
-    let took = started.elapsed();
-    let text = String::from_utf8_lossy(&buf[..n]);
-    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "got {text:?}");
-    assert!(took >= Duration::from_millis(250), "cut after {took:?}");
-    assert!(took < Duration::from_secs(3), "cut after {took:?}");
+    assert_slow_head_is_cut(&mut stream, "/public/b").await;
     assert_eq!(gw.upstream.hits(), 2);
 }
 
@@ -460,15 +449,10 @@ async fn closed_after(stream: &mut tokio::net::TcpStream, since: Instant) -> Dur
 
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
-    use tokio::io::AsyncWriteExt;
     let gw = Gateway::start(Conf::new().server("idle_timeout = \"300ms\"")).await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\n\r\n")
-        .await
-        .unwrap();
     // Read the whole (keep-alive) answer, then wait for the gateway to close the connection.
-    assert!(read_one(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut stream, "/public/x").await;
     let idle = closed_after(&mut stream, Instant::now()).await;
     assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
     assert!(idle < Duration::from_secs(5), "closed after {idle:?}");

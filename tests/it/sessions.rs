@@ -9,6 +9,7 @@
 //! restarted; two instances on one Redis) are in `session_faults.rs`, a submodule. Bugs found
 //! were tests marked as ignored until they were fixed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ both_stores!(
     username_lockout_holds_even_with_the_right_password,
     unknown_usernames_lock_like_known_ones,
     lock_ends_after_its_duration,
+    parallel_wrong_passwords_are_not_all_checked,
     ip_lockout_counts_failures_across_usernames,
     lockout_uses_the_client_ip_from_trusted_proxies_only,
     login_flood_is_cut_off_per_ip,
@@ -55,6 +57,7 @@ both_stores!(
     jwks_is_404_for_hs256,
     jwks_publishes_the_es256_key,
     admin_api_lists_and_revokes_sessions,
+    admin_api_addresses_users_by_percent_encoded_id,
     admin_api_is_off_without_its_token_variable,
     non_ascii_users_get_their_identity,
     upstream_login_backend,
@@ -68,6 +71,36 @@ both_stores!(
 
 fn text(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// Sends `n` requests at once: `request(i, probe)` is the `i`-th, each in a task of its own,
+/// all released together by a barrier. Their answers, in order (each awaited `within`).
+async fn at_once<T, Fut>(
+    gw: &Gateway,
+    n: usize,
+    what: &str,
+    request: impl Fn(usize, Probe) -> Fut,
+) -> Vec<T>
+where
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let request = request(i, gw.probe());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(within(what, t).await.expect("task"));
+    }
+    answers
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,49 +300,15 @@ async fn lock_ends_after_its_duration(store: StoreKind) {
     gw.assert_passes(&p).await;
 }
 
-/// The bug below, as two tests (`both_stores!` has no `ignore`).
-mod parallel_wrong_passwords_are_not_all_checked {
-    use crate::support::StoreKind;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn memory() {
-        super::parallel_wrong_passwords_are_not_all_checked(StoreKind::Memory).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn redis() {
-        super::parallel_wrong_passwords_are_not_all_checked(StoreKind::Redis).await
-    }
-}
-
 async fn parallel_wrong_passwords_are_not_all_checked(store: StoreKind) {
     // max_failures = 3: of 12 guesses sent at once, at most 3 may be checked (401); the rest
     // must be refused as locked (429), or one lock window allows as many guesses as fit in
     // flight.
     let gw = gateway!(Conf::new().store(store).lockout("max_failures = 3"));
-    let barrier = Arc::new(Barrier::new(12));
-    let mut tasks = Vec::new();
-    for i in 0..12 {
-        let probe = gw.probe();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let body = json!({"username": "alice", "password": format!("guess-{i}")}).to_string();
-            barrier.wait().await;
-            probe
-                .request(
-                    "POST",
-                    "/auth/login",
-                    &[("content-type", "application/json")],
-                    Bytes::from(body),
-                )
-                .await
-                .status
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(within("a parallel login", t).await.expect("task"));
-    }
+    let statuses = at_once(&gw, 12, "a parallel login", |i, probe| async move {
+        probe.login("alice", &format!("guess-{i}")).await.status
+    })
+    .await;
     let checked = statuses.iter().filter(|&&s| s == 401).count();
     assert!(
         statuses.iter().all(|s| [401, 429].contains(s)),
@@ -344,7 +343,7 @@ async fn ip_lockout_counts_failures_across_usernames(store: StoreKind) {
 async fn lockout_uses_the_client_ip_from_trusted_proxies_only(store: StoreKind) {
     let gw = gateway!(Conf::new()
         .store(store)
-        .server("trusted_proxies = [\"127.0.0.1/32\"]")
+        .server(TRUST_LOOPBACK)
         .lockout("max_failures = 100\nmax_failures_per_ip = 2"));
     let from = |ip: &'static str, user: &str, pw: &str| {
         let body = json!({"username": user, "password": pw}).to_string();
@@ -575,10 +574,7 @@ async fn refresh_extends_the_idle_limit(store: StoreKind) {
     gw.advance(Duration::from_secs(30 * 60));
     // Past the original idle limit: the refreshed session lives on, the idle one is over.
     gw.assert_passes(&kept1).await;
-    gw.assert_refused(&idle.access, "session_revoked").await;
-    gw.refresh(&idle.refresh)
-        .await
-        .assert_error(401, "invalid_refresh_token");
+    gw.assert_ended(&idle, "session_revoked").await;
     Pair::from_resp(&gw.refresh(&kept1.refresh).await);
 }
 
@@ -646,16 +642,7 @@ async fn concurrent_rotations_of_one_users_sessions_do_not_interfere(store: Stor
         tasks.push(tokio::spawn(async move {
             let mut current = p.clone();
             for _ in 0..8 {
-                let body = json!({ "refresh_token": current.refresh }).to_string();
-                let r = probe
-                    .request(
-                        "POST",
-                        "/auth/refresh",
-                        &[("content-type", "application/json")],
-                        Bytes::from(body),
-                    )
-                    .await;
-                let next = Pair::from_resp(&r);
+                let next = Pair::from_resp(&probe.refresh(&current.refresh).await);
                 assert_eq!(next.sid, p.sid);
                 current = next;
             }
@@ -680,28 +667,13 @@ async fn parallel_refreshes_share_one_successor(store: StoreKind) {
     let gw = gateway!(Conf::new().store(store));
     let p = gw.login_ok("alice", "web").await;
     let other = gw.login_ok("alice", "app").await;
-    let barrier = Arc::new(Barrier::new(16));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let probe = gw.probe();
-        let barrier = barrier.clone();
+    let answers = at_once(&gw, 16, "a parallel refresh", |_, probe| {
         let token = p.refresh.clone();
-        tasks.push(tokio::spawn(async move {
-            let body = json!({ "refresh_token": token }).to_string();
-            barrier.wait().await;
-            probe
-                .request(
-                    "POST",
-                    "/auth/refresh",
-                    &[("content-type", "application/json")],
-                    Bytes::from(body),
-                )
-                .await
-        }));
-    }
+        async move { probe.refresh(&token).await }
+    })
+    .await;
     let mut successors = std::collections::HashSet::new();
-    for t in tasks {
-        let r = within("a parallel refresh", t).await.expect("task");
+    for r in answers {
         let pair = Pair::from_resp(&r);
         assert_eq!(pair.sid, p.sid);
         successors.insert(pair.refresh);
@@ -765,10 +737,7 @@ async fn older_generation_is_theft_without_waiting(store: StoreKind) {
     gw.refresh(&p0.refresh)
         .await
         .assert_error(401, "token_theft_detected");
-    gw.assert_refused(&p2.access, "session_revoked").await;
-    gw.refresh(&p2.refresh)
-        .await
-        .assert_error(401, "invalid_refresh_token");
+    gw.assert_ended(&p2, "session_revoked").await;
     gw.assert_passes(&other).await;
 }
 
@@ -784,10 +753,7 @@ async fn logout_ends_access_and_refresh_token(store: StoreKind) {
     let r = gw.with_token("POST", "/auth/logout", &p.access).await;
     assert_eq!(r.status, 204, "{}", text(&r));
     assert!(r.body.is_empty());
-    gw.assert_refused(&p.access, "session_revoked").await;
-    gw.refresh(&p.refresh)
-        .await
-        .assert_error(401, "invalid_refresh_token");
+    gw.assert_ended(&p, "session_revoked").await;
     // Logging out again with the same token: the session is already gone.
     gw.with_token("POST", "/auth/logout", &p.access)
         .await
@@ -808,10 +774,7 @@ async fn logout_all_ends_every_session_of_the_user(store: StoreKind) {
     let r = gw.with_token("POST", "/auth/logout-all", &app.access).await;
     assert_eq!(r.status, 204, "{}", text(&r));
     for p in [&web, &app, &h5] {
-        gw.assert_refused(&p.access, "session_revoked").await;
-        gw.refresh(&p.refresh)
-            .await
-            .assert_error(401, "invalid_refresh_token");
+        gw.assert_ended(p, "session_revoked").await;
     }
     gw.assert_passes(&bob).await;
     // A new login works afterwards.
@@ -836,10 +799,7 @@ async fn same_platform_login_kicks_out_other_platforms_do_not(store: StoreKind) 
     gw.assert_passes(&web1).await;
 
     let web2 = gw.login_ok("alice", "web").await;
-    gw.assert_refused(&web1.access, "session_replaced").await;
-    gw.refresh(&web1.refresh)
-        .await
-        .assert_error(401, "invalid_refresh_token");
+    gw.assert_ended(&web1, "session_replaced").await;
     gw.assert_passes(&web2).await;
     gw.assert_passes(&app1).await;
     gw.assert_passes(&app2).await;
@@ -858,30 +818,11 @@ async fn parallel_logins_on_one_platform_leave_one_session(store: StoreKind) {
     // Attempts in flight count toward the lock-out limit until they succeed (that is what
     // stops parallel guessing), so this kick-out test raises the limit above its 8 logins.
     let gw = gateway!(Conf::new().store(store).lockout("max_failures = 50"));
-    let barrier = Arc::new(Barrier::new(8));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let probe = gw.probe();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let body = json!({"username": "alice", "password": ALICE_PW}).to_string();
-            barrier.wait().await;
-            probe
-                .request(
-                    "POST",
-                    "/auth/login",
-                    &[("content-type", "application/json")],
-                    Bytes::from(body),
-                )
-                .await
-        }));
-    }
-    let mut pairs = Vec::new();
-    for t in tasks {
-        pairs.push(Pair::from_resp(
-            &within("a parallel login", t).await.expect("task"),
-        ));
-    }
+    let answers = at_once(&gw, 8, "a parallel login", |_, probe| async move {
+        probe.login("alice", ALICE_PW).await
+    })
+    .await;
+    let pairs: Vec<Pair> = answers.iter().map(Pair::from_resp).collect();
     let mut alive = Vec::new();
     for p in &pairs {
         let r = gw.get_auth("/api/x", &p.access).await;
@@ -972,10 +913,7 @@ async fn session_list_and_deleting_own_sessions(store: StoreKind) {
         )
         .await;
     assert_eq!(r.status, 204, "{}", text(&r));
-    gw.assert_refused(&app.access, "session_revoked").await;
-    gw.refresh(&app.refresh)
-        .await
-        .assert_error(401, "invalid_refresh_token");
+    gw.assert_ended(&app, "session_revoked").await;
     gw.assert_passes(&web).await;
     let r = gw.with_token("GET", "/auth/sessions", &web.access).await;
     let list = r.json()["sessions"].as_array().unwrap().clone();
@@ -1032,39 +970,26 @@ async fn verify_answers_identity_headers(store: StoreKind) {
 }
 
 async fn verify_applies_the_original_routes_rules_from_trusted_proxies(store: StoreKind) {
-    let gw = gateway!(Conf::new()
-        .store(store)
-        .server("trusted_proxies = [\"127.0.0.1/32\"]"));
+    let gw = gateway!(Conf::new().store(store).server(TRUST_LOOPBACK));
     let alice = gw.login_ok("alice", "web").await;
     let bob = gw.login_ok("bob", "web").await;
-    let verify = |uri: &'static str, token: Option<&str>| {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let gw = &gw;
-        async move {
-            let mut h = vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", uri)];
-            if let Some(a) = auth.as_deref() {
-                h.push(("authorization", a));
-            }
-            gw.request("GET", "/auth/verify", &h, Bytes::new()).await
-        }
-    };
     // A role-restricted route: alice (admin) yes, bob no.
-    let r = verify("/admin/panel?x=1", Some(&alice.access)).await;
+    let r = gw.verify("/admin/panel?x=1", Some(&alice.access)).await;
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.header("x-session-id"), Some(alice.sid.as_str()));
-    verify("/admin/panel", Some(&bob.access))
+    gw.verify("/admin/panel", Some(&bob.access))
         .await
         .assert_error(403, "forbidden");
     // A public route needs no token; an optional one ignores an ended session.
-    let r = verify("/public/x", None).await;
+    let r = gw.verify("/public/x", None).await;
     assert_eq!(r.status, 200);
     assert!(r.header("x-user-id").is_none());
     gw.with_token("POST", "/auth/logout", &bob.access).await;
-    let r = verify("/optional/x", Some(&bob.access)).await;
+    let r = gw.verify("/optional/x", Some(&bob.access)).await;
     assert_eq!(r.status, 200, "{}", text(&r));
     assert!(r.header("x-user-id").is_none());
     // A required route with the ended session: refused as such.
-    verify("/api/x", Some(&bob.access))
+    gw.verify("/api/x", Some(&bob.access))
         .await
         .assert_error(401, "session_revoked");
     assert_eq!(gw.hits(), 0, "verify never forwards");
@@ -1166,10 +1091,7 @@ async fn admin_api_lists_and_revokes_sessions(store: StoreKind) {
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.json(), json!({"revoked": 2}));
     for p in [&web, &app] {
-        gw.assert_refused(&p.access, "session_revoked").await;
-        gw.refresh(&p.refresh)
-            .await
-            .assert_error(401, "invalid_refresh_token");
+        gw.assert_ended(p, "session_revoked").await;
     }
     gw.assert_passes(&bob).await;
     let r = gw
@@ -1205,21 +1127,6 @@ async fn non_ascii_users_get_their_identity(store: StoreKind) {
         .await;
     assert_eq!(r.status, 204, "{}", text(&r));
     gw.assert_refused(&p.access, "session_revoked").await;
-}
-
-/// The bug below, as two tests (`both_stores!` has no `ignore`).
-mod admin_api_addresses_users_by_percent_encoded_id {
-    use crate::support::StoreKind;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn memory() {
-        super::admin_api_addresses_users_by_percent_encoded_id(StoreKind::Memory).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn redis() {
-        super::admin_api_addresses_users_by_percent_encoded_id(StoreKind::Redis).await
-    }
 }
 
 async fn admin_api_addresses_users_by_percent_encoded_id(store: StoreKind) {
@@ -1267,39 +1174,67 @@ async fn admin_api_is_off_without_its_token_variable(store: StoreKind) {
 // Upstream login backend
 // ---------------------------------------------------------------------------------------------
 
+/// What a legacy login answers: its status, its JSON body, and headers beside
+/// `Content-Type: application/json`.
+type LegacyAnswer = (u16, String, &'static [(&'static str, &'static str)]);
+
+/// A legacy application's login: `answer` judges each request by its `Cookie` header (`""`
+/// without one) and its JSON body (`null` when it is not JSON).
+async fn legacy_upstream(answer: fn(&str, &Value) -> LegacyAnswer) -> Upstream {
+    Upstream::start(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            let cookie = req
+                .headers()
+                .get("cookie")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let (status, body, headers) = answer(&cookie, &v);
+            let mut resp = Response::builder()
+                .status(status)
+                .header("content-type", "application/json");
+            for (name, value) in headers {
+                resp = resp.header(*name, *value);
+            }
+            resp.body(authgate::body::full(body)).unwrap()
+        },
+    )
+    .await
+}
+
+/// `store`'s gateway with the upstream login backend: the legacy login at `legacy`
+/// (`/api/login`), the user id at `/data/id`, and `more` lines of `[login]`.
+fn upstream_login(store: StoreKind, legacy: SocketAddr, more: &str) -> Conf {
+    Conf::new().store(store).login(&format!(
+        "backend = \"upstream\"\nupstream_url = \"http://{legacy}/api/login\"\n\
+         user_id_pointer = \"/data/id\"\n{more}"
+    ))
+}
+
 /// The legacy application's login: 200 with bob's identity for the right body, 401 (with a
 /// header and body of its own) otherwise.
 async fn legacy_login() -> Upstream {
-    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer) = if v == json!({"username": "bob", "password": "legacy-pw"}) {
+    legacy_upstream(|_, v| {
+        let (status, answer) = if *v == json!({"username": "bob", "password": "legacy-pw"}) {
             (200, r#"{"data":{"id":7,"username":"bob","roles":["ops"]}}"#)
         } else {
             (401, r#"{"code":40101,"msg":"bad password"}"#)
         };
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .header("x-legacy", "yes")
-            .body(authgate::body::full(answer))
-            .unwrap()
+        (status, answer.to_owned(), &[("x-legacy", "yes")])
     })
     .await
 }
 
 async fn upstream_login_backend(store: StoreKind) {
     let legacy = legacy_login().await;
-    let login = format!(
-        "backend = \"upstream\"\nupstream_url = \"http://{}/api/login\"\n\
-         user_id_pointer = \"/data/id\"\nuser_name_pointer = \"/data/username\"\n\
-         roles_pointer = \"/data/roles\"",
-        legacy.addr
-    );
-    let gw = gateway!(Conf::new()
-        .store(store)
-        .login(&login)
-        .lockout("max_failures = 2\nwindow = \"1m\""));
+    let gw = gateway!(upstream_login(
+        store,
+        legacy.addr,
+        "user_name_pointer = \"/data/username\"\nroles_pointer = \"/data/roles\""
+    )
+    .lockout("max_failures = 2\nwindow = \"1m\""));
     let right = json!({"username": "bob", "password": "legacy-pw"}).to_string();
     let r = gw
         .post("/auth/login", Some(("x-platform", "app")), right.clone())
@@ -1384,14 +1319,7 @@ async fn upstream_login_unreachable_or_unusable_is_502(store: StoreKind) {
     // A legacy login that cannot be reached (a 2xx without a user id is a failed login now:
     // see `legacy_200_with_an_error_code_is_a_failed_login`).
     {
-        let url = format!("http://{}/login", dead_addr().await);
-        let login = format!(
-            "backend = \"upstream\"\nupstream_url = \"{url}\"\nuser_id_pointer = \"/data/id\""
-        );
-        let gw = gateway!(Conf::new()
-            .store(store)
-            .login(&login)
-            .lockout("max_failures = 1"));
+        let gw = gateway!(upstream_login(store, dead_addr().await, "").lockout("max_failures = 1"));
         let body = json!({"username": "bob", "password": "x"}).to_string();
         for _ in 0..2 {
             // Twice: an unavailable legacy login is not a failed login (no lock-out).
@@ -1409,51 +1337,33 @@ async fn upstream_login_unreachable_or_unusable_is_502(store: StoreKind) {
 /// A legacy login in the style of many Java and PHP apps: always 200, the verdict in `code`,
 /// a `JSESSIONID` cookie that its captcha is tied to.
 async fn legacy_code_login() -> Upstream {
-    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
-        let cookie = req
-            .headers()
-            .get("cookie")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let right = v == json!({"username": "carol", "password": "legacy-pw"});
+    legacy_upstream(|cookie, v| {
+        let right = *v == json!({"username": "carol", "password": "legacy-pw"});
         let answer = match (right, cookie.contains("JSESSIONID=j1")) {
             (true, true) => json!({"code": 0, "data": {"id": 9, "username": "carol"}}),
             (true, false) => json!({"code": 4001, "msg": "captcha session missing"}),
             (false, _) => json!({"code": 500, "msg": "password wrong"}),
         };
-        Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .header("set-cookie", "JSESSIONID=j1; Path=/; HttpOnly")
-            .body(authgate::body::full(answer.to_string()))
-            .unwrap()
+        let set_cookie = &[("set-cookie", "JSESSIONID=j1; Path=/; HttpOnly")];
+        (200, answer.to_string(), set_cookie)
     })
     .await
 }
 
 async fn legacy_200_with_an_error_code_is_a_failed_login(store: StoreKind) {
     let legacy = legacy_code_login().await;
-    let login = format!(
-        "backend = \"upstream\"\nupstream_url = \"http://{}/api/login\"\n\
-         user_id_pointer = \"/data/id\"\nuser_name_pointer = \"/data/username\"\n\
-         success_pointer = \"/code\"\nsuccess_value = 0",
-        legacy.addr
-    );
-    let gw = gateway!(Conf::new()
-        .store(store)
-        .login(&login)
-        .lockout("max_failures = 3\nwindow = \"1m\""));
+    let gw = gateway!(upstream_login(
+        store,
+        legacy.addr,
+        "user_name_pointer = \"/data/username\"\nsuccess_pointer = \"/code\"\nsuccess_value = 0"
+    )
+    .lockout("max_failures = 3\nwindow = \"1m\""));
     let post = |body: Value, cookie: Option<&'static str>| {
-        let gw = &gw;
-        async move {
-            let mut h = vec![("content-type", "application/json")];
-            h.extend(cookie.map(|c| ("cookie", c)));
-            gw.request("POST", "/auth/login", &h, Bytes::from(body.to_string()))
-                .await
-        }
+        gw.post(
+            "/auth/login",
+            cookie.map(|c| ("cookie", c)),
+            body.to_string(),
+        )
     };
     let right = json!({"username": "carol", "password": "legacy-pw"});
     // The right password without the legacy session cookie: the legacy app says no (200 with
@@ -1512,27 +1422,11 @@ async fn a_token_naming_another_users_session_is_refused(store: StoreKind) {
         tenant: None,
         roles: None,
     };
-    let forged = gw
-        .app
-        .live()
-        .config
-        .token
-        .keys
-        .mint(&id, gw.now())
-        .unwrap()
-        .0;
+    let forged = gw.mint(&id);
     gw.assert_refused(&forged, "session_revoked").await;
     // And a token without a session id is refused in stateful mode.
     let id = authgate::tokens::AccessIdentity { sid: None, ..id };
-    let sessionless = gw
-        .app
-        .live()
-        .config
-        .token
-        .keys
-        .mint(&id, gw.now())
-        .unwrap()
-        .0;
+    let sessionless = gw.mint(&id);
     gw.assert_refused(&sessionless, "session_revoked").await;
     gw.assert_passes(&alice).await;
 }
@@ -1622,35 +1516,24 @@ async fn contract_metrics_count_logins_failures_refreshes_and_sessions() {
 
 /// A legacy login that reads the account from `login` (not `username`).
 async fn legacy_login_field() -> Upstream {
-    Upstream::start(|req: http::Request<hyper::body::Incoming>| async move {
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    legacy_upstream(|_, v| {
         let ok = v["login"] == "carol" && v["password"] == "legacy-pw";
         let (status, answer) = if ok {
             (200, r#"{"data":{"id":9}}"#)
         } else {
             (401, r#"{"msg":"no"}"#)
         };
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(authgate::body::full(answer))
-            .unwrap()
+        (status, answer.to_owned(), &[])
     })
     .await
 }
 
 async fn lockout_keys_on_username_pointer_and_refuses_duplicate_keys(store: StoreKind) {
     let legacy = legacy_login_field().await;
-    let login = format!(
-        "backend = \"upstream\"\nupstream_url = \"http://{}/api/login\"\n\
-         user_id_pointer = \"/data/id\"\nusername_pointer = \"/login\"",
-        legacy.addr
+    let gw = gateway!(
+        upstream_login(store, legacy.addr, "username_pointer = \"/login\"")
+            .lockout("max_failures = 3\nmax_failures_per_ip = 1000\nwindow = \"1m\"")
     );
-    let gw = gateway!(Conf::new()
-        .store(store)
-        .login(&login)
-        .lockout("max_failures = 3\nmax_failures_per_ip = 1000\nwindow = \"1m\""));
     // The decoy trick: a new `username` each time, the legacy app reads `login`.
     for (i, name) in ["carol", "Carol", " carol "].iter().enumerate() {
         let body = json!({"username": format!("decoy{i}"), "login": name, "password": "guess"});

@@ -8,6 +8,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::TlsConnector;
@@ -34,6 +35,15 @@ fn connector(alpn: &[&[u8]]) -> TlsConnector {
     TlsConnector::from(Arc::new(cfg))
 }
 
+/// A TLS connection to `gw` as `localhost` (checked against the test CA), offering `alpn`.
+async fn tls_connect(gw: &Gateway, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    connector(alpn)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
 async fn tls_gateway() -> Gateway {
     let conf = Conf::new().server(&format!(
         "tls_cert_file = {:?}\ntls_key_file = {:?}",
@@ -55,11 +65,7 @@ async fn tls_serves_h2_by_prior_knowledge_without_alpn() {
 
 async fn tls_h2_client(alpn: &[&[u8]]) {
     let gw = tls_gateway().await;
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let tls = connector(alpn)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake");
+    let tls = tls_connect(&gw, alpn).await;
     let negotiated = tls.get_ref().1.alpn_protocol();
     assert_eq!(negotiated, alpn.first().copied());
     let (mut send, conn) =
@@ -96,11 +102,7 @@ async fn tls_serves_http1_clients_without_alpn() {
 
 async fn tls_http1_client(alpn: &[&[u8]]) {
     let gw = tls_gateway().await;
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let tls = connector(alpn)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake");
+    let tls = tls_connect(&gw, alpn).await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -124,11 +126,7 @@ async fn tls_http1_client(alpn: &[&[u8]]) {
 async fn tls_client_speaking_http1_after_agreeing_on_h2_gets_no_http1_answer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = tls_gateway().await;
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let mut tls = connector(&[b"h2"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake");
+    let mut tls = tls_connect(&gw, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     tls.write_all(b"GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -150,11 +148,7 @@ async fn tls_client_speaking_http1_after_agreeing_on_h2_gets_no_http1_answer() {
 #[tokio::test]
 async fn tls_client_speaking_h2_after_agreeing_on_http1_is_refused() {
     let gw = tls_gateway().await;
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let tls = connector(&[b"http/1.1"])
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake");
+    let tls = tls_connect(&gw, &[b"http/1.1"]).await;
     let answer = async {
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;

@@ -5,21 +5,8 @@
 
 use crate::support::*;
 
-const TRUSTED: &str = "trusted_proxies = [\"127.0.0.1/32\"]";
-
 async fn gateway() -> Gateway {
-    Gateway::start(Conf::new().server(TRUSTED)).await
-}
-
-/// `GET /auth/verify` with the forwarded headers given (name, value) and a bearer token.
-async fn verify(gw: &Gateway, forwarded: &[(&str, &str)], token: Option<&str>) -> Resp {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h: Vec<(&str, &str)> = forwarded.to_vec();
-    if let Some(a) = auth.as_deref() {
-        h.push(("authorization", a));
-    }
-    gw.request("GET", "/auth/verify", &h, bytes::Bytes::new())
-        .await
+    Gateway::start(Conf::new().server(TRUST_LOOPBACK)).await
 }
 
 fn refused(r: &Resp, status: u16, code: &str) {
@@ -35,47 +22,32 @@ async fn without_the_original_request_it_fails_closed() {
     let admin = gw.mint(&alice());
     // No X-Forwarded-Uri: 400, whatever the token (it used to answer as for "/" and skip the
     // route's requirements).
+    let no_uri: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("x-forwarded-method", "GET")],
+        &[("x-forwarded-uri", "")],
+    ];
     for token in [None, Some(admin.as_str())] {
-        refused(&verify(&gw, &[], token).await, 400, "bad_request");
-        refused(
-            &verify(&gw, &[("x-forwarded-method", "GET")], token).await,
-            400,
-            "bad_request",
-        );
-        refused(
-            &verify(&gw, &[("x-forwarded-uri", "")], token).await,
-            400,
-            "bad_request",
-        );
+        for forwarded in no_uri {
+            let r = gw.verify_with(forwarded, token).await;
+            refused(&r, 400, "bad_request");
+        }
     }
-    // Two different URIs: which one would the proxy have meant?
-    refused(
-        &verify(
-            &gw,
-            &[
-                ("x-forwarded-uri", "/public/x"),
-                ("x-forwarded-uri", "/admin/x"),
-            ],
-            None,
-        )
-        .await,
-        400,
-        "bad_request",
-    );
-    // A method that is not one.
-    refused(
-        &verify(
-            &gw,
-            &[
-                ("x-forwarded-uri", "/public/x"),
-                ("x-forwarded-method", "G(E)T"),
-            ],
-            None,
-        )
-        .await,
-        400,
-        "bad_request",
-    );
+    let unclear: [&[(&str, &str)]; 2] = [
+        // Two different URIs: which one would the proxy have meant?
+        &[
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-uri", "/admin/x"),
+        ],
+        // A method that is not one.
+        &[
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-method", "G(E)T"),
+        ],
+    ];
+    for forwarded in unclear {
+        refused(&gw.verify_with(forwarded, None).await, 400, "bad_request");
+    }
     assert_eq!(gw.upstream.hits(), 0, "verify never forwards");
 }
 
@@ -86,7 +58,8 @@ async fn forwarded_headers_from_an_untrusted_peer_are_refused() {
     let bob = gw.mint(&bob());
     for uri in ["/public/x", "/admin/x", "/api/x"] {
         refused(
-            &verify(&gw, &[("x-forwarded-uri", uri)], Some(&bob)).await,
+            &gw.verify_with(&[("x-forwarded-uri", uri)], Some(&bob))
+                .await,
             400,
             "bad_request",
         );
@@ -101,77 +74,77 @@ async fn the_matched_routes_auth_and_requirements_apply() {
 
     // public: 200 with no identity, token or not.
     for token in [None, Some(admin.as_str())] {
-        let r = verify(&gw, &uri("/public/x?y=1"), token).await;
+        let r = gw.verify_with(&uri("/public/x?y=1"), token).await;
         assert_eq!(r.status, 200);
         assert!(r.header("x-user-id").is_none(), "{:?}", r.headers);
     }
     // optional: identity if any, anonymous otherwise, a bad token ignored.
-    let r = verify(&gw, &uri("/optional/x"), Some(&user)).await;
+    let r = gw.verify_with(&uri("/optional/x"), Some(&user)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-user-id"), Some("2002"));
     for token in [None, Some("not.a.token")] {
-        let r = verify(&gw, &uri("/optional/x"), token).await;
+        let r = gw.verify_with(&uri("/optional/x"), token).await;
         assert_eq!(r.status, 200);
         assert!(r.header("x-user-id").is_none());
     }
     // required: the token is needed.
     refused(
-        &verify(&gw, &uri("/api/x"), None).await,
+        &gw.verify_with(&uri("/api/x"), None).await,
         401,
         "missing_token",
     );
     refused(
-        &verify(&gw, &uri("/api/x"), Some("not.a.token")).await,
+        &gw.verify_with(&uri("/api/x"), Some("not.a.token")).await,
         401,
         "invalid_token",
     );
-    let r = verify(&gw, &uri("/api/x"), Some(&user)).await;
+    let r = gw.verify_with(&uri("/api/x"), Some(&user)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-user-id"), Some("2002"));
     assert_eq!(r.header("x-session-id"), Some("sess-bob"));
     // require_roles: a non-admin is 403 (the reported hole), the admin passes.
     refused(
-        &verify(&gw, &uri("/admin/x"), Some(&user)).await,
+        &gw.verify_with(&uri("/admin/x"), Some(&user)).await,
         403,
         "forbidden",
     );
     refused(
-        &verify(&gw, &uri("/admin/x"), None).await,
+        &gw.verify_with(&uri("/admin/x"), None).await,
         401,
         "missing_token",
     );
     assert_eq!(
-        verify(&gw, &uri("/admin/x"), Some(&admin)).await.status,
+        gw.verify_with(&uri("/admin/x"), Some(&admin)).await.status,
         200
     );
     // require_tenants likewise.
     refused(
-        &verify(&gw, &uri("/acme/x"), Some(&user)).await,
+        &gw.verify_with(&uri("/acme/x"), Some(&user)).await,
         403,
         "forbidden",
     );
-    assert_eq!(verify(&gw, &uri("/acme/x"), Some(&admin)).await.status, 200);
+    assert_eq!(
+        gw.verify_with(&uri("/acme/x"), Some(&admin)).await.status,
+        200
+    );
     // The URI is canonicalised like a request path: no way around the route.
     for trick in ["/public/../admin/x", "/public/%2e%2e/admin/x", "//admin/x"] {
         refused(
-            &verify(&gw, &uri(trick), Some(&user)).await,
+            &gw.verify_with(&uri(trick), Some(&user)).await,
             403,
             "forbidden",
         );
     }
     refused(
-        &verify(&gw, &uri("/public/%252e%252e/admin/x"), Some(&user)).await,
+        &gw.verify_with(&uri("/public/%252e%252e/admin/x"), Some(&user))
+            .await,
         400,
         "bad_request",
     );
     // An absolute URL is read for its path.
     refused(
-        &verify(
-            &gw,
-            &uri("https://app.example.com/admin/x?a=b"),
-            Some(&user),
-        )
-        .await,
+        &gw.verify_with(&uri("https://app.example.com/admin/x?a=b"), Some(&user))
+            .await,
         403,
         "forbidden",
     );
@@ -187,34 +160,35 @@ async fn the_method_selects_the_route_and_defaults_to_get() {
             ("x-forwarded-method", m),
         ]
     };
-    assert_eq!(verify(&gw, &method("GET"), None).await.status, 200);
+    assert_eq!(gw.verify_with(&method("GET"), None).await.status, 200);
     assert_eq!(
-        verify(&gw, &[("x-forwarded-uri", "/get-only/x")], None)
+        gw.verify_with(&[("x-forwarded-uri", "/get-only/x")], None)
             .await
             .status,
         200
     );
     refused(
-        &verify(&gw, &method("POST"), None).await,
+        &gw.verify_with(&method("POST"), None).await,
         405,
         "method_not_allowed",
     );
     // OPTIONS is an ordinary method here too: a preflight-shaped original request on a
     // protected route still needs the token.
-    let r = verify(
-        &gw,
-        &[
-            ("x-forwarded-uri", "/api/x"),
-            ("x-forwarded-method", "OPTIONS"),
-            ("origin", "https://x.example"),
-            ("access-control-request-method", "GET"),
-        ],
-        None,
-    )
-    .await;
+    let r = gw
+        .verify_with(
+            &[
+                ("x-forwarded-uri", "/api/x"),
+                ("x-forwarded-method", "OPTIONS"),
+                ("origin", "https://x.example"),
+                ("access-control-request-method", "GET"),
+            ],
+            None,
+        )
+        .await;
     refused(&r, 401, "missing_token");
     refused(
-        &verify(&gw, &[("x-forwarded-uri", "/nowhere/../..")], None).await,
+        &gw.verify_with(&[("x-forwarded-uri", "/nowhere/../..")], None)
+            .await,
         400,
         "bad_request",
     );
@@ -225,7 +199,7 @@ async fn optional_routes_refuse_what_the_proxy_path_refuses() {
     let gw = gateway().await;
     let (a, b) = (gw.mint(&alice()), gw.mint(&bob()));
     // A bearer and a cookie that disagree is a 400 on both paths (the old verify swallowed it).
-    let conf = Conf::new().server(TRUSTED).token("cookie = \"tok\"");
+    let conf = Conf::new().server(TRUST_LOOPBACK).token("cookie = \"tok\"");
     let gw2 = Gateway::start(conf).await;
     let (a2, b2) = (gw2.mint(&alice()), gw2.mint(&bob()));
     let cookie = format!("tok={b2}");
@@ -235,12 +209,7 @@ async fn optional_routes_refuse_what_the_proxy_path_refuses() {
         ("authorization", auth.as_str()),
         ("cookie", cookie.as_str()),
     ];
-    refused(
-        &gw2.request("GET", "/auth/verify", &headers, bytes::Bytes::new())
-            .await,
-        400,
-        "bad_request",
-    );
+    refused(&gw2.verify_with(&headers, None).await, 400, "bad_request");
     gw2.request(
         "GET",
         "/optional/x",
@@ -259,12 +228,7 @@ async fn optional_routes_refuse_what_the_proxy_path_refuses() {
         ("authorization", ha.as_str()),
         ("authorization", hb.as_str()),
     ];
-    refused(
-        &gw.request("GET", "/auth/verify", &headers, bytes::Bytes::new())
-            .await,
-        400,
-        "bad_request",
-    );
+    refused(&gw.verify_with(&headers, None).await, 400, "bad_request");
 }
 
 #[tokio::test]
@@ -273,7 +237,9 @@ async fn its_silent_refresh_is_the_proxy_paths_and_is_counted() {
     let admin = gw.admin.clone();
     let before = metric(&admin, "authgate_silent_refreshes_total", &[]).await;
     let old = gw.mint_expiring_in(&alice(), 60);
-    let r = verify(&gw, &[("x-forwarded-uri", "/api/x")], Some(&old)).await;
+    let r = gw
+        .verify_with(&[("x-forwarded-uri", "/api/x")], Some(&old))
+        .await;
     assert_eq!(r.status, 200);
     let fresh = r
         .header("refresh-token")
@@ -287,7 +253,9 @@ async fn its_silent_refresh_is_the_proxy_paths_and_is_counted() {
     let r = gw.get_auth("/api/x", &old).await;
     assert_eq!(r.header("refresh-token"), Some(fresh.as_str()));
     // A public route's verify mints nothing.
-    let r = verify(&gw, &[("x-forwarded-uri", "/public/x")], Some(&old)).await;
+    let r = gw
+        .verify_with(&[("x-forwarded-uri", "/public/x")], Some(&old))
+        .await;
     assert!(r.header("refresh-token").is_none());
 }
 

@@ -10,10 +10,12 @@ use http::HeaderMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response as ClientResponse;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::support::*;
 
@@ -73,25 +75,51 @@ async fn gateway_in_front_of(ws: &WsEcho) -> Gateway {
     Gateway::start(conf).await
 }
 
+/// A WebSocket client's end of a tunnel through the gateway.
+type Client = WebSocketStream<TcpStream>;
+
+/// Opens a WebSocket to `path` on `gw` with `Authorization: Bearer token` and the `extra`
+/// headers; the upgrade must succeed.
+async fn connect_with_token(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+    extra: &[(&'static str, &'static str)],
+) -> (Client, ClientResponse) {
+    let mut req = format!("ws://{}{path}", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    for (name, value) in extra {
+        req.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    within(
+        "the handshake",
+        tokio_tungstenite::client_async(req, stream),
+    )
+    .await
+    .expect("the upgrade succeeds")
+}
+
+/// Sends `msg` and asserts that the echo server's answer, the next frame, is `msg` again.
+async fn assert_echoed<S>(client: &mut WebSocketStream<S>, msg: Message)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    within("send", client.send(msg.clone())).await.unwrap();
+    let echoed = within("the echo", client.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, msg);
+}
+
 #[tokio::test]
 async fn websocket_upgrade_passes_through_with_identity() {
     let mut ws = ws_echo().await;
     let gw = gateway_in_front_of(&ws).await;
     let token = gw.mint(&alice());
-    let mut req = format!("ws://{}/ws/chat", gw.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut()
-        .insert("x-user-id", "666".parse().unwrap());
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut client, resp) = within(
-        "the handshake",
-        tokio_tungstenite::client_async(req, stream),
-    )
-    .await
-    .expect("the upgrade succeeds");
+    let spoof = [("x-user-id", "666")];
+    let (mut client, resp) = connect_with_token(&gw, "/ws/chat", &token, &spoof).await;
     assert_eq!(resp.status(), 101);
 
     let (path, headers) = within("the upstream handshake", ws.handshakes.recv())
@@ -105,20 +133,8 @@ async fn websocket_upgrade_passes_through_with_identity() {
         "the upstream sees only the gateway's identity"
     );
 
-    within(
-        "send",
-        client.send(Message::text("hello through the gateway")),
-    )
-    .await
-    .unwrap();
-    let echoed = within("the echo", client.next()).await.unwrap().unwrap();
-    assert_eq!(echoed, Message::text("hello through the gateway"));
-
-    within("send", client.send(Message::binary(vec![1u8, 2, 3])))
-        .await
-        .unwrap();
-    let echoed = within("the echo", client.next()).await.unwrap().unwrap();
-    assert_eq!(echoed, Message::binary(vec![1u8, 2, 3]));
+    assert_echoed(&mut client, Message::text("hello through the gateway")).await;
+    assert_echoed(&mut client, Message::binary(vec![1u8, 2, 3])).await;
     client.close(None).await.unwrap();
 }
 
@@ -133,10 +149,7 @@ async fn websocket_upgrade_on_public_route() {
     .await
     .expect("the upgrade succeeds");
     for i in 0..5 {
-        let text = format!("message {i}");
-        client.send(Message::text(text.clone())).await.unwrap();
-        let echoed = within("the echo", client.next()).await.unwrap().unwrap();
-        assert_eq!(echoed, Message::text(text));
+        assert_echoed(&mut client, Message::text(format!("message {i}"))).await;
     }
 }
 
@@ -167,26 +180,11 @@ async fn websocket_of_an_ended_session_gets_a_close_frame_1008() {
     };
     let gw = Gateway::start(Conf::new().store(StoreKind::Memory).upstream(upstream)).await;
     let pair = gw.login_ok("alice", "web").await;
-    let mut req = format!("ws://{}/ws/chat", gw.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", pair.access).parse().unwrap(),
-    );
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut client, _) = within(
-        "the handshake",
-        tokio_tungstenite::client_async(req, stream),
-    )
-    .await
-    .expect("the upgrade succeeds");
+    let (mut client, _) = connect_with_token(&gw, "/ws/chat", &pair.access, &[]).await;
     // Frames in flight both ways before the end, so the tunnel has frames to keep whole.
     for i in 0..3 {
         let text = format!("message {i} {}", "x".repeat(200 * i));
-        client.send(Message::text(text.clone())).await.unwrap();
-        let echoed = within("the echo", client.next()).await.unwrap().unwrap();
-        assert_eq!(echoed, Message::text(text));
+        assert_echoed(&mut client, Message::text(text)).await;
     }
 
     let r = gw.with_token("POST", "/auth/logout", &pair.access).await;
@@ -214,6 +212,14 @@ async fn websocket_of_an_ended_session_gets_a_close_frame_1008() {
 /// The key of the raw upgrade requests below, and its accept (the example of RFC 6455 §1.3).
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// The upstream's real answer to an upgrade request with [`KEY`].
+fn real_101() -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+    )
+}
 
 /// A WebSocket upgrade request for `path` on a public route, with a request pipelined right
 /// behind it in the same write that spoofs the user id.
@@ -372,11 +378,7 @@ async fn a_101_that_is_no_websocket_handshake_is_502_and_opens_no_tunnel() {
 #[tokio::test]
 async fn bytes_sent_before_the_101_never_reach_the_upstream_as_tunnel_data() {
     use tokio::io::AsyncWriteExt;
-    let real = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
-    );
-    let (addr, mut seen) = raw_upstream(real).await;
+    let (addr, mut seen) = raw_upstream(real_101()).await;
     let gw = gateway_in_front_of_raw(addr, "").await;
     let mut client = TcpStream::connect(gw.addr).await.unwrap();
     client
@@ -423,11 +425,7 @@ async fn a_tunnel_whose_client_stops_reading_is_closed_at_send_timeout() {
             let k = stream.read(&mut chunk).await.unwrap();
             buf.extend_from_slice(&chunk[..k]);
         }
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
-        );
-        stream.write_all(answer.as_bytes()).await.unwrap();
+        stream.write_all(real_101().as_bytes()).await.unwrap();
         let data = vec![0u8; 64 * 1024];
         while stream.write_all(&data).await.is_ok() {}
         let _ = gone_tx.send(());

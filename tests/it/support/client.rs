@@ -1,5 +1,6 @@
 //! Clients aimed at a gateway: [`Probe`] (a pooled HTTP/1.1 client plus a raw-socket one, for
-//! requests that must go out byte for byte), an h2c client, [`Resp`] (an answer read whole,
+//! requests that must go out byte for byte, with calls of the auth endpoints: login, refresh,
+//! verify), an h2c client, [`Resp`] (an answer read whole,
 //! with readers for the gateway's error shape and for what the echo upstream saw), and readers
 //! of the admin `/metrics`.
 
@@ -13,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -63,6 +64,57 @@ impl Probe {
         }
         let req = b.body(Full::new(body)).expect("test request");
         send(&self.client, req).await
+    }
+
+    /// `POST path` with a JSON content type, a body and at most one extra header.
+    pub async fn post(&self, path: &str, header: Option<(&str, &str)>, body: String) -> Resp {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(header);
+        self.request("POST", path, &headers, Bytes::from(body))
+            .await
+    }
+
+    /// `POST /auth/login` for `user` on `platform` (`None`: no `X-Platform` header).
+    pub async fn login_on(&self, user: &str, password: &str, platform: Option<&str>) -> Resp {
+        let body = json!({ "username": user, "password": password }).to_string();
+        self.post("/auth/login", platform.map(|p| ("x-platform", p)), body)
+            .await
+    }
+
+    /// `POST /auth/login` without `X-Platform` (the default platform, web).
+    pub async fn login(&self, user: &str, password: &str) -> Resp {
+        self.login_on(user, password, None).await
+    }
+
+    /// `POST /auth/refresh` with `refresh_token`.
+    pub async fn refresh(&self, refresh_token: &str) -> Resp {
+        let body = json!({ "refresh_token": refresh_token }).to_string();
+        self.post("/auth/refresh", None, body).await
+    }
+
+    /// `method path` with `Authorization: Bearer access` and no body.
+    pub async fn with_token(&self, method: &str, path: &str, access: &str) -> Resp {
+        let auth = format!("Bearer {access}");
+        self.request(method, path, &[("authorization", &auth)], Bytes::new())
+            .await
+    }
+
+    /// `GET /auth/verify` as a forward-auth proxy asks it (the gateway must trust the test's
+    /// loopback peer: `TRUST_LOOPBACK`): `X-Forwarded-Uri: uri`, method GET.
+    pub async fn verify(&self, uri: &str, access: Option<&str>) -> Resp {
+        let forwarded = [("x-forwarded-method", "GET"), ("x-forwarded-uri", uri)];
+        self.verify_with(&forwarded, access).await
+    }
+
+    /// `GET /auth/verify` with exactly the forwarded headers given (name, value; none added)
+    /// and `Authorization: Bearer access` if given.
+    pub async fn verify_with(&self, forwarded: &[(&str, &str)], access: Option<&str>) -> Resp {
+        let auth = access.map(|t| format!("Bearer {t}"));
+        let mut h = forwarded.to_vec();
+        if let Some(a) = auth.as_deref() {
+            h.push(("authorization", a));
+        }
+        self.request("GET", "/auth/verify", &h, Bytes::new()).await
     }
 
     /// Sends `bytes` on a new connection exactly as given; see [`raw`].

@@ -1,8 +1,8 @@
 //! The test gateway. [`Conf`] is the one builder: it renders a `gateway.toml` (HS256, one
 //! upstream `up`, [`ROUTES`]) in a config folder of its own, and [`Gateway`] is that config
 //! running on port 0, built exactly as the binary builds it (`config::load_str` →
-//! `App::build` → `server::start`), with helpers for its clock, tokens, login, refresh and the
-//! admin API.
+//! `App::build` → `server::start`), with helpers for its clock, tokens, test-user logins,
+//! session checks and the admin API (the auth endpoints are the [`Probe`]'s it derefs to).
 //!
 //! Two kinds of gateway come out of it:
 //! - `Conf::new()`: stateless, `login.backend = "none"`, no admin token, `shutdown_grace` 5 s.
@@ -26,14 +26,13 @@ use authgate::reload;
 use authgate::server::{self, Handle};
 use authgate::tokens::AccessIdentity;
 use bytes::Bytes;
-use serde_json::json;
 
 use super::client::{Probe, Resp};
 use super::jwt::SECRET;
 use super::redis::RedisServer;
 use super::upstream::Upstream;
 use super::users::{password_of, users_toml, Pair};
-use super::wait::within;
+use super::wait::{poll_until, within};
 
 /// The admin bearer token, served as env `T_ADMIN`.
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-session-tests";
@@ -489,6 +488,11 @@ impl Gateway {
         self.redis.as_mut().expect("a Redis test")
     }
 
+    /// Waits (bounded) until the admin `/readyz` answers 200: the store is back.
+    pub async fn until_ready(&self, what: &str) {
+        poll_until(what, || self.admin.get("/readyz", &[]), |r| r.status == 200).await;
+    }
+
     /// Requests that reached the upstream.
     pub fn hits(&self) -> usize {
         self.upstream.hits()
@@ -539,56 +543,12 @@ impl Gateway {
         self.mint_at(id, self.now() + left - ttl)
     }
 
-    // -- Login, refresh, forward-auth, admin ------------------------------------------------
-
-    /// `POST /auth/login` for `user` on `platform` (`None`: no `X-Platform` header).
-    pub async fn login_on(&self, user: &str, password: &str, platform: Option<&str>) -> Resp {
-        let body = json!({ "username": user, "password": password }).to_string();
-        self.post("/auth/login", platform.map(|p| ("x-platform", p)), body)
-            .await
-    }
-
-    /// `POST /auth/login` without `X-Platform` (the default platform, web).
-    pub async fn login(&self, user: &str, password: &str) -> Resp {
-        self.login_on(user, password, None).await
-    }
+    // -- Login, admin (the auth endpoints themselves are the Probe's) ----------------------
 
     /// A successful login of a test user (alice, bob or 张三) on `platform`.
     pub async fn login_ok(&self, user: &str, platform: &str) -> Pair {
         let pw = password_of(user);
         Pair::from_resp(&self.login_on(user, pw, Some(platform)).await)
-    }
-
-    /// `POST path` with a body and at most one extra header.
-    pub async fn post(&self, path: &str, header: Option<(&str, &str)>, body: String) -> Resp {
-        let mut headers = vec![("content-type", "application/json")];
-        headers.extend(header);
-        self.request("POST", path, &headers, Bytes::from(body))
-            .await
-    }
-
-    /// `POST /auth/refresh` with `refresh_token`.
-    pub async fn refresh(&self, refresh_token: &str) -> Resp {
-        let body = json!({ "refresh_token": refresh_token }).to_string();
-        self.post("/auth/refresh", None, body).await
-    }
-
-    /// `method path` with `Authorization: Bearer access` and no body.
-    pub async fn with_token(&self, method: &str, path: &str, access: &str) -> Resp {
-        let auth = format!("Bearer {access}");
-        self.request(method, path, &[("authorization", &auth)], Bytes::new())
-            .await
-    }
-
-    /// `GET /auth/verify` as a forward-auth proxy asks it (the gateway must trust the test's
-    /// loopback peer: [`TRUST_LOOPBACK`]): `X-Forwarded-Uri: uri`, method GET.
-    pub async fn verify(&self, uri: &str, access: Option<&str>) -> Resp {
-        let auth = access.map(|t| format!("Bearer {t}"));
-        let mut h = vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", uri)];
-        if let Some(a) = auth.as_deref() {
-            h.push(("authorization", a));
-        }
-        self.request("GET", "/auth/verify", &h, Bytes::new()).await
     }
 
     /// `method path` on the admin listener, with `Authorization: Bearer token` if given.
@@ -649,6 +609,28 @@ impl Gateway {
                 self.hits(),
                 before,
                 "{caller}: a refusal reached the upstream"
+            );
+        }
+    }
+
+    /// Asserts that `p`'s session is over: its access token refused with 401 `code` (as by
+    /// [`Gateway::assert_refused`]), its refresh token with 401 `invalid_refresh_token`.
+    #[track_caller]
+    pub fn assert_ended<'a>(
+        &'a self,
+        p: &'a Pair,
+        code: &'a str,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        let refused = self.assert_refused(&p.access, code);
+        async move {
+            refused.await;
+            let r = self.refresh(&p.refresh).await;
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (401, "invalid_refresh_token"),
+                "{caller}: {}",
+                String::from_utf8_lossy(&r.body)
             );
         }
     }
