@@ -97,6 +97,9 @@ pub struct KeyRing {
     cache: VerifyCache,
     /// `[[token.issuers]]`, chosen by a token's exact `iss`.
     issuers: Vec<Arc<Issuer>>,
+    /// Keep an own token's whole payload too (claim rules or `[identity.claims]` read claims
+    /// beyond the ones the gateway mints).
+    keep_payload: bool,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -170,7 +173,13 @@ impl KeyRing {
             cache,
             rules,
             issuers: Vec::new(),
+            keep_payload: false,
         })
+    }
+
+    /// Whether own tokens keep their whole payload (see the field).
+    pub(crate) fn keep_payload(&mut self, keep: bool) {
+        self.keep_payload = keep;
     }
 
     /// This ring, also accepting the tokens of `issuers` (at most `u16::MAX`).
@@ -405,10 +414,21 @@ impl KeyRing {
         if alg != key.alg {
             return Err(TokenError::Invalid("alg_mismatch"));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
-            .map_err(|e| map_jwt_error(e.kind()))?;
-        check_identity(&data.claims)?;
-        Ok(data.claims)
+        let claims = if self.keep_payload {
+            let data =
+                jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &key.validation)
+                    .map_err(|e| map_jwt_error(e.kind()))?;
+            let mut claims =
+                Claims::deserialize(&data.claims).map_err(|_| TokenError::Invalid("bad_claims"))?;
+            claims.payload = Some(Arc::new(data.claims));
+            claims
+        } else {
+            jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
+                .map_err(|e| map_jwt_error(e.kind()))?
+                .claims
+        };
+        check_identity(&claims)?;
+        Ok(claims)
     }
 
     /// A token of `self.issuers[i]`: its `typ`, `alg` in the issuer's list, its key by `kid`,

@@ -8,6 +8,7 @@ mod cli;
 mod cors;
 mod demo;
 mod headers;
+mod issuers;
 mod lifecycle;
 mod limits;
 mod paths;

@@ -231,3 +231,196 @@ impl Cx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+    use crate::tokens::issuer::KeySource;
+
+    const GOOD: &str = "[[token.issuers]]\nissuer = \"https://idp.example.com/realms/acme\"\naudiences = [\"legacy-app\"]\nalgorithms = [\"RS256\"]";
+
+    fn issuer(extra: &str) -> String {
+        format!("{GOOD}\n{extra}")
+    }
+
+    #[test]
+    fn each_rule_reports_its_key_path() {
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                issuer("algorithms = [\"HS256\"]").replacen("algorithms = [\"RS256\"]\n", "", 1),
+                "token.issuers[0].algorithms[0]",
+                "shared-secret",
+            ),
+            (
+                GOOD.replace("[\"RS256\"]", "[]"),
+                "token.issuers[0].algorithms",
+                "at least one",
+            ),
+            (
+                GOOD.replace("[\"RS256\"]", "[\"RS256\", \"RS256\"]"),
+                "token.issuers[0].algorithms[1]",
+                "twice",
+            ),
+            (
+                GOOD.replace("[\"RS256\"]", "[\"none\"]"),
+                "token.issuers[0].algorithms[0]",
+                "not one of",
+            ),
+            (
+                GOOD.replace("[\"legacy-app\"]", "[]"),
+                "token.issuers[0].audiences",
+                "at least one",
+            ),
+            (
+                GOOD.replace("[\"legacy-app\"]", "[\"\"]"),
+                "token.issuers[0].audiences[0]",
+                "must not be empty",
+            ),
+            (
+                GOOD.replace("https://idp.example.com/realms/acme", "idp.example.com"),
+                "token.issuers[0].issuer",
+                "not an http",
+            ),
+            (
+                GOOD.replace("https://idp.example.com/realms/acme", "ftp://idp"),
+                "token.issuers[0].issuer",
+                "not an http",
+            ),
+            (
+                GOOD.replace("https://idp.example.com/realms/acme", "authgate"),
+                "token.issuers[0].issuer",
+                "token.issuer",
+            ),
+            (
+                issuer("roles_claim = \"/a/~2\""),
+                "token.issuers[0].roles_claim",
+                "JSON pointer",
+            ),
+            (
+                issuer("user_name_claim = \"\""),
+                "token.issuers[0].user_name_claim",
+                "empty claim name",
+            ),
+            (
+                issuer("jwks_refresh = \"30s\""),
+                "token.issuers[0].jwks_refresh",
+                "at least 1m",
+            ),
+            (
+                issuer("fetch_timeout = \"10ms\""),
+                "token.issuers[0].fetch_timeout",
+                "100ms to 60s",
+            ),
+            (
+                issuer("jwks_url = \"not a url\""),
+                "token.issuers[0].jwks_url",
+                "not an http",
+            ),
+            (
+                issuer("discovery = false"),
+                "token.issuers[0].discovery",
+                "give jwks_url",
+            ),
+            (
+                issuer("jwks_url = \"https://idp/certs\"\npublic_key_file = \"ec-public.pem\""),
+                "token.issuers[0].jwks_url",
+                "not both",
+            ),
+            (
+                issuer("public_key_file = \"ec-public.pem\""),
+                "token.issuers[0].public_key_file",
+                "does not fit RS256",
+            ),
+            (
+                issuer("public_key_file = \"missing.pem\""),
+                "token.issuers[0].public_key_file",
+                "cannot read",
+            ),
+            (
+                issuer("ca_file = \"secret.txt\""),
+                "token.issuers[0].ca_file",
+                "no PEM CERTIFICATE",
+            ),
+            (
+                format!("{GOOD}\n{GOOD}"),
+                "token.issuers[1].issuer",
+                "also token.issuers[0]",
+            ),
+        ];
+        let cases: Vec<(&str, &str, &str)> =
+            cases.iter().map(|(a, b, c)| (a.as_str(), *b, *c)).collect();
+        assert_rules(&cases);
+    }
+
+    #[test]
+    fn sources_and_defaults() {
+        let with = |extra: &str| {
+            let loaded = ok(&format!("{MINIMAL}\n{}", issuer(extra)));
+            let issuers = loaded.config.token.keys.issuers().to_vec();
+            assert_eq!(issuers.len(), 1);
+            issuers[0].spec.clone()
+        };
+        let spec = with("");
+        assert_eq!(
+            spec.source,
+            KeySource::Fetched(crate::tokens::fetch::Source::Discovery(
+                "https://idp.example.com/realms/acme/.well-known/openid-configuration".into()
+            ))
+        );
+        assert_eq!(spec.refresh, std::time::Duration::from_secs(600));
+        assert_eq!(spec.user_name.to_string(), "preferred_username");
+        let spec = with("jwks_url = \"https://idp.example.com/certs\"");
+        assert_eq!(
+            spec.source,
+            KeySource::Fetched(crate::tokens::fetch::Source::Jwks(
+                "https://idp.example.com/certs".into()
+            ))
+        );
+        let loaded = ok(&format!(
+            "{MINIMAL}\n{}",
+            GOOD.replace("[\"RS256\"]", "[\"ES256\"]") + "\npublic_key_file = \"ec-public.pem\""
+        ));
+        let issuer = &loaded.config.token.keys.issuers()[0];
+        assert!(issuer.is_static() && issuer.has_keys());
+    }
+
+    #[test]
+    fn without_a_signing_key_an_issuer_is_enough_to_accept_tokens() {
+        let text = format!(
+            "{MINIMAL}\n[token]\nsecret_env = \"NOT_SET\"\n[login]\nbackend = \"none\"\n[session]\nmode = \"stateless\"\n{GOOD}"
+        );
+        let loaded = ok(&text);
+        assert!(!loaded.config.token.keys.can_sign());
+    }
+
+    #[test]
+    fn identity_claims_and_route_requirements() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            ("[identity.claims]\n\"X-User-Id\" = \"email\"", "identity.claims.\"X-User-Id\"", "also identity.user_id"),
+            ("[identity.claims]\n\"Host\" = \"email\"", "identity.claims.\"Host\"", "HTTP or the gateway"),
+            ("[identity.claims]\n\"bad header\" = \"email\"", "identity.claims.\"bad header\"", "not a valid header name"),
+            ("[identity.claims]\n\"X-Email\" = \"/a/~\"", "identity.claims.\"X-Email\"", "JSON pointer"),
+            ("[identity.claims]\n\"X-Email\" = \"email\"\n\"x_email\" = \"mail\"", "identity.claims.\"x_email\"", "given twice"),
+            ("[[routes]]\npath = \"/a\"\nupstream = \"app\"\nrequire_claims = { org = [1] }", "routes[1].require_claims.\"org\"", "cannot be compared"),
+            ("[[routes]]\npath = \"/a\"\nupstream = \"app\"\nrequire_claims = { \"/a/~9\" = 1 }", "routes[1].require_claims.\"/a/~9\"", "JSON pointer"),
+            ("[[routes]]\npath = \"/a\"\nupstream = \"app\"\nauth = \"optional\"\nrequire_scopes = [\"x\"]", "routes[1].require_scopes", "optional route"),
+            ("[[routes]]\npath = \"/a\"\nupstream = \"app\"\nauth = \"public\"\nrequire_claims = { a = 1 }", "routes[1].require_claims", "public"),
+            ("[[routes]]\npath = \"/a\"\nupstream = \"app\"\nrequire_scopes = [\"\"]", "routes[1].require_scopes[0]", "must not be empty"),
+        ];
+        assert_rules(cases);
+        let loaded = ok(&format!(
+            "{MINIMAL}\n[identity.claims]\n\"X-User-Email\" = \"email\"\n\"X-Org\" = \"/org/id\"\n\
+             [[routes]]\npath = \"/a\"\nupstream = \"app\"\nrequire_scopes = [\"orders:read\"]\n\
+             require_claims = {{ email_verified = true, \"/org/id\" = \"acme\", level = 3 }}"
+        ));
+        let names: Vec<String> = loaded
+            .config
+            .identity
+            .claims
+            .iter()
+            .map(|(h, p)| format!("{h}={p}"))
+            .collect();
+        assert_eq!(names, ["x-org=/org/id", "x-user-email=email"]);
+    }
+}

@@ -100,10 +100,17 @@ impl Cx<'_> {
         let cors = self.cors(&f.cors);
         let upstreams = self.upstreams(&f.upstreams);
         let routes = self.routes(&f.routes, &f.upstreams, f.server.route_case_sensitive);
+        let mut token = token?;
+        let reads_claims = !identity.claims.is_empty()
+            || routes
+                .routes()
+                .iter()
+                .any(|r| !r.require_claims.is_empty() || !r.require_scopes.is_empty());
+        token.keys.keep_payload(reads_claims);
         Some(Config {
             source,
             server,
-            token: token?,
+            token,
             session,
             platforms,
             login,

@@ -1,7 +1,8 @@
 //! The one test harness, shared by every integration test: a real gateway on port 0 built as
 //! the binary builds it, stateless or with sessions in memory or in a `redis-server` of its own
 //! ([`gateway`]); small hyper upstreams that count what reaches them ([`upstream`]); HTTP/1.1,
-//! h2c and raw-socket clients ([`client`]); hand-built JWTs ([`jwt`]); the test users
+//! h2c and raw-socket clients ([`client`]); an identity provider stand-in serving discovery and a
+//! JWKS of test keys for `[[token.issuers]]` ([`idp`]); hand-built JWTs ([`jwt`]); the test users
 //! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
 //! and the tests' one wall-clock `now()` ([`wait`]).
 //!
@@ -9,6 +10,7 @@
 
 mod client;
 mod gateway;
+mod idp;
 mod jwt;
 mod redis;
 mod upstream;
@@ -18,6 +20,7 @@ mod wait;
 pub use crate::{both_stores, gateway};
 pub use client::*;
 pub use gateway::*;
+pub use idp::*;
 pub use jwt::*;
 pub use upstream::*;
 pub use users::*;
