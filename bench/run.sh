@@ -13,12 +13,14 @@
 #   (d) authgate public route            (e) authgate required route, stateless HS256
 #   (f) authgate required, stateful, memory store
 #   (g) authgate required, stateful, Redis store
+#   (h) authgate required, stateless, an RS256 token of a [[token.issuers]] entry whose
+#       discovery and JWKS python3 -m http.server serves locally (on CPU 1)
 # Rounds are round-robin over the cases (a b c ... g, a b c ... g, ...); the table shows
 # medians over rounds. A case whose preconditions fail prints "SKIPPED: reason" and the
 # run goes on.
 #
 # Environment: DURATION (s per case per round, 10), ROUNDS (3), CONNECTIONS (64),
-# WRK_THREADS (1), WARMUP (s per case before round 1, 2), CASES ("a b c d e f g"),
+# WRK_THREADS (1), WARMUP (s per case before round 1, 2), CASES ("a b c d e f g h"),
 # IDLE_WAIT (before each run, wait up to this many s for CPUs 0/1 to be under 10% busy
 # with other work, 30; the load seen is recorded and shown in the table),
 # SKIP_BUILD=1 (use the existing release binary), AUTHGATE_LOG (gateway RUST_LOG, warn),
@@ -36,14 +38,14 @@ WRK_THREADS="${WRK_THREADS:-1}"
 WARMUP="${WARMUP:-2}"
 WARMUP="${WARMUP%s}"
 IDLE_WAIT="${IDLE_WAIT:-30}"
-CASES="${CASES:-a b c d e f g}"
+CASES="${CASES:-a b c d e f g h}"
 for v in DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP IDLE_WAIT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] || die "DURATION and ROUNDS must be at least 1"
 
 ensure_tools wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server redis-cli:redis-tools \
-    taskset:util-linux curl:curl python3:python3
+    taskset:util-linux curl:curl python3:python3 openssl:openssl
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs (proxy on CPU 0, wrk and upstream on CPU 1)"
 [ "$(nproc --all)" -eq 2 ] || log "note: $(nproc --all) CPUs; the bench still uses only CPUs 0 and 1"
 raise_nofile 20000
@@ -51,12 +53,12 @@ init_tmp
 RES="$TMP_DIR/results"
 mkdir -p "$RES"
 
-read -r UP_PORT B_PORT C_PORT D_PORT D_ADMIN F_PORT F_ADMIN G_PORT G_ADMIN REDIS_PORT <<<"$(free_ports 10)"
+read -r UP_PORT B_PORT C_PORT D_PORT D_ADMIN F_PORT F_ADMIN G_PORT G_ADMIN REDIS_PORT H_PORT H_ADMIN IDP_PORT <<<"$(free_ports 13)"
 
 declare -A URL=() TOKEN=() PID_OF=()
 ACTIVE=()
 wanted() { [[ " $CASES " == *" $1 "* ]]; }
-for k in a b c d e f g; do
+for k in a b c d e f g h; do
     wanted "$k" || echo "not selected (CASES=\"$CASES\")" >"$RES/$k.skipped"
 done
 skip() { # skip CASE REASON
@@ -131,7 +133,7 @@ fi
 
 # ---- (d)-(g) authgate -------------------------------------------------------------------------
 GW_CASES=()
-for k in d e f g; do wanted "$k" && GW_CASES+=("$k"); done
+for k in d e f g h; do wanted "$k" && GW_CASES+=("$k"); done
 if [ "${#GW_CASES[@]}" -gt 0 ]; then
     if ! build_authgate; then
         for k in "${GW_CASES[@]}"; do skip "$k" "authgate cannot be built: $BUILD_FAILURE"; done
@@ -230,6 +232,40 @@ if [[ " ${GW_CASES[*]} " == *" g "* ]]; then
         stateful_case g "$G_PORT" "$G_ADMIN" redis
     else
         skip g "redis-server did not start: $(tail -n 2 "$TMP_DIR/redis.log" | tr '\n' ' ')"
+    fi
+fi
+
+# (h): an issuer's RS256 token; keys by OIDC discovery from a local static server.
+if [[ " ${GW_CASES[*]} " == *" h "* ]]; then
+    idp_root="$TMP_DIR/idp"
+    mkdir -p "$idp_root"
+    issuer="http://127.0.0.1:$IDP_PORT"
+    if ! "$AUTHGATE_BIN" keygen --alg RS256 --out "$TMP_DIR/idp-keys" >/dev/null 2>&1; then
+        skip h "authgate keygen --alg RS256 failed"
+    elif ! H_TOKEN="$(python3 "$BENCH_DIR/idp.py" "$idp_root" "$TMP_DIR/idp-keys/private.pem" \
+            "$TMP_DIR/idp-keys/public.pem" "$issuer")"; then
+        skip h "bench/idp.py could not write the JWKS or sign a token"
+    else
+        start_bg idp 1 python3 -m http.server "$IDP_PORT" --bind 127.0.0.1 --directory "$idp_root"
+        write_authgate_config "$TMP_DIR/authgate-h.toml" "$H_PORT" "$H_ADMIN" "$UP_PORT" \
+            stateless memory none
+        printf '\n[[token.issuers]]\nissuer = "%s"\naudiences = ["legacy-app"]\nalgorithms = ["RS256"]\n' \
+            "$issuer" >>"$TMP_DIR/authgate-h.toml"
+        if ! wait_http "$issuer/jwks" "$LAST_PID"; then
+            skip h "the local JWKS server did not start"
+        elif ! start_authgate authgate-h "$TMP_DIR/authgate-h.toml" "$H_PORT"; then
+            skip h "$START_FAILURE"
+        else
+            # The first fetch runs in the background: 503 issuer_unavailable until it lands.
+            for _ in $(seq 1 50); do
+                [ "$(http_code "http://127.0.0.1:$H_PORT/api/bench" -H "Authorization: Bearer $H_TOKEN")" != 503 ] && break
+                sleep 0.1
+            done
+            if check_required h "$H_PORT" "$H_TOKEN"; then
+                log "(h) issuer RS256 by discovery: valid 200; bad tokens 401; identity injected"
+                enable h "http://127.0.0.1:$H_PORT/api/bench" "$GW_PID" "$H_TOKEN"
+            fi
+        fi
     fi
 fi
 
