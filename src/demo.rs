@@ -384,8 +384,8 @@ curl -s {base}/api/orders -H "Authorization: Bearer $ACCESS"
 curl -si {base}/public/..%2f../api/orders | head -1
 curl -si --path-as-is '{base}/public/../api/orders' | head -1
 
-# 9. A token from your identity provider (the demo runs a stand-in at http://{tokens}): the
-#    gateway fetched its keys by OIDC discovery; the upstream sees its user (X-User-Id
+# 9. A token from your identity provider (the demo runs a stand-in at http://{tokens}):
+#    the gateway fetched its keys by OIDC discovery; the upstream sees its user (X-User-Id
 #    idp-user-7, X-User-Name carol, no X-Session-Id), and nothing is ever refreshed.
 IDP=$(curl -s http://{tokens}/idp-token)
 curl -s {base}/api/orders -H "Authorization: Bearer $IDP"
