@@ -5,12 +5,15 @@
 //! path, query, headers), which makes header stripping and injection visible. A demo-only
 //! token service hands out access tokens that are already inside the silent-refresh window,
 //! minted when asked, so that step of the walk-through works however long after start-up it
-//! is run.
+//! is run. The same service is a small identity provider ([`idp`]): the demo's config lists
+//! it under `[[token.issuers]]`, and its tokens show a foreign token's way through the gateway.
+
+mod idp;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -24,6 +27,10 @@ use crate::app::App;
 use crate::body::{full, Body};
 use crate::server::Handle;
 use crate::tokens::AccessIdentity;
+use idp::DemoIdp;
+
+/// Where the token service hands out tokens near expiry.
+const NEAR_EXPIRY_PATH: &str = "/near-expiry";
 
 /// Starts an echo upstream on `addr` (port 0 for any) and returns where it listens.
 pub async fn spawn_echo(addr: SocketAddr) -> io::Result<SocketAddr> {
@@ -73,13 +80,22 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
-/// Starts the demo-only token service on `addr`: every request gets a new access token with
-/// a minute left (inside the silent-refresh window), for a new session of the demo user on
-/// platform `app`, as `text/plain`.
-pub(crate) async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
+/// Binds the demo-only token service's listener next to the gateway (`ip`, any port): its
+/// address is the demo identity provider's issuer, which the config names, so it is known
+/// before the gateway is built. Connections wait in the backlog until [`serve_token_service`].
+async fn bind_token_service(ip: IpAddr) -> Result<TcpListener, DemoError> {
+    TcpListener::bind(SocketAddr::new(ip, 0))
+        .await
+        .map_err(failed("demo token service"))
+}
+
+/// Serves the demo-only token service on `listener` until the demo's shutdown signal:
+/// `/near-expiry` gets a new access token with a minute left (inside the silent-refresh
+/// window), for a new session of the demo user on platform `app`; the demo identity
+/// provider's discovery, JWKS and `/idp-token` (a fresh foreign token) are served beside it.
+fn serve_token_service(app: Arc<App>, listener: TcpListener, idp: DemoIdp) {
     let mut stop = app.shutdown.signal();
+    let idp = Arc::new(idp);
     tokio::spawn(async move {
         loop {
             // Until the demo's shutdown signal, like the gateway's own listeners.
@@ -90,32 +106,11 @@ pub(crate) async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::
             let Ok((stream, _)) = accepted else {
                 continue;
             };
-            let app = app.clone();
+            let (app, idp) = (app.clone(), idp.clone());
             tokio::spawn(async move {
-                let svc = service_fn(move |_: Request<Incoming>| {
-                    let app = app.clone();
-                    async move {
-                        let resp = match near_expiry_token(&app).await {
-                            Ok(token) => {
-                                let mut r = Response::new(full(token));
-                                r.headers_mut().insert(
-                                    header::CONTENT_TYPE,
-                                    HeaderValue::from_static("text/plain"),
-                                );
-                                r
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "demo token service");
-                                let mut r = Response::new(full("no token: see the demo's log\n"));
-                                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                                r
-                            }
-                        };
-                        let mut resp = resp;
-                        resp.headers_mut()
-                            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                        Ok::<_, Infallible>(resp)
-                    }
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (app, idp) = (app.clone(), idp.clone());
+                    async move { Ok::<_, Infallible>(token_service(&app, &idp, req.uri().path()).await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -123,7 +118,51 @@ pub(crate) async fn spawn_token_service(app: Arc<App>, addr: SocketAddr) -> io::
             });
         }
     });
-    Ok(local)
+}
+
+/// The token service's answer for `path`, never stored by a cache.
+async fn token_service(app: &App, idp: &DemoIdp, path: &str) -> Response<Body> {
+    let mut resp = match path {
+        NEAR_EXPIRY_PATH => plain_token(near_expiry_token(app).await),
+        idp::TOKEN_PATH => plain_token(idp.token(app.clock.now())),
+        idp::DISCOVERY_PATH => json_answer(&idp.discovery()),
+        idp::JWKS_PATH => json_answer(idp.jwks()),
+        _ => {
+            let mut r = Response::new(full("not found\n"));
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            r
+        }
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A minted token as `text/plain`, or 503 when it could not be minted.
+fn plain_token(token: Result<String, DemoError>) -> Response<Body> {
+    match token {
+        Ok(token) => {
+            let mut r = Response::new(full(token));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "demo token service");
+            let mut r = Response::new(full("no token: see the demo's log\n"));
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+    }
+}
+
+fn json_answer(doc: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(doc.to_string()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// A new session of the demo user on platform `app` and an access token for it issued so
@@ -190,22 +229,23 @@ pub struct DemoError(String);
 pub(crate) const DEMO_USER: &str = "alice";
 pub(crate) const DEMO_PASSWORD: &str = "wonderland-demo-42";
 
-/// Starts the echo upstream and a gateway in front of it.
+/// Starts the echo upstream, the demo token service (with its identity provider) and a gateway
+/// in front of the upstream.
 pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoError> {
     let echo = spawn_echo(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(failed("echo upstream"))?;
-    let secret = random_secret()?;
     let dir = write_users_file()?;
-    let text = config_text(listen, admin, echo);
-    let env = |name: &str| (name == "AUTHGATE_DEMO_SECRET").then(|| secret.clone());
-    let loaded = crate::config::load_str(&text, &dir.0, &env).map_err(failed("demo config"))?;
-    let app = App::new(loaded.config);
+    // Bound first: its address is the identity provider's issuer, which the config names.
+    let listener = bind_token_service(listen.ip()).await?;
+    let tokens = listener
+        .local_addr()
+        .map_err(failed("demo token service"))?;
+    let idp = DemoIdp::new(tokens)?;
+    let app = demo_app(&config_text(listen, admin, echo, idp.issuer()), &dir)?;
     // Near-expiry tokens come from a demo-only service, minted when the walk-through's step
     // runs: one minted at start-up would be past its expiry (and leeway) 90 s later.
-    let tokens = spawn_token_service(app.clone(), SocketAddr::new(listen.ip(), 0))
-        .await
-        .map_err(failed("demo token service"))?;
+    serve_token_service(app.clone(), listener, idp);
     let handle = crate::server::start(app)
         .await
         .map_err(|e| DemoError(e.to_string()))?;
@@ -215,6 +255,15 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoEr
         walkthrough,
         dir,
     })
+}
+
+/// The gateway's app for the demo's config `text`, with a fresh signing secret; `dir` holds
+/// the users file. Its issuers' first key fetch starts at once.
+fn demo_app(text: &str, dir: &TempDir) -> Result<Arc<App>, DemoError> {
+    let secret = random_secret()?;
+    let env = |name: &str| (name == "AUTHGATE_DEMO_SECRET").then(|| secret.clone());
+    let loaded = crate::config::load_str(text, &dir.0, &env).map_err(failed("demo config"))?;
+    Ok(App::new(loaded.config))
 }
 
 /// Turns an error into a [`DemoError`] that says which step failed.
@@ -245,8 +294,10 @@ fn write_users_file() -> Result<TempDir, DemoError> {
     Ok(dir)
 }
 
-/// The demo's `gateway.toml`: HS256 from the environment, the memory store, the users file.
-fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> String {
+/// The demo's `gateway.toml`: HS256 from the environment, the memory store, the users file,
+/// and the demo identity provider at `issuer`.
+fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, issuer: &str) -> String {
+    let audience = idp::AUDIENCE;
     format!(
         r#"
 [server]
@@ -258,6 +309,11 @@ algorithm = "HS256"
 secret_env = "AUTHGATE_DEMO_SECRET"
 access_ttl = "2h"
 silent_refresh_window = "30m"
+
+[[token.issuers]]
+issuer = "{issuer}"
+audiences = ["{audience}"]
+algorithms = ["ES256"]
 
 [session]
 store = "memory"
@@ -292,6 +348,7 @@ fn walkthrough(base: &str, admin: SocketAddr, echo: SocketAddr, tokens: SocketAd
   admin     http://{admin}/healthz  /readyz  /metrics
   upstream  http://{echo}  (echoes what it receives as JSON)
   tokens    http://{tokens}/near-expiry  (demo only: a token with a minute left, minted per call)
+  idp       http://{tokens}  (demo only: an identity provider stand-in, OIDC discovery, ES256 JWKS, /idp-token)
   demo user {DEMO_USER} / {DEMO_PASSWORD}  (id 1001, tenant acme, role admin)
   store     memory (sessions are lost when the demo stops)
 
@@ -326,6 +383,12 @@ curl -s {base}/api/orders -H "Authorization: Bearer $ACCESS"
 # 8. Path tricks never reach the public route: 400, or the protected route's 401.
 curl -si {base}/public/..%2f../api/orders | head -1
 curl -si --path-as-is '{base}/public/../api/orders' | head -1
+
+# 9. A token from your identity provider (the demo runs a stand-in at http://{tokens}):
+#    the gateway fetched its keys by OIDC discovery; the upstream sees its user (X-User-Id
+#    idp-user-7, X-User-Name carol, no X-Session-Id), and nothing is ever refreshed.
+IDP=$(curl -s http://{tokens}/idp-token)
+curl -s {base}/api/orders -H "Authorization: Bearer $IDP"
 
 Ctrl-C stops the demo.
 "#

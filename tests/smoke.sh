@@ -15,6 +15,8 @@
 #   - the echo upstream answers JSON with the method, path and headers it received
 #   - the demo prints where to get an access token near expiry (OLD=$(curl -s URL)); without
 #     it that check SKIPs
+#   - the demo prints where its identity-provider stand-in hands out a token
+#     (IDP=$(curl -s URL)), an issuer in its [[token.issuers]]; without it that check SKIPs
 #   - login/refresh/logout exist (issue 3): a login that does not answer 200 FAILs;
 #     REQUIRE_LOGIN=0 turns that into a SKIP of the session checks
 #   - SKIP_BUILD=1 uses the binary as is; AUTHGATE_BIN=PATH runs another one
@@ -75,6 +77,9 @@ req() {
 }
 body() { cat "$WORK/body"; }
 body_has() { grep -qiF -- "$1" "$WORK/body"; }
+echoed() { # echoed NAME VALUE: the echo upstream saw header NAME with just VALUE
+    tr -d ' \t\r\n' <"$WORK/body" | grep -qiF -- "\"$1\":[\"$2\"]"
+}
 header() { # header NAME: the response header's value (first one), without CR
     grep -i "^$1:" "$WORK/headers" | head -n 1 | sed -e 's/^[^:]*:[[:space:]]*//' -e 's/\r$//'
 }
@@ -255,6 +260,30 @@ else
         pass "[login] the refresh token after logout: 401 $(json_field error)"
     else
         fail "[login] the refresh token after logout: got $CODE, want 401: $(short)"
+    fi
+fi
+
+# ---- foreign tokens (issue 10) ------------------------------------------------------------------
+# [demo] the demo prints where its identity-provider stand-in hands out tokens
+# (IDP=$(curl -s URL)); the gateway knows it from [[token.issuers]] and fetched its keys by
+# OIDC discovery. Its token passes with the IdP's user, no session, and is never refreshed.
+IDP_URL="$(sed -n 's/^IDP=\$(curl -s \([^)]*\)).*/\1/p' "$LOG" | head -n 1)"
+if [ -z "$IDP_URL" ]; then
+    skip "[demo] no IDP=\$(curl -s ...) line in the demo's output: foreign-token check skipped"
+else
+    IDP_TOKEN="$(curl -s --max-time 10 "$IDP_URL" || true)"
+    # The demo's first JWKS fetch may not have finished yet: 503 issuer_unavailable until then
+    # (polled for at most ~5 s).
+    for _ in $(seq 1 25); do
+        req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer $IDP_TOKEN"
+        [ "$CODE" = 503 ] && [ "$(json_field error)" = issuer_unavailable ] || break
+        sleep 0.2
+    done
+    if [ "$CODE" = 200 ] && echoed x-user-id idp-user-7 && echoed x-user-name carol \
+        && ! body_has '"x-session-id"' && [ -z "$(header refresh-token)" ]; then
+        pass "[demo] a token from the identity provider: 200, upstream saw X-User-Id idp-user-7, X-User-Name carol, no X-Session-Id; no refresh-token"
+    else
+        fail "[demo] a token from the identity provider: got $CODE, refresh-token '$(header refresh-token | cut -c1-20)', want 200 with X-User-Id idp-user-7, X-User-Name carol, no X-Session-Id: $(short)"
     fi
 fi
 
