@@ -283,9 +283,19 @@ impl Issuer {
             )
             .await;
         self.finished.fetch_add(1, Ordering::Release);
-        let label = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.label(),
+        // Counted once it took effect (keys installed, next fetch scheduled): a fetch the
+        // metric shows is one whose outcome requests already see.
+        let (label, outcome) = match result {
+            Ok(fetched) => {
+                schedule.next_due = clock.now_ms() + self.next_refresh(&fetched);
+                self.take(fetched, why);
+                ("ok", Ok(()))
+            }
+            Err(e) => {
+                schedule.next_due = clock.now_ms() + RETRY_AFTER;
+                self.failed(&e, why);
+                (e.label(), Err(e.to_string()))
+            }
         };
         metrics::counter!(
             "authgate_jwks_fetches_total",
@@ -293,18 +303,7 @@ impl Issuer {
             "result" => label,
         )
         .increment(1);
-        match result {
-            Ok(fetched) => {
-                schedule.next_due = clock.now_ms() + self.next_refresh(&fetched);
-                self.take(fetched, why);
-                Ok(())
-            }
-            Err(e) => {
-                schedule.next_due = clock.now_ms() + RETRY_AFTER;
-                self.failed(&e, why);
-                Err(e.to_string())
-            }
-        }
+        outcome
     }
 
     fn next_refresh(&self, fetched: &Fetched) -> Duration {
