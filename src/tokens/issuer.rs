@@ -23,7 +23,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use super::fetch::{FetchError, Fetched, Fetcher, Source};
+use super::fetch::{FetchError, Fetched, Fetcher, Source, MAX_KEYS};
 use crate::claims::ClaimPath;
 use crate::clock::{Clock, Millis};
 use crate::shutdown::Signal;
@@ -318,6 +318,12 @@ impl Issuer {
     fn take(&self, fetched: Fetched, why: &'static str) {
         for skipped in &fetched.skipped {
             tracing::debug!(issuer = %self.spec.issuer, key = %skipped, "issuer keys: JWK skipped");
+        }
+        if !fetched.beyond_limit.is_empty() {
+            // Unlike an encryption key or a foreign algorithm, these are signing keys whose
+            // tokens will be refused: the operator needs to hear of it.
+            tracing::warn!(issuer = %self.spec.issuer, why, dropped = ?fetched.beyond_limit,
+                "issuer keys: the JWKS holds more than {MAX_KEYS} usable keys; only the first {MAX_KEYS} are used");
         }
         let keys: HashMap<String, IssuerKey> = fetched
             .keys
