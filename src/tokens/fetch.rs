@@ -71,6 +71,8 @@ pub(crate) struct Fetched {
     pub(crate) max_age: Option<Duration>,
     /// JWKs skipped, each with why (for the log).
     pub(crate) skipped: Vec<String>,
+    /// The kids of usable keys dropped for being beyond [`MAX_KEYS`] (also in `skipped`).
+    pub(crate) beyond_limit: Vec<String>,
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -285,6 +287,7 @@ pub(crate) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<Fetche
         .map_err(|e| JwksError::Malformed(format!("not a JWKS document: {e}")))?;
     let mut keys = BTreeMap::new();
     let mut skipped = Vec::new();
+    let mut beyond_limit = Vec::new();
     for (i, value) in doc.keys.into_iter().enumerate() {
         let Ok(jwk) = RawJwk::deserialize(&value) else {
             skipped.push(format!("keys[{i}]: not a JWK"));
@@ -295,6 +298,7 @@ pub(crate) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<Fetche
             Ok(key) if keys.len() >= MAX_KEYS => {
                 drop(key);
                 skipped.push(format!("kid {kid:?}: beyond {MAX_KEYS} keys"));
+                beyond_limit.push(kid);
             }
             Ok(key) => {
                 if keys.insert(kid.clone(), key).is_some() {
@@ -317,6 +321,7 @@ pub(crate) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<Fetche
         keys,
         max_age: None,
         skipped,
+        beyond_limit,
     })
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use super::fetch::{FetchError, Fetched, Fetcher, Source};
+use super::fetch::{FetchError, Fetched, Fetcher, Source, MAX_KEYS};
 use crate::claims::ClaimPath;
 use crate::clock::{Clock, Millis};
 use crate::shutdown::Signal;
@@ -283,9 +283,19 @@ impl Issuer {
             )
             .await;
         self.finished.fetch_add(1, Ordering::Release);
-        let label = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.label(),
+        // Counted once it took effect (keys installed, next fetch scheduled): a fetch the
+        // metric shows is one whose outcome requests already see.
+        let (label, outcome) = match result {
+            Ok(fetched) => {
+                schedule.next_due = clock.now_ms() + self.next_refresh(&fetched);
+                self.take(fetched, why);
+                ("ok", Ok(()))
+            }
+            Err(e) => {
+                schedule.next_due = clock.now_ms() + RETRY_AFTER;
+                self.failed(&e, why);
+                (e.label(), Err(e.to_string()))
+            }
         };
         metrics::counter!(
             "authgate_jwks_fetches_total",
@@ -293,18 +303,7 @@ impl Issuer {
             "result" => label,
         )
         .increment(1);
-        match result {
-            Ok(fetched) => {
-                schedule.next_due = clock.now_ms() + self.next_refresh(&fetched);
-                self.take(fetched, why);
-                Ok(())
-            }
-            Err(e) => {
-                schedule.next_due = clock.now_ms() + RETRY_AFTER;
-                self.failed(&e, why);
-                Err(e.to_string())
-            }
-        }
+        outcome
     }
 
     fn next_refresh(&self, fetched: &Fetched) -> Duration {
@@ -319,6 +318,12 @@ impl Issuer {
     fn take(&self, fetched: Fetched, why: &'static str) {
         for skipped in &fetched.skipped {
             tracing::debug!(issuer = %self.spec.issuer, key = %skipped, "issuer keys: JWK skipped");
+        }
+        if !fetched.beyond_limit.is_empty() {
+            // Unlike an encryption key or a foreign algorithm, these are signing keys whose
+            // tokens will be refused: the operator needs to hear of it.
+            tracing::warn!(issuer = %self.spec.issuer, why, dropped = ?fetched.beyond_limit,
+                "issuer keys: the JWKS holds more than {MAX_KEYS} usable keys; only the first {MAX_KEYS} are used");
         }
         let keys: HashMap<String, IssuerKey> = fetched
             .keys

@@ -960,6 +960,318 @@ async fn a_refresh_with_only_encryption_keys_keeps_the_keys() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// HTTPS, reload, the refresh schedule, the key limit
+// ---------------------------------------------------------------------------------------------
+
+/// An issuer served over HTTPS under a CA of its own: with `ca_file` naming that CA its tokens
+/// pass; without it the platform roots do not know the CA, so every fetch fails (the gateway
+/// refuses the handshake: no request reaches the IdP), its tokens get 503 issuer_unavailable,
+/// and the gateway serves on.
+#[tokio::test]
+async fn an_https_issuer_is_trusted_through_its_ca_file_only() {
+    let key = IdpKey::generate("tls-1", Algorithm::RS256);
+    let idp = Idp::start_tls(vec![key.clone()]).await;
+    assert!(
+        idp.issuer().starts_with("https://127.0.0.1:"),
+        "{}",
+        idp.issuer()
+    );
+    let with_ca = format!("algorithms = [\"RS256\"]\nca_file = {:?}", idp_ca_file());
+    let gw = Gateway::start(conf(&[idp.issuer_toml(&with_ca)])).await;
+    let token = key.sign(&idp.claims("tls-user"));
+    keys_loaded(&gw, &token).await;
+    let r = passes(&gw, "/api/x", &token).await;
+    assert_eq!(r.seen("x-user-id"), ["tls-user"]);
+    assert!(idp.hits(&idp.discovery_path()) >= 1, "discovery over https");
+    assert!(idp.fetches() >= 1, "the JWKS over https");
+    assert!(jwks_fetches(&gw, &idp.issuer(), "ok").await >= 1.0);
+
+    // The same IdP set-up (its own issuer, so its own metric series), no ca_file.
+    let idp = Idp::start_tls(vec![key.clone()]).await;
+    let gw = Gateway::start(conf(&[idp.issuer_toml("algorithms = [\"RS256\"]")])).await;
+    let issuer = idp.issuer();
+    poll_until(
+        "a fetch refused for the unknown CA",
+        || jwks_fetches(&gw, &issuer, "unreachable"),
+        |n| *n >= 1.0,
+    )
+    .await;
+    let token = key.sign(&idp.claims("tls-user"));
+    let r = gw.get_auth("/api/x", &token).await;
+    r.assert_error(503, "issuer_unavailable");
+    assert_eq!(gw.hits(), 0, "a 503 reached the upstream");
+    assert_eq!(jwks_fetches(&gw, &issuer, "ok").await, 0.0);
+    assert_eq!(
+        idp.hits(&idp.discovery_path()) + idp.fetches(),
+        0,
+        "a request got past the refused handshake"
+    );
+    assert_eq!(gw.get("/public/x", &[]).await.status, 200);
+    assert_eq!(gw.admin_call("GET", "/healthz", None).await.status, 200);
+    passes(&gw, "/api/x", &gw.mint(&alice())).await;
+}
+
+/// `POST /admin/reload` of `gw` (from its file), which must succeed.
+async fn admin_reload(gw: &Gateway) {
+    let r = gw
+        .admin_call("POST", "/admin/reload", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+}
+
+/// Rewrites `gw`'s `gateway.toml` in place with `from` replaced by `to` (which must occur),
+/// then reloads it through the admin API. The file watch may reload it too; that changes
+/// nothing more.
+async fn reload_replacing(gw: &Gateway, from: &str, to: &str) {
+    let path = gw.dir.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&path).expect("read gateway.toml");
+    assert!(text.contains(from), "{from:?} not in\n{text}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write gateway.toml");
+    admin_reload(gw).await;
+}
+
+/// A reload that leaves an issuer's block alone keeps its keys: no fetch, no 503, not even for
+/// a token never seen before. A reload that changes the block (its audiences) makes a new
+/// issuer: one fetch, and the tokens are judged by the new block.
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_issuers_keys_and_refetches_a_changed_one() {
+    let key = IdpKey::generate("rsa-1", Algorithm::RS256);
+    let idp = Idp::start(vec![key.clone()]).await;
+    let gw = Gateway::start(
+        conf(&[idp.issuer_toml("algorithms = [\"RS256\"]")])
+            .admin_env("T_ADMIN")
+            .run_from_file(),
+    )
+    .await;
+    let token = key.sign(&idp.claims("u-1"));
+    keys_loaded(&gw, &token).await;
+    let fetches = idp.fetches();
+    assert!(fetches >= 1);
+
+    // An unrelated change: a public route before the others.
+    assert_eq!(gw.get("/reloaded/x", &[]).await.status, 401, "control");
+    reload_replacing(
+        &gw,
+        "[[routes]]\npath = \"/public\"",
+        "[[routes]]\npath = \"/reloaded\"\nupstream = \"up\"\nauth = \"public\"\n\n\
+         [[routes]]\npath = \"/public\"",
+    )
+    .await;
+    assert_eq!(
+        gw.get("/reloaded/x", &[]).await.status,
+        200,
+        "the reload took effect"
+    );
+    // A new ring (an empty verify cache): both tokens are verified with the adopted keys.
+    passes(&gw, "/api/x", &token).await;
+    let unseen = key.sign(&idp.claims("u-2"));
+    let r = gw.verify("/api/x", Some(&unseen)).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = passes(&gw, "/api/x", &unseen).await;
+    assert_eq!(r.seen("x-user-id"), ["u-2"]);
+    assert_eq!(idp.fetches(), fetches, "the unchanged issuer fetched again");
+
+    // The issuer's audiences change: a new issuer, which fetches its keys once.
+    let other_aud = key.sign(&with(idp.claims("u-3"), "aud", json!("orders-api")));
+    gw.assert_refused(&other_aud, "invalid_token").await;
+    reload_replacing(
+        &gw,
+        &format!("audiences = [{AUDIENCE:?}]"),
+        "audiences = [\"orders-api\"]",
+    )
+    .await;
+    idp.wait_for_fetches(fetches + 1).await;
+    let r = passes(&gw, "/api/x", &other_aud).await;
+    assert_eq!(r.seen("x-user-id"), ["u-3"]);
+    gw.assert_refused(&token, "invalid_token").await;
+    gw.assert_refused(&unseen, "invalid_token").await;
+    gw.assert_refused(&key.sign(&idp.claims("u-4")), "invalid_token")
+        .await;
+    assert_eq!(
+        idp.fetches(),
+        fetches + 1,
+        "one fetch for the changed issuer"
+    );
+}
+
+/// A token verified (and cached) before a rotation is refused once the periodic refresh,
+/// which no request asked for, has brought the rotated set: the cache does not outlive the
+/// key that verified it.
+#[tokio::test]
+async fn a_periodic_refresh_after_a_rotation_ends_a_cached_token() {
+    let (k1, k2) = (
+        IdpKey::generate("2024-01", Algorithm::RS256),
+        IdpKey::generate("2024-02", Algorithm::RS256),
+    );
+    let idp = Idp::start(vec![k1.clone()]).await;
+    let gw = Gateway::start(conf(&[
+        idp.issuer_toml("algorithms = [\"RS256\"]\njwks_refresh = \"10m\"")
+    ]))
+    .await;
+    let old = k1.sign(&idp.claims("u-old"));
+    keys_loaded(&gw, &old).await;
+    passes(&gw, "/api/x", &old).await;
+    passes(&gw, "/api/x", &old).await;
+
+    let issuer = idp.issuer();
+    let ok = counted_fetches(&gw, &issuer, "ok", 1.0).await;
+
+    idp.set_keys(vec![k2.clone()]);
+    let before = idp.fetches();
+    gw.advance(Duration::from_secs(601));
+    // No request: the background refresh alone fetches, and the rotated set takes effect.
+    idp.wait_for_fetches(before + 1).await;
+    counted_fetches(&gw, &issuer, "ok", ok + 1.0).await;
+    gw.verify("/api/x", Some(&old))
+        .await
+        .assert_error(401, "invalid_token");
+    gw.assert_refused(&old, "invalid_token").await;
+    let r = passes(&gw, "/api/x", &k2.sign(&idp.claims("u-new"))).await;
+    assert_eq!(r.seen("x-user-id"), ["u-new"]);
+}
+
+/// Waits (bounded) until `gw` has counted at least `n` fetches of `issuer` with `result`, and
+/// returns the count: a fetch is counted once it took effect (its keys in, the next one
+/// scheduled), while the IdP sees it before.
+async fn counted_fetches(gw: &Gateway, issuer: &str, result: &str, n: f64) -> f64 {
+    poll_until(
+        &format!("{n} fetches of {issuer} counted as {result}"),
+        || jwks_fetches(gw, issuer, result),
+        |v| *v >= n,
+    )
+    .await
+}
+
+/// The `[[token.issuers]]` block of `idp` by `jwks_url` with `extra` lines.
+fn jwks_url_block(idp: &Idp, extra: &str) -> String {
+    format!(
+        "[[token.issuers]]\nissuer = {:?}\njwks_url = {:?}\naudiences = [{AUDIENCE:?}]\n\
+         algorithms = [\"RS256\"]\n{extra}\n",
+        idp.issuer(),
+        idp.jwks_url()
+    )
+}
+
+/// `Cache-Control: max-age=120` under `jwks_refresh = "10m"`: the next refresh comes at
+/// 120 s. Without max-age it does not, not even after two of the other issuer's refreshes
+/// (the second of which its refresher awaited a tick for): only at 10 m.
+#[tokio::test]
+async fn a_max_age_shorter_than_jwks_refresh_brings_the_refresh_forward() {
+    let key = IdpKey::generate("rsa-1", Algorithm::RS256);
+    let short = Idp::start_at("/max-age-120", vec![key.clone()]).await;
+    short.set_max_age(Some(120));
+    let plain = Idp::start_at("/no-max-age", vec![key.clone()]).await;
+    let refresh = "jwks_refresh = \"10m\"";
+    let gw = Gateway::start(conf(&[
+        jwks_url_block(&short, refresh),
+        jwks_url_block(&plain, refresh),
+    ]))
+    .await;
+    let (s_iss, p_iss) = (short.issuer(), plain.issuer());
+    // Each first fetch took effect (its next one scheduled) before the clock moves.
+    let s_ok = counted_fetches(&gw, &s_iss, "ok", 1.0).await;
+    let p_ok = counted_fetches(&gw, &p_iss, "ok", 1.0).await;
+    let (s0, p0) = (short.fetches(), plain.fetches());
+
+    gw.advance(Duration::from_secs(121));
+    short.wait_for_fetches(s0 + 1).await;
+    counted_fetches(&gw, &s_iss, "ok", s_ok + 1.0).await;
+    gw.advance(Duration::from_secs(121));
+    short.wait_for_fetches(s0 + 2).await;
+    counted_fetches(&gw, &s_iss, "ok", s_ok + 2.0).await;
+    assert_eq!(
+        plain.fetches(),
+        p0,
+        "no max-age: refreshed before jwks_refresh"
+    );
+
+    gw.advance(Duration::from_secs(360));
+    plain.wait_for_fetches(p0 + 1).await;
+    counted_fetches(&gw, &p_iss, "ok", p_ok + 1.0).await;
+    assert_eq!(plain.fetches(), p0 + 1);
+}
+
+/// `max-age=10` is below the one-minute floor: no refresh at 10 s, one at 60 s. The witness
+/// that the refreshers ran meanwhile is another issuer whose IdP never answers: with
+/// `fetch_timeout = "2s"`, its attempt at 33 s (30 s after its first failure) holds for two
+/// seconds of real time before it is counted as a timeout.
+#[tokio::test]
+async fn a_max_age_below_a_minute_is_held_to_a_minute() {
+    let key = IdpKey::generate("rsa-1", Algorithm::RS256);
+    let short = Idp::start_at("/max-age-10", vec![key.clone()]).await;
+    short.set_max_age(Some(10));
+    let witness = Idp::start_at("/hangs", vec![key.clone()]).await;
+    witness.set_fault(Fault::Hang);
+    let gw = Gateway::start(conf(&[
+        jwks_url_block(&short, ""),
+        jwks_url_block(&witness, "fetch_timeout = \"2s\""),
+    ]))
+    .await;
+    let (s_iss, hung) = (short.issuer(), witness.issuer());
+    let s_ok = counted_fetches(&gw, &s_iss, "ok", 1.0).await;
+    let timeouts = counted_fetches(&gw, &hung, "timeout", 1.0).await;
+    let s0 = short.fetches();
+
+    gw.advance(Duration::from_secs(33));
+    counted_fetches(&gw, &hung, "timeout", timeouts + 1.0).await;
+    assert_eq!(short.fetches(), s0, "max-age=10 refreshed before a minute");
+
+    gw.advance(Duration::from_secs(28));
+    short.wait_for_fetches(s0 + 1).await;
+    counted_fetches(&gw, &s_iss, "ok", s_ok + 1.0).await;
+    assert_eq!(short.fetches(), s0 + 1);
+}
+
+/// A JWKS of 65 usable keys: the first 64 (in document order) are kept, the 65th is not (its
+/// token is refused after one re-fetch), the gateway says so in its log and serves on.
+#[tokio::test]
+async fn only_the_first_64_keys_of_a_jwks_are_kept() {
+    let keys: Vec<IdpKey> = (0..65)
+        .map(|i| IdpKey::generate(&format!("k{i:02}"), Algorithm::ES256))
+        .collect();
+    let idp = Idp::start(keys.clone()).await;
+    let gw = Gateway::start(conf(&[idp.issuer_toml("algorithms = [\"ES256\"]")])).await;
+    keys_loaded(&gw, &keys[0].sign(&idp.claims("u-first"))).await;
+    let r = passes(&gw, "/api/x", &keys[63].sign(&idp.claims("u-64th"))).await;
+    assert_eq!(r.seen("x-user-id"), ["u-64th"]);
+    let before = idp.fetches();
+    gw.assert_refused(&keys[64].sign(&idp.claims("u-65th")), "invalid_token")
+        .await;
+    assert_eq!(
+        idp.fetches(),
+        before + 1,
+        "one re-fetch for the missing kid"
+    );
+    assert_eq!(gw.get("/public/x", &[]).await.status, 200);
+    assert_eq!(gw.admin_call("GET", "/healthz", None).await.status, 200);
+    passes(&gw, "/api/x", &keys[1].sign(&idp.claims("u-second"))).await;
+
+    // The log says so at the default level (`check --probe` fetches as the gateway does).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config_file(&dir, &[idp.issuer_toml("algorithms = [\"ES256\"]")]);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["check", "--probe", "-c"])
+        .arg(&path)
+        .env("T_SECRET", SECRET)
+        .env("RUST_LOG", "info");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run authgate"))
+        .await
+        .expect("the child ran");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("64 key(s)"), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.contains("WARN") && l.contains("64") && l.contains("k64")),
+        "no warning names the dropped key: {all}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // [identity.claims]
 // ---------------------------------------------------------------------------------------------
 

@@ -8,9 +8,14 @@
 //! ([`Fault`]: closed connections, 500, non-JSON, 10 MB, never), `Cache-Control: max-age`.
 //! It counts the requests it received per path; [`Idp::wait_for_fetches`] awaits them (bounded
 //! by [`within`]), so a test never sleeps for the gateway's background fetches.
+//!
+//! [`Idp::start_tls`] serves the same over HTTPS (`https://127.0.0.1:PORT`) with the leaf of
+//! `tests/fixtures/tls` ([`idp_ca_file`] is its CA); a request only counts once its TLS
+//! handshake succeeded.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use authgate::tokens::{keygen, KeyMaterial, KeyRing, KeySpec, TokenRules};
@@ -30,6 +35,35 @@ use super::wait::{now, within};
 
 /// Where the IdP serves its JWKS (discovery's `jwks_uri` is the base url plus this).
 pub const JWKS_PATH: &str = "/jwks";
+
+/// The CA of [`Idp::start_tls`]'s certificate (for an issuer's `ca_file`).
+pub fn idp_ca_file() -> PathBuf {
+    tls_fixture("ca.pem")
+}
+
+fn tls_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+/// A TLS acceptor with the `localhost` / `127.0.0.1` leaf of `tests/fixtures/tls`.
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{crypto::aws_lc_rs, ServerConfig};
+    let certs = CertificateDer::pem_file_iter(tls_fixture("cert.pem"))
+        .expect("test leaf")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("test leaf PEM");
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("key.pem")).expect("test leaf key");
+    let cfg = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("the test leaf and its key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
 
 /// Size of the [`Fault::Huge`] answer.
 pub const HUGE_BYTES: usize = 10 * 1024 * 1024;
@@ -130,6 +164,8 @@ pub enum Fault {
 }
 
 struct State {
+    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
+    base: String,
     /// The path of the issuer under the base url ("" or e.g. "/realms/acme").
     issuer_path: String,
     keys: Vec<IdpKey>,
@@ -161,9 +197,25 @@ impl Idp {
 
     /// An IdP whose issuer is `<base><issuer_path>` (e.g. "/realms/acme"), serving `keys`.
     pub async fn start_at(issuer_path: &str, keys: Vec<IdpKey>) -> Idp {
+        Self::launch(issuer_path, keys, None).await
+    }
+
+    /// An IdP over HTTPS (`https://127.0.0.1:PORT`, a certificate of the test CA
+    /// [`idp_ca_file`]), its issuer the base url, serving `keys`.
+    pub async fn start_tls(keys: Vec<IdpKey>) -> Idp {
+        Self::launch("", keys, Some(tls_acceptor())).await
+    }
+
+    async fn launch(
+        issuer_path: &str,
+        keys: Vec<IdpKey>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Idp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind IdP");
         let addr = listener.local_addr().expect("IdP addr");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(Mutex::new(State {
+            base: format!("{scheme}://{addr}"),
             issuer_path: issuer_path.trim_end_matches('/').to_owned(),
             keys,
             fault: Fault::None,
@@ -171,7 +223,7 @@ impl Idp {
             hits: HashMap::new(),
         }));
         let (seen, _) = watch::channel(0u64);
-        let task = tokio::spawn(serve(listener, addr, state.clone(), seen.clone()));
+        let task = tokio::spawn(serve(listener, tls, state.clone(), seen.clone()));
         Idp {
             addr,
             state,
@@ -180,9 +232,9 @@ impl Idp {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for [`Idp::start_tls`]).
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.state().base.clone()
     }
 
     /// The issuer (`iss`) of its tokens: the base url plus the issuer path.
@@ -274,7 +326,7 @@ impl Idp {
 
 async fn serve(
     listener: TcpListener,
-    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<Mutex<State>>,
     seen: watch::Sender<u64>,
 ) {
@@ -282,10 +334,10 @@ async fn serve(
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (state, seen) = (state.clone(), seen.clone());
+        let (state, seen, tls) = (state.clone(), seen.clone(), tls.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let answer = answer(&req, addr, &state, &seen);
+                let answer = answer(&req, &state, &seen);
                 async move {
                     match answer {
                         Answer::Now(resp) => Ok(resp),
@@ -294,9 +346,18 @@ async fn serve(
                     }
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                // A client that refuses the certificate ends here, before any request.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -310,17 +371,12 @@ enum Answer {
 }
 
 /// Counts the request, then answers it as the state says.
-fn answer(
-    req: &Request<Incoming>,
-    addr: SocketAddr,
-    state: &Mutex<State>,
-    seen: &watch::Sender<u64>,
-) -> Answer {
+fn answer(req: &Request<Incoming>, state: &Mutex<State>, seen: &watch::Sender<u64>) -> Answer {
     let path = req.uri().path().to_owned();
     let st = &mut *state.lock().expect("IdP state");
     *st.hits.entry(path.clone()).or_insert(0) += 1;
     seen.send_modify(|n| *n += 1);
-    let base = format!("http://{addr}");
+    let base = st.base.clone();
     let jwks = || json!({ "keys": st.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() });
     let body = match st.fault {
         Fault::Down => return Answer::Close,
