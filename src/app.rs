@@ -131,7 +131,7 @@ impl App {
         if tokio::runtime::Handle::try_current().is_ok() {
             spawn_watcher(&app);
             app.store.spawn_sweeper(app.shutdown.signal());
-            app.start_issuers(&app.live(), None);
+            app.start_issuers(&app.live(), &[]);
         }
         app
     }
@@ -143,28 +143,22 @@ impl App {
 
     /// Swaps in a new, already validated config. Its issuers take over the keys of the same
     /// issuers, configured the same, in the config it replaces.
-    pub(crate) fn swap(&self, config: Config) {
-        let new = Arc::new(Live::new(config));
+    pub(crate) fn swap(&self, mut config: Config) {
         let old = self.live.load_full();
-        self.start_issuers(&new, Some(&old));
+        let reused = config.token.keys.reuse_issuers(&old.config.token.keys);
+        let new = Arc::new(Live::new(config));
+        self.start_issuers(&new, &reused);
         self.live.store(new);
     }
 
     /// Starts keeping the keys of `live`'s issuers fresh (until shutdown, or until a reload
-    /// drops them), after taking over what `old`'s knew.
-    fn start_issuers(&self, live: &Live, old: Option<&Live>) {
-        for issuer in live.config.token.keys.issuers() {
-            if let Some(old) = old.and_then(|o| {
-                o.config
-                    .token
-                    .keys
-                    .issuers()
-                    .iter()
-                    .find(|i| i.name() == issuer.name())
-            }) {
-                issuer.adopt(old);
-            }
-            if tokio::runtime::Handle::try_current().is_ok() {
+    /// drops them), but for those `reused` from the config before, whose refresher runs on.
+    fn start_issuers(&self, live: &Live, reused: &[bool]) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        for (i, issuer) in live.config.token.keys.issuers().iter().enumerate() {
+            if !reused.get(i).copied().unwrap_or(false) {
                 issuer.spawn_refresher(self.clock.clone(), self.shutdown.signal());
             }
         }

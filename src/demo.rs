@@ -281,7 +281,10 @@ fn random_secret() -> Result<String, DemoError> {
 
 /// The demo user's users file, in a private temporary folder for the life of the demo.
 fn write_users_file() -> Result<TempDir, DemoError> {
-    let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
+    // One folder per demo, even for several in one process (tests): each removes its own.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("authgate-demo-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(failed("temporary folder"))?;
     let dir = TempDir(dir);
     let hash = crate::tokens::keygen::hash_password(DEMO_PASSWORD)

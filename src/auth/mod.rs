@@ -54,7 +54,11 @@ pub(crate) async fn identify(
         AuthMode::Required => authenticate(app, live, headers).await.map(Some),
         AuthMode::Optional => match authenticate(app, live, headers).await {
             Ok(c) => Ok(Some(c)),
-            Err(e @ (GatewayError::BadRequest(_) | GatewayError::StoreUnavailable)) => Err(e),
+            Err(
+                e @ (GatewayError::BadRequest(_)
+                | GatewayError::StoreUnavailable
+                | GatewayError::IssuerUnavailable),
+            ) => Err(e),
             Err(_) => Ok(None),
         },
     }

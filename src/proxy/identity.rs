@@ -127,7 +127,7 @@ fn values(claims: &Claims) -> [Option<HeaderValue>; 6] {
     ]
 }
 
-/// A header value for one identity value: as it is when ASCII, else percent-encoded UTF-8
+/// A header value for one identity value: as it is when ASCII without `%`, else percent-encoded UTF-8
 /// (`%` itself encoded too, so the upstream decodes it back unambiguously). Verified tokens
 /// hold no control characters (see `tokens::identity_value_problem`), so nothing is left out
 /// for being invalid header text.
@@ -136,7 +136,9 @@ fn value(what: &str, v: Option<&str>) -> Option<HeaderValue> {
     const NON_ASCII: &AsciiSet = &CONTROLS.add(b'%');
     let v = v?;
     let encoded;
-    let v = if v.is_ascii() {
+    // `%` is always encoded: an upstream that decodes must never turn an ASCII value such as
+    // `ad%6Din` into another one (`admin`).
+    let v = if v.is_ascii() && !v.contains('%') {
         v
     } else {
         encoded = utf8_percent_encode(v, NON_ASCII).to_string();

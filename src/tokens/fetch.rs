@@ -150,10 +150,13 @@ impl Fetcher {
                         format!("names issuer {:?}, not {issuer:?}", doc.issuer),
                     ));
                 }
-                if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
+                if !jwks_uri_allowed(url, &doc.jwks_uri) {
                     return Err(FetchError::Malformed(
                         url.clone(),
-                        format!("jwks_uri {:?} is not an http(s) URL", doc.jwks_uri),
+                        format!(
+                            "jwks_uri {:?} is not an http(s) URL, or is http from an https discovery",
+                            doc.jwks_uri
+                        ),
                     ));
                 }
                 doc.jwks_uri
@@ -224,6 +227,14 @@ pub(crate) enum Source {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+}
+
+/// Whether discovery at `discovery` may send us to `jwks_uri` for the keys: http(s) only, and
+/// an https discovery never hands the keys over to plain http (anyone on the path could
+/// serve their own).
+fn jwks_uri_allowed(discovery: &str, jwks_uri: &str) -> bool {
+    jwks_uri.starts_with("https://")
+        || (jwks_uri.starts_with("http://") && discovery.starts_with("http://"))
 }
 
 /// `Cache-Control: max-age=N` of an answer.
@@ -485,6 +496,18 @@ mod tests {
             Err(JwksError::NoUsableKeys(why)) => assert!(why.contains("1024 bits"), "{why}"),
             _ => panic!("a 1024-bit key must not be usable"),
         }
+    }
+
+    #[test]
+    fn an_https_discovery_never_points_to_http_keys() {
+        let https = "https://idp/.well-known/openid-configuration";
+        let http = "http://idp/.well-known/openid-configuration";
+        assert!(jwks_uri_allowed(https, "https://idp/certs"));
+        assert!(!jwks_uri_allowed(https, "http://idp/certs"));
+        assert!(jwks_uri_allowed(http, "http://idp/certs"));
+        assert!(jwks_uri_allowed(http, "https://idp/certs"));
+        assert!(!jwks_uri_allowed(http, "file:///etc/passwd"));
+        assert!(!jwks_uri_allowed(https, "//idp/certs"));
     }
 
     #[test]

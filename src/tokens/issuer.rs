@@ -14,6 +14,9 @@
 //! generation, raised only when the keys really change: the verify cache stamps a foreign
 //! token with it, so a token verified by a key that a rotation removed is looked at again (and
 //! refused) after the next fetch instead of living on in the cache.
+//!
+//! A reload keeps an issuer whose entry did not change: the new ring holds the same `Issuer`
+//! (`KeyRing::reuse_issuers`), with its keys, its schedule and its running refresher.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,30 +174,25 @@ impl Issuer {
         self.keys.load().keys.len()
     }
 
-    /// Takes over what `old` (the same issuer, configured the same, of the config a reload
-    /// replaces) has learnt: its keys and its schedule, so a reload neither refetches nor
-    /// forgets.
-    pub(crate) fn adopt(&self, old: &Issuer) {
-        if old.spec != self.spec || self.is_static() {
-            return;
-        }
-        let keys = old.keys.load_full();
-        self.generation.store(keys.generation, Ordering::Release);
-        self.has_keys.store(old.has_keys(), Ordering::Release);
-        self.keys.store(keys);
-        if let (Ok(mut mine), Ok(theirs)) = (self.schedule.try_lock(), old.schedule.try_lock()) {
-            mine.next_due = theirs.next_due;
-            mine.last_on_demand = theirs.last_on_demand;
-        }
-    }
-
     /// An on-demand fetch for a token whose key is missing: at most one per [`RETRY_AFTER`],
     /// single-flight. Returns once this issuer's keys are as fresh as they will get for now.
-    pub(crate) async fn refetch(&self, clock: &Clock) {
+    ///
+    /// The fetch runs in a task of its own, so a request that is cancelled while it waits
+    /// (a client gone, a stream reset) neither spends the 30 s slot on nothing nor leaves the
+    /// requests waiting behind it without keys.
+    pub(crate) async fn refetch(self: &Arc<Self>, clock: &Clock) {
         if self.is_static() {
             return;
         }
         let seen = self.finished.load(Ordering::Acquire);
+        let me = Arc::clone(self);
+        let clock = clock.clone();
+        // A join error (the runtime shutting down) leaves the keys as they are.
+        let _ = tokio::spawn(async move { me.refetch_after(seen, &clock).await }).await;
+    }
+
+    /// [`Self::refetch`]'s work: `seen` is the count of finished fetches when it was asked.
+    async fn refetch_after(&self, seen: u64, clock: &Clock) {
         let mut schedule = self.schedule.lock().await;
         if self.finished.load(Ordering::Acquire) != seen {
             // A fetch (another request's, or the background one) finished while this waited.
@@ -387,4 +385,73 @@ fn validation(spec: &IssuerSpec, algs: Vec<Algorithm>) -> Validation {
     v.set_issuer(&[&spec.issuer]);
     v.set_audience(&spec.audiences);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn spec(jwks_url: String) -> IssuerSpec {
+        IssuerSpec {
+            issuer: "http://idp.test".into(),
+            source: KeySource::Fetched(Source::Jwks(jwks_url)),
+            audiences: vec!["legacy-app".into()],
+            algorithms: vec![Algorithm::ES256],
+            refresh: Duration::from_secs(600),
+            fetch_timeout: Duration::from_secs(5),
+            user_name: ClaimPath::Name("preferred_username".into()),
+            roles: ClaimPath::Name("roles".into()),
+            tenant: ClaimPath::Name("tenant".into()),
+            ca_pem: None,
+            leeway: Duration::from_secs(30),
+        }
+    }
+
+    /// A request cancelled while its fetch runs must not spend the 30 s slot on nothing: the
+    /// fetch finishes without it, and whoever waited behind it finds the keys.
+    #[tokio::test]
+    async fn a_cancelled_request_does_not_cancel_its_fetch() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = accepted_tx.send(());
+            // The fetch is under way; it is answered only once its caller is gone.
+            let _ = answer_rx.await;
+            let body = serde_json::json!({"keys": [{
+                "kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "alg": "ES256",
+                "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+            }]})
+            .to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
+        let issuer = Arc::new(Issuer::new(spec(url), None));
+        let clock = Clock::system();
+        let first = {
+            let (issuer, clock) = (issuer.clone(), clock.clone());
+            tokio::spawn(async move { issuer.refetch(&clock).await })
+        };
+        accepted_rx.await.unwrap();
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        answer_tx.send(()).unwrap();
+        // Waits for the lock the fetch holds, then sees that a fetch finished.
+        issuer.refetch(&clock).await;
+        assert!(
+            issuer.has_keys(),
+            "the fetch of the cancelled request finished"
+        );
+        assert_eq!(issuer.key_count(), 1);
+    }
 }

@@ -188,6 +188,23 @@ impl KeyRing {
         self
     }
 
+    /// Takes `old`'s issuer in place of each of this ring's that is configured exactly the
+    /// same (a reload): its keys, schedule and refresher carry on. Whether each was taken.
+    pub(crate) fn reuse_issuers(&mut self, old: &KeyRing) -> Vec<bool> {
+        self.issuers
+            .iter_mut()
+            .map(
+                |issuer| match old.issuers.iter().find(|o| o.spec == issuer.spec) {
+                    Some(o) => {
+                        *issuer = Arc::clone(o);
+                        true
+                    }
+                    None => false,
+                },
+            )
+            .collect()
+    }
+
     /// The `[[token.issuers]]`, in config order.
     pub(crate) fn issuers(&self) -> &[Arc<Issuer>] {
         &self.issuers

@@ -838,6 +838,10 @@ async fn an_idp_down_at_start_gives_503_until_it_is_back() {
     r.assert_error(503, "issuer_unavailable");
     let retry = r.header("retry-after").expect("Retry-After");
     assert!(retry.parse::<u64>().is_ok_and(|s| s > 0), "{retry}");
+    // An optional route does not quietly take the user for anonymous during the outage.
+    gw.get_auth("/optional/x", &token)
+        .await
+        .assert_error(503, "issuer_unavailable");
     assert_eq!(gw.hits(), 1, "only the public request reached the upstream");
     // Own tokens are unaffected; readiness is not the IdP's.
     passes(&gw, "/api/x", &gw.mint(&alice())).await;
