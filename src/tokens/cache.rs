@@ -78,8 +78,22 @@ fn cache_weight(token: &str, claims: &Claims) -> u32 {
     // The identity header values the pipeline derives on first use (`Derived`): six slots
     // and a copy of each value, each in its own shared buffer.
     let derived = 6 * 40 + 6 * 48 + identity;
-    let total =
-        2 * token.len() + 256 + claims.iss.len() + aud + claims.jti.len() + identity + derived;
+    // A kept payload (foreign tokens, or claim rules): a `serde_json::Value` tree of the
+    // payload's claims, several times the JSON text (about 3/4 of the token) in allocations;
+    // its `[identity.claims]` values and an own token's JSON form are of the same order.
+    let payload = if claims.payload.is_some() {
+        4 * token.len()
+    } else {
+        0
+    };
+    let total = 2 * token.len()
+        + 256
+        + claims.iss.len()
+        + aud
+        + claims.jti.len()
+        + identity
+        + derived
+        + payload;
     u32::try_from(total).unwrap_or(u32::MAX)
 }
 
@@ -159,6 +173,12 @@ mod tests {
         assert_eq!(with - without, 2 * 10);
         // The derived slots are counted even before the pipeline fills them.
         assert!(without >= 6 * 40 + 6 * 48);
+        // A kept payload (a foreign token's claims) weighs with the token's size.
+        let token = "h".repeat(1000);
+        let mut kept = claims(None);
+        kept.payload = Some(Arc::new(json!({"groups": ["a", "b"]})));
+        let plain = cache_weight(&token, &claims(None));
+        assert_eq!(cache_weight(&token, &kept) - plain, 4 * 1000);
     }
     #[test]
     fn verify_cache_shares_claims_and_still_checks_time() {
