@@ -119,7 +119,7 @@ impl GatewayError {
             BadRequest(m) => m,
             MissingToken => "an access token is required",
             InvalidToken => "the access token is invalid",
-            TokenExpired => "the access token has expired; call the refresh endpoint",
+            TokenExpired => "the access token has expired; call the refresh endpoint (a token of an identity provider: get a new one there)",
             SessionRevoked => "the session has ended",
             SessionReplaced => "the session was ended by a newer login on the same platform",
             InvalidCredentials => "invalid username or password",

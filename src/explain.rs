@@ -166,6 +166,13 @@ fn auth(out: &mut String, cfg: &Config, route: &Route) -> Written<Verdict> {
                     .map(|c| format!(" or cookie {c:?}"))
                     .unwrap_or_default()
             )?;
+            let issuers: Vec<&str> = cfg.token.keys.issuers().iter().map(|i| i.name()).collect();
+            if !issuers.is_empty() {
+                writeln!(
+                    out,
+                    "            or a token of {issuers:?} (never session-checked or refreshed; 503 issuer_unavailable until its keys arrive)"
+                )?;
+            }
             writeln!(out, "refused:    without a token 401 missing_token; bad token 401 invalid_token; expired 401 token_expired")?;
             Ok(Verdict::Refused)
         }

@@ -1703,6 +1703,12 @@ async fn explain_shows_required_scopes_and_claims() {
             .any(|l| l.contains("/org/id") && l.contains("acme")),
         "{out}"
     );
+    // A required route names the issuers whose tokens it also takes.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("idp.example.com") && l.contains("never session-checked")),
+        "{out}"
+    );
     // Another route's requirements are not shown.
     let (_, out) = run_authgate(&["explain", "GET", "/public/x"], &path).await;
     assert!(

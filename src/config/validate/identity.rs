@@ -130,6 +130,15 @@ fn is_reserved_header(lower: &str) -> bool {
             | "origin"
             | "cache-control"
             | "www-authenticate"
+            | "x-request-id"
+            | "x-real-ip"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "traceparent"
+            | "tracestate"
     ) || lower.starts_with("proxy-")
         || lower.starts_with("x-forwarded-")
         || lower.starts_with("access-control-")

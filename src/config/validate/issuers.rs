@@ -399,6 +399,9 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("[identity.claims]\n\"X-User-Id\" = \"email\"", "identity.claims.\"X-User-Id\"", "also identity.user_id"),
             ("[identity.claims]\n\"Host\" = \"email\"", "identity.claims.\"Host\"", "HTTP or the gateway"),
+            ("[identity.claims]\n\"X-Request-Id\" = \"jti\"", "identity.claims.\"X-Request-Id\"", "HTTP or the gateway"),
+            ("[identity.claims]\n\"traceparent\" = \"tp\"", "identity.claims.\"traceparent\"", "HTTP or the gateway"),
+            ("[identity.claims]\n\"X_Real_IP\" = \"ip\"", "identity.claims.\"X_Real_IP\"", "HTTP or the gateway"),
             ("[identity.claims]\n\"bad header\" = \"email\"", "identity.claims.\"bad header\"", "not a valid header name"),
             ("[identity.claims]\n\"X-Email\" = \"/a/~\"", "identity.claims.\"X-Email\"", "JSON pointer"),
             ("[identity.claims]\n\"X-Email\" = \"email\"\n\"x_email\" = \"mail\"", "identity.claims.\"x_email\"", "given twice"),
