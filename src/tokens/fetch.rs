@@ -299,6 +299,9 @@ pub(crate) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<Fetche
     let mut keys = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut beyond_limit = Vec::new();
+    // Kids that name two keys: neither can be chosen safely, so both are left out (the rest
+    // of the document still counts).
+    let mut ambiguous = std::collections::BTreeSet::new();
     for (i, value) in doc.keys.into_iter().enumerate() {
         let Ok(jwk) = RawJwk::deserialize(&value) else {
             skipped.push(format!("keys[{i}]: not a JWK"));
@@ -311,10 +314,12 @@ pub(crate) fn parse_jwks(body: &[u8], algorithms: &[Algorithm]) -> Result<Fetche
                 skipped.push(format!("kid {kid:?}: beyond {MAX_KEYS} keys"));
                 beyond_limit.push(kid);
             }
+            Ok(_) if ambiguous.contains(&kid) => {}
             Ok(key) => {
                 if keys.insert(kid.clone(), key).is_some() {
-                    // Two keys under one kid: neither can be chosen safely.
-                    return Err(JwksError::Malformed(format!("kid {kid:?} appears twice")));
+                    keys.remove(&kid);
+                    skipped.push(format!("kid {kid:?}: names two keys; both left out"));
+                    ambiguous.insert(kid);
                 }
             }
             Err(why) => skipped.push(format!("kid {kid:?}: {why}")),
@@ -484,7 +489,15 @@ mod tests {
             Some(JwksError::NoUsableKeys(_))
         ));
         let twice = json!({"keys": [es256_jwk("a"), es256_jwk("a")]}).to_string();
-        assert!(matches!(bad(&twice), Some(JwksError::Malformed(_))));
+        assert!(
+            matches!(bad(&twice), Some(JwksError::NoUsableKeys(w)) if w.contains("names two keys"))
+        );
+        // One ambiguous kid leaves the others usable.
+        let doc = json!({"keys": [es256_jwk("a"), es256_jwk("b"), es256_jwk("a"), es256_jwk("a")]});
+        let got = parse_jwks(doc.to_string().as_bytes(), &[Algorithm::ES256])
+            .ok()
+            .unwrap();
+        assert_eq!(got.keys.keys().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]
