@@ -17,7 +17,8 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
-/// The routes of these tests: scopes and claims required on some, everything else required.
+/// The routes of these tests: scopes and claims required on some, one optional, everything
+/// else required.
 const ROUTES: &str = r#"
 [[routes]]
 path = "/public"
@@ -47,6 +48,11 @@ path = "/verified"
 upstream = "up"
 auth = "required"
 require_claims = { email_verified = true, "/org/id" = "acme" }
+
+[[routes]]
+path = "/optional"
+upstream = "up"
+auth = "optional"
 
 [[routes]]
 path = "/alice-only"
