@@ -33,6 +33,7 @@ pub(crate) struct GatewayFile {
     pub login: LoginFile,
     pub identity: IdentityFile,
     pub cors: CorsFile,
+    pub browser: BrowserFile,
     pub upstreams: Vec<UpstreamFile>,
     pub routes: Vec<RouteFile>,
 }
@@ -409,6 +410,37 @@ impl Default for CorsFile {
                 .to_vec(),
             allow_credentials: false,
             max_age: "10m".into(),
+        }
+    }
+}
+
+/// `[browser]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BrowserFile {
+    pub enabled: bool,
+    pub access_cookie: String,
+    pub refresh_cookie: String,
+    pub insecure_cookies: bool,
+    pub csrf: String,
+    pub csrf_cookie: String,
+    pub login_page: String,
+    pub redirect_html: bool,
+    pub allowed_return_hosts: Vec<String>,
+}
+
+impl Default for BrowserFile {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            access_cookie: "authgate_access".into(),
+            refresh_cookie: "authgate_refresh".into(),
+            insecure_cookies: false,
+            csrf: "origin".into(),
+            csrf_cookie: "authgate_csrf".into(),
+            login_page: "builtin".into(),
+            redirect_html: true,
+            allowed_return_hosts: Vec::new(),
         }
     }
 }

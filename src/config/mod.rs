@@ -63,6 +63,8 @@ pub struct Config {
     pub login: Login,
     pub identity: Identity,
     pub(crate) cors: Cors,
+    /// `[browser]`; `None` unless `enabled = true`.
+    pub(crate) browser: Option<Browser>,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
 }
@@ -223,6 +225,37 @@ pub(crate) struct Cors {
     pub allowed_headers: HeaderValue,
     pub allow_credentials: bool,
     pub max_age: Duration,
+}
+
+/// `[browser]`: cookie sessions for browser apps.
+pub(crate) struct Browser {
+    pub access_cookie: String,
+    pub refresh_cookie: String,
+    pub csrf_cookie: String,
+    /// `Secure` on every cookie set (false only with `insecure_cookies = true`).
+    pub secure: bool,
+    pub csrf: CsrfMode,
+    pub login_page: LoginPage,
+    pub redirect_html: bool,
+    /// Lowercase host names (with `:port` when one was given).
+    pub allowed_return_hosts: Vec<String>,
+    /// The path the refresh cookie is scoped to: `<prefix>/refresh`.
+    pub refresh_path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CsrfMode {
+    Off,
+    Origin,
+    DoubleSubmit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LoginPage {
+    /// `GET <prefix>/login` serves the gateway's own form.
+    Builtin,
+    /// The app's own page: a path (`/login`) or an absolute URL.
+    At(String),
 }
 
 pub struct Upstream {

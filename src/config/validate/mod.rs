@@ -6,6 +6,7 @@
 //! three. This file holds the checks several sections share (durations, counts, addresses,
 //! header names, canonical paths).
 
+mod browser;
 mod cors;
 mod identity;
 mod issuers;
@@ -98,9 +99,14 @@ impl Cx<'_> {
         }
         let identity = self.identity(&f.identity, &f.token.refresh_header);
         let cors = self.cors(&f.cors);
+        let browser = self.browser(&f.browser, &f.login, &f.token);
         let upstreams = self.upstreams(&f.upstreams);
         let routes = self.routes(&f.routes, &f.upstreams, f.server.route_case_sensitive);
         let mut token = token?;
+        if let Some(b) = &browser {
+            // The access cookie is where a browser's token rides: read it like token.cookie.
+            token.cookie = Some(b.access_cookie.clone());
+        }
         let reads_claims = !identity.claims.is_empty()
             || routes
                 .routes()
@@ -116,6 +122,7 @@ impl Cx<'_> {
             login,
             identity,
             cors,
+            browser,
             upstreams,
             routes,
         })
