@@ -30,6 +30,8 @@ pub(crate) enum GatewayError {
     InvalidRefreshToken,
     TokenTheftDetected,
     Forbidden,
+    /// A cookie-authenticated unsafe request (or a login/logout form) from another site.
+    CsrfFailed,
     NoRoute,
     NotFound,
     MethodNotAllowed,
@@ -66,7 +68,7 @@ impl GatewayError {
             | InvalidCredentials | InvalidRefreshToken | TokenTheftDetected | AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
             }
-            Forbidden => StatusCode::FORBIDDEN,
+            Forbidden | CsrfFailed => StatusCode::FORBIDDEN,
             NoRoute | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,6 +97,7 @@ impl GatewayError {
             TokenTheftDetected => "token_theft_detected",
             AdminUnauthorized => "invalid_token",
             Forbidden => "forbidden",
+            CsrfFailed => "csrf_failed",
             NoRoute => "no_route",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
@@ -127,6 +130,7 @@ impl GatewayError {
             TokenTheftDetected => "a spent refresh token was reused; the session has been ended",
             AdminUnauthorized => "the admin token is missing or wrong",
             Forbidden => "access to this route is not allowed",
+            CsrfFailed => "the request does not come from this site (CSRF check)",
             NoRoute => "no route matches this path",
             NotFound => "not found",
             MethodNotAllowed => "method not allowed on this route",
@@ -160,6 +164,7 @@ impl GatewayError {
             InvalidCredentials | InvalidRefreshToken | TokenTheftDetected => None,
             BadRequest(_)
             | Forbidden
+            | CsrfFailed
             | NoRoute
             | NotFound
             | MethodNotAllowed

@@ -8,6 +8,7 @@
 //! [`refresh::hand_back`] is the one silent refresh: decide, mint (once per session for all
 //! concurrent requests), put the token in the answer, count it.
 
+pub(crate) mod browser;
 pub(crate) mod refresh;
 pub(crate) mod require;
 pub(crate) mod session;

@@ -5,12 +5,21 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use super::browser;
 use crate::app::{App, Live};
 use crate::tokens::Claims;
 
 /// Puts a fresh access token in `refresh_header` of the answer `h` (never cached, readable by
-/// a browser app) when `claims` are of an own token near its expiry, and counts it.
-pub(crate) fn hand_back(app: &App, live: &Live, claims: &Claims, h: &mut HeaderMap) {
+/// a browser app) when `claims` are of an own token near its expiry, and counts it. A token
+/// that came in the `[browser]` access cookie (`via_cookie`) gets its successor in a
+/// `Set-Cookie` for that cookie instead: the token stays out of reach of scripts.
+pub(crate) fn hand_back(
+    app: &App,
+    live: &Live,
+    claims: &Claims,
+    h: &mut HeaderMap,
+    via_cookie: bool,
+) {
     if claims.is_foreign() {
         // Never minted here, so never refreshed here: the client goes back to its provider.
         return;
@@ -28,14 +37,19 @@ pub(crate) fn hand_back(app: &App, live: &Live, claims: &Claims, h: &mut HeaderM
     if live.login.has_user_id(&claims.sub) == Some(false) {
         return;
     }
-    let Ok(v) = HeaderValue::from_str(&fresh) else {
-        return;
-    };
-    h.insert(t.refresh_header.clone(), v);
+    match live.config.browser.as_ref().filter(|_| via_cookie) {
+        Some(b) => browser::set_access_cookie(h, b, &fresh, live.lifetimes.refresh_ttl),
+        None => {
+            let Ok(v) = HeaderValue::from_str(&fresh) else {
+                return;
+            };
+            h.insert(t.refresh_header.clone(), v);
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                live.expose_refresh.clone(),
+            );
+        }
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        live.expose_refresh.clone(),
-    );
     metrics::counter!("authgate_silent_refreshes_total").increment(1);
 }

@@ -58,7 +58,10 @@ fn bearer(v: &HeaderValue) -> Result<Option<&str>, GatewayError> {
 }
 
 /// The value of cookie `name` across every `Cookie` header; two different values are a 400.
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
+pub(crate) fn cookie_value<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a str>, GatewayError> {
     let mut found: Option<&str> = None;
     for v in headers.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };

@@ -24,6 +24,9 @@ pub(crate) struct RequestCtx<'a, 'l> {
     /// [`super::authenticate`]: who the request is; `None` on a public route and for an
     /// anonymous request on an optional one.
     pub identity: Option<Arc<Claims>>,
+    /// [`super::csrf`]: the token came in the `[browser]` access cookie, so a silent refresh
+    /// goes back in a `Set-Cookie`.
+    pub via_cookie: bool,
     /// [`super::forward::prepare`]: the client half of a WebSocket upgrade.
     pub upgrade: Option<ClientUpgrade>,
     /// [`super::forward::prepare`]: set once the request body passed `max_body_bytes`.
@@ -38,6 +41,7 @@ impl<'a, 'l> RequestCtx<'a, 'l> {
             conn,
             websocket: false,
             identity: None,
+            via_cookie: false,
             upgrade: None,
             too_large: Arc::default(),
         }

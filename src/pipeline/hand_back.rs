@@ -31,7 +31,7 @@ pub(super) fn answer(
     let h = resp.headers_mut();
     h.remove(&cx.cfg().token.refresh_header);
     if let Some(c) = &cx.identity {
-        auth::refresh::hand_back(cx.app, cx.live, c, h);
+        auth::refresh::hand_back(cx.app, cx.live, c, h, cx.via_cookie);
     }
     // A tunnel registered itself; a body is cut if its session ends.
     Ok(

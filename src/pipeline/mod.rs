@@ -9,6 +9,8 @@
 //! 5. [`strip`]: identity headers on every route, then hop-by-hop.
 //! 6. [`authenticate`]: what the route's `auth` mode asks (token, session).
 //! 7. [`require`]: the route's `require_roles` / `require_tenants`.
+//! 7a. [`csrf`]: with `[browser]` on, the CSRF check of an unsafe request the access cookie
+//!     authenticated.
 //! 8. [`inject`]: X-Forwarded-*, `Host`, the verified identity; the token removed.
 //! 9. [`forward`]: the request to the route's upstream, its body within `max_body_bytes`.
 //! 10. [`hand_back`]: the answer: a WebSocket tunnel or the response, hop-by-hop out, a fresh
@@ -21,6 +23,7 @@ mod admit;
 mod authenticate;
 mod canonicalise;
 pub(crate) mod cors;
+mod csrf;
 mod ctx;
 mod forward;
 mod hand_back;
@@ -71,8 +74,12 @@ pub(crate) fn handle<'a, 'l>(
             let route = route::find(&cx, &canonical, &parts.method)?;
             *counted = Counted::route(route);
             strip::headers(&mut cx, &mut parts.headers);
-            cx.identity = authenticate::identity(&cx, route, &parts.headers).await?;
+            cx.identity = match authenticate::identity(&cx, route, &parts.headers).await {
+                Ok(identity) => identity,
+                Err(e) => return authenticate::renew_or(&cx, &parts, e),
+            };
             require::requirements(&cx, route)?;
+            csrf::check(&mut cx, &parts)?;
             inject::headers(&cx, &mut parts.headers, &parts.uri)?;
             let (upstream, uri) = forward::target(&cx, route, &canonical, &parts.uri);
             parts.uri = uri;

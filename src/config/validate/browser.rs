@@ -133,7 +133,7 @@ fn is_page(p: &str) -> bool {
 /// `host` or `host:port`: letters, digits, `-` and `.` (or an IPv6 literal in brackets).
 fn is_host(h: &str) -> bool {
     let (host, port) = match h.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') && host.contains(':') => (h, None),
+        Some((host, _)) if !host.ends_with(']') && host.contains(':') => (h, None),
         Some((host, port)) => (host, Some(port)),
         None => (h, None),
     };

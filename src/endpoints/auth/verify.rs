@@ -57,10 +57,17 @@ pub(super) async fn verify(
     let canonical = crate::routing::canonicalize(raw, cfg.server.path_rules)?;
     let route = cfg.routes.find(&canonical, &method).found()?;
     let claims = auth::authorize(app, live, route, headers).await?;
+    // As on the proxy path: a cookie-authenticated unsafe request passes the CSRF check,
+    // judged by the headers the proxy passed on (its X-Forwarded-Host/-Proto are trusted).
+    let via_cookie = claims.is_some() && auth::browser::via_cookie(live, headers);
+    if via_cookie && !auth::browser::is_safe(&method) {
+        let own = auth::browser::own_origin(headers, conn.tls, true);
+        auth::browser::csrf_check(live, headers, own.as_deref(), None)?;
+    }
     let mut resp = Response::new(empty());
     if let Some(c) = &claims {
         identity::inject(resp.headers_mut(), &cfg.identity, c);
-        auth::refresh::hand_back(app, live, c, resp.headers_mut());
+        auth::refresh::hand_back(app, live, c, resp.headers_mut(), via_cookie);
     }
     Ok(resp)
 }
