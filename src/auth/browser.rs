@@ -21,10 +21,15 @@ use crate::error::GatewayError;
 /// `X-CSRF-Token`: the double-submit header.
 pub(crate) const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
 
-/// How the request's access token came: the cookie only when `[browser]` is on and no
-/// `Authorization` header was sent (a header and a cookie that disagree are a 400 earlier).
+/// How the request's access token comes: in the access cookie when `[browser]` is on, the
+/// cookie is there and no `Authorization` header was sent (a header and a cookie that
+/// disagree are a 400 earlier).
 pub(crate) fn via_cookie(live: &Live, headers: &HeaderMap) -> bool {
-    live.config.browser.is_some() && !headers.contains_key(header::AUTHORIZATION)
+    live.config.browser.as_ref().is_some_and(|b| {
+        !headers.contains_key(header::AUTHORIZATION)
+            && crate::auth::token::cookie_value(headers, &b.access_cookie)
+                .is_ok_and(|v| v.is_some())
+    })
 }
 
 /// GET or HEAD whose `Accept` lists `text/html`: a browser navigation, which is sent to
@@ -88,6 +93,22 @@ pub(crate) fn csrf_check(
         }
     }
     Ok(())
+}
+
+/// The origin half of [`csrf_check`] alone, for the login form (there is no CSRF cookie
+/// before a login).
+pub(crate) fn origin_check(
+    live: &Live,
+    headers: &HeaderMap,
+    own_origin: Option<&str>,
+) -> Result<(), GatewayError> {
+    match &live.config.browser {
+        Some(b) if b.csrf != CsrfMode::Off && !same_origin(live, headers, own_origin) => {
+            tracing::info!(reason = "csrf_failed", "cross-site login form refused");
+            Err(GatewayError::CsrfFailed)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether the browser says the request comes from the gateway's own origin (or an allowed

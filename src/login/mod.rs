@@ -119,6 +119,11 @@ impl Authenticator {
         !matches!(self.backend, Backend::None)
     }
 
+    /// The legacy login gets a browser's form as it came; the users file reads JSON.
+    pub(crate) fn passes_forms_on(&self) -> bool {
+        matches!(self.backend, Backend::Upstream(_))
+    }
+
     /// Users file: does a user with this id still exist? `None` for the other backends, which
     /// cannot tell (the upstream login is only asked at login). A refresh and a reload use it
     /// so that a user removed from the file keeps no session.
@@ -267,6 +272,25 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicatesVisitor {
 }
 
 /// One `x-www-form-urlencoded` key or value: `+` is a space, then percent-decoding.
+/// The fields of an `application/x-www-form-urlencoded` body, decoded; a key twice is `Err`
+/// (as in [`username_of`]), a body that is not UTF-8 too.
+pub(crate) fn form_fields(body: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
+    let text = std::str::from_utf8(body).map_err(|_| "the form is not UTF-8")?;
+    let pairs: Vec<(String, String)> = text
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect();
+    let mut keys = std::collections::HashSet::new();
+    if !pairs.iter().all(|(k, _)| keys.insert(k.as_str())) {
+        return Err("the login body holds a key twice");
+    }
+    Ok(pairs)
+}
+
 fn form_decode(s: &str) -> String {
     let spaced = s.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)

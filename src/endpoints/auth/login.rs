@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -9,30 +10,135 @@ use hyper::body::Incoming;
 use super::{json, read_body};
 use crate::app::{App, Live};
 use crate::audit::{self, Event, Subject};
+use crate::auth::browser;
 use crate::body::{full, Body};
+use crate::config::Browser;
 use crate::error::GatewayError;
 use crate::login::lockout::{Lockout, Reservation};
 use crate::login::{self, LoginIdentity, LoginOutcome};
-use crate::session::{Millis, NewSession, Session};
+use crate::session::{Millis, NewSession, RefreshToken, Session};
 use crate::tokens::{AccessIdentity, Claims};
 
-/// A login: flood guard, platform, lock-out, the credential backend, then the session.
+/// A login: flood guard, platform, lock-out, the credential backend, then the session. With
+/// `[browser]` on, an `application/x-www-form-urlencoded` body is a form login
+/// ([`FormLogin`]): CSRF-checked, answered with the session's cookies and a 303.
 pub(super) async fn login(
     app: &App,
     live: &Live,
     req: Request<Incoming>,
     ip: IpAddr,
+    own_origin: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
     if !live.login.is_enabled() {
         return Err(GatewayError::NotFound);
     }
+    let Some(b) = live
+        .config
+        .browser
+        .as_ref()
+        .filter(|_| is_form(req.headers()))
+    else {
+        return attempt(app, live, req, ip, None).await;
+    };
+    // Login CSRF: another site must not log the browser into an account of its choosing.
+    browser::origin_check(live, req.headers(), own_origin)?;
+    let wants_json = wants_json(req.headers());
+    let mut form = FormLogin {
+        browser: b,
+        return_to: "/".into(),
+        wants_json,
+    };
+    match attempt(app, live, req, ip, Some(&mut form)).await {
+        Ok(resp) if resp.status().is_client_error() || resp.status().is_server_error() => {
+            // A legacy login's own refusal, relayed: told to the page as a failed login.
+            let code = match resp.status() {
+                StatusCode::TOO_MANY_REQUESTS => "account_locked",
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "invalid_credentials",
+                _ => "bad_request",
+            };
+            Ok(if wants_json {
+                resp
+            } else {
+                form.failed(live, code)
+            })
+        }
+        Ok(resp) => Ok(resp),
+        Err(e) if wants_json || e == GatewayError::CsrfFailed => Err(e),
+        Err(e) => Ok(form.failed(live, e.code())),
+    }
+}
+
+/// A login posted by a browser form.
+struct FormLogin<'b> {
+    browser: &'b Browser,
+    /// Where to go afterwards (the form's `return_to`, made safe).
+    return_to: String,
+    /// `Accept` asks for JSON: answers stay JSON (no tokens in them), no redirects.
+    wants_json: bool,
+}
+
+impl FormLogin<'_> {
+    /// 303 back to the login page, with the error to show and `return_to` kept.
+    fn failed(&self, live: &Live, code: &str) -> Response<Body> {
+        let url = browser::login_page_url(live, self.browser, &self.return_to, Some(code));
+        browser::redirect(StatusCode::SEE_OTHER, &url)
+    }
+}
+
+pub(super) fn is_form(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// `Accept` lists `application/json`.
+pub(super) fn wants_json(h: &HeaderMap) -> bool {
+    h.get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.to_ascii_lowercase().contains("application/json"))
+    })
+}
+
+/// A form's body as the users file reads it: a JSON object of the form's fields (all
+/// strings, `return_to` left out). The legacy login gets the form as it came.
+fn form_body(live: &Live, body: Bytes, form: &mut FormLogin<'_>) -> Result<Bytes, GatewayError> {
+    let fields = login::form_fields(&body).map_err(GatewayError::BadRequest)?;
+    let mut obj = serde_json::Map::new();
+    for (k, v) in fields {
+        if k == "return_to" {
+            form.return_to = browser::safe_return_to(&v, &form.browser.allowed_return_hosts);
+        } else {
+            obj.insert(k, serde_json::Value::String(v));
+        }
+    }
+    if live.login.passes_forms_on() {
+        return Ok(body);
+    }
+    Ok(Bytes::from(serde_json::Value::Object(obj).to_string()))
+}
+
+/// One attempt, from the body to the answer.
+async fn attempt(
+    app: &App,
+    live: &Live,
+    req: Request<Incoming>,
+    ip: IpAddr,
+    mut form: Option<&mut FormLogin<'_>>,
+) -> Result<Response<Body>, GatewayError> {
     if !app.flood.allow(ip) {
         metrics::counter!("authgate_logins_total", "result" => "flood").increment(1);
         return Err(GatewayError::RateLimited);
     }
     let headers = req.headers().clone();
     let platform = platform(live, &headers)?;
-    let body = read_body(live, req).await?;
+    let mut body = read_body(live, req).await?;
+    if let Some(f) = form.as_deref_mut() {
+        body = form_body(live, body, f)?;
+    }
     let username = login::username_of(&body, &live.config.login.username_pointer)
         .map_err(GatewayError::BadRequest)?;
     let t = app.clock.now_ms();
@@ -61,7 +167,9 @@ pub(super) async fn login(
         reservation,
     };
     let outcome = live.login.authenticate(body, &headers, ip).await;
-    attempt.settle(live, outcome, &platform, &headers).await
+    attempt
+        .settle(live, outcome, &platform, &headers, form.as_deref())
+        .await
 }
 
 /// One login attempt past the lock-out check, holding its reservation: every outcome either
@@ -84,6 +192,7 @@ impl Attempt<'_> {
         outcome: LoginOutcome,
         platform: &str,
         headers: &HeaderMap,
+        form: Option<&FormLogin<'_>>,
     ) -> Result<Response<Body>, GatewayError> {
         match outcome {
             LoginOutcome::Success(mut identity) => {
@@ -92,7 +201,11 @@ impl Attempt<'_> {
                     .record_success(store, self.user, self.ip)
                     .await?;
                 let set_cookies = std::mem::take(&mut identity.set_cookies);
-                let mut resp = issue(self.app, live, identity, platform, headers, self.ip).await?;
+                let issued = issue(self.app, live, identity, platform, headers, self.ip).await?;
+                let mut resp = match form {
+                    None => issued.token_pair(live)?,
+                    Some(f) => issued.cookies(live, f)?,
+                };
                 relay_cookies(resp.headers_mut(), set_cookies);
                 metrics::counter!("authgate_logins_total", "result" => "success").increment(1);
                 Ok(resp)
@@ -237,7 +350,63 @@ fn locked(wait: std::time::Duration, anon: Subject<'_>) -> GatewayError {
     GatewayError::AccountLocked { retry_after: wait }
 }
 
-/// Creates the session (ending the oldest beyond the platform limit) and answers the pair.
+/// A session just created, with its refresh token: answered as the token pair (JSON logins)
+/// or as the `[browser]` cookies (form logins).
+struct Issued {
+    session: Session,
+    refresh_token: RefreshToken,
+    upstream_body: Option<serde_json::Value>,
+    /// Unix seconds of the login.
+    t: u64,
+}
+
+impl Issued {
+    fn token_pair(self, live: &Live) -> Result<Response<Body>, GatewayError> {
+        let mut pair = token_pair(live, &self.session, self.refresh_token.as_str(), self.t)?;
+        if let Some(body) = self.upstream_body {
+            pair["upstream"] = body;
+        }
+        Ok(json(StatusCode::OK, &pair))
+    }
+
+    /// The three cookies, then 303 to `return_to`, or (`Accept: application/json`) the
+    /// pair without its tokens.
+    fn cookies(self, live: &Live, form: &FormLogin<'_>) -> Result<Response<Body>, GatewayError> {
+        let (access, claims) = access_for(live, &self.session, self.t)?;
+        let mut resp = if form.wants_json {
+            let mut v = serde_json::json!({
+                "session_id": self.session.id,
+                "platform": self.session.platform,
+                "user": { "id": self.session.user_id, "name": self.session.user_name },
+                "access_token_expires_at": claims.exp,
+                "refresh_token_expires_at": self.session.expires_at.as_secs(),
+            });
+            if let Some(body) = self.upstream_body {
+                v["upstream"] = body;
+            }
+            json(StatusCode::OK, &v)
+        } else {
+            browser::redirect(StatusCode::SEE_OTHER, &form.return_to)
+        };
+        let max_age = cookie_max_age(&self.session, self.t);
+        browser::set_session_cookies(
+            resp.headers_mut(),
+            form.browser,
+            &access,
+            self.refresh_token.as_str(),
+            max_age,
+        );
+        Ok(resp)
+    }
+}
+
+/// How long a session's cookies live: until the session's own expiry (its idle limit, or
+/// `max_lifetime` if sooner).
+pub(super) fn cookie_max_age(s: &Session, t: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(s.expires_at.as_secs().saturating_sub(t))
+}
+
+/// Creates the session (ending the oldest beyond the platform limit).
 async fn issue(
     app: &App,
     live: &Live,
@@ -245,7 +414,7 @@ async fn issue(
     platform: &str,
     headers: &HeaderMap,
     ip: IpAddr,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Issued, GatewayError> {
     let cfg = &live.config;
     // The store keeps milliseconds; the tokens' iat/exp are whole seconds.
     let t_ms = app.clock.now_ms();
@@ -283,15 +452,20 @@ async fn issue(
             ip: Some(ip),
         },
     );
-    let mut pair = token_pair(live, s, created.refresh_token.as_str(), t)?;
-    if let Some(body) = identity.upstream_body {
-        pair["upstream"] = body;
-    }
-    Ok(json(StatusCode::OK, &pair))
+    Ok(Issued {
+        session: created.session,
+        refresh_token: created.refresh_token,
+        upstream_body: identity.upstream_body,
+        t,
+    })
 }
 
 /// The access token for a session, minted now.
-fn access_for(live: &Live, s: &Session, t: u64) -> Result<(String, Claims), GatewayError> {
+pub(super) fn access_for(
+    live: &Live,
+    s: &Session,
+    t: u64,
+) -> Result<(String, Claims), GatewayError> {
     let id = AccessIdentity {
         sub: s.user_id.clone(),
         name: Some(s.user_name.clone()),

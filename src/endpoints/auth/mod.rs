@@ -12,6 +12,7 @@
 
 mod login;
 mod logout;
+mod page;
 mod refresh;
 mod sessions;
 mod verify;
@@ -27,7 +28,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::app::{App, Live};
-use crate::auth;
+use crate::auth::{self, browser};
 use crate::body::{empty, full, Body};
 use crate::error::GatewayError;
 use crate::login::MAX_BODY_BYTES;
@@ -58,17 +59,28 @@ pub(crate) async fn handle(
         &live.config.server.trusted_proxies,
     );
     let method = req.method().clone();
+    // The request's own origin, for the CSRF checks of `[browser]` forms and cookies.
+    let own = live
+        .config
+        .browser
+        .as_ref()
+        .and_then(|_| browser::own_origin(req.headers(), conn.tls, addr.peer_trusted));
+    let own = own.as_deref();
     match (method, rest.as_str()) {
-        (Method::POST, "/login") => login::login(app, live, req, addr.client).await,
-        (Method::POST, "/refresh") => refresh::refresh(app, live, req, addr.client).await,
-        (Method::POST, "/logout") => {
-            logout::logout(app, live, req.headers(), addr.client, false).await
+        (Method::POST, "/login") => login::login(app, live, req, addr.client, own).await,
+        (Method::GET | Method::HEAD, "/login") => login_page(live, req.uri().query()),
+        (Method::POST | Method::GET, "/refresh") => {
+            refresh::refresh(app, live, req, addr.client).await
         }
+        (Method::POST, "/logout") => logout::logout(app, live, req, addr.client, false, own).await,
         (Method::POST, "/logout-all") => {
-            logout::logout(app, live, req.headers(), addr.client, true).await
+            logout::logout(app, live, req, addr.client, true, own).await
         }
         (Method::GET, "/sessions") => sessions::list(app, live, req.headers()).await,
         (Method::DELETE, p) if p.starts_with("/sessions/") && p.len() > "/sessions/".len() => {
+            if browser::via_cookie(live, req.headers()) {
+                browser::csrf_check(live, req.headers(), own, None)?;
+            }
             sessions::delete(
                 app,
                 live,
@@ -87,6 +99,24 @@ pub(crate) async fn handle(
         (_, p) if p.starts_with("/sessions/") => Err(GatewayError::MethodNotAllowed),
         _ => Err(GatewayError::NotFound),
     }
+}
+
+/// `GET {prefix}/login`: the built-in page, with `[browser]` on and `login_page = "builtin"`;
+/// 404 otherwise (the app's own page is elsewhere).
+fn login_page(live: &Live, query: Option<&str>) -> Result<Response<Body>, GatewayError> {
+    let b = live
+        .config
+        .browser
+        .as_ref()
+        .filter(|b| b.login_page == crate::config::LoginPage::Builtin && live.login.is_enabled())
+        .ok_or(GatewayError::NotFound)?;
+    let (return_to, error) = page::query(b, query);
+    Ok(page::answer(page::render(
+        live,
+        &return_to,
+        error.as_deref(),
+        None,
+    )))
 }
 
 /// A JSON answer that must not be cached (it may carry tokens or session data).

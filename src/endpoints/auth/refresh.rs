@@ -2,24 +2,30 @@
 
 use std::net::IpAddr;
 
-use http::{Request, Response, StatusCode};
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::login::token_pair;
-use super::{json, read_body};
+use super::login::{access_for, cookie_max_age, token_pair};
+use super::{json, no_content, read_body};
 use crate::app::{App, Live};
 use crate::audit::{self, Event, Subject};
+use crate::auth::{self, browser};
 use crate::body::Body;
+use crate::config::Browser;
 use crate::error::{self, GatewayError};
-use crate::session::{EndReason, Millis, RefreshOutcome};
+use crate::session::{EndReason, Millis, RefreshOutcome, RefreshToken, Session};
 
 #[derive(Deserialize)]
 struct RefreshBody {
     refresh_token: String,
 }
 
-/// Rotates a refresh token: a new pair, or the theft answer for a reused one.
+/// Rotates a refresh token: a new pair, or the theft answer for a reused one. With
+/// `[browser]` on, a GET, or a POST without a body, rotates the refresh cookie instead
+/// ([`with_cookie`]).
 pub(super) async fn refresh(
     app: &App,
     live: &Live,
@@ -30,22 +36,125 @@ pub(super) async fn refresh(
         // Nothing could be minted: refuse before a rotation spends the refresh token.
         return Err(GatewayError::NotFound);
     }
+    if let Some(b) = &live.config.browser {
+        if req.method() == Method::GET || has_no_body(&req) {
+            return Ok(with_cookie(app, live, b, &req, ip).await);
+        }
+    } else if req.method() == Method::GET {
+        return Err(GatewayError::MethodNotAllowed);
+    }
     let body = read_body(live, req).await?;
     let RefreshBody { refresh_token } = serde_json::from_slice(&body).map_err(|_| {
         GatewayError::BadRequest("expected a JSON body {\"refresh_token\": \"...\"}")
     })?;
+    let (session, token, t) = rotate(app, live, &refresh_token, ip).await?;
+    Ok(json(
+        StatusCode::OK,
+        &token_pair(live, &session, token.as_str(), t)?,
+    ))
+}
+
+/// A POST that says it has no body: `Content-Length: 0`, or neither a length nor chunks.
+fn has_no_body(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    match h.get(header::CONTENT_LENGTH) {
+        Some(v) => v.as_bytes() == b"0",
+        None => !h.contains_key(header::TRANSFER_ENCODING) && req.body().is_end_stream(),
+    }
+}
+
+/// The browser's renewal: rotates the refresh cookie and sets the new cookies, then 303 to
+/// `return_to` (GET) or 204 (POST). Without a usable refresh cookie the cookies are expired
+/// and the answer is 303 to the login page with `return_to` (GET) or the 401 (POST). A store
+/// error stays a 503: nothing is ended, nothing is set.
+async fn with_cookie(
+    app: &App,
+    live: &Live,
+    b: &Browser,
+    req: &Request<Incoming>,
+    ip: IpAddr,
+) -> Response<Body> {
+    let get = req.method() == Method::GET;
+    let return_to = req
+        .uri()
+        .query()
+        .and_then(|q| url_query_value(q, "return_to"))
+        .map_or_else(
+            || "/".to_owned(),
+            |r| browser::safe_return_to(&r, &b.allowed_return_hosts),
+        );
+    let token = auth::token::cookie_value(req.headers(), &b.refresh_cookie)
+        .ok()
+        .flatten()
+        .map(str::to_owned);
+    let rotated = match token {
+        Some(token) => rotate(app, live, &token, ip).await,
+        None => Err(GatewayError::InvalidRefreshToken),
+    };
+    match rotated {
+        Ok((session, token, t)) => {
+            let access = match access_for(live, &session, t) {
+                Ok((access, _)) => access,
+                Err(e) => return e.into_response(),
+            };
+            let mut resp = if get {
+                browser::redirect(StatusCode::SEE_OTHER, &return_to)
+            } else {
+                no_content()
+            };
+            browser::set_session_cookies(
+                resp.headers_mut(),
+                b,
+                &access,
+                token.as_str(),
+                cookie_max_age(&session, t),
+            );
+            resp
+        }
+        Err(e @ (GatewayError::StoreUnavailable | GatewayError::Internal)) => e.into_response(),
+        Err(e) => {
+            let mut resp = if get {
+                let error = (e == GatewayError::TokenTheftDetected).then_some(e.code());
+                let url = browser::login_page_url(live, b, &return_to, error);
+                browser::redirect(StatusCode::SEE_OTHER, &url)
+            } else {
+                e.into_response()
+            };
+            browser::expire_cookies(resp.headers_mut(), b);
+            resp
+        }
+    }
+}
+
+/// One query parameter's value, decoded (`+` is a space); a parameter given twice counts as
+/// none.
+pub(super) fn url_query_value(query: &str, name: &str) -> Option<String> {
+    crate::login::form_fields(query.as_bytes())
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// The rotation itself: the session and its new refresh token, and the time in seconds.
+async fn rotate(
+    app: &App,
+    live: &Live,
+    refresh_token: &str,
+    ip: IpAddr,
+) -> Result<(Session, RefreshToken, u64), GatewayError> {
     let t_ms = app.clock.now_ms();
     let t = t_ms.as_secs();
     // A user removed from the users file gets no tokens, even if no reload saw the removal
     // (the gateway was down): checked before the store, so nothing rotates for them.
-    if let Some((user_id, sid)) = crate::session::session_of_refresh_token(&refresh_token) {
+    if let Some((user_id, sid)) = crate::session::session_of_refresh_token(refresh_token) {
         if live.login.has_user_id(&user_id) == Some(false) {
             return Err(end_removed_user_session(app, &user_id, &sid, ip, t_ms).await);
         }
     }
     match app
         .store
-        .refresh(&refresh_token, live.lifetimes, t_ms)
+        .refresh(refresh_token, live.lifetimes, t_ms)
         .await?
     {
         RefreshOutcome::Rotated { session, token } | RefreshOutcome::Grace { session, token } => {
@@ -58,10 +167,7 @@ pub(super) async fn refresh(
                     ip: Some(ip),
                 },
             );
-            Ok(json(
-                StatusCode::OK,
-                &token_pair(live, &session, token.as_str(), t)?,
-            ))
+            Ok((session, token, t))
         }
         RefreshOutcome::Theft { session } => {
             audit::record(
