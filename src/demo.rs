@@ -57,6 +57,9 @@ pub async fn spawn_echo(addr: SocketAddr) -> io::Result<SocketAddr> {
 }
 
 fn echo(req: Request<Incoming>) -> Response<Body> {
+    if crate::auth::browser::is_html_navigation(req.method(), req.headers()) {
+        return echo_page(&req);
+    }
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in req.headers() {
         headers
@@ -76,6 +79,48 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// What a browser sees of the echo upstream: the identity the gateway injected, and a
+/// logout button (a plain form: the gateway checks its origin).
+fn echo_page(req: &Request<Incoming>) -> Response<Body> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut rows = String::new();
+    for name in [
+        "x-user-id",
+        "x-user-name",
+        "x-tenant-id",
+        "x-user-roles",
+        "x-session-id",
+        "x-user-platform",
+    ] {
+        let value = req.headers().get(name).map_or("(not sent)".into(), |v| {
+            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        });
+        rows.push_str(&format!(
+            "<tr><th>{name}</th><td id=\"{name}\">{}</td></tr>\n",
+            esc(&value)
+        ));
+    }
+    let path = esc(req.uri().path());
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>authgate demo upstream</title></head>\n\
+         <body><h1>Hello from the upstream</h1>\n<p>You asked for <code>{path}</code>. \
+         The gateway told this app who you are:</p>\n<table>\n{rows}</table>\n\
+         <form method=\"post\" action=\"/auth/logout\"><button type=\"submit\">Log out</button></form>\n\
+         </body></html>\n"
+    );
+    let mut resp = Response::new(full(html));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
     );
     resp
 }
@@ -326,6 +371,10 @@ mode = "stateful"
 backend = "users_file"
 users_file = "users.toml"
 
+[browser]
+enabled = true
+insecure_cookies = true   # the demo is plain HTTP on loopback; never in production
+
 [[upstreams]]
 name = "echo"
 urls = ["http://{echo}"]
@@ -392,6 +441,14 @@ curl -si --path-as-is '{base}/public/../api/orders' | head -1
 #    idp-user-7, X-User-Name carol, no X-Session-Id), and nothing is ever refreshed.
 IDP=$(curl -s http://{tokens}/idp-token)
 curl -s {base}/api/orders -H "Authorization: Bearer $IDP"
+
+# 10. A browser: open {base}/ : the login page, then (as {DEMO_USER}) the upstream's page
+#     with your identity, kept by cookies the gateway sets. The same with curl's cookie jar:
+#     a form login, a request by cookie, and a cross-site post with the cookie (403 csrf_failed).
+curl -si -c /tmp/authgate-jar -X POST {base}/auth/login -H 'Origin: {base}' \
+     -d 'username={DEMO_USER}&password={DEMO_PASSWORD}&return_to=/api/orders' | grep -i '^location'
+curl -s -b /tmp/authgate-jar {base}/api/orders
+curl -si -b /tmp/authgate-jar -X POST {base}/api/orders -H 'Origin: https://evil.example' | head -1
 
 Ctrl-C stops the demo.
 "#

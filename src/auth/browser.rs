@@ -140,12 +140,7 @@ fn same_origin(live: &Live, headers: &HeaderMap, own_origin: Option<&str>) -> bo
         return false;
     }
     own_origin.is_some_and(|own| own.eq_ignore_ascii_case(&origin))
-        || live
-            .config
-            .cors
-            .allowed_origins
-            .iter()
-            .any(|o| *o == origin)
+        || live.config.cors.allowed_origins.contains(&origin)
 }
 
 /// `scheme://host[:port]` of an absolute http(s) URL.

@@ -8,9 +8,8 @@
 //! 4. [`route`]: the first matching route.
 //! 5. [`strip`]: identity headers on every route, then hop-by-hop.
 //! 6. [`authenticate`]: what the route's `auth` mode asks (token, session).
-//! 7. [`require`]: the route's `require_roles` / `require_tenants`.
-//! 7a. [`csrf`]: with `[browser]` on, the CSRF check of an unsafe request the access cookie
-//!     authenticated.
+//! 7. [`require`]: the route's `require_roles` / `require_tenants`; then [`csrf`]: with
+//!    `[browser]` on, the CSRF check of an unsafe request the access cookie authenticated.
 //! 8. [`inject`]: X-Forwarded-*, `Host`, the verified identity; the token removed.
 //! 9. [`forward`]: the request to the route's upstream, its body within `max_body_bytes`.
 //! 10. [`hand_back`]: the answer: a WebSocket tunnel or the response, hop-by-hop out, a fresh

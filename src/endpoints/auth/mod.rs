@@ -102,14 +102,14 @@ pub(crate) async fn handle(
 }
 
 /// `GET {prefix}/login`: the built-in page, with `[browser]` on and `login_page = "builtin"`;
-/// 404 otherwise (the app's own page is elsewhere).
+/// otherwise only POST is served there (405).
 fn login_page(live: &Live, query: Option<&str>) -> Result<Response<Body>, GatewayError> {
     let b = live
         .config
         .browser
         .as_ref()
         .filter(|b| b.login_page == crate::config::LoginPage::Builtin && live.login.is_enabled())
-        .ok_or(GatewayError::NotFound)?;
+        .ok_or(GatewayError::MethodNotAllowed)?;
     let (return_to, error) = page::query(b, query);
     Ok(page::answer(page::render(
         live,
