@@ -277,6 +277,16 @@ pub(crate) const DEMO_PASSWORD: &str = "wonderland-demo-42";
 /// Starts the echo upstream, the demo token service (with its identity provider) and a gateway
 /// in front of the upstream.
 pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoError> {
+    start_with(listen, admin, None).await
+}
+
+/// [`start`], with access tokens of `access_ttl_secs` (a silent-refresh window of half of
+/// it and no leeway) instead of 2 h: `authgate demo --access-ttl-secs`.
+pub async fn start_with(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    access_ttl_secs: Option<u64>,
+) -> Result<Demo, DemoError> {
     let echo = spawn_echo(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(failed("echo upstream"))?;
@@ -287,7 +297,20 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, DemoEr
         .local_addr()
         .map_err(failed("demo token service"))?;
     let idp = DemoIdp::new(tokens)?;
-    let app = demo_app(&config_text(listen, admin, echo, idp.issuer()), &dir)?;
+    let mut text = config_text(listen, admin, echo, idp.issuer());
+    if let Some(ttl) = access_ttl_secs {
+        let window = (ttl / 2).max(1);
+        text = text
+            .replace(
+                "access_ttl = \"2h\"",
+                &format!("access_ttl = \"{ttl}s\"\nleeway = \"0s\""),
+            )
+            .replace(
+                "silent_refresh_window = \"30m\"",
+                &format!("silent_refresh_window = \"{window}s\""),
+            );
+    }
+    let app = demo_app(&text, &dir)?;
     // Near-expiry tokens come from a demo-only service, minted when the walk-through's step
     // runs: one minted at start-up would be past its expiry (and leeway) 90 s later.
     serve_token_service(app.clone(), listener, idp);

@@ -62,6 +62,10 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9091")]
         admin_listen: SocketAddr,
+        /// Access tokens live this many seconds (default 2 h), with a silent-refresh window
+        /// of half of it and no leeway: to watch a browser's cookies being renewed.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+        access_ttl_secs: Option<u64>,
     },
     /// Read one password from stdin and print an Argon2id PHC string for the users file.
     HashPassword,
@@ -125,7 +129,8 @@ fn main() -> ExitCode {
         Cmd::Demo {
             listen,
             admin_listen,
-        } => demo(listen, admin_listen).map(|()| Outcome::Done),
+            access_ttl_secs,
+        } => demo(listen, admin_listen, access_ttl_secs).map(|()| Outcome::Done),
         Cmd::HashPassword => hash_password().map(|()| Outcome::Done),
         Cmd::Keygen { alg, out } => authgate::tokens::keygen::keygen(&alg, &out)
             .map(|()| {
@@ -234,10 +239,10 @@ fn check(path: &Path, probe: bool) -> anyhow::Result<Outcome> {
     Ok(if ok { Outcome::Done } else { Outcome::Refused })
 }
 
-fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+fn demo(listen: SocketAddr, admin: SocketAddr, access_ttl_secs: Option<u64>) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let stop = authgate::server::StopSignals::register();
-        let demo = authgate::demo::start(listen, admin).await?;
+        let demo = authgate::demo::start_with(listen, admin, access_ttl_secs).await?;
         println!("{}", demo.walkthrough);
         demo.handle.run_until(stop).await;
         drop(demo.dir);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod browser_e2e;
 mod cli;
 mod cors;
 mod demo;

@@ -25,3 +25,4 @@ pub use jwt::*;
 pub use upstream::*;
 pub use users::*;
 pub use wait::*;
+pub use redis::installed_or_skip;
