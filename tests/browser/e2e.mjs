@@ -6,7 +6,8 @@
 //   protected page -> login page -> log in -> the page with the identity -> inside the
 //   silent-refresh window: still in, cookie renewed in place -> past the token's whole life:
 //   still in, renewed through <prefix>/refresh -> a form post from another origin of the
-//   same site: 403 csrf_failed, never forwarded -> log out -> back at the login page.
+//   same site: 403 csrf_failed, never forwarded; from another site: no cookie goes with it
+//   (SameSite=Lax), 401 -> log out -> back at the login page.
 // Exits 0 when every step held; prints each step.
 
 import { spawn } from 'node:child_process';
@@ -61,7 +62,7 @@ function startOtherOrigin(target) {
 <button id="go" type="submit">Win a prize</button></form></body></html>`);
   });
   return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${server.address().port}/` }));
+    server.listen(0, () => resolve({ server, url: `http://127.0.0.1:${server.address().port}/` }));
   });
 }
 
@@ -148,6 +149,14 @@ async function main() {
     ]);
     check(posted.status() === 403, `a cross-origin form post is refused (${posted.status()})`);
     check((await posted.json()).error === 'csrf_failed', 'with csrf_failed');
+    // The same form on another site (localhost is not 127.0.0.1's site): SameSite=Lax keeps
+    // the cookies home, so the post arrives without a token.
+    await attacker.goto(other.url.replace('127.0.0.1', 'localhost'));
+    const [crossSite] = await Promise.all([
+      attacker.waitForNavigation(),
+      attacker.click('#go'),
+    ]);
+    check(crossSite.status() === 401, `a cross-site form post carries no cookie (${crossSite.status()})`);
     await attacker.close();
 
     // 7. Log out with the upstream page's button: the login page, and the protected page
