@@ -287,6 +287,65 @@ else
     fi
 fi
 
+# ---- browser sessions (issue 11) -----------------------------------------------------------------
+# [demo] the demo turns [browser] on (insecure cookies: plain HTTP on loopback): a form login
+# sets the cookies, the cookie authenticates, a cross-site post with it is refused, a
+# navigation without it is sent to renew, and a form logout expires the cookies.
+JAR="$WORK/cookies"
+req GET "$GW$PROTECTED_PATH?x=1" -H 'Accept: text/html'
+if [ "$CODE" = 302 ] && [[ "$(header Location)" == /auth/refresh\?return_to=* ]]; then
+    pass "[demo] an HTML navigation without a cookie: 302 $(header Location)"
+else
+    fail "[demo] an HTML navigation without a cookie: got $CODE, Location '$(header Location)', want 302 to /auth/refresh"
+fi
+req GET "$GW/auth/login?return_to=$PROTECTED_PATH"
+if [ "$CODE" = 200 ] && [[ "$(header Content-Security-Policy)" == "default-src 'none'"* ]] && [ "$(header X-Frame-Options)" = DENY ] && body_has 'type="password"'; then
+    pass "[demo] the login page: 200 with a password field, CSP default-src 'none', X-Frame-Options DENY"
+else
+    fail "[demo] the login page: got $CODE, CSP '$(header Content-Security-Policy | cut -c1-30)', X-Frame-Options '$(header X-Frame-Options)'"
+fi
+for r in '//evil.example' 'https://evil.example' 'javascript:alert(1)'; do
+    req POST "$GW/auth/login" -H "Origin: $GW" \
+        --data-urlencode "username=$USER_NAME" --data-urlencode "password=$USER_PASS" --data-urlencode "return_to=$r"
+    if [ "$CODE" = 303 ] && [ "$(header Location)" = / ]; then
+        pass "[demo] return_to $r: 303 to /"
+    else
+        fail "[demo] return_to $r: got $CODE, Location '$(header Location)', want 303 to /"
+    fi
+done
+req POST "$GW/auth/login" -c "$JAR" -H "Origin: $GW" \
+    --data-urlencode "username=$USER_NAME" --data-urlencode "password=$USER_PASS" --data-urlencode "return_to=$PROTECTED_PATH"
+cookies="$(grep -ci '^set-cookie:' "$WORK/headers" || true)"
+if [ "$CODE" = 303 ] && [ "$(header Location)" = "$PROTECTED_PATH" ] && [ "$cookies" = 3 ] && grep -qi '^set-cookie: authgate_access=.*HttpOnly' "$WORK/headers"; then
+    pass "[demo] a form login: 303 to $PROTECTED_PATH with the three cookies (access HttpOnly)"
+else
+    fail "[demo] a form login: got $CODE, Location '$(header Location)', $cookies Set-Cookie, want 303 with 3"
+fi
+req GET "$GW$PROTECTED_PATH" -b "$JAR"
+if [ "$CODE" = 200 ] && body_has "x-user-id"; then
+    pass "[demo] a request by cookie: 200, the upstream saw X-User-Id"
+else
+    fail "[demo] a request by cookie: got $CODE: $(short)"
+fi
+req POST "$GW$PROTECTED_PATH" -b "$JAR" -H 'Origin: https://evil.example' -H 'Sec-Fetch-Site: cross-site'
+if [ "$CODE" = 403 ] && [ "$(json_field error)" = csrf_failed ]; then
+    pass "[demo] a cross-site POST with the cookie: 403 csrf_failed"
+else
+    fail "[demo] a cross-site POST with the cookie: got $CODE, error '$(json_field error)', want 403 csrf_failed"
+fi
+req POST "$GW/auth/logout" -b "$JAR" -H "Origin: $GW" -H 'Content-Type: application/x-www-form-urlencoded'
+if [ "$CODE" = 303 ] && [[ "$(header Location)" == /auth/login* ]] && grep -qi '^set-cookie: authgate_access=;.*Max-Age=0' "$WORK/headers"; then
+    pass "[demo] a form logout: 303 to the login page, the cookies expired"
+else
+    fail "[demo] a form logout: got $CODE, Location '$(header Location)'"
+fi
+req GET "$GW$PROTECTED_PATH" -b "$JAR"
+if [ "$CODE" = 401 ] && [ "$(json_field error)" = session_revoked ]; then
+    pass "[demo] the old cookie after logout: 401 session_revoked"
+else
+    fail "[demo] the old cookie after logout: got $CODE, error '$(json_field error)', want 401 session_revoked"
+fi
+
 echo
 echo "smoke: $PASSES passed, $FAILS failed, $SKIPS skipped"
 [ "$FAILS" -eq 0 ]
