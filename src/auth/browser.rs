@@ -22,11 +22,13 @@ use crate::error::GatewayError;
 pub(crate) const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
 
 /// How the request's access token comes: in the access cookie when `[browser]` is on, the
-/// cookie is there and no `Authorization` header was sent (a header and a cookie that
-/// disagree are a 400 earlier).
+/// cookie is there and no `Authorization: Bearer` token was sent (a header and a cookie that
+/// disagree are a 400 earlier). An `Authorization` header of another scheme carries no token
+/// of ours, and a browser sends one by itself (cached `Basic` credentials of the origin, to
+/// cross-site requests too): the token still comes from the cookie then.
 pub(crate) fn via_cookie(live: &Live, headers: &HeaderMap) -> bool {
     live.config.browser.as_ref().is_some_and(|b| {
-        !headers.contains_key(header::AUTHORIZATION)
+        !matches!(crate::auth::token::extract(headers, None), Ok(Some(_)))
             && crate::auth::token::cookie_value(headers, &b.access_cookie)
                 .is_ok_and(|v| v.is_some())
     })

@@ -59,6 +59,7 @@ both_stores!(
     browser_cookies_never_reach_the_upstream_without_forward_authorization,
     the_refresh_cookie_never_reaches_the_upstream,
     insecure_cookies_drop_secure,
+    other_authorization_schemes_beside_the_cookie_do_not_exempt_it,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -796,6 +797,41 @@ async fn safe_methods_and_bearer_requests_are_not_csrf_checked(store: StoreKind)
     // Control: the same cross-site POST by the cookie is refused.
     let r = send(&gw, "POST", "/api/orders", &jar, &cross).await;
     r.assert_error(403, "csrf_failed");
+}
+
+/// A browser attaches cached `Basic` credentials by itself (an app or a proxy on the same
+/// origin asked for them), to cross-site requests too: a token that still comes from the
+/// cookie is still subject to the CSRF check, and its silent refresh still rides in a cookie.
+async fn other_authorization_schemes_beside_the_cookie_do_not_exempt_it(store: StoreKind) {
+    let gw = gateway!(conf(store, ""));
+    let jar = browser_login(&gw, "alice", "web").await;
+    let own = origin(&gw);
+    let basic = ("authorization", "Basic dXNlcjpwYXNz");
+    let before = gw.hits();
+    for method in UNSAFE {
+        let r = send(&gw, method, "/api/orders", &jar, &[basic, ("origin", EVIL)]).await;
+        assert_eq!(r.status, 403, "{method}: {}", text(&r));
+        assert_eq!(r.code(), "csrf_failed", "{method}");
+    }
+    assert_eq!(gw.hits(), before, "a refused request reached the upstream");
+    let r = send(
+        &gw,
+        "POST",
+        "/auth/logout",
+        &jar,
+        &[basic, ("origin", EVIL)],
+    )
+    .await;
+    r.assert_error(403, "csrf_failed");
+    assert_cookie_passes(&gw, &jar).await;
+    let r = send(&gw, "POST", "/api/orders", &jar, &[basic, ("origin", &own)]).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+
+    gw.advance(Duration::from_secs(100 * 60));
+    let r = send(&gw, "GET", "/api/x", &jar, &[basic]).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert!(r.header("refresh-token").is_none(), "{:?}", r.headers);
+    assert_eq!(names(&r), [ACCESS]);
 }
 
 async fn double_submit_needs_x_csrf_token_equal_to_the_csrf_cookie(store: StoreKind) {
