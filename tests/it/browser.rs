@@ -60,6 +60,10 @@ both_stores!(
     the_refresh_cookie_never_reaches_the_upstream,
     insecure_cookies_drop_secure,
     other_authorization_schemes_beside_the_cookie_do_not_exempt_it,
+    a_wildcard_cors_origin_trusts_no_origin_for_csrf,
+    a_locked_account_is_told_to_the_login_page,
+    an_apps_own_login_page_gets_the_redirects,
+    verify_checks_the_cookie_for_csrf_and_renews_it_in_set_cookie,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -458,6 +462,95 @@ async fn failed_form_login_303s_back_to_the_login_page(store: StoreKind) {
     assert_eq!(gw.hits(), 0);
 }
 
+async fn a_locked_account_is_told_to_the_login_page(store: StoreKind) {
+    let gw = gateway!(conf(store, "").lockout("max_failures = 2"));
+    let own = origin(&gw);
+    for _ in 0..2 {
+        let r = form_login(
+            &gw,
+            &[
+                ("username", "alice"),
+                ("password", "wrong"),
+                ("return_to", "/x"),
+            ],
+            &[("origin", &own)],
+        )
+        .await;
+        assert_eq!(
+            r.header("location"),
+            Some("/auth/login?return_to=/x&error=invalid_credentials")
+        );
+    }
+    // Locked: even the right password is told so, and gets no cookie.
+    let r = form_login(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", ALICE_PW),
+            ("return_to", "/x"),
+        ],
+        &[("origin", &own)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert_eq!(
+        r.header("location"),
+        Some("/auth/login?return_to=/x&error=account_locked")
+    );
+    assert!(r.set_cookies().is_empty());
+    let page = gw
+        .get("/auth/login?return_to=/x&error=account_locked", &[])
+        .await;
+    assert!(text(&page).contains("Too many failed attempts."));
+    // Asking for JSON: the 429 with Retry-After.
+    let r = form_login(
+        &gw,
+        &[("username", "alice"), ("password", ALICE_PW)],
+        &[("origin", &own), ("accept", "application/json")],
+    )
+    .await;
+    r.assert_error(429, "account_locked");
+    assert!(r.header("retry-after").is_some());
+}
+
+async fn an_apps_own_login_page_gets_the_redirects(store: StoreKind) {
+    let gw = gateway!(conf(store, "login_page = \"/signin\""));
+    let own = origin(&gw);
+    // The gateway serves no page of its own then.
+    gw.get("/auth/login", &[("accept", HTML)])
+        .await
+        .assert_error(405, "method_not_allowed");
+    let r = form_login(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", "wrong"),
+            ("return_to", "/x"),
+        ],
+        &[("origin", &own)],
+    )
+    .await;
+    assert_eq!(
+        r.header("location"),
+        Some("/signin?return_to=/x&error=invalid_credentials")
+    );
+    let r = gw
+        .get("/auth/refresh?return_to=/x", &[("accept", HTML)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/signin?return_to=/x"));
+    let jar = browser_login(&gw, "alice", "web").await;
+    let r = post_form(
+        &gw,
+        "/auth/logout",
+        String::new(),
+        &[("origin", &own), ("cookie", &jar.header("/auth/logout"))],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert_eq!(r.header("location"), Some("/signin?return_to=/"));
+}
+
 async fn a_login_form_from_another_site_is_refused(store: StoreKind) {
     let gw = gateway!(conf(store, "").section(&format!("[cors]\nallowed_origins = [\"{APP}\"]")));
     let own = origin(&gw);
@@ -681,6 +774,18 @@ async fn a_bad_cookie_is_a_401_or_for_an_html_navigation_the_renewal_redirect(st
     assert_eq!(r.status, 204, "{}", text(&r));
     assert_bad_cookie(&gw, &h5, "session_revoked").await;
 
+    // A navigation to `//evil.example/x` (the path merges to /evil.example/x, a required
+    // route) is sent to renew its cookies and come back to `/`, never to another host.
+    let r = gw
+        .raw_get("//evil.example/x", &format!("Accept: {HTML}\r\n"))
+        .await;
+    assert_eq!(r.status, 302, "{}", text(&r));
+    assert_eq!(r.header("location"), Some("/auth/refresh?return_to=/"));
+    // Only a 401 becomes the redirect: a 403 stays (bob is no admin).
+    let bob = browser_login(&gw, "bob", "app").await;
+    let r = send(&gw, "GET", "/admin/panel", &bob, &[("accept", HTML)]).await;
+    r.assert_error(403, "forbidden");
+
     // Expired (by the gateway's clock: access_ttl 2 h and the 30 s leeway); its session lives.
     assert_cookie_passes(&gw, &web).await;
     gw.advance(Duration::from_secs(2 * 3600 + 31));
@@ -747,6 +852,25 @@ async fn cross_site_unsafe_requests_with_the_cookie_are_refused(store: StoreKind
     r.assert_error(403, "csrf_failed");
     assert_eq!(gw.hits(), before, "a refused request reached the upstream");
     assert_cookie_passes(&gw, &jar).await;
+}
+
+async fn a_wildcard_cors_origin_trusts_no_origin_for_csrf(store: StoreKind) {
+    // `*` lets any page read public answers (no credentials); it is no list of trusted sites.
+    let gw = gateway!(conf(store, "").section("[cors]\nallowed_origins = [\"*\"]"));
+    let jar = browser_login(&gw, "alice", "web").await;
+    for origin in [EVIL, "null", "https://app.example.com"] {
+        let r = send(&gw, "POST", "/api/orders", &jar, &[("origin", origin)]).await;
+        assert_eq!(r.status, 403, "{origin}: {}", text(&r));
+        assert_eq!(r.code(), "csrf_failed", "{origin}");
+    }
+    let r = form_login(
+        &gw,
+        &[("username", "alice"), ("password", ALICE_PW)],
+        &[("origin", EVIL)],
+    )
+    .await;
+    r.assert_error(403, "csrf_failed");
+    assert_eq!(gw.hits(), 0);
 }
 
 async fn same_origin_unsafe_requests_with_the_cookie_pass(store: StoreKind) {
@@ -939,6 +1063,60 @@ async fn csrf_off_lets_cross_site_requests_through(store: StoreKind) {
     }
     let r = send(&gw, "POST", "/api/orders", &jar, &[]).await;
     assert_eq!(r.status, 200);
+}
+
+/// Forward-auth (`/auth/verify`) judges the original request as the proxy path would: a
+/// cookie-authenticated unsafe request is CSRF-checked, and a silent refresh of a cookie
+/// token is a `Set-Cookie`.
+async fn verify_checks_the_cookie_for_csrf_and_renews_it_in_set_cookie(store: StoreKind) {
+    let gw = gateway!(conf(store, "").server(TRUST_LOOPBACK));
+    let jar = browser_login(&gw, "alice", "web").await;
+    let own = origin(&gw);
+    let verify = |method: &'static str, extra: Vec<(&'static str, String)>| {
+        let jar = &jar;
+        let gw = &gw;
+        async move {
+            let mut h: Vec<(&str, String)> = vec![
+                ("x-forwarded-method", method.to_owned()),
+                ("x-forwarded-uri", "/api/orders".to_owned()),
+            ];
+            h.extend(extra);
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            send(gw, "GET", "/auth/verify", jar, &h).await
+        }
+    };
+    for extra in [
+        vec![("origin", EVIL.to_owned())],
+        vec![("sec-fetch-site", "cross-site".to_owned())],
+        vec![],
+    ] {
+        let r = verify("POST", extra.clone()).await;
+        assert_eq!(r.status, 403, "{extra:?}: {}", text(&r));
+        assert_eq!(r.header("x-auth-error"), Some("csrf_failed"), "{extra:?}");
+    }
+    let r = verify("POST", vec![("origin", own.clone())]).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.header("x-user-id"), Some("1001"));
+    // The proxy's own origin, as it tells it (trusted): https://front.example.
+    let r = verify(
+        "DELETE",
+        vec![
+            ("x-forwarded-proto", "https".to_owned()),
+            ("x-forwarded-host", "front.example".to_owned()),
+            ("origin", "https://front.example".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = verify("GET", vec![("origin", EVIL.to_owned())]).await;
+    assert_eq!(r.status, 200, "a safe method: {}", text(&r));
+
+    gw.advance(Duration::from_secs(100 * 60));
+    let r = verify("GET", vec![]).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert!(r.header("refresh-token").is_none(), "{:?}", r.headers);
+    assert_eq!(names(&r), [ACCESS]);
+    assert_eq!(gw.hits(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
