@@ -419,6 +419,16 @@ async fn form_login_asking_for_json_gets_the_session_without_tokens(store: Store
         "no refresh token in the body"
     );
     assert_cookie_passes(&gw, &jar).await;
+
+    // A user name beyond ASCII, percent-encoded as UTF-8 by the browser.
+    let r = form_login(
+        &gw,
+        &[("username", "张三"), ("password", ZHANG_PW)],
+        &[("origin", &own), ("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["user"], json!({"id": ZHANG_ID, "name": "张三"}));
 }
 
 async fn failed_form_login_303s_back_to_the_login_page(store: StoreKind) {
