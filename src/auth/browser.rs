@@ -159,8 +159,14 @@ fn origin_of_url(url: &str) -> Option<String> {
 }
 
 /// The request's own origin as the browser sees it: `https` on TLS (or a trusted proxy's
-/// `X-Forwarded-Proto`), and the trusted `X-Forwarded-Host`, else `Host`.
-pub(crate) fn own_origin(headers: &HeaderMap, tls: bool, peer_trusted: bool) -> Option<String> {
+/// `X-Forwarded-Proto`), and the trusted `X-Forwarded-Host`, else `Host`, else the request
+/// target's `authority` (HTTP/2 sends `:authority` and, as a rule, no `Host`).
+pub(crate) fn own_origin(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    tls: bool,
+    peer_trusted: bool,
+) -> Option<String> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -176,7 +182,9 @@ pub(crate) fn own_origin(headers: &HeaderMap, tls: bool, peer_trusted: bool) -> 
             .filter(|v| !v.is_empty())
     };
     let scheme = forwarded("x-forwarded-proto").unwrap_or(if tls { "https" } else { "http" });
-    let host = forwarded("x-forwarded-host").or_else(|| text("host"))?;
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| text("host"))
+        .or(authority)?;
     Some(format!(
         "{}://{}",
         scheme.to_ascii_lowercase(),
@@ -408,18 +416,26 @@ mod tests {
             "x-forwarded-host",
             HeaderValue::from_static("front.example"),
         );
+        let authority = Some("gw.example:8443");
         assert_eq!(
-            own_origin(&h, false, false).as_deref(),
+            own_origin(&h, authority, false, false).as_deref(),
             Some("http://app.example:8080")
         );
         assert_eq!(
-            own_origin(&h, false, true).as_deref(),
+            own_origin(&h, authority, false, true).as_deref(),
             Some("https://front.example")
         );
         assert_eq!(
-            own_origin(&h, true, false).as_deref(),
+            own_origin(&h, authority, true, false).as_deref(),
             Some("https://app.example:8080")
         );
+        // HTTP/2: no Host, the :authority.
+        h.remove(header::HOST);
+        assert_eq!(
+            own_origin(&h, authority, true, false).as_deref(),
+            Some("https://gw.example:8443")
+        );
+        assert_eq!(own_origin(&h, None, true, false), None);
     }
 
     #[test]

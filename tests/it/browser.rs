@@ -64,6 +64,7 @@ both_stores!(
     a_locked_account_is_told_to_the_login_page,
     an_apps_own_login_page_gets_the_redirects,
     verify_checks_the_cookie_for_csrf_and_renews_it_in_set_cookie,
+    http2_cookie_crumbs_authenticate_are_csrf_checked_and_stripped,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1549,6 +1550,51 @@ async fn browser_cookies_never_reach_the_upstream_without_forward_authorization(
     let r = gw.get("/api/me", &[("cookie", &only)]).await;
     assert_eq!(r.status, 200);
     assert!(r.seen("cookie").is_empty(), "{:?}", r.seen("cookie"));
+}
+
+/// HTTP/2 splits `Cookie` into crumbs, one header each: the access cookie in one of them
+/// authenticates, the CSRF check applies, and the gateway's cookies are taken out of them.
+async fn http2_cookie_crumbs_authenticate_are_csrf_checked_and_stripped(store: StoreKind) {
+    let gw = gateway!(conf(store, "").section("[identity]\nforward_authorization = false"));
+    let jar = browser_login(&gw, "alice", "web").await;
+    // HTTP/2 only (prior knowledge): no `Host` header, the `:authority`.
+    let client = h2c_client();
+    let access = format!("{ACCESS}={}", jar.get(ACCESS));
+    let csrf = format!("{CSRF}={}", jar.get(CSRF));
+    let request = |method: &str, origin: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(gw.url("/api/orders"))
+            .header("cookie", "theme=dark")
+            .header("cookie", access.as_str())
+            .header("cookie", csrf.as_str())
+            .header("cookie", "lang=en")
+            .header("origin", origin)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let own = origin(&gw);
+    let r = crate::support::send(&client, request("POST", &own)).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.seen("x-user-id"), ["1001"]);
+    assert_eq!(r.seen("cookie"), ["theme=dark; lang=en"]);
+    let before = gw.hits();
+    let r = crate::support::send(&client, request("POST", EVIL)).await;
+    r.assert_error(403, "csrf_failed");
+    assert_eq!(gw.hits(), before);
+
+    // The login form over HTTP/2, from the gateway's own page.
+    let login = http::Request::post(gw.url("/auth/login"))
+        .header("content-type", FORM)
+        .header("origin", own.as_str())
+        .body(http_body_util::Full::new(Bytes::from(format!(
+            "username=alice&password={}",
+            enc(ALICE_PW)
+        ))))
+        .unwrap();
+    let r = crate::support::send(&client, login).await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert_eq!(names(&r), [ACCESS, REFRESH, CSRF]);
 }
 
 async fn the_refresh_cookie_never_reaches_the_upstream(store: StoreKind) {
