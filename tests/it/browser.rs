@@ -65,6 +65,7 @@ both_stores!(
     an_apps_own_login_page_gets_the_redirects,
     verify_checks_the_cookie_for_csrf_and_renews_it_in_set_cookie,
     http2_cookie_crumbs_authenticate_are_csrf_checked_and_stripped,
+    a_login_prefix_of_its_own_moves_the_refresh_cookie_and_the_redirects,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1430,6 +1431,57 @@ async fn logout_all_and_the_session_list_work_from_the_cookie(store: StoreKind) 
     assert_cookies_expired(&r);
     assert_cookie_refused(&gw, &h5, "session_revoked").await;
     assert_cookie_refused(&gw, &app, "session_revoked").await;
+}
+
+async fn a_login_prefix_of_its_own_moves_the_refresh_cookie_and_the_redirects(store: StoreKind) {
+    let gw = gateway!(conf(store, "")
+        .login("backend = \"users_file\"\nusers_file = \"users.toml\"\nprefix = \"/gw\""));
+    let own = origin(&gw);
+    let page = gw.get("/gw/login?return_to=/x", &[("accept", HTML)]).await;
+    assert_eq!(page.status, 200, "{}", text(&page));
+    assert!(
+        text(&page).contains("action=\"/gw/login\""),
+        "{}",
+        text(&page)
+    );
+    let body = format!("username=alice&password={}&return_to=/x", enc(ALICE_PW));
+    let r = post_form(&gw, "/gw/login", body, &[("origin", &own)]).await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert_eq!(r.header("location"), Some("/x"));
+    assert_eq!(set_cookie(&r, REFRESH).path(), Some("/gw/refresh"));
+    let mut jar = Jar::from(&r);
+    let r = post_form(
+        &gw,
+        "/gw/login",
+        "username=alice&password=wrong".into(),
+        &[("origin", &own)],
+    )
+    .await;
+    assert_eq!(
+        r.header("location"),
+        Some("/gw/login?return_to=/&error=invalid_credentials")
+    );
+
+    gw.advance(Duration::from_secs(2 * 3600 + 31));
+    let r = send(&gw, "GET", "/x", &jar, &[("accept", HTML)]).await;
+    assert_eq!(r.status, 302, "{}", text(&r));
+    assert_eq!(r.header("location"), Some("/gw/refresh?return_to=/x"));
+    let r = send(
+        &gw,
+        "GET",
+        "/gw/refresh?return_to=/x",
+        &jar,
+        &[("accept", HTML)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert_eq!(r.header("location"), Some("/x"));
+    jar.take(&r);
+    assert_cookie_passes(&gw, &jar).await;
+    let r = send(&gw, "POST", "/gw/logout", &jar, &[("origin", &own)]).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    assert_eq!(set_cookie(&r, REFRESH).path(), Some("/gw/refresh"));
+    assert_eq!(max_age(&set_cookie(&r, REFRESH)), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
