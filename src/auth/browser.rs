@@ -285,6 +285,20 @@ pub(crate) fn renew(live: &Live, path_and_query: &str) -> Response<Body> {
     redirect(StatusCode::FOUND, &with_query(&base, &return_to, None))
 }
 
+/// The `[browser]` cookies never reach an upstream (the proxied app, the legacy login): the
+/// refresh cookie never (it only travels to `<prefix>/refresh` anyway), the access and CSRF
+/// cookies unless `identity.forward_authorization` forwards the token as it came.
+pub(crate) fn strip_cookies(h: &mut HeaderMap, b: &Browser, forward_authorization: bool) {
+    if !h.contains_key(header::COOKIE) {
+        return;
+    }
+    crate::auth::token::strip_cookie(h, &b.refresh_cookie);
+    if !forward_authorization {
+        crate::auth::token::strip_cookie(h, &b.access_cookie);
+        crate::auth::token::strip_cookie(h, &b.csrf_cookie);
+    }
+}
+
 /// The three cookies of a session that just logged in or refreshed: the access token, the
 /// refresh token, and a fresh CSRF value, each for `max_age`.
 pub(crate) fn set_session_cookies(

@@ -66,6 +66,7 @@ both_stores!(
     verify_checks_the_cookie_for_csrf_and_renews_it_in_set_cookie,
     http2_cookie_crumbs_authenticate_are_csrf_checked_and_stripped,
     a_login_prefix_of_its_own_moves_the_refresh_cookie_and_the_redirects,
+    a_form_login_through_the_legacy_login_passes_the_form_on_but_no_gateway_cookie,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1684,6 +1685,94 @@ async fn insecure_cookies_drop_secure(store: StoreKind) {
     let r = send(&gw, "POST", "/auth/logout", &jar, &[("origin", &own)]).await;
     assert_cookies_expired(&r);
     assert!(r.set_cookies().iter().all(|c| !c.contains("Secure")));
+}
+
+/// What the legacy login saw of each request: its `Cookie` header and its body.
+type Seen = Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>;
+
+/// A legacy login: 200 with bob's identity for `password=legacy-pw`, 401 otherwise.
+async fn legacy_login(seen: Seen) -> Upstream {
+    Upstream::start(move |req: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let cookie = req
+                .headers()
+                .get("cookie")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let ok = body.contains("password=legacy-pw");
+            seen.lock().unwrap().push((cookie, body));
+            let (status, answer) = if ok {
+                (200, r#"{"data":{"id":7,"username":"bob"}}"#)
+            } else {
+                (401, r#"{"msg":"bad password"}"#)
+            };
+            let mut r = http::Response::new(authgate::body::full(answer));
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            r
+        }
+    })
+    .await
+}
+
+async fn a_form_login_through_the_legacy_login_passes_the_form_on_but_no_gateway_cookie(
+    store: StoreKind,
+) {
+    let seen = Seen::default();
+    let legacy = legacy_login(seen.clone()).await;
+    let gw = gateway!(conf(store, "")
+        .login(&format!(
+            "backend = \"upstream\"\nupstream_url = \"http://{}/api/login\"\n\
+             user_id_pointer = \"/data/id\"\nuser_name_pointer = \"/data/username\"",
+            legacy.addr
+        ))
+        .section("[identity]\nforward_authorization = false"));
+    let own = origin(&gw);
+    let form = "username=bob&password=legacy-pw&return_to=%2Fx".to_owned();
+    let r = post_form(&gw, "/auth/login", form.clone(), &[("origin", &own)]).await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert_eq!(r.header("location"), Some("/x"));
+    let jar = Jar::from(&r);
+    assert_eq!(payload_of(jar.get(ACCESS))["sub"], "7");
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        (None, form.clone()),
+        "the form as it came"
+    );
+
+    // Logging in again from the same browser: its own cookies go to the legacy login, the
+    // gateway's never (no token reaches an upstream with forward_authorization = false).
+    let cookie = format!("JSESSIONID=abc; {}", mixed_cookie(&jar));
+    let r = post_form(
+        &gw,
+        "/auth/login",
+        form,
+        &[("origin", &own), ("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let wrong = "username=bob&password=nope".to_owned();
+    let r = post_form(
+        &gw,
+        "/auth/login",
+        wrong,
+        &[("origin", &own), ("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(
+        r.header("location"),
+        Some("/auth/login?return_to=/&error=invalid_credentials")
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    for (cookie, _) in &seen[1..] {
+        assert_eq!(
+            cookie.as_deref(),
+            Some("JSESSIONID=abc; theme=dark; lang=en")
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
