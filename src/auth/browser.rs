@@ -22,11 +22,13 @@ use crate::error::GatewayError;
 pub(crate) const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
 
 /// How the request's access token comes: in the access cookie when `[browser]` is on, the
-/// cookie is there and no `Authorization` header was sent (a header and a cookie that
-/// disagree are a 400 earlier).
+/// cookie is there and no `Authorization: Bearer` token was sent (a header and a cookie that
+/// disagree are a 400 earlier). An `Authorization` header of another scheme carries no token
+/// of ours, and a browser sends one by itself (cached `Basic` credentials of the origin, to
+/// cross-site requests too): the token still comes from the cookie then.
 pub(crate) fn via_cookie(live: &Live, headers: &HeaderMap) -> bool {
     live.config.browser.as_ref().is_some_and(|b| {
-        !headers.contains_key(header::AUTHORIZATION)
+        !matches!(crate::auth::token::extract(headers, None), Ok(Some(_)))
             && crate::auth::token::cookie_value(headers, &b.access_cookie)
                 .is_ok_and(|v| v.is_some())
     })
@@ -157,8 +159,14 @@ fn origin_of_url(url: &str) -> Option<String> {
 }
 
 /// The request's own origin as the browser sees it: `https` on TLS (or a trusted proxy's
-/// `X-Forwarded-Proto`), and the trusted `X-Forwarded-Host`, else `Host`.
-pub(crate) fn own_origin(headers: &HeaderMap, tls: bool, peer_trusted: bool) -> Option<String> {
+/// `X-Forwarded-Proto`), and the trusted `X-Forwarded-Host`, else `Host`, else the request
+/// target's `authority` (HTTP/2 sends `:authority` and, as a rule, no `Host`).
+pub(crate) fn own_origin(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    tls: bool,
+    peer_trusted: bool,
+) -> Option<String> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -174,7 +182,9 @@ pub(crate) fn own_origin(headers: &HeaderMap, tls: bool, peer_trusted: bool) -> 
             .filter(|v| !v.is_empty())
     };
     let scheme = forwarded("x-forwarded-proto").unwrap_or(if tls { "https" } else { "http" });
-    let host = forwarded("x-forwarded-host").or_else(|| text("host"))?;
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| text("host"))
+        .or(authority)?;
     Some(format!(
         "{}://{}",
         scheme.to_ascii_lowercase(),
@@ -273,6 +283,20 @@ pub(crate) fn renew(live: &Live, path_and_query: &str) -> Response<Body> {
     let return_to = safe_return_to(path_and_query, &[]);
     let base = format!("{}/refresh", live.config.login.prefix);
     redirect(StatusCode::FOUND, &with_query(&base, &return_to, None))
+}
+
+/// The `[browser]` cookies never reach an upstream (the proxied app, the legacy login): the
+/// refresh cookie never (it only travels to `<prefix>/refresh` anyway), the access and CSRF
+/// cookies unless `identity.forward_authorization` forwards the token as it came.
+pub(crate) fn strip_cookies(h: &mut HeaderMap, b: &Browser, forward_authorization: bool) {
+    if !h.contains_key(header::COOKIE) {
+        return;
+    }
+    crate::auth::token::strip_cookie(h, &b.refresh_cookie);
+    if !forward_authorization {
+        crate::auth::token::strip_cookie(h, &b.access_cookie);
+        crate::auth::token::strip_cookie(h, &b.csrf_cookie);
+    }
 }
 
 /// The three cookies of a session that just logged in or refreshed: the access token, the
@@ -406,18 +430,26 @@ mod tests {
             "x-forwarded-host",
             HeaderValue::from_static("front.example"),
         );
+        let authority = Some("gw.example:8443");
         assert_eq!(
-            own_origin(&h, false, false).as_deref(),
+            own_origin(&h, authority, false, false).as_deref(),
             Some("http://app.example:8080")
         );
         assert_eq!(
-            own_origin(&h, false, true).as_deref(),
+            own_origin(&h, authority, false, true).as_deref(),
             Some("https://front.example")
         );
         assert_eq!(
-            own_origin(&h, true, false).as_deref(),
+            own_origin(&h, authority, true, false).as_deref(),
             Some("https://app.example:8080")
         );
+        // HTTP/2: no Host, the :authority.
+        h.remove(header::HOST);
+        assert_eq!(
+            own_origin(&h, authority, true, false).as_deref(),
+            Some("https://gw.example:8443")
+        );
+        assert_eq!(own_origin(&h, None, true, false), None);
     }
 
     #[test]

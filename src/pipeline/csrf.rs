@@ -22,6 +22,7 @@ pub(super) fn check(cx: &mut RequestCtx<'_, '_>, parts: &Parts) -> Result<(), Ga
     }
     let cfg = cx.cfg();
     let addr = proxy::client_addr(cx.conn.peer, &parts.headers, &cfg.server.trusted_proxies);
-    let own = browser::own_origin(&parts.headers, cx.conn.tls, addr.peer_trusted);
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let own = browser::own_origin(&parts.headers, authority, cx.conn.tls, addr.peer_trusted);
     browser::csrf_check(cx.live, &parts.headers, own.as_deref(), None)
 }

@@ -6,8 +6,7 @@ use http::HeaderMap;
 use http::Uri;
 
 use super::RequestCtx;
-use crate::auth::token;
-use crate::config::Browser;
+use crate::auth::{browser, token};
 use crate::error::GatewayError;
 use crate::proxy::{self, identity};
 
@@ -38,9 +37,7 @@ pub(super) fn headers(
         }
     }
     if let Some(b) = &cfg.browser {
-        if h.contains_key(header::COOKIE) {
-            strip_browser_cookies(h, b, cfg.identity.forward_authorization);
-        }
+        browser::strip_cookies(h, b, cfg.identity.forward_authorization);
     }
     let declared = h
         .get(header::CONTENT_LENGTH)
@@ -50,15 +47,4 @@ pub(super) fn headers(
         return Err(GatewayError::PayloadTooLarge);
     }
     Ok(())
-}
-
-/// The `[browser]` cookies never reach the upstream: the refresh cookie never (it only
-/// travels to `<prefix>/refresh` anyway), the access and CSRF cookies unless
-/// `identity.forward_authorization` forwards the token as it came.
-fn strip_browser_cookies(h: &mut HeaderMap, b: &Browser, forward_authorization: bool) {
-    token::strip_cookie(h, &b.refresh_cookie);
-    if !forward_authorization {
-        token::strip_cookie(h, &b.access_cookie);
-        token::strip_cookie(h, &b.csrf_cookie);
-    }
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod browser;
 mod browser_e2e;
 mod cli;
 mod cors;

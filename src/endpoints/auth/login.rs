@@ -133,7 +133,12 @@ async fn attempt(
         metrics::counter!("authgate_logins_total", "result" => "flood").increment(1);
         return Err(GatewayError::RateLimited);
     }
-    let headers = req.headers().clone();
+    let mut headers = req.headers().clone();
+    // The legacy login gets the client's own cookies, as the proxied app does: the gateway's
+    // only as `identity.forward_authorization` says.
+    if let Some(b) = &live.config.browser {
+        browser::strip_cookies(&mut headers, b, live.config.identity.forward_authorization);
+    }
     let platform = platform(live, &headers)?;
     let mut body = read_body(live, req).await?;
     if let Some(f) = form.as_deref_mut() {

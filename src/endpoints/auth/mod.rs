@@ -60,11 +60,10 @@ pub(crate) async fn handle(
     );
     let method = req.method().clone();
     // The request's own origin, for the CSRF checks of `[browser]` forms and cookies.
-    let own = live
-        .config
-        .browser
-        .as_ref()
-        .and_then(|_| browser::own_origin(req.headers(), conn.tls, addr.peer_trusted));
+    let own = live.config.browser.as_ref().and_then(|_| {
+        let authority = req.uri().authority().map(|a| a.as_str());
+        browser::own_origin(req.headers(), authority, conn.tls, addr.peer_trusted)
+    });
     let own = own.as_deref();
     match (method, rest.as_str()) {
         (Method::POST, "/login") => login::login(app, live, req, addr.client, own).await,

@@ -61,7 +61,7 @@ pub(super) async fn verify(
     // judged by the headers the proxy passed on (its X-Forwarded-Host/-Proto are trusted).
     let via_cookie = claims.is_some() && auth::browser::via_cookie(live, headers);
     if via_cookie && !auth::browser::is_safe(&method) {
-        let own = auth::browser::own_origin(headers, conn.tls, true);
+        let own = auth::browser::own_origin(headers, None, conn.tls, true);
         auth::browser::csrf_check(live, headers, own.as_deref(), None)?;
     }
     let mut resp = Response::new(empty());

@@ -166,6 +166,15 @@ impl Resp {
             .map(|v| v.to_str().expect("ascii header"))
     }
 
+    /// Every `Set-Cookie` value of the answer, in order.
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().expect("ascii Set-Cookie"))
+            .collect()
+    }
+
     /// Asserts status and error code in one go.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) {
