@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{json, read_body};
+use super::{captcha, json, read_body};
 use crate::app::{App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::body::{full, Body};
@@ -16,7 +16,8 @@ use crate::login::{self, LoginIdentity, LoginOutcome};
 use crate::session::{Millis, NewSession, Session};
 use crate::tokens::{AccessIdentity, Claims};
 
-/// A login: flood guard, platform, lock-out, the credential backend, then the session.
+/// A login: flood guard, platform, lock-out, captcha, the credential backend, then the
+/// session.
 pub(super) async fn login(
     app: &App,
     live: &Live,
@@ -47,6 +48,8 @@ pub(super) async fn login(
     if let Some(wait) = lockout.check(&app.store, user, ip, t).await? {
         return Err(locked(wait, anon));
     }
+    // Before the reservation: a refused captcha is no attempt at the password.
+    captcha::gate(app, live, &body, user, ip, anon, t).await?;
     let reservation = lockout.reserve(&app.store, user, ip, t).await?;
     if let Some(wait) = reservation.refused {
         return Err(locked(wait, anon));

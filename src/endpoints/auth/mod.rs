@@ -1,15 +1,17 @@
 //! The gateway's own endpoints under `login.prefix` (default `/auth`), and
 //! `/.well-known/jwks.json`:
 //! login, refresh (rotation, grace, theft), logout, logout-all, the caller's sessions,
-//! forward-auth `verify`, and the public keys.
+//! forward-auth `verify`, the login captcha, and the public keys.
 //!
 //! Every answer that carries tokens has `Cache-Control: no-store`. A store error is a 503 and
 //! never ends a session or hands out a token that was not saved.
 //!
 //! One file per endpoint: [`login`] (and issuing a session's tokens), [`refresh`], [`logout`],
-//! [`sessions`] (list, delete one), [`verify`] (forward-auth); [`handle`] dispatches, and the
+//! [`sessions`] (list, delete one), [`verify`] (forward-auth), [`captcha`] (a challenge, and
+//! the login's captcha step); [`handle`] dispatches, and the
 //! JWKS document is answered here. Who the caller is always comes from [`crate::auth`].
 
+mod captcha;
 mod login;
 mod logout;
 mod refresh;
@@ -59,6 +61,8 @@ pub(crate) async fn handle(
     );
     let method = req.method().clone();
     match (method, rest.as_str()) {
+        (_, "/captcha") if !captcha::offered(live) => Err(GatewayError::NotFound),
+        (Method::GET, "/captcha") => captcha::get(app, live, addr.client).await,
         (Method::POST, "/login") => login::login(app, live, req, addr.client).await,
         (Method::POST, "/refresh") => refresh::refresh(app, live, req, addr.client).await,
         (Method::POST, "/logout") => {
@@ -81,9 +85,11 @@ pub(crate) async fn handle(
         (Method::GET | Method::HEAD, "/verify") => {
             verify::verify(app, live, req.headers(), conn).await
         }
-        (_, "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify") => {
-            Err(GatewayError::MethodNotAllowed)
-        }
+        (
+            _,
+            "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify"
+            | "/captcha",
+        ) => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/sessions/") => Err(GatewayError::MethodNotAllowed),
         _ => Err(GatewayError::NotFound),
     }
