@@ -4,6 +4,7 @@
 
 mod support;
 
+mod captcha;
 mod cli;
 mod cors;
 mod demo;
