@@ -2,11 +2,11 @@
 //! before the password is looked at.
 //!
 //! [`issue`] draws a challenge: [`LENGTH`] characters of [`ALPHABET`] rendered as a PNG by
-//! the `captcha` crate (pure Rust, no system libraries). Rendering costs about 5 ms of a core
-//! in a release build (mostly lodepng's PNG encoder), so it runs on Tokio's blocking pool, at
-//! most one per CPU at once ([`RENDER_QUEUE_WAIT`], then 503 `login_busy`). The normalised
-//! answer is kept in the session store under a random 128-bit id for `ttl`, so any instance
-//! can check it.
+//! the `captcha` crate (pure Rust, no system libraries). Rendering costs about 3.5 ms of a
+//! core in a release build (5 ms at p99, most of it lodepng's PNG encoder; the ignored test
+//! `captcha_render_cost` measures it), so it runs on Tokio's blocking pool, at most one per
+//! CPU at once ([`RENDER_QUEUE_WAIT`], then 503 `login_busy`). The normalised answer is kept
+//! in the session store under a random 128-bit id for `ttl`, so any instance can check it.
 //!
 //! [`required`] says whether a login must answer one: never (`off`), always, or once the
 //! username or the client IP has `after_failures` failed logins within the lock-out window,
