@@ -394,6 +394,25 @@ async fn the_endpoint_is_rate_limited_per_ip_and_stores_only_what_it_answered(st
     assert_eq!(gw.get("/auth/captcha", &other).await.status, 200);
 }
 
+/// Redis down: no challenge is handed out that was not saved, and a login that needs one is a
+/// 503 (never a 401 the client would act on); both work again once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_outage_is_503_for_challenges_and_logins() {
+    let mut gw = gateway!(conf(StoreKind::Redis, "mode = \"after_failures\""));
+    gw.redis().stop();
+    let r = gw.get("/auth/captcha", &[]).await;
+    r.assert_error(503, "store_unavailable");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    login(&gw, "alice", ALICE_PW, (None, None), None)
+        .await
+        .assert_error(503, "store_unavailable");
+    gw.redis().restart();
+    gw.until_ready("/readyz after the Redis restart").await;
+    let (id, answer) = challenge(&gw).await;
+    // Not required yet (no failures): the challenge is left alone and the login passes.
+    Pair::from_resp(&login(&gw, "alice", ALICE_PW, (Some(&id), Some(&answer)), None).await);
+}
+
 /// `captcha_failed` in the binary's own stderr, with the attempted username and the reason,
 /// for both refusals; never the password.
 #[test]
