@@ -92,6 +92,8 @@ pub struct App {
     pub store: SessionStore,
     /// Per-IP login flood guard in front of Argon2 (fixed memory).
     pub(crate) flood: FloodGuard,
+    /// The same for `GET {prefix}/captcha` (each answer renders a picture and stores it).
+    pub(crate) captcha_flood: FloodGuard,
     /// Open WebSocket tunnels and streaming responses, closed when their session ends.
     pub(crate) streams: Arc<Registry>,
     /// The time every request and background check decides by (tests move it forward).
@@ -124,6 +126,7 @@ impl App {
             refresher: SilentRefresher::new(),
             store,
             flood: FloodGuard::new(),
+            captcha_flood: FloodGuard::with_limit(crate::login::captcha::FLOOD_LIMIT_PER_SECOND),
             streams: Arc::new(Registry::default()),
             clock: Clock::system(),
             shutdown: Shutdown::new(),

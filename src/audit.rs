@@ -24,6 +24,9 @@ pub(crate) enum Event {
     /// An admin cleared a username's lock-out (`DELETE /admin/lockouts/{username}`); carries
     /// the `username`. Not in the contract's first list (adding events is allowed).
     AdminUnlock,
+    /// A login refused by the captcha (none, not live, or a wrong answer); carries the
+    /// attempted `username` and the `reason` (`captcha_required` or `invalid_captcha`).
+    CaptchaFailed,
 }
 
 impl Event {
@@ -40,6 +43,7 @@ impl Event {
             Event::SessionRevoked => "session_revoked",
             Event::AdminRevoke => "admin_revoke",
             Event::AdminUnlock => "admin_unlock",
+            Event::CaptchaFailed => "captcha_failed",
         }
     }
 }
@@ -88,6 +92,26 @@ pub(crate) fn line_for_username(event: Event, s: &Subject<'_>, username: &str, t
     v.to_string()
 }
 
+/// Writes one audit event about a login attempt to stderr: the attempted `username` (null
+/// when the body named none) and why it was refused.
+pub(crate) fn record_attempt(event: Event, s: Subject<'_>, username: Option<&str>, reason: &str) {
+    write(&line_for_attempt(event, &s, username, reason, now()));
+}
+
+/// The line for one event about a login attempt, with `username` and `reason` fields.
+pub(crate) fn line_for_attempt(
+    event: Event,
+    s: &Subject<'_>,
+    username: Option<&str>,
+    reason: &str,
+    ts: u64,
+) -> String {
+    let mut v = value(event, s, ts);
+    v["username"] = username.into();
+    v["reason"] = reason.into();
+    v.to_string()
+}
+
 fn write(l: &str) {
     let mut err = std::io::stderr().lock();
     // Nothing sensible to do if stderr is gone.
@@ -118,6 +142,32 @@ mod tests {
         assert_eq!(v["session_id"], "s");
         assert_eq!(v["platform"], "web");
         assert_eq!(v["ip"], "192.0.2.1");
+    }
+
+    #[test]
+    fn captcha_failed_lines_carry_the_attempted_username_and_the_reason() {
+        let s = Subject {
+            platform: Some("web"),
+            ip: Some("192.0.2.1".parse().unwrap()),
+            ..Default::default()
+        };
+        let l = line_for_attempt(
+            Event::CaptchaFailed,
+            &s,
+            Some("alice"),
+            "invalid_captcha",
+            9,
+        );
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["audit"], true);
+        assert_eq!(v["event"], "captcha_failed");
+        assert_eq!(v["username"], "alice");
+        assert_eq!(v["reason"], "invalid_captcha");
+        assert_eq!(v["ip"], "192.0.2.1");
+        assert!(v["user_id"].is_null());
+        let l = line_for_attempt(Event::CaptchaFailed, &s, None, "captcha_required", 9);
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert!(v["username"].is_null(), "{l}");
     }
 
     #[test]

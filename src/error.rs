@@ -29,6 +29,10 @@ pub(crate) enum GatewayError {
     InvalidCredentials,
     InvalidRefreshToken,
     TokenTheftDetected,
+    /// A login that needs a captcha came without a live `captcha_id` and `captcha`.
+    CaptchaRequired,
+    /// The captcha answer was wrong (the challenge is spent).
+    InvalidCaptcha,
     Forbidden,
     /// A cookie-authenticated unsafe request (or a login/logout form) from another site.
     CsrfFailed,
@@ -65,9 +69,8 @@ impl GatewayError {
         match self {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             MissingToken | InvalidToken | TokenExpired | SessionRevoked | SessionReplaced
-            | InvalidCredentials | InvalidRefreshToken | TokenTheftDetected | AdminUnauthorized => {
-                StatusCode::UNAUTHORIZED
-            }
+            | InvalidCredentials | InvalidRefreshToken | TokenTheftDetected | CaptchaRequired
+            | InvalidCaptcha | AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Forbidden | CsrfFailed => StatusCode::FORBIDDEN,
             NoRoute | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -95,6 +98,8 @@ impl GatewayError {
             InvalidCredentials => "invalid_credentials",
             InvalidRefreshToken => "invalid_refresh_token",
             TokenTheftDetected => "token_theft_detected",
+            CaptchaRequired => "captcha_required",
+            InvalidCaptcha => "invalid_captcha",
             AdminUnauthorized => "invalid_token",
             Forbidden => "forbidden",
             CsrfFailed => "csrf_failed",
@@ -128,6 +133,8 @@ impl GatewayError {
             InvalidCredentials => "invalid username or password",
             InvalidRefreshToken => "the refresh token is invalid or expired",
             TokenTheftDetected => "a spent refresh token was reused; the session has been ended",
+            CaptchaRequired => "this login needs a captcha: get one from the captcha endpoint and send its captcha_id and your answer as captcha",
+            InvalidCaptcha => "the captcha answer is wrong; get a new captcha",
             AdminUnauthorized => "the admin token is missing or wrong",
             Forbidden => "access to this route is not allowed",
             CsrfFailed => "the request does not come from this site (CSRF check)",
@@ -152,8 +159,9 @@ impl GatewayError {
     /// The `WWW-Authenticate` challenge (RFC 6750 §3) of a refused bearer token: the token
     /// errors of protected routes and of the endpoints that take an access token. A failed
     /// login or refresh (`invalid_credentials`, `invalid_refresh_token`,
-    /// `token_theft_detected`) presented no bearer token, so a Bearer challenge saying
-    /// `invalid_token` would be false; those 401s carry none.
+    /// `token_theft_detected`, `captcha_required`, `invalid_captcha`) presented no bearer
+    /// token, so a Bearer challenge saying `invalid_token` would be false; those 401s carry
+    /// none.
     pub(crate) fn bearer_challenge(&self) -> Option<&'static str> {
         use GatewayError::*;
         match self {
@@ -161,7 +169,8 @@ impl GatewayError {
             InvalidToken | TokenExpired | SessionRevoked | SessionReplaced | AdminUnauthorized => {
                 Some(r#"Bearer realm="authgate", error="invalid_token""#)
             }
-            InvalidCredentials | InvalidRefreshToken | TokenTheftDetected => None,
+            InvalidCredentials | InvalidRefreshToken | TokenTheftDetected | CaptchaRequired
+            | InvalidCaptcha => None,
             BadRequest(_)
             | Forbidden
             | CsrfFailed
@@ -329,6 +338,8 @@ mod tests {
             GatewayError::InvalidCredentials,
             GatewayError::InvalidRefreshToken,
             GatewayError::TokenTheftDetected,
+            GatewayError::CaptchaRequired,
+            GatewayError::InvalidCaptcha,
         ] {
             let code = e.code();
             let r = e.into_response();

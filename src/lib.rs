@@ -25,7 +25,7 @@
 //! 5. `proxy`: the upstream client (pool, round robin, hop-by-hop, X-Forwarded-*, identity
 //!    headers, the WebSocket tunnel).
 //! 6. `login`: credential backends (users file with Argon2id, the legacy app's own login),
-//!    the lock-out policy and the per-IP flood guard.
+//!    the lock-out policy, the per-IP flood guard and the login captcha.
 //! 7. `metrics`: the Prometheus recorder and the request counters.
 //! 8. `app`: the shared state: the live config snapshot (`ArcSwap`) and what outlives it
 //!    (store, clock, refresher, stream registry).

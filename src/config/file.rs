@@ -318,6 +318,7 @@ pub(crate) struct LoginFile {
     pub success_pointer: Option<String>,
     pub success_value: Option<toml::Value>,
     pub lockout: LockoutFile,
+    pub captcha: CaptchaFile,
 }
 
 impl Default for LoginFile {
@@ -335,6 +336,7 @@ impl Default for LoginFile {
             success_pointer: None,
             success_value: None,
             lockout: LockoutFile::default(),
+            captcha: CaptchaFile::default(),
         }
     }
 }
@@ -359,6 +361,34 @@ impl Default for LockoutFile {
             duration: "10m".into(),
         }
     }
+}
+
+/// `[login.captcha]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CaptchaFile {
+    pub mode: CaptchaModeName,
+    /// `None`: the default (3); an explicit value with another mode is warned about.
+    pub after_failures: Option<i64>,
+    pub ttl: String,
+}
+
+impl Default for CaptchaFile {
+    fn default() -> Self {
+        Self {
+            mode: CaptchaModeName::Off,
+            after_failures: None,
+            ttl: "2m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CaptchaModeName {
+    Off,
+    Always,
+    AfterFailures,
 }
 
 /// `[identity]`
@@ -972,6 +1002,9 @@ mod tests {
             ("[session]\nstore = \"disk\"", &["session.store"]),
             ("[login.lockout]\nwindw = \"1m\"", &["login.lockout.windw"]),
             ("[login]\nlockout = { max_failures = \"5\" }", &["login.lockout.max_failures"]),
+            ("[login.captcha]\nmod = \"always\"", &["login.captcha.mod"]),
+            ("[login.captcha]\nmode = \"sometimes\"", &["login.captcha.mode"]),
+            ("[login.captcha]\nafter_failures = \"3\"", &["login.captcha.after_failures"]),
             (
                 "[platforms]\nmax_sessions = { web = \"one\" }",
                 &["platforms.max_sessions.web"],
@@ -1052,6 +1085,10 @@ methods = "GET"
             ("[token]\nrefresh_tll = \"1h\"", "did you mean refresh_ttl?"),
             ("[token]\nAudience = \"x\"", "did you mean audience?"),
             ("[login.lockout]\nwindw = \"1m\"", "did you mean window?"),
+            (
+                "[login.captcha]\nafter_failure = 2",
+                "did you mean after_failures?",
+            ),
             ("[[routes]]\npth = \"/\"", "did you mean path?"),
             // Not close to anything: the list instead.
             ("[token]\nlifetime = \"1h\"", "unknown key; expected one of"),

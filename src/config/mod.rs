@@ -158,6 +158,7 @@ pub struct Login {
     pub username_pointer: String,
     pub(crate) backend: LoginBackend,
     pub(crate) lockout: Lockout,
+    pub(crate) captcha: Captcha,
 }
 
 pub(crate) enum LoginBackend {
@@ -204,6 +205,23 @@ pub(crate) struct Lockout {
     pub max_failures_per_ip: u32,
     pub window: Duration,
     pub duration: Duration,
+}
+
+/// `[login.captcha]`: when a login must answer a picture challenge first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Captcha {
+    pub mode: CaptchaMode,
+    /// How long a challenge can be answered (10 s to 1 h).
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CaptchaMode {
+    Off,
+    Always,
+    /// Once the username or the client IP has this many failed logins (at least 1) within
+    /// the lock-out window.
+    AfterFailures(u32),
 }
 
 pub struct Identity {
@@ -691,6 +709,13 @@ upstream = "legacy"
         assert_eq!(l.lockout.max_failures_per_ip, 50);
         assert_eq!(l.lockout.window, Duration::from_secs(60));
         assert_eq!(l.lockout.duration, Duration::from_secs(600));
+        assert_eq!(
+            l.captcha,
+            Captcha {
+                mode: CaptchaMode::Off,
+                ttl: Duration::from_secs(120),
+            }
+        );
 
         let i = &c.identity;
         let names = [

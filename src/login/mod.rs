@@ -13,10 +13,14 @@
 //! 1. [`lockout::FloodGuard::allow`] (per IP) — refused: 429 with `Retry-After: 1`;
 //! 2. [`lockout::Lockout::check`] with [`username_of`] (a body with a key twice: 400) —
 //!    locked: 429 `account_locked`;
-//! 3. [`Authenticator::authenticate`];
-//! 4. [`lockout::Lockout::record_failure`] on `InvalidCredentials` or a counted `Relay`,
+//! 3. [`captcha::check`] when `[login.captcha]` asks for one — no live challenge or a wrong
+//!    answer: 401 `captcha_required` / `invalid_captcha`, the password not looked at and
+//!    nothing counted toward lock-out;
+//! 4. [`lockout::Lockout::reserve`], then [`Authenticator::authenticate`];
+//! 5. [`lockout::Lockout::record_failure`] on `InvalidCredentials` or a counted `Relay`,
 //!    [`lockout::Lockout::record_success`] on `Success`.
 
+pub(crate) mod captcha;
 pub(crate) mod lockout;
 pub(crate) mod upstream;
 pub(crate) mod users_file;
@@ -317,6 +321,10 @@ mod tests {
                 max_failures_per_ip: 50,
                 window: Duration::from_secs(60),
                 duration: Duration::from_secs(600),
+            },
+            captcha: crate::config::Captcha {
+                mode: crate::config::CaptchaMode::Off,
+                ttl: Duration::from_secs(120),
             },
         }
     }

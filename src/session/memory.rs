@@ -10,14 +10,20 @@
 //!
 //! Expired sessions and tombstones are dropped lazily (a login rewrites its user's blob
 //! without them) and by a sweep every 30 seconds ([`MemoryStore::spawn_sweeper`], until the
-//! shutdown signal), which also drops stale lock-out counters.
+//! shutdown signal), which also drops stale lock-out counters and captcha challenges.
+//!
+//! Captcha challenges are bounded: at most [`MAX_CAPTCHAS`] live at once (a few MB). Each new
+//! one first drops the expired ones (oldest expiry first, so that is cheap) and, at the bound,
+//! the one closest to expiry, live or not (counted in
+//! `authgate_captchas_total{result="evicted"}`): a flood of challenge requests from many
+//! addresses can then cost someone an unanswered challenge, never the gateway its memory.
 //! The sweep is garbage collection only and runs on the wall clock, not on the gateway's
 //! [`crate::clock::Clock`]: every answer is decided from the `now` its caller passes, a
 //! gateway's clock is never behind the wall clock (it only moves forward), and expiry only
 //! goes one way, so what the sweep finds over is over at the caller's time too. A clock moved
 //! ahead only makes entries linger (and `active_count`, a counter the sweep brings down, lag).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -39,6 +45,9 @@ use crate::shutdown::Signal;
 
 const SHARDS: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Live captcha challenges kept at most (about 150 bytes each).
+pub const MAX_CAPTCHAS: usize = 100_000;
 
 /// The map key is already a keyed SipHash of the user id: hash it no further.
 #[derive(Default)]
@@ -67,6 +76,51 @@ struct Lockout {
     locked_until: Millis,
 }
 
+/// Live captcha challenges: the answer and expiry by id, and the ids by expiry (so the
+/// expired and the oldest go first without a scan).
+#[derive(Default)]
+struct Captchas {
+    by_id: HashMap<Box<str>, (Box<str>, Millis)>,
+    by_expiry: BTreeSet<(Millis, Box<str>)>,
+}
+
+impl Captchas {
+    /// Drops every challenge expired at `now`.
+    fn drop_expired(&mut self, now: Millis) {
+        while self.by_expiry.first().is_some_and(|(e, _)| *e <= now) {
+            if let Some((_, id)) = self.by_expiry.pop_first() {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+
+    /// Keeps one, making room first within `cap`: `true` if a live one had to go.
+    fn insert(&mut self, id: &str, answer: &str, expires: Millis, cap: usize, now: Millis) -> bool {
+        self.drop_expired(now);
+        let mut evicted = false;
+        while self.by_id.len() >= cap.max(1) {
+            let Some((_, old)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            self.by_id.remove(&old);
+            evicted = true;
+        }
+        if let Some((_, e)) = self.by_id.insert(id.into(), (answer.into(), expires)) {
+            // An id drawn twice (2^-128): the old entry's index goes with it.
+            self.by_expiry.remove(&(e, id.into()));
+        }
+        self.by_expiry.insert((expires, id.into()));
+        evicted
+    }
+
+    /// Removes one, live or not.
+    fn take(&mut self, id: &str) -> Option<(Box<str>, Millis)> {
+        let (answer, expires) = self.by_id.remove(id)?;
+        self.by_expiry.remove(&(expires, id.into()));
+        Some((answer, expires))
+    }
+}
+
 /// The in-process store. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -78,6 +132,9 @@ struct Inner {
     hasher: RandomState,
     settings: StoreSettings,
     lockouts: Mutex<HashMap<Box<str>, Lockout>>,
+    captchas: Mutex<Captchas>,
+    /// [`MAX_CAPTCHAS`], smaller in tests.
+    captcha_cap: usize,
     revoked: broadcast::Sender<String>,
     active: AtomicI64,
 }
@@ -241,11 +298,18 @@ impl MemoryStore {
     /// A new, empty store. Nothing sweeps it until [`Self::spawn_sweeper`] (the app does
     /// that); or call [`Self::sweep`].
     pub(crate) fn new(settings: StoreSettings) -> Self {
+        Self::with_captcha_cap(settings, MAX_CAPTCHAS)
+    }
+
+    /// A new store that keeps at most `cap` captcha challenges.
+    pub(crate) fn with_captcha_cap(settings: StoreSettings, cap: usize) -> Self {
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             settings,
             lockouts: Mutex::new(HashMap::new()),
+            captchas: Mutex::new(Captchas::default()),
+            captcha_cap: cap,
             revoked: broadcast::channel(1024).0,
             active: AtomicI64::new(0),
         });
@@ -620,6 +684,56 @@ impl MemoryStore {
             .filter(|&until| until > now))
     }
 
+    pub(crate) async fn failures(&self, key: &str, now: Millis) -> Result<u32, StoreError> {
+        Ok(lock(&self.inner.lockouts)
+            .get(key)
+            .filter(|l| l.window_end > now)
+            .map_or(0, |l| l.failures))
+    }
+
+    pub(crate) async fn put_captcha(
+        &self,
+        id: &str,
+        answer: &str,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let evicted =
+            lock(&self.inner.captchas).insert(id, answer, now + ttl, self.inner.captcha_cap, now);
+        if evicted {
+            metrics::counter!("authgate_captchas_total", "result" => "evicted").increment(1);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn take_captcha(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        let taken = lock(&self.inner.captchas).take(id);
+        Ok(taken
+            .filter(|(_, expires)| *expires > now)
+            .map(|(answer, _)| answer.into()))
+    }
+
+    pub(crate) async fn captcha_answer(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(lock(&self.inner.captchas)
+            .by_id
+            .get(id)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(answer, _)| answer.to_string()))
+    }
+
+    /// Captcha challenges held, expired ones not yet dropped included.
+    pub fn captcha_count(&self) -> usize {
+        lock(&self.inner.captchas).by_id.len()
+    }
+
     pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
         if let Some(l) = lock(&self.inner.lockouts).get_mut(key) {
             l.failures = l.failures.saturating_sub(1);
@@ -652,8 +766,8 @@ impl MemoryStore {
         Ok(self.inner.active.load(Ordering::Relaxed).max(0) as u64)
     }
 
-    /// Drops expired sessions, tombstones and lock-out counters as of `now`. Runs every 30
-    /// seconds by itself inside a Tokio runtime.
+    /// Drops expired sessions, tombstones, lock-out counters and captcha challenges as of
+    /// `now`. Runs every 30 seconds by itself inside a Tokio runtime.
     pub fn sweep(&self, now: Millis) {
         self.inner.sweep(now);
     }
@@ -687,6 +801,7 @@ impl Inner {
             });
         }
         lock(&self.lockouts).retain(|_, l| l.window_end > now || l.locked_until > now);
+        lock(&self.captchas).drop_expired(now);
     }
 }
 
@@ -735,6 +850,52 @@ mod tests {
             store.locked_until("u:alice", now).await.unwrap(),
             store.list("new", now).await.unwrap().len(),
         )
+    }
+
+    fn settings() -> StoreSettings {
+        StoreSettings {
+            refresh_key: RefreshKey::new(&[7; 32]),
+            reuse_grace: Duration::from_secs(10),
+            tombstone_ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// A flood of challenges never holds more than the bound: the expired go first, then the
+    /// one closest to expiry; the sweep drops the expired ones too.
+    #[tokio::test]
+    async fn captcha_challenges_are_bounded() {
+        let store = MemoryStore::with_captcha_cap(settings(), 3);
+        let t = Millis::now();
+        let ttl = Duration::from_secs(60);
+        let put = |id: &'static str, at: Millis| {
+            let store = store.clone();
+            async move { store.put_captcha(id, id, ttl, at).await.unwrap() }
+        };
+        for (i, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            put(id, t + Duration::from_secs(i as u64)).await;
+            assert!(store.captcha_count() <= 3);
+        }
+        assert_eq!(store.captcha_count(), 3);
+        // The two oldest went; the rest answer.
+        let now = t + Duration::from_secs(5);
+        assert_eq!(store.take_captcha("a", now).await.unwrap(), None);
+        assert_eq!(store.take_captcha("b", now).await.unwrap(), None);
+        assert_eq!(
+            store.take_captcha("c", now).await.unwrap().as_deref(),
+            Some("c")
+        );
+        assert_eq!(store.captcha_count(), 2, "taken means gone");
+        // Once d and e are over, a new one drops them without evicting anything live.
+        let later = t + Duration::from_secs(4) + ttl;
+        put("f", later).await;
+        assert_eq!(store.captcha_count(), 1);
+        assert_eq!(
+            store.captcha_answer("f", later).await.unwrap().as_deref(),
+            Some("f")
+        );
+        // The sweep drops what is over by its time.
+        store.sweep(later + ttl);
+        assert_eq!(store.captcha_count(), 0);
     }
 
     /// The sweeper's wall clock behind a gateway's clock moved 2 h ahead (a test's

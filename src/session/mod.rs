@@ -26,7 +26,8 @@
 //! token that was not saved. Ending a session publishes its id on
 //! [`SessionStore::subscribe_revocations`] on every instance.
 //!
-//! Lock-out counters ([`SessionStore::record_failure`] and friends) live here too, so several
+//! Lock-out counters ([`SessionStore::record_failure`] and friends) and captcha challenges
+//! ([`SessionStore::put_captcha`], [`SessionStore::take_captcha`]) live here too, so several
 //! instances share them.
 
 pub mod ids;
@@ -396,6 +397,47 @@ impl SessionStore {
         now: Millis,
     ) -> Result<Option<Millis>, StoreError> {
         dispatch!(self, s => s.locked_until(key, now).await)
+    }
+
+    /// The failures counted under `key` in its window as of `now` (0 when it has none or it
+    /// is over), without counting one: what decides `login.captcha.after_failures`.
+    pub(crate) async fn failures(&self, key: &str, now: Millis) -> Result<u32, StoreError> {
+        dispatch!(self, s => s.failures(key, now).await)
+    }
+
+    /// Keeps a captcha challenge: its (normalised) `answer` under `id`, live until
+    /// `now + ttl`. The memory store keeps at most [`memory::MAX_CAPTCHAS`] (the one closest
+    /// to expiry goes first); Redis expires the key after `ttl`.
+    pub(crate) async fn put_captcha(
+        &self,
+        id: &str,
+        answer: &str,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_captcha(id, answer, ttl, now).await)
+    }
+
+    /// Takes the challenge `id` out of the store, whatever comes of it (each one is answered
+    /// once, across instances), and answers its answer if it was live at `now`.
+    pub(crate) async fn take_captcha(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.take_captcha(id, now).await)
+    }
+
+    /// The answer of the challenge `id` if it is live at `now`, *without* spending it. Nothing
+    /// in the gateway calls it: the integration tests solve challenges with it (reading the
+    /// store is what an attacker could not do).
+    #[doc(hidden)]
+    pub async fn captcha_answer(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.captcha_answer(id, now).await)
     }
 
     /// Takes one count back from `key`'s failures in the current window (an attempt counted

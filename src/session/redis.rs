@@ -12,6 +12,9 @@
 //!   `{n: count, e: window end}`, TTL (`PEXPIRE`) the window.
 //! - `<p>locked:<key>`: lock-out, value the Unix millisecond it ends, TTL (`PX`) the lock
 //!   duration.
+//! - `<p>captcha:<id>`: a captcha challenge, value `<expiry in Unix ms>:<answer>`, TTL (`PX`)
+//!   its `ttl`; taken with `GETDEL` (one winner across instances), and live only while the
+//!   `now` passed in is before the expiry, like every other time here.
 //! - `<p>stats:active`: the `authgate_sessions_active` approximation, a hash from expiry hour
 //!   (`expires_at` in Unix hours) to the number of sessions expiring in it. Every change adjusts it
 //!   after the fact, in a write the caller does not wait for; reading sums the hours not yet
@@ -86,6 +89,13 @@ fn stored_time(v: u64) -> Millis {
     } else {
         Millis(v)
     }
+}
+
+/// The answer of a stored challenge (`<expiry ms>:<answer>`), if it is live at `now`.
+fn live_captcha(value: &str, now: Millis) -> Option<String> {
+    let (expires, answer) = value.split_once(':')?;
+    let expires: u64 = expires.parse().ok()?;
+    (Millis(expires) > now).then(|| answer.to_owned())
 }
 
 /// Where Redis is.
@@ -753,6 +763,82 @@ impl RedisStore {
             )
             .await?;
         Ok(until.map(stored_time).filter(|&u| u > now))
+    }
+
+    pub(crate) async fn failures(&self, key: &str, now: Millis) -> Result<u32, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let (n, end): (Option<i64>, Option<u64>) = self
+            .timed(
+                redis::cmd("HMGET")
+                    .arg(format!("{}lock:{key}", self.inner.prefix))
+                    .arg("n")
+                    .arg("e")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(match (n, end) {
+            (Some(n), Some(end)) if stored_time(end) > now => {
+                n.clamp(0, i64::from(u32::MAX)) as u32
+            }
+            _ => 0,
+        })
+    }
+
+    fn captcha_key(&self, id: &str) -> String {
+        format!("{}captcha:{id}", self.inner.prefix)
+    }
+
+    pub(crate) async fn put_captcha(
+        &self,
+        id: &str,
+        answer: &str,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let () = self
+            .timed(
+                redis::cmd("SET")
+                    .arg(self.captcha_key(id))
+                    .arg(format!("{}:{answer}", (now + ttl).0))
+                    .arg("PX")
+                    .arg(ms_of(ttl).max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn take_captcha(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let value: Option<String> = self
+            .timed(
+                redis::cmd("GETDEL")
+                    .arg(self.captcha_key(id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(value.and_then(|v| live_captcha(&v, now)))
+    }
+
+    pub(crate) async fn captcha_answer(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let value: Option<String> = self
+            .timed(
+                redis::cmd("GET")
+                    .arg(self.captcha_key(id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(value.and_then(|v| live_captcha(&v, now)))
     }
 
     pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {

@@ -184,6 +184,8 @@ both_stores! {
     tombstones_answer_replaced_then_go,
     tombstones_are_bounded,
     lockout_counters,
+    failures_are_read_without_counting,
+    captcha_challenges_answer_once_while_live,
     revocations_are_broadcast,
     active_count_follows_changes,
     instances_share_sessions,
@@ -896,6 +898,59 @@ async fn lockout_counters(f: Fixture) {
     s.unlock("u:nobody").await.unwrap();
 }
 
+async fn failures_are_read_without_counting(f: Fixture) {
+    let s = &f.store;
+    let t = base();
+    let w = secs(60);
+    let u = "u:carol";
+    assert_eq!(s.failures(u, t).await.unwrap(), 0, "no counter yet");
+    s.record_failure(u, w, t).await.unwrap();
+    s.record_failure(u, w, t + secs(1)).await.unwrap();
+    // Reading twice counts nothing.
+    assert_eq!(s.failures(u, t + secs(2)).await.unwrap(), 2);
+    assert_eq!(s.failures(u, t + secs(2)).await.unwrap(), 2);
+    s.forgive_one(u).await.unwrap();
+    assert_eq!(s.failures(u, t + secs(2)).await.unwrap(), 1);
+    // The window ends 60 s after its first failure, to the millisecond.
+    assert_eq!(s.failures(u, t + w - ms(1)).await.unwrap(), 1);
+    assert_eq!(s.failures(u, t + w).await.unwrap(), 0);
+    assert_eq!(s.failures("ip:192.0.2.9", t).await.unwrap(), 0);
+    s.clear_failures(u).await.unwrap();
+    assert_eq!(s.failures(u, t + secs(3)).await.unwrap(), 0);
+}
+
+async fn captcha_challenges_answer_once_while_live(f: Fixture) {
+    let s = &f.store;
+    let other = f.another_instance().await;
+    let t = base();
+    let ttl = secs(120);
+    for id in ["id-a", "id-b", "id-c"] {
+        s.put_captcha(id, &format!("answer-{id}"), ttl, t)
+            .await
+            .unwrap();
+    }
+    // Reading (the tests' helper) spends nothing; taking spends it, on every instance.
+    let a = Some("answer-id-a".to_owned());
+    assert_eq!(s.captcha_answer("id-a", t).await.unwrap(), a);
+    assert_eq!(other.take_captcha("id-a", t + secs(1)).await.unwrap(), a);
+    assert_eq!(s.take_captcha("id-a", t + secs(1)).await.unwrap(), None);
+    assert_eq!(s.captcha_answer("id-a", t).await.unwrap(), None);
+    assert_eq!(s.take_captcha("id-unknown", t).await.unwrap(), None);
+    // Live until `now + ttl`, to the millisecond; taken after it answers nothing and is spent.
+    let b = Some("answer-id-b".to_owned());
+    assert_eq!(s.captcha_answer("id-b", t + ttl - ms(1)).await.unwrap(), b);
+    assert_eq!(s.take_captcha("id-b", t + ttl).await.unwrap(), None);
+    assert_eq!(s.take_captcha("id-b", t).await.unwrap(), None, "spent");
+    // Two instances taking one challenge at once: one winner.
+    let (x, y) = tokio::join!(s.take_captcha("id-c", t), other.take_captcha("id-c", t));
+    let winners = [x.unwrap(), y.unwrap()];
+    assert_eq!(
+        winners.iter().flatten().collect::<Vec<_>>(),
+        ["answer-id-c"],
+        "{winners:?}"
+    );
+}
+
 /// The next session id on `rx` (skipping re-check markers), within two seconds.
 async fn next_revocation(rx: &mut tokio::sync::broadcast::Receiver<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -1352,18 +1407,29 @@ async fn redis_keys_all_have_a_ttl() {
         .end("u", &c.session.id, EndReason::Logout, t)
         .await
         .unwrap();
+    store
+        .put_captcha("c1", "x7kq2", Duration::from_secs(120), t)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await; // background counter writes
     let keys = server.command(&["DBSIZE"]).unwrap();
-    assert_eq!(keys, "4", "user, lock, locked, stats");
+    assert_eq!(keys, "5", "user, lock, locked, stats, captcha");
     for key in [
         "authgate:{u:u}",
         "authgate:lock:u:alice",
         "authgate:locked:u:alice",
         "authgate:stats:active",
+        "authgate:captcha:c1",
     ] {
         let ttl: i64 = server.command(&["TTL", key]).unwrap().parse().unwrap();
         assert!(ttl > 0, "{key} has TTL {ttl}");
     }
+    let pttl: i64 = server
+        .command(&["PTTL", "authgate:captcha:c1"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pttl <= 120_000, "a challenge's key lives its ttl: {pttl}");
 }
 
 // ---- Measurements (ignored; run by hand) --------------------------------------------------

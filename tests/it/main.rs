@@ -6,6 +6,7 @@ mod support;
 
 mod browser;
 mod browser_e2e;
+mod captcha;
 mod cli;
 mod cors;
 mod demo;

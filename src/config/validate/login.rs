@@ -1,12 +1,24 @@
-//! `[login]`, `[login.lockout]` and the users file: the endpoint prefix, the credential backend
-//! (the users file, checked user by user, or the legacy app's own login with its JSON
-//! pointers), lock-out limits, and where a login body names the user.
+//! `[login]`, `[login.lockout]`, `[login.captcha]` and the users file: the endpoint prefix,
+//! the credential backend (the users file, checked user by user, or the legacy app's own login
+//! with its JSON pointers), lock-out limits, when a captcha is asked, and where a login body
+//! names the user.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
-use super::{non_canonical, Cx};
-use crate::config::{file, Lockout, Login, LoginBackend, SuccessRule, UpstreamLogin, User};
+use super::{duration, non_canonical, Cx};
+use crate::config::{
+    file, Captcha, CaptchaMode, Lockout, Login, LoginBackend, SuccessRule, UpstreamLogin, User,
+};
+
+/// The shortest and longest life of a captcha challenge: shorter than a person needs to read
+/// and type it, or so long that a flood of challenges piles up in the store.
+const CAPTCHA_TTL: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(10)..=Duration::from_secs(3600);
+
+/// `after_failures` when left out.
+const CAPTCHA_AFTER_FAILURES: i64 = 3;
 
 /// Where every problem of the users file is reported.
 const USERS_FILE_KEY: &str = "login.users_file";
@@ -35,12 +47,91 @@ impl Cx<'_> {
             self.warn_upstream_keys_ignored(f);
         }
         let lockout = self.lockout(&f.lockout);
+        let captcha = self.captcha(&f.captcha, &lockout, f.backend);
         let username_pointer = self.username_pointer(f);
         Login {
             prefix: p.clone(),
             username_pointer,
             backend,
             lockout,
+            captcha,
+        }
+    }
+
+    /// `[login.captcha]`: the mode, its threshold and the life of a challenge.
+    ///
+    /// With `after_failures`, the threshold must be reachable: a username is locked once its
+    /// failures reach `login.lockout.max_failures` (and its count starts again after the
+    /// lock), so a threshold at or above that limit never asks the captcha for a username,
+    /// only for an IP (below `max_failures_per_ip`): a warning. At or above both limits the
+    /// captcha could never be asked at all: a problem, since the user evidently expects one.
+    fn captcha(
+        &mut self,
+        c: &file::CaptchaFile,
+        lockout: &Lockout,
+        backend: file::BackendName,
+    ) -> Captcha {
+        let key = "login.captcha.ttl";
+        let before = self.problems.len();
+        let ttl = self.duration(key, &c.ttl);
+        if self.problems.len() == before && !CAPTCHA_TTL.contains(&ttl) {
+            self.problem(
+                key,
+                format!(
+                    "{} is outside {} to {}: a person needs time to answer, and every live challenge is kept in the store",
+                    duration::format(ttl),
+                    duration::format(*CAPTCHA_TTL.start()),
+                    duration::format(*CAPTCHA_TTL.end())
+                ),
+            );
+        }
+        let mode = match c.mode {
+            file::CaptchaModeName::Off => CaptchaMode::Off,
+            file::CaptchaModeName::Always => CaptchaMode::Always,
+            file::CaptchaModeName::AfterFailures => {
+                let n = self.count(
+                    "login.captcha.after_failures",
+                    c.after_failures.unwrap_or(CAPTCHA_AFTER_FAILURES),
+                );
+                self.captcha_reachable(n, lockout);
+                CaptchaMode::AfterFailures(n)
+            }
+        };
+        if c.mode != file::CaptchaModeName::AfterFailures && c.after_failures.is_some() {
+            self.warn(
+                "login.captcha.after_failures",
+                "ignored: login.captcha.mode is not \"after_failures\"",
+            );
+        }
+        if mode != CaptchaMode::Off && backend == file::BackendName::None {
+            self.warn(
+                "login.captcha.mode",
+                "ignored: login.backend = \"none\" offers no login",
+            );
+        }
+        Captcha { mode, ttl }
+    }
+
+    /// Can `after_failures = n` ever be reached before the lock-out locks (see
+    /// [`Self::captcha`])?
+    fn captcha_reachable(&mut self, n: u32, lockout: &Lockout) {
+        let (user, ip) = (lockout.max_failures, lockout.max_failures_per_ip);
+        let key = "login.captcha.after_failures";
+        if n >= user && n >= ip {
+            self.problem(
+                key,
+                format!(
+                    "{n} is never reached: login.lockout locks a username at {user} failures and an IP at {ip}, so the captcha would never be asked; set it below {}",
+                    user.max(ip)
+                ),
+            );
+        } else if n >= user {
+            self.warn(
+                key,
+                format!(
+                    "{n} is at or above login.lockout.max_failures ({user}): a username is locked before it needs the captcha, so only an IP's failures (below max_failures_per_ip = {ip}) ask for one; set it below {user} to ask a username too"
+                ),
+            );
         }
     }
 
@@ -395,8 +486,69 @@ mod tests {
             ("[login.lockout]\nwindow = \"900us\"", "login.lockout.window", "not a duration"),
             ("[login.lockout]\nwindow = \"3000001d\"", "login.lockout.window", "longer than the session store can represent"),
             ("[login.lockout]\nduration = \"3000001d\"", "login.lockout.duration", "longer than the session store can represent"),
+            // [login.captcha]
+            ("[login.captcha]\nmode = \"sometimes\"", "login.captcha.mode", "unknown value"),
+            ("[login.captcha]\nmode = \"after_failures\"\nafter_failures = 0", "login.captcha.after_failures", "from 1"),
+            ("[login.captcha]\nttl = \"2\"", "login.captcha.ttl", "not a duration"),
+            ("[login.captcha]\nttl = \"9s\"", "login.captcha.ttl", "outside 10s to 1h"),
+            ("[login.captcha]\nttl = \"61m\"", "login.captcha.ttl", "outside 10s to 1h"),
+            (
+                "[login.captcha]\nmode = \"after_failures\"\nafter_failures = 5\n[login.lockout]\nmax_failures = 5\nmax_failures_per_ip = 5",
+                "login.captcha.after_failures",
+                "never reached",
+            ),
         ];
         assert_rules(cases);
+    }
+
+    #[test]
+    fn captcha_settings_and_their_warnings() {
+        // Defaults: off, 2 minutes; after_failures alone defaults to 3.
+        let c = ok(MINIMAL).config.login.captcha;
+        assert_eq!(
+            (c.mode, c.ttl),
+            (CaptchaMode::Off, Duration::from_secs(120))
+        );
+        let loaded = ok(&format!(
+            "{MINIMAL}\n[login.captcha]\nmode = \"after_failures\"\nttl = \"10s\""
+        ));
+        let c = loaded.config.login.captcha;
+        assert_eq!(c.mode, CaptchaMode::AfterFailures(3));
+        assert_eq!(c.ttl, Duration::from_secs(10));
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let c = ok(&format!(
+            "{MINIMAL}\n[login.captcha]\nmode = \"always\"\nttl = \"1h\""
+        ))
+        .config
+        .login
+        .captcha;
+        assert_eq!(
+            (c.mode, c.ttl),
+            (CaptchaMode::Always, Duration::from_secs(3600))
+        );
+
+        for (snippet, warning) in [
+            // A username locks first: only the IP's failures can ask for the captcha.
+            (
+                "[login.captcha]\nmode = \"after_failures\"\nafter_failures = 5",
+                "login.captcha.after_failures: 5 is at or above login.lockout.max_failures (5)",
+            ),
+            (
+                "[login.captcha]\nmode = \"always\"\nafter_failures = 2",
+                "login.captcha.after_failures: ignored",
+            ),
+            (
+                "[session]\nmode = \"stateless\"\n[login]\nbackend = \"none\"\n[login.captcha]\nmode = \"always\"",
+                "login.captcha.mode: ignored",
+            ),
+        ] {
+            let loaded = ok(&format!("{MINIMAL}\n{snippet}"));
+            assert!(
+                loaded.warnings.iter().any(|w| w.starts_with(warning)),
+                "{snippet}: {:?}",
+                loaded.warnings
+            );
+        }
     }
 
     #[test]

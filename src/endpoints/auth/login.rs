@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{json, read_body};
+use super::{captcha, json, read_body};
 use crate::app::{App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::auth::browser;
@@ -19,8 +19,8 @@ use crate::login::{self, LoginIdentity, LoginOutcome};
 use crate::session::{Millis, NewSession, RefreshToken, Session};
 use crate::tokens::{AccessIdentity, Claims};
 
-/// A login: flood guard, platform, lock-out, the credential backend, then the session. With
-/// `[browser]` on, an `application/x-www-form-urlencoded` body is a form login
+/// A login: flood guard, platform, lock-out, captcha, the credential backend, then the
+/// session. With `[browser]` on, an `application/x-www-form-urlencoded` body is a form login
 /// ([`FormLogin`]): CSRF-checked, answered with the session's cookies and a 303.
 pub(super) async fn login(
     app: &App,
@@ -158,6 +158,8 @@ async fn attempt(
     if let Some(wait) = lockout.check(&app.store, user, ip, t).await? {
         return Err(locked(wait, anon));
     }
+    // Before the reservation: a refused captcha is no attempt at the password.
+    captcha::gate(app, live, &body, user, ip, anon, t).await?;
     let reservation = lockout.reserve(&app.store, user, ip, t).await?;
     if let Some(wait) = reservation.refused {
         return Err(locked(wait, anon));

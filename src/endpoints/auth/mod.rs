@@ -1,15 +1,17 @@
 //! The gateway's own endpoints under `login.prefix` (default `/auth`), and
 //! `/.well-known/jwks.json`:
 //! login, refresh (rotation, grace, theft), logout, logout-all, the caller's sessions,
-//! forward-auth `verify`, and the public keys.
+//! forward-auth `verify`, the login captcha, and the public keys.
 //!
 //! Every answer that carries tokens has `Cache-Control: no-store`. A store error is a 503 and
 //! never ends a session or hands out a token that was not saved.
 //!
 //! One file per endpoint: [`login`] (and issuing a session's tokens), [`refresh`], [`logout`],
-//! [`sessions`] (list, delete one), [`verify`] (forward-auth); [`handle`] dispatches, and the
+//! [`sessions`] (list, delete one), [`verify`] (forward-auth), [`captcha`] (a challenge, and
+//! the login's captcha step); [`handle`] dispatches, and the
 //! JWKS document is answered here. Who the caller is always comes from [`crate::auth`].
 
+mod captcha;
 mod login;
 mod logout;
 mod page;
@@ -66,8 +68,12 @@ pub(crate) async fn handle(
     });
     let own = own.as_deref();
     match (method, rest.as_str()) {
+        (_, "/captcha") if !captcha::offered(live) => Err(GatewayError::NotFound),
+        (Method::GET, "/captcha") => captcha::get(app, live, addr.client).await,
         (Method::POST, "/login") => login::login(app, live, req, addr.client, own).await,
-        (Method::GET | Method::HEAD, "/login") => login_page(live, req.uri().query()),
+        (Method::GET | Method::HEAD, "/login") => {
+            login_page(app, live, req.uri().query(), addr.client).await
+        }
         (Method::POST | Method::GET, "/refresh") => {
             refresh::refresh(app, live, req, addr.client).await
         }
@@ -92,9 +98,11 @@ pub(crate) async fn handle(
         (Method::GET | Method::HEAD, "/verify") => {
             verify::verify(app, live, req.headers(), conn).await
         }
-        (_, "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify") => {
-            Err(GatewayError::MethodNotAllowed)
-        }
+        (
+            _,
+            "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify"
+            | "/captcha",
+        ) => Err(GatewayError::MethodNotAllowed),
         (_, p) if p.starts_with("/sessions/") => Err(GatewayError::MethodNotAllowed),
         _ => Err(GatewayError::NotFound),
     }
@@ -102,7 +110,12 @@ pub(crate) async fn handle(
 
 /// `GET {prefix}/login`: the built-in page, with `[browser]` on and `login_page = "builtin"`;
 /// otherwise only POST is served there (405).
-fn login_page(live: &Live, query: Option<&str>) -> Result<Response<Body>, GatewayError> {
+async fn login_page(
+    app: &App,
+    live: &Live,
+    query: Option<&str>,
+    ip: std::net::IpAddr,
+) -> Result<Response<Body>, GatewayError> {
     let b = live
         .config
         .browser
@@ -110,12 +123,42 @@ fn login_page(live: &Live, query: Option<&str>) -> Result<Response<Body>, Gatewa
         .filter(|b| b.login_page == crate::config::LoginPage::Builtin && live.login.is_enabled())
         .ok_or(GatewayError::MethodNotAllowed)?;
     let (return_to, error) = page::query(b, query);
+    let challenge = page_captcha(app, live, error.as_deref(), ip).await?;
     Ok(page::answer(page::render(
         live,
         &return_to,
         error.as_deref(),
-        None,
+        challenge.as_ref(),
     )))
+}
+
+/// The picture challenge the login page shows: when `[login.captcha]` asks one of this IP,
+/// or the last attempt was refused for want of one (a username's failures, which the page
+/// cannot know). Drawn under the same per-IP rate as `GET {prefix}/captcha`; beyond it the
+/// page comes without one (and the login answers `captcha_required`).
+async fn page_captcha(
+    app: &App,
+    live: &Live,
+    error: Option<&str>,
+    ip: std::net::IpAddr,
+) -> Result<Option<page::CaptchaField>, GatewayError> {
+    let t = app.clock.now_ms();
+    let cfg = &live.config.login;
+    let asked = matches!(error, Some("captcha_required" | "invalid_captcha"))
+        && cfg.captcha.mode != crate::config::CaptchaMode::Off;
+    if !asked && !crate::login::captcha::required(&app.store, cfg, None, ip, t).await? {
+        return Ok(None);
+    }
+    if !app.captcha_flood.allow(ip) {
+        metrics::counter!("authgate_captchas_total", "result" => "flood").increment(1);
+        return Ok(None);
+    }
+    let c = crate::login::captcha::issue(&app.store, &cfg.captcha, t).await?;
+    metrics::counter!("authgate_captchas_total", "result" => "issued").increment(1);
+    Ok(Some(page::CaptchaField {
+        id: c.id,
+        image: format!("data:image/png;base64,{}", c.png_base64),
+    }))
 }
 
 /// A JSON answer that must not be cached (it may carry tokens or session data).

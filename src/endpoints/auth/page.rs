@@ -98,7 +98,7 @@ pub(super) fn render(
     let captcha = captcha.map_or_else(String::new, |c| {
         format!(
             "<label for=\"captcha\">Characters in the picture</label>\n\
-             <img src=\"{}\" alt=\"A picture of characters to type\" width=\"220\" height=\"70\">\n\
+             <img src=\"{}\" alt=\"A picture of characters to type\" width=\"260\" height=\"96\">\n\
              <input type=\"hidden\" name=\"captcha_id\" value=\"{}\">\n\
              <input id=\"captcha\" name=\"captcha\" autocomplete=\"off\" required>\n",
             escape(&c.image),

@@ -22,7 +22,7 @@ pub use client::*;
 pub use gateway::*;
 pub use idp::*;
 pub use jwt::*;
+pub use redis::installed_or_skip;
 pub use upstream::*;
 pub use users::*;
 pub use wait::*;
-pub use redis::installed_or_skip;
