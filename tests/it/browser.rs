@@ -67,6 +67,7 @@ both_stores!(
     http2_cookie_crumbs_authenticate_are_csrf_checked_and_stripped,
     a_login_prefix_of_its_own_moves_the_refresh_cookie_and_the_redirects,
     a_form_login_through_the_legacy_login_passes_the_form_on_but_no_gateway_cookie,
+    the_login_page_shows_the_captcha_and_the_form_answers_it,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1834,4 +1835,72 @@ fn check_refuses_browser_with_another_token_cookie_or_no_login_backend() {
         err.contains("browser.enabled") && err.contains("login backend"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The login page and the captcha
+// ---------------------------------------------------------------------------------------------
+
+/// The hidden `captcha_id` of a login page, if it shows a challenge.
+fn page_captcha_id(html: &str) -> Option<String> {
+    let at = html.find("name=\"captcha_id\" value=\"")? + "name=\"captcha_id\" value=\"".len();
+    Some(html[at..].split('"').next()?.to_owned())
+}
+
+async fn the_login_page_shows_the_captcha_and_the_form_answers_it(store: StoreKind) {
+    let gw = gateway!(conf(store, "").section("[login.captcha]\nmode = \"always\""));
+    let own = origin(&gw);
+    // The page draws a challenge: a PNG, its id in a hidden field, an answer field.
+    let page = gw.get("/auth/login?return_to=/orders", &[]).await;
+    assert_eq!(page.status, 200);
+    let html = text(&page);
+    assert!(html.contains("<img src=\"data:image/png;base64,"), "{html}");
+    assert!(html.contains("name=\"captcha\""), "{html}");
+    let id = page_captcha_id(&html).expect("a captcha_id field");
+    // A wrong answer: back to the page with error=invalid_captcha, which shows a new one.
+    let r = form_login(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", ALICE_PW),
+            ("captcha_id", &id),
+            ("captcha", "wrong!"),
+            ("return_to", "/orders"),
+        ],
+        &[("origin", &own)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let location = r.header("location").unwrap_or_default().to_owned();
+    assert!(location.contains("error=invalid_captcha"), "{location}");
+    let again = gw.get(&location, &[]).await;
+    let id2 = page_captcha_id(&text(&again)).expect("a new challenge after a wrong answer");
+    assert_ne!(id2, id);
+    // The right answer (in upper case) logs in with the cookies.
+    let answer = gw
+        .app
+        .store
+        .captcha_answer(&id2, gw.now_ms())
+        .await
+        .unwrap()
+        .expect("a live challenge");
+    let r = form_login(
+        &gw,
+        &[
+            ("username", "alice"),
+            ("password", ALICE_PW),
+            ("captcha_id", &id2),
+            ("captcha", &answer.to_uppercase()),
+            ("return_to", "/orders"),
+        ],
+        &[("origin", &own)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert_eq!(r.header("location"), Some("/orders"));
+    assert_eq!(names(&r), [ACCESS, REFRESH, CSRF]);
+    // Without the mode, the page draws nothing.
+    let plain = gateway!(conf(store, ""));
+    let html = text(&plain.get("/auth/login", &[]).await);
+    assert!(page_captcha_id(&html).is_none(), "{html}");
 }
