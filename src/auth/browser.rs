@@ -97,8 +97,8 @@ pub(crate) fn csrf_check(
     Ok(())
 }
 
-/// The origin half of [`csrf_check`] alone, for the login form (there is no CSRF cookie
-/// before a login).
+/// The origin half of [`csrf_check`] alone: for the login form (there is no CSRF cookie
+/// before a login) and a WebSocket handshake (no page can add a header to one).
 pub(crate) fn origin_check(
     live: &Live,
     headers: &HeaderMap,
@@ -106,7 +106,7 @@ pub(crate) fn origin_check(
 ) -> Result<(), GatewayError> {
     match &live.config.browser {
         Some(b) if b.csrf != CsrfMode::Off && !same_origin(live, headers, own_origin) => {
-            tracing::info!(reason = "csrf_failed", "cross-site login form refused");
+            tracing::info!(reason = "csrf_failed", "cross-site request refused");
             Err(GatewayError::CsrfFailed)
         }
         _ => Ok(()),
@@ -300,19 +300,26 @@ pub(crate) fn strip_cookies(h: &mut HeaderMap, b: &Browser, forward_authorizatio
 }
 
 /// The three cookies of a session that just logged in or refreshed: the access token, the
-/// refresh token, and a fresh CSRF value, each for `max_age`.
+/// refresh token, and the CSRF value, each for `max_age`. A login passes `keep_csrf: None`
+/// and gets a fresh value; a refresh passes the request's CSRF cookie, which is kept when it
+/// is one of ours, so a page that read it before the renewal still sends the right
+/// `X-CSRF-Token` after it.
 pub(crate) fn set_session_cookies(
     h: &mut HeaderMap,
     b: &Browser,
     access: &str,
     refresh: &str,
     max_age: Duration,
+    keep_csrf: Option<&str>,
 ) {
     set_access_cookie(h, b, access, max_age);
-    let csrf = base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        crate::session::ids::random::<24>(),
-    );
+    let csrf = match keep_csrf.filter(|v| is_csrf_value(v)) {
+        Some(v) => v.to_owned(),
+        None => base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            crate::session::ids::random::<CSRF_BYTES>(),
+        ),
+    };
     append(
         h,
         cookie(
@@ -325,6 +332,16 @@ pub(crate) fn set_session_cookies(
         ),
     );
     append(h, cookie(b, &b.csrf_cookie, &csrf, "/", max_age, false));
+}
+
+/// Random bytes in a CSRF value (32 base64url characters).
+const CSRF_BYTES: usize = 24;
+
+/// A value [`set_session_cookies`] could have written: 32 base64url characters.
+fn is_csrf_value(v: &str) -> bool {
+    v.len() == CSRF_BYTES * 4 / 3
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 /// The access cookie alone (a silent refresh).

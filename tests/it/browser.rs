@@ -68,6 +68,7 @@ both_stores!(
     a_login_prefix_of_its_own_moves_the_refresh_cookie_and_the_redirects,
     a_form_login_through_the_legacy_login_passes_the_form_on_but_no_gateway_cookie,
     the_login_page_shows_the_captcha_and_the_form_answers_it,
+    a_cross_site_websocket_handshake_with_the_cookie_is_refused,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1159,7 +1160,19 @@ async fn get_refresh_rotates_the_cookies_and_303s_back(store: StoreKind) {
     assert_ne!(jar.get(REFRESH), old.get(REFRESH), "rotated");
     assert_ne!(jar.get(ACCESS), old.get(ACCESS));
     assert_eq!(jar.sid(), old.sid(), "the same session");
+    // A page that read the CSRF value before the renewal still holds the right one.
+    assert_eq!(jar.get(CSRF), old.get(CSRF), "the CSRF value is kept");
     assert_cookie_passes(&gw, &jar).await;
+
+    // A CSRF cookie that is none of ours (planted by a sibling subdomain) is replaced.
+    let mut planted = jar.clone();
+    planted.set(CSRF, "planted", "/");
+    let r = send(&gw, "GET", "/auth/refresh", &planted, &[("accept", HTML)]).await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let csrf = set_cookie(&r, CSRF);
+    assert_ne!(csrf.value(), "planted");
+    assert_eq!(csrf.value().len(), 32, "{csrf}");
+    jar.take(&r);
 
     // The new refresh cookie is an ordinary refresh token of the session.
     let r = gw.refresh(jar.get(REFRESH)).await;
@@ -1903,4 +1916,58 @@ async fn the_login_page_shows_the_captcha_and_the_form_answers_it(store: StoreKi
     let plain = gateway!(conf(store, ""));
     let html = text(&plain.get("/auth/login", &[]).await);
     assert!(page_captcha_id(&html).is_none(), "{html}");
+}
+
+/// A WebSocket handshake is a GET, but the page that opens it talks to the app with the
+/// user's cookies: one from another origin is refused like an unsafe request; the same
+/// origin's, or one with a bearer token, reaches the upstream.
+async fn a_cross_site_websocket_handshake_with_the_cookie_is_refused(store: StoreKind) {
+    let gw = gateway!(conf(store, "csrf = \"double_submit\""));
+    let jar = browser_login(&gw, "alice", "web").await;
+    let own = origin(&gw);
+    let upgrade = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut h = upgrade.to_vec();
+        h.extend_from_slice(extra);
+        h
+    };
+    let before = gw.hits();
+    for extra in [
+        vec![("origin", EVIL), ("sec-fetch-site", "cross-site")],
+        vec![
+            ("origin", "https://sub.127.0.0.1.nip.io"),
+            ("sec-fetch-site", "same-site"),
+        ],
+        vec![("origin", "null")],
+        vec![],
+    ] {
+        let r = send(&gw, "GET", "/api/ws", &jar, &with(&extra)).await;
+        assert_eq!(r.status, 403, "{extra:?}: {}", text(&r));
+        assert_eq!(r.code(), "csrf_failed", "{extra:?}");
+    }
+    assert_eq!(
+        gw.hits(),
+        before,
+        "a refused handshake reached the upstream"
+    );
+
+    // The own origin's handshake goes on (no page can add X-CSRF-Token to one).
+    let mut h = upgrade.to_vec();
+    h.extend_from_slice(&[("origin", own.as_str()), ("sec-fetch-site", "same-origin")]);
+    let r = send(&gw, "GET", "/api/ws", &jar, &h).await;
+    assert_ne!(r.status, 403, "{}", text(&r));
+    assert_eq!(gw.hits(), before + 1);
+
+    // A bearer token is no cookie: not subject to it.
+    let mut h = with(&[("origin", EVIL)]);
+    let bearer = format!("Bearer {}", jar.get(ACCESS));
+    h.push(("authorization", &bearer));
+    let r = gw.request("GET", "/api/ws", &h, Bytes::new()).await;
+    assert_ne!(r.status, 403, "{}", text(&r));
+    assert_eq!(gw.hits(), before + 2);
 }

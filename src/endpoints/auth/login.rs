@@ -402,6 +402,7 @@ impl Issued {
             &access,
             self.refresh_token.as_str(),
             max_age,
+            None,
         );
         Ok(resp)
     }

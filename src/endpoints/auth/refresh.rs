@@ -102,12 +102,16 @@ async fn with_cookie(
             } else {
                 no_content()
             };
+            let csrf = auth::token::cookie_value(req.headers(), &b.csrf_cookie)
+                .ok()
+                .flatten();
             browser::set_session_cookies(
                 resp.headers_mut(),
                 b,
                 &access,
                 token.as_str(),
                 cookie_max_age(&session, t),
+                csrf,
             );
             resp
         }
