@@ -15,12 +15,18 @@
 #   (g) authgate required, stateful, Redis store
 #   (h) authgate required, stateless, an RS256 token of a [[token.issuers]] entry whose
 #       discovery and JWKS python3 -m http.server serves locally (on CPU 1)
+#   (i) authgate required, stateless HS256, the token in the [browser] access cookie
+#       (`Cookie: authgate_access=...`) instead of the bearer header (issue 11)
+#   (j) authgate's built-in login page (GET /auth/login, [browser] on; no captcha asked)
+#   (k) authgate GET /auth/captcha: a PNG challenge drawn and kept in the memory store; wrk
+#       sends each request from another X-Forwarded-For address (127.0.0.1 is a trusted
+#       proxy there) so the 10-a-second-per-IP captcha rate does not refuse them
 # Rounds are round-robin over the cases (a b c ... g, a b c ... g, ...); the table shows
 # medians over rounds. A case whose preconditions fail prints "SKIPPED: reason" and the
 # run goes on.
 #
 # Environment: DURATION (s per case per round, 10), ROUNDS (3), CONNECTIONS (64),
-# WRK_THREADS (1), WARMUP (s per case before round 1, 2), CASES ("a b c d e f g h"),
+# WRK_THREADS (1), WARMUP (s per case before round 1, 2), CASES ("a b c d e f g h i j k"),
 # IDLE_WAIT (before each run, wait up to this many s for CPUs 0/1 to be under 10% busy
 # with other work, 30; the load seen is recorded and shown in the table),
 # SKIP_BUILD=1 (use the existing release binary), AUTHGATE_LOG (gateway RUST_LOG, warn),
@@ -38,7 +44,7 @@ WRK_THREADS="${WRK_THREADS:-1}"
 WARMUP="${WARMUP:-2}"
 WARMUP="${WARMUP%s}"
 IDLE_WAIT="${IDLE_WAIT:-30}"
-CASES="${CASES:-a b c d e f g h}"
+CASES="${CASES:-a b c d e f g h i j k}"
 for v in DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP IDLE_WAIT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
@@ -53,12 +59,12 @@ init_tmp
 RES="$TMP_DIR/results"
 mkdir -p "$RES"
 
-read -r UP_PORT B_PORT C_PORT D_PORT D_ADMIN F_PORT F_ADMIN G_PORT G_ADMIN REDIS_PORT H_PORT H_ADMIN IDP_PORT <<<"$(free_ports 13)"
+read -r UP_PORT B_PORT C_PORT D_PORT D_ADMIN F_PORT F_ADMIN G_PORT G_ADMIN REDIS_PORT H_PORT H_ADMIN IDP_PORT I_PORT I_ADMIN <<<"$(free_ports 15)"
 
-declare -A URL=() TOKEN=() PID_OF=()
+declare -A URL=() TOKEN=() PID_OF=() COOKIE=() SCRIPT=()
 ACTIVE=()
 wanted() { [[ " $CASES " == *" $1 "* ]]; }
-for k in a b c d e f g h; do
+for k in a b c d e f g h i j k; do
     wanted "$k" || echo "not selected (CASES=\"$CASES\")" >"$RES/$k.skipped"
 done
 skip() { # skip CASE REASON
@@ -133,7 +139,7 @@ fi
 
 # ---- (d)-(g) authgate -------------------------------------------------------------------------
 GW_CASES=()
-for k in d e f g h; do wanted "$k" && GW_CASES+=("$k"); done
+for k in d e f g h i j k; do wanted "$k" && GW_CASES+=("$k"); done
 if [ "${#GW_CASES[@]}" -gt 0 ]; then
     if ! build_authgate; then
         for k in "${GW_CASES[@]}"; do skip "$k" "authgate cannot be built: $BUILD_FAILURE"; done
@@ -269,12 +275,69 @@ if [[ " ${GW_CASES[*]} " == *" h "* ]]; then
     fi
 fi
 
+# (i)-(k): one stateless gateway with [browser] on (it needs a login backend: the users
+# file) and the captcha after failures (so the login page asks none).
+if [[ " ${GW_CASES[*]} " == *" i "* || " ${GW_CASES[*]} " == *" j "* || " ${GW_CASES[*]} " == *" k "* ]]; then
+    users="$TMP_DIR/users.toml"
+    cfg="$TMP_DIR/authgate-i.toml"
+    if [ ! -f "$users" ] && ! make_users_file "$users"; then
+        for k in i j k; do wanted "$k" && skip "$k" "\`authgate hash-password\` did not print an Argon2id hash"; done
+    else
+        write_authgate_config "$cfg" "$I_PORT" "$I_ADMIN" "$UP_PORT" stateless memory users_file "$users"
+        sed -i 's|^admin_listen = .*|&\ntrusted_proxies = ["127.0.0.1/32"]|' "$cfg"
+        printf '\n[login.captcha]\nmode = "after_failures"\n\n[browser]\nenabled = true\ninsecure_cookies = true\n' >>"$cfg"
+        if ! start_authgate authgate-i "$cfg" "$I_PORT"; then
+            for k in i j k; do wanted "$k" && skip "$k" "$START_FAILURE"; done
+        else
+            log "authgate (stateless, [browser] on) on 127.0.0.1:$I_PORT (CPU 0)"
+            i_url="http://127.0.0.1:$I_PORT/api/bench"
+            if wanted i; then
+                good="$(http_code "$i_url" -H "Cookie: authgate_access=$GOOD")"
+                bad="$(http_code "$i_url" -H "Cookie: authgate_access=$BADSIG")"
+                expd="$(http_code "$i_url" -H "Cookie: authgate_access=$EXPIRED")"
+                csrf="$(http_code "$i_url" -X POST -H "Origin: https://evil.example" -H "Cookie: authgate_access=$GOOD")"
+                who="$(curl -s --max-time 5 -H "Cookie: authgate_access=$GOOD" "http://127.0.0.1:$I_PORT/__whoami" || true)"
+                if [ "$good" != 200 ]; then
+                    skip i "required route answers $good to a valid access cookie"
+                elif [ "$bad" != 401 ] || [ "$expd" != 401 ] || [ "$csrf" != 403 ]; then
+                    skip i "cookie auth is not on: bad signature $bad, expired $expd (want 401), cross-site POST $csrf (want 403)"
+                elif [[ "$who" != *'"user_id":"k1"'* ]]; then
+                    skip i "identity headers not injected (upstream saw: $who)"
+                else
+                    log "(i) access cookie: valid 200; bad signature, expired 401; cross-site POST 403; identity injected"
+                    enable i "$i_url" "$GW_PID"
+                    COOKIE[i]="authgate_access=$GOOD"
+                fi
+            fi
+            if wanted j; then
+                page="$(curl -s --max-time 5 "http://127.0.0.1:$I_PORT/auth/login" || true)"
+                if [[ "$page" == *'name="password"'* && "$page" != *'captcha_id'* ]]; then
+                    enable j "http://127.0.0.1:$I_PORT/auth/login" "$GW_PID"
+                else
+                    skip j "GET /auth/login is no login form without a captcha: $(head -c 120 <<<"$page" | tr '\n' ' ')"
+                fi
+            fi
+            if wanted k; then
+                one="$(curl -s --max-time 5 -H 'X-Forwarded-For: 10.255.255.1' "http://127.0.0.1:$I_PORT/auth/captcha" || true)"
+                if [[ "$one" == *'"image":"data:image/png;base64,'* ]]; then
+                    enable k "http://127.0.0.1:$I_PORT/auth/captcha" "$GW_PID"
+                    SCRIPT[k]="$BENCH_DIR/xff.lua"
+                else
+                    skip k "GET /auth/captcha gave no PNG challenge: $(head -c 120 <<<"$one")"
+                fi
+            fi
+        fi
+    fi
+fi
+
 [ "${#ACTIVE[@]}" -gt 0 ] || die "no case can run"
 
 # ---- measure ---------------------------------------------------------------------------------
 run_wrk() { # run_wrk CASE SECONDS OUTFILE
     local k="$1" hdr=()
     [ -n "${TOKEN[$k]}" ] && hdr=(-H "Authorization: Bearer ${TOKEN[$k]}")
+    [ -n "${COOKIE[$k]:-}" ] && hdr=(-H "Cookie: ${COOKIE[$k]}")
+    [ -n "${SCRIPT[$k]:-}" ] && hdr+=(-s "${SCRIPT[$k]}")
     taskset -c 1 wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$2"s --timeout 5s --latency \
         "${hdr[@]}" "${URL[$k]}" >"$3" 2>&1
 }
