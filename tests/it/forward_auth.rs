@@ -124,7 +124,12 @@ fn assert_refused(front: Front, r: &Resp, status: u16, code: &str) {
         r.headers,
         String::from_utf8_lossy(&r.body)
     );
-    assert_eq!(r.header("x-auth-error"), Some(code), "{name}: {:?}", r.headers);
+    assert_eq!(
+        r.header("x-auth-error"),
+        Some(code),
+        "{name}: {:?}",
+        r.headers
+    );
     assert_eq!(r.code(), code, "{name}");
     assert!(
         r.header("refresh-token").is_none(),
@@ -144,12 +149,24 @@ async fn recipe(front: Front) {
     let alice = Pair::from_resp(&via.login("alice", ALICE_PW).await);
     let bob = Pair::from_resp(&via.login("bob", BOB_PW).await);
     let zhang = Pair::from_resp(&via.login("张三", ZHANG_PW).await);
-    let r = call(&via, "GET", "/auth/verify", None, &[("x-forwarded-uri", "/public/x")]).await;
+    let r = call(
+        &via,
+        "GET",
+        "/auth/verify",
+        None,
+        &[("x-forwarded-uri", "/public/x")],
+    )
+    .await;
     assert_eq!(r.status, 404, "{name}: verify is for the proxy alone");
 
     // The identity reaches the app, and only authgate's: every spoofed copy is gone.
     let r = call(&via, "GET", "/api/me", Some(&alice.access), &SPOOFED).await;
-    assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{name}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert_eq!(r.seen_path(), "/api/me");
     let want = [
         ("x-user-id", "1001"),
@@ -176,7 +193,12 @@ async fn recipe(front: Front) {
     let names: Vec<String> = identity_of(&r).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         names,
-        ["x-session-id", "x-user-id", "x-user-name", "x-user-platform"],
+        [
+            "x-session-id",
+            "x-user-id",
+            "x-user-name",
+            "x-user-platform"
+        ],
         "{name}"
     );
     assert_eq!(identity_of(&r), identity_of(&direct), "{name}");
@@ -210,7 +232,12 @@ async fn recipe(front: Front) {
     assert_refused(front, &r, 405, "method_not_allowed");
     // A revoked session (logged out through the proxy).
     let r = call(&via, "POST", "/auth/logout", Some(&bob.access), &[]).await;
-    assert_eq!(r.status, 204, "{name}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        204,
+        "{name}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     let r = call(&via, "GET", "/api/me", Some(&bob.access), &[]).await;
     assert_refused(front, &r, 401, "session_revoked");
     assert_eq!(gw.hits(), hits, "{name}: a refusal reached the app");
@@ -220,7 +247,12 @@ async fn recipe(front: Front) {
     let ttl = gw.app.live().config.token.access_ttl;
     gw.advance(ttl - Duration::from_secs(600));
     let r = call(&via, "GET", "/api/me", Some(&alice.access), &[]).await;
-    assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{name}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     let fresh = r
         .header("refresh-token")
         .unwrap_or_else(|| panic!("{name}: no refresh header: {:?}", r.headers))
@@ -234,7 +266,10 @@ async fn recipe(front: Front) {
     assert_ne!(fresh, "from-the-app", "{name}");
     assert_eq!(payload_of(&fresh)["sid"], alice.sid.as_str(), "{name}");
     assert_eq!(r.header("cache-control"), Some("no-store"), "{name}");
-    assert!(r.seen("refresh-token").is_empty(), "{name}: the app got the token");
+    assert!(
+        r.seen("refresh-token").is_empty(),
+        "{name}: the app got the token"
+    );
     for (k, v) in r.json()["headers"].as_object().expect("headers") {
         assert!(
             !v.to_string().contains(&fresh),
@@ -308,4 +343,28 @@ async fn nginx_without_authgate_answers_502_json() {
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.code(), "upstream_unavailable");
     assert_eq!(app.hits(), 0);
+}
+
+/// The Caddyfile is as `caddy fmt` writes it (Caddy warns at every start otherwise).
+#[test]
+fn the_caddy_example_is_formatted() {
+    if !program_or_skip("caddy", &["version"], "caddy", "the Caddyfile format check") {
+        return;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CADDY_EXAMPLE);
+    let out = std::process::Command::new("caddy")
+        .arg("fmt")
+        .arg(&path)
+        .output()
+        .expect("run caddy fmt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        example(CADDY_EXAMPLE),
+        "run `caddy fmt --overwrite {CADDY_EXAMPLE}`"
+    );
 }

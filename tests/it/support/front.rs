@@ -115,11 +115,7 @@ impl FrontProxy {
                 return Some(proxy);
             }
         }
-        panic!(
-            "{} did not start; its log:\n{}",
-            front.name(),
-            proxy.log()
-        );
+        panic!("{} did not start; its log:\n{}", front.name(), proxy.log());
     }
 
     /// A client of the front proxy.
@@ -145,11 +141,8 @@ impl FrontProxy {
     /// The example with the test's addresses, plus (nginx) the main config around it, which
     /// keeps the pid, logs and temporary files in the test's folder.
     fn write_config(&self, authgate: SocketAddr, app: SocketAddr) {
-        let (authgate, app, listen) = (
-            authgate.to_string(),
-            app.to_string(),
-            self.addr.to_string(),
-        );
+        let (authgate, app, listen) =
+            (authgate.to_string(), app.to_string(), self.addr.to_string());
         match self.front {
             Front::Nginx => {
                 let listen = format!("listen {listen};");
