@@ -204,14 +204,11 @@ impl GatewayError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        // The code again where a proxy in front can relay it without reading the body
-        // (forward-auth answers have none it would pass on).
-        if matches!(
-            self.status(),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        ) {
-            h.insert(X_AUTH_ERROR, HeaderValue::from_static(self.code()));
-        }
+        // The code again where a proxy in front can relay it without reading the body: on
+        // every error, not only the contract's 401/403, since nginx's auth_request keeps no
+        // body and turns a 400, 405 or 503 of forward-auth into a bare 500 (the recipe in
+        // examples/nginx reads the code from here).
+        h.insert(X_AUTH_ERROR, HeaderValue::from_static(self.code()));
         if let Some(challenge) = self.bearer_challenge() {
             h.insert(
                 header::WWW_AUTHENTICATE,
@@ -350,6 +347,24 @@ mod tests {
                 r.headers()
             );
             assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[test]
+    fn every_error_carries_its_code_in_x_auth_error() {
+        for e in [
+            GatewayError::BadRequest("x"),
+            GatewayError::MissingToken,
+            GatewayError::Forbidden,
+            GatewayError::NoRoute,
+            GatewayError::MethodNotAllowed,
+            GatewayError::UpstreamUnavailable,
+            GatewayError::StoreUnavailable,
+            GatewayError::IssuerUnavailable,
+        ] {
+            let code = e.code();
+            let r = e.into_response();
+            assert_eq!(r.headers()[X_AUTH_ERROR], code, "{code}");
         }
     }
 

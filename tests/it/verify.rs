@@ -267,3 +267,37 @@ async fn proxy_path_refusals_carry_x_auth_error_too() {
     let r = gw.get_auth("/admin/x", &gw.mint(&bob())).await;
     refused(&r, 403, "forbidden");
 }
+
+/// Not only 401/403: every error of verify names its code in `X-Auth-Error`, since a proxy such
+/// as nginx's auth_request keeps no body (and turns these statuses into a 500 of its own).
+#[tokio::test]
+async fn every_error_of_verify_carries_x_auth_error() {
+    let gw = gateway().await;
+    let r = gw.verify_with(&[], None).await;
+    r.assert_error(400, "bad_request");
+    assert_eq!(r.header("x-auth-error"), Some("bad_request"));
+    let r = gw
+        .verify_with(
+            &[
+                ("x-forwarded-uri", "/get-only/x"),
+                ("x-forwarded-method", "POST"),
+            ],
+            None,
+        )
+        .await;
+    r.assert_error(405, "method_not_allowed");
+    assert_eq!(r.header("x-auth-error"), Some("method_not_allowed"));
+}
+
+/// The store lost: 503 `store_unavailable` with `Retry-After` and `X-Auth-Error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_503_with_retry_after_and_x_auth_error() {
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis).server(TRUST_LOOPBACK));
+    let alice = gw.login_ok("alice", "web").await;
+    assert_eq!(gw.verify("/api/x", Some(&alice.access)).await.status, 200);
+    gw.redis().stop();
+    let r = gw.verify("/api/x", Some(&alice.access)).await;
+    r.assert_error(503, "store_unavailable");
+    assert_eq!(r.header("x-auth-error"), Some("store_unavailable"));
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+}

@@ -4,11 +4,13 @@
 //! h2c and raw-socket clients ([`client`]); an identity provider stand-in serving discovery and a
 //! JWKS of test keys for `[[token.issuers]]` ([`idp`]); hand-built JWTs ([`jwt`]); the test users
 //! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
-//! and the tests' one wall-clock `now()` ([`wait`]).
+//! and the tests' one wall-clock `now()` ([`wait`]); real nginx and Caddy in front of a gateway,
+//! run from the forward-auth recipes in `examples/` ([`front`]).
 //!
 //! Every test module takes it whole: `use crate::support::*`.
 
 mod client;
+mod front;
 mod gateway;
 mod idp;
 mod jwt;
@@ -19,10 +21,11 @@ mod wait;
 
 pub use crate::{both_stores, gateway};
 pub use client::*;
+pub use front::*;
 pub use gateway::*;
 pub use idp::*;
 pub use jwt::*;
-pub use redis::installed_or_skip;
+pub use redis::{installed_or_skip, program_or_skip};
 pub use upstream::*;
 pub use users::*;
 pub use wait::*;

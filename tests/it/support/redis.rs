@@ -14,12 +14,18 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether `binary` runs (`binary --version`). When it does not: a panic with `CI` set (the
-/// tests that need it must run there); otherwise a loud `SKIPPED` naming `what` on the
-/// process's stderr, and `false`. The one rule for tests that need a program of the machine.
+/// Whether `binary` runs (`binary --version`); see [`program_or_skip`].
 pub fn installed_or_skip(binary: &str, what: &str) -> bool {
+    program_or_skip(binary, &["--version"], binary, what)
+}
+
+/// Whether `binary` runs (`binary version_args...` exits 0). When it does not: a panic with
+/// `CI` set (the tests that need it must run there); otherwise a loud `SKIPPED` naming `what`
+/// and the Debian `package` to install on the process's stderr, and `false`. The one rule for
+/// tests that need a program of the machine.
+pub fn program_or_skip(binary: &str, version_args: &[&str], package: &str, what: &str) -> bool {
     let installed = Command::new(binary)
-        .arg("--version")
+        .args(version_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -36,7 +42,7 @@ pub fn installed_or_skip(binary: &str, what: &str) -> bool {
     let _ = writeln!(
         std::io::stderr(),
         "\n{stars}\n*** SKIPPED: {binary} not found ({what}).\n\
-         *** Install it (apt-get install redis-server) to run these tests.\n{stars}"
+         *** Install it (apt-get install {package}) to run these tests.\n{stars}"
     );
     false
 }
