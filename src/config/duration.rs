@@ -41,10 +41,12 @@ impl fmt::Display for BadDuration {
                 f,
                 "unknown unit \"{u}\" (units: ms, s, m, h, d, w, or their long names)"
             ),
-            BadDuration::Calendar(u) => write!(
-                f,
-                "\"{u}\" (months or years) has no fixed length; write days, e.g. \"30d\""
-            ),
+            BadDuration::Calendar(u) => {
+                write!(
+                    f,
+                    "months and years (\"{u}\") have no fixed length; count days"
+                )
+            }
             BadDuration::TooFine => f.write_str("the finest unit is the millisecond"),
             BadDuration::TooLarge => f.write_str("it is too large"),
         }
@@ -200,7 +202,7 @@ mod tests {
             ("5S", "unknown unit \"S\""),
             (
                 "5M",
-                "\"M\" (months or years) has no fixed length; write days, e.g. \"30d\"",
+                "months and years (\"M\") have no fixed length; count days",
             ),
             ("-5s", "a number is expected at \"-5s\""),
             ("1,5h", "',' has no place in a duration"),
