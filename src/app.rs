@@ -94,6 +94,8 @@ pub struct App {
     pub(crate) flood: FloodGuard,
     /// The same for `GET {prefix}/captcha` (each answer renders a picture and stores it).
     pub(crate) captcha_flood: FloodGuard,
+    /// Requests of the main listeners being answered (`authgate_requests_in_flight`).
+    pub(crate) in_flight: crate::metrics::InFlight,
     /// Open WebSocket tunnels and streaming responses, closed when their session ends.
     pub(crate) streams: Arc<Registry>,
     /// The time every request and background check decides by (tests move it forward).
@@ -127,6 +129,7 @@ impl App {
             store,
             flood: FloodGuard::new(),
             captcha_flood: FloodGuard::with_limit(crate::login::captcha::FLOOD_LIMIT_PER_SECOND),
+            in_flight: Default::default(),
             streams: Arc::new(Registry::default()),
             clock: Clock::system(),
             shutdown: Shutdown::new(),

@@ -23,10 +23,11 @@
 //! 4. `audit`, `streams`: one JSON line per security event; a session's open tunnels and
 //!    streams, ended with it.
 //! 5. `proxy`: the upstream client (pool, round robin, hop-by-hop, X-Forwarded-*, identity
-//!    headers, the WebSocket tunnel).
+//!    headers, the WebSocket tunnel, its errors counted by kind).
 //! 6. `login`: credential backends (users file with Argon2id, the legacy app's own login),
 //!    the lock-out policy, the per-IP flood guard and the login captcha.
-//! 7. `metrics`: the Prometheus recorder and the request counters.
+//! 7. `metrics`: the Prometheus recorder, the catalogue of every metric, the request
+//!    counters and the count of requests in flight.
 //! 8. `app`: the shared state: the live config snapshot (`ArcSwap`) and what outlives it
 //!    (store, clock, refresher, stream registry).
 //! 9. `reload`: live reload of the config and the users file.

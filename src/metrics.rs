@@ -1,7 +1,10 @@
 //! The process's metrics: the Prometheus recorder (installed once, kept small by a
-//! background upkeep that each running gateway keeps until its shutdown signal) and the
-//! per-route request counters of the hot path.
+//! background upkeep that each running gateway keeps until its shutdown signal), the
+//! catalogue of every metric the gateway exports ([`CATALOGUE`]: described, and registered
+//! at 0 where its labels are known up front), the per-route request counters of the hot
+//! path and the count of requests in flight.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -27,8 +30,86 @@ pub(crate) fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (tests); ours still renders what it saw.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         handle
     })
+}
+
+/// What a metric is, for its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric the gateway exports: name, type, labels and help text (the `# HELP` line).
+/// `examples/grafana/authgate.json` is built on these names, and the README's "Metrics"
+/// list follows this one.
+pub(crate) const CATALOGUE: &[(&str, Kind, &str)] = &[
+    ("authgate_requests_total", Kind::Counter, "Answers by route pattern (\"auth\": the gateway's own endpoints; \"-\": no route) and status."),
+    ("authgate_requests_in_flight", Kind::Gauge, "Requests on the main listeners between their head and their answer's head."),
+    ("authgate_auth_failures_total", Kind::Counter, "401 answers by error code."),
+    ("authgate_silent_refreshes_total", Kind::Counter, "Fresh access tokens handed back with a response."),
+    ("authgate_logins_total", Kind::Counter, "Logins by result: success, failure, locked, flood."),
+    ("authgate_sessions_active", Kind::Gauge, "Sessions in the store, counted at each scrape."),
+    ("authgate_upstream_duration_seconds", Kind::Histogram, "Upstream exchanges, request sent to response head."),
+    ("authgate_upstream_errors_total", Kind::Counter, "Failed upstream exchanges by upstream and kind: connect, timeout, reset, protocol, bad_upgrade, body."),
+    ("authgate_store_errors_total", Kind::Counter, "Session store operations that failed."),
+    ("authgate_config_reloads_total", Kind::Counter, "Config reloads by result: ok, error."),
+    ("authgate_jwks_fetches_total", Kind::Counter, "Identity providers' key fetches by issuer and result."),
+    ("authgate_captchas_total", Kind::Counter, "Login captchas by result."),
+    ("authgate_build_info", Kind::Gauge, "Always 1; the version label says which build is running."),
+];
+
+/// Describes every metric of [`CATALOGUE`] and registers, at 0, the series whose labels are
+/// known before anything happens: a counter that first appears at its first increment hides
+/// that increment from `rate()`, and a dashboard panel shows no data rather than 0.
+fn describe() {
+    for &(name, kind, help) in CATALOGUE {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    metrics::gauge!("authgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!("authgate_requests_in_flight").set(0.0);
+    metrics::counter!("authgate_silent_refreshes_total").increment(0);
+    metrics::counter!("authgate_store_errors_total").increment(0);
+    for result in ["ok", "error"] {
+        metrics::counter!("authgate_config_reloads_total", "result" => result).increment(0);
+    }
+    for result in ["success", "failure", "locked", "flood"] {
+        metrics::counter!("authgate_logins_total", "result" => result).increment(0);
+    }
+}
+
+/// The requests of one gateway's main listeners between their head and their answer's
+/// head, whichever protocol brought them: one per request, so several on an HTTP/2
+/// connection, and none on an idle keep-alive one (`server/conn.rs` counts them where it
+/// tells the connection's watchdog). A response body still streaming, or a WebSocket
+/// tunnel, is no longer in flight: this is the gateway and its upstreams still owing an
+/// answer. The admin listener's requests (the scrape itself) are not counted.
+///
+/// A relaxed atomic of the gateway's own per request; `authgate_requests_in_flight` is set
+/// from it at each scrape, so each gateway of a test process shows its own count.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(AtomicU64);
+
+impl InFlight {
+    pub(crate) fn started(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sets the gauge to the count now (at a scrape).
+    pub(crate) fn publish(&self) {
+        metrics::gauge!("authgate_requests_in_flight").set(self.0.load(Ordering::Relaxed) as f64);
+    }
 }
 
 /// How often histogram samples are folded into their buckets.
@@ -179,6 +260,90 @@ mod tests {
             text.contains("authgate_upkeep_probe_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    /// The names in every `counter!`/`gauge!`/`histogram!` call under `src/`.
+    fn names_used_in_src() -> Vec<(String, Kind, String)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut found = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (mac, kind) in [
+                ("counter!(", Kind::Counter),
+                ("gauge!(", Kind::Gauge),
+                ("histogram!(", Kind::Histogram),
+            ] {
+                for (at, _) in text.match_indices(mac) {
+                    let rest = text[at + mac.len()..].trim_start();
+                    let Some(quoted) = rest.strip_prefix('"') else {
+                        continue; // a name from a variable: the catalogue loop in describe()
+                    };
+                    let name = &quoted[..quoted.find('"').unwrap()];
+                    // Not a metric (this test's own patterns), or this module's upkeep probe.
+                    if !name.starts_with("authgate_") || name.starts_with("authgate_upkeep_probe") {
+                        continue;
+                    }
+                    found.push((name.to_owned(), kind, file.display().to_string()));
+                }
+            }
+        }
+        found
+    }
+
+    /// The catalogue (the `# HELP` lines, the dashboard's and the README's list) cannot fall
+    /// behind the code: every metric the code records is in it, with its type.
+    #[test]
+    fn every_metric_recorded_is_in_the_catalogue() {
+        let used = names_used_in_src();
+        assert!(used.len() > 10, "{used:?}");
+        for (name, kind, file) in &used {
+            let entry = CATALOGUE.iter().find(|(n, ..)| n == name);
+            assert!(
+                entry.is_some(),
+                "{file}: {name} is not in metrics::CATALOGUE"
+            );
+            assert_eq!(entry.unwrap().1, *kind, "{file}: {name}");
+        }
+        for (name, ..) in CATALOGUE {
+            assert!(
+                used.iter().any(|(n, ..)| n == name),
+                "{name} is in the catalogue but nothing records it"
+            );
+        }
+    }
+
+    #[test]
+    fn known_series_show_before_anything_happens() {
+        let text = prometheus().render();
+        for want in [
+            "# HELP authgate_logins_total Logins by result",
+            "# TYPE authgate_requests_in_flight gauge",
+            concat!(
+                "authgate_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
+            "authgate_silent_refreshes_total ",
+            "authgate_store_errors_total ",
+            "authgate_logins_total{result=\"locked\"} ",
+            "authgate_config_reloads_total{result=\"error\"} ",
+        ] {
+            assert!(text.contains(want), "no {want:?} in\n{text}");
+        }
     }
 
     /// Joins `thread`, failing if it has not ended within 5 s.

@@ -25,10 +25,12 @@ use tokio::net::TcpStream;
 
 use crate::body::{Body, BodyError};
 
+mod errors;
 pub(crate) mod identity;
 mod pool;
 mod tunnel;
 use crate::config::{Upstream, UpstreamTarget};
+pub(crate) use errors::{Failure, UpstreamErrors};
 pub(crate) use pool::UpstreamBody;
 pub(crate) use tunnel::{tunnel, ClientReads, ClientUpgrade, SocketReads};
 
@@ -132,10 +134,20 @@ impl UpstreamClient {
         Self {
             name: upstream.name.clone(),
             connector,
-            pool: pool::Pool::new(1024, Duration::from_secs(90), Duration::from_secs(5)),
+            pool: pool::Pool::new(
+                1024,
+                Duration::from_secs(90),
+                Duration::from_secs(5),
+                UpstreamErrors::register(&upstream.name),
+            ),
             authority: first.authority.clone(),
             base_path: first.base_path.clone(),
         }
+    }
+
+    /// This upstream's `authgate_upstream_errors_total` series.
+    pub(crate) fn errors(&self) -> &UpstreamErrors {
+        &self.pool.errors
     }
 
     /// The origin-form URI to send for a forwarded path and query. `original` is the
@@ -175,7 +187,8 @@ impl UpstreamClient {
     }
 
     /// Sends one request; `timeout` bounds the wait for the response head (connecting
-    /// included). (A plain fn returning an async block: an async fn would keep a second,
+    /// included). A failure that is the upstream's is counted by its [`Failure`] kind.
+    /// (A plain fn returning an async block: an async fn would keep a second,
     /// moved-from copy of the request in its future.)
     pub(crate) fn send<'a>(
         &'a self,
@@ -192,11 +205,23 @@ impl UpstreamClient {
         // second slot of the block's state.
         tokio::time::timeout(timeout, self.pool.send(req, || self.connector.connect())).map(
             move |r| match r {
-                Err(_) => Err(UpstreamError::Timeout),
+                Err(_) => {
+                    self.errors().count(Failure::Timeout);
+                    Err(UpstreamError::Timeout)
+                }
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(_)) if too_large.load(Ordering::Acquire) => Err(UpstreamError::BodyTooLarge),
                 Ok(Err(e)) => {
-                    tracing::warn!(upstream = %self.name, error = %e, "upstream exchange failed");
+                    let kind = e.failure();
+                    if let Some(kind) = kind {
+                        self.errors().count(kind);
+                    }
+                    tracing::warn!(
+                        upstream = %self.name,
+                        kind = kind.map_or("client_body", Failure::label),
+                        error = %e,
+                        "upstream exchange failed"
+                    );
                     Err(UpstreamError::Unavailable(e.to_string()))
                 }
             },

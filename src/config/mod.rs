@@ -605,7 +605,7 @@ upstream = "legacy"
     #[test]
     fn shape_and_meaning_problems_are_reported_together() {
         let text =
-            format!("{MINIMAL}\n[server]\nlisten = 8080\nidle_timeout = \"1 min\"\ntypo = 1\n");
+            format!("{MINIMAL}\n[server]\nlisten = 8080\nidle_timeout = \"1 minnit\"\ntypo = 1\n");
         let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
@@ -752,6 +752,51 @@ upstream = "legacy"
         let route = &c.routes.routes()[0];
         assert_eq!(route.auth, AuthMode::Required, "auth left out fails closed");
         assert_eq!(route.methods, None);
+    }
+
+    /// Every duration key takes humantime's compound forms (issue 12), not only the one the
+    /// duration module's own tests parse.
+    #[test]
+    fn durations_take_compound_forms_in_every_section() {
+        let text = r#"
+[server]
+request_timeout = "1m 30s"
+shutdown_grace = "0.5m"
+
+[token]
+access_ttl = "1h30m"
+refresh_ttl = "1w"
+silent_refresh_window = "90s"
+
+[session]
+refresh_reuse_grace = "1s500ms"
+
+[login.lockout]
+window = "2 minutes"
+
+[cors]
+max_age = "1h 1s"
+
+[[upstreams]]
+name = "app"
+urls = ["http://127.0.0.1:9000"]
+connect_timeout = "2500ms"
+
+[[routes]]
+path = "/"
+upstream = "app"
+"#;
+        let c = ok(text).config;
+        let secs = Duration::from_secs;
+        assert_eq!(c.server.request_timeout, secs(90));
+        assert_eq!(c.server.shutdown_grace, secs(30));
+        assert_eq!(c.token.access_ttl, secs(5_400));
+        assert_eq!(c.token.refresh_ttl, secs(7 * 86_400));
+        assert_eq!(c.token.silent_refresh_window, secs(90));
+        assert_eq!(c.session.refresh_reuse_grace, Duration::from_millis(1_500));
+        assert_eq!(c.login.lockout.window, secs(120));
+        assert_eq!(c.cors.max_age, secs(3_601));
+        assert_eq!(c.upstreams[0].connect_timeout, Duration::from_millis(2_500));
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub(crate) async fn handle(
             if let Ok(n) = app.store.active_count(app.clock.now_ms()).await {
                 metrics::gauge!("authgate_sessions_active").set(n as f64);
             }
+            app.in_flight.publish();
             let mut r = Response::new(full(crate::metrics::prometheus().render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -54,6 +54,7 @@ fn open_tunnel(
     resp: &mut Response<UpstreamBody>,
 ) -> Result<(), GatewayError> {
     let Some(client) = cx.upgrade.take().filter(|u| u.accepted_by(resp.headers())) else {
+        upstream.errors().count(proxy::Failure::BadUpgrade);
         tracing::warn!(
             upstream = %upstream.name,
             "upstream answered 101 without completing a WebSocket handshake"

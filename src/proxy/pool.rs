@@ -28,6 +28,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::errors::{Failure, UpstreamErrors};
 use crate::body::Body;
 
 type Io = TokioIo<TcpStream>;
@@ -63,12 +64,25 @@ pub(crate) struct Pool {
     sweep_every: Duration,
     /// Whether the sweeper task runs (started with the first idle connection).
     sweeping: AtomicBool,
+    /// The upstream's error counters: a response body that breaks off is counted by the
+    /// body itself (the only one to see it), which holds the pool anyway.
+    pub(super) errors: UpstreamErrors,
 }
 
 /// Why an exchange failed.
 pub(crate) enum SendError {
     Connect(std::io::Error),
     Exchange(hyper::Error),
+}
+
+impl SendError {
+    /// The kind of failure, or `None` when it was not the upstream's.
+    pub(super) fn failure(&self) -> Option<Failure> {
+        match self {
+            SendError::Connect(_) => Some(Failure::Connect),
+            SendError::Exchange(e) => Failure::of_exchange(e),
+        }
+    }
 }
 
 impl std::fmt::Display for SendError {
@@ -81,13 +95,19 @@ impl std::fmt::Display for SendError {
 }
 
 impl Pool {
-    pub(crate) fn new(max_idle: usize, idle_timeout: Duration, sweep_every: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        max_idle: usize,
+        idle_timeout: Duration,
+        sweep_every: Duration,
+        errors: UpstreamErrors,
+    ) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
             sweep_every,
             sweeping: AtomicBool::new(false),
+            errors,
         })
     }
 
@@ -278,7 +298,12 @@ impl http_body::Body for UpstreamBody {
         match &frame {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.conn = None;
+                if let Some(pool) = &this.pool {
+                    pool.errors.count(Failure::Body);
+                }
+            }
             _ => {}
         }
         frame
@@ -334,7 +359,12 @@ mod tests {
     async fn sweep_drops_idle_connections_the_upstream_closed() {
         let (close, closed) = tokio::sync::oneshot::channel();
         let addr = answer_once(closed).await;
-        let pool = Pool::new(8, Duration::from_secs(90), Duration::from_millis(20));
+        let pool = Pool::new(
+            8,
+            Duration::from_secs(90),
+            Duration::from_millis(20),
+            UpstreamErrors::noop(),
+        );
         let req = Request::get("/")
             .header("host", "up")
             .body(crate::body::empty())

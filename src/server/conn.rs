@@ -165,7 +165,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         }
         let app = self.app.clone();
         let info = self.info.clone();
-        let in_flight = InFlight::start(self.state.clone());
+        let counted = matches!(self.kind, Kind::Proxy).then(|| app.clone());
+        let in_flight = InFlight::start(self.state.clone(), counted);
         // Boxed per request: hyper keeps a slot of the service future's size for the life
         // of the connection, and the pipeline's future is large (idle memory). No async
         // block around the call: it would keep a dead copy of the request.
@@ -183,19 +184,31 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 }
 
 /// One request being served on a connection, from its head until its answer's head (or
-/// until it is dropped: a client that goes away, an h2 stream reset).
-struct InFlight(Arc<ConnState>);
+/// until it is dropped: a client that goes away, an h2 stream reset). The connection's
+/// watchdog counts it, and on a main listener so does the gateway
+/// (`authgate_requests_in_flight`): hyper calls the service once per request, so an HTTP/1
+/// keep-alive connection counts one at a time and an HTTP/2 one each open stream.
+struct InFlight {
+    conn: Arc<ConnState>,
+    app: Option<Arc<App>>,
+}
 
 impl InFlight {
-    fn start(state: Arc<ConnState>) -> Self {
-        state.request_started();
-        Self(state)
+    fn start(conn: Arc<ConnState>, app: Option<Arc<App>>) -> Self {
+        conn.request_started();
+        if let Some(app) = &app {
+            app.in_flight.started();
+        }
+        Self { conn, app }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.request_finished();
+        self.conn.request_finished();
+        if let Some(app) = &self.app {
+            app.in_flight.finished();
+        }
     }
 }
 

@@ -105,7 +105,12 @@ async fn sighup_reloads_the_config_file() {
 fn check_exits_0_for_a_good_config_and_1_with_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, Conf::new().render("127.0.0.1:9".parse().unwrap())).unwrap();
+    // Compound durations (humantime's forms) are good ones.
+    let text = Conf::new()
+        .server("request_timeout = \"1m 30s\"")
+        .token("refresh_ttl = \"1d12h\"")
+        .render("127.0.0.1:9".parse().unwrap());
+    std::fs::write(&good, text).unwrap();
     let out = Command::new(BIN)
         .args(["check", "-c"])
         .arg(&good)
@@ -116,7 +121,7 @@ fn check_exits_0_for_a_good_config_and_1_with_every_problem() {
 
     let bad = dir.path().join("bad.toml");
     let text = Conf::new()
-        .server("idle_timeout = \"soon\"")
+        .server("idle_timeout = \"1h30\"")
         .routes("[[routes]]\npath = \"/x\"\nupstream = \"nowhere\"\n")
         .render("127.0.0.1:9".parse().unwrap());
     std::fs::write(&bad, text).unwrap();
@@ -128,7 +133,10 @@ fn check_exits_0_for_a_good_config_and_1_with_every_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.idle_timeout"), "{err}");
+    assert!(
+        err.contains("server.idle_timeout: \"1h30\" is not a duration: 30 needs a unit"),
+        "{err}"
+    );
     assert!(err.contains("routes[0].upstream"), "{err}");
 }
 

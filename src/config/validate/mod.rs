@@ -144,10 +144,10 @@ impl Cx<'_> {
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Duration {
-        duration::parse(text).unwrap_or_else(|| {
+        duration::parse(text).unwrap_or_else(|why| {
             self.problem(
                 key,
-                format!("{text:?} is not a duration; write e.g. \"500ms\", \"30s\", \"10m\", \"2h\", \"30d\""),
+                format!("{text:?} is not a duration: {why}; write e.g. \"500ms\", \"30s\", \"1h30m\", \"2m 30s\", \"30d\""),
             );
             Duration::ZERO
         })

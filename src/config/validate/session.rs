@@ -104,7 +104,7 @@ mod tests {
             ("[session]\nrefresh_reuse_grace = \"soon\"", "session.refresh_reuse_grace", "not a duration"),
             // Durations a key cannot represent are refused, never cut (issue 15). Below 1 ms
             // is not a duration at all (the store keeps milliseconds).
-            ("[session]\nrefresh_reuse_grace = \"500us\"", "session.refresh_reuse_grace", "not a duration"),
+            ("[session]\nrefresh_reuse_grace = \"500us\"", "session.refresh_reuse_grace", "not a duration: the finest unit is the millisecond"),
             ("[session]\nrefresh_reuse_grace = \"3000001d\"", "session.refresh_reuse_grace", "longer than the session store can represent"),
         ];
         assert_rules(cases);

@@ -342,14 +342,14 @@ impl Cx<'_> {
     /// and a lifetime cap holds at least one.
     fn lifetimes_fit_access_ttl(&mut self, f: &file::TokenFile, times: &Lifetimes) {
         let access_ttl = times.access_ttl;
-        if times.refresh_ttl <= access_ttl && duration::parse(&f.refresh_ttl).is_some() {
+        if times.refresh_ttl <= access_ttl && duration::parse(&f.refresh_ttl).is_ok() {
             self.problem(
                 "token.refresh_ttl",
                 format!("must be longer than access_ttl ({})", f.access_ttl),
             );
         }
         if times.silent_refresh_window >= access_ttl
-            && duration::parse(&f.silent_refresh_window).is_some()
+            && duration::parse(&f.silent_refresh_window).is_ok()
         {
             self.problem(
                 "token.silent_refresh_window",
@@ -501,7 +501,7 @@ mod tests {
             ),
             // [token]: lifetimes, headers, cookie
             ("[token]\naccess_ttl = \"0s\"", "token.access_ttl", "more than 0s"),
-            ("[token]\naccess_ttl = \"2 h\"", "token.access_ttl", "not a duration"),
+            ("[token]\naccess_ttl = \"2 hs\"", "token.access_ttl", "not a duration: unknown unit \"hs\""),
             ("[token]\nrefresh_ttl = \"1h\"", "token.refresh_ttl", "longer than access_ttl"),
             (
                 "[token]\nsilent_refresh_window = \"2h\"",

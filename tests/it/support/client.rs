@@ -294,7 +294,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn parse_response(buf: &[u8]) -> Option<Resp> {
+pub fn parse_response(buf: &[u8]) -> Option<Resp> {
     let head_end = find(buf, b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let mut lines = head.split("\r\n");
