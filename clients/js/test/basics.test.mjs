@@ -58,10 +58,10 @@ describe('against the gateway', { concurrency: false }, () => {
       return;
     }
     upstream = await startUpstream();
-    // Ten-second tokens whose silent-refresh window opens one second after they are minted.
+    // Ten-second tokens whose silent-refresh window opens two seconds after they are minted.
     gw = await startGateway({
       upstream: upstream.url,
-      token: 'access_ttl = "10s"\nsilent_refresh_window = "9s"\nleeway = "0s"',
+      token: 'access_ttl = "10s"\nsilent_refresh_window = "8s"\nleeway = "0s"',
     });
   });
   after(async () => {

@@ -2,8 +2,11 @@
 import { createClient, sessionStorageAdapter } from './authgate.js';
 
 const $ = (id) => document.getElementById(id);
-const mode = new URLSearchParams(location.search).get('mode') === 'cookie' ? 'cookie' : 'bearer';
+const query = new URLSearchParams(location.search);
+const mode = query.get('mode') === 'cookie' ? 'cookie' : 'bearer';
+const platform = ['web', 'h5', 'app'].includes(query.get('platform')) ? query.get('platform') : 'web';
 $('mode').value = mode;
+$('platform').value = platform;
 
 /** Why the gateway ended the session, in words. */
 const REASONS = {
@@ -36,7 +39,7 @@ async function loggedFetch(input, init = {}) {
 
 const client = createClient({
   mode,
-  platform: 'web',
+  platform,
   deviceId: `demo page (${mode})`,
   // Bearer mode keeps the pair in this tab's sessionStorage, and sends no cookies: a cookie
   // session of this browser (the other mode) would otherwise travel beside the bearer token.
