@@ -250,6 +250,11 @@ export function createClient(options = {}) {
   let endedGeneration = -1; // cookie mode: the generation onLogout was called for
   let quietSession = null; // bearer: the session being logged out on purpose (no onLogout)
   let cookieInfo = null; // cookie mode: what the last login said (no token)
+  let completed = 0; // refreshes finished, either way
+  // The last refresh that failed: what it was for (the access token, or in cookie mode the
+  // generation) and its error. A request sent before it failed, with that same token, gets
+  // that error instead of a second refresh: ten answers arriving one by one make one refresh.
+  let lastFailure = null;
 
   const secsLeft = (token) => {
     const exp = decodeJwt(token)?.exp;
@@ -349,19 +354,41 @@ export function createClient(options = {}) {
     throw err;
   }
 
-  /**
-   * The refresh a request needs, shared: one at a time for the whole client. `failed` is the
-   * access token the request went out with: when the stored one is already newer (someone
-   * refreshed meanwhile, here or in another tab), that one is used without a new refresh.
-   */
-  async function sharedRefresh(failed) {
-    if (flight) return flight;
-    if (cookieMode) {
-      if (failed !== undefined && failed !== generation) return null;
-      flight = refreshCookie(generation).finally(() => {
+  /** Makes `refreshing` (for `token`) the one refresh in flight, and records how it ends. */
+  function fly(token, refreshing) {
+    flight = refreshing
+      .then(
+        (ok) => {
+          lastFailure = null;
+          return ok;
+        },
+        (err) => {
+          lastFailure = { token, err };
+          throw err;
+        },
+      )
+      .finally(() => {
+        completed += 1;
         flight = null;
       });
-      return flight;
+    return flight;
+  }
+
+  /**
+   * The refresh a request needs, shared: one at a time for the whole client. `failed` is the
+   * access token the request went out with (cookie mode: the generation), `sentAt` the count
+   * of finished refreshes when it did. When the stored token is already newer (someone
+   * refreshed meanwhile, here or in another tab), that one is used without a new refresh;
+   * when a refresh for the same token failed since, its error is the answer.
+   */
+  async function sharedRefresh(failed, sentAt) {
+    if (flight) return flight;
+    if (sentAt !== undefined && sentAt !== completed && lastFailure && lastFailure.token === failed) {
+      throw lastFailure.err;
+    }
+    if (cookieMode) {
+      if (failed !== undefined && failed !== generation) return null;
+      return fly(generation, refreshCookie(generation));
     }
     const cur = await storage.get();
     if (flight) return flight; // started while the storage answered
@@ -371,10 +398,7 @@ export function createClient(options = {}) {
     if (failed !== undefined && cur.accessToken !== failed && secsLeft(cur.accessToken) >= marginSecs) {
       return cur;
     }
-    flight = refreshBearer(cur).finally(() => {
-      flight = null;
-    });
-    return flight;
+    return fly(cur.accessToken, refreshBearer(cur));
   }
 
   /** Stores the fresh access token of a silent refresh: a JWT of the same session, newer. */
@@ -434,6 +458,7 @@ export function createClient(options = {}) {
     if (callerHeaders.has('authorization')) {
       return p.send(callerHeaders); // the caller chose the credentials: passed through as is
     }
+    const startedAt = completed;
     let cur = await storage.get();
     // One refresh attempt per request at most: before sending, or after a token_expired.
     let refreshed = false;
@@ -441,7 +466,7 @@ export function createClient(options = {}) {
     if (cur && secsLeft(cur.accessToken) < marginSecs) {
       refreshed = true;
       try {
-        cur = await sharedRefresh(cur.accessToken);
+        cur = await sharedRefresh(cur.accessToken, startedAt);
       } catch (e) {
         // The session ended, or the token is dead anyway: the refresh's error is the answer.
         // A refresh that failed for a while (503, network) while the token still has some
@@ -457,12 +482,13 @@ export function createClient(options = {}) {
       return p.send(h);
     };
     let sentWith = cur;
+    const sentAt = completed;
     let resp = await send(sentWith);
     await pickUp(resp);
     let code = await authErrorCode(resp);
     if (code === 'token_expired' && refreshFailure) throw refreshFailure;
     if (code === 'token_expired' && sentWith && !refreshed) {
-      const next = await sharedRefresh(sentWith.accessToken);
+      const next = await sharedRefresh(sentWith.accessToken, sentAt);
       if (!p.canReplay) throw notReplayable();
       sentWith = next;
       resp = await send(sentWith);
@@ -475,11 +501,12 @@ export function createClient(options = {}) {
 
   async function cookieFetch(p) {
     const sentGeneration = generation;
+    const sentAt = completed;
     const send = () => p.send(csrfHeaders(p.method, p.headers()));
     let resp = await send();
     let code = await authErrorCode(resp);
     if (code === 'token_expired') {
-      await sharedRefresh(sentGeneration);
+      await sharedRefresh(sentGeneration, sentAt);
       if (!p.canReplay) throw notReplayable();
       resp = await send();
       code = await authErrorCode(resp);

@@ -32,6 +32,8 @@ describe('refresh', { concurrency: false }, () => {
     gw = await startGateway({
       upstream: upstream.url,
       token: 'access_ttl = "2s"\nsilent_refresh_window = "1s"\nleeway = "0s"',
+      // Several sessions on web at once: the replay cases wait for their tokens together.
+      extra: '[platforms]\nmax_sessions = { web = 20, h5 = 1, app = 1 }',
     });
   });
   after(async () => {
@@ -158,11 +160,17 @@ describe('refresh', { concurrency: false }, () => {
       ['URLSearchParams', () => [{ method: 'POST', body: new URLSearchParams({ a: '1', b: 'two' }) }], 'a=1&b=two'],
       ['Request', (url) => [new Request(url, { method: 'POST', body: text })], text],
     ];
-    for (const [name, make, want] of cases) {
+    // One client per case (and one for FormData), logged in together, expired together.
+    const clients = [];
+    for (let i = 0; i <= cases.length; i++) {
       const storage = memoryStorage();
       const client = createClient({ baseUrl: gw.base, storage, now: AN_HOUR_BEHIND });
       await client.login(USER, PASSWORD);
-      await untilExpired(storage);
+      clients.push({ client, storage });
+    }
+    await untilExpired(clients[clients.length - 1].storage);
+    for (const [i, [name, make, want]] of cases.entries()) {
+      const { client } = clients[i];
       const rec = recordFetch();
       let resp;
       try {
@@ -177,14 +185,18 @@ describe('refresh', { concurrency: false }, () => {
       assert.deepEqual(rec.to(`/replay/${name}`).map((c) => c.status), [401, 200], name);
     }
     // FormData: multipart, so the boundary differs per send; the fields must be there.
-    const storage = memoryStorage();
-    const client = createClient({ baseUrl: gw.base, storage, now: AN_HOUR_BEHIND });
-    await client.login(USER, PASSWORD);
-    await untilExpired(storage);
+    const { client } = clients[cases.length];
     const form = new FormData();
     form.set('field', 'value-9');
-    const resp = await client.fetch('/replay/form', { method: 'POST', body: form });
+    const rec = recordFetch();
+    let resp;
+    try {
+      resp = await client.fetch('/replay/form', { method: 'POST', body: form });
+    } finally {
+      rec.restore();
+    }
     assert.equal(resp.status, 200);
+    assert.deepEqual(rec.to('/replay/form').map((c) => c.status), [401, 200]);
     assert.match((await resp.json()).body, /name="field"\r\n\r\nvalue-9/);
   });
 

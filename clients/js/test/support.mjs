@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
 export const USER = 'alice';
+/** A second user, for the marker logins of `settled()`: they never touch alice's sessions. */
+const MARKER_USER = 'marker';
 export const PASSWORD = 'client-test-password-7';
 
 /** The authgate binary: `AUTHGATE_BIN`, else cargo's debug build. */
@@ -157,7 +159,8 @@ export async function startGateway({ upstream, token = '', session = '', extra =
   const dir = mkdtempSync(path.join(tmpdir(), 'authgate-js-'));
   writeFileSync(
     path.join(dir, 'users.toml'),
-    `[[users]]\nid = "1001"\nusername = "${USER}"\npassword_hash = "${passwordHash()}"\ntenant = "acme"\n`,
+    `[[users]]\nid = "1001"\nusername = "${USER}"\npassword_hash = "${passwordHash()}"\ntenant = "acme"\n\n`
+      + `[[users]]\nid = "2002"\nusername = "${MARKER_USER}"\npassword_hash = "${passwordHash()}"\n`,
   );
   writeFileSync(
     path.join(dir, 'gateway.toml'),
@@ -243,13 +246,18 @@ auth = "required"
     lines,
     audits,
     /**
-     * Waits until the gateway has logged everything about requests made before now: a marker
-     * request's access line comes after them (the gateway writes each line before answering).
+     * Waits until every audit line of the requests answered before now has been read: the
+     * gateway writes an event's line before it answers, so the `login` line of a marker login
+     * made now (another user, its own session) comes after all of them.
      */
     async settled() {
-      const marker = `/__marker_${randomBytes(6).toString('hex')}`;
-      await fetch(`${base}${marker}`).then((r) => r.arrayBuffer());
-      await waitFor((l) => field(l, 'access') === true && field(l, 'path') === marker, 'marker access line');
+      const r = await fetch(`${base}/auth/login`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ username: MARKER_USER, password: PASSWORD }),
+      });
+      const { session_id: sid } = await r.json();
+      await waitFor((l) => field(l, 'audit') === true && field(l, 'event') === 'login' && field(l, 'session_id') === sid, 'marker login line');
     },
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
