@@ -194,6 +194,11 @@ function publicInfo(x) {
   };
 }
 
+/** The login's answer for the app: the session, and the legacy login's own JSON if any. */
+function withUpstream(info, answer) {
+  return answer && answer.upstream !== undefined ? { ...info, upstream: answer.upstream } : info;
+}
+
 /** Reads a cookie readable by scripts (the CSRF cookie); `null` outside a browser. */
 function readCookie(name) {
   const all = globalThis.document && typeof globalThis.document.cookie === 'string'
@@ -566,7 +571,7 @@ export function createClient(options = {}) {
     generation += 1;
     if (cookieMode) {
       cookieInfo = publicInfo(answer);
-      return { ...cookieInfo, upstream: answer?.upstream };
+      return withUpstream(cookieInfo, answer);
     }
     if (!answer || typeof answer.access_token !== 'string' || typeof answer.refresh_token !== 'string') {
       throw new AuthgateError('bad_response', 'authgate: the login answer holds no token pair', {
@@ -576,7 +581,7 @@ export function createClient(options = {}) {
     }
     const record = pairToRecord(answer);
     await storage.set(record);
-    return { ...publicInfo(record), upstream: answer.upstream };
+    return withUpstream(publicInfo(record), answer);
   }
 
   async function endOnPurpose(path) {

@@ -39,7 +39,10 @@ pub(crate) fn answer(path: &str) -> Option<Response<Body>> {
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -72,7 +75,11 @@ mod tests {
         for (path, status, kind) in [
             ("/spa/", 200, Some("text/html; charset=utf-8")),
             ("/spa/index.html", 200, Some("text/html; charset=utf-8")),
-            ("/spa/authgate.js", 200, Some("text/javascript; charset=utf-8")),
+            (
+                "/spa/authgate.js",
+                200,
+                Some("text/javascript; charset=utf-8"),
+            ),
             ("/spa/app.js", 200, Some("text/javascript; charset=utf-8")),
             ("/spa/style.css", 200, Some("text/css; charset=utf-8")),
             ("/spa", 301, None),
@@ -84,7 +91,10 @@ mod tests {
             assert_eq!(got.and_then(|v| v.to_str().ok()), kind, "{path}");
             if status == 200 {
                 let csp = &resp.headers()[header::CONTENT_SECURITY_POLICY];
-                assert!(csp.to_str().unwrap().contains("script-src 'self'"), "{path}");
+                assert!(
+                    csp.to_str().unwrap().contains("script-src 'self'"),
+                    "{path}"
+                );
             }
         }
         for path in ["/", "/spaces", "/api/spa/", "/public/spa/"] {
@@ -95,8 +105,13 @@ mod tests {
     #[test]
     fn the_page_has_no_inline_script_and_imports_the_shipped_library() {
         assert!(!INDEX_HTML.contains("<script>"), "inline script");
-        for handler in ["onclick", "onsubmit", "onload", "onchange", "oninput", "onerror"] {
-            assert!(!INDEX_HTML.contains(handler), "inline event handler {handler}");
+        for handler in [
+            "onclick", "onsubmit", "onload", "onchange", "oninput", "onerror",
+        ] {
+            assert!(
+                !INDEX_HTML.contains(handler),
+                "inline event handler {handler}"
+            );
         }
         assert!(INDEX_HTML.contains(r#"<script type="module" src="app.js"></script>"#));
         assert!(APP_JS.contains("from './authgate.js'"));
