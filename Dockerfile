@@ -36,6 +36,8 @@ RUN mkdir -p src \
 # strip --strip-debug drops the line tables (profile.release keeps them for profiling);
 # symbols stay, so backtraces still name functions.
 COPY src ./src
+# The demo's single-page app embeds the JavaScript client (include_str!).
+COPY clients/js/index.js ./clients/js/index.js
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \
  && strip --strip-debug target/release/authgate \

@@ -7,8 +7,11 @@
 //! minted when asked, so that step of the walk-through works however long after start-up it
 //! is run. The same service is a small identity provider ([`idp`]): the demo's config lists
 //! it under `[[token.issuers]]`, and its tokens show a foreign token's way through the gateway.
+//! The echo upstream also serves a single-page app ([`spa`], on the public route `/spa`) that
+//! uses the JavaScript client of `clients/js`, so the whole client loop shows in a browser.
 
 mod idp;
+mod spa;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -57,6 +60,9 @@ pub async fn spawn_echo(addr: SocketAddr) -> io::Result<SocketAddr> {
 }
 
 fn echo(req: Request<Incoming>) -> Response<Body> {
+    if let Some(page) = spa::answer(req.uri().path()) {
+        return page;
+    }
     if crate::auth::browser::is_html_navigation(req.method(), req.headers()) {
         return echo_page(&req);
     }
@@ -369,6 +375,7 @@ fn write_users_file() -> Result<TempDir, DemoError> {
 /// and the demo identity provider at `issuer`.
 fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, issuer: &str) -> String {
     let audience = idp::AUDIENCE;
+    let spa = spa::PATH;
     format!(
         r#"
 [server]
@@ -407,6 +414,12 @@ path = "/public"
 upstream = "echo"
 auth = "public"
 
+[[routes]]                # the single-page app of clients/js: static files, no token needed
+path = "{spa}"
+upstream = "echo"
+auth = "public"
+methods = ["GET", "HEAD"]
+
 [[routes]]
 path = "/"
 upstream = "echo"
@@ -417,9 +430,10 @@ auth = "required"
 
 /// The curl walk-through printed at start-up.
 fn walkthrough(base: &str, admin: SocketAddr, echo: SocketAddr, tokens: SocketAddr) -> String {
+    let spa = spa::PATH;
     format!(
         r#"authgate demo
-  gateway   {base}  (public: /public/*, everything else needs a token)
+  gateway   {base}  (public: /public/*, the JS client's page {spa}/; everything else needs a token)
   admin     http://{admin}/healthz  /readyz  /metrics
   upstream  http://{echo}  (echoes what it receives as JSON)
   tokens    http://{tokens}/near-expiry  (demo only: a token with a minute left, minted per call)
@@ -472,6 +486,11 @@ curl -si -c /tmp/authgate-jar -X POST {base}/auth/login -H 'Origin: {base}' \
      -d 'username={DEMO_USER}&password={DEMO_PASSWORD}&return_to=/api/orders' | grep -i '^location'
 curl -s -b /tmp/authgate-jar {base}/api/orders
 curl -si -b /tmp/authgate-jar -X POST {base}/api/orders -H 'Origin: https://evil.example' | head -1
+
+# 11. A single-page app: open {base}{spa}/ in a browser. The page uses the JavaScript client
+#     (clients/js, served as {spa}/authgate.js): log in, call the upstream, list the sessions, log
+#     out. With `--access-ttl-secs 20` you see the silent refresh, then the refresh; log in again
+#     with step 3's curl and the page is told `session_replaced` at its next call.
 
 Ctrl-C stops the demo.
 "#

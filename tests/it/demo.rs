@@ -90,3 +90,46 @@ async fn the_identity_provider_step_passes_a_foreign_token_with_its_user() {
     assert_eq!(r.header("refresh-token"), None);
     demo.handle.shutdown().await;
 }
+
+/// Issue 13: the single-page app is served through the gateway on its public route, without a
+/// token, with its own CSP, and its `authgate.js` is the library `clients/js` ships; the route
+/// takes GET and HEAD only.
+#[tokio::test]
+async fn the_single_page_app_and_the_shipped_client_are_served_on_a_public_route() {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let demo = authgate::demo::start(any, any)
+        .await
+        .expect("the demo starts");
+    let gw = Probe::new(demo.handle.addr);
+    assert!(demo.walkthrough.contains("/spa/"), "{}", demo.walkthrough);
+    let page = gw.get("/spa/", &[("accept", "text/html")]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").expect("a CSP");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains(r#"src="app.js""#));
+    let lib = gw.get("/spa/authgate.js", &[]).await;
+    assert_eq!(lib.status, 200);
+    assert_eq!(
+        lib.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let shipped = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/index.js"))
+        .expect("clients/js/index.js");
+    assert_eq!(
+        lib.body.as_ref(),
+        shipped.as_slice(),
+        "the library as shipped"
+    );
+    let posted = gw.post("/spa/", None, String::new()).await;
+    assert_eq!(posted.status, 405);
+    // Any other path still needs a token, and the echo stays JSON for scripts.
+    assert_eq!(gw.get("/spaces", &[]).await.status, 401);
+    demo.handle.shutdown().await;
+}
