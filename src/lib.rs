@@ -39,7 +39,7 @@
 //! 12. `server`: listeners, TLS, protocol detection, the connection watchdog, the front
 //!     router (admin → admin, `login.prefix` and JWKS → endpoints, the rest → pipeline).
 //! 13. `demo`: `authgate demo`'s echo upstream, token service (near-expiry tokens, a stand-in
-//!     identity provider) and config.
+//!     identity provider), single-page app (the JavaScript client of `clients/js`) and config.
 //!
 //! `main.rs` (the command line) sits on top. A request's path through the files is in
 //! `ARCHITECTURE.md`.

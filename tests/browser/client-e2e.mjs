@@ -11,7 +11,8 @@
 //     session_replaced -> log in again, log out;
 //   cookie mode (platform h5): log in (HttpOnly cookies, nothing in storage) -> call -> past
 //     the access token's life: 401 token_expired, POST /auth/refresh (204), the call retried
-//     -> kicked by a second login on h5 -> session_replaced on the page.
+//     -> kicked by a second login on h5 -> session_replaced on the page -> log in again, log
+//     out (the POST carries X-CSRF-Token, the CSRF cookie's value).
 // No CSP violation and no script error on either page. Exits 0 when every step held.
 
 import { spawn } from 'node:child_process';
@@ -236,7 +237,12 @@ async function main() {
     const dead = await fetch(`${base}/api/echo`, { headers: { Authorization: `Bearer ${again.accessToken}` } });
     check((await dead.json()).error === 'session_revoked', 'the token stopped working on the gateway');
     await login(cookie);
-    await cookie.click('#logout');
+    const csrf = (await context.cookies()).find((c) => c.name === 'authgate_csrf');
+    const [logoutRequest] = await Promise.all([
+      cookie.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/auth/logout'),
+      cookie.click('#logout'),
+    ]);
+    check(csrf && logoutRequest.headers()['x-csrf-token'] === csrf.value, 'cookie mode: an unsafe request carries X-CSRF-Token from the CSRF cookie');
     await cookie.waitForSelector('#login-section:not([hidden])');
     check(!(await context.cookies()).some((c) => c.name === 'authgate_access'), 'cookie mode logout: the access cookie is gone');
 
