@@ -98,7 +98,10 @@ impl RoundRobin {
                     return Ok(TokioIo::new(stream));
                 }
                 Ok(Err(e)) => {
-                    note(format!("upstream {}: connect failed: {e}", target.authority));
+                    note(format!(
+                        "upstream {}: connect failed: {e}",
+                        target.authority
+                    ));
                     last = e;
                 }
                 Err(_) => {

@@ -263,7 +263,10 @@ mod tests {
         assert!(request_id().is_none());
         let seen = run(scope(), async {
             assert_eq!(request_id().as_deref(), Some("rid-1"));
-            assert_eq!(with(|s| s.raw_path().to_owned()).as_deref(), Some("/a/../b"));
+            assert_eq!(
+                with(|s| s.raw_path().to_owned()).as_deref(),
+                Some("/a/../b")
+            );
             set_route(2);
             set_upstream(1);
             set_canonical("/b");
@@ -279,7 +282,10 @@ mod tests {
         assert_eq!(seen.route, Some(2));
         assert_eq!(seen.upstream, Some(1));
         assert_eq!(seen.canonical.as_deref(), Some("/b"));
-        assert_eq!(seen.who.as_ref().map(|w| w.user_id().to_owned()).as_deref(), Some("1001"));
+        assert_eq!(
+            seen.who.as_ref().map(|w| w.user_id().to_owned()).as_deref(),
+            Some("1001")
+        );
         assert_eq!(seen.error, Some("forbidden"));
     }
 
@@ -288,8 +294,8 @@ mod tests {
         run(scope(), async {
             note(Level::INFO, "bad signature");
             note(Level::WARN, "and more");
-            let (text, level) = with(|s| drain_notes(&mut s.seen.borrow_mut(), Level::DEBUG))
-                .unwrap();
+            let (text, level) =
+                with(|s| drain_notes(&mut s.seen.borrow_mut(), Level::DEBUG)).unwrap();
             assert_eq!(text.as_deref(), Some("bad signature; and more"));
             assert_eq!(level, Level::WARN);
             let (text, level) =

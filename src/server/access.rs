@@ -345,8 +345,7 @@ fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
 /// space, a quote, `=`, a backslash or anything but visible ASCII.
 fn text_value(out: &mut Vec<u8>, s: &str) {
     let plain = !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b'=' | b'\\'));
     if plain {
         out.extend_from_slice(s.as_bytes());
@@ -364,6 +363,10 @@ mod tests {
         let text = r#"
 [token]
 secret_env = "S"
+[session]
+mode = "stateless"
+[login]
+backend = "none"
 [[upstreams]]
 name = "legacy"
 urls = ["http://127.0.0.1:9000"]
@@ -440,8 +443,14 @@ upstream = "legacy"
             line.starts_with("2025-01-01T00:00:00.123Z  INFO access: GET /api/x 502 1.234ms "),
             "{line}"
         );
-        assert!(line.contains(r#" user_id="u \"1\"" session_id=s1 "#), "{line}");
-        assert!(line.ends_with(" client_ip=192.0.2.9 request_id=abc123\n"), "{line}");
+        assert!(
+            line.contains(r#" user_id="u \"1\"" session_id=s1 "#),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" client_ip=192.0.2.9 request_id=abc123\n"),
+            "{line}"
+        );
         assert!(!line.contains("secret") && !line.contains('{'), "{line}");
     }
 }

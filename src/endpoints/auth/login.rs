@@ -16,9 +16,9 @@ use crate::auth::browser;
 use crate::body::{full, Body};
 use crate::config::Browser;
 use crate::error::GatewayError;
-use crate::logs::scope::{self, Ids};
 use crate::login::lockout::{Lockout, Reservation};
 use crate::login::{self, LoginIdentity, LoginOutcome};
+use crate::logs::scope::{self, Ids};
 use crate::session::{Millis, NewSession, RefreshToken, Session};
 use crate::tokens::{AccessIdentity, Claims};
 
