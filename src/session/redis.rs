@@ -192,15 +192,28 @@ struct Inner {
 /// answers again ("back"), instead of an error line per failed request. Told by every call
 /// ([`RedisStore::timed`]) and by the revocation subscription (so an idle gateway notices
 /// too). Two relaxed loads on the hot path; the swap only when the state changes.
-#[derive(Default)]
 struct Health {
     down: AtomicBool,
+    /// `host:port` of the server (or the cluster's seed nodes), never a password.
+    at: String,
 }
 
 impl Health {
+    fn new(urls: &[String]) -> Self {
+        let at = urls
+            .iter()
+            .map(|u| host_port(u))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            down: AtomicBool::new(false),
+            at,
+        }
+    }
+
     fn answered(&self) {
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::AcqRel) {
-            tracing::info!(store = "redis", "session store back: Redis answers again");
+            tracing::info!(store = "redis", redis = %self.at, "session store back: Redis answers again");
         }
     }
 
@@ -208,6 +221,7 @@ impl Health {
         if !self.down.load(Ordering::Relaxed) && !self.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 store = "redis",
+                redis = %self.at,
                 error = %why,
                 "session store lost: Redis does not answer; requests that need it get 503 \
                  store_unavailable (or pass on their tokens alone with on_store_error = \
@@ -215,6 +229,13 @@ impl Health {
             );
         }
     }
+}
+
+/// The `host:port` of a Redis URL: no scheme, no user or password, no database.
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
+    rest.rsplit_once('@').map_or(rest, |(_, h)| h)
 }
 
 impl Drop for Inner {
@@ -364,7 +385,7 @@ impl RedisStore {
         let channel = format!("{key_prefix}revoked");
         let (revoked, _) = broadcast::channel(1024);
         let (ready_tx, ready_rx) = watch::channel(false);
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(&urls));
         let subscriber = tokio::spawn(subscriber(
             urls,
             channel.clone(),
@@ -1046,6 +1067,21 @@ async fn subscribe_once(url: &str, channel: &str) -> Result<redis::aio::PubSub, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_lines_name_the_server_never_its_password() {
+        for (url, want) in [
+            ("redis://127.0.0.1:6379/0", "127.0.0.1:6379"),
+            (
+                "rediss://:s3cret@redis.internal:6380/2",
+                "redis.internal:6380",
+            ),
+            ("redis://user:p@ss@[::1]:7000", "[::1]:7000"),
+            ("redis://h:1?protocol=resp3", "h:1"),
+        ] {
+            assert_eq!(host_port(url), want, "{url}");
+        }
+    }
 
     #[test]
     fn revocation_payload() {

@@ -14,6 +14,7 @@ mod headers;
 mod issuers;
 mod lifecycle;
 mod limits;
+mod logs;
 mod paths;
 mod proxy;
 mod refresh;

@@ -4,7 +4,8 @@
 //! h2c and raw-socket clients ([`client`]); an identity provider stand-in serving discovery and a
 //! JWKS of test keys for `[[token.issuers]]` ([`idp`]); hand-built JWTs ([`jwt`]); the test users
 //! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
-//! and the tests' one wall-clock `now()` ([`wait`]).
+//! and the tests' one wall-clock `now()` ([`wait`]); every log line the suite's gateways
+//! write, captured, read back and checked for secrets ([`logs`]).
 //!
 //! Every test module takes it whole: `use crate::support::*`.
 
@@ -12,6 +13,7 @@ mod client;
 mod gateway;
 mod idp;
 mod jwt;
+pub mod logs;
 mod redis;
 mod upstream;
 mod users;
