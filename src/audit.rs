@@ -1,9 +1,11 @@
 //! Audit events: one JSON line per event on stderr with `"audit": true`, whatever the log
 //! format, so they can be picked out of the stream (`jq 'select(.audit)'`).
 //!
-//! Never a password or a whole token: only ids.
+//! Never a password or a whole token: only ids. Every line carries the `request_id` of the
+//! request it happened in (from its log scope; `null` for an event of no request, such as a
+//! user removed by a SIGHUP reload). `login_failed`, `account_locked` and `captcha_failed`
+//! carry the attempted `username`.
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use crate::clock::unix_now as now;
@@ -63,6 +65,7 @@ pub(crate) fn line(event: Event, s: &Subject<'_>, ts: u64) -> String {
 }
 
 fn value(event: Event, s: &Subject<'_>, ts: u64) -> serde_json::Value {
+    let request_id = crate::logs::scope::request_id();
     serde_json::json!({
         "audit": true,
         "event": event.as_str(),
@@ -71,6 +74,7 @@ fn value(event: Event, s: &Subject<'_>, ts: u64) -> serde_json::Value {
         "session_id": s.session_id,
         "platform": s.platform,
         "ip": s.ip.map(|ip| ip.to_string()),
+        "request_id": request_id,
     })
 }
 
@@ -80,13 +84,19 @@ pub(crate) fn record(event: Event, s: Subject<'_>) {
 }
 
 /// Writes one audit event about a username (not a user id: the account may not exist, and
-/// lock-out is keyed by what was typed) to stderr, with a `username` field.
-pub(crate) fn record_for_username(event: Event, s: Subject<'_>, username: &str) {
+/// lock-out is keyed by what was typed) to stderr, with a `username` field (`null` when the
+/// login body named none).
+pub(crate) fn record_for_username(event: Event, s: Subject<'_>, username: Option<&str>) {
     write(&line_for_username(event, &s, username, now()));
 }
 
 /// The line for one event with a `username` field.
-pub(crate) fn line_for_username(event: Event, s: &Subject<'_>, username: &str, ts: u64) -> String {
+pub(crate) fn line_for_username(
+    event: Event,
+    s: &Subject<'_>,
+    username: Option<&str>,
+    ts: u64,
+) -> String {
     let mut v = value(event, s, ts);
     v["username"] = username.into();
     v.to_string()
@@ -113,9 +123,10 @@ pub(crate) fn line_for_attempt(
 }
 
 fn write(l: &str) {
-    let mut err = std::io::stderr().lock();
-    // Nothing sensible to do if stderr is gone.
-    let _ = writeln!(err, "{l}");
+    let mut line = Vec::with_capacity(l.len() + 1);
+    line.extend_from_slice(l.as_bytes());
+    line.push(b'\n');
+    crate::logs::write(&line);
 }
 
 #[cfg(test)]
@@ -142,6 +153,24 @@ mod tests {
         assert_eq!(v["session_id"], "s");
         assert_eq!(v["platform"], "web");
         assert_eq!(v["ip"], "192.0.2.1");
+        // Outside a request.
+        assert!(v["request_id"].is_null(), "{l}");
+    }
+
+    #[tokio::test]
+    async fn lines_in_a_request_carry_its_id() {
+        let scope = crate::logs::scope::Scope::new(
+            http::HeaderValue::from_static("rid-9"),
+            "192.0.2.1".parse().unwrap(),
+            None,
+        );
+        let l = crate::logs::scope::run(scope, async {
+            line_for_username(Event::LoginFailed, &Subject::default(), Some("bob"), 1)
+        })
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["request_id"], "rid-9");
+        assert_eq!(v["username"], "bob");
     }
 
     #[test]
@@ -172,7 +201,7 @@ mod tests {
 
     #[test]
     fn username_lines_keep_every_field_and_add_the_username() {
-        let l = line_for_username(Event::AdminUnlock, &Subject::default(), "alice", 7);
+        let l = line_for_username(Event::AdminUnlock, &Subject::default(), Some("alice"), 7);
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["audit"], true);
         assert_eq!(v["event"], "admin_unlock");

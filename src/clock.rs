@@ -147,6 +147,39 @@ pub(crate) fn unix_now() -> u64 {
     Millis::now().as_secs()
 }
 
+/// Unix milliseconds as an RFC 3339 UTC time with milliseconds, `2024-05-01T12:34:56.789Z`
+/// (for log lines; years past 9999 are written as 9999).
+pub(crate) fn rfc3339(ms: u64) -> [u8; 24] {
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = (yoe + era * 400 + u64::from(month <= 2)).min(9999);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, ms % 1000);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +212,19 @@ mod tests {
         assert_eq!(Millis(5) - Duration::from_secs(1), Millis(0));
         assert_eq!(Millis(5).since(Millis(7)), 0);
         assert_eq!(Millis(1_500).to_string(), "1.500");
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        for (ms, want) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (1_709_251_199_999, "2024-02-29T23:59:59.999Z"),
+            (1_735_689_600_123, "2025-01-01T00:00:00.123Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(std::str::from_utf8(&rfc3339(ms)).unwrap(), want, "{ms}");
+        }
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+use tracing::Level;
 
 use crate::body::{full, Body};
+use crate::logs::scope;
 use crate::routing::{PathError, Unrouted};
 use crate::session::StoreError;
 use crate::tokens::TokenError;
@@ -193,9 +195,15 @@ impl GatewayError {
     }
 
     /// The JSON answer, with `WWW-Authenticate` on a refused bearer token and `Retry-After`
-    /// where the contract asks.
+    /// where the contract asks; inside a request also its `request_id`. The refusal's log
+    /// line is written here too ([`scope::refused`]), with the request's context and the
+    /// cause the phases noted: whichever part of the gateway refuses, it is logged once.
     pub(crate) fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        scope::refused(self.status().as_u16(), self.code());
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        if let Some(id) = scope::request_id() {
+            body["request_id"] = id.into();
+        }
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
@@ -250,13 +258,13 @@ impl From<TokenError> for GatewayError {
         match e {
             TokenError::Expired => GatewayError::TokenExpired,
             TokenError::Invalid(why) => {
-                tracing::info!(reason = why, "invalid token");
+                scope::note(Level::INFO, why);
                 GatewayError::InvalidToken
             }
             // `KeyRing::verify_fetching` turns it into one of the others; a caller of plain
             // `verify_shared` has no fetch to wait for.
             TokenError::KeysNeeded(_) => {
-                tracing::info!(reason = "unknown_kid", "invalid token");
+                scope::note(Level::INFO, "unknown_kid");
                 GatewayError::InvalidToken
             }
             TokenError::IssuerUnavailable => GatewayError::IssuerUnavailable,
@@ -274,7 +282,7 @@ impl From<StoreError> for GatewayError {
 
 impl From<PathError> for GatewayError {
     fn from(e: PathError) -> Self {
-        tracing::info!(reason = %e, "refused path");
+        scope::note(Level::INFO, format!("path refused: {e}"));
         GatewayError::BadRequest("the request path is malformed or ambiguous")
     }
 }
@@ -290,9 +298,14 @@ impl From<Unrouted> for GatewayError {
 
 /// The one place a session-store failure is logged and counted
 /// (`authgate_store_errors_total`), whatever is done about it (`then`: a 503, the token
-/// accepted alone, a retry).
+/// accepted alone, a retry). An unreachable store is told once, by the store itself ("session
+/// store lost", then "back"), so each request's failure is only a debug line; any other store
+/// error is an error line each time.
 pub(crate) fn store_failed(e: &StoreError, then: &str) {
-    tracing::error!(error = %e, then, "session store error");
+    match e {
+        StoreError::Unavailable(_) => tracing::debug!(error = %e, then, "session store error"),
+        _ => tracing::error!(error = %e, then, "session store error"),
+    }
     metrics::counter!("authgate_store_errors_total").increment(1);
 }
 

@@ -10,9 +10,11 @@
 //! Modules form tiers; a module imports only from tiers below its own (`tests/layers.rs`
 //! reads this list and checks every `use crate::…`). Lowest first:
 //!
-//! 0. `clock`, `body`, `shutdown`, `claims`: time ([`clock::Clock`], [`clock::Millis`]), the
-//!    body type, the one shutdown signal every background task and connection hears
-//!    ([`shutdown::Shutdown`]), and reading a token's claims by name or JSON pointer.
+//! 0. `clock`, `body`, `shutdown`, `claims`, `logs`: time ([`clock::Clock`],
+//!    [`clock::Millis`]), the body type, the one shutdown signal every background task and
+//!    connection hears ([`shutdown::Shutdown`]), reading a token's claims by name or JSON
+//!    pointer, and where log lines go with each request's log context (its id, what the
+//!    phases found, why it was refused).
 //! 1. `routing`, `tokens`, `session`: the path canonicaliser and route table; the key ring
 //!    (verify, mint, JWKS, the single-flight silent-refresh mint) and the identity providers'
 //!    keys (`[[token.issuers]]`, fetched and refreshed); the session store (memory,
@@ -58,6 +60,7 @@ mod endpoints;
 mod error;
 pub mod explain;
 mod login;
+pub mod logs;
 mod metrics;
 mod pipeline;
 mod proxy;

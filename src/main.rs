@@ -166,6 +166,12 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
+    // The access lines follow the same choice (audit lines are JSON whatever it is).
+    authgate::logs::set_format(if json {
+        authgate::logs::Format::Json
+    } else {
+        authgate::logs::Format::Text
+    });
     // Colours only for a person at a terminal, and never against NO_COLOR (no-color.org:
     // set and not empty); a redirected file gets plain text.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -221,6 +227,8 @@ fn run(path: &Path) -> anyhow::Result<()> {
         // The error names the key and address (`server.listen 127.0.0.1:8080: ...`).
         let handle = authgate::server::start(app).await?;
         handle.run_until(stop).await;
+        // The last requests' access lines, before the process ends.
+        authgate::server::flush_access_log(std::time::Duration::from_secs(2));
         Ok(())
     })
 }
@@ -245,6 +253,7 @@ fn demo(listen: SocketAddr, admin: SocketAddr, access_ttl_secs: Option<u64>) -> 
         let demo = authgate::demo::start_with(listen, admin, access_ttl_secs).await?;
         println!("{}", demo.walkthrough);
         demo.handle.run_until(stop).await;
+        authgate::server::flush_access_log(std::time::Duration::from_secs(2));
         drop(demo.dir);
         Ok(())
     })

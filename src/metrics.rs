@@ -59,6 +59,7 @@ pub(crate) const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("authgate_config_reloads_total", Kind::Counter, "Config reloads by result: ok, error."),
     ("authgate_jwks_fetches_total", Kind::Counter, "Identity providers' key fetches by issuer and result."),
     ("authgate_captchas_total", Kind::Counter, "Login captchas by result."),
+    ("authgate_log_lines_dropped_total", Kind::Counter, "Access log lines dropped because the writer fell behind (the request never waits)."),
     ("authgate_build_info", Kind::Gauge, "Always 1; the version label says which build is running."),
 ];
 

@@ -100,11 +100,14 @@ impl RoundRobin {
                     return Ok(TokioIo::new(stream));
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(upstream = %target.authority, error = %e, "upstream connect failed");
+                    note(format!(
+                        "upstream {}: connect failed: {e}",
+                        target.authority
+                    ));
                     last = e;
                 }
                 Err(_) => {
-                    tracing::warn!(upstream = %target.authority, "upstream connect timed out");
+                    note(format!("upstream {}: connect timed out", target.authority));
                     last = io::Error::new(io::ErrorKind::TimedOut, "connect timeout");
                 }
             }
@@ -216,17 +219,22 @@ impl UpstreamClient {
                     if let Some(kind) = kind {
                         self.errors().count(kind);
                     }
-                    tracing::warn!(
-                        upstream = %self.name,
-                        kind = kind.map_or("client_body", Failure::label),
-                        error = %e,
-                        "upstream exchange failed"
-                    );
+                    note(format!(
+                        "upstream {}: exchange failed ({}): {e}",
+                        self.name,
+                        kind.map_or("client_body", Failure::label)
+                    ));
                     Err(UpstreamError::Unavailable(e.to_string()))
                 }
             },
         )
     }
+}
+
+/// An upstream failure, told in the line of the request it failed (with its path, client and
+/// id), or at once outside one.
+fn note(text: String) {
+    crate::logs::scope::note(tracing::Level::WARN, text);
 }
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
@@ -380,11 +388,12 @@ static OVERRIDES: [&str; 5] = [
 
 /// Names the gateway sets itself; a client's `_` spelling of them never survives (the dash
 /// spelling is replaced by the gateway's own value, or extended from a trusted peer).
-static SET_HERE: [&str; 4] = [
+static SET_HERE: [&str; 5] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-real-ip",
+    "x-request-id",
 ];
 
 /// Whether two header names are the same once case is ignored and `_` equals `-`: many

@@ -9,8 +9,10 @@
 //! token. A store error there never undoes the reload: it is logged and retried in the
 //! background until it succeeds or the user is back.
 //!
-//! Listen addresses, TLS files, connection limits and the session store are fixed at start;
-//! a reload that changes them says so in the log.
+//! A reload is one log line saying what changed (`changes.rs`: routes and upstreams added,
+//! removed or changed, keys rotated, users added or removed) and naming the keys fixed at
+//! start whose new values wait for a restart (listen addresses, TLS files, connection limits
+//! and timeouts, the session store); a refused one is one line with every problem.
 //!
 //! Everything here that runs in the background stops on the app's shutdown signal: the
 //! SIGHUP forwarder, the loop that reloads on a change (a change still waiting out its
@@ -22,6 +24,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
+
+mod changes;
+
+use changes::Changes;
 
 use crate::app::App;
 use crate::audit::{self, Event, Subject};
@@ -54,18 +60,7 @@ pub async fn reload(app: &Arc<App>, path: &Path) -> Result<(), ConfigError> {
         Ok(loaded) => {
             let old = app.live();
             let (a, b) = (&old.config, &loaded.config);
-            if a.server.listen != b.server.listen
-                || a.server.admin_listen != b.server.admin_listen
-                || a.server.tls.is_some() != b.server.tls.is_some()
-                || a.session.store != b.session.store
-                || a.session.redis_url != b.session.redis_url
-                || a.session.redis_cluster != b.session.redis_cluster
-                || a.session.key_prefix != b.session.key_prefix
-            {
-                tracing::warn!(
-                    "listen addresses, TLS and the session store take effect only after a restart"
-                );
-            }
+            let changes = Changes::between(a, b);
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }
@@ -73,15 +68,28 @@ pub async fn reload(app: &Arc<App>, path: &Path) -> Result<(), ConfigError> {
             drop(old);
             app.swap(loaded.config);
             metrics::counter!("authgate_config_reloads_total", "result" => "ok").increment(1);
-            tracing::info!(path = %path.display(), "config reloaded");
+            if changes.restart.is_empty() {
+                tracing::info!(path = %path.display(), %changes, "config reloaded");
+            } else {
+                let restart_needed = changes.restart.join(", ");
+                tracing::warn!(
+                    path = %path.display(),
+                    %changes,
+                    %restart_needed,
+                    "config reloaded; the keys in restart_needed keep their old values until a restart"
+                );
+            }
             end_removed_users(app, removed).await;
             Ok(())
         }
         Err(e) => {
             metrics::counter!("authgate_config_reloads_total", "result" => "error").increment(1);
-            for p in &e.0 {
-                tracing::error!(problem = %p, "config reload refused; the old config keeps serving");
-            }
+            let problems: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                path = %path.display(),
+                problems = %problems.join("; "),
+                "config reload refused; the old config keeps serving"
+            );
             Err(e)
         }
     }
@@ -124,10 +132,6 @@ async fn end_removed_users(app: &Arc<App>, removed: Vec<String>) {
     if removed.is_empty() {
         return;
     }
-    tracing::info!(
-        users = removed.len(),
-        "users removed from the users file: ending their sessions"
-    );
     let left = end_sessions_of(app, &removed).await;
     let stop = app.shutdown.signal();
     let app = Arc::downgrade(app);

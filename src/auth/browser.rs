@@ -71,7 +71,7 @@ pub(crate) fn csrf_check(
         return Ok(());
     }
     if !same_origin(live, headers, own_origin) {
-        tracing::info!(reason = "csrf_failed", "cross-site request refused");
+        crate::logs::scope::note(tracing::Level::INFO, "cross-site request");
         return Err(GatewayError::CsrfFailed);
     }
     if b.csrf == CsrfMode::DoubleSubmit {
@@ -90,7 +90,7 @@ pub(crate) fn csrf_check(
             _ => false,
         };
         if !matches {
-            tracing::info!(reason = "csrf_failed", "X-CSRF-Token missing or wrong");
+            crate::logs::scope::note(tracing::Level::INFO, "X-CSRF-Token missing or wrong");
             return Err(GatewayError::CsrfFailed);
         }
     }
@@ -106,7 +106,7 @@ pub(crate) fn origin_check(
 ) -> Result<(), GatewayError> {
     match &live.config.browser {
         Some(b) if b.csrf != CsrfMode::Off && !same_origin(live, headers, own_origin) => {
-            tracing::info!(reason = "csrf_failed", "cross-site request refused");
+            crate::logs::scope::note(tracing::Level::INFO, "cross-site request");
             Err(GatewayError::CsrfFailed)
         }
         _ => Ok(()),

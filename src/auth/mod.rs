@@ -17,10 +17,12 @@ pub(crate) mod token;
 use std::sync::Arc;
 
 use http::HeaderMap;
+use tracing::Level;
 
 use crate::app::{App, Live};
 use crate::config::SessionMode;
 use crate::error::GatewayError;
+use crate::logs;
 use crate::proxy::identity;
 use crate::routing::{AuthMode, Route};
 use crate::tokens::Claims;
@@ -75,13 +77,15 @@ pub(crate) async fn authenticate(
     let raw =
         token::extract(headers, cfg.token.cookie.as_deref())?.ok_or(GatewayError::MissingToken)?;
     let claims = cfg.token.keys.verify_fetching(raw, &app.clock).await?;
+    // Whose request it is, for the access line, refused later or not.
+    logs::scope::set_who(claims.clone());
     if !cfg.identity.claims.is_empty() {
         let extra = claims
             .derived
             .extra
             .get_or_init(|| identity::claim_values(&cfg.identity, &claims));
         if let Err(why) = extra {
-            tracing::info!(reason = "bad_identity_claim", why, "invalid token");
+            logs::scope::note(Level::INFO, format!("bad_identity_claim: {why}"));
             return Err(GatewayError::InvalidToken);
         }
     }

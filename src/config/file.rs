@@ -34,6 +34,7 @@ pub(crate) struct GatewayFile {
     pub identity: IdentityFile,
     pub cors: CorsFile,
     pub browser: BrowserFile,
+    pub log: LogFile,
     pub upstreams: Vec<UpstreamFile>,
     pub routes: Vec<RouteFile>,
 }
@@ -472,6 +473,20 @@ impl Default for BrowserFile {
             redirect_html: true,
             allowed_return_hosts: Vec::new(),
         }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogFile {
+    /// One access line per request on stderr.
+    pub access: bool,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        Self { access: true }
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Config {
     pub(crate) cors: Cors,
     /// `[browser]`; `None` unless `enabled = true`.
     pub(crate) browser: Option<Browser>,
+    /// `[log]`
+    pub log: Log,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
 }
@@ -274,6 +276,13 @@ pub(crate) enum LoginPage {
     Builtin,
     /// The app's own page: a path (`/login`) or an absolute URL.
     At(String),
+}
+
+/// `[log]`: what is logged besides the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    /// One access line per request (contract §8); a reload turns it on or off.
+    pub access: bool,
 }
 
 pub struct Upstream {

@@ -66,7 +66,8 @@ pub(crate) async fn handle(
         ("GET" | "HEAD", "/readyz") => match app.store.ping().await {
             Ok(()) => text(StatusCode::OK, readiness(&app.live())),
             Err(e) => {
-                tracing::warn!(error = %e, "not ready: session store unreachable");
+                // The store's own "session store lost" line tells it once.
+                tracing::debug!(error = %e, "not ready: session store unreachable");
                 GatewayError::StoreUnavailable.into_response()
             }
         },
@@ -261,7 +262,7 @@ async fn unlock(
         ip,
         ..Default::default()
     };
-    audit::record_for_username(Event::AdminUnlock, who, username);
+    audit::record_for_username(Event::AdminUnlock, who, Some(username));
     Ok(no_content())
 }
 
@@ -271,11 +272,14 @@ async fn reload(app: &Arc<App>, source: &std::path::Path) -> Response<Body> {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
         Err(e) => {
             let problems: Vec<String> = e.0.iter().map(|p| p.to_string()).collect();
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "error": "bad_request",
                 "message": "the new config has problems; the old config keeps serving",
                 "problems": problems,
             });
+            if let Some(id) = crate::logs::scope::request_id() {
+                body["request_id"] = id.into();
+            }
             json(StatusCode::BAD_REQUEST, &body)
         }
     }

@@ -29,9 +29,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tracing::Level;
 
 use super::{LoginIdentity, LoginOutcome};
 use crate::config::UpstreamLogin;
+use crate::logs::scope::{self, note};
 
 /// Time allowed to connect to the legacy login.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -113,11 +115,18 @@ impl UpstreamBackend {
         match tokio::time::timeout(self.exchange_timeout, exchange).await {
             Ok(Ok(answer)) => Some(answer),
             Ok(Err(e)) => {
-                tracing::warn!(url = %self.cfg.url, error = %e, "upstream login failed");
+                note(Level::WARN, format!("upstream login {}: {e}", self.cfg.url));
                 None
             }
             Err(_) => {
-                tracing::warn!(url = %self.cfg.url, timeout = ?self.exchange_timeout, "upstream login timed out");
+                note(
+                    Level::WARN,
+                    format!(
+                        "upstream login {}: no answer within {} ms",
+                        self.cfg.url,
+                        self.exchange_timeout.as_millis()
+                    ),
+                );
                 None
             }
         }
@@ -135,7 +144,13 @@ impl UpstreamBackend {
         let json: Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(url = %self.cfg.url, status = %parts.status, error = %e, "upstream login: the 2xx answer is not JSON; counted as a failed login");
+                note(
+                    Level::WARN,
+                    format!(
+                        "upstream login {}: the {} answer is not JSON ({e}); counted as a failed login",
+                        self.cfg.url, parts.status
+                    ),
+                );
                 return LoginOutcome::Rejected {
                     upstream_body: None,
                     set_cookies,
@@ -154,14 +169,26 @@ impl UpstreamBackend {
                 LoginOutcome::Success(id)
             }
             Err(Unusable::NoUser(why, json)) => {
-                tracing::warn!(url = %self.cfg.url, status = %parts.status, user_id_pointer = %self.cfg.user_id_pointer, "upstream login: {why}; counted as a failed login");
+                note(
+                    Level::WARN,
+                    format!(
+                        "upstream login {}: the {} answer: {why} (user_id_pointer {}); counted as a failed login",
+                        self.cfg.url, parts.status, self.cfg.user_id_pointer
+                    ),
+                );
                 LoginOutcome::Rejected {
                     upstream_body: Some(json),
                     set_cookies,
                 }
             }
             Err(Unusable::BadValue { field, why }) => {
-                tracing::error!(url = %self.cfg.url, field, "upstream login: the answer's {field} {why}; refused (502), not counted as a failed login");
+                note(
+                    Level::ERROR,
+                    format!(
+                        "upstream login {}: the answer's {field} {why}; refused (502), not counted as a failed login",
+                        self.cfg.url
+                    ),
+                );
                 LoginOutcome::BadIdentity { field }
             }
         }
@@ -176,13 +203,16 @@ impl UpstreamBackend {
         if found.is_some_and(|v| same_scalar(v, &rule.value)) {
             return true;
         }
-        tracing::info!(
-            url = %self.cfg.url,
-            status = %parts.status,
-            success_pointer = %rule.pointer,
-            expected = %rule.value,
-            found = %found.map_or_else(|| "nothing".to_owned(), |v| v.to_string()),
-            "upstream login: success_pointer does not hold success_value; a failed login"
+        note(
+            Level::INFO,
+            format!(
+                "upstream login {}: the {} answer's success_pointer {} holds {}, not {}; a failed login",
+                self.cfg.url,
+                parts.status,
+                rule.pointer,
+                found.map_or_else(|| "nothing".to_owned(), |v| v.to_string()),
+                rule.value
+            ),
         );
         false
     }
@@ -203,6 +233,9 @@ impl UpstreamBackend {
             HeaderValue::try_from(client_ip.to_canonical().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
         );
+        if let Some(id) = scope::with(|s| s.id().clone()) {
+            out.insert(crate::logs::request_id::X_REQUEST_ID, id);
+        }
         req
     }
 }

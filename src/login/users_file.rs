@@ -91,7 +91,10 @@ impl UsersFile {
             Err(why) => return LoginOutcome::BadRequest(why),
         };
         let Some(permit) = lockout::verify_slot(&self.slots, self.queue_wait).await else {
-            tracing::warn!("login refused: no Argon2 slot came free in time (login flood?)");
+            crate::logs::scope::note(
+                tracing::Level::WARN,
+                "login refused: no Argon2 slot came free in time (login flood?)",
+            );
             return LoginOutcome::Busy;
         };
         let users = self.users.clone();

@@ -6,6 +6,7 @@ use http::Uri;
 
 use super::RequestCtx;
 use crate::error::GatewayError;
+use crate::logs::scope;
 use crate::routing::canonicalize;
 
 /// The request path, canonical, or a 400 for one that is malformed or ambiguous.
@@ -13,5 +14,10 @@ pub(super) fn path<'u>(
     cx: &RequestCtx<'_, '_>,
     uri: &'u Uri,
 ) -> Result<Cow<'u, str>, GatewayError> {
-    Ok(canonicalize(uri.path(), cx.cfg().server.path_rules)?)
+    let canonical = canonicalize(uri.path(), cx.cfg().server.path_rules)?;
+    if let Cow::Owned(changed) = &canonical {
+        // The access line writes the canonical path; only a changed one is copied for it.
+        scope::set_canonical(changed);
+    }
+    Ok(canonical)
 }

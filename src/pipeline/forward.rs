@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use super::RequestCtx;
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::logs::scope;
 use crate::proxy::{self, LimitedBody, UpstreamBody, UpstreamClient, UpstreamError};
 use crate::routing::Route;
 
@@ -23,6 +24,7 @@ pub(super) fn target<'l>(
     uri: &Uri,
 ) -> (&'l UpstreamClient, Uri) {
     let upstream = &cx.live.upstreams[route.upstream];
+    scope::set_upstream(route.upstream);
     let uri = upstream.uri_for(
         route.forward_path(canonical),
         uri.query(),

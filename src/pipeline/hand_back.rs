@@ -55,9 +55,12 @@ fn open_tunnel(
 ) -> Result<(), GatewayError> {
     let Some(client) = cx.upgrade.take().filter(|u| u.accepted_by(resp.headers())) else {
         upstream.errors().count(proxy::Failure::BadUpgrade);
-        tracing::warn!(
-            upstream = %upstream.name,
-            "upstream answered 101 without completing a WebSocket handshake"
+        crate::logs::scope::note(
+            tracing::Level::WARN,
+            format!(
+                "upstream {} answered 101 without completing a WebSocket handshake",
+                upstream.name
+            ),
         );
         return Err(GatewayError::UpstreamUnavailable);
     };

@@ -1,5 +1,6 @@
-//! Phase 8: what the upstream is told: X-Forwarded-* and `Host`, the verified identity, and
-//! (unless `identity.forward_authorization`) no token.
+//! Phase 8: what the upstream is told: X-Forwarded-* and `Host`, the request's
+//! `X-Request-Id`, the verified identity, and (unless `identity.forward_authorization`) no
+//! token.
 
 use http::header::{self, HeaderValue};
 use http::HeaderMap;
@@ -8,6 +9,8 @@ use http::Uri;
 use super::RequestCtx;
 use crate::auth::{browser, token};
 use crate::error::GatewayError;
+use crate::logs::request_id::X_REQUEST_ID;
+use crate::logs::scope;
 use crate::proxy::{self, identity};
 
 /// Sets the forwarding and identity headers of a request for `uri`; 413 when the declared body is larger
@@ -26,6 +29,10 @@ pub(super) fn headers(
     proxy::set_forwarded(h, &addr, cx.conn.tls, host.as_ref(), &cx.conn.peer_ip);
     if let Some(host) = host {
         h.insert(header::HOST, host);
+    }
+    // The client's own copy (kept or replaced in the router) gives way to the request's id.
+    if let Some(id) = scope::with(|s| s.id().clone()) {
+        h.insert(X_REQUEST_ID, id);
     }
     if let Some(c) = &cx.identity {
         identity::inject(h, &cfg.identity, c);

@@ -4,6 +4,7 @@ use http::Method;
 
 use super::RequestCtx;
 use crate::error::GatewayError;
+use crate::logs::scope;
 use crate::routing::Route;
 
 /// The first matching route, or 404 `no_route` / 405.
@@ -12,5 +13,7 @@ pub(super) fn find<'l>(
     canonical: &str,
     method: &Method,
 ) -> Result<&'l Route, GatewayError> {
-    Ok(cx.cfg().routes.find(canonical, method).found()?)
+    let route = cx.cfg().routes.find(canonical, method).found()?;
+    scope::set_route(route.index);
+    Ok(route)
 }

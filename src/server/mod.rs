@@ -20,7 +20,8 @@
 //! - `watchdog.rs`: one connection's deadlines (`ConnState`, the `Watchdog`, `Alarm`, the
 //!   metered socket `MeteredIo`);
 //! - `router.rs`: the front router (admin → admin, `login.prefix` and JWKS → endpoints, the
-//!   rest → pipeline).
+//!   rest → pipeline), each request in its log scope, its id on the answer;
+//! - `access.rs`: the access log, one line per answer, written by a thread of its own.
 //!
 //! The shutdown signal is the app's ([`crate::shutdown::Shutdown`], `app.shutdown`):
 //! [`Handle::shutdown`] and SIGTERM/SIGINT ([`StopSignals`], [`Handle::run_until`]) trigger
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use crate::app::App;
 
+mod access;
 mod conn;
 mod detect;
 mod listen;
@@ -129,6 +131,12 @@ impl StopSignals {
     }
 }
 
+/// Waits (up to `limit`) until every access line queued so far is written: before the
+/// process exits, and for whoever reads the lines back. False if that took longer.
+pub fn flush_access_log(limit: Duration) -> bool {
+    access::flush(limit)
+}
+
 /// Binds the listeners named in the app's config and starts serving.
 ///
 /// A listener that cannot be bound fails with an error that names its key and address
@@ -136,6 +144,7 @@ impl StopSignals {
 pub async fn start(app: Arc<App>) -> io::Result<Handle> {
     // Install the metrics recorder before the first request counts anything.
     crate::metrics::prometheus();
+    access::init();
     let live = app.live();
     let server = &live.config.server;
     let bound = listen::Bound::bind(server).await?;

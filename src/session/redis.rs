@@ -52,6 +52,7 @@
 //! persists its data (RDB or AOF); that is Redis's configuration, not ours.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,6 +185,57 @@ struct Inner {
     #[cfg_attr(not(test), allow(dead_code))]
     subscribed: watch::Receiver<bool>,
     subscriber: tokio::task::AbortHandle,
+    health: Arc<Health>,
+}
+
+/// Whether Redis answers, for one line when it stops ("session store lost") and one when it
+/// answers again ("back"), instead of an error line per failed request. Told by every call
+/// ([`RedisStore::timed`]) and by the revocation subscription (so an idle gateway notices
+/// too). Two relaxed loads on the hot path; the swap only when the state changes.
+struct Health {
+    down: AtomicBool,
+    /// `host:port` of the server (or the cluster's seed nodes), never a password.
+    at: String,
+}
+
+impl Health {
+    fn new(urls: &[String]) -> Self {
+        let at = urls
+            .iter()
+            .map(|u| host_port(u))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            down: AtomicBool::new(false),
+            at,
+        }
+    }
+
+    fn answered(&self) {
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!(store = "redis", redis = %self.at, "session store back: Redis answers again");
+        }
+    }
+
+    fn lost(&self, why: &dyn std::fmt::Display) {
+        if !self.down.load(Ordering::Relaxed) && !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                store = "redis",
+                redis = %self.at,
+                error = %why,
+                "session store lost: Redis does not answer; requests that need it get 503 \
+                 store_unavailable (or pass on their tokens alone with on_store_error = \
+                 \"allow_stateless\") until it is back"
+            );
+        }
+    }
+}
+
+/// The `host:port` of a Redis URL: no scheme, no user or password, no database.
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
+    rest.rsplit_once('@').map_or(rest, |(_, h)| h)
 }
 
 impl Drop for Inner {
@@ -333,12 +385,14 @@ impl RedisStore {
         let channel = format!("{key_prefix}revoked");
         let (revoked, _) = broadcast::channel(1024);
         let (ready_tx, ready_rx) = watch::channel(false);
+        let health = Arc::new(Health::new(&urls));
         let subscriber = tokio::spawn(subscriber(
             urls,
             channel.clone(),
             revoked.clone(),
             ready_tx,
             timeout,
+            health.clone(),
         ))
         .abort_handle();
         Ok(Self {
@@ -353,6 +407,7 @@ impl RedisStore {
                 revoked,
                 subscribed: ready_rx,
                 subscriber,
+                health,
             }),
         })
     }
@@ -371,14 +426,20 @@ impl RedisStore {
         &self,
         fut: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, fut).await {
+        let health = &self.inner.health;
+        let result = match tokio::time::timeout(self.inner.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_err(e)),
             Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {:?}",
-                self.inner.timeout
+                "no answer within {} ms",
+                self.inner.timeout.as_millis()
             ))),
+        };
+        match &result {
+            Err(e @ StoreError::Unavailable(_)) => health.lost(e),
+            _ => health.answered(),
         }
+        result
     }
 
     fn publish_local(&self, sids: impl IntoIterator<Item = String>) {
@@ -946,6 +1007,7 @@ async fn subscriber(
     tx: broadcast::Sender<String>,
     ready: watch::Sender<bool>,
     timeout: Duration,
+    health: Arc<Health>,
 ) {
     let mut attempt = 0usize;
     let mut delay = Duration::from_millis(100);
@@ -960,6 +1022,7 @@ async fn subscriber(
                 }
                 had_subscription = true;
                 ready.send_replace(true);
+                health.answered();
                 delay = Duration::from_millis(100);
                 let mut ping = tokio::time::interval(Duration::from_secs(10));
                 ping.tick().await;
@@ -982,7 +1045,8 @@ async fn subscriber(
                     }
                 }
                 ready.send_replace(false);
-                tracing::warn!("revocation subscription lost; resubscribing");
+                health.lost(&"the revocation subscription was lost");
+                tracing::debug!("revocation subscription lost; resubscribing");
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "revocation subscription failed"),
             Err(_) => tracing::debug!("revocation subscription timed out"),
@@ -1003,6 +1067,21 @@ async fn subscribe_once(url: &str, channel: &str) -> Result<redis::aio::PubSub, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_lines_name_the_server_never_its_password() {
+        for (url, want) in [
+            ("redis://127.0.0.1:6379/0", "127.0.0.1:6379"),
+            (
+                "rediss://:s3cret@redis.internal:6380/2",
+                "redis.internal:6380",
+            ),
+            ("redis://user:p@ss@[::1]:7000", "[::1]:7000"),
+            ("redis://h:1?protocol=resp3", "h:1"),
+        ] {
+            assert_eq!(host_port(url), want, "{url}");
+        }
+    }
 
     #[test]
     fn revocation_payload() {

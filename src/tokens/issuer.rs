@@ -89,6 +89,9 @@ struct Schedule {
     next_due: Millis,
     /// The last on-demand fetch.
     last_on_demand: Option<Millis>,
+    /// The error of the last fetch, while fetches fail: a failure is logged once (and again
+    /// only when its cause changes), and the first success after it says so.
+    failing: Option<String>,
 }
 
 /// An issuer with its current keys.
@@ -286,13 +289,20 @@ impl Issuer {
         let (label, outcome) = match result {
             Ok(fetched) => {
                 schedule.next_due = clock.now_ms() + self.next_refresh(&fetched);
-                self.take(fetched, why);
+                let recovered = schedule.failing.take().is_some();
+                self.take(fetched, why, recovered);
                 ("ok", Ok(()))
             }
             Err(e) => {
                 schedule.next_due = clock.now_ms() + RETRY_AFTER;
-                self.failed(&e, why);
-                (e.label(), Err(e.to_string()))
+                let text = e.to_string();
+                if schedule.failing.as_deref() == Some(text.as_str()) {
+                    tracing::debug!(issuer = %self.spec.issuer, why, error = %e, "issuer keys: fetch failed again");
+                } else {
+                    self.failed(&e, why);
+                    schedule.failing = Some(text.clone());
+                }
+                (e.label(), Err(text))
             }
         };
         metrics::counter!(
@@ -312,15 +322,16 @@ impl Issuer {
         refresh.max(MIN_REFRESH)
     }
 
-    /// Installs fetched keys (when they differ from the current ones).
-    fn take(&self, fetched: Fetched, why: &'static str) {
+    /// Installs fetched keys (when they differ from the current ones); `recovered`: the
+    /// fetches before this one failed.
+    fn take(&self, fetched: Fetched, why: &'static str, recovered: bool) {
         for skipped in &fetched.skipped {
             tracing::debug!(issuer = %self.spec.issuer, key = %skipped, "issuer keys: JWK skipped");
         }
         if !fetched.beyond_limit.is_empty() {
             // Unlike an encryption key or a foreign algorithm, these are signing keys whose
             // tokens will be refused: the operator needs to hear of it.
-            tracing::warn!(issuer = %self.spec.issuer, why, dropped = ?fetched.beyond_limit,
+            tracing::warn!(issuer = %self.spec.issuer, why, dropped = %fetched.beyond_limit.join(", "),
                 "issuer keys: the JWKS holds more than {MAX_KEYS} usable keys; only the first {MAX_KEYS} are used");
         }
         let keys: HashMap<String, IssuerKey> = fetched
@@ -344,12 +355,17 @@ impl Issuer {
                     .is_some_and(|c| c.fingerprint == k.fingerprint)
             });
         if same && self.has_keys() {
-            tracing::debug!(issuer = %self.spec.issuer, why, "issuer keys: unchanged");
+            if recovered {
+                tracing::info!(issuer = %self.spec.issuer, why, "issuer keys: fetched again after failures; unchanged");
+            } else {
+                tracing::debug!(issuer = %self.spec.issuer, why, "issuer keys: unchanged");
+            }
             return;
         }
         let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
         kids.sort_unstable();
-        tracing::info!(issuer = %self.spec.issuer, why, kids = ?kids, "issuer keys: loaded");
+        let kids = kids.join(", ");
+        tracing::info!(issuer = %self.spec.issuer, why, %kids, "issuer keys: loaded");
         drop(current);
         self.install(keys);
     }

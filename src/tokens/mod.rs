@@ -145,6 +145,17 @@ impl PartialEq for Derived {
 
 impl Eq for Derived {}
 
+/// The access line's user and session: `sub` and `sid`.
+impl crate::logs::scope::Who for Claims {
+    fn user_id(&self) -> &str {
+        &self.sub
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        self.sid.as_deref()
+    }
+}
+
 impl Claims {
     /// Whether the token is a `[[token.issuers]]` entry's.
     pub(crate) fn is_foreign(&self) -> bool {

@@ -229,6 +229,19 @@ impl KeyRing {
         self.signer.as_ref().map(|s| s.alg)
     }
 
+    /// The kids of the keys that verify besides the signing key, sorted.
+    pub(crate) fn verify_kids(&self) -> Vec<&str> {
+        let signing = self.signing_kid();
+        let mut kids: Vec<&str> = self
+            .keys
+            .keys()
+            .map(String::as_str)
+            .filter(|k| Some(*k) != signing)
+            .collect();
+        kids.sort_unstable();
+        kids
+    }
+
     /// How many keys verify besides the signing key (`[[token.verify_keys]]`).
     pub(crate) fn verify_key_count(&self) -> usize {
         self.keys.len() - usize::from(self.signer.is_some())

@@ -15,6 +15,7 @@ mod headers;
 mod issuers;
 mod lifecycle;
 mod limits;
+mod logs;
 mod metrics;
 mod paths;
 mod proxy;

@@ -123,6 +123,9 @@ impl Cx<'_> {
             identity,
             cors,
             browser,
+            log: super::Log {
+                access: f.log.access,
+            },
             upstreams,
             routes,
         })

@@ -1,11 +1,13 @@
 //! `POST {prefix}/login`, and issuing a new session's tokens.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tracing::Level;
 
 use super::{captcha, json, read_body};
 use crate::app::{App, Live};
@@ -16,6 +18,7 @@ use crate::config::Browser;
 use crate::error::GatewayError;
 use crate::login::lockout::{Lockout, Reservation};
 use crate::login::{self, LoginIdentity, LoginOutcome};
+use crate::logs::scope::{self, Ids};
 use crate::session::{Millis, NewSession, RefreshToken, Session};
 use crate::tokens::{AccessIdentity, Claims};
 
@@ -156,13 +159,13 @@ async fn attempt(
     };
     let user = username.as_deref();
     if let Some(wait) = lockout.check(&app.store, user, ip, t).await? {
-        return Err(locked(wait, anon));
+        return Err(locked(wait, anon, user));
     }
     // Before the reservation: a refused captcha is no attempt at the password.
     captcha::gate(app, live, &body, user, ip, anon, t).await?;
     let reservation = lockout.reserve(&app.store, user, ip, t).await?;
     if let Some(wait) = reservation.refused {
-        return Err(locked(wait, anon));
+        return Err(locked(wait, anon, user));
     }
     let attempt = Attempt {
         app,
@@ -249,7 +252,7 @@ impl Attempt<'_> {
     /// A failed attempt: counted, audited, recorded against the lock-out (which may lock).
     async fn failed(&self) -> Result<(), GatewayError> {
         metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
-        audit::record(Event::LoginFailed, self.anon);
+        audit::record_for_username(Event::LoginFailed, self.anon, self.user);
         let locked = self
             .lockout
             .record_failure(
@@ -261,10 +264,13 @@ impl Attempt<'_> {
             )
             .await?;
         if let Some(wait) = locked {
-            audit::record(Event::AccountLocked, self.anon);
-            tracing::info!(
-                retry_after = wait.as_secs(),
-                "login locked after repeated failures"
+            audit::record_for_username(Event::AccountLocked, self.anon, self.user);
+            scope::note(
+                Level::INFO,
+                format!(
+                    "login locked after repeated failures, for {} s",
+                    wait.as_secs()
+                ),
             );
         }
         Ok(())
@@ -288,11 +294,14 @@ fn rejected(
     let e = GatewayError::InvalidCredentials;
     let mut r = e.clone().into_response();
     if let Some(legacy) = upstream_body {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": e.code(),
             "message": e.message(),
             "upstream": legacy,
         });
+        if let Some(id) = scope::request_id() {
+            body["request_id"] = id.into();
+        }
         *r.body_mut() = full(body.to_string());
     }
     relay_cookies(r.headers_mut(), set_cookies);
@@ -351,9 +360,9 @@ fn relay_cookies(h: &mut HeaderMap, set_cookies: Vec<HeaderValue>) {
 }
 
 /// A login refused by the lock-out: counted, audited, 429 with `Retry-After`.
-fn locked(wait: std::time::Duration, anon: Subject<'_>) -> GatewayError {
+fn locked(wait: std::time::Duration, anon: Subject<'_>, user: Option<&str>) -> GatewayError {
     metrics::counter!("authgate_logins_total", "result" => "locked").increment(1);
-    audit::record(Event::AccountLocked, anon);
+    audit::record_for_username(Event::AccountLocked, anon, user);
     GatewayError::AccountLocked { retry_after: wait }
 }
 
@@ -451,6 +460,10 @@ async fn issue(
         );
     }
     let s = &created.session;
+    scope::set_who(Arc::new(Ids {
+        user_id: s.user_id.clone(),
+        session_id: Some(s.id.clone()),
+    }));
     audit::record(
         Event::Login,
         Subject {
@@ -483,7 +496,7 @@ pub(super) fn access_for(
         roles: (!s.roles.is_empty()).then(|| s.roles.clone()),
     };
     live.config.token.keys.mint(&id, t).map_err(|e| {
-        tracing::error!(error = %e, "signing an access token failed");
+        scope::note(Level::ERROR, format!("signing an access token failed: {e}"));
         GatewayError::Internal
     })
 }

@@ -190,7 +190,7 @@ async fn read_body(live: &Live, req: Request<Incoming>) -> Result<Bytes, Gateway
     // The answer leaves the rest unread, so hyper closes the connection after it.
     let collect = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
     let Ok(read) = tokio::time::timeout(live.config.server.header_timeout, collect).await else {
-        tracing::info!("endpoint request body too slow; refused");
+        crate::logs::scope::note(tracing::Level::INFO, "the request body came too slowly");
         return Err(GatewayError::RequestTimeout);
     };
     match read {

@@ -1,12 +1,14 @@
 //! `POST {prefix}/refresh`: rotation, the reuse grace, theft detection.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use serde::Deserialize;
+use tracing::Level;
 
 use super::login::{access_for, cookie_max_age, token_pair};
 use super::{json, no_content, read_body};
@@ -16,6 +18,7 @@ use crate::auth::{self, browser};
 use crate::body::Body;
 use crate::config::Browser;
 use crate::error::{self, GatewayError};
+use crate::logs::scope::{self, Ids};
 use crate::session::{EndReason, Millis, RefreshOutcome, RefreshToken, Session};
 
 #[derive(Deserialize)]
@@ -52,6 +55,14 @@ pub(super) async fn refresh(
         StatusCode::OK,
         &token_pair(live, &session, token.as_str(), t)?,
     ))
+}
+
+/// The session's user and id, for the access line.
+fn who(s: &Session) {
+    scope::set_who(Arc::new(Ids {
+        user_id: s.user_id.clone(),
+        session_id: Some(s.id.clone()),
+    }));
 }
 
 /// A POST that says it has no body: `Content-Length: 0`, or neither a length nor chunks.
@@ -162,6 +173,7 @@ async fn rotate(
         .await?
     {
         RefreshOutcome::Rotated { session, token } | RefreshOutcome::Grace { session, token } => {
+            who(&session);
             audit::record(
                 Event::Refresh,
                 Subject {
@@ -174,6 +186,7 @@ async fn rotate(
             Ok((session, token, t))
         }
         RefreshOutcome::Theft { session } => {
+            who(&session);
             audit::record(
                 Event::TokenTheftDetected,
                 Subject {
@@ -183,7 +196,13 @@ async fn rotate(
                     ip: Some(ip),
                 },
             );
-            tracing::warn!(session_id = %session.id, "refresh token reuse: session ended");
+            scope::note(
+                Level::WARN,
+                format!(
+                    "refresh token reused: session {} of user {} ended",
+                    session.id, session.user_id
+                ),
+            );
             Err(GatewayError::TokenTheftDetected)
         }
         RefreshOutcome::Invalid => Err(GatewayError::InvalidRefreshToken),
@@ -220,6 +239,9 @@ async fn end_removed_user_session(
         Ok(_) => {}
         Err(e) => error::store_failed(&e, "the refresh is refused"),
     }
-    tracing::info!(%user_id, "refresh refused: the user is no longer in the users file");
+    scope::note(
+        Level::INFO,
+        format!("refresh refused: user {user_id} is no longer in the users file"),
+    );
     GatewayError::InvalidRefreshToken
 }

@@ -1,11 +1,13 @@
 //! `GET {prefix}/verify`: forward-auth.
 
 use http::{HeaderMap, Method, Response};
+use tracing::Level;
 
 use crate::app::{App, Live};
 use crate::auth;
 use crate::body::{empty, Body};
 use crate::error::GatewayError;
+use crate::logs::scope;
 use crate::proxy::{self, identity, ConnInfo};
 
 /// Forward-auth for nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`.
@@ -24,17 +26,20 @@ pub(super) async fn verify(
     let cfg = &live.config;
     let addr = proxy::client_addr(conn.peer, headers, &cfg.server.trusted_proxies);
     if !addr.peer_trusted {
-        tracing::warn!(
-            peer = %conn.peer.ip(),
-            "verify: the caller is not in server.trusted_proxies, so its X-Forwarded-Uri and \
-             X-Forwarded-Method cannot be believed; refused"
+        scope::note(
+            Level::WARN,
+            format!(
+                "verify: the caller {} is not in server.trusted_proxies, so its \
+                 X-Forwarded-Uri and X-Forwarded-Method cannot be believed",
+                conn.peer.ip()
+            ),
         );
         return Err(GatewayError::BadRequest(
             "verify answers only proxies listed in server.trusted_proxies",
         ));
     }
     let Some(uri) = forwarded(headers, "x-forwarded-uri") else {
-        tracing::warn!("verify: no X-Forwarded-Uri from the proxy; refused");
+        scope::note(Level::WARN, "verify: no X-Forwarded-Uri from the proxy");
         return Err(GatewayError::BadRequest(
             "verify needs one X-Forwarded-Uri (the original request's path)",
         ));
@@ -42,7 +47,10 @@ pub(super) async fn verify(
     let method = match forwarded(headers, "x-forwarded-method") {
         None => Method::GET,
         Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| {
-            tracing::warn!("verify: X-Forwarded-Method is not an HTTP method; refused");
+            scope::note(
+                Level::WARN,
+                "verify: X-Forwarded-Method is not an HTTP method",
+            );
             GatewayError::BadRequest("X-Forwarded-Method is not an HTTP method")
         })?,
     };
@@ -56,6 +64,7 @@ pub(super) async fn verify(
     };
     let canonical = crate::routing::canonicalize(raw, cfg.server.path_rules)?;
     let route = cfg.routes.find(&canonical, &method).found()?;
+    scope::set_route(route.index);
     let claims = auth::authorize(app, live, route, headers).await?;
     // As on the proxy path: a cookie-authenticated unsafe request passes the CSRF check,
     // judged by the headers the proxy passed on (its X-Forwarded-Host/-Proto are trusted).

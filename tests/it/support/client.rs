@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::logs;
 use super::wait::within;
 
 /// An HTTP/1.1 client (pooled) and raw-socket client aimed at one gateway.
@@ -29,6 +30,7 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(addr: SocketAddr) -> Self {
+        logs::capture();
         Self {
             addr,
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -211,6 +213,7 @@ impl Resp {
 
 /// Sends one request and reads the whole answer.
 pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Resp {
+    note_request(req.uri().query(), req.headers());
     let resp = within("a response", client.request(req))
         .await
         .expect("request reaches the gateway");
@@ -219,10 +222,49 @@ pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full
         .await
         .expect("response body")
         .to_bytes();
-    Resp {
+    let resp = Resp {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body,
+    };
+    note_response(&resp);
+    resp
+}
+
+/// Tells the leak check ([`logs`]) what a request carried that must never be logged: its
+/// query, its bearer token or other credentials, its cookie values.
+fn note_request(query: Option<&str>, headers: &HeaderMap) {
+    if let Some(q) = query {
+        logs::query(q);
+    }
+    for v in headers.get_all(http::header::AUTHORIZATION) {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        logs::secret(v.split_once(' ').map_or(&*v, |(_, cred)| cred));
+    }
+    for v in headers.get_all(http::header::COOKIE) {
+        for pair in String::from_utf8_lossy(v.as_bytes()).split(';') {
+            if let Some((_, value)) = pair.split_once('=') {
+                logs::secret(value);
+            }
+        }
+    }
+}
+
+/// The same for an answer: the values it sets in cookies, the tokens in its JSON.
+fn note_response(resp: &Resp) {
+    for v in resp.headers.get_all(http::header::SET_COOKIE) {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        let pair = v.split(';').next().unwrap_or_default();
+        if let Some((_, value)) = pair.split_once('=') {
+            logs::secret(value);
+        }
+    }
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&resp.body) {
+        for key in ["access_token", "refresh_token"] {
+            if let Some(Value::String(t)) = map.get(key) {
+                logs::secret(t);
+            }
+        }
     }
 }
 
@@ -237,6 +279,7 @@ pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
 /// reading everything does not block us) and reads until the peer closes. A reset after the
 /// answer arrived is not an error.
 pub async fn raw(addr: SocketAddr, request: Vec<u8>) -> io::Result<Resp> {
+    note_raw(&request);
     let stream = TcpStream::connect(addr).await?;
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
@@ -272,6 +315,28 @@ pub async fn raw(addr: SocketAddr, request: Vec<u8>) -> io::Result<Resp> {
             format!("not an HTTP response: {:?}", String::from_utf8_lossy(&buf)),
         )
     })
+}
+
+/// [`note_request`] for a request written byte for byte (its head, as far as it parses).
+fn note_raw(request: &[u8]) {
+    let head_end = find(request, b"\r\n\r\n").unwrap_or(request.len());
+    let head = String::from_utf8_lossy(&request[..head_end]);
+    let mut lines = head.split("\r\n");
+    let target = lines.next().and_then(|l| l.split(' ').nth(1));
+    let query = target.and_then(|t| t.split_once('?')).map(|(_, q)| q);
+    let mut headers = HeaderMap::new();
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.trim().as_bytes()),
+            HeaderValue::from_str(v.trim()),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    note_request(query, &headers);
 }
 
 /// Where the first complete response in `buf` ends, if it is complete.

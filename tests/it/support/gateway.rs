@@ -397,6 +397,16 @@ pub struct Gateway {
     pub prefix: String,
 }
 
+/// Every gateway checks the log lines written since the last check for secrets
+/// ([`super::logs::check`]), unless its test already failed.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            super::logs::check();
+        }
+    }
+}
+
 impl std::ops::Deref for Gateway {
     type Target = Probe;
 
@@ -417,6 +427,7 @@ impl Gateway {
     /// Starts `conf`'s gateway; `None` (after a loud message) when its Redis cannot run
     /// because `redis-server` is missing (a panic instead with `CI` set).
     pub async fn try_start(mut conf: Conf) -> Option<Gateway> {
+        super::logs::capture();
         let redis = match conf.store {
             Some(StoreKind::Redis) => Some(RedisServer::start()?),
             Some(StoreKind::Memory) | None => None,

@@ -5,7 +5,8 @@
 //! JWKS of test keys for `[[token.issuers]]` ([`idp`]); hand-built JWTs ([`jwt`]); the test users
 //! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
 //! and the tests' one wall-clock `now()` ([`wait`]); real nginx and Caddy in front of a gateway,
-//! run from the forward-auth recipes in `examples/` ([`front`]).
+//! run from the forward-auth recipes in `examples/` ([`front`]); every log line the suite's
+//! gateways write, captured, read back and checked for secrets ([`logs`]).
 //!
 //! Every test module takes it whole: `use crate::support::*`.
 
@@ -14,6 +15,7 @@ mod front;
 mod gateway;
 mod idp;
 mod jwt;
+pub mod logs;
 mod redis;
 mod upstream;
 mod users;
