@@ -374,3 +374,93 @@ async fn the_suite_wide_check_fails_on_a_leaked_cookie_value() {
     });
     assert!(caught.is_err(), "the leak went unnoticed");
 }
+
+/// `authgate --log-format json|text run`: the access line is the contract's JSON line, or a
+/// readable text line; the refusal line (an upstream that refuses connections) names its
+/// cause with the request's context either way.
+#[test]
+fn the_binary_writes_json_or_text_access_lines_as_asked() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = Conf::new().render("127.0.0.1:9".parse().unwrap());
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, text).unwrap();
+        struct Running(std::process::Child);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Running(
+            Command::new(env!("CARGO_BIN_EXE_authgate"))
+                .args(["--log-format", format, "run", "-c"])
+                .arg(&config)
+                .env("T_SECRET", SECRET)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn authgate"),
+        );
+        let stderr = child.0.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push(line.clone());
+                let _ = tx.send(line);
+            }
+            all
+        });
+        let next = |pick: &dyn Fn(&str) -> bool| loop {
+            let line = rx.recv_timeout(WAIT).expect("a log line in time");
+            if pick(&line) {
+                return line;
+            }
+        };
+        let listening = next(&|l| l.contains("listening"));
+        let addr: std::net::SocketAddr = if format == "json" {
+            let v: Value = serde_json::from_str(&listening).unwrap();
+            v["addr"].as_str().unwrap().parse().unwrap()
+        } else {
+            let at = listening.find("addr=").expect("addr= in the text line") + 5;
+            listening[at..].split(' ').next().unwrap().parse().unwrap()
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let r = rt.block_on(Probe::new(addr).get("/public/x?q=never-logged", &[]));
+        r.assert_error(502, "upstream_unavailable");
+        let id = id_of(&r);
+        let refusal = next(&|l| l.contains(&id) && l.contains("refused"));
+        let access = next(&|l| l.contains(&id) && l.contains("access"));
+        if format == "json" {
+            let v: Value = serde_json::from_str(&access).unwrap();
+            assert_eq!(v["access"], true, "{access}");
+            assert_eq!(v["status"], 502);
+            assert_eq!(v["error"], "upstream_unavailable");
+            assert_eq!(v["upstream"], "up");
+            let v: Value = serde_json::from_str(&refusal).unwrap();
+            assert_eq!(v["level"], "WARN", "{refusal}");
+            assert_eq!(v["path"], "/public/x");
+            assert!(v["reason"].as_str().unwrap().contains("connect failed"), "{refusal}");
+        } else {
+            assert!(
+                access.contains(" INFO access: GET /public/x 502 "),
+                "{access}"
+            );
+            assert!(access.contains(" error=upstream_unavailable route=/public upstream=up "));
+            assert!(access.contains(&format!("client_ip=127.0.0.1 request_id={id}")));
+            assert!(!access.contains('{'), "{access}");
+            assert!(refusal.contains("WARN"), "{refusal}");
+            assert!(refusal.contains("path=/public/x"), "{refusal}");
+            assert!(refusal.contains("connect failed"), "{refusal}");
+        }
+        drop(child);
+        let lines = reader.join().unwrap();
+        assert!(lines.iter().all(|l| !l.contains("never-logged")), "{lines:?}");
+        crate::support::logs::check_lines(&lines);
+    }
+}
