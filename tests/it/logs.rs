@@ -257,6 +257,10 @@ async fn access_false_writes_no_access_line_but_keeps_the_id() {
     let same = id.clone();
     let found = find_lines(move |v| v["request_id"] == same.as_str()).await;
     assert!(found.is_empty(), "{found:?}");
+    // The counter of lines a full queue dropped is there from the start.
+    let metrics = gw.admin.get("/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("authgate_log_lines_dropped_total"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,7 +449,10 @@ fn the_binary_writes_json_or_text_access_lines_as_asked() {
             let v: Value = serde_json::from_str(&refusal).unwrap();
             assert_eq!(v["level"], "WARN", "{refusal}");
             assert_eq!(v["path"], "/public/x");
-            assert!(v["reason"].as_str().unwrap().contains("connect failed"), "{refusal}");
+            assert!(
+                v["reason"].as_str().unwrap().contains("connect failed"),
+                "{refusal}"
+            );
         } else {
             assert!(
                 access.contains(" INFO access: GET /public/x 502 "),
@@ -460,7 +467,10 @@ fn the_binary_writes_json_or_text_access_lines_as_asked() {
         }
         drop(child);
         let lines = reader.join().unwrap();
-        assert!(lines.iter().all(|l| !l.contains("never-logged")), "{lines:?}");
+        assert!(
+            lines.iter().all(|l| !l.contains("never-logged")),
+            "{lines:?}"
+        );
         crate::support::logs::check_lines(&lines);
     }
 }

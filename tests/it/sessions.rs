@@ -229,7 +229,11 @@ async fn wrong_password_and_unknown_user_get_the_same_401(store: StoreKind) {
         v.as_object_mut().unwrap().remove("request_id");
         v
     };
-    assert_eq!(without_id(&wrong), without_id(&unknown), "the same body for both");
+    assert_eq!(
+        without_id(&wrong),
+        without_id(&unknown),
+        "the same body for both"
+    );
     // The password of another user is just as wrong.
     gw.login("alice", BOB_PW)
         .await
