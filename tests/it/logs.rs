@@ -474,3 +474,90 @@ fn the_binary_writes_json_or_text_access_lines_as_asked() {
         crate::support::logs::check_lines(&lines);
     }
 }
+
+/// A reload is one line saying what changed and which keys wait for a restart; a refused
+/// one is one line with every problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_one_line_saying_what_changed() {
+    let gw = gateway!(Conf::new().store(StoreKind::Memory).run_from_file());
+    let path = gw.dir.path().join("gateway.toml");
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text.replacen(
+        "\nlisten = \"127.0.0.1:0\"",
+        "\nlisten = \"127.0.0.1:1\"",
+        1,
+    ) + "\n[[routes]]\npath = \"/extra\"\nupstream = \"up\"\n";
+    replace_by_rename(&path, &changed);
+    let at = shown.clone();
+    let v = wait_line("the reload line", move |v| {
+        v["path"] == at.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reloaded"))
+    })
+    .await;
+    assert_eq!(v["level"], "WARN", "a restart is needed: {v}");
+    assert_eq!(v["changes"], "routes +/extra", "{v}");
+    assert_eq!(v["restart_needed"], "server.listen", "{v}");
+
+    let broken = changed.replace("upstream = \"up\"\n", "upstream = \"nope\"\n")
+        + "\n[cors]\nmax_age = \"forever\"\n";
+    replace_by_rename(&path, &broken);
+    let at = shown.clone();
+    let v = wait_line("the refused reload line", move |v| {
+        v["path"] == at.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reload refused"))
+    })
+    .await;
+    assert_eq!(v["level"], "ERROR");
+    assert!(
+        v["problems"].as_str().is_some_and(|p| p.contains("; ")),
+        "every problem: {v}"
+    );
+    let at = shown.clone();
+    let refused = find_lines(move |v| {
+        v["path"] == at.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reload refused"))
+    })
+    .await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+}
+
+/// An issuer whose keys cannot be fetched is one line, however often the retry fails the
+/// same way; the first fetch that works says which keys it loaded, as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_key_failures_are_told_once_and_the_recovery_names_the_keys() {
+    let key = IdpKey::generate("k-logs", jsonwebtoken::Algorithm::ES256);
+    let idp = Idp::start(vec![key]).await;
+    idp.set_fault(Fault::Status500);
+    let extra = format!(
+        "discovery = false\njwks_url = {:?}\nalgorithms = [\"ES256\"]",
+        idp.jwks_url()
+    );
+    let gw = Gateway::start(Conf::new().section(&idp.issuer_toml(&extra))).await;
+    let issuer = idp.issuer();
+    let about = move |what: &'static str| {
+        let issuer = issuer.clone();
+        move |v: &Value| {
+            v["issuer"] == issuer.as_str()
+                && v["message"].as_str().is_some_and(|m| m.starts_with(what))
+        }
+    };
+    idp.wait_for_fetches(1).await;
+    wait_line("the failed fetch", about("issuer keys: fetch failed;")).await;
+    for n in 2..=3 {
+        gw.advance(std::time::Duration::from_secs(31));
+        idp.wait_for_fetches(n).await;
+    }
+    idp.set_fault(Fault::None);
+    gw.advance(std::time::Duration::from_secs(31));
+    let v = wait_line("the loaded keys", about("issuer keys: loaded")).await;
+    assert_eq!(v["kids"], "k-logs", "{v}");
+    let failed = find_lines(about("issuer keys: fetch failed;")).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+}
