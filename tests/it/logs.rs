@@ -548,11 +548,27 @@ async fn issuer_key_failures_are_told_once_and_the_recovery_names_the_keys() {
                 && v["message"].as_str().is_some_and(|m| m.starts_with(what))
         }
     };
-    idp.wait_for_fetches(1).await;
+    // A fetch is over (and the next one scheduled from the gateway's clock) once it is
+    // counted; only then may the clock move on.
+    let label = format!("issuer=\"{}\"", idp.issuer());
+    let fetched = |n: f64| {
+        let label = label.clone();
+        let admin = gw.admin.clone();
+        async move {
+            let labels = [label.as_str()];
+            poll_until(
+                "the fetch to be counted",
+                || metric(&admin, "authgate_jwks_fetches_total", &labels),
+                |v| *v >= n,
+            )
+            .await;
+        }
+    };
+    fetched(1.0).await;
     wait_line("the failed fetch", about("issuer keys: fetch failed;")).await;
     for n in 2..=3 {
         gw.advance(std::time::Duration::from_secs(31));
-        idp.wait_for_fetches(n).await;
+        fetched(f64::from(n)).await;
     }
     idp.set_fault(Fault::None);
     gw.advance(std::time::Duration::from_secs(31));
