@@ -463,11 +463,15 @@ upstream = "legacy"
     #[tokio::test]
     async fn a_blocked_output_drops_lines_and_never_stalls_a_request() {
         let w = Writer::start(4, gated).unwrap();
+        let mut entries = Vec::new();
+        for _ in 0..40 {
+            entries.push(entry(200).await);
+        }
         let shut = GATE.lock().unwrap();
         let started = Instant::now();
         let mut accepted = 0;
-        for _ in 0..40 {
-            accepted += usize::from(w.send(entry(200).await));
+        for e in entries {
+            accepted += usize::from(w.send(e));
         }
         let took = started.elapsed();
         assert!(took < Duration::from_secs(1), "sending took {took:?}");
