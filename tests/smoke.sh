@@ -147,6 +147,21 @@ if [ "$CODE" = 401 ] && [ "$(json_field error)" = missing_token ] && [[ "$www" =
 else
     fail "protected route without a token: got $CODE, error '$(json_field error)', WWW-Authenticate '$www'"
 fi
+# its X-Request-Id: on the answer, in the error JSON, and in the access line on stderr
+rid="$(header X-Request-Id)"
+logged=0
+for _ in $(seq 1 40); do # the access log's writer thread: up to ~2 s
+    if [ -n "$rid" ] && grep -F "\"request_id\":\"$rid\"" "$LOG" | grep -qF '"access":true'; then
+        logged=1
+        break
+    fi
+    sleep 0.05
+done
+if [ "$logged" = 1 ] && [ "$(json_field request_id)" = "$rid" ]; then
+    pass "X-Request-Id $rid: on the answer, in the error JSON and in the access line"
+else
+    fail "X-Request-Id '$rid': error JSON request_id '$(json_field request_id)', access line: $(grep -cF "$rid" "$LOG")"
+fi
 
 # a garbage token: 401 invalid_token
 req GET "$GW$PROTECTED_PATH" -H "Authorization: Bearer not.a.jwt"

@@ -209,7 +209,7 @@ pub(crate) fn refused(status: u16, code: &'static str) {
             level,
             target: "authgate::request",
             status,
-            code,
+            code = %code,
             path = %path,
             client_ip = %s.client_ip,
             request_id = %s.id_str(),
@@ -218,7 +218,7 @@ pub(crate) fn refused(status: u16, code: &'static str) {
         );
     });
     if logged.is_none() {
-        event_at!(base, target: "authgate::request", status, code, "refused");
+        event_at!(base, target: "authgate::request", status, code = %code, "refused");
     }
 }
 

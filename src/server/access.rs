@@ -69,6 +69,10 @@ enum Msg {
     Flush(mpsc::Sender<()>),
 }
 
+/// Where a writer puts its batches of whole lines.
+type Output = fn(&[u8]);
+
+/// A queue and the thread that drains it.
 struct Writer {
     tx: SyncSender<Msg>,
     thread: Thread,
@@ -78,29 +82,16 @@ struct Writer {
 
 static WRITER: OnceLock<Option<Writer>> = OnceLock::new();
 
-/// The writer, started on first use; `None` if its thread could not be started.
+/// The process's writer, started on first use; `None` if its thread could not be started.
 fn writer() -> Option<&'static Writer> {
-    WRITER.get_or_init(start).as_ref()
-}
-
-fn start() -> Option<Writer> {
-    let (tx, rx) = mpsc::sync_channel(QUEUE);
-    let idle = Arc::new(AtomicBool::new(false));
-    let flag = idle.clone();
-    match std::thread::Builder::new()
-        .name("authgate-access".into())
-        .spawn(move || run(rx, &flag))
-    {
-        Ok(handle) => Some(Writer {
-            tx,
-            thread: handle.thread().clone(),
-            idle,
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "access log writer not started; access lines are dropped");
-            None
-        }
-    }
+    WRITER.get_or_init(|| {
+        Writer::start(QUEUE, logs::write)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "access log writer not started; access lines are dropped");
+            })
+            .ok()
+    })
+    .as_ref()
 }
 
 /// Registers `authgate_log_lines_dropped_total` (at 0, so a dashboard finds it) and starts the
@@ -112,55 +103,78 @@ pub(super) fn init() {
 
 /// Queues one line; drops (and counts) it when the queue is full.
 pub(super) fn log(entry: Entry) {
-    let Some(w) = writer() else {
-        return dropped();
-    };
-    // Boxed: the queue then holds pointers, and a full one costs little memory.
-    match w.tx.try_send(Msg::Line(Box::new(entry))) {
-        Ok(()) => {
-            // Pairs with the writer's fence between flagging itself idle and looking at the
-            // queue once more: one of the two sees the other.
-            fence(Ordering::SeqCst);
-            if w.idle.load(Ordering::Relaxed) && w.idle.swap(false, Ordering::AcqRel) {
-                w.thread.unpark();
-            }
-        }
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => dropped(),
+    if !writer().is_some_and(|w| w.send(entry)) {
+        metrics::counter!("authgate_log_lines_dropped_total").increment(1);
     }
-}
-
-fn dropped() {
-    metrics::counter!("authgate_log_lines_dropped_total").increment(1);
 }
 
 /// Waits (up to `limit`) until every line queued so far is written; false if that took
 /// longer. For a clean exit, and for tests that read the lines back.
 pub(super) fn flush(limit: Duration) -> bool {
-    let Some(w) = WRITER.get().and_then(Option::as_ref) else {
-        return true;
-    };
-    let deadline = Instant::now() + limit;
-    let (tx, rx) = mpsc::channel();
-    let mut msg = Msg::Flush(tx);
-    loop {
-        match w.tx.try_send(msg) {
-            Ok(()) => break,
-            Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                msg = m;
-                w.thread.unpark();
-                std::thread::sleep(POLL);
+    WRITER
+        .get()
+        .and_then(Option::as_ref)
+        .is_none_or(|w| w.flush(limit))
+}
+
+impl Writer {
+    /// A queue of `capacity` lines and its thread, writing to `output`.
+    fn start(capacity: usize, output: Output) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let idle = Arc::new(AtomicBool::new(false));
+        let flag = idle.clone();
+        let handle = std::thread::Builder::new()
+            .name("authgate-access".into())
+            .spawn(move || run(rx, &flag, output))?;
+        Ok(Self {
+            tx,
+            thread: handle.thread().clone(),
+            idle,
+        })
+    }
+
+    /// Queues `entry`; false (and it is dropped) when the queue is full. Never waits.
+    fn send(&self, entry: Entry) -> bool {
+        // Boxed: the queue then holds pointers, and a full one costs little memory.
+        match self.tx.try_send(Msg::Line(Box::new(entry))) {
+            Ok(()) => {
+                // Pairs with the writer's fence between flagging itself idle and looking at
+                // the queue once more: one of the two sees the other.
+                fence(Ordering::SeqCst);
+                if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::AcqRel) {
+                    self.thread.unpark();
+                }
+                true
             }
-            Err(_) => return false,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
     }
-    w.idle.store(false, Ordering::SeqCst);
-    w.thread.unpark();
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .is_ok()
+
+    /// Waits (up to `limit`) until every line queued before is written.
+    fn flush(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let (tx, rx) = mpsc::channel();
+        let mut msg = Msg::Flush(tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    self.thread.unpark();
+                    std::thread::sleep(POLL);
+                }
+                Err(_) => return false,
+            }
+        }
+        self.idle.store(false, Ordering::SeqCst);
+        self.thread.unpark();
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
 }
 
 /// The writer thread: drains the queue, formats, writes; polls while busy, parks when idle.
-fn run(rx: Receiver<Msg>, idle: &AtomicBool) {
+fn run(rx: Receiver<Msg>, idle: &AtomicBool, output: Output) {
     let mut buf = Vec::with_capacity(BATCH_BYTES + 1024);
     let mut quiet = 0u32;
     loop {
@@ -169,16 +183,16 @@ fn run(rx: Receiver<Msg>, idle: &AtomicBool) {
             match rx.try_recv() {
                 Ok(msg) => {
                     got = true;
-                    handle(msg, &mut buf);
+                    handle(msg, &mut buf, output);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    write_out(&mut buf);
+                    write_out(&mut buf, output);
                     return;
                 }
             }
         }
-        write_out(&mut buf);
+        write_out(&mut buf, output);
         if got {
             quiet = 0;
         } else {
@@ -194,36 +208,39 @@ fn run(rx: Receiver<Msg>, idle: &AtomicBool) {
             Ok(msg) => {
                 idle.store(false, Ordering::SeqCst);
                 quiet = 0;
-                handle(msg, &mut buf);
+                handle(msg, &mut buf, output);
             }
             Err(TryRecvError::Empty) => {
                 // The timeout only bounds a missed wake-up, which the fences rule out.
                 std::thread::park_timeout(Duration::from_secs(1));
                 idle.store(false, Ordering::SeqCst);
             }
-            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Disconnected) => {
+                write_out(&mut buf, output);
+                return;
+            }
         }
     }
 }
 
-fn handle(msg: Msg, buf: &mut Vec<u8>) {
+fn handle(msg: Msg, buf: &mut Vec<u8>, output: Output) {
     match msg {
         Msg::Line(entry) => {
             format(&entry, logs::format(), buf);
             if buf.len() >= BATCH_BYTES {
-                write_out(buf);
+                write_out(buf, output);
             }
         }
         Msg::Flush(done) => {
-            write_out(buf);
+            write_out(buf, output);
             let _ = done.send(());
         }
     }
 }
 
-fn write_out(buf: &mut Vec<u8>) {
+fn write_out(buf: &mut Vec<u8>, output: Output) {
     if !buf.is_empty() {
-        logs::write(buf);
+        output(buf);
         buf.clear();
     }
 }
@@ -428,6 +445,41 @@ upstream = "legacy"
         assert_eq!(v["client_ip"], "192.0.2.9");
         assert_eq!(v["route"], "/api");
         assert_eq!(v["upstream"], "legacy");
+    }
+
+    static GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// An output that waits while the test holds [`GATE`] (a blocked stderr), then counts.
+    fn gated(lines: &[u8]) {
+        let _open = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        let n = lines.iter().filter(|b| **b == b'\n').count();
+        WRITTEN.fetch_add(n, Ordering::SeqCst);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_output_drops_lines_and_never_stalls_a_request() {
+        let w = Writer::start(4, gated).unwrap();
+        let mut entries = Vec::new();
+        for _ in 0..40 {
+            entries.push(entry(200).await);
+        }
+        let shut = GATE.lock().unwrap();
+        let started = Instant::now();
+        let mut accepted = 0;
+        for e in entries {
+            accepted += usize::from(w.send(e));
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "sending took {took:?}");
+        assert!(accepted < 40, "nothing was dropped");
+        drop(shut);
+        assert!(w.flush(Duration::from_secs(5)));
+        assert_eq!(
+            WRITTEN.load(Ordering::SeqCst),
+            accepted,
+            "every queued line is written"
+        );
     }
 
     #[tokio::test]

@@ -445,12 +445,13 @@ fn captcha_failed_is_audited_with_the_attempted_username() {
     );
     let stderr = child.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
+            all.push(line.clone());
+            let _ = tx.send(line);
         }
+        all
     });
     let next = |what: &str, pick: &dyn Fn(&Value) -> bool| loop {
         let line = rx
@@ -499,4 +500,7 @@ fn captcha_failed_is_audited_with_the_attempted_username() {
     assert_eq!(v["username"], "dave", "{line}");
     assert_eq!(v["reason"], "invalid_captcha", "{line}");
     assert!(!line.contains("secret-pw"), "{line}");
+    // Everything it wrote, through the suite's leak check.
+    drop(child);
+    crate::support::logs::check_lines(&reader.join().expect("the stderr reader"));
 }

@@ -257,6 +257,10 @@ async fn access_false_writes_no_access_line_but_keeps_the_id() {
     let same = id.clone();
     let found = find_lines(move |v| v["request_id"] == same.as_str()).await;
     assert!(found.is_empty(), "{found:?}");
+    // The counter of lines a full queue dropped is there from the start.
+    let metrics = gw.admin.get("/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("authgate_log_lines_dropped_total"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,4 +377,203 @@ async fn the_suite_wide_check_fails_on_a_leaked_cookie_value() {
         crate::support::logs::check_lines(&[line.to_string()]);
     });
     assert!(caught.is_err(), "the leak went unnoticed");
+}
+
+/// `authgate --log-format json|text run`: the access line is the contract's JSON line, or a
+/// readable text line; the refusal line (an upstream that refuses connections) names its
+/// cause with the request's context either way.
+#[test]
+fn the_binary_writes_json_or_text_access_lines_as_asked() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = Conf::new().render("127.0.0.1:9".parse().unwrap());
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, text).unwrap();
+        struct Running(std::process::Child);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Running(
+            Command::new(env!("CARGO_BIN_EXE_authgate"))
+                .args(["--log-format", format, "run", "-c"])
+                .arg(&config)
+                .env("T_SECRET", SECRET)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn authgate"),
+        );
+        let stderr = child.0.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push(line.clone());
+                let _ = tx.send(line);
+            }
+            all
+        });
+        let next = |pick: &dyn Fn(&str) -> bool| loop {
+            let line = rx.recv_timeout(WAIT).expect("a log line in time");
+            if pick(&line) {
+                return line;
+            }
+        };
+        let listening = next(&|l| l.contains("listening"));
+        let addr: std::net::SocketAddr = if format == "json" {
+            let v: Value = serde_json::from_str(&listening).unwrap();
+            v["addr"].as_str().unwrap().parse().unwrap()
+        } else {
+            let at = listening.find("addr=").expect("addr= in the text line") + 5;
+            listening[at..].split(' ').next().unwrap().parse().unwrap()
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let r = rt.block_on(Probe::new(addr).get("/public/x?q=never-logged", &[]));
+        r.assert_error(502, "upstream_unavailable");
+        let id = id_of(&r);
+        let refusal = next(&|l| l.contains(&id) && l.contains("refused"));
+        let access = next(&|l| l.contains(&id) && l.contains("access"));
+        if format == "json" {
+            let v: Value = serde_json::from_str(&access).unwrap();
+            assert_eq!(v["access"], true, "{access}");
+            assert_eq!(v["status"], 502);
+            assert_eq!(v["error"], "upstream_unavailable");
+            assert_eq!(v["upstream"], "up");
+            let v: Value = serde_json::from_str(&refusal).unwrap();
+            assert_eq!(v["level"], "WARN", "{refusal}");
+            assert_eq!(v["path"], "/public/x");
+            assert!(
+                v["reason"].as_str().unwrap().contains("connect failed"),
+                "{refusal}"
+            );
+        } else {
+            assert!(
+                access.contains(" INFO access: GET /public/x 502 "),
+                "{access}"
+            );
+            assert!(access.contains(" error=upstream_unavailable route=/public upstream=up "));
+            assert!(access.contains(&format!("client_ip=127.0.0.1 request_id={id}")));
+            assert!(!access.contains('{'), "{access}");
+            assert!(refusal.contains("WARN"), "{refusal}");
+            assert!(refusal.contains("path=/public/x"), "{refusal}");
+            assert!(refusal.contains("connect failed"), "{refusal}");
+        }
+        drop(child);
+        let lines = reader.join().unwrap();
+        assert!(
+            lines.iter().all(|l| !l.contains("never-logged")),
+            "{lines:?}"
+        );
+        crate::support::logs::check_lines(&lines);
+    }
+}
+
+/// A reload is one line saying what changed and which keys wait for a restart; a refused
+/// one is one line with every problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_one_line_saying_what_changed() {
+    let gw = gateway!(Conf::new().store(StoreKind::Memory).run_from_file());
+    let path = gw.dir.path().join("gateway.toml");
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed = text.replacen(
+        "\nlisten = \"127.0.0.1:0\"",
+        "\nlisten = \"127.0.0.1:1\"",
+        1,
+    ) + "\n[[routes]]\npath = \"/extra\"\nupstream = \"up\"\n";
+    replace_by_rename(&path, &changed);
+    let at = shown.clone();
+    let v = wait_line("the reload line", move |v| {
+        v["path"] == at.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reloaded"))
+    })
+    .await;
+    assert_eq!(v["level"], "WARN", "a restart is needed: {v}");
+    assert_eq!(v["changes"], "routes +/extra", "{v}");
+    assert_eq!(v["restart_needed"], "server.listen", "{v}");
+
+    let broken = changed.replace("upstream = \"up\"\n", "upstream = \"nope\"\n")
+        + "\n[cors]\nmax_age = \"forever\"\n";
+    replace_by_rename(&path, &broken);
+    let at = shown.clone();
+    let v = wait_line("the refused reload line", move |v| {
+        v["path"] == at.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reload refused"))
+    })
+    .await;
+    assert_eq!(v["level"], "ERROR");
+    assert!(
+        v["problems"].as_str().is_some_and(|p| p.contains("; ")),
+        "every problem: {v}"
+    );
+    let at = shown.clone();
+    let refused = find_lines(move |v| {
+        v["path"] == at.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reload refused"))
+    })
+    .await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+}
+
+/// An issuer whose keys cannot be fetched is one line, however often the retry fails the
+/// same way; the first fetch that works says which keys it loaded, as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_key_failures_are_told_once_and_the_recovery_names_the_keys() {
+    let key = IdpKey::generate("k-logs", jsonwebtoken::Algorithm::ES256);
+    let idp = Idp::start(vec![key]).await;
+    idp.set_fault(Fault::Status500);
+    let extra = format!(
+        "discovery = false\njwks_url = {:?}\nalgorithms = [\"ES256\"]",
+        idp.jwks_url()
+    );
+    let gw = Gateway::start(Conf::new().section(&idp.issuer_toml(&extra))).await;
+    let issuer = idp.issuer();
+    let about = move |what: &'static str| {
+        let issuer = issuer.clone();
+        move |v: &Value| {
+            v["issuer"] == issuer.as_str()
+                && v["message"].as_str().is_some_and(|m| m.starts_with(what))
+        }
+    };
+    // A fetch is over (and the next one scheduled from the gateway's clock) once it is
+    // counted; only then may the clock move on.
+    let label = format!("issuer=\"{}\"", idp.issuer());
+    let fetched = |n: f64| {
+        let label = label.clone();
+        let admin = gw.admin.clone();
+        async move {
+            let labels = [label.as_str()];
+            poll_until(
+                "the fetch to be counted",
+                || metric(&admin, "authgate_jwks_fetches_total", &labels),
+                |v| *v >= n,
+            )
+            .await;
+        }
+    };
+    fetched(1.0).await;
+    wait_line("the failed fetch", about("issuer keys: fetch failed;")).await;
+    for n in 2..=3 {
+        gw.advance(std::time::Duration::from_secs(31));
+        fetched(f64::from(n)).await;
+    }
+    idp.set_fault(Fault::None);
+    gw.advance(std::time::Duration::from_secs(31));
+    let v = wait_line("the loaded keys", about("issuer keys: loaded")).await;
+    assert_eq!(v["kids"], "k-logs", "{v}");
+    let failed = find_lines(about("issuer keys: fetch failed;")).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
 }

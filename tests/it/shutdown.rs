@@ -97,12 +97,19 @@ struct Gateway {
     addr: SocketAddr,
     /// Every log line (stderr), as written.
     log: std_mpsc::Receiver<String>,
+    /// The reader of stderr, which ends with the process; it returns every line, for the
+    /// suite's leak check.
+    reader: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let lines = self.reader.take().and_then(|r| r.join().ok());
+        if let Some(lines) = lines.filter(|_| !std::thread::panicking()) {
+            crate::support::logs::check_lines(&lines);
+        }
     }
 }
 
@@ -123,15 +130,19 @@ impl Gateway {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, log) = std_mpsc::channel();
         // Drains stderr to the end, so the process never blocks on a full pipe.
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push(line.clone());
                 let _ = tx.send(line);
             }
+            all
         });
         let mut gw = Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
+            reader: Some(reader),
         };
         let line = gw.wait_for_line("listening", Duration::from_secs(20));
         let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
