@@ -875,15 +875,7 @@ impl RedisStore {
         id: &str,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
-        let mut conn = self.inner.conn.clone();
-        let value: Option<String> = self
-            .timed(
-                redis::cmd("GETDEL")
-                    .arg(self.captcha_key(id))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(value.and_then(|v| live_captcha(&v, now)))
+        self.read_captcha("GETDEL", id, now).await
     }
 
     pub(crate) async fn captcha_answer(
@@ -891,10 +883,20 @@ impl RedisStore {
         id: &str,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
+        self.read_captcha("GET", id, now).await
+    }
+
+    /// A live challenge's answer by `GET` (a look) or `GETDEL` (spent).
+    async fn read_captcha(
+        &self,
+        command: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
         let mut conn = self.inner.conn.clone();
         let value: Option<String> = self
             .timed(
-                redis::cmd("GET")
+                redis::cmd(command)
                     .arg(self.captcha_key(id))
                     .query_async(&mut conn),
             )
