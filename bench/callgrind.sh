@@ -7,9 +7,10 @@
 #
 #   bash bench/callgrind.sh            # case (d): public route
 #   CASE=e bash bench/callgrind.sh     # case (e): required route, stateless HS256
+#   CASE=e ACCESS=off bash bench/callgrind.sh   # the same with `[log] access = false`
 #   callgrind_annotate --inclusive=yes "$OUT"   # where the instructions go
 #
-# Environment: CASE (d | e), DURATION (10), OUT (callgrind output file,
+# Environment: CASE (d | e), ACCESS (on | off: the access log, on), DURATION (10), OUT (callgrind output file,
 # /tmp/authgate-callgrind.CASE.out), SKIP_BUILD=1, AUTHGATE_BIN.
 set -euo pipefail
 
@@ -32,6 +33,11 @@ build_authgate || die "$BUILD_FAILURE"
 read -r UP_PORT PORT ADMIN <<<"$(free_ports 3)"
 start_upstream "$UP_PORT"
 write_authgate_config "$TMP_DIR/gw.toml" "$PORT" "$ADMIN" "$UP_PORT" stateless memory none
+case "${ACCESS:-on}" in
+    on) ;;
+    off) printf '\n[log]\naccess = false\n' >>"$TMP_DIR/gw.toml" ;;
+    *) die "ACCESS must be on or off" ;;
+esac
 start_bg callgrind 0 env AUTHGATE_JWT_SECRET="$BENCH_SECRET" RUST_LOG=warn \
     valgrind --tool=callgrind --callgrind-out-file="$OUT" "$AUTHGATE_BIN" run -c "$TMP_DIR/gw.toml"
 pid=$LAST_PID
@@ -48,5 +54,5 @@ kill -INT "$pid"
 wait "$pid" 2>/dev/null || true
 total="$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
 [ -n "$total" ] && [ -n "$requests" ] && [ "$requests" -gt 0 ] || die "no totals (see $TMP_DIR)"
-echo "case ($CASE): $requests requests, $total instructions, $((total / requests)) per request (start-up included)"
+echo "case ($CASE, access log ${ACCESS:-on}): $requests requests, $total instructions, $((total / requests)) per request (start-up included)"
 echo "profile: $OUT"

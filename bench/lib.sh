@@ -115,7 +115,12 @@ render() {
 start_bg() {
     local name="$1" cpu="$2"
     shift 2
-    taskset -c "$cpu" "$@" >"$TMP_DIR/$name.log" 2>&1 &
+    # The output goes to a folder of its own (linked from $TMP_DIR/NAME.log): the gateway
+    # watches the folders of its config and users files, and a log written beside them would
+    # wake that watch on every write, a cost no real deployment has.
+    mkdir -p "$TMP_DIR/log"
+    ln -sfn "log/$name.log" "$TMP_DIR/$name.log"
+    taskset -c "$cpu" "$@" >"$TMP_DIR/log/$name.log" 2>&1 &
     LAST_PID=$!
     BG_PIDS+=("$LAST_PID")
 }
