@@ -58,6 +58,8 @@ fn queue_full(c: &NotifyCounts) -> u64 {
     c.queue_full
 }
 
+const UNDELIVERED: &str = "authgate_notify_failures_total{reason=\"undelivered\"}";
+
 type What = (String, String, String);
 
 fn what(sid: &str, event: &str, reason: &str) -> What {
