@@ -249,7 +249,11 @@ mod tests {
     #[test]
     fn every_problem_with_its_key() {
         let urls = vec!["http://127.0.0.1:9/h".into()];
-        type Case = (file::NotifyFile, Vec<(&'static str, &'static str)>, &'static str);
+        type Case = (
+            file::NotifyFile,
+            Vec<(&'static str, &'static str)>,
+            &'static str,
+        );
         let cases: Vec<Case> = vec![
             (
                 file::NotifyFile {
