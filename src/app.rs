@@ -17,6 +17,7 @@ use crate::config::{Config, StoreKind};
 use crate::login::lockout::{FloodGuard, Lockout};
 use crate::login::Authenticator;
 use crate::metrics::{Counted, RequestCounters};
+use crate::notify::{About, Notifier, Reason};
 use crate::proxy::UpstreamClient;
 use crate::session::{
     Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck, SessionStore,
@@ -84,6 +85,16 @@ impl Live {
     }
 }
 
+/// See [`App::notify_counts`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotifyCounts {
+    pub sent: u64,
+    pub queue_full: u64,
+    pub undelivered: u64,
+    pub disabled: u64,
+}
+
 /// State shared by every connection and request.
 pub struct App {
     live: ArcSwap<Live>,
@@ -103,6 +114,8 @@ pub struct App {
     /// The one shutdown signal: `server::Handle::shutdown` and SIGTERM/SIGINT trigger it;
     /// listeners, connections, tunnels and every background task hear it.
     pub shutdown: Shutdown,
+    /// `[notify]`'s queue of session events (its settings follow each reload).
+    pub(crate) notify: Notifier,
 }
 
 impl App {
@@ -123,6 +136,13 @@ impl App {
     /// store's revocations (to close the streams of ended sessions) and sweeping the memory
     /// store, both until the shutdown signal.
     pub(crate) fn with_store(config: Config, store: SessionStore) -> Arc<Self> {
+        let notify = Notifier::new(&config.notify);
+        let n = notify.clone();
+        store.on_expired(Arc::new(move |lapsed: Vec<crate::session::Session>| {
+            for s in &lapsed {
+                n.session_ended(about(s), Reason::Expired);
+            }
+        }));
         let app = Arc::new(Self {
             live: ArcSwap::from_pointee(Live::new(config)),
             refresher: SilentRefresher::new(),
@@ -133,13 +153,28 @@ impl App {
             streams: Arc::new(Registry::default()),
             clock: Clock::system(),
             shutdown: Shutdown::new(),
+            notify,
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             spawn_watcher(&app);
+            app.notify.spawn(|| app.shutdown.signal());
             app.store.spawn_sweeper(app.shutdown.signal());
             app.start_issuers(&app.live(), &[]);
         }
         app
+    }
+
+    /// `[notify]`'s counts of this gateway alone (`authgate_notify_*` are the process's,
+    /// shared by every gateway of a test process): what the integration tests read.
+    #[doc(hidden)]
+    pub fn notify_counts(&self) -> NotifyCounts {
+        let [sent, queue_full, undelivered, disabled] = self.notify.counts();
+        NotifyCounts {
+            sent,
+            queue_full,
+            undelivered,
+            disabled,
+        }
     }
 
     /// The current snapshot.
@@ -154,6 +189,7 @@ impl App {
         let reused = config.token.keys.reuse_issuers(&old.config.token.keys);
         let new = Arc::new(Live::new(config));
         self.start_issuers(&new, &reused);
+        self.notify.configure(&new.config.notify);
         self.live.store(new);
     }
 
@@ -168,6 +204,15 @@ impl App {
                 issuer.spawn_refresher(self.clock.clone(), self.shutdown.signal());
             }
         }
+    }
+}
+
+/// What a session event says of `s`.
+pub(crate) fn about(s: &crate::session::Session) -> About<'_> {
+    About {
+        session_id: &s.id,
+        user_id: &s.user_id,
+        platform: &s.platform,
     }
 }
 

@@ -28,8 +28,9 @@
 //!    headers, the WebSocket tunnel, its errors counted by kind).
 //! 6. `login`: credential backends (users file with Argon2id, the legacy app's own login),
 //!    the lock-out policy, the per-IP flood guard and the login captcha.
-//! 7. `metrics`: the Prometheus recorder, the catalogue of every metric, the request
-//!    counters and the count of requests in flight.
+//! 7. `metrics`, `notify`: the Prometheus recorder, the catalogue of every metric, the
+//!    request counters and the count of requests in flight; the signed session events of
+//!    `[notify]` (a bounded queue and the workers that POST them off the request path).
 //! 8. `app`: the shared state: the live config snapshot (`ArcSwap`) and what outlives it
 //!    (store, clock, refresher, stream registry).
 //! 9. `reload`: live reload of the config and the users file.
@@ -62,6 +63,7 @@ pub mod explain;
 mod login;
 pub mod logs;
 mod metrics;
+mod notify;
 mod pipeline;
 mod proxy;
 pub mod reload;

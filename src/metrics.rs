@@ -59,6 +59,8 @@ pub(crate) const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("authgate_config_reloads_total", Kind::Counter, "Config reloads by result: ok, error."),
     ("authgate_jwks_fetches_total", Kind::Counter, "Identity providers' key fetches by issuer and result."),
     ("authgate_captchas_total", Kind::Counter, "Login captchas by result."),
+    ("authgate_notify_sent_total", Kind::Counter, "Session events ([notify]) a receiver took (answered 2xx), one per receiver."),
+    ("authgate_notify_failures_total", Kind::Counter, "Session events dropped, by reason: queue_full (beyond max_queue), undelivered (every retry failed; one per receiver), disabled (a reload emptied notify.urls)."),
     ("authgate_log_lines_dropped_total", Kind::Counter, "Access log lines dropped because the writer fell behind (the request never waits)."),
     ("authgate_build_info", Kind::Gauge, "Always 1; the version label says which build is running."),
 ];
@@ -80,6 +82,10 @@ fn describe() {
     metrics::counter!("authgate_store_errors_total").increment(0);
     for result in ["ok", "error"] {
         metrics::counter!("authgate_config_reloads_total", "result" => result).increment(0);
+    }
+    metrics::counter!("authgate_notify_sent_total").increment(0);
+    for reason in ["queue_full", "undelivered", "disabled"] {
+        metrics::counter!("authgate_notify_failures_total", "reason" => reason).increment(0);
     }
     for result in ["success", "failure", "locked", "flood"] {
         metrics::counter!("authgate_logins_total", "result" => result).increment(0);

@@ -223,8 +223,14 @@ async fn end_user(app: &App, user_id: &str) -> Result<u32, StoreError> {
             break;
         }
         for s in sessions {
-            if app.store.end(user_id, &s.id, EndReason::Revoked, t).await? {
+            if let Some(e) = app
+                .store
+                .end_session(user_id, &s.id, EndReason::Revoked, t)
+                .await?
+            {
                 ended += 1;
+                app.notify
+                    .session_ended(crate::app::about(&e), crate::notify::Reason::UserRemoved);
                 audit::record(
                     Event::SessionRevoked,
                     Subject {

@@ -35,6 +35,7 @@ pub(crate) struct GatewayFile {
     pub cors: CorsFile,
     pub browser: BrowserFile,
     pub log: LogFile,
+    pub notify: NotifyFile,
     pub upstreams: Vec<UpstreamFile>,
     pub routes: Vec<RouteFile>,
 }
@@ -487,6 +488,40 @@ pub(crate) struct LogFile {
 impl Default for LogFile {
     fn default() -> Self {
         Self { access: true }
+    }
+}
+
+/// The env var `notify.secret_env` names when neither it nor `secret_file` is given.
+pub(crate) const DEFAULT_NOTIFY_SECRET_ENV: &str = "AUTHGATE_NOTIFY_SECRET";
+
+/// `[notify]`: session events POSTed to other services.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct NotifyFile {
+    /// Empty: off. `http://host[:port]/path` or `upstream://<name>/path`.
+    pub urls: Vec<String>,
+    /// `None`: [`DEFAULT_NOTIFY_SECRET_ENV`] (unless `secret_file` is given).
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// `session_ended`, `login`.
+    pub events: Vec<String>,
+    pub timeout: String,
+    pub max_queue: i64,
+    /// Attempts after the first, each after a longer wait.
+    pub retries: i64,
+}
+
+impl Default for NotifyFile {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret_env: None,
+            secret_file: None,
+            events: vec!["session_ended".into()],
+            timeout: "2s".into(),
+            max_queue: 10_000,
+            retries: 2,
+        }
     }
 }
 

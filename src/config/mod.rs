@@ -67,6 +67,8 @@ pub struct Config {
     pub(crate) browser: Option<Browser>,
     /// `[log]`
     pub log: Log,
+    /// `[notify]`; off while it has no targets.
+    pub(crate) notify: Notify,
     pub upstreams: Vec<Upstream>,
     pub routes: RouteTable,
 }
@@ -283,6 +285,63 @@ pub(crate) enum LoginPage {
 pub struct Log {
     /// One access line per request (contract §8); a reload turns it on or off.
     pub access: bool,
+}
+
+/// `[notify]`: where session events go and how they are signed.
+#[derive(Clone)]
+pub(crate) struct Notify {
+    /// Empty: off.
+    pub targets: Vec<NotifyTarget>,
+    /// The HMAC-SHA256 key of the signature header (at least [`MIN_SECRET_BYTES`]).
+    pub secret: std::sync::Arc<[u8]>,
+    /// `session_ended` is in `events`.
+    pub session_ended: bool,
+    /// `login` is in `events`.
+    pub login: bool,
+    /// Per attempt: connect, send, and the answer's head.
+    pub timeout: Duration,
+    pub max_queue: usize,
+    /// Attempts after the first.
+    pub retries: u32,
+}
+
+impl Notify {
+    /// Off: no targets, nothing queued.
+    pub(crate) fn off() -> Self {
+        Self {
+            targets: Vec::new(),
+            secret: std::sync::Arc::from(&[][..]),
+            session_ended: false,
+            login: false,
+            timeout: Duration::from_secs(2),
+            max_queue: 0,
+            retries: 0,
+        }
+    }
+}
+
+/// Never the secret.
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notify")
+            .field("targets", &self.targets)
+            .field("session_ended", &self.session_ended)
+            .field("login", &self.login)
+            .field("timeout", &self.timeout)
+            .field("max_queue", &self.max_queue)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `notify.urls` entry, resolved: the `host:port`s to try (round robin: one, or the
+/// targets of the upstream it names) and the path (and query) to POST to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotifyTarget {
+    /// As written in the config (logs).
+    pub url: String,
+    pub authorities: Vec<http::uri::Authority>,
+    pub path: http::uri::PathAndQuery,
 }
 
 pub struct Upstream {

@@ -18,6 +18,7 @@ use crate::audit::{self, Event, Subject};
 use crate::body::{full, Body};
 use crate::endpoints::auth::{json, session_json};
 use crate::error::GatewayError;
+use crate::notify::Reason;
 use crate::proxy::ConnInfo;
 use crate::session::{EndReason, Millis};
 
@@ -183,7 +184,15 @@ async fn admin_api(
             ))
         }
         ("DELETE", ["admin", "users", uid, "sessions"]) => {
-            let n = app.store.end_all(uid, EndReason::Revoked, t).await?;
+            let ended = app
+                .store
+                .end_all_sessions(uid, EndReason::Revoked, t)
+                .await?;
+            for s in &ended {
+                app.notify
+                    .session_ended(crate::app::about(s), Reason::Revoked);
+            }
+            let n = ended.len();
             let who = Subject {
                 user_id: Some(uid),
                 ip,
@@ -230,9 +239,11 @@ async fn revoke_session(
     ip: Option<std::net::IpAddr>,
     t: Millis,
 ) -> Result<Response<Body>, AdminError> {
-    if !app.store.end_by_id(sid, EndReason::Revoked, t).await? {
+    let Some(ended) = app.store.end_by_id(sid, EndReason::Revoked, t).await? else {
         return Err(GatewayError::NotFound.into());
-    }
+    };
+    app.notify
+        .session_ended(crate::app::about(&ended), Reason::Revoked);
     let uid = crate::session::user_id_of(sid);
     audit::record(
         Event::AdminRevoke,

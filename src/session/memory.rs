@@ -26,7 +26,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -137,7 +137,14 @@ struct Inner {
     captcha_cap: usize,
     revoked: broadcast::Sender<String>,
     active: AtomicI64,
+    /// Told of the active sessions this store drops once their expiry has passed (the
+    /// sweep, a login rewriting its user's blob): `[notify]`'s `expired` events.
+    on_expired: OnceLock<ExpiryHook>,
 }
+
+/// What [`MemoryStore::on_expired`] calls, outside every lock, with the sessions found
+/// expired (each once).
+pub(crate) type ExpiryHook = Arc<dyn Fn(Vec<Session>) + Send + Sync>;
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -312,6 +319,7 @@ impl MemoryStore {
             captcha_cap: cap,
             revoked: broadcast::channel(1024).0,
             active: AtomicI64::new(0),
+            on_expired: OnceLock::new(),
         });
         Self { inner }
     }
@@ -320,6 +328,12 @@ impl MemoryStore {
     /// shutdown signal) or once the store is dropped.
     pub(crate) fn spawn_sweeper(&self, stop: Signal) {
         tokio::spawn(sweeper(Arc::downgrade(&self.inner), stop));
+    }
+
+    /// Sets what is told of the sessions dropped after their expiry (once; later calls are
+    /// ignored).
+    pub(crate) fn on_expired(&self, hook: ExpiryHook) {
+        let _ = self.inner.on_expired.set(hook);
     }
 
     fn locate(&self, user_id: &str) -> (&Mutex<Shard>, u64) {
@@ -369,21 +383,35 @@ impl MemoryStore {
         )?;
         let session = Entry(&rec).to_session()?;
         let (shard, key) = self.locate(&new.user_id);
-        let kicked = {
+        let mut lapsed = Vec::new();
+        let ended = {
             let mut map = lock(shard);
-            self.admit(&mut map, key, &new, max_per_platform, &rec, now)?
+            self.admit(
+                &mut map,
+                key,
+                &new,
+                max_per_platform,
+                &rec,
+                now,
+                &mut lapsed,
+            )?
         };
+        self.inner.tell_expired(lapsed);
+        let (kicked, kicked_platforms): (Vec<String>, Vec<String>) =
+            ended.into_iter().map(|s| (s.id, s.platform)).unzip();
         self.publish(kicked.iter().cloned());
         Ok(Created {
             refresh_token: format_token(&new.user_id, &sid, &secret),
             session,
             kicked,
+            kicked_platforms,
         })
     }
 
     /// Rewrites the user's blob in the locked shard `map` with the new record `rec`: expired
-    /// records dropped, sessions over the limits ended, old tombstones forgotten; the ids of
-    /// the sessions ended.
+    /// records dropped, sessions over the limits ended, old tombstones forgotten; the
+    /// sessions ended. The active sessions dropped as expired go to `lapsed`.
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
         map: &mut Shard,
@@ -392,13 +420,14 @@ impl MemoryStore {
         max_per_platform: Option<u32>,
         rec: &[u8],
         now: Millis,
-    ) -> Result<Vec<String>, StoreError> {
+        lapsed: &mut Vec<Session>,
+    ) -> Result<Vec<Session>, StoreError> {
         let old = map.get(&key).map(|b| &b[..]).unwrap_or_default();
-        let mut entries = self.unexpired(old, now)?;
+        let mut entries = self.unexpired(old, now, lapsed)?;
         let mut kicked = Vec::new();
         for i in victims(&entries, new, max_per_platform, now) {
             if let Some(s) = self.end_record(&mut entries[i], EndReason::Replaced, now) {
-                kicked.push(s.id);
+                kicked.push(s);
             }
         }
         let blob = rebuild(&entries, &forgotten(&entries), rec);
@@ -408,8 +437,13 @@ impl MemoryStore {
     }
 
     /// The records of `blob` not yet expired, copied out; an active one that expired leaves
-    /// the active count.
-    fn unexpired(&self, blob: &[u8], now: Millis) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// the active count and goes to `lapsed`.
+    fn unexpired(
+        &self,
+        blob: &[u8],
+        now: Millis,
+        lapsed: &mut Vec<Session>,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut entries: Vec<Vec<u8>> = Vec::new();
         for r in record::ranges(blob)? {
             let e = Entry(&blob[r.clone()]);
@@ -417,6 +451,7 @@ impl MemoryStore {
                 entries.push(blob[r].to_vec());
             } else if e.state() == record::STATE_ACTIVE {
                 self.inner.active.fetch_sub(1, Ordering::Relaxed);
+                lapsed.extend(e.to_session().ok());
             }
         }
         Ok(entries)
@@ -582,14 +617,13 @@ impl MemoryStore {
         session_id: &str,
         reason: EndReason,
         now: Millis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Session>, StoreError> {
         let Some(sid) = sid_of_user(user_id, session_id) else {
-            return Ok(false);
+            return Ok(None);
         };
         let ended = self.end_one(user_id, &sid, reason, now)?;
-        let done = ended.is_some();
-        self.publish(ended.map(|s| s.id));
-        Ok(done)
+        self.publish(ended.iter().map(|s| s.id.clone()));
+        Ok(ended)
     }
 
     pub(crate) async fn end_all(
@@ -597,24 +631,56 @@ impl MemoryStore {
         user_id: &str,
         reason: EndReason,
         now: Millis,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<Vec<Session>, StoreError> {
         let (shard, key) = self.locate(user_id);
         let mut ended = Vec::new();
         {
             let mut map = lock(shard);
             let Some(doc) = map.get_mut(&key) else {
-                return Ok(0);
+                return Ok(ended);
             };
             for r in record::ranges(doc)? {
                 let e = &mut doc[r];
                 if Entry(e).user_id() == user_id.as_bytes() {
-                    ended.extend(self.end_record(e, reason, now).map(|s| s.id));
+                    ended.extend(self.end_record(e, reason, now));
                 }
             }
         }
-        let n = ended.len() as u32;
-        self.publish(ended);
-        Ok(n)
+        self.publish(ended.iter().map(|s| s.id.clone()));
+        Ok(ended)
+    }
+
+    /// Marks every session of `user_id` still active but past its expiry as ended
+    /// (`Expired`); the sessions this call marked.
+    pub(crate) async fn expire(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        let (shard, key) = self.locate(user_id);
+        let mut ended = Vec::new();
+        {
+            let mut map = lock(shard);
+            let Some(doc) = map.get_mut(&key) else {
+                return Ok(ended);
+            };
+            for r in record::ranges(doc)? {
+                let e = &mut doc[r];
+                let v = Entry(e);
+                if v.user_id() != user_id.as_bytes()
+                    || v.state() != record::STATE_ACTIVE
+                    || v.expires() > now
+                {
+                    continue;
+                }
+                e[record::STATE] = record::reason_code(EndReason::Expired);
+                set_time(e, record::EXPIRES, self.tombstone_until(now));
+                self.inner.active.fetch_sub(1, Ordering::Relaxed);
+                ended.extend(Entry(e).to_session().ok());
+            }
+        }
+        self.publish(ended.iter().map(|s| s.id.clone()));
+        Ok(ended)
     }
 
     pub async fn list(&self, user_id: &str, now: Millis) -> Result<Vec<Session>, StoreError> {
@@ -774,8 +840,19 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Tells the expiry hook (if any) of `lapsed`; called with no lock held.
+    fn tell_expired(&self, lapsed: Vec<Session>) {
+        if lapsed.is_empty() {
+            return;
+        }
+        if let Some(hook) = self.on_expired.get() {
+            hook(lapsed);
+        }
+    }
+
     fn sweep(&self, now: Millis) {
         for shard in self.shards.iter() {
+            let mut lapsed = Vec::new();
             let mut map = lock(shard);
             map.retain(|_, doc| {
                 let Ok(ranges) = record::ranges(doc) else {
@@ -794,11 +871,14 @@ impl Inner {
                         kept.extend_from_slice(&doc[r]);
                     } else if e.state() == record::STATE_ACTIVE {
                         self.active.fetch_sub(1, Ordering::Relaxed);
+                        lapsed.extend(e.to_session().ok());
                     }
                 }
                 *doc = kept.into_boxed_slice();
                 !doc.is_empty()
             });
+            drop(map);
+            self.tell_expired(lapsed);
         }
         lock(&self.lockouts).retain(|_, l| l.window_end > now || l.locked_until > now);
         lock(&self.captchas).drop_expired(now);
@@ -937,7 +1017,7 @@ mod tests {
         assert_eq!(
             before,
             (
-                SessionCheck::Ended(EndReason::Expired),
+                SessionCheck::Lapsed,
                 SessionCheck::Active,
                 Some(ahead + 10 * minute),
                 1

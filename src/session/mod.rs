@@ -20,7 +20,9 @@
 //! limit extended by each refresh, `max_lifetime` caps the total age ([`Lifetimes`]). An ended
 //! session stays as a small tombstone for `tombstone_ttl` so that its tokens answer
 //! `session_replaced` (kicked) rather than `session_revoked`; an unknown or expired one answers
-//! [`SessionCheck::Unknown`] / `Ended(Expired)`, both `session_revoked` for the caller.
+//! [`SessionCheck::Unknown`] / [`SessionCheck::Lapsed`], both `session_revoked` for the caller.
+//! A lapsed session is marked `Expired` once ([`SessionStore::expire`], atomic across
+//! instances), so that exactly one instance tells `[notify]`'s receivers of its expiry.
 //!
 //! A store error is always `Err(StoreError)`: it never ends a session and never hands out a
 //! token that was not saved. Ending a session publishes its id on
@@ -194,14 +196,20 @@ pub struct Created {
     pub refresh_token: RefreshToken,
     /// Ids of the sessions ended (`Replaced`) to make room, oldest first.
     pub kicked: Vec<String>,
+    /// The platform of each of `kicked`, in the same order (the per-user cap may end a
+    /// session of another platform).
+    pub kicked_platforms: Vec<String>,
 }
 
 /// The hot-path answer for a token's `sid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionCheck {
     Active,
+    /// Still marked active but past its idle or lifetime expiry: not yet seen as expired by
+    /// anyone ([`SessionStore::expire`] marks it). `session_revoked` for the caller.
+    Lapsed,
     /// Ended, and still remembered: `Replaced` answers `session_replaced`, everything else
-    /// (including `Expired`: an idle or lifetime expiry seen before it was swept)
+    /// (including `Expired`: an idle or lifetime expiry marked by [`SessionStore::expire`])
     /// `session_revoked`.
     Ended(EndReason),
     /// No such session (never existed, swept after expiry, or tombstone gone):
@@ -325,29 +333,79 @@ impl SessionStore {
         reason: EndReason,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        Ok(self
+            .end_session(user_id, session_id, reason, now)
+            .await?
+            .is_some())
+    }
+
+    /// Ends one active session of `user_id`; the session as ended, `None` if there was none
+    /// to end (so exactly one caller, across instances, gets it).
+    pub(crate) async fn end_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: EndReason,
+        now: Millis,
+    ) -> Result<Option<Session>, StoreError> {
         dispatch!(self, s => s.end(user_id, session_id, reason, now).await)
     }
 
-    /// Ends a session knowing only its id (admin API); `false` if there was none to end.
+    /// Marks every session of `user_id` that is still active but past its idle or lifetime
+    /// expiry (what [`SessionCheck::Lapsed`] reports) as ended with reason `Expired`: the
+    /// sessions this call marked, none if another caller (another instance) was first. All
+    /// of the user's at once: on Redis any later write to the user's record would drop the
+    /// others untold. Their tokens answer as before (`session_revoked`).
+    pub(crate) async fn expire(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        dispatch!(self, s => s.expire(user_id, now).await)
+    }
+
+    /// Sets what is told of the active sessions the store itself drops after their expiry
+    /// (the memory store's sweep and a login's rewrite of its user's record). Redis expires
+    /// keys by itself and tells nobody: there, expiry is seen by [`Self::expire`] alone.
+    pub(crate) fn on_expired(&self, hook: memory::ExpiryHook) {
+        if let Self::Memory(m) = self {
+            m.on_expired(hook);
+        }
+    }
+
+    /// Ends a session knowing only its id (admin API); the session, `None` if there was none
+    /// to end.
     pub(crate) async fn end_by_id(
         &self,
         session_id: &str,
         reason: EndReason,
         now: Millis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Session>, StoreError> {
         match user_id_of(session_id) {
-            Some(user) => self.end(&user, session_id, reason, now).await,
-            None => Ok(false),
+            Some(user) => self.end_session(&user, session_id, reason, now).await,
+            None => Ok(None),
         }
     }
 
-    /// Ends every active session of `user_id`; how many.
+    /// Ends every active session of `user_id`; how many (the gateway itself wants the
+    /// sessions: [`Self::end_all_sessions`]).
+    #[cfg(test)]
     pub(crate) async fn end_all(
         &self,
         user_id: &str,
         reason: EndReason,
         now: Millis,
     ) -> Result<u32, StoreError> {
+        Ok(self.end_all_sessions(user_id, reason, now).await?.len() as u32)
+    }
+
+    /// Ends every active session of `user_id`; the sessions ended.
+    pub(crate) async fn end_all_sessions(
+        &self,
+        user_id: &str,
+        reason: EndReason,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
         dispatch!(self, s => s.end_all(user_id, reason, now).await)
     }
 

@@ -308,7 +308,7 @@ impl<'a> Entry<'a> {
         let expired = self.expires() <= now;
         match (self.state(), expired) {
             (STATE_ACTIVE, false) => SessionCheck::Active,
-            (STATE_ACTIVE, true) => SessionCheck::Ended(EndReason::Expired),
+            (STATE_ACTIVE, true) => SessionCheck::Lapsed,
             // A tombstone past its own expiry is as good as gone.
             (_, true) => SessionCheck::Unknown,
             (code, false) => reason_of(code).map_or(SessionCheck::Unknown, SessionCheck::Ended),
@@ -587,10 +587,7 @@ mod tests {
         assert_eq!(v.platform(), b"web");
         assert_eq!(v.user_id(), b"1001");
         assert_eq!(v.check(Millis(1999)), SessionCheck::Active);
-        assert_eq!(
-            v.check(Millis(2000)),
-            SessionCheck::Ended(EndReason::Expired)
-        );
+        assert_eq!(v.check(Millis(2000)), SessionCheck::Lapsed);
         let s = v.to_session().unwrap();
         assert_eq!(s.user_name, "alice");
         assert_eq!(s.tenant.as_deref(), Some("acme"));

@@ -505,14 +505,16 @@ impl RedisStore {
             .arg(MAX_SESSIONS_PER_USER)
             .arg(MAX_TOMBSTONES_PER_USER);
         let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
-        let mut kicked = Vec::with_capacity(out.len() / 2);
+        let mut kicked = Vec::with_capacity(out.len() / 3);
+        let mut kicked_platforms = Vec::with_capacity(out.len() / 3);
         let mut deltas = vec![(session.expires_at, 1)];
-        for pair in out.chunks(2) {
-            let [sid, exp] = pair else {
+        for triple in out.chunks(3) {
+            let [sid, exp, platform] = triple else {
                 return Err(unexpected("create"));
             };
             kicked.push(format!("{prefix}{}", b64(bytes(sid)?)));
             deltas.push((Millis(int(exp)?.max(0) as u64), -1));
+            kicked_platforms.push(String::from_utf8_lossy(bytes(platform)?).into_owned());
         }
         self.bump(&deltas, now);
         self.publish_local(kicked.iter().cloned());
@@ -520,6 +522,7 @@ impl RedisStore {
             refresh_token: format_token(&new.user_id, &sid, &secret),
             session,
             kicked,
+            kicked_platforms,
         })
     }
 
@@ -667,7 +670,7 @@ impl RedisStore {
         }
         Ok(
             match self
-                .end_matching(&p.user_id, Some(&p.sid), EndReason::Theft, now)
+                .end_matching(&p.user_id, Some(&p.sid), EndReason::Theft, now, false)
                 .await?
                 .pop()
             {
@@ -677,13 +680,15 @@ impl RedisStore {
         )
     }
 
-    /// Ends one session (`sid`) or all of a user's; the sessions ended.
+    /// Ends one session (`sid`) or all of a user's; the sessions ended. `lapsed`: only one
+    /// still marked active but past its expiry (see [`Self::expire`]).
     async fn end_matching(
         &self,
         user_id: &str,
         sid: Option<&SidBytes>,
         reason: EndReason,
         now: Millis,
+        lapsed: bool,
     ) -> Result<Vec<Session>, StoreError> {
         let mut conn = self.inner.conn.clone();
         let mut inv = self.inner.scripts.end.key(self.user_key(user_id));
@@ -692,7 +697,8 @@ impl RedisStore {
             .arg(record::reason_code(reason))
             .arg(self.tomb())
             .arg(&self.inner.channel)
-            .arg(sid_prefix(user_id));
+            .arg(sid_prefix(user_id))
+            .arg(if lapsed { "1" } else { "" });
         let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
         let mut ended = Vec::with_capacity(out.len() / 2);
         let mut deltas = Vec::with_capacity(out.len() / 2);
@@ -704,7 +710,10 @@ impl RedisStore {
             if rec.len() < record::HEADER {
                 return Err(unexpected("end record"));
             }
-            deltas.push((Millis(int(old)?.max(0) as u64), -1));
+            if !lapsed {
+                // A lapsed session's hour has passed or is passing: the counters drop it.
+                deltas.push((Millis(int(old)?.max(0) as u64), -1));
+            }
             ended.push(Entry(rec).to_session()?);
         }
         self.bump(&deltas, now);
@@ -718,14 +727,14 @@ impl RedisStore {
         session_id: &str,
         reason: EndReason,
         now: Millis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Session>, StoreError> {
         let Some(sid) = sid_of_user(user_id, session_id) else {
-            return Ok(false);
+            return Ok(None);
         };
-        Ok(!self
-            .end_matching(user_id, Some(&sid), reason, now)
+        Ok(self
+            .end_matching(user_id, Some(&sid), reason, now, false)
             .await?
-            .is_empty())
+            .pop())
     }
 
     pub(crate) async fn end_all(
@@ -733,8 +742,19 @@ impl RedisStore {
         user_id: &str,
         reason: EndReason,
         now: Millis,
-    ) -> Result<u32, StoreError> {
-        Ok(self.end_matching(user_id, None, reason, now).await?.len() as u32)
+    ) -> Result<Vec<Session>, StoreError> {
+        self.end_matching(user_id, None, reason, now, false).await
+    }
+
+    /// Marks every session of `user_id` still active but past its expiry as ended
+    /// (`Expired`); the sessions this call marked (one caller across instances does).
+    pub(crate) async fn expire(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.end_matching(user_id, None, EndReason::Expired, now, true)
+            .await
     }
 
     /// A user's blob, every record in the current layout.

@@ -180,6 +180,8 @@ both_stores! {
     invalid_refresh_tokens,
     end_end_all_and_list,
     idle_expiry,
+    a_lapsed_session_is_marked_expired_once,
+    end_all_names_the_sessions_it_ended,
     max_lifetime_caps_refreshes,
     tombstones_answer_replaced_then_go,
     tombstones_are_bounded,
@@ -302,6 +304,7 @@ async fn kick_out_on_the_same_platform(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(b.kicked, vec![a.session.id.clone()]);
+    assert_eq!(b.kicked_platforms, ["web"]);
     assert_eq!(
         s.check("u", &a.session.id, t + secs(2)).await.unwrap(),
         SessionCheck::Ended(EndReason::Replaced)
@@ -331,6 +334,7 @@ async fn kick_out_on_the_same_platform(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(c3.kicked, vec![c1.session.id.clone()]);
+    assert_eq!(c3.kicked_platforms, ["app"]);
     let ids: Vec<String> = s
         .list("u", t + secs(3))
         .await
@@ -707,19 +711,124 @@ async fn end_end_all_and_list(f: Fixture) {
     );
 
     // By id alone (admin API).
+    let ended = s
+        .end_by_id(&v.session.id, EndReason::Revoked, t + secs(5))
+        .await
+        .unwrap()
+        .expect("ended");
+    assert_eq!(
+        (ended.id.as_str(), ended.platform.as_str()),
+        (v.session.id.as_str(), "web")
+    );
     assert!(s
         .end_by_id(&v.session.id, EndReason::Revoked, t + secs(5))
         .await
-        .unwrap());
-    assert!(!s
-        .end_by_id(&v.session.id, EndReason::Revoked, t + secs(5))
-        .await
-        .unwrap());
-    assert!(!s
+        .unwrap()
+        .is_none());
+    assert!(s
         .end_by_id("junk", EndReason::Revoked, t + secs(5))
         .await
-        .unwrap());
+        .unwrap()
+        .is_none());
     assert_eq!(s.end_all("nobody", EndReason::Revoked, t).await.unwrap(), 0);
+}
+
+/// `expire` marks the sessions of a user past their expiry once, whichever instance asks
+/// first, all of them at once; never an active or already ended one, nor another user's.
+/// `[notify]` tells of the expiry on the strength of it.
+async fn a_lapsed_session_is_marked_expired_once(f: Fixture) {
+    let a = &f.store;
+    let b = f.another_instance().await;
+    let t = Millis::now();
+    let short = Lifetimes {
+        refresh_ttl: Duration::from_secs(100),
+        max_lifetime: None,
+    };
+    let c = a.create(new("u", "web"), None, short, t).await.unwrap();
+    let id = &c.session.id;
+    let other = a.create(new("u", "app"), None, short, t).await.unwrap();
+    let later = a
+        .create(new("u", "h5"), None, short, t + secs(50))
+        .await
+        .unwrap();
+    let v = a.create(new("v", "web"), None, short, t).await.unwrap();
+    // Active: nothing to mark.
+    assert!(a.expire("u", t + secs(99)).await.unwrap().is_empty());
+    assert_eq!(
+        a.check("u", id, t + secs(99)).await.unwrap(),
+        SessionCheck::Active
+    );
+    let at = t + secs(100);
+    assert_eq!(a.check("u", id, at).await.unwrap(), SessionCheck::Lapsed);
+    let (x, y) = tokio::join!(a.expire("u", at), b.expire("u", at));
+    let mut marked: Vec<Session> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    marked.sort_by(|p, q| p.platform.cmp(&q.platform));
+    let seen: Vec<(&str, &str)> = marked
+        .iter()
+        .map(|s| (s.id.as_str(), s.platform.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [(other.session.id.as_str(), "app"), (id.as_str(), "web")],
+        "each lapsed session once, from one of the two instances"
+    );
+    assert!(marked
+        .iter()
+        .all(|s| s.state == SessionState::Ended(EndReason::Expired)));
+    assert_eq!(
+        a.check("u", id, at + secs(1)).await.unwrap(),
+        SessionCheck::Ended(EndReason::Expired)
+    );
+    assert_eq!(
+        a.check("u", &later.session.id, at + secs(1)).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert!(b.expire("u", at + secs(1)).await.unwrap().is_empty());
+    assert_eq!(a.list("u", at).await.unwrap().len(), 1);
+    // Another user's lapsed session waits for its own.
+    assert_eq!(
+        a.check("v", &v.session.id, at).await.unwrap(),
+        SessionCheck::Lapsed
+    );
+    // An ended session is not lapsed either.
+    assert!(a
+        .end("u", &later.session.id, EndReason::Logout, at + secs(1))
+        .await
+        .unwrap());
+    assert!(a.expire("u", t + secs(200)).await.unwrap().is_empty());
+    assert!(a.expire("nobody", at).await.unwrap().is_empty());
+}
+
+async fn end_all_names_the_sessions_it_ended(f: Fixture) {
+    let s = &f.store;
+    let t = Millis::now();
+    let web = s.create(new("u", "web"), None, life(), t).await.unwrap();
+    let app = s.create(new("u", "app"), None, life(), t).await.unwrap();
+    let gone = s.create(new("u", "h5"), None, life(), t).await.unwrap();
+    assert!(s
+        .end("u", &gone.session.id, EndReason::Logout, t)
+        .await
+        .unwrap());
+    let mut ended: Vec<(String, String, SessionState)> = s
+        .end_all_sessions("u", EndReason::Logout, t + secs(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.platform, s.state))
+        .collect();
+    ended.sort_by(|a, b| a.0.cmp(&b.0));
+    let ended_as = SessionState::Ended(EndReason::Logout);
+    let mut want = vec![
+        (web.session.id.clone(), "web".to_owned(), ended_as),
+        (app.session.id.clone(), "app".to_owned(), ended_as),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(ended, want);
+    assert!(s
+        .end_all_sessions("u", EndReason::Logout, t + secs(2))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn idle_expiry(f: Fixture) {

@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod metrics;
+mod notify;
 mod paths;
 mod proxy;
 mod refresh;

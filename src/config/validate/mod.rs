@@ -1,6 +1,6 @@
 //! Validation: a parsed [`file::GatewayFile`] into a [`Config`], one file per section of
 //! `gateway.toml` (`server.rs`, `token.rs`, `session.rs`, `platforms.rs`, `login.rs`,
-//! `identity.rs`, `cors.rs`, `upstreams.rs`, `routes.rs`), each an `impl Cx` block. [`Cx`]
+//! `identity.rs`, `cors.rs`, `upstreams.rs`, `routes.rs`, `notify.rs`), each an `impl Cx` block. [`Cx`]
 //! carries where relative paths start, how env vars are read and what went wrong; every check
 //! records its problem with its key path and goes on, so a config with three mistakes shows all
 //! three. This file holds the checks several sections share (durations, counts, addresses,
@@ -11,6 +11,7 @@ mod cors;
 mod identity;
 mod issuers;
 mod login;
+mod notify;
 mod platforms;
 mod routes;
 mod server;
@@ -102,6 +103,7 @@ impl Cx<'_> {
         let browser = self.browser(&f.browser, &f.login, &f.token);
         let upstreams = self.upstreams(&f.upstreams);
         let routes = self.routes(&f.routes, &f.upstreams, f.server.route_case_sensitive);
+        let notify = self.notify(&f.notify, &upstreams);
         let mut token = token?;
         if let Some(b) = &browser {
             // The access cookie is where a browser's token rides: read it like token.cookie.
@@ -126,6 +128,7 @@ impl Cx<'_> {
             log: super::Log {
                 access: f.log.access,
             },
+            notify,
             upstreams,
             routes,
         })

@@ -258,7 +258,7 @@ impl Cx<'_> {
 
     /// An HMAC secret from an env var or a file; `None` (with a problem) when it does not
     /// resolve or is too short. Messages name the variable or file, never the secret.
-    fn secret(
+    pub(super) fn secret(
         &mut self,
         key_prefix: &str,
         env: Option<&str>,

@@ -19,6 +19,7 @@ use crate::error::GatewayError;
 use crate::login::lockout::{Lockout, Reservation};
 use crate::login::{self, LoginIdentity, LoginOutcome};
 use crate::logs::scope::{self, Ids};
+use crate::notify::{About, Reason};
 use crate::session::{Millis, NewSession, RefreshToken, Session};
 use crate::tokens::{AccessIdentity, Claims};
 
@@ -448,13 +449,21 @@ async fn issue(
     };
     let limit = cfg.platforms.max_sessions.get(platform).copied();
     let created = app.store.create(new, limit, live.lifetimes, t_ms).await?;
-    for kicked in &created.kicked {
+    for (kicked, on) in created.kicked.iter().zip(&created.kicked_platforms) {
+        app.notify.session_ended(
+            About {
+                session_id: kicked,
+                user_id: &identity.user_id,
+                platform: on,
+            },
+            Reason::Replaced,
+        );
         audit::record(
             Event::SessionReplaced,
             Subject {
                 user_id: Some(&identity.user_id),
                 session_id: Some(kicked),
-                platform: Some(platform),
+                platform: Some(on),
                 ip: Some(ip),
             },
         );
@@ -473,6 +482,7 @@ async fn issue(
             ip: Some(ip),
         },
     );
+    app.notify.login(crate::app::about(s));
     Ok(Issued {
         session: created.session,
         refresh_token: created.refresh_token,

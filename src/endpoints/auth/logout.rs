@@ -7,12 +7,13 @@ use hyper::body::Incoming;
 
 use super::login::is_form;
 use super::{caller, no_content, read_body};
-use crate::app::{App, Live};
+use crate::app::{about, App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::auth::browser;
 use crate::body::Body;
 use crate::config::CsrfMode;
 use crate::error::GatewayError;
+use crate::notify::Reason;
 use crate::session::EndReason;
 
 /// `logout` (this session) or `logout-all` (every session of the caller): 204. With
@@ -69,7 +70,8 @@ pub(super) async fn logout(
     Ok(resp)
 }
 
-/// Ends the caller's session (or all of them), audited.
+/// Ends the caller's session (or all of them), audited and told to `[notify]`'s receivers
+/// (each session this call ended, once).
 async fn end(
     app: &App,
     live: &Live,
@@ -81,8 +83,14 @@ async fn end(
     let sid = c.sid.as_deref().unwrap_or_default();
     let t = app.clock.now_ms();
     if all {
-        let n = app.store.end_all(&c.sub, EndReason::Logout, t).await?;
-        tracing::info!(user_id = %c.sub, ended = n, "logout-all");
+        let ended = app
+            .store
+            .end_all_sessions(&c.sub, EndReason::Logout, t)
+            .await?;
+        for s in &ended {
+            app.notify.session_ended(about(s), Reason::LogoutAll);
+        }
+        tracing::info!(user_id = %c.sub, ended = ended.len(), "logout-all");
         audit::record(
             Event::LogoutAll,
             Subject {
@@ -93,7 +101,13 @@ async fn end(
             },
         );
     } else {
-        app.store.end(&c.sub, sid, EndReason::Logout, t).await?;
+        if let Some(s) = app
+            .store
+            .end_session(&c.sub, sid, EndReason::Logout, t)
+            .await?
+        {
+            app.notify.session_ended(about(&s), Reason::Logout);
+        }
         audit::record(
             Event::Logout,
             Subject {

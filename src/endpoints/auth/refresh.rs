@@ -12,13 +12,14 @@ use tracing::Level;
 
 use super::login::{access_for, cookie_max_age, token_pair};
 use super::{json, no_content, read_body};
-use crate::app::{App, Live};
+use crate::app::{about, App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::auth::{self, browser};
 use crate::body::Body;
 use crate::config::Browser;
 use crate::error::{self, GatewayError};
 use crate::logs::scope::{self, Ids};
+use crate::notify::Reason;
 use crate::session::{EndReason, Millis, RefreshOutcome, RefreshToken, Session};
 
 #[derive(Deserialize)]
@@ -187,6 +188,7 @@ async fn rotate(
         }
         RefreshOutcome::Theft { session } => {
             who(&session);
+            app.notify.session_ended(about(&session), Reason::Theft);
             audit::record(
                 Event::TokenTheftDetected,
                 Subject {
@@ -205,7 +207,28 @@ async fn rotate(
             );
             Err(GatewayError::TokenTheftDetected)
         }
-        RefreshOutcome::Invalid => Err(GatewayError::InvalidRefreshToken),
+        RefreshOutcome::Invalid => {
+            mark_if_lapsed(app, refresh_token, t_ms).await;
+            Err(GatewayError::InvalidRefreshToken)
+        }
+    }
+}
+
+/// A refresh token refused because its session idled out (or reached `max_lifetime`) and
+/// nobody had seen that yet: the session is marked expired, once across instances, and
+/// `[notify]`'s receivers are told. Nothing else changes (the answer stays
+/// `invalid_refresh_token`); a store error is logged and ignored.
+async fn mark_if_lapsed(app: &App, refresh_token: &str, t: Millis) {
+    let Some((user_id, _)) = crate::session::session_of_refresh_token(refresh_token) else {
+        return;
+    };
+    match app.store.expire(&user_id, t).await {
+        Ok(ended) => {
+            for s in &ended {
+                app.notify.session_ended(about(s), Reason::Expired);
+            }
+        }
+        Err(e) => error::store_failed(&e, "an expired session stays unmarked for now"),
     }
 }
 
@@ -222,17 +245,24 @@ async fn end_removed_user_session(
 ) -> GatewayError {
     match app.store.get(user_id, sid).await {
         Ok(Some(s)) if s.is_active(t) => {
-            match app.store.end(user_id, sid, EndReason::Revoked, t).await {
-                Ok(true) => audit::record(
-                    Event::SessionRevoked,
-                    Subject {
-                        user_id: Some(user_id),
-                        session_id: Some(sid),
-                        platform: Some(&s.platform),
-                        ip: Some(ip),
-                    },
-                ),
-                Ok(false) => {}
+            match app
+                .store
+                .end_session(user_id, sid, EndReason::Revoked, t)
+                .await
+            {
+                Ok(Some(ended)) => {
+                    app.notify.session_ended(about(&ended), Reason::UserRemoved);
+                    audit::record(
+                        Event::SessionRevoked,
+                        Subject {
+                            user_id: Some(user_id),
+                            session_id: Some(sid),
+                            platform: Some(&s.platform),
+                            ip: Some(ip),
+                        },
+                    )
+                }
+                Ok(None) => {}
                 Err(e) => error::store_failed(&e, "the session stays; the refresh is refused"),
             }
         }

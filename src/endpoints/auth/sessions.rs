@@ -5,10 +5,11 @@ use std::net::IpAddr;
 use http::{HeaderMap, Response, StatusCode};
 
 use super::{caller, json, no_content};
-use crate::app::{App, Live};
+use crate::app::{about, App, Live};
 use crate::audit::{self, Event, Subject};
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::notify::Reason;
 use crate::session::{EndReason, Session};
 
 /// The JSON of one session for listings.
@@ -59,13 +60,14 @@ pub(super) async fn delete(
     if crate::session::user_id_of(id).as_deref() != Some(c.sub.as_str()) {
         return Err(GatewayError::NotFound);
     }
-    if !app
+    let Some(ended) = app
         .store
-        .end(&c.sub, id, EndReason::Revoked, app.clock.now_ms())
+        .end_session(&c.sub, id, EndReason::Revoked, app.clock.now_ms())
         .await?
-    {
+    else {
         return Err(GatewayError::NotFound);
-    }
+    };
+    app.notify.session_ended(about(&ended), Reason::Revoked);
     audit::record(
         Event::SessionRevoked,
         Subject {

@@ -2,7 +2,7 @@
 -- KEYS[1] the user's key
 -- ARGV: now (ms), new record, max per platform (0: none), tombstone ttl (ms), channel,
 --       sid prefix, max per user, max tombstones per user
--- Returns {sid, old expiry, ...} of the sessions ended (reason replaced), oldest first.
+-- Returns {sid, old expiry, platform, ...} of the sessions ended (reason replaced), oldest first.
 local now, new, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local tomb, channel, prefix, cap = tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
 local list = load(KEYS[1])
@@ -21,6 +21,7 @@ local out = {}
 local function kick(i)
   out[#out + 1] = sid(list[i])
   out[#out + 1] = finish(list, i, 3, now, tomb, channel, prefix)
+  out[#out + 1] = platform(list[i])
 end
 if max > 0 then
   for j = 1, #same + 1 - max do kick(same[j]) end

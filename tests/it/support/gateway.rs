@@ -29,6 +29,7 @@ use bytes::Bytes;
 
 use super::client::{Probe, Resp};
 use super::jwt::SECRET;
+use super::receiver::NOTIFY_SECRET;
 use super::redis::RedisServer;
 use super::upstream::Upstream;
 use super::users::{password_of, users_toml, Pair};
@@ -37,12 +38,13 @@ use super::wait::{poll_until, within};
 /// The admin bearer token, served as env `T_ADMIN`.
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-session-tests";
 
-/// The environment every test config reads: `T_SECRET` ([`SECRET`]) and `T_ADMIN`
-/// ([`ADMIN_TOKEN`]); nothing else is set.
+/// The environment every test config reads: `T_SECRET` ([`SECRET`]), `T_ADMIN`
+/// ([`ADMIN_TOKEN`]) and `T_NOTIFY` ([`NOTIFY_SECRET`]); nothing else is set.
 pub fn env(name: &str) -> Option<String> {
     match name {
         "T_SECRET" => Some(SECRET.to_owned()),
         "T_ADMIN" => Some(ADMIN_TOKEN.to_owned()),
+        "T_NOTIFY" => Some(NOTIFY_SECRET.to_owned()),
         _ => None,
     }
 }
@@ -659,7 +661,7 @@ async fn launch_file(text: &str, dir: &Path) -> (Arc<App>, Handle) {
     static ENV: std::sync::Once = std::sync::Once::new();
     // What `env` serves, set once: the same values for every test.
     ENV.call_once(|| {
-        for name in ["T_SECRET", "T_ADMIN"] {
+        for name in ["T_SECRET", "T_ADMIN", "T_NOTIFY"] {
             std::env::set_var(name, env(name).expect("a test variable"));
         }
     });

@@ -3,7 +3,7 @@
 //! ([`gateway`]); small hyper upstreams that count what reaches them ([`upstream`]); HTTP/1.1,
 //! h2c and raw-socket clients ([`client`]); an identity provider stand-in serving discovery and a
 //! JWKS of test keys for `[[token.issuers]]` ([`idp`]); hand-built JWTs ([`jwt`]); the test users
-//! ([`users`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
+//! ([`users`]); a receiver of `[notify]`'s signed session events ([`receiver`]); the throw-away Redis ([`redis`], compiled by the unit tests too); bounded waits
 //! and the tests' one wall-clock `now()` ([`wait`]); real nginx and Caddy in front of a gateway,
 //! run from the forward-auth recipes in `examples/` ([`front`]); every log line the suite's
 //! gateways write, captured, read back and checked for secrets ([`logs`]).
@@ -16,6 +16,7 @@ mod gateway;
 mod idp;
 mod jwt;
 pub mod logs;
+mod receiver;
 mod redis;
 mod upstream;
 mod users;
@@ -27,6 +28,7 @@ pub use front::*;
 pub use gateway::*;
 pub use idp::*;
 pub use jwt::*;
+pub use receiver::*;
 pub use redis::{installed_or_skip, program_or_skip};
 pub use upstream::*;
 pub use users::*;
