@@ -24,7 +24,8 @@
 # else the PATH.
 #
 # Environment: AUTHGATE_BIN, SCHEMATHESIS, SCHEMA_MAX_EXAMPLES (25), SCHEMA_MAX_TIME (240),
-# SCHEMA_SEED (a fixed seed for reproducing a run), KEEP_TMP=1 (keep configs, logs and the
+# SCHEMA_SEED (a fixed seed for reproducing a run), SCHEMA_FILE (another schema, e.g. one
+# broken on purpose to see the check fail), KEEP_TMP=1 (keep configs, logs and the
 # JUnit reports).
 set -euo pipefail
 
@@ -34,6 +35,7 @@ BIN="${AUTHGATE_BIN:-$TARGET/debug/authgate}"
 MAX_EXAMPLES="${SCHEMA_MAX_EXAMPLES:-25}"
 MAX_TIME="${SCHEMA_MAX_TIME:-240}"
 SEED="${SCHEMA_SEED:-}"
+SCHEMA="${SCHEMA_FILE:-$ROOT/docs/openapi.yaml}"
 
 log() { printf '[schema %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -85,20 +87,23 @@ s = [socket.socket() for _ in range(3)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(" ".join(str(x.getsockname()[1]) for x in s))')"
 
-# Test credentials made up for this run only.
-export SCHEMA_USER="schema-user"
-export SCHEMA_PASSWORD="schema-password-$RANDOM$RANDOM"
+# The user is the demo's (users.toml, and the login example in docs/openapi.yaml), so the
+# example login succeeds and its token pair is checked against the schema too; the admin
+# token is made up for this run. EdDSA, so that the JWKS has a key to publish.
+export SCHEMA_USER="alice"
+export SCHEMA_PASSWORD="wonderland-demo-42"
 export AUTHGATE_ADMIN_TOKEN="schema-admin-token-$RANDOM$RANDOM$RANDOM"
-export AUTHGATE_JWT_SECRET="schema-check-secret-$RANDOM$RANDOM-0123456789abcdef"
 hash="$(printf '%s' "$SCHEMA_PASSWORD" | "$BIN" hash-password | tail -n 1)"
 case "$hash" in '$argon2id$'*) ;; *) die "hash-password printed no Argon2id hash" ;; esac
 cat >"$WORK/users.toml" <<EOF
 [[users]]
-id = "u-schema"
+id = "1001"
 username = "$SCHEMA_USER"
 password_hash = "$hash"
+tenant = "acme"
 roles = ["admin"]
 EOF
+"$BIN" keygen --alg EdDSA --out "$WORK/keys" >/dev/null
 
 # The upstream port is left closed: none of the endpoints checked here forwards.
 cat >"$WORK/gateway.toml" <<EOF
@@ -107,6 +112,10 @@ cat >"$WORK/gateway.toml" <<EOF
 listen = "127.0.0.1:$PORT"
 admin_listen = "127.0.0.1:$ADMIN_PORT"
 trusted_proxies = ["127.0.0.1/32"]
+
+[token]
+algorithm = "EdDSA"
+private_key_file = "keys/private.pem"
 
 [session]
 store = "memory"
@@ -176,14 +185,15 @@ st_run() { # st_run NAME URL PATH_REGEX
     local name="$1" url="$2" regex="$3" args=()
     [ -n "$SEED" ] && args+=(--seed "$SEED")
     log "schemathesis: $name ($url, paths $regex, at most $MAX_EXAMPLES examples per operation, $MAX_TIME s)"
-    if ! "$ST" --no-color run "$ROOT/docs/openapi.yaml" --url "$url" \
+    # From the temp dir: Schemathesis keeps a crash cache in ./.schemathesis.
+    if ! (cd "$WORK" && "$ST" --no-color run "$SCHEMA" --url "$url" \
         --include-path-regex "$regex" \
         --checks "$CHECKS" \
         --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" \
         --request-timeout 30 --workers 1 \
         --suppress-health-check too_slow,filter_too_much \
         --report junit --report-junit-path "$WORK/junit-$name.xml" \
-        "${args[@]}"; then
+        "${args[@]}"); then
         log "schemathesis: $name FAILED"
         FAILED=1
     fi
