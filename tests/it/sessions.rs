@@ -1609,7 +1609,9 @@ async fn endpoint_405s_name_the_methods_in_allow() {
         assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
     }
     for method in ["GET", "DELETE"] {
-        let r = gw.request(method, "/auth/sessions/", &[], Bytes::new()).await;
+        let r = gw
+            .request(method, "/auth/sessions/", &[], Bytes::new())
+            .await;
         r.assert_error(404, "not_found");
         assert_eq!(r.header("allow"), None, "{method}");
     }
