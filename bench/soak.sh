@@ -106,8 +106,10 @@ trusted_proxies = ["127.0.0.1/32"]
 [token]
 algorithm = "HS256"
 secret_env = "AUTHGATE_JWT_SECRET"
-access_ttl = "10m"
-silent_refresh_window = "1m"
+# Short-lived access tokens: the verified-token and silent-refresh caches hold an entry per
+# token until it expires, so they reach their steady size within the warm-up.
+access_ttl = "2m"
+silent_refresh_window = "30s"
 
 [session]
 store = "redis"
