@@ -194,6 +194,15 @@ impl GatewayError {
         }
     }
 
+    /// 405 `method_not_allowed` with the `Allow` header HTTP requires on it (RFC 9110
+    /// §15.5.6): `allow` lists the methods the resource takes.
+    pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
+        let mut r = GatewayError::MethodNotAllowed.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        r
+    }
+
     /// The JSON answer, with `WWW-Authenticate` on a refused bearer token and `Retry-After`
     /// where the contract asks; inside a request also its `request_id`. The refusal's log
     /// line is written here too ([`scope::refused`]), with the request's context and the

@@ -32,14 +32,6 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
     r
 }
 
-/// 405 with the `Allow` header HTTP requires on it.
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = GatewayError::MethodNotAllowed.into_response();
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
 /// `/readyz`'s body when the store answers: ready, and (without making the gateway unready:
 /// its own tokens and the other issuers' still work) each issuer that has no keys yet.
 fn readiness(live: &Live) -> String {
@@ -84,13 +76,13 @@ pub(crate) async fn handle(
             );
             r
         }
-        (_, "/healthz" | "/readyz") => method_not_allowed("GET, HEAD"),
-        (_, "/metrics") => method_not_allowed("GET"),
+        (_, "/healthz" | "/readyz") => GatewayError::method_not_allowed("GET, HEAD"),
+        (_, "/metrics") => GatewayError::method_not_allowed("GET"),
         (_, p) if p == "/admin" || p.starts_with("/admin/") => {
             match admin_api(&app, &req, conn).await {
                 Ok(r) => r,
                 Err(AdminError::Gateway(e)) => e.into_response(),
-                Err(AdminError::Method(allow)) => method_not_allowed(allow),
+                Err(AdminError::Method(allow)) => GatewayError::method_not_allowed(allow),
             }
         }
         _ => GatewayError::NotFound.into_response(),

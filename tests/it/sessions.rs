@@ -1583,3 +1583,54 @@ async fn lockout_keys_on_username_pointer_and_refuses_duplicate_keys(store: Stor
     }
     assert_eq!(legacy.hits(), hits);
 }
+
+/// A method an endpoint of ours does not take is 405 with the `Allow` header HTTP requires
+/// (RFC 9110 §15.5.6), naming the methods it takes in this configuration: the login page and
+/// the cookie refresh only with `[browser]` on. (Found by Schemathesis's
+/// allow_header_conformance in tests/schema.sh: these 405s had no `Allow`.) An empty session
+/// id names no session: 404, not a 405 that would offer DELETE.
+#[tokio::test]
+async fn endpoint_405s_name_the_methods_in_allow() {
+    let gw = Gateway::start(Conf::new().store(StoreKind::Memory)).await;
+    for (method, path, allow) in [
+        ("PATCH", "/auth/login", "POST"),
+        ("GET", "/auth/login", "POST"),
+        ("PUT", "/auth/refresh", "POST"),
+        ("GET", "/auth/refresh", "POST"),
+        ("GET", "/auth/logout", "POST"),
+        ("DELETE", "/auth/logout-all", "POST"),
+        ("POST", "/auth/sessions", "GET"),
+        ("GET", "/auth/sessions/abc", "DELETE"),
+        ("POST", "/auth/verify", "GET, HEAD"),
+        ("TRACE", "/.well-known/jwks.json", "GET, HEAD"),
+    ] {
+        let r = gw.request(method, path, &[], Bytes::new()).await;
+        r.assert_error(405, "method_not_allowed");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+    }
+    for method in ["GET", "DELETE"] {
+        let r = gw
+            .request(method, "/auth/sessions/", &[], Bytes::new())
+            .await;
+        r.assert_error(404, "not_found");
+        assert_eq!(r.header("allow"), None, "{method}");
+    }
+
+    let gw = Gateway::start(
+        Conf::new()
+            .store(StoreKind::Memory)
+            .section("[browser]\nenabled = true")
+            .section("[login.captcha]\nmode = \"always\""),
+    )
+    .await;
+    for (method, path, allow) in [
+        ("PUT", "/auth/login", "GET, HEAD, POST"),
+        ("DELETE", "/auth/refresh", "GET, POST"),
+        ("POST", "/auth/captcha", "GET"),
+    ] {
+        let r = gw.request(method, path, &[], Bytes::new()).await;
+        r.assert_error(405, "method_not_allowed");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+    }
+    assert_eq!(gw.hits(), 0);
+}

@@ -40,8 +40,52 @@ use crate::tokens::Claims;
 /// The path of the JWKS document.
 pub(crate) const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-/// Answers one request to an endpoint of ours.
+/// Answers one request to an endpoint of ours. A method the endpoint does not take is 405
+/// with the `Allow` header HTTP requires on it (RFC 9110 §15.5.6), naming the methods it
+/// takes in this configuration.
 pub(crate) async fn handle(
+    app: &App,
+    live: &Live,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<Body>, GatewayError> {
+    let allow = allowed(live, req.uri().path());
+    match dispatch(app, live, req, conn).await {
+        Err(GatewayError::MethodNotAllowed) => match allow {
+            Some(allow) => Ok(GatewayError::method_not_allowed(allow)),
+            None => Err(GatewayError::MethodNotAllowed),
+        },
+        other => other,
+    }
+}
+
+/// The methods an endpoint takes (its `Allow` header), or `None` for a path that is none of
+/// ours. The login page and the cookie refresh are there only with `[browser]` on.
+fn allowed(live: &Live, path: &str) -> Option<&'static str> {
+    if path == JWKS_PATH {
+        return Some("GET, HEAD");
+    }
+    let page = live
+        .config
+        .browser
+        .as_ref()
+        .is_some_and(|b| b.login_page == crate::config::LoginPage::Builtin)
+        && live.login.is_enabled();
+    let browser = live.config.browser.is_some();
+    match &path[live.config.login.prefix.len()..] {
+        "/login" if page => Some("GET, HEAD, POST"),
+        "/login" | "/logout" | "/logout-all" => Some("POST"),
+        "/refresh" if browser => Some("GET, POST"),
+        "/refresh" => Some("POST"),
+        "/sessions" | "/captcha" => Some("GET"),
+        "/verify" => Some("GET, HEAD"),
+        p if p.len() > "/sessions/".len() && p.starts_with("/sessions/") => Some("DELETE"),
+        _ => None,
+    }
+}
+
+/// Dispatches by method and path.
+async fn dispatch(
     app: &App,
     live: &Live,
     req: Request<Incoming>,
@@ -103,7 +147,9 @@ pub(crate) async fn handle(
             "/login" | "/refresh" | "/logout" | "/logout-all" | "/sessions" | "/verify"
             | "/captcha",
         ) => Err(GatewayError::MethodNotAllowed),
-        (_, p) if p.starts_with("/sessions/") => Err(GatewayError::MethodNotAllowed),
+        (_, p) if p.starts_with("/sessions/") && p.len() > "/sessions/".len() => {
+            Err(GatewayError::MethodNotAllowed)
+        }
         _ => Err(GatewayError::NotFound),
     }
 }
