@@ -76,7 +76,7 @@ async fn ends_on_another_gateway_reach_a_cached_session() {
     }
 
     // Kick-out by a login on the other gateway.
-    let app1 = gw.login_ok("bob", "app").await;
+    let app1 = gw.login_ok("bob", "web").await;
     gw.assert_passes(&app1).await;
     let app2 = Pair::from_resp(&other.login("bob", BOB_PW).await);
     gw.until_refused(&app1.access, "session_replaced").await;
