@@ -1872,7 +1872,12 @@ async fn redis_cache_repeat_checks_run_no_command() {
 /// revocation arrived), though B had the session cached as active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cache_ends_on_one_instance_are_refused_on_another() {
-    let Some((server, a, b)) = two_instances(CACHE).await else {
+    // A TTL that cannot be what refuses them.
+    let long = CacheSettings {
+        ttl: Duration::from_secs(600),
+        ..CACHE
+    };
+    let Some((server, a, b)) = two_instances(long).await else {
         return;
     };
     let mut heard = b.subscribe_revocations();
