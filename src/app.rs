@@ -19,8 +19,8 @@ use crate::login::Authenticator;
 use crate::metrics::{Counted, RequestCounters};
 use crate::proxy::UpstreamClient;
 use crate::session::{
-    CacheSettings, Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck, SessionStore,
-    StoreError, StoreSettings, RECHECK_ALL,
+    CacheSettings, Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck,
+    SessionStore, StoreError, StoreSettings, RECHECK_ALL,
 };
 use crate::shutdown::Shutdown;
 use crate::streams::Registry;

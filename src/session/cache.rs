@@ -87,10 +87,12 @@ impl std::fmt::Debug for LocalCache {
 
 impl LocalCache {
     /// An empty cache, not trusted until [`Self::trust_afresh`].
+    #[allow(clippy::borrowed_box)]
     pub(crate) fn new(ttl: Duration, max_bytes: u64) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|id: &Box<str>, _: &Cached| {
+            // The key type is moka's, so the closure takes `&Box<str>`.
+            .weigher(|id: &Box<str>, _: &Cached| -> u32 {
                 ENTRY_BYTES.saturating_add(u32::try_from(id.len()).unwrap_or(u32::MAX))
             })
             // Only collects garbage: trust is decided by `read_at` and the caller's `now`.
@@ -106,7 +108,12 @@ impl LocalCache {
 
     /// The cached answer for `session_id` of `user_id` at `now`, if there is one that may be
     /// given without asking Redis. No allocation.
-    pub(crate) fn answer(&self, user_id: &str, session_id: &str, now: Millis) -> Option<SessionCheck> {
+    pub(crate) fn answer(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now: Millis,
+    ) -> Option<SessionCheck> {
         if !self.trusted.load(Ordering::Acquire) {
             return None;
         }
@@ -134,9 +141,7 @@ impl LocalCache {
     /// trusted (nothing read then is kept).
     pub(crate) fn ticket(&self) -> Option<Ticket> {
         let epoch = self.epoch.load(Ordering::SeqCst);
-        self.trusted
-            .load(Ordering::SeqCst)
-            .then_some(Ticket(epoch))
+        self.trusted.load(Ordering::SeqCst).then_some(Ticket(epoch))
     }
 
     /// Keeps what a read (`ticket` taken before it) found for `session_id` at `now`: the

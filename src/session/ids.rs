@@ -250,7 +250,10 @@ mod tests {
         assert!(!names_user("YWxpY2U", "alice"));
         let long = "x".repeat(MAX_USER_ID_LEN);
         assert!(names_user(&format_sid(&long, &[1; 16]), &long));
-        assert!(!names_user(&format_sid(&long, &[1; 16]), &format!("{long}x")));
+        assert!(!names_user(
+            &format_sid(&long, &[1; 16]),
+            &format!("{long}x")
+        ));
     }
 
     #[test]

@@ -71,9 +71,9 @@ use super::ids::{
 };
 use super::record::{self, Entry};
 use super::{
-    is_ancestor, Created, EndReason, Lifetimes, LocalCache, Millis, NewSession, RefreshOutcome, Session,
-    SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
-    RECHECK_ALL,
+    is_ancestor, Created, EndReason, Lifetimes, LocalCache, Millis, NewSession, RefreshOutcome,
+    Session, SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER,
+    MAX_TOMBSTONES_PER_USER, RECHECK_ALL,
 };
 use crate::clock::ms_of;
 

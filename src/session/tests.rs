@@ -1807,7 +1807,14 @@ fn commands_run(server: &RedisServer) -> u64 {
     info.lines()
         .filter_map(|l| l.strip_prefix("cmdstat_"))
         .filter(|l| !ASIDE.iter().any(|a| l.starts_with(a)))
-        .filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -1836,10 +1843,20 @@ async fn two_instances(cache: CacheSettings) -> Option<(RedisServer, RedisStore,
 }
 
 /// Checks `id` on `s` at `t`, asserting that it took no Redis command.
-async fn check_from_cache(server: &RedisServer, s: &RedisStore, user: &str, id: &str, t: Millis) -> SessionCheck {
+async fn check_from_cache(
+    server: &RedisServer,
+    s: &RedisStore,
+    user: &str,
+    id: &str,
+    t: Millis,
+) -> SessionCheck {
     let before = commands_run(server);
     let answer = s.check(user, id, t).await.unwrap();
-    assert_eq!(commands_run(server), before, "a cached check ran a Redis command");
+    assert_eq!(
+        commands_run(server),
+        before,
+        "a cached check ran a Redis command"
+    );
     answer
 }
 
@@ -1854,18 +1871,34 @@ async fn redis_cache_repeat_checks_run_no_command() {
     for s in [&a, &b] {
         let before = commands_run(&server);
         assert_eq!(s.check("u", id, t).await.unwrap(), SessionCheck::Active);
-        assert_eq!(commands_run(&server), before + 1, "the first check reads Redis once");
+        assert_eq!(
+            commands_run(&server),
+            before + 1,
+            "the first check reads Redis once"
+        );
         for i in 0..200 {
             let at = t + Duration::from_millis(i * 10);
-            assert_eq!(check_from_cache(&server, s, "u", id, at).await, SessionCheck::Active);
+            assert_eq!(
+                check_from_cache(&server, s, "u", id, at).await,
+                SessionCheck::Active
+            );
         }
     }
     // Unknown and malformed ids are answered locally too once seen.
     let ghost = format_sid("u", &random());
-    assert_eq!(b.check("u", &ghost, t).await.unwrap(), SessionCheck::Unknown);
-    assert_eq!(check_from_cache(&server, &b, "u", &ghost, t).await, SessionCheck::Unknown);
+    assert_eq!(
+        b.check("u", &ghost, t).await.unwrap(),
+        SessionCheck::Unknown
+    );
+    assert_eq!(
+        check_from_cache(&server, &b, "u", &ghost, t).await,
+        SessionCheck::Unknown
+    );
     // A token of another user naming this session: refused, from the cache as by Redis.
-    assert_eq!(check_from_cache(&server, &b, "v", id, t).await, SessionCheck::Unknown);
+    assert_eq!(
+        check_from_cache(&server, &b, "v", id, t).await,
+        SessionCheck::Unknown
+    );
 }
 
 /// Every kind of end on instance A is refused on instance B once B has heard of it (its
@@ -1885,29 +1918,64 @@ async fn redis_cache_ends_on_one_instance_are_refused_on_another() {
     let (srv, bb) = (&server, &b);
     let cached = move |id: String| async move {
         assert_eq!(bb.check("u", &id, t).await.unwrap(), SessionCheck::Active);
-        assert_eq!(check_from_cache(srv, bb, "u", &id, t).await, SessionCheck::Active);
+        assert_eq!(
+            check_from_cache(srv, bb, "u", &id, t).await,
+            SessionCheck::Active
+        );
         id
     };
 
     // Logout.
-    let s1 = cached(a.create(new("u", "web"), None, life(), t).await.unwrap().session.id).await;
+    let s1 = cached(
+        a.create(new("u", "web"), None, life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
     assert!(a.end("u", &s1, EndReason::Logout, t).await.unwrap());
     // Admin revoke by id (the same script; a removed user's sessions end this way too).
-    let s2 = cached(a.create(new("u", "web"), None, life(), t).await.unwrap().session.id).await;
+    let s2 = cached(
+        a.create(new("u", "web"), None, life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
     assert!(a
         .end(&user_id_of(&s2).unwrap(), &s2, EndReason::Revoked, t)
         .await
         .unwrap());
     // Logout everywhere.
-    let s3 = cached(a.create(new("u", "h5"), None, life(), t).await.unwrap().session.id).await;
+    let s3 = cached(
+        a.create(new("u", "h5"), None, life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
     // Kick-out: a newer login on the same platform beyond max_sessions.
-    let s4 = cached(a.create(new("u", "app"), Some(1), life(), t).await.unwrap().session.id).await;
+    let s4 = cached(
+        a.create(new("u", "app"), Some(1), life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
     let s5 = a.create(new("u", "app"), Some(1), life(), t).await.unwrap();
     assert_eq!(s5.kicked, vec![s4.clone()]);
     // Theft: the parent presented again after the grace.
     let s6 = a.create(new("u", "tv"), None, life(), t).await.unwrap();
     let s6_id = cached(s6.session.id.clone()).await;
-    rotated(a.refresh(s6.refresh_token.as_str(), life(), t).await.unwrap());
+    rotated(
+        a.refresh(s6.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
     assert!(matches!(
         a.refresh(s6.refresh_token.as_str(), life(), t + secs(GRACE + 1))
             .await
@@ -1936,7 +2004,11 @@ async fn redis_cache_ends_on_one_instance_are_refused_on_another() {
     ] {
         assert_eq!(b.check("u", id, at).await.unwrap(), want, "{id}");
         // And the ended state is what is cached now.
-        assert_eq!(check_from_cache(&server, &b, "u", id, at).await, want, "{id}");
+        assert_eq!(
+            check_from_cache(&server, &b, "u", id, at).await,
+            want,
+            "{id}"
+        );
     }
 }
 
@@ -1960,11 +2032,18 @@ async fn redis_cache_hears_rotations() {
         refresh_ttl: secs(10),
         max_lifetime: None,
     };
-    rotated(a.refresh(c.refresh_token.as_str(), short, t + secs(1)).await.unwrap());
+    rotated(
+        a.refresh(c.refresh_token.as_str(), short, t + secs(1))
+            .await
+            .unwrap(),
+    );
     // A marker after the rotation: the channel is ordered, so once B hears the marker it has
     // heard the rotation.
     let marker = a.create(new("m", "web"), None, life(), t).await.unwrap();
-    assert!(a.end("m", &marker.session.id, EndReason::Logout, t).await.unwrap());
+    assert!(a
+        .end("m", &marker.session.id, EndReason::Logout, t)
+        .await
+        .unwrap());
     assert_eq!(next_revocation(&mut heard).await, marker.session.id);
     assert_eq!(
         b.check("u", id, t + secs(12)).await.unwrap(),
@@ -1973,9 +2052,19 @@ async fn redis_cache_hears_rotations() {
     // The other way: an expiry that moved later (a refresh elsewhere) is never answered
     // from the old entry as expired: past its cached expiry, B asks Redis.
     let d = a.create(new("w", "web"), None, short, t).await.unwrap();
-    assert_eq!(b.check("w", &d.session.id, t).await.unwrap(), SessionCheck::Active);
-    assert_eq!(check_from_cache(&server, &b, "w", &d.session.id, t + secs(9)).await, SessionCheck::Active);
-    rotated(a.refresh(d.refresh_token.as_str(), short, t + secs(9)).await.unwrap());
+    assert_eq!(
+        b.check("w", &d.session.id, t).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert_eq!(
+        check_from_cache(&server, &b, "w", &d.session.id, t + secs(9)).await,
+        SessionCheck::Active
+    );
+    rotated(
+        a.refresh(d.refresh_token.as_str(), short, t + secs(9))
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         b.check("w", &d.session.id, t + secs(15)).await.unwrap(),
         SessionCheck::Active
@@ -2014,7 +2103,10 @@ async fn redis_cache_never_passes_a_session_once_its_revocation_arrived() {
                 }
             }));
         }
-        assert!(a.end(&user, &id, EndReason::Logout, Millis::now()).await.unwrap());
+        assert!(a
+            .end(&user, &id, EndReason::Logout, Millis::now())
+            .await
+            .unwrap());
         assert_eq!(next_revocation(&mut heard).await, id);
         arrived.store(true, Ordering::SeqCst);
         for task in tasks {
@@ -2040,20 +2132,31 @@ async fn redis_cache_is_bypassed_while_the_subscription_is_down() {
     let c = a.create(new("u", "web"), None, life(), t).await.unwrap();
     let id = &c.session.id;
     assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
-    assert_eq!(check_from_cache(&server, &b, "u", id, t).await, SessionCheck::Active);
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, t).await,
+        SessionCheck::Active
+    );
 
-    server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).expect("CLIENT KILL");
+    server
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("CLIENT KILL");
     assert!(b.wait_subscription(false, Duration::from_secs(5)).await);
     let before = commands_run(&server);
     assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
-    assert!(commands_run(&server) > before, "a check during the gap reads Redis");
+    assert!(
+        commands_run(&server) > before,
+        "a check during the gap reads Redis"
+    );
     // Ended during the gap: B cannot hear it.
     assert!(a.end("u", id, EndReason::Logout, t).await.unwrap());
     // B is back, and says so.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, heard.recv()).await.expect("re-check marker").unwrap();
+        let msg = tokio::time::timeout(left, heard.recv())
+            .await
+            .expect("re-check marker")
+            .unwrap();
         if msg == RECHECK_ALL {
             break;
         }
@@ -2082,8 +2185,14 @@ async fn redis_cache_ttl_is_the_safety_net() {
         .await
         .unwrap();
     let last_trusted = t + CACHE.ttl - Duration::from_millis(1);
-    assert_eq!(check_from_cache(&server, &b, "u", id, last_trusted).await, SessionCheck::Active);
-    assert_eq!(b.check("u", id, t + CACHE.ttl).await.unwrap(), SessionCheck::Unknown);
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, last_trusted).await,
+        SessionCheck::Active
+    );
+    assert_eq!(
+        b.check("u", id, t + CACHE.ttl).await.unwrap(),
+        SessionCheck::Unknown
+    );
 }
 
 /// The background last-seen write still happens about once a minute of checks, though the
@@ -2102,15 +2211,24 @@ async fn redis_cache_still_touches_last_seen() {
     let id = &c.session.id;
     assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
     let minute = Duration::from_millis(TOUCH_EVERY);
-    assert_eq!(check_from_cache(&server, &b, "u", id, t + minute - Duration::from_millis(1)).await, SessionCheck::Active);
-    assert_eq!(b.check("u", id, t + minute).await.unwrap(), SessionCheck::Active);
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, t + minute - Duration::from_millis(1)).await,
+        SessionCheck::Active
+    );
+    assert_eq!(
+        b.check("u", id, t + minute).await.unwrap(),
+        SessionCheck::Active
+    );
     let deadline = Instant::now() + Duration::from_secs(3);
     while a.get("u", id).await.unwrap().unwrap().last_seen_at != t + minute {
         assert!(Instant::now() < deadline, "last_seen_at not moved");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Touched: answered locally again until the next minute.
-    assert_eq!(check_from_cache(&server, &b, "u", id, t + minute + secs(30)).await, SessionCheck::Active);
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, t + minute + secs(30)).await,
+        SessionCheck::Active
+    );
 }
 
 /// `local_cache_max_bytes` bounds what one instance keeps, however many sessions it sees.
@@ -2127,7 +2245,10 @@ async fn redis_cache_size_is_capped() {
     for i in 0..300 {
         let user = format!("user-{i:03}");
         let c = a.create(new(&user, "web"), None, life(), t).await.unwrap();
-        assert_eq!(b.check(&user, &c.session.id, t).await.unwrap(), SessionCheck::Active);
+        assert_eq!(
+            b.check(&user, &c.session.id, t).await.unwrap(),
+            SessionCheck::Active
+        );
     }
     let per_entry = u64::from(super::cache::ENTRY_BYTES) + 40;
     let most = small.max_bytes / per_entry + 1;
@@ -2145,18 +2266,17 @@ fn local_cache_rss_per_entry() {
     let cache = super::cache::LocalCache::new(Duration::from_secs(600), u64::MAX);
     cache.trust_afresh();
     let t = Millis::now();
-    let rec = {
-        let c = record::encode(
-            &browser_session(0),
-            &[1; 16],
-            &[2; 16],
-            t,
-            t + Duration::from_secs(3600),
-        )
-        .unwrap();
-        c
-    };
-    let ids: Vec<String> = (0..n).map(|i| format_sid(&format!("user-{i}"), &random())).collect();
+    let rec = record::encode(
+        &browser_session(0),
+        &[1; 16],
+        &[2; 16],
+        t,
+        t + Duration::from_secs(3600),
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..n)
+        .map(|i| format_sid(&format!("user-{i}"), &random()))
+        .collect();
     let id_bytes: u64 = ids.iter().map(|i| i.len() as u64).sum::<u64>() / n;
     let before = rss_bytes();
     for id in &ids {

@@ -16,7 +16,14 @@ fn commands_run(redis: &RedisServer) -> u64 {
     info.lines()
         .filter_map(|l| l.strip_prefix("cmdstat_"))
         .filter(|l| !ASIDE.iter().any(|a| l.starts_with(a)))
-        .filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 

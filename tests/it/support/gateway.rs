@@ -507,7 +507,10 @@ impl Gateway {
         self.redis().stop();
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.app.store.hears_revocations() {
-            assert!(Instant::now() < deadline, "the gateway did not notice Redis stopping");
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not notice Redis stopping"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -524,7 +527,10 @@ impl Gateway {
                 return;
             }
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-            assert!(Instant::now() < deadline, "still passing 2 s after the change elsewhere");
+            assert!(
+                Instant::now() < deadline,
+                "still passing 2 s after the change elsewhere"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
