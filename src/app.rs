@@ -20,8 +20,8 @@ use crate::metrics::{Counted, RequestCounters};
 use crate::notify::{About, Notifier, Reason};
 use crate::proxy::UpstreamClient;
 use crate::session::{
-    Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck, SessionStore,
-    StoreError, StoreSettings, RECHECK_ALL,
+    CacheSettings, Lifetimes, MemoryStore, RedisStore, RedisTarget, RefreshKey, SessionCheck,
+    SessionStore, StoreError, StoreSettings, RECHECK_ALL,
 };
 use crate::shutdown::Shutdown;
 use crate::streams::Registry;
@@ -261,6 +261,10 @@ fn store_settings(config: &Config) -> StoreSettings {
         refresh_key: RefreshKey::new(&t.refresh_secret),
         reuse_grace: config.session.refresh_reuse_grace,
         tombstone_ttl: t.access_ttl + t.keys.rules().leeway + Duration::from_secs(60),
+        local_cache: config.session.local_cache.map(|c| CacheSettings {
+            ttl: c.ttl,
+            max_bytes: c.max_bytes,
+        }),
     }
 }
 

@@ -255,6 +255,9 @@ pub(crate) struct SessionFile {
     pub key_prefix: String,
     pub on_store_error: OnStoreErrorName,
     pub refresh_reuse_grace: String,
+    pub local_cache: bool,
+    pub local_cache_ttl: String,
+    pub local_cache_max_bytes: u64,
 }
 
 impl Default for SessionFile {
@@ -267,6 +270,9 @@ impl Default for SessionFile {
             key_prefix: "authgate:".into(),
             on_store_error: OnStoreErrorName::Deny,
             refresh_reuse_grace: "10s".into(),
+            local_cache: true,
+            local_cache_ttl: "5s".into(),
+            local_cache_max_bytes: 33_554_432,
         }
     }
 }
@@ -1050,6 +1056,8 @@ mod tests {
                 &["token.verify_keys[1].secret"],
             ),
             ("[session]\nstore = \"disk\"", &["session.store"]),
+            ("[session]\nlocal_cache = \"yes\"", &["session.local_cache"]),
+            ("[session]\nlocal_cache_max_bytes = -1", &["session.local_cache_max_bytes"]),
             ("[login.lockout]\nwindw = \"1m\"", &["login.lockout.windw"]),
             ("[login]\nlockout = { max_failures = \"5\" }", &["login.lockout.max_failures"]),
             ("[login.captcha]\nmod = \"always\"", &["login.captcha.mod"]),

@@ -144,6 +144,17 @@ pub struct Session {
     pub key_prefix: String,
     pub(crate) on_store_error: OnStoreError,
     pub refresh_reuse_grace: Duration,
+    /// Redis: the per-instance cache of session states (`session::cache`); `None` when off.
+    pub local_cache: Option<LocalCache>,
+}
+
+/// `session.local_cache*`: how the Redis store keeps what it has read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalCache {
+    /// `local_cache_ttl`: the longest an entry is trusted without a revocation saying so.
+    pub ttl: Duration,
+    /// `local_cache_max_bytes`: the cap on the cache's memory, entries weighed in bytes.
+    pub max_bytes: u64,
 }
 
 pub(crate) struct Platforms {

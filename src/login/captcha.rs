@@ -264,6 +264,7 @@ mod tests {
             refresh_key: RefreshKey::generate(),
             reuse_grace: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(7200),
+            local_cache: None,
         })
         .into()
     }

@@ -937,6 +937,7 @@ mod tests {
             refresh_key: RefreshKey::new(&[7; 32]),
             reuse_grace: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(300),
+            local_cache: None,
         }
     }
 
@@ -986,6 +987,7 @@ mod tests {
             refresh_key: RefreshKey::new(&[7; 32]),
             reuse_grace: Duration::from_secs(10),
             tombstone_ttl: Duration::from_secs(300),
+            local_cache: None,
         });
         let hour = Duration::from_secs(3600);
         let life = Lifetimes {

@@ -32,6 +32,7 @@
 //! ([`SessionStore::put_captcha`], [`SessionStore::take_captcha`]) live here too, so several
 //! instances share them.
 
+pub(crate) mod cache;
 pub mod ids;
 pub mod memory;
 pub(crate) mod record;
@@ -47,6 +48,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 pub use crate::clock::Millis;
+pub(crate) use cache::LocalCache;
 pub use ids::RefreshToken;
 pub(crate) use ids::{session_of_refresh_token, user_id_of, RefreshKey};
 pub use memory::MemoryStore;
@@ -187,6 +189,16 @@ pub(crate) struct StoreSettings {
     /// `session_replaced`, not `session_revoked`). Set it to at least the longest `access_ttl`
     /// in use.
     pub tombstone_ttl: Duration,
+    /// Redis: the local session cache (`cache.rs`); `None`: every check reads Redis. The
+    /// memory store is local already and ignores it.
+    pub local_cache: Option<CacheSettings>,
+}
+
+/// `session.local_cache_ttl` and `session.local_cache_max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheSettings {
+    pub ttl: Duration,
+    pub max_bytes: u64,
 }
 
 /// What a login got.
@@ -301,11 +313,13 @@ impl SessionStore {
         dispatch!(self, s => s.create(new, max_per_platform, lifetimes, now).await)
     }
 
-    /// The hot-path check of a token's session: one lookup (one `GET` on Redis).
+    /// The hot-path check of a token's session: one lookup (memory; on Redis one `GET`, or
+    /// none when the local cache may answer: see `cache.rs`).
     ///
     /// `last_seen_at` is kept coarsely: the memory store updates it on every check; Redis
-    /// updates it at most once a minute per session, in a background write that the request
-    /// does not wait for (and whose failure is ignored), plus on every refresh.
+    /// updates it at most once a minute per session (and instance), in a background write
+    /// that the request does not wait for (and whose failure is ignored), plus on every
+    /// refresh.
     pub(crate) async fn check(
         &self,
         user_id: &str,
@@ -513,6 +527,18 @@ impl SessionStore {
     /// next attempt counts from zero and is not refused.
     pub(crate) async fn unlock(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.unlock(key).await)
+    }
+
+    /// Whether this instance hears the other instances' revocations at this moment (memory:
+    /// always, it is the only one): while it does not, the Redis store's local cache is
+    /// bypassed. Nothing in the gateway calls it: integration tests wait on it after stopping
+    /// Redis, since the subscriber notices a moment after.
+    #[doc(hidden)]
+    pub fn hears_revocations(&self) -> bool {
+        match self {
+            Self::Memory(_) => true,
+            Self::Redis(s) => s.hears_revocations(),
+        }
     }
 
     /// Is the store reachable (`/readyz`)?

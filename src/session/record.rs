@@ -97,7 +97,7 @@ pub(crate) fn reason_code(r: EndReason) -> u8 {
     }
 }
 
-fn reason_of(code: u8) -> Option<EndReason> {
+pub(crate) fn reason_of(code: u8) -> Option<EndReason> {
     Some(match code {
         1 => EndReason::Logout,
         2 => EndReason::Revoked,

@@ -21,7 +21,10 @@
 //!   past. So it is off by sessions that idle out within the current hour and by any update
 //!   lost to a failure, and heals as hours pass. TTL: the last hour it counts.
 //! - Channel `<p>revoked`: `PUBLISH`ed by the scripts whenever a session ends, payload
-//!   `base64url(user_id) "."` followed by the 16 raw bytes of the session id.
+//!   `base64url(user_id) "."` followed by the 16 raw bytes of the session id; and whenever
+//!   one is rotated (its expiry moves), the same behind a `~`, which only the local caches
+//!   heed (`cache.rs`: an instance answers repeat checks from memory, forgetting a session
+//!   as soon as the channel names it, and trusting nothing while the channel is down).
 //!
 //! Every write that must be atomic (create with kick-out, rotation, end) is one Lua script on
 //! the user's one key, so it works unchanged on Redis Cluster. Times inside records are the
@@ -68,15 +71,15 @@ use super::ids::{
 };
 use super::record::{self, Entry};
 use super::{
-    is_ancestor, Created, EndReason, Lifetimes, Millis, NewSession, RefreshOutcome, Session,
-    SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER, MAX_TOMBSTONES_PER_USER,
-    RECHECK_ALL,
+    is_ancestor, Created, EndReason, Lifetimes, LocalCache, Millis, NewSession, RefreshOutcome,
+    Session, SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER,
+    MAX_TOMBSTONES_PER_USER, RECHECK_ALL,
 };
 use crate::clock::ms_of;
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// A request moves `last_seen_at` at most this often (a background write), in ms.
-const TOUCH_EVERY: u64 = 60_000;
+pub(crate) const TOUCH_EVERY: u64 = 60_000;
 const HOUR: u64 = 3600;
 const HOUR_MS: u64 = HOUR * 1000;
 /// Lock-out values below this were written in Unix seconds by a version before issue 15
@@ -182,10 +185,11 @@ struct Inner {
     scripts: Scripts,
     revoked: broadcast::Sender<String>,
     /// Whether the revocation subscription is up; tests wait on it before revoking.
-    #[cfg_attr(not(test), allow(dead_code))]
     subscribed: watch::Receiver<bool>,
     subscriber: tokio::task::AbortHandle,
     health: Arc<Health>,
+    /// The local session cache (`cache.rs`), shared with the subscriber task that keeps it.
+    cache: Option<Arc<LocalCache>>,
 }
 
 /// Whether Redis answers, for one line when it stops ("session store lost") and one when it
@@ -323,8 +327,31 @@ impl<'a> RefreshReply<'a> {
     }
 }
 
-/// Turns a revocation payload (`base64url(user) "."` + 16 raw bytes) into a session id.
-fn decode_revocation(payload: &[u8]) -> Option<String> {
+/// What a message on the revocation channel says.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    /// The session ended (payload `base64url(user) "."` + 16 raw bytes).
+    Ended(String),
+    /// The session was rotated, so its expiry moved (the same, behind [`ROTATED_MARK`]):
+    /// only for the local cache, not an end.
+    Rotated(String),
+}
+
+/// Starts the payload of a rotation. Not a base64url character, so never the start of an
+/// end's payload; a version before the local cache reads it as the end of a session id that
+/// does not exist, which ends nothing.
+const ROTATED_MARK: u8 = b'~';
+
+/// Reads a message of the revocation channel.
+fn decode_revocation(payload: &[u8]) -> Option<Change> {
+    match payload.split_first() {
+        Some((&ROTATED_MARK, rest)) => session_id_of(rest).map(Change::Rotated),
+        _ => session_id_of(payload).map(Change::Ended),
+    }
+}
+
+/// `base64url(user) "."` + 16 raw bytes as a session id.
+fn session_id_of(payload: &[u8]) -> Option<String> {
     let split = payload.len().checked_sub(16)?;
     let (prefix, raw) = payload.split_at(split);
     let prefix = std::str::from_utf8(prefix).ok()?;
@@ -386,11 +413,17 @@ impl RedisStore {
         let (revoked, _) = broadcast::channel(1024);
         let (ready_tx, ready_rx) = watch::channel(false);
         let health = Arc::new(Health::new(&urls));
+        let cache = settings
+            .local_cache
+            .map(|c| Arc::new(LocalCache::new(c.ttl, c.max_bytes)));
         let subscriber = tokio::spawn(subscriber(
             urls,
             channel.clone(),
-            revoked.clone(),
-            ready_tx,
+            Listeners {
+                tx: revoked.clone(),
+                ready: ready_tx,
+                cache: cache.clone(),
+            },
             timeout,
             health.clone(),
         ))
@@ -408,6 +441,7 @@ impl RedisStore {
                 subscribed: ready_rx,
                 subscriber,
                 health,
+                cache,
             }),
         })
     }
@@ -442,10 +476,20 @@ impl RedisStore {
         result
     }
 
+    /// Tells this instance at once that these sessions ended (their cache entries go before
+    /// the caller answers); other instances hear it through Redis.
     fn publish_local(&self, sids: impl IntoIterator<Item = String>) {
         for sid in sids {
+            self.forget(&sid);
             // No receivers is fine.
             let _ = self.inner.revoked.send(sid);
+        }
+    }
+
+    /// Drops `session_id`'s cache entry (it changed).
+    fn forget(&self, session_id: &str) {
+        if let Some(c) = &self.inner.cache {
+            c.invalidate(session_id);
         }
     }
 
@@ -532,8 +576,18 @@ impl RedisStore {
         session_id: &str,
         now: Millis,
     ) -> Result<SessionCheck, StoreError> {
+        let cache = self.inner.cache.as_deref();
+        if let Some(answer) = cache.and_then(|c| c.answer(user_id, session_id, now)) {
+            return Ok(answer);
+        }
         let Some(sid) = sid_of_user(user_id, session_id) else {
             return Ok(SessionCheck::Unknown);
+        };
+        let ticket = cache.and_then(LocalCache::ticket);
+        let keep = |e: Option<(Entry<'_>, Millis)>| {
+            if let (Some(c), Some(t)) = (cache, ticket) {
+                c.put(t, session_id, e, now);
+            }
         };
         let key = self.user_key(user_id);
         let mut conn = self.inner.conn.clone();
@@ -541,17 +595,22 @@ impl RedisStore {
             .timed(redis::cmd("GET").arg(&key).query_async(&mut conn))
             .await?;
         let Some(doc) = doc else {
+            keep(None);
             return Ok(SessionCheck::Unknown);
         };
         let doc = record::upgrade(doc)?;
         let Some(r) = record::find(&doc, user_id, &sid)? else {
+            keep(None);
             return Ok(SessionCheck::Unknown);
         };
         let e = Entry(&doc[r]);
         let answer = e.check(now);
-        if answer == SessionCheck::Active && e.seen().0.saturating_add(TOUCH_EVERY) <= now.0 {
+        let mut seen = e.seen();
+        if answer == SessionCheck::Active && seen.0.saturating_add(TOUCH_EVERY) <= now.0 {
             self.touch(key, sid, now);
+            seen = now;
         }
+        keep(Some((e, seen)));
         Ok(answer)
     }
 
@@ -630,6 +689,8 @@ impl RedisStore {
         Ok(match code {
             1 => {
                 self.bump(&[(old, -1), (session.expires_at, 1)], now);
+                // Its expiry moved (the script told the other instances).
+                self.forget(&session.id);
                 RefreshOutcome::Rotated {
                     session,
                     token: format_token(&p.user_id, &p.sid, next),
@@ -977,15 +1038,33 @@ impl RedisStore {
         self.inner.revoked.subscribe()
     }
 
+    /// Whether the revocation subscription is up now ([`super::SessionStore::hears_revocations`]).
+    pub(crate) fn hears_revocations(&self) -> bool {
+        *self.inner.subscribed.borrow()
+    }
+
     /// Waits until the revocation subscription is up (at most `limit`); whether it is.
     #[cfg(test)]
     pub(crate) async fn wait_subscribed(&self, limit: Duration) -> bool {
+        self.wait_subscription(true, limit).await
+    }
+
+    /// Waits until the revocation subscription is `up` or down (at most `limit`); whether
+    /// it got there.
+    #[cfg(test)]
+    pub(crate) async fn wait_subscription(&self, up: bool, limit: Duration) -> bool {
         let mut rx = self.inner.subscribed.clone();
-        let up = matches!(
-            tokio::time::timeout(limit, rx.wait_for(|up| *up)).await,
+        let reached = matches!(
+            tokio::time::timeout(limit, rx.wait_for(|now| *now == up)).await,
             Ok(Ok(_))
         );
-        up
+        reached
+    }
+
+    /// The local cache's entries (0 without one).
+    #[cfg(test)]
+    pub(crate) fn cached_sessions(&self) -> u64 {
+        self.inner.cache.as_ref().map_or(0, |c| c.len())
     }
 
     pub(crate) async fn active_count(&self, now: Millis) -> Result<u64, StoreError> {
@@ -1022,15 +1101,25 @@ fn bad_url(e: RedisError) -> &'static str {
     "unusable Redis URL"
 }
 
-/// Keeps one subscription to the revocation channel, forwarding into `tx`.
+/// Who the subscriber tells.
+struct Listeners {
+    /// Ended sessions, and [`RECHECK_ALL`] after a gap ([`RedisStore::subscribe_revocations`]).
+    tx: broadcast::Sender<String>,
+    /// Whether the subscription is up.
+    ready: watch::Sender<bool>,
+    /// Forgets each changed session; trusted only while the subscription is up.
+    cache: Option<Arc<LocalCache>>,
+}
+
+/// Keeps one subscription to the revocation channel, forwarding into `to`.
 async fn subscriber(
     urls: Vec<String>,
     channel: String,
-    tx: broadcast::Sender<String>,
-    ready: watch::Sender<bool>,
+    to: Listeners,
     timeout: Duration,
     health: Arc<Health>,
 ) {
+    let Listeners { tx, ready, cache } = to;
     let mut attempt = 0usize;
     let mut delay = Duration::from_millis(100);
     let mut had_subscription = false;
@@ -1039,6 +1128,12 @@ async fn subscriber(
         match tokio::time::timeout(timeout * 2, subscribe_once(url, &channel)).await {
             Ok(Ok(pubsub)) => {
                 let (mut sink, mut stream) = pubsub.split();
+                // Whatever the cache held may have missed a change while we were away (or
+                // before we first subscribed): it starts empty, and is trusted from now on,
+                // messages being delivered from here.
+                if let Some(c) = &cache {
+                    c.trust_afresh();
+                }
                 if had_subscription {
                     let _ = tx.send(RECHECK_ALL.to_owned());
                 }
@@ -1051,11 +1146,20 @@ async fn subscriber(
                 loop {
                     tokio::select! {
                         msg = stream.next() => match msg {
-                            Some(m) => {
-                                if let Some(sid) = decode_revocation(m.get_payload_bytes()) {
+                            Some(m) => match decode_revocation(m.get_payload_bytes()) {
+                                Some(Change::Ended(sid)) => {
+                                    if let Some(c) = &cache {
+                                        c.invalidate(&sid);
+                                    }
                                     let _ = tx.send(sid);
                                 }
-                            }
+                                Some(Change::Rotated(sid)) => {
+                                    if let Some(c) = &cache {
+                                        c.invalidate(&sid);
+                                    }
+                                }
+                                None => {}
+                            },
                             None => break,
                         },
                         _ = ping.tick() => {
@@ -1065,6 +1169,11 @@ async fn subscriber(
                             }
                         }
                     }
+                }
+                // Before anyone can see the subscription down: from here on every check reads
+                // Redis, until the next subscription empties the cache.
+                if let Some(c) = &cache {
+                    c.distrust();
                 }
                 ready.send_replace(false);
                 health.lost(&"the revocation subscription was lost");
@@ -1109,11 +1218,13 @@ mod tests {
     fn revocation_payload() {
         let mut p = b"MTAwMQ.".to_vec();
         p.extend_from_slice(&[0xfb; 16]);
-        assert_eq!(
-            decode_revocation(&p).as_deref(),
-            Some(format!("MTAwMQ.{}", b64(&[0xfb; 16])).as_str())
-        );
+        let sid = format!("MTAwMQ.{}", b64(&[0xfb; 16]));
+        assert_eq!(decode_revocation(&p), Some(Change::Ended(sid.clone())));
+        let mut r = b"~".to_vec();
+        r.extend_from_slice(&p);
+        assert_eq!(decode_revocation(&r), Some(Change::Rotated(sid)));
         assert_eq!(decode_revocation(&[0; 16]), None);
         assert_eq!(decode_revocation(b"x"), None);
+        assert_eq!(decode_revocation(b"~"), None);
     }
 }

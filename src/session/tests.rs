@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::ids::{format_sid, format_token, random};
+use super::redis::TOUCH_EVERY;
 use super::testutil::{RedisCluster, RedisServer};
 use super::*;
 
@@ -15,8 +16,16 @@ fn settings() -> StoreSettings {
         refresh_key: RefreshKey::new(&[42; 32]),
         reuse_grace: Duration::from_secs(GRACE),
         tombstone_ttl: Duration::from_secs(TOMB),
+        // The whole suite runs with the Redis store's local cache on, as deployed.
+        local_cache: Some(CACHE),
     }
 }
+
+/// The local cache of the suite's Redis stores: the default TTL.
+const CACHE: CacheSettings = CacheSettings {
+    ttl: Duration::from_secs(5),
+    max_bytes: 1 << 20,
+};
 
 /// A duration in whole seconds (the suite's offsets from its `t`).
 fn secs(n: u64) -> Duration {
@@ -1894,4 +1903,499 @@ async fn lockout_window_and_duration_are_bounded_to_the_millisecond(f: Fixture) 
             );
         }
     }
+}
+
+// ---- Redis local cache (cache.rs) --------------------------------------------------------
+
+/// Commands the server has run (`INFO commandstats`), but for the test's own `INFO`, the
+/// subscriber's keep-alive `PING` and the active-session counters (`HINCRBY`, `EXPIRE`,
+/// `HDEL`), which a login, rotation or end updates in the background, a moment later.
+fn commands_run(server: &RedisServer) -> u64 {
+    const ASIDE: [&str; 5] = ["info:", "ping:", "hincrby:", "expire:", "hdel:"];
+    let info = server.command(&["INFO", "commandstats"]).expect("INFO");
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| !ASIDE.iter().any(|a| l.starts_with(a)))
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Two instances (A and B) on one Redis, with the given local cache.
+async fn two_instances(cache: CacheSettings) -> Option<(RedisServer, RedisStore, RedisStore)> {
+    let server = RedisServer::start()?;
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        let s = RedisStore::connect(
+            RedisTarget::Single(server.url()),
+            "authgate:",
+            StoreSettings {
+                local_cache: Some(cache),
+                ..settings()
+            },
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("connect");
+        assert!(s.wait_subscribed(Duration::from_secs(5)).await);
+        stores.push(s);
+    }
+    let b = stores.pop()?;
+    let a = stores.pop()?;
+    Some((server, a, b))
+}
+
+/// Checks `id` on `s` at `t`, asserting that it took no Redis command.
+async fn check_from_cache(
+    server: &RedisServer,
+    s: &RedisStore,
+    user: &str,
+    id: &str,
+    t: Millis,
+) -> SessionCheck {
+    let before = commands_run(server);
+    let answer = s.check(user, id, t).await.unwrap();
+    assert_eq!(
+        commands_run(server),
+        before,
+        "a cached check ran a Redis command"
+    );
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_repeat_checks_run_no_command() {
+    let Some((server, a, b)) = two_instances(CACHE).await else {
+        return;
+    };
+    let t = Millis::now();
+    let c = a.create(new("u", "web"), Some(1), life(), t).await.unwrap();
+    let id = &c.session.id;
+    for s in [&a, &b] {
+        let before = commands_run(&server);
+        assert_eq!(s.check("u", id, t).await.unwrap(), SessionCheck::Active);
+        assert_eq!(
+            commands_run(&server),
+            before + 1,
+            "the first check reads Redis once"
+        );
+        for i in 0..200 {
+            let at = t + Duration::from_millis(i * 10);
+            assert_eq!(
+                check_from_cache(&server, s, "u", id, at).await,
+                SessionCheck::Active
+            );
+        }
+    }
+    // Unknown and malformed ids are answered locally too once seen.
+    let ghost = format_sid("u", &random());
+    assert_eq!(
+        b.check("u", &ghost, t).await.unwrap(),
+        SessionCheck::Unknown
+    );
+    assert_eq!(
+        check_from_cache(&server, &b, "u", &ghost, t).await,
+        SessionCheck::Unknown
+    );
+    // A token of another user naming this session: refused, from the cache as by Redis.
+    assert_eq!(
+        check_from_cache(&server, &b, "v", id, t).await,
+        SessionCheck::Unknown
+    );
+}
+
+/// Every kind of end on instance A is refused on instance B once B has heard of it (its
+/// revocation arrived), though B had the session cached as active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_ends_on_one_instance_are_refused_on_another() {
+    // A TTL that cannot be what refuses them.
+    let long = CacheSettings {
+        ttl: Duration::from_secs(600),
+        ..CACHE
+    };
+    let Some((server, a, b)) = two_instances(long).await else {
+        return;
+    };
+    let mut heard = b.subscribe_revocations();
+    let t = Millis::now();
+    let (srv, bb) = (&server, &b);
+    let cached = move |id: String| async move {
+        assert_eq!(bb.check("u", &id, t).await.unwrap(), SessionCheck::Active);
+        assert_eq!(
+            check_from_cache(srv, bb, "u", &id, t).await,
+            SessionCheck::Active
+        );
+        id
+    };
+
+    // Logout.
+    let s1 = cached(
+        a.create(new("u", "web"), None, life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
+    assert!(a.end("u", &s1, EndReason::Logout, t).await.unwrap());
+    // Admin revoke by id (the same script; a removed user's sessions end this way too).
+    let s2 = cached(
+        a.create(new("u", "web"), None, life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
+    assert!(a
+        .end(&user_id_of(&s2).unwrap(), &s2, EndReason::Revoked, t)
+        .await
+        .unwrap());
+    // Logout everywhere.
+    let s3 = cached(
+        a.create(new("u", "h5"), None, life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
+    // Kick-out: a newer login on the same platform beyond max_sessions.
+    let s4 = cached(
+        a.create(new("u", "app"), Some(1), life(), t)
+            .await
+            .unwrap()
+            .session
+            .id,
+    )
+    .await;
+    let s5 = a.create(new("u", "app"), Some(1), life(), t).await.unwrap();
+    assert_eq!(s5.kicked, vec![s4.clone()]);
+    // Theft: the parent presented again after the grace.
+    let s6 = a.create(new("u", "tv"), None, life(), t).await.unwrap();
+    let s6_id = cached(s6.session.id.clone()).await;
+    rotated(
+        a.refresh(s6.refresh_token.as_str(), life(), t)
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        a.refresh(s6.refresh_token.as_str(), life(), t + secs(GRACE + 1))
+            .await
+            .unwrap(),
+        RefreshOutcome::Theft { .. }
+    ));
+    let mut ended = vec![s1.clone(), s2.clone(), s4.clone(), s6_id.clone()];
+    let all = a.end_all("u", EndReason::Logout, t).await.unwrap();
+    assert_eq!(all, 2, "s3 and s5");
+    ended.push(s3.clone());
+    ended.push(s5.session.id.clone());
+    let mut got = Vec::new();
+    while got.len() < ended.len() {
+        got.push(next_revocation(&mut heard).await);
+    }
+    got.sort();
+    ended.sort();
+    assert_eq!(got, ended);
+    let at = t + secs(GRACE + 1);
+    for (id, want) in [
+        (&s1, SessionCheck::Ended(EndReason::Logout)),
+        (&s2, SessionCheck::Ended(EndReason::Revoked)),
+        (&s3, SessionCheck::Ended(EndReason::Logout)),
+        (&s4, SessionCheck::Ended(EndReason::Replaced)),
+        (&s6_id, SessionCheck::Ended(EndReason::Theft)),
+    ] {
+        assert_eq!(b.check("u", id, at).await.unwrap(), want, "{id}");
+        // And the ended state is what is cached now.
+        assert_eq!(
+            check_from_cache(&server, &b, "u", id, at).await,
+            want,
+            "{id}"
+        );
+    }
+}
+
+/// A rotation on A that shortens a session's expiry (a reload to a shorter `refresh_ttl`)
+/// reaches B's cache, although B's entry would be trusted for a minute yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_hears_rotations() {
+    let long = CacheSettings {
+        ttl: Duration::from_secs(600),
+        ..CACHE
+    };
+    let Some((server, a, b)) = two_instances(long).await else {
+        return;
+    };
+    let mut heard = b.subscribe_revocations();
+    let t = Millis::now();
+    let c = a.create(new("u", "web"), None, life(), t).await.unwrap();
+    let id = &c.session.id;
+    assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
+    let short = Lifetimes {
+        refresh_ttl: secs(10),
+        max_lifetime: None,
+    };
+    rotated(
+        a.refresh(c.refresh_token.as_str(), short, t + secs(1))
+            .await
+            .unwrap(),
+    );
+    // A marker after the rotation: the channel is ordered, so once B hears the marker it has
+    // heard the rotation.
+    let marker = a.create(new("m", "web"), None, life(), t).await.unwrap();
+    assert!(a
+        .end("m", &marker.session.id, EndReason::Logout, t)
+        .await
+        .unwrap());
+    assert_eq!(next_revocation(&mut heard).await, marker.session.id);
+    assert_eq!(
+        b.check("u", id, t + secs(12)).await.unwrap(),
+        SessionCheck::Ended(EndReason::Expired)
+    );
+    // The other way: an expiry that moved later (a refresh elsewhere) is never answered
+    // from the old entry as expired: past its cached expiry, B asks Redis.
+    let d = a.create(new("w", "web"), None, short, t).await.unwrap();
+    assert_eq!(
+        b.check("w", &d.session.id, t).await.unwrap(),
+        SessionCheck::Active
+    );
+    assert_eq!(
+        check_from_cache(&server, &b, "w", &d.session.id, t + secs(9)).await,
+        SessionCheck::Active
+    );
+    rotated(
+        a.refresh(d.refresh_token.as_str(), short, t + secs(9))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        b.check("w", &d.session.id, t + secs(15)).await.unwrap(),
+        SessionCheck::Active
+    );
+}
+
+/// Checks on B racing an end on A: no check that starts after B heard the revocation
+/// answers active (a read that was at Redis during the end does not put the old state back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cache_never_passes_a_session_once_its_revocation_arrived() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some((_server, a, b)) = two_instances(CACHE).await else {
+        return;
+    };
+    for round in 0..20 {
+        let mut heard = b.subscribe_revocations();
+        let t = Millis::now();
+        let user = format!("u{round}");
+        let c = a.create(new(&user, "web"), None, life(), t).await.unwrap();
+        let id = c.session.id.clone();
+        let arrived = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (b, id, user, arrived) = (b.clone(), id.clone(), user.clone(), arrived.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut after = 0;
+                while after < 50 {
+                    let late = arrived.load(Ordering::SeqCst);
+                    let answer = b.check(&user, &id, Millis::now()).await.unwrap();
+                    if late {
+                        assert_ne!(answer, SessionCheck::Active, "passed after the revocation");
+                        after += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        assert!(a
+            .end(&user, &id, EndReason::Logout, Millis::now())
+            .await
+            .unwrap());
+        assert_eq!(next_revocation(&mut heard).await, id);
+        arrived.store(true, Ordering::SeqCst);
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// While B's subscription is down B reads Redis for every check; an end during the gap is
+/// honoured once B is subscribed again (its cache was emptied), though B had cached the
+/// session as active before the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_is_bypassed_while_the_subscription_is_down() {
+    let long = CacheSettings {
+        ttl: Duration::from_secs(600),
+        ..CACHE
+    };
+    let Some((server, a, b)) = two_instances(long).await else {
+        return;
+    };
+    let mut heard = b.subscribe_revocations();
+    let t = Millis::now();
+    let c = a.create(new("u", "web"), None, life(), t).await.unwrap();
+    let id = &c.session.id;
+    assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, t).await,
+        SessionCheck::Active
+    );
+
+    server
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("CLIENT KILL");
+    assert!(b.wait_subscription(false, Duration::from_secs(5)).await);
+    let before = commands_run(&server);
+    assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
+    assert!(
+        commands_run(&server) > before,
+        "a check during the gap reads Redis"
+    );
+    // Ended during the gap: B cannot hear it.
+    assert!(a.end("u", id, EndReason::Logout, t).await.unwrap());
+    // B is back, and says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, heard.recv())
+            .await
+            .expect("re-check marker")
+            .unwrap();
+        if msg == RECHECK_ALL {
+            break;
+        }
+    }
+    assert_eq!(
+        b.check("u", id, t).await.unwrap(),
+        SessionCheck::Ended(EndReason::Logout)
+    );
+}
+
+/// A change the channel does not tell (here the user's key deleted by hand) is seen once the
+/// entry is older than the TTL, by the clock passed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_ttl_is_the_safety_net() {
+    let Some((server, a, b)) = two_instances(CACHE).await else {
+        return;
+    };
+    let t = Millis::now();
+    let c = a.create(new("u", "web"), None, life(), t).await.unwrap();
+    let id = &c.session.id;
+    assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
+    let mut conn = raw(&server).await;
+    let () = ::redis::cmd("DEL")
+        .arg("authgate:{u:u}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let last_trusted = t + CACHE.ttl - Duration::from_millis(1);
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, last_trusted).await,
+        SessionCheck::Active
+    );
+    assert_eq!(
+        b.check("u", id, t + CACHE.ttl).await.unwrap(),
+        SessionCheck::Unknown
+    );
+}
+
+/// The background last-seen write still happens about once a minute of checks, though the
+/// checks are answered from the cache in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_still_touches_last_seen() {
+    let long = CacheSettings {
+        ttl: Duration::from_secs(600),
+        ..CACHE
+    };
+    let Some((server, a, b)) = two_instances(long).await else {
+        return;
+    };
+    let t = Millis::now();
+    let c = a.create(new("u", "web"), None, life(), t).await.unwrap();
+    let id = &c.session.id;
+    assert_eq!(b.check("u", id, t).await.unwrap(), SessionCheck::Active);
+    let minute = Duration::from_millis(TOUCH_EVERY);
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, t + minute - Duration::from_millis(1)).await,
+        SessionCheck::Active
+    );
+    assert_eq!(
+        b.check("u", id, t + minute).await.unwrap(),
+        SessionCheck::Active
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.get("u", id).await.unwrap().unwrap().last_seen_at != t + minute {
+        assert!(Instant::now() < deadline, "last_seen_at not moved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Touched: answered locally again until the next minute.
+    assert_eq!(
+        check_from_cache(&server, &b, "u", id, t + minute + secs(30)).await,
+        SessionCheck::Active
+    );
+}
+
+/// `local_cache_max_bytes` bounds what one instance keeps, however many sessions it sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_size_is_capped() {
+    let small = CacheSettings {
+        max_bytes: 16 * 1024,
+        ..CACHE
+    };
+    let Some((_server, a, b)) = two_instances(small).await else {
+        return;
+    };
+    let t = Millis::now();
+    for i in 0..300 {
+        let user = format!("user-{i:03}");
+        let c = a.create(new(&user, "web"), None, life(), t).await.unwrap();
+        assert_eq!(
+            b.check(&user, &c.session.id, t).await.unwrap(),
+            SessionCheck::Active
+        );
+    }
+    let per_entry = u64::from(super::cache::ENTRY_BYTES) + 40;
+    let most = small.max_bytes / per_entry + 1;
+    let held = b.cached_sessions();
+    assert!(held <= most && held > 0, "{held} entries, at most {most}");
+}
+
+/// `cargo test --release --lib local_cache_rss_per_entry -- --ignored --nocapture`
+/// (alone: other tests in the process would distort RSS). What `cache::ENTRY_BYTES` is set
+/// from.
+#[test]
+#[ignore]
+fn local_cache_rss_per_entry() {
+    let n = 200_000u64;
+    let cache = super::cache::LocalCache::new(Duration::from_secs(600), u64::MAX);
+    cache.trust_afresh();
+    let t = Millis::now();
+    let rec = record::encode(
+        &browser_session(0),
+        &[1; 16],
+        &[2; 16],
+        t,
+        t + Duration::from_secs(3600),
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..n)
+        .map(|i| format_sid(&format!("user-{i}"), &random()))
+        .collect();
+    let id_bytes: u64 = ids.iter().map(|i| i.len() as u64).sum::<u64>() / n;
+    let before = rss_bytes();
+    for id in &ids {
+        let ticket = cache.ticket().unwrap();
+        cache.put(ticket, id, Some((record::Entry(&rec), t)), t);
+    }
+    let held = cache.len();
+    let after = rss_bytes();
+    println!(
+        "local cache: {} bytes of RSS per entry ({held} entries, ids of {id_bytes} bytes)",
+        (after - before) / held.max(1)
+    );
 }

@@ -399,7 +399,7 @@ async fn the_endpoint_is_rate_limited_per_ip_and_stores_only_what_it_answered(st
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_outage_is_503_for_challenges_and_logins() {
     let mut gw = gateway!(conf(StoreKind::Redis, "mode = \"after_failures\""));
-    gw.redis().stop();
+    gw.stop_redis().await;
     let r = gw.get("/auth/captcha", &[]).await;
     r.assert_error(503, "store_unavailable");
     assert_eq!(r.header("retry-after"), Some("1"));

@@ -309,7 +309,7 @@ async fn store_down(front: Front) {
             .status,
         200
     );
-    gw.redis().stop();
+    gw.stop_redis().await;
     let r = call(&via, "GET", "/api/me", Some(&alice.access), &[]).await;
     assert_refused(front, &r, 503, "store_unavailable");
     assert!(r.header("retry-after").is_some(), "{name}: {:?}", r.headers);

@@ -305,7 +305,7 @@ async fn redis_lost_and_back_are_one_line_each() {
     gw.assert_passes(&p).await;
     let at = format!("127.0.0.1:{}", gw.redis().port());
     gw.redis().save();
-    gw.redis().stop();
+    gw.stop_redis().await;
     for _ in 0..3 {
         gw.get_auth("/api/me", &p.access)
             .await

@@ -24,6 +24,9 @@ use crate::support::*;
 #[path = "session_faults.rs"]
 mod faults;
 
+#[path = "session_cache.rs"]
+mod cache;
+
 both_stores!(
     login_answers_a_full_token_pair,
     login_refuses_bad_input_with_400,

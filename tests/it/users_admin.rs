@@ -285,7 +285,7 @@ async fn store_down_during_the_reload_is_retried() {
     let mut gw = gateway!(Conf::new().store(StoreKind::Redis).run_from_file());
     let bob = gw.login_ok("bob", "web").await;
     gw.redis().save();
-    gw.redis().stop();
+    gw.stop_redis().await;
     std::fs::write(gw.dir.path().join("users.toml"), users_without("bob")).unwrap();
     admin_reload(&gw).await;
     // The readiness probe's refusal is an admin error like the others.

@@ -295,7 +295,7 @@ async fn a_store_outage_is_503_with_retry_after_and_x_auth_error() {
     let mut gw = gateway!(Conf::new().store(StoreKind::Redis).server(TRUST_LOOPBACK));
     let alice = gw.login_ok("alice", "web").await;
     assert_eq!(gw.verify("/api/x", Some(&alice.access)).await.status, 200);
-    gw.redis().stop();
+    gw.stop_redis().await;
     let r = gw.verify("/api/x", Some(&alice.access)).await;
     r.assert_error(503, "store_unavailable");
     assert_eq!(r.header("x-auth-error"), Some("store_unavailable"));

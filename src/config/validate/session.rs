@@ -1,8 +1,17 @@
 //! `[session]`: the store (memory or Redis, its URLs), the mode, what to do when the store
 //! fails, and whether stateful sessions can work at all with the login backend chosen.
 
+use std::time::Duration;
+
 use super::Cx;
-use crate::config::{file, OnStoreError, Session, SessionMode, StoreKind, Token};
+use crate::config::{
+    duration, file, LocalCache, OnStoreError, Session, SessionMode, StoreKind, Token,
+};
+
+/// The longest `session.local_cache_ttl`.
+const MAX_LOCAL_CACHE_TTL: Duration = Duration::from_secs(600);
+/// The smallest `session.local_cache_max_bytes` (a few entries).
+const MIN_LOCAL_CACHE_BYTES: u64 = 4096;
 
 impl Cx<'_> {
     pub(super) fn session(&mut self, f: &file::SessionFile) -> Session {
@@ -51,7 +60,40 @@ impl Cx<'_> {
                 file::OnStoreErrorName::AllowStateless => OnStoreError::AllowStateless,
             },
             refresh_reuse_grace,
+            local_cache: self.local_cache(f),
         }
+    }
+
+    /// `local_cache`, `local_cache_ttl`, `local_cache_max_bytes`. The TTL is the safety net
+    /// behind the revocation channel, so it is kept short: at most ten minutes.
+    fn local_cache(&mut self, f: &file::SessionFile) -> Option<LocalCache> {
+        let ttl = self.duration("session.local_cache_ttl", &f.local_cache_ttl);
+        if ttl.is_zero() && duration::parse(&f.local_cache_ttl).is_ok() {
+            self.problem(
+                "session.local_cache_ttl",
+                "must be at least 1ms (turn the cache off with local_cache = false)",
+            );
+        }
+        if ttl > MAX_LOCAL_CACHE_TTL {
+            self.problem(
+                "session.local_cache_ttl",
+                format!(
+                    "must be at most {}: it bounds how long a revocation the channel missed \
+                     goes unseen",
+                    duration::format(MAX_LOCAL_CACHE_TTL)
+                ),
+            );
+        }
+        if f.local_cache_max_bytes < MIN_LOCAL_CACHE_BYTES {
+            self.problem(
+                "session.local_cache_max_bytes",
+                format!("must be at least {MIN_LOCAL_CACHE_BYTES}"),
+            );
+        }
+        f.local_cache.then_some(LocalCache {
+            ttl,
+            max_bytes: f.local_cache_max_bytes,
+        })
     }
 
     /// `login.backend = "none"` with `session.mode = "stateful"` needs sessions that some other
@@ -106,6 +148,10 @@ mod tests {
             // is not a duration at all (the store keeps milliseconds).
             ("[session]\nrefresh_reuse_grace = \"500us\"", "session.refresh_reuse_grace", "not a duration: the finest unit is the millisecond"),
             ("[session]\nrefresh_reuse_grace = \"3000001d\"", "session.refresh_reuse_grace", "longer than the session store can represent"),
+            ("[session]\nlocal_cache_ttl = \"0s\"", "session.local_cache_ttl", "at least 1ms"),
+            ("[session]\nlocal_cache_ttl = \"11m\"", "session.local_cache_ttl", "at most 10m"),
+            ("[session]\nlocal_cache_ttl = \"soon\"", "session.local_cache_ttl", "not a duration"),
+            ("[session]\nlocal_cache_max_bytes = 100", "session.local_cache_max_bytes", "at least 4096"),
         ];
         assert_rules(cases);
     }

@@ -1,4 +1,4 @@
--- Rotates a refresh token.
+-- Rotates a refresh token (and says so on the channel, for the local caches).
 -- KEYS[1] the user's key
 -- ARGV: now, sid, hash of the presented token, hash of its successor, grace, refresh ttl,
 --       max lifetime (0: none), tombstone ttl, channel, sid prefix; times and durations in ms
@@ -31,6 +31,8 @@ if cur == presented then
   e = set48(e, EXPIRES, exp)
   list[i] = e
   save(KEYS[1], list, now)
+  -- Its expiry moved: the other instances' local caches forget it ('~': not an end).
+  redis.call('PUBLISH', ARGV[9], '~' .. ARGV[10] .. s)
   return {1, old, e}
 end
 if gen > 0 and par == presented then

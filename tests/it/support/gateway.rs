@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use authgate::app::App;
 use authgate::clock::Millis;
@@ -499,6 +499,42 @@ impl Gateway {
     /// The test's own `redis-server` (Redis gateways only).
     pub fn redis(&mut self) -> &mut RedisServer {
         self.redis.as_mut().expect("a Redis test")
+    }
+
+    /// Kills the test's `redis-server` and waits until the gateway has noticed (its
+    /// revocation subscription is down, so its local session cache answers nothing): a
+    /// request sent at once could otherwise still be answered from the cache, a moment
+    /// before the gateway hears of the loss.
+    pub async fn stop_redis(&mut self) {
+        self.redis().stop();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.app.store.hears_revocations() {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not notice Redis stopping"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Asserts that `access` is refused with 401 `code` within two seconds, asking again
+    /// meanwhile: for a change made on another instance, which reaches this one's local
+    /// session cache through the revocation channel a moment later.
+    pub async fn until_refused(&self, access: &str, code: &str) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let r = self.get_auth("/api/me", access).await;
+            if r.status == 401 {
+                assert_eq!(r.code(), code, "{}", String::from_utf8_lossy(&r.body));
+                return;
+            }
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            assert!(
+                Instant::now() < deadline,
+                "still passing 2 s after the change elsewhere"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Waits (bounded) until the admin `/readyz` answers 200: the store is back.
