@@ -30,10 +30,12 @@
 //! ([`SessionStore::put_captcha`], [`SessionStore::take_captcha`]) live here too, so several
 //! instances share them.
 
+mod breaker;
 pub mod ids;
 pub mod memory;
 pub(crate) mod record;
 pub mod redis;
+mod sentinel;
 
 #[cfg(test)]
 mod tests;
@@ -266,8 +268,10 @@ impl SessionStore {
     /// subscriber belongs to the store (ended when it is dropped), so that connections
     /// draining after the signal still hear revocations.
     pub(crate) fn spawn_sweeper(&self, stop: crate::shutdown::Signal) {
-        if let Self::Memory(m) = self {
-            m.spawn_sweeper(stop);
+        match self {
+            Self::Memory(m) => m.spawn_sweeper(stop),
+            // Its per-instance lock-out fallback (used while Redis is unreachable).
+            Self::Redis(r) => r.spawn_sweeper(stop),
         }
     }
 

@@ -103,7 +103,11 @@ async fn redis_killed_during_traffic_denies_with_503_then_recovers() {
         .assert_error(401, "invalid_token");
     // The endpoints that need the store: 503, never a 401.
     assert_store_down(&gw.login("alice", ALICE_PW).await, "login");
-    assert_store_down(&gw.login("alice", "wrong").await, "a wrong login");
+    // A wrong password is still a wrong password: the lock-out counts on in this instance
+    // (see `lockout_still_bites_while_redis_is_down`).
+    gw.login("alice", "wrong")
+        .await
+        .assert_error(401, "invalid_credentials");
     assert_store_down(&gw.refresh(&alice.refresh).await, "refresh");
     assert_store_down(
         &gw.with_token("POST", "/auth/logout", &alice.access).await,
@@ -425,4 +429,78 @@ async fn the_gateway_starts_while_redis_is_down_and_picks_it_up() {
     gw.until_ready("/readyz once Redis is up").await;
     let p = gw.login_ok("alice", "web").await;
     gw.assert_passes(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_breaker_fails_fast_while_redis_is_down_and_closes_when_it_is_back() {
+    let mut gw = gateway!(Conf::new().store(StoreKind::Redis));
+    let alice = gw.login_ok("alice", "web").await;
+    let rejections = "authgate_store_breaker_rejections_total";
+    gw.redis().stop();
+    // The calls that find Redis gone open the breaker...
+    for _ in 0..5 {
+        assert_store_down(&gw.get_auth("/api/x", &alice.access).await, "Redis gone");
+    }
+    // ...and then every request is refused by it, without a network call: each one is
+    // counted as a rejection (a lower bound: the registry is shared by the tests).
+    let before = metric(&gw.admin, rejections, &[]).await;
+    for _ in 0..20 {
+        assert_store_down(&gw.get_auth("/api/x", &alice.access).await, "breaker open");
+    }
+    let after = metric(&gw.admin, rejections, &[]).await;
+    assert!(after - before >= 20.0, "rejections {before} -> {after}");
+    // Without a token nothing needs the store.
+    assert_eq!(gw.get("/public/x", &[]).await.status, 200);
+
+    gw.redis().restart();
+    let probe = gw.probe();
+    let token = alice.access.clone();
+    poll_until(
+        "a probe to close the breaker",
+        || probe.get_auth("/api/x", &token),
+        |r| r.status == 200,
+    )
+    .await;
+    gw.assert_passes(&alice).await;
+    gw.until_ready("/readyz with the breaker closed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lockout_still_bites_while_redis_is_down() {
+    let mut gw = gateway!(Conf::new()
+        .store(StoreKind::Redis)
+        .lockout("max_failures = 4"));
+    let admin = gw.admin.clone();
+    let degraded = |op: &'static str| {
+        let admin = admin.clone();
+        async move { metric(&admin, "authgate_lockout_degraded_total", &[&format!("op=\"{op}\"")]).await }
+    };
+    gw.redis().stop();
+    let before = degraded("record_failure").await;
+    // Each failure counts twice in this instance while Redis is gone: locked at the second.
+    gw.login("bob", "wrong")
+        .await
+        .assert_error(401, "invalid_credentials");
+    gw.login("bob", "wrong")
+        .await
+        .assert_error(401, "invalid_credentials");
+    let r = gw.login("bob", BOB_PW).await;
+    r.assert_error(429, "account_locked");
+    assert!(r.header("retry-after").is_some());
+    assert!(degraded("record_failure").await - before >= 2.0);
+    // Another account is not locked; its right password gets a 503, never a token that was
+    // not stored.
+    gw.login("alice", "wrong")
+        .await
+        .assert_error(401, "invalid_credentials");
+    assert_store_down(&gw.login("alice", ALICE_PW).await, "a login with Redis down");
+
+    // Redis back (empty): the lock made here meanwhile still holds on this instance.
+    gw.redis().restart();
+    gw.until_ready("/readyz after the restart").await;
+    gw.login("bob", BOB_PW)
+        .await
+        .assert_error(429, "account_locked");
+    let alice = gw.login_ok("alice", "web").await;
+    gw.assert_passes(&alice).await;
 }

@@ -27,7 +27,7 @@ pub use front::*;
 pub use gateway::*;
 pub use idp::*;
 pub use jwt::*;
-pub use redis::{installed_or_skip, program_or_skip};
+pub use redis::{installed_or_skip, program_or_skip, RedisSentinels};
 pub use upstream::*;
 pub use users::*;
 pub use wait::*;
