@@ -103,12 +103,17 @@ impl Breaker {
             return false;
         }
         if probe {
-            self.open_until
-                .store(self.ms(now) + self.cool_down.as_millis() as u64, Ordering::Release);
+            self.open_until.store(
+                self.ms(now) + self.cool_down.as_millis() as u64,
+                Ordering::Release,
+            );
             self.probing.store(false, Ordering::Release);
             return false;
         }
-        let n = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         n >= self.threshold
             && self
                 .open_until
@@ -146,7 +151,10 @@ mod tests {
         }
         assert!(!b.is_open());
         let a = b.admit(at(10));
-        assert!(b.settle(&a, false, at(10)), "the third failure in a row opens it");
+        assert!(
+            b.settle(&a, false, at(10)),
+            "the third failure in a row opens it"
+        );
         assert!(b.is_open());
         assert_eq!(b.admit(at(10)), Admit::Reject);
         assert_eq!(b.admit(at(1009)), Admit::Reject, "still cooling down");

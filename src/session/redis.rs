@@ -498,8 +498,7 @@ impl RedisStore {
         if admitted == Admit::Reject {
             metrics::counter!("authgate_store_breaker_rejections_total").increment(1);
             return Err(StoreError::Unavailable(
-                "circuit open: Redis failed repeatedly, not asked again until the cool-down"
-                    .into(),
+                "circuit open: Redis failed repeatedly, not asked again until the cool-down".into(),
             ));
         }
         // Gives the probe back if this call is dropped before it settles.

@@ -1915,7 +1915,10 @@ async fn redis_breaker_opens_fails_fast_without_connecting_and_a_probe_closes_it
     // Five calls in a row that reach nothing open it.
     let mut calls = 0;
     while !redis.breaker_open() {
-        assert!(calls < super::breaker::FAILURES, "still closed after {calls} failures");
+        assert!(
+            calls < super::breaker::FAILURES,
+            "still closed after {calls} failures"
+        );
         assert!(matches!(
             store.check("u", &sid, t).await,
             Err(StoreError::Unavailable(_))
@@ -1979,7 +1982,10 @@ async fn redis_lockout_degrades_to_weighted_local_counters_and_keeps_their_locks
     assert_eq!(store.locked_until("u:a", t).await.unwrap(), Some(until));
     assert_eq!(store.locked_until("u:b", t).await.unwrap(), None);
     // Captcha challenges too: issued and spent here.
-    store.put_captcha("c1", "x7kq2", secs(120), t).await.unwrap();
+    store
+        .put_captcha("c1", "x7kq2", secs(120), t)
+        .await
+        .unwrap();
     assert_eq!(
         store.captcha_answer("c1", t).await.unwrap().as_deref(),
         Some("x7kq2")

@@ -57,7 +57,8 @@ async fn a_failover_under_load_answers_200_or_503_and_loses_no_acknowledged_sess
         .expect("a replica");
     let on_replica = replica.keys(&format!("{}*", gw.prefix));
     assert!(
-        on_replica.iter().any(|k| k.contains("1001")) && on_replica.iter().any(|k| k.contains("2002")),
+        on_replica.iter().any(|k| k.contains("1001"))
+            && on_replica.iter().any(|k| k.contains("2002")),
         "the sessions were on the replica when the login answered: {on_replica:?}"
     );
 

@@ -482,7 +482,14 @@ async fn lockout_still_bites_while_redis_is_down() {
     let admin = gw.admin.clone();
     let degraded = |op: &'static str| {
         let admin = admin.clone();
-        async move { metric(&admin, "authgate_lockout_degraded_total", &[&format!("op=\"{op}\"")]).await }
+        async move {
+            metric(
+                &admin,
+                "authgate_lockout_degraded_total",
+                &[&format!("op=\"{op}\"")],
+            )
+            .await
+        }
     };
     gw.redis().stop();
     let before = degraded("record_failure").await;
@@ -502,7 +509,10 @@ async fn lockout_still_bites_while_redis_is_down() {
     gw.login("alice", "wrong")
         .await
         .assert_error(401, "invalid_credentials");
-    assert_store_down(&gw.login("alice", ALICE_PW).await, "a login with Redis down");
+    assert_store_down(
+        &gw.login("alice", ALICE_PW).await,
+        "a login with Redis down",
+    );
 
     // Redis back (empty): the lock made here meanwhile still holds on this instance.
     gw.redis().restart();

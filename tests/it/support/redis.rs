@@ -421,14 +421,10 @@ impl RedisSentinels {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             let master = self.master_port();
-            let replicas_up = self
-                .nodes
-                .iter()
-                .filter(|n| n.port != master)
-                .all(|n| {
-                    n.command(&["INFO", "replication"])
-                        .is_ok_and(|i| i.contains("master_link_status:up"))
-                });
+            let replicas_up = self.nodes.iter().filter(|n| n.port != master).all(|n| {
+                n.command(&["INFO", "replication"])
+                    .is_ok_and(|i| i.contains("master_link_status:up"))
+            });
             let sentinels_agree = self.sentinels.iter().all(|(_, port, _)| {
                 match call_port(*port, &["SENTINEL", "MASTER", Self::NAME]) {
                     Ok(Reply::Many(f)) => {
@@ -463,12 +459,16 @@ impl RedisSentinels {
     pub fn failover(&self) -> u16 {
         let old = self.master_port();
         let ok = call_port(self.sentinels[0].1, &["SENTINEL", "FAILOVER", Self::NAME]);
-        assert!(matches!(ok, Ok(Reply::One(ref s)) if s == "OK"), "SENTINEL FAILOVER: {ok:?}");
+        assert!(
+            matches!(ok, Ok(Reply::One(ref s)) if s == "OK"),
+            "SENTINEL FAILOVER: {ok:?}"
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let new = self.master_port();
             if new != old
-                && self.node(new)
+                && self
+                    .node(new)
                     .command(&["INFO", "replication"])
                     .is_ok_and(|i| i.contains("role:master"))
             {
@@ -497,8 +497,8 @@ impl Drop for RedisSentinels {
 /// One command to the server on `port` (see [`RedisServer::command`]).
 fn call_port(port: u16, args: &[&str]) -> Result<Reply, String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        .map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     let mut req = format!("*{}\r\n", args.len());
