@@ -18,7 +18,8 @@
 //! 1. `routing`, `tokens`, `session`: the path canonicaliser and route table; the key ring
 //!    (verify, mint, JWKS, the single-flight silent-refresh mint) and the identity providers'
 //!    keys (`[[token.issuers]]`, fetched and refreshed); the session store (memory,
-//!    Redis: sessions, refresh rotation, kick-out, lock-out counters, revocations).
+//!    Redis: sessions, refresh rotation, kick-out, lock-out counters, revocations; a single
+//!    node, a Cluster or Sentinel, behind a circuit breaker).
 //! 2. `error`: [`error::GatewayError`], the `From` impls of the domain errors below, and its
 //!    one mapping to HTTP.
 //! 3. `config`: `gateway.toml` → validated [`config::Config`], one file per section.

@@ -3,8 +3,8 @@
 //!
 //! [`SessionStore`] is an enum over the two implementations (async methods, so enum dispatch
 //! rather than a `dyn` trait): [`MemoryStore`] (the embedded default; **sessions are lost on
-//! restart**) and [`RedisStore`] (single node through a reconnecting `ConnectionManager`, or a
-//! Redis Cluster; shared by every gateway instance). Both keep the same semantics, and one
+//! restart**) and [`RedisStore`] (single node through a reconnecting `ConnectionManager`, a
+//! Redis Cluster, or the master Redis Sentinel names; shared by every gateway instance). Both keep the same semantics, and one
 //! behaviour suite (`tests.rs`) runs against both.
 //!
 //! What a session is: [`Session`]. Its id is `base64url(user_id).base64url(128 random bits)`,
