@@ -345,6 +345,8 @@ mod tests {
             ),
             "authgate_silent_refreshes_total ",
             "authgate_store_errors_total ",
+            "authgate_store_breaker_open ",
+            "authgate_store_breaker_rejections_total ",
             "authgate_logins_total{result=\"locked\"} ",
             "authgate_config_reloads_total{result=\"error\"} ",
         ] {
