@@ -1393,7 +1393,7 @@ async fn subscriber(
     let mut had_subscription = false;
     loop {
         match tokio::time::timeout(timeout * 2, subscribe_once(&source, attempt, &channel)).await {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok((pubsub, at))) => {
                 let (mut sink, mut stream) = pubsub.split();
                 if had_subscription {
                     let _ = tx.send(RECHECK_ALL.to_owned());
@@ -1404,6 +1404,11 @@ async fn subscriber(
                 delay = Duration::from_millis(100);
                 let mut ping = tokio::time::interval(Duration::from_secs(10));
                 ping.tick().await;
+                // Sentinel: ask every second whether the master moved. After a failover the
+                // old master keeps its clients (this subscription, the store's reads) until
+                // Sentinel demotes it, some 10 s later; this moves both within a second.
+                let mut moved = tokio::time::interval(Duration::from_secs(1));
+                moved.tick().await;
                 loop {
                     tokio::select! {
                         msg = stream.next() => match msg {
@@ -1417,6 +1422,12 @@ async fn subscriber(
                         _ = ping.tick() => {
                             let pong = tokio::time::timeout(timeout, sink.ping::<Value>()).await;
                             if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                        _ = moved.tick(), if matches!(source, Source::Sentinel(_)) => {
+                            let Source::Sentinel(s) = &source else { continue };
+                            if let Ok(true) = tokio::time::timeout(timeout, s.moved_from(&at)).await {
                                 break;
                             }
                         }
@@ -1435,15 +1446,17 @@ async fn subscriber(
     }
 }
 
+/// A subscription to `channel`, and the `host:port` it is on.
 async fn subscribe_once(
     source: &Source,
     attempt: usize,
     channel: &str,
-) -> Result<redis::aio::PubSub, RedisError> {
+) -> Result<(redis::aio::PubSub, String), RedisError> {
     let client = source.client(attempt).await?;
+    let at = client.get_connection_info().addr().to_string();
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
-    Ok(pubsub)
+    Ok((pubsub, at))
 }
 
 #[cfg(test)]

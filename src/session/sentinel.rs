@@ -8,8 +8,11 @@
 //! that connection, and the next call asks the sentinels for the master again (redis-rs'
 //! [`SentinelClient`], which also checks that the node it names says it is a master). One
 //! lookup at a time: concurrent calls wait for it under a tokio mutex (off the hot path, bounded
-//! by the store's timeout). Sentinel itself kills every client of both nodes when it fails
-//! over, so a failover is noticed by the next call even when nothing hangs.
+//! by the store's timeout). A failover is noticed three ways: the revocation subscriber asks a
+//! sentinel every second where the master is ([`SentinelConn::moved_from`]) and, if it moved,
+//! drops the store's connection and resubscribes on the new master; a write no replica
+//! acknowledges drops it too (see below); and Sentinel itself kills the old master's clients
+//! when it demotes it (some 10 s after the failover).
 //!
 //! A clone of a `SentinelConn` starts unpinned and pins the master its first call goes to: the
 //! calls of one store operation (a script, then its `WAIT`) all go to one node over one
@@ -70,6 +73,8 @@ struct Shared {
     warned_unreplicated: AtomicBool,
     /// The master's name at the sentinels.
     name: String,
+    /// A connection to a sentinel, for [`SentinelConn::moved_from`]'s question.
+    asker: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// `host:port` of the sentinels, for log lines.
     at: String,
 }
@@ -132,6 +137,7 @@ impl SentinelConn {
                 epochs: AtomicU64::new(0),
                 warned_unreplicated: AtomicBool::new(false),
                 name: master.to_owned(),
+                asker: tokio::sync::Mutex::new(None),
                 at: format!("sentinel {master} via {at}"),
             }),
             pinned: None,
@@ -146,6 +152,26 @@ impl SentinelConn {
     /// A client of the current master, for the revocation subscription (asks the sentinels).
     pub(crate) async fn master_client(&self) -> RedisResult<Client> {
         self.shared.client.lock().await.async_get_client().await
+    }
+
+    /// Whether the sentinels now name another master than `at` (`host:port`): a failover. If
+    /// so, the store's connection is dropped too (unless it already moved), so its next call
+    /// goes to the new master. A sentinel that does not answer says nothing moved.
+    pub(crate) async fn moved_from(&self, at: &str) -> bool {
+        let Ok(now) = self.shared.master_addr().await else {
+            return false;
+        };
+        if now == at {
+            return false;
+        }
+        if let Some(current) = self.shared.current.load_full() {
+            if current.addr != now {
+                self.shared
+                    .drop_master(&current, &"the sentinels name another master");
+            }
+        }
+        tracing::info!(store = "redis", from = %at, to = %now, "Redis Sentinel failover: following the new master");
+        true
     }
 
     /// The master this handle uses: pinned, current, or found now.
@@ -235,6 +261,35 @@ impl Shared {
         );
         self.current.store(Some(m.clone()));
         Ok(m)
+    }
+
+    /// `host:port` of the master, as a sentinel says now (`SENTINEL GET-MASTER-ADDR-BY-NAME`),
+    /// over a kept connection to one sentinel.
+    async fn master_addr(&self) -> RedisResult<String> {
+        let mut asker = self.asker.lock().await;
+        let mut conn = match asker.take() {
+            Some(c) => c,
+            None => {
+                let sentinel = self.client.lock().await.async_get_sentinel_client().await?;
+                sentinel
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+        };
+        let addr: Vec<String> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.name)
+            .query_async(&mut conn)
+            .await?;
+        // Kept only after an answer: a broken connection is opened afresh next time.
+        *asker = Some(conn);
+        match addr.as_slice() {
+            [host, port] => Ok(format!("{host}:{port}")),
+            _ => Err(RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "no master address from Sentinel",
+            ))),
+        }
     }
 
     /// Forgets `master`'s connection if it is still the current one.

@@ -2039,6 +2039,17 @@ async fn redis_sentinel_failover_is_followed_by_calls_and_revocations() {
             .unwrap()
     };
     assert_eq!(set.master_port(), new_master);
+    // The subscription moves within a second or two (it asks the sentinels every second),
+    // long before Sentinel demotes the old master (some 10 s later) and so cuts its clients.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, revocations.recv()).await {
+            Ok(Ok(m)) if m == RECHECK_ALL => break,
+            Ok(_) => continue,
+            Err(_) => panic!("the subscription did not follow the failover within 5 s"),
+        }
+    }
 
     // Calls follow the new master: what was acknowledged before is there.
     let deadline = Instant::now() + Duration::from_secs(20);
