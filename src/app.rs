@@ -274,10 +274,14 @@ async fn open_store(config: &Config) -> Result<SessionStore, StoreError> {
     Ok(match s.store {
         StoreKind::Memory => MemoryStore::new(settings).into(),
         StoreKind::Redis => {
-            let target = if s.redis_cluster.is_empty() {
-                RedisTarget::Single(s.redis_url.clone())
-            } else {
-                RedisTarget::Cluster(s.redis_cluster.clone())
+            let target = match &s.redis_sentinel {
+                Some(sentinel) => RedisTarget::Sentinel {
+                    master: sentinel.master.clone(),
+                    nodes: sentinel.nodes.clone(),
+                    redis_url: s.redis_url.clone(),
+                },
+                None if s.redis_cluster.is_empty() => RedisTarget::Single(s.redis_url.clone()),
+                None => RedisTarget::Cluster(s.redis_cluster.clone()),
             };
             RedisStore::connect(target, &s.key_prefix, settings, Duration::from_secs(1))
                 .await?

@@ -18,8 +18,9 @@
 //! 1. `routing`, `tokens`, `session`: the path canonicaliser and route table; the key ring
 //!    (verify, mint, JWKS, the single-flight silent-refresh mint) and the identity providers'
 //!    keys (`[[token.issuers]]`, fetched and refreshed); the session store (memory,
-//!    Redis: sessions, refresh rotation, kick-out, lock-out counters, revocations, and the
-//!    Redis store's local session cache that the revocation channel keeps true).
+//!    Redis: sessions, refresh rotation, kick-out, lock-out counters, revocations; a single
+//!    node, a Cluster or Sentinel, behind a circuit breaker; and the Redis store's local
+//!    session cache that the revocation channel keeps true).
 //! 2. `error`: [`error::GatewayError`], the `From` impls of the domain errors below, and its
 //!    one mapping to HTTP.
 //! 3. `config`: `gateway.toml` → validated [`config::Config`], one file per section.

@@ -56,6 +56,9 @@ pub(crate) const CATALOGUE: &[(&str, Kind, &str)] = &[
     ("authgate_upstream_duration_seconds", Kind::Histogram, "Upstream exchanges, request sent to response head."),
     ("authgate_upstream_errors_total", Kind::Counter, "Failed upstream exchanges by upstream and kind: connect, timeout, reset, protocol, bad_upgrade, body."),
     ("authgate_store_errors_total", Kind::Counter, "Session store operations that failed."),
+    ("authgate_store_breaker_open", Kind::Gauge, "1 while the Redis store's circuit breaker is open (calls fail fast without asking Redis), else 0."),
+    ("authgate_store_breaker_rejections_total", Kind::Counter, "Redis store calls failed fast by the open circuit breaker, without a network call."),
+    ("authgate_lockout_degraded_total", Kind::Counter, "Lock-out and captcha operations done on the per-instance fallback because Redis was unreachable, by operation."),
     ("authgate_config_reloads_total", Kind::Counter, "Config reloads by result: ok, error."),
     ("authgate_jwks_fetches_total", Kind::Counter, "Identity providers' key fetches by issuer and result."),
     ("authgate_captchas_total", Kind::Counter, "Login captchas by result."),
@@ -80,6 +83,8 @@ fn describe() {
     metrics::gauge!("authgate_requests_in_flight").set(0.0);
     metrics::counter!("authgate_silent_refreshes_total").increment(0);
     metrics::counter!("authgate_store_errors_total").increment(0);
+    metrics::gauge!("authgate_store_breaker_open").set(0.0);
+    metrics::counter!("authgate_store_breaker_rejections_total").increment(0);
     for result in ["ok", "error"] {
         metrics::counter!("authgate_config_reloads_total", "result" => result).increment(0);
     }
@@ -346,6 +351,8 @@ mod tests {
             ),
             "authgate_silent_refreshes_total ",
             "authgate_store_errors_total ",
+            "authgate_store_breaker_open ",
+            "authgate_store_breaker_rejections_total ",
             "authgate_logins_total{result=\"locked\"} ",
             "authgate_config_reloads_total{result=\"error\"} ",
         ] {

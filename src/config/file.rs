@@ -252,6 +252,7 @@ pub(crate) struct SessionFile {
     pub mode: ModeName,
     pub redis_url: String,
     pub redis_cluster: Vec<String>,
+    pub redis_sentinel: Option<SentinelFile>,
     pub key_prefix: String,
     pub on_store_error: OnStoreErrorName,
     pub refresh_reuse_grace: String,
@@ -267,6 +268,7 @@ impl Default for SessionFile {
             mode: ModeName::Stateful,
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_cluster: Vec::new(),
+            redis_sentinel: None,
             key_prefix: "authgate:".into(),
             on_store_error: OnStoreErrorName::Deny,
             refresh_reuse_grace: "10s".into(),
@@ -275,6 +277,16 @@ impl Default for SessionFile {
             local_cache_max_bytes: 33_554_432,
         }
     }
+}
+
+/// `session.redis_sentinel = { master = "mymaster", nodes = ["redis://127.0.0.1:26379"] }`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SentinelFile {
+    /// The name the sentinels monitor the master by (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// `redis://` URLs of the sentinels (not of Redis itself).
+    pub nodes: Vec<String>,
 }
 
 /// `[platforms]`

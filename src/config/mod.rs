@@ -141,6 +141,9 @@ pub struct Session {
     pub redis_url: String,
     /// Non-empty: Redis Cluster with these seed nodes instead of `redis_url`.
     pub redis_cluster: Vec<String>,
+    /// Some: the master is found through these sentinels instead of `redis_url` (whose
+    /// credentials, database and scheme are used for the master).
+    pub redis_sentinel: Option<Sentinel>,
     pub key_prefix: String,
     pub(crate) on_store_error: OnStoreError,
     pub refresh_reuse_grace: Duration,
@@ -155,6 +158,13 @@ pub struct LocalCache {
     pub ttl: Duration,
     /// `local_cache_max_bytes`: the cap on the cache's memory, entries weighed in bytes.
     pub max_bytes: u64,
+}
+
+/// `session.redis_sentinel`, validated: a non-empty master name and at least one sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    pub master: String,
+    pub nodes: Vec<String>,
 }
 
 pub(crate) struct Platforms {

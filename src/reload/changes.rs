@@ -147,6 +147,10 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
             "session.redis_cluster",
             sa.redis_cluster != sb.redis_cluster,
         ),
+        (
+            "session.redis_sentinel",
+            sa.redis_sentinel != sb.redis_sentinel,
+        ),
         ("session.key_prefix", sa.key_prefix != sb.key_prefix),
     ]
     .into_iter()

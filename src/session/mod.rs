@@ -3,8 +3,8 @@
 //!
 //! [`SessionStore`] is an enum over the two implementations (async methods, so enum dispatch
 //! rather than a `dyn` trait): [`MemoryStore`] (the embedded default; **sessions are lost on
-//! restart**) and [`RedisStore`] (single node through a reconnecting `ConnectionManager`, or a
-//! Redis Cluster; shared by every gateway instance). Both keep the same semantics, and one
+//! restart**) and [`RedisStore`] (single node through a reconnecting `ConnectionManager`, a
+//! Redis Cluster, or the master Redis Sentinel names; shared by every gateway instance). Both keep the same semantics, and one
 //! behaviour suite (`tests.rs`) runs against both.
 //!
 //! What a session is: [`Session`]. Its id is `base64url(user_id).base64url(128 random bits)`,
@@ -32,11 +32,13 @@
 //! ([`SessionStore::put_captcha`], [`SessionStore::take_captcha`]) live here too, so several
 //! instances share them.
 
+mod breaker;
 pub(crate) mod cache;
 pub mod ids;
 pub mod memory;
 pub(crate) mod record;
 pub mod redis;
+mod sentinel;
 
 #[cfg(test)]
 mod tests;
@@ -286,8 +288,10 @@ impl SessionStore {
     /// subscriber belongs to the store (ended when it is dropped), so that connections
     /// draining after the signal still hear revocations.
     pub(crate) fn spawn_sweeper(&self, stop: crate::shutdown::Signal) {
-        if let Self::Memory(m) = self {
-            m.spawn_sweeper(stop);
+        match self {
+            Self::Memory(m) => m.spawn_sweeper(stop),
+            // Its per-instance lock-out fallback (used while Redis is unreachable).
+            Self::Redis(r) => r.spawn_sweeper(stop),
         }
     }
 

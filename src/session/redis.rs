@@ -43,11 +43,21 @@
 //!
 //! # Failure
 //! A single node goes through a `ConnectionManager` (reconnects by itself); a cluster through
-//! `cluster_async::ClusterConnection`. Connect and response timeouts are both `timeout`, and
-//! every operation is also bounded by it as a whole: while Redis is down, operations fail
-//! fast with [`StoreError::Unavailable`], and they work again once it is back, without
-//! recreating the store. The revocation subscriber is a task of its own that resubscribes with
-//! backoff and announces [`RECHECK_ALL`] after a gap.
+//! `cluster_async::ClusterConnection`; Sentinel through `sentinel.rs` (the master the sentinels
+//! name, asked again when a call fails, so failovers are followed; `WAIT` for a replica after a
+//! login and a rotation). Connect and response timeouts are both `timeout`, and every
+//! operation is also bounded by it as a whole (`RedisStore::timed`): while Redis is down,
+//! operations fail with [`StoreError::Unavailable`], and they work again once it is back,
+//! without recreating the store. In front of every call, the circuit breaker (`breaker.rs`):
+//! after a few unreachable calls in a row it fails them at once without a network call, and
+//! lets one probe through per cool-down. The revocation subscriber is a task of its own that
+//! resubscribes with backoff (each attempt bounded by twice the timeout, a ping every 10 s
+//! bounded by it) and announces [`RECHECK_ALL`] after a gap.
+//!
+//! Lock-out counters and captcha challenges do not fail while Redis is unreachable: they fall
+//! back to a per-instance [`MemoryStore`], each failure counted [`DEGRADED_WEIGHT`] times (so
+//! the fallback locks sooner, never later), said once per outage in the log and counted in
+//! `authgate_lockout_degraded_total`.
 //!
 //! A response lost to a timeout may still have been applied (a rotation, say): that is why a
 //! refresh token retried within the grace gets the same successor, and why a store error is
@@ -57,7 +67,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -66,10 +76,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use tokio::sync::{broadcast, watch};
 
+use super::breaker::{self, Admit, Breaker};
 use super::ids::{
     b64, format_token, random, sid_of_user, sid_prefix, token_hash, ParsedToken, Secret, SidBytes,
 };
+use super::memory::MemoryStore;
 use super::record::{self, Entry};
+use super::sentinel::SentinelConn;
 use super::{
     is_ancestor, Created, EndReason, Lifetimes, LocalCache, Millis, NewSession, RefreshOutcome,
     Session, SessionCheck, StoreError, StoreSettings, MAX_SESSIONS_PER_USER,
@@ -78,6 +91,8 @@ use super::{
 use crate::clock::ms_of;
 
 const COMMON: &str = include_str!("lua/common.lua");
+/// Captcha challenges the per-instance fallback keeps at most (while Redis is unreachable).
+const LOCAL_CAPTCHAS: usize = 10_000;
 /// A request moves `last_seen_at` at most this often (a background write), in ms.
 pub(crate) const TOUCH_EVERY: u64 = 60_000;
 const HOUR: u64 = 3600;
@@ -109,13 +124,22 @@ pub enum RedisTarget {
     Single(String),
     /// Seed nodes of a Redis Cluster.
     Cluster(Vec<String>),
+    /// The master the sentinels at `nodes` know as `master`, with the credentials, database
+    /// and TLS of `redis_url` (its host unused).
+    Sentinel {
+        master: String,
+        nodes: Vec<String>,
+        redis_url: String,
+    },
 }
 
-/// The connection: one reconnecting node, or a cluster. Both are cheap to clone.
+/// The connection: one reconnecting node, a cluster, or the master the sentinels name. All
+/// cheap to clone.
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
 }
 
 impl ConnectionLike for Conn {
@@ -123,6 +147,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -135,6 +160,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -142,6 +168,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -190,7 +217,20 @@ struct Inner {
     health: Arc<Health>,
     /// The local session cache (`cache.rs`), shared with the subscriber task that keeps it.
     cache: Option<Arc<LocalCache>>,
+    /// Fails calls fast while Redis is unreachable ([`breaker`]).
+    breaker: Breaker,
+    /// Lock-out counters and captcha challenges while Redis is unreachable: per instance,
+    /// each failure counted [`DEGRADED_WEIGHT`] times (see [`RedisStore::record_failure`]).
+    local: MemoryStore,
+    /// The lock-out is on `local` now (for one log line per outage).
+    degraded: AtomicBool,
 }
+
+/// While Redis is unreachable, each failed login counts this many times in the per-instance
+/// counters: every instance then locks a username (or an IP) at half its limit, so N
+/// instances together allow about N/2 times the limit instead of N times, and a captcha is
+/// asked for sooner.
+pub(crate) const DEGRADED_WEIGHT: u32 = 2;
 
 /// Whether Redis answers, for one line when it stops ("session store lost") and one when it
 /// answers again ("back"), instead of an error line per failed request. Told by every call
@@ -203,12 +243,7 @@ struct Health {
 }
 
 impl Health {
-    fn new(urls: &[String]) -> Self {
-        let at = urls
-            .iter()
-            .map(|u| host_port(u))
-            .collect::<Vec<_>>()
-            .join(", ");
+    fn new(at: String) -> Self {
         Self {
             down: AtomicBool::new(false),
             at,
@@ -235,8 +270,30 @@ impl Health {
     }
 }
 
+/// Hands a probe back to the breaker ([`Breaker::abandon`]) when the call that carried it is
+/// dropped (its caller cancelled) before it settled, so the next call may probe.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    admitted: &'a Admit,
+    settled: bool,
+}
+
+impl ProbeGuard<'_> {
+    fn defuse(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.breaker.abandon(self.admitted);
+        }
+    }
+}
+
 /// The `host:port` of a Redis URL: no scheme, no user or password, no database.
-fn host_port(url: &str) -> &str {
+pub(crate) fn host_port(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.split(['/', '?']).next().unwrap_or(rest);
     rest.rsplit_once('@').map_or(rest, |(_, h)| h)
@@ -253,6 +310,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.inner.prefix)
             .field("cluster", &matches!(self.inner.conn, Conn::Cluster(_)))
+            .field("sentinel", &matches!(self.inner.conn, Conn::Sentinel(_)))
             .finish_non_exhaustive()
     }
 }
@@ -374,7 +432,7 @@ impl RedisStore {
         timeout: Duration,
     ) -> Result<Self, StoreError> {
         let bad = |e: RedisError| StoreError::InvalidInput(bad_url(e));
-        let (conn, urls) = match target {
+        let (conn, source) = match target {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(bad)?;
                 let config = ConnectionManagerConfig::new()
@@ -385,7 +443,7 @@ impl RedisStore {
                     .set_max_delay(Duration::from_millis(500));
                 let manager =
                     ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?;
-                (Conn::Single(manager), vec![url])
+                (Conn::Single(manager), Source::Urls(vec![url]))
             }
             RedisTarget::Cluster(nodes) => {
                 if nodes.is_empty() {
@@ -405,19 +463,34 @@ impl RedisStore {
                     .set_response_timeout(timeout);
                 (
                     Conn::Cluster(client.get_pending_async_connection_with_config(config)),
-                    nodes,
+                    Source::Urls(nodes),
                 )
+            }
+            RedisTarget::Sentinel {
+                master,
+                nodes,
+                redis_url,
+            } => {
+                if nodes.is_empty() {
+                    return Err(StoreError::InvalidInput("no Redis Sentinel nodes given"));
+                }
+                for n in &nodes {
+                    redis::Client::open(n.as_str()).map_err(bad)?;
+                }
+                let conn = SentinelConn::new(&master, &nodes, &redis_url, timeout).map_err(bad)?;
+                (Conn::Sentinel(conn.clone()), Source::Sentinel(conn))
             }
         };
         let channel = format!("{key_prefix}revoked");
+        let settings_for_local = settings.clone();
         let (revoked, _) = broadcast::channel(1024);
         let (ready_tx, ready_rx) = watch::channel(false);
-        let health = Arc::new(Health::new(&urls));
+        let health = Arc::new(Health::new(source.describe()));
         let cache = settings
             .local_cache
             .map(|c| Arc::new(LocalCache::new(c.ttl, c.max_bytes)));
         let subscriber = tokio::spawn(subscriber(
-            urls,
+            source,
             channel.clone(),
             Listeners {
                 tx: revoked.clone(),
@@ -442,6 +515,9 @@ impl RedisStore {
                 subscriber,
                 health,
                 cache,
+                breaker: Breaker::new(breaker::FAILURES, breaker::COOL_DOWN, Instant::now()),
+                local: MemoryStore::with_captcha_cap(settings_for_local, LOCAL_CAPTCHAS),
+                degraded: AtomicBool::new(false),
             }),
         })
     }
@@ -455,25 +531,113 @@ impl RedisStore {
         ms_of(self.inner.settings.tombstone_ttl).max(1)
     }
 
-    /// Runs one Redis call, bounded by the timeout.
+    /// Runs one Redis call, bounded by the timeout, through the circuit breaker: while it is
+    /// open the call fails at once and `fut` is never polled (so nothing is sent).
     async fn timed<T>(
         &self,
         fut: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
-        let health = &self.inner.health;
-        let result = match tokio::time::timeout(self.inner.timeout, fut).await {
+        let inner = &*self.inner;
+        // Closed (the common case): one relaxed load, no clock read.
+        let admitted = if inner.breaker.is_open() {
+            inner.breaker.admit(Instant::now())
+        } else {
+            Admit::Pass
+        };
+        if admitted == Admit::Reject {
+            metrics::counter!("authgate_store_breaker_rejections_total").increment(1);
+            return Err(StoreError::Unavailable(
+                "circuit open: Redis failed repeatedly, not asked again until the cool-down".into(),
+            ));
+        }
+        // Gives the probe back if this call is dropped before it settles.
+        let probe = ProbeGuard {
+            breaker: &inner.breaker,
+            admitted: &admitted,
+            settled: false,
+        };
+        let result = match tokio::time::timeout(inner.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_err(e)),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer within {} ms",
-                self.inner.timeout.as_millis()
+                inner.timeout.as_millis()
             ))),
         };
+        let reached = !matches!(result, Err(StoreError::Unavailable(_)));
+        let was_open = inner.breaker.is_open();
+        probe.defuse();
+        if inner.breaker.settle(&admitted, reached, Instant::now()) {
+            metrics::gauge!("authgate_store_breaker_open").set(1.0);
+            tracing::warn!(
+                store = "redis",
+                redis = %inner.health.at,
+                failures = breaker::FAILURES,
+                cool_down_ms = breaker::COOL_DOWN.as_millis() as u64,
+                "session store circuit open: calls fail fast (503 store_unavailable) without \
+                 asking Redis; one probe per cool-down"
+            );
+        } else if was_open && reached {
+            metrics::gauge!("authgate_store_breaker_open").set(0.0);
+            tracing::info!(store = "redis", redis = %inner.health.at, "session store circuit closed: a probe got an answer");
+        }
         match &result {
-            Err(e @ StoreError::Unavailable(_)) => health.lost(e),
-            _ => health.answered(),
+            Err(e @ StoreError::Unavailable(_)) => inner.health.lost(e),
+            _ => inner.health.answered(),
         }
         result
+    }
+
+    /// After a login's or a rotation's write: with Sentinel, waits until a replica has it
+    /// (`WAIT`, see `sentinel.rs`) on the same connection `conn` wrote on. Elsewhere nothing.
+    async fn replicated(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let Conn::Sentinel(s) = conn else {
+            return Ok(());
+        };
+        if self.timed(s.wait_replicated()).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "no Redis replica acknowledged the write in time".into(),
+            ))
+        }
+    }
+
+    /// The lock-out or captcha operation `what` could not reach Redis: from now on it uses the
+    /// per-instance counters (said once per outage, counted each time).
+    fn degrade(&self, what: &'static str, e: &StoreError) {
+        metrics::counter!("authgate_lockout_degraded_total", "op" => what).increment(1);
+        if !self.inner.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                store = "redis",
+                redis = %self.inner.health.at,
+                error = %e,
+                weight = DEGRADED_WEIGHT,
+                "login lock-out and captcha degraded to per-instance counters while Redis is \
+                 unreachable: each failed login counts double, so accounts lock at half their \
+                 limit on each instance"
+            );
+        }
+    }
+
+    /// A lock-out or captcha operation reached Redis again.
+    fn undegrade(&self) {
+        if self.inner.degraded.load(Ordering::Relaxed)
+            && self.inner.degraded.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(store = "redis", "login lock-out and captcha back on Redis");
+        }
+    }
+
+    /// Starts the sweep of the per-instance lock-out fallback (until `stop`).
+    pub(crate) fn spawn_sweeper(&self, stop: crate::shutdown::Signal) {
+        self.inner.local.spawn_sweeper(stop);
+    }
+
+    /// Whether the circuit breaker is open now (tests).
+    #[cfg(test)]
+    pub(crate) fn breaker_open(&self) -> bool {
+        self.inner.breaker.is_open()
     }
 
     /// Tells this instance at once that these sessions ended (their cache entries go before
@@ -516,6 +680,9 @@ impl RedisStore {
         let ttl = ((last + 1) * HOUR).saturating_sub(now.as_secs()).max(HOUR);
         p.cmd("EXPIRE").arg(key).arg(ttl).arg("NX").ignore();
         p.cmd("EXPIRE").arg(key).arg(ttl).arg("GT").ignore();
+        if self.inner.breaker.is_open() {
+            return;
+        }
         let mut conn = self.inner.conn.clone();
         let timeout = self.inner.timeout;
         tokio::spawn(async move {
@@ -562,6 +729,8 @@ impl RedisStore {
         }
         self.bump(&deltas, now);
         self.publish_local(kicked.iter().cloned());
+        // After the bookkeeping: the kick-outs happened whatever the replicas say.
+        self.replicated(&mut conn).await?;
         Ok(Created {
             refresh_token: format_token(&new.user_id, &sid, &secret),
             session,
@@ -637,10 +806,22 @@ impl RedisStore {
             return Ok(RefreshOutcome::Invalid);
         };
         let next = self.inner.settings.refresh_key.successor(&p.secret);
-        let out = self.refresh_script(&p, &next, lifetimes, now).await?;
+        let mut conn = self.inner.conn.clone();
+        let out = self
+            .refresh_script(&mut conn, &p, &next, lifetimes, now)
+            .await?;
         match RefreshReply::parse(&out)? {
             None => Ok(RefreshOutcome::Invalid),
-            Some(reply) => self.settle_refresh(reply, &p, &next, now).await,
+            Some(reply) => {
+                let rotated = reply.code == 1;
+                let outcome = self.settle_refresh(reply, &p, &next, now).await?;
+                if rotated {
+                    // A rotation the client is told about must survive a failover; if it is
+                    // not known to, the client's retry within the grace gets the same pair.
+                    self.replicated(&mut conn).await?;
+                }
+                Ok(outcome)
+            }
         }
     }
 
@@ -648,6 +829,7 @@ impl RedisStore {
     /// or theft atomically; its raw answer.
     async fn refresh_script(
         &self,
+        conn: &mut Conn,
         p: &ParsedToken,
         next: &Secret,
         lifetimes: Lifetimes,
@@ -655,7 +837,6 @@ impl RedisStore {
     ) -> Result<Vec<Value>, StoreError> {
         let presented = token_hash(&p.secret);
         let prefix = sid_prefix(&p.user_id);
-        let mut conn = self.inner.conn.clone();
         let mut inv = self.inner.scripts.refresh.key(self.user_key(&p.user_id));
         inv.arg(now.0)
             .arg(&p.sid[..])
@@ -668,7 +849,7 @@ impl RedisStore {
             .arg(self.tomb())
             .arg(&self.inner.channel)
             .arg(&prefix);
-        array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)
+        array(self.timed(inv.invoke_async::<Value>(conn)).await?)
     }
 
     /// The outcome the script's code stands for, with the local bookkeeping it calls for
@@ -852,7 +1033,7 @@ impl RedisStore {
         record::session(&doc, user_id, &sid)
     }
 
-    pub(crate) async fn record_failure(
+    async fn redis_record_failure(
         &self,
         key: &str,
         window: Duration,
@@ -870,7 +1051,7 @@ impl RedisStore {
         Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
     }
 
-    pub async fn lock(
+    async fn redis_lock(
         &self,
         key: &str,
         duration: Duration,
@@ -891,7 +1072,7 @@ impl RedisStore {
         Ok(until)
     }
 
-    pub(crate) async fn locked_until(
+    async fn redis_locked_until(
         &self,
         key: &str,
         now: Millis,
@@ -907,7 +1088,7 @@ impl RedisStore {
         Ok(until.map(stored_time).filter(|&u| u > now))
     }
 
-    pub(crate) async fn failures(&self, key: &str, now: Millis) -> Result<u32, StoreError> {
+    async fn redis_failures(&self, key: &str, now: Millis) -> Result<u32, StoreError> {
         let mut conn = self.inner.conn.clone();
         let (n, end): (Option<i64>, Option<u64>) = self
             .timed(
@@ -930,7 +1111,7 @@ impl RedisStore {
         format!("{}captcha:{id}", self.inner.prefix)
     }
 
-    pub(crate) async fn put_captcha(
+    async fn redis_put_captcha(
         &self,
         id: &str,
         answer: &str,
@@ -951,7 +1132,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(crate) async fn take_captcha(
+    async fn redis_take_captcha(
         &self,
         id: &str,
         now: Millis,
@@ -959,7 +1140,7 @@ impl RedisStore {
         self.read_captcha("GETDEL", id, now).await
     }
 
-    pub(crate) async fn captcha_answer(
+    async fn redis_captcha_answer(
         &self,
         id: &str,
         now: Millis,
@@ -985,7 +1166,7 @@ impl RedisStore {
         Ok(value.and_then(|v| live_captcha(&v, now)))
     }
 
-    pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+    async fn redis_forgive_one(&self, key: &str) -> Result<(), StoreError> {
         let mut conn = self.inner.conn.clone();
         let mut inv = self
             .inner
@@ -997,7 +1178,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(crate) async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+    async fn redis_clear_failures(&self, key: &str) -> Result<(), StoreError> {
         let mut conn = self.inner.conn.clone();
         let _: i64 = self
             .timed(
@@ -1009,7 +1190,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(crate) async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+    async fn redis_unlock(&self, key: &str) -> Result<(), StoreError> {
         // Two commands, not one DEL of both keys: on a Cluster they live in different slots.
         // The lock goes last, so a failure in between leaves the account locked, not half
         // unlocked with its old count (the caller sees the error and can try again).
@@ -1096,6 +1277,169 @@ impl RedisStore {
     }
 }
 
+/// Lock-out counters and captcha challenges: on Redis, or (while it is unreachable, the breaker
+/// open included) on the per-instance fallback `local`, never failing open: see
+/// [`DEGRADED_WEIGHT`]. What the fallback holds (a lock, a challenge) is still honoured after
+/// Redis is back, on this instance, until it runs out.
+impl RedisStore {
+    /// Counts a failure. With Redis unreachable: in the per-instance counter, weighted.
+    pub(crate) async fn record_failure(
+        &self,
+        key: &str,
+        window: Duration,
+        now: Millis,
+    ) -> Result<u32, StoreError> {
+        match self.redis_record_failure(key, window, now).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("record_failure", &e);
+                let n = self.inner.local.record_failure(key, window, now).await?;
+                Ok(n.saturating_mul(DEGRADED_WEIGHT))
+            }
+            other => {
+                self.undegrade_if(&other);
+                other
+            }
+        }
+    }
+
+    pub async fn lock(
+        &self,
+        key: &str,
+        duration: Duration,
+        now: Millis,
+    ) -> Result<Millis, StoreError> {
+        match self.redis_lock(key, duration, now).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("lock", &e);
+                self.inner.local.lock(key, duration, now).await
+            }
+            other => other,
+        }
+    }
+
+    /// A lock of this instance's fallback first (no network), then Redis's.
+    pub(crate) async fn locked_until(
+        &self,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        if let Some(until) = self.inner.local.locked_until(key, now).await? {
+            return Ok(Some(until));
+        }
+        match self.redis_locked_until(key, now).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("locked_until", &e);
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// The larger of Redis's count and this instance's weighted fallback count.
+    pub(crate) async fn failures(&self, key: &str, now: Millis) -> Result<u32, StoreError> {
+        let local = self
+            .inner
+            .local
+            .failures(key, now)
+            .await?
+            .saturating_mul(DEGRADED_WEIGHT);
+        match self.redis_failures(key, now).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("failures", &e);
+                Ok(local)
+            }
+            other => other.map(|n| n.max(local)),
+        }
+    }
+
+    pub(crate) async fn put_captcha(
+        &self,
+        id: &str,
+        answer: &str,
+        ttl: Duration,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        match self.redis_put_captcha(id, answer, ttl, now).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("put_captcha", &e);
+                self.inner.local.put_captcha(id, answer, ttl, now).await
+            }
+            other => other,
+        }
+    }
+
+    /// A challenge of the fallback first (spent there), then Redis's.
+    pub(crate) async fn take_captcha(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(answer) = self.inner.local.take_captcha(id, now).await? {
+            return Ok(Some(answer));
+        }
+        match self.redis_take_captcha(id, now).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("take_captcha", &e);
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) async fn captcha_answer(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(answer) = self.inner.local.captcha_answer(id, now).await? {
+            return Ok(Some(answer));
+        }
+        match self.redis_captcha_answer(id, now).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("captcha_answer", &e);
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// Gives one failure back, in the fallback and in Redis.
+    pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.local.forgive_one(key).await?;
+        match self.redis_forgive_one(key).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("forgive_one", &e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.local.clear_failures(key).await?;
+        match self.redis_clear_failures(key).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade("clear_failures", &e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// An admin's unlock: the fallback's lock goes at once; Redis's error is the caller's
+    /// (the account may still be locked there).
+    pub(crate) async fn unlock(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.local.unlock(key).await?;
+        self.redis_unlock(key).await
+    }
+
+    fn undegrade_if<T>(&self, result: &Result<T, StoreError>) {
+        if result.is_ok() {
+            self.undegrade();
+        }
+    }
+}
+
 fn bad_url(e: RedisError) -> &'static str {
     tracing::error!(error = %e, "unusable Redis URL");
     "unusable Redis URL"
@@ -1111,9 +1455,42 @@ struct Listeners {
     cache: Option<Arc<LocalCache>>,
 }
 
-/// Keeps one subscription to the revocation channel, forwarding into `to`.
+/// Where the revocation subscriber connects.
+enum Source {
+    /// One of these nodes, in turn (a single node; any node of a cluster, where `PUBLISH`
+    /// reaches every node).
+    Urls(Vec<String>),
+    /// Whatever master the sentinels name at each attempt: a failover ends the subscription
+    /// (Sentinel kills the clients of both nodes), and the next attempt finds the new master.
+    Sentinel(SentinelConn),
+}
+
+impl Source {
+    /// For log lines: `host:port` of the nodes or the sentinels, never a password.
+    fn describe(&self) -> String {
+        match self {
+            Self::Urls(urls) => urls
+                .iter()
+                .map(|u| host_port(u))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Self::Sentinel(s) => s.describe(),
+        }
+    }
+
+    /// A client for the `attempt`th try.
+    async fn client(&self, attempt: usize) -> Result<redis::Client, RedisError> {
+        match self {
+            Self::Urls(urls) => redis::Client::open(urls[attempt % urls.len()].as_str()),
+            Self::Sentinel(s) => s.master_client().await,
+        }
+    }
+}
+
+/// Keeps one subscription to the revocation channel, forwarding into `to`. Every step is
+/// bounded: subscribing by twice the timeout, the liveness ping by the timeout.
 async fn subscriber(
-    urls: Vec<String>,
+    source: Source,
     channel: String,
     to: Listeners,
     timeout: Duration,
@@ -1124,9 +1501,8 @@ async fn subscriber(
     let mut delay = Duration::from_millis(100);
     let mut had_subscription = false;
     loop {
-        let url = &urls[attempt % urls.len()];
-        match tokio::time::timeout(timeout * 2, subscribe_once(url, &channel)).await {
-            Ok(Ok(pubsub)) => {
+        match tokio::time::timeout(timeout * 2, subscribe_once(&source, attempt, &channel)).await {
+            Ok(Ok((pubsub, at))) => {
                 let (mut sink, mut stream) = pubsub.split();
                 // Whatever the cache held may have missed a change while we were away (or
                 // before we first subscribed): it starts empty, and is trusted from now on,
@@ -1143,6 +1519,11 @@ async fn subscriber(
                 delay = Duration::from_millis(100);
                 let mut ping = tokio::time::interval(Duration::from_secs(10));
                 ping.tick().await;
+                // Sentinel: ask every second whether the master moved. After a failover the
+                // old master keeps its clients (this subscription, the store's reads) until
+                // Sentinel demotes it, some 10 s later; this moves both within a second.
+                let mut moved = tokio::time::interval(Duration::from_secs(1));
+                moved.tick().await;
                 loop {
                     tokio::select! {
                         msg = stream.next() => match msg {
@@ -1168,6 +1549,12 @@ async fn subscriber(
                                 break;
                             }
                         }
+                        _ = moved.tick(), if matches!(source, Source::Sentinel(_)) => {
+                            let Source::Sentinel(s) = &source else { continue };
+                            if let Ok(true) = tokio::time::timeout(timeout, s.moved_from(&at)).await {
+                                break;
+                            }
+                        }
                     }
                 }
                 // Before anyone can see the subscription down: from here on every check reads
@@ -1188,11 +1575,17 @@ async fn subscriber(
     }
 }
 
-async fn subscribe_once(url: &str, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
-    let client = redis::Client::open(url)?;
+/// A subscription to `channel`, and the `host:port` it is on.
+async fn subscribe_once(
+    source: &Source,
+    attempt: usize,
+    channel: &str,
+) -> Result<(redis::aio::PubSub, String), RedisError> {
+    let client = source.client(attempt).await?;
+    let at = client.get_connection_info().addr().to_string();
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
-    Ok(pubsub)
+    Ok((pubsub, at))
 }
 
 #[cfg(test)]

@@ -5,4 +5,4 @@
 #[path = "../../tests/it/support/redis.rs"]
 mod redis_harness;
 
-pub(crate) use redis_harness::{RedisCluster, RedisServer};
+pub(crate) use redis_harness::{RedisCluster, RedisSentinels, RedisServer};

@@ -22,6 +22,7 @@ mod paths;
 mod proxy;
 mod refresh;
 mod routes;
+mod sentinel;
 mod sessions;
 mod shutdown;
 mod systemd;

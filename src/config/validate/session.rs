@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Cx;
 use crate::config::{
-    duration, file, LocalCache, OnStoreError, Session, SessionMode, StoreKind, Token,
+    duration, file, LocalCache, OnStoreError, Sentinel, Session, SessionMode, StoreKind, Token,
 };
 
 /// The longest `session.local_cache_ttl`.
@@ -13,14 +13,16 @@ const MAX_LOCAL_CACHE_TTL: Duration = Duration::from_secs(600);
 /// The smallest `session.local_cache_max_bytes` (a few entries).
 const MIN_LOCAL_CACHE_BYTES: u64 = 4096;
 
+/// A `redis://` or `rediss://` URL with something after the scheme.
+fn redis_ok(url: &str) -> bool {
+    ["redis://", "rediss://"].iter().any(|scheme| {
+        url.strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty())
+    })
+}
+
 impl Cx<'_> {
     pub(super) fn session(&mut self, f: &file::SessionFile) -> Session {
-        let redis_ok = |url: &str| {
-            ["redis://", "rediss://"].iter().any(|scheme| {
-                url.strip_prefix(scheme)
-                    .is_some_and(|rest| !rest.is_empty())
-            })
-        };
         // The URL may carry a password: messages never repeat it.
         if !redis_ok(&f.redis_url) {
             self.problem("session.redis_url", "must be a redis:// or rediss:// URL");
@@ -39,6 +41,7 @@ impl Cx<'_> {
                 "ignored: session.store is \"memory\"",
             );
         }
+        let redis_sentinel = f.redis_sentinel.as_ref().map(|s| self.sentinel(f, s));
         let refresh_reuse_grace =
             self.duration("session.refresh_reuse_grace", &f.refresh_reuse_grace);
         let refresh_reuse_grace =
@@ -54,6 +57,7 @@ impl Cx<'_> {
             },
             redis_url: f.redis_url.clone(),
             redis_cluster: f.redis_cluster.clone(),
+            redis_sentinel,
             key_prefix: f.key_prefix.clone(),
             on_store_error: match f.on_store_error {
                 file::OnStoreErrorName::Deny => OnStoreError::Deny,
@@ -94,6 +98,46 @@ impl Cx<'_> {
             ttl,
             max_bytes: f.local_cache_max_bytes,
         })
+    }
+
+    /// `session.redis_sentinel`: a master name, sentinel URLs, and not beside `redis_cluster`.
+    fn sentinel(&mut self, f: &file::SessionFile, s: &file::SentinelFile) -> Sentinel {
+        if s.master.trim().is_empty() {
+            self.problem(
+                "session.redis_sentinel.master",
+                "must name the master the sentinels monitor (e.g. \"mymaster\")",
+            );
+        }
+        if s.nodes.is_empty() {
+            self.problem(
+                "session.redis_sentinel.nodes",
+                "must list at least one sentinel (e.g. [\"redis://127.0.0.1:26379\"])",
+            );
+        }
+        for (i, url) in s.nodes.iter().enumerate() {
+            if !redis_ok(url) {
+                self.problem(
+                    format!("session.redis_sentinel.nodes[{i}]"),
+                    "must be a redis:// or rediss:// URL",
+                );
+            }
+        }
+        if !f.redis_cluster.is_empty() {
+            self.problem(
+                "session.redis_sentinel",
+                "give either redis_cluster or redis_sentinel, not both",
+            );
+        }
+        if f.store == file::StoreName::Memory {
+            self.warn(
+                "session.redis_sentinel",
+                "ignored: session.store is \"memory\"",
+            );
+        }
+        Sentinel {
+            master: s.master.clone(),
+            nodes: s.nodes.clone(),
+        }
     }
 
     /// `login.backend = "none"` with `session.mode = "stateful"` needs sessions that some other
@@ -143,6 +187,12 @@ mod tests {
                 "session.redis_cluster[1]",
                 "redis://",
             ),
+            ("[session]\nredis_sentinel = { master = \"\", nodes = [\"redis://s:26379\"] }", "session.redis_sentinel.master", "must name the master"),
+            ("[session]\nredis_sentinel = { master = \"m\", nodes = [] }", "session.redis_sentinel.nodes", "at least one sentinel"),
+            ("[session]\nredis_sentinel = { master = \"m\", nodes = [\"redis://a:1\", \"s:2\"] }", "session.redis_sentinel.nodes[1]", "redis://"),
+            ("[session]\nredis_sentinel = { master = \"m\" }", "session.redis_sentinel", "missing field `nodes`"),
+            ("[session]\nredis_sentinel = { master = \"m\", nodes = [\"redis://a:1\"], nodez = 1 }", "session.redis_sentinel.nodez", "unknown key"),
+            ("[session]\nredis_cluster = [\"redis://a:7000\"]\nredis_sentinel = { master = \"m\", nodes = [\"redis://a:1\"] }", "session.redis_sentinel", "not both"),
             ("[session]\nrefresh_reuse_grace = \"soon\"", "session.refresh_reuse_grace", "not a duration"),
             // Durations a key cannot represent are refused, never cut (issue 15). Below 1 ms
             // is not a duration at all (the store keeps milliseconds).

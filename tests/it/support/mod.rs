@@ -29,7 +29,7 @@ pub use gateway::*;
 pub use idp::*;
 pub use jwt::*;
 pub use receiver::*;
-pub use redis::{installed_or_skip, program_or_skip, RedisServer};
+pub use redis::{installed_or_skip, program_or_skip, RedisSentinels, RedisServer};
 pub use upstream::*;
 pub use users::*;
 pub use wait::*;

@@ -205,28 +205,7 @@ impl RedisServer {
     }
 
     fn call(&self, args: &[&str]) -> Result<Reply, String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut r = BufReader::new(s);
-        let (kind, rest) = read_line(&mut r)?;
-        if kind == "*" {
-            let n: i64 = rest.parse().map_err(|_| "bad array length".to_owned())?;
-            let mut items = Vec::new();
-            for _ in 0..n.max(0) {
-                let (kind, rest) = read_line(&mut r)?;
-                items.push(scalar(&mut r, &kind, &rest)?);
-            }
-            return Ok(Reply::Many(items));
-        }
-        scalar(&mut r, &kind, &rest).map(Reply::One)
+        call_port(self.port, args)
     }
 }
 
@@ -322,4 +301,221 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
+}
+
+/// A master, one replica and three sentinels (`redis-server --sentinel`) monitoring it as
+/// [`RedisSentinels::NAME`], all on free loopback ports, killed on drop. `None` without
+/// `redis-server` (see [`installed_or_skip`]; Debian's `redis-sentinel` package is the same
+/// binary under another name, so `redis-server` is all it needs).
+pub struct RedisSentinels {
+    /// Started as the master; after [`Self::failover`], `nodes[1]` is.
+    pub nodes: Vec<RedisServer>,
+    sentinels: Vec<(Child, u16, tempfile::TempDir)>,
+}
+
+impl RedisSentinels {
+    pub const NAME: &'static str = "mymaster";
+
+    pub fn start() -> Option<Self> {
+        let master = RedisServer::start()?;
+        let port = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", port.as_str()])?;
+        let mut set = Self {
+            nodes: vec![master, replica],
+            sentinels: Vec::new(),
+        };
+        for _ in 0..3 {
+            set.spawn_sentinel();
+        }
+        set.until_settled();
+        Some(set)
+    }
+
+    fn spawn_sentinel(&mut self) {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temporary directory for a sentinel");
+            let port = free_port();
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {name} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {name} 2000\n\
+                     sentinel failover-timeout {name} 10000\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    dir = dir.path().display(),
+                    name = Self::NAME,
+                    master = self.nodes[0].port,
+                ),
+            )
+            .expect("write sentinel.conf");
+            let mut child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server --sentinel");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut up = false;
+            while Instant::now() < deadline {
+                if call_port(port, &["PING"]).is_ok() {
+                    up = true;
+                    break;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if up {
+                self.sentinels.push((child, port, dir));
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start redis-server --sentinel");
+    }
+
+    /// `redis://` URLs of the three sentinels.
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(_, port, _)| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// `session.redis_sentinel = { ... }` for these sentinels.
+    pub fn config_line(&self) -> String {
+        format!(
+            "redis_sentinel = {{ master = {:?}, nodes = {:?} }}\n",
+            Self::NAME,
+            self.urls()
+        )
+    }
+
+    /// The port of the master the first sentinel names.
+    pub fn master_port(&self) -> u16 {
+        match call_port(
+            self.sentinels[0].1,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::NAME],
+        ) {
+            Ok(Reply::Many(addr)) if addr.len() == 2 => addr[1].parse().expect("a port"),
+            other => panic!("GET-MASTER-ADDR-BY-NAME: {other:?}"),
+        }
+    }
+
+    /// The node at `port`.
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("one of the set's nodes")
+    }
+
+    /// Waits until every sentinel sees the replica and the two other sentinels, and the
+    /// replica is in sync with the master: what a failover needs.
+    fn until_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let master = self.master_port();
+            let replicas_up = self.nodes.iter().filter(|n| n.port != master).all(|n| {
+                n.command(&["INFO", "replication"])
+                    .is_ok_and(|i| i.contains("master_link_status:up"))
+            });
+            let sentinels_agree = self.sentinels.iter().all(|(_, port, _)| {
+                match call_port(*port, &["SENTINEL", "MASTER", Self::NAME]) {
+                    Ok(Reply::Many(f)) => {
+                        let field = |k: &str| {
+                            f.chunks(2)
+                                .find(|kv| kv[0] == k)
+                                .and_then(|kv| kv.get(1).cloned())
+                                .unwrap_or_default()
+                        };
+                        field("num-slaves") == (self.nodes.len() - 1).to_string()
+                            && field("num-other-sentinels") == "2"
+                            && field("port") == master.to_string()
+                            && field("flags") == "master"
+                    }
+                    _ => false,
+                }
+            });
+            if replicas_up && sentinels_agree {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels did not settle (replicas up: {replicas_up})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `SENTINEL FAILOVER`: the replica becomes the master. Returns once every sentinel names
+    /// the new master and it answers as one; the old master rejoins as its replica later
+    /// (wait for that with [`Self::until_settled_after_failover`]).
+    pub fn failover(&self) -> u16 {
+        let old = self.master_port();
+        let ok = call_port(self.sentinels[0].1, &["SENTINEL", "FAILOVER", Self::NAME]);
+        assert!(
+            matches!(ok, Ok(Reply::One(ref s)) if s == "OK"),
+            "SENTINEL FAILOVER: {ok:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let new = self.master_port();
+            if new != old
+                && self
+                    .node(new)
+                    .command(&["INFO", "replication"])
+                    .is_ok_and(|i| i.contains("role:master"))
+            {
+                return new;
+            }
+            assert!(Instant::now() < deadline, "no failover from port {old}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// After a failover: the old master is a replica of the new one, in sync.
+    pub fn until_settled_after_failover(&self) {
+        self.until_settled();
+    }
+}
+
+impl Drop for RedisSentinels {
+    fn drop(&mut self) {
+        for (child, ..) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One command to the server on `port` (see [`RedisServer::command`]).
+fn call_port(port: u16, args: &[&str]) -> Result<Reply, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let (kind, rest) = read_line(&mut r)?;
+    if kind == "*" {
+        let n: i64 = rest.parse().map_err(|_| "bad array length".to_owned())?;
+        let mut items = Vec::new();
+        for _ in 0..n.max(0) {
+            let (kind, rest) = read_line(&mut r)?;
+            items.push(scalar(&mut r, &kind, &rest)?);
+        }
+        return Ok(Reply::Many(items));
+    }
+    scalar(&mut r, &kind, &rest).map(Reply::One)
 }
