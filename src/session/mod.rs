@@ -545,6 +545,15 @@ impl SessionStore {
         }
     }
 
+    /// Whether the lock-out and captcha counters run on this instance's fallback now (Redis
+    /// was unreachable for them at their last use).
+    pub(crate) fn lockout_degraded(&self) -> bool {
+        match self {
+            Self::Memory(_) => false,
+            Self::Redis(s) => s.lockout_degraded(),
+        }
+    }
+
     /// Is the store reachable (`/readyz`)?
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)

@@ -620,6 +620,11 @@ impl RedisStore {
         }
     }
 
+    /// Whether the lock-out and captcha run on the per-instance fallback now.
+    pub(crate) fn lockout_degraded(&self) -> bool {
+        self.inner.degraded.load(Ordering::Relaxed)
+    }
+
     /// A lock-out or captcha operation reached Redis again.
     fn undegrade(&self) {
         if self.inner.degraded.load(Ordering::Relaxed)

@@ -251,6 +251,9 @@ impl Attempt<'_> {
     }
 
     /// A failed attempt: counted, audited, recorded against the lock-out (which may lock).
+    /// While the lock-out runs on this instance's fallback (Redis unreachable) the attempt is
+    /// counted there but answered 503 `store_unavailable`, as a right password is then (no
+    /// session can be stored): an outage must not tell a wrong password from a right one.
     async fn failed(&self) -> Result<(), GatewayError> {
         metrics::counter!("authgate_logins_total", "result" => "failure").increment(1);
         audit::record_for_username(Event::LoginFailed, self.anon, self.user);
@@ -273,6 +276,9 @@ impl Attempt<'_> {
                     wait.as_secs()
                 ),
             );
+        }
+        if self.app.store.lockout_degraded() {
+            return Err(GatewayError::StoreUnavailable);
         }
         Ok(())
     }
