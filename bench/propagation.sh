@@ -65,13 +65,33 @@ def conn(port):
     c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return c
 
-def call(c, method, path, token=None, body=None, headers=None):
-    h = dict(headers or {})
-    if token:
-        h["Authorization"] = "Bearer " + token
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    return r.status, r.read()
+class Conn:
+    """A kept-alive connection, opened again when the gateway has closed it (a 429 or an
+    error answer may come with `Connection: close`)."""
+    def __init__(self, port):
+        self.port, self.c = port, conn(port)
+
+    def call(self, method, path, token=None, body=None, headers=None):
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        for attempt in (0, 1):
+            try:
+                self.c.request(method, path, body=body, headers=h)
+                r = self.c.getresponse()
+                data = r.read()
+                if r.getheader("connection", "").lower() == "close":
+                    self.c.close()
+                    self.c = conn(self.port)
+                return r.status, data
+            except (http.client.HTTPException, OSError):
+                if attempt:
+                    raise
+                self.c.close()
+                self.c = conn(self.port)
+
+def call(c, *args, **kwargs):
+    return c.call(*args, **kwargs)
 
 def redis(*args):
     s = socket.create_connection(("127.0.0.1", redis_port))
@@ -93,7 +113,7 @@ def commands():
             total += int(line.split("calls=")[1].split(",")[0])
     return total
 
-A, B = conn(a_port), conn(b_port)
+A, B = Conn(a_port), Conn(b_port)
 login_body = json.dumps({"username": "bench", "password": password})
 
 def login():
