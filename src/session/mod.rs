@@ -378,12 +378,15 @@ impl SessionStore {
         dispatch!(self, s => s.expire(user_id, now).await)
     }
 
-    /// Sets what is told of the active sessions the store itself drops after their expiry
-    /// (the memory store's sweep and a login's rewrite of its user's record). Redis expires
-    /// keys by itself and tells nobody: there, expiry is seen by [`Self::expire`] alone.
+    /// Sets what is told of the active sessions the store itself drops after their expiry,
+    /// never marked by [`Self::expire`]: the memory store's sweep and a login's rewrite of
+    /// its user's record; on Redis every write to a user's record (a login, a refresh, a
+    /// logout, a last-seen update) that drops a lapsed session of theirs. Each is told by the
+    /// one caller whose write dropped it.
     pub(crate) fn on_expired(&self, hook: memory::ExpiryHook) {
-        if let Self::Memory(m) = self {
-            m.on_expired(hook);
+        match self {
+            Self::Memory(m) => m.on_expired(hook),
+            Self::Redis(r) => r.on_expired(hook),
         }
     }
 
