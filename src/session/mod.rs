@@ -22,7 +22,9 @@
 //! `session_replaced` (kicked) rather than `session_revoked`; an unknown or expired one answers
 //! [`SessionCheck::Unknown`] / [`SessionCheck::Lapsed`], both `session_revoked` for the caller.
 //! A lapsed session is marked `Expired` once ([`SessionStore::expire`], atomic across
-//! instances), so that exactly one instance tells `[notify]`'s receivers of its expiry.
+//! instances), so that exactly one instance tells `[notify]`'s receivers of its expiry; one
+//! the store drops unmarked (a sweep, a later write to the user's record) goes to the hook of
+//! [`SessionStore::on_expired`], from the one caller that dropped it.
 //!
 //! A store error is always `Err(StoreError)`: it never ends a session and never hands out a
 //! token that was not saved. Ending a session publishes its id on

@@ -27,7 +27,11 @@
 //!   as soon as the channel names it, and trusting nothing while the channel is down).
 //!
 //! Every write that must be atomic (create with kick-out, rotation, end) is one Lua script on
-//! the user's one key, so it works unchanged on Redis Cluster. Times inside records are the
+//! the user's one key, so it works unchanged on Redis Cluster. Each script rewrites the key
+//! without the records past their expiry, and returns those still marked active (lapsed,
+//! never marked expired) with its answer: the caller tells `[notify]` of their expiry
+//! ([`RedisStore::on_expired`]), the only caller that ever sees them. A user's last session
+//! lapsing with no write after it is told by nobody: the key's TTL ends with it. Times inside records are the
 //! `now` passed in (Unix milliseconds, in ARGV: the scripts never call `TIME`); Redis TTLs
 //! (`PX`/`PEXPIRE`) only collect garbage.
 //!
