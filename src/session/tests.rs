@@ -889,6 +889,23 @@ async fn a_login_tells_of_the_lapsed_sessions_it_drops_once(f: Fixture) {
         SessionCheck::Lapsed
     );
     told_is(&told, &[(gone.session.id.as_str(), "web")]).await;
+    // A login that kicks one session out and drops a lapsed one: each told its own way.
+    let live = a.create(new("k", "web"), None, life(), t).await.unwrap();
+    let idle = a.create(new("k", "app"), None, short, t).await.unwrap();
+    let c = b
+        .create(new("k", "web"), Some(1), life(), at)
+        .await
+        .unwrap();
+    assert_eq!(c.kicked, [live.session.id.clone()]);
+    assert_eq!(c.kicked_platforms, ["web"]);
+    told_is(
+        &told,
+        &[
+            (gone.session.id.as_str(), "web"),
+            (idle.session.id.as_str(), "app"),
+        ],
+    )
+    .await;
 }
 
 /// On Redis every write to a user's record drops the sessions past their expiry, not only a
