@@ -896,7 +896,7 @@ async fn a_login_tells_of_the_lapsed_sessions_it_drops_once(f: Fixture) {
         .create(new("k", "web"), Some(1), life(), at)
         .await
         .unwrap();
-    assert_eq!(c.kicked, [live.session.id.clone()]);
+    assert_eq!(c.kicked, [live.session.id.as_str()]);
     assert_eq!(c.kicked_platforms, ["web"]);
     told_is(
         &told,
