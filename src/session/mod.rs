@@ -22,7 +22,9 @@
 //! `session_replaced` (kicked) rather than `session_revoked`; an unknown or expired one answers
 //! [`SessionCheck::Unknown`] / [`SessionCheck::Lapsed`], both `session_revoked` for the caller.
 //! A lapsed session is marked `Expired` once ([`SessionStore::expire`], atomic across
-//! instances), so that exactly one instance tells `[notify]`'s receivers of its expiry.
+//! instances), so that exactly one instance tells `[notify]`'s receivers of its expiry; one
+//! the store drops unmarked (a sweep, a later write to the user's record) goes to the hook of
+//! [`SessionStore::on_expired`], from the one caller that dropped it.
 //!
 //! A store error is always `Err(StoreError)`: it never ends a session and never hands out a
 //! token that was not saved. Ending a session publishes its id on
@@ -382,12 +384,15 @@ impl SessionStore {
         dispatch!(self, s => s.expire(user_id, now).await)
     }
 
-    /// Sets what is told of the active sessions the store itself drops after their expiry
-    /// (the memory store's sweep and a login's rewrite of its user's record). Redis expires
-    /// keys by itself and tells nobody: there, expiry is seen by [`Self::expire`] alone.
+    /// Sets what is told of the active sessions the store itself drops after their expiry,
+    /// never marked by [`Self::expire`]: the memory store's sweep and a login's rewrite of
+    /// its user's record; on Redis every write to a user's record (a login, a refresh, a
+    /// logout, a last-seen update) that drops a lapsed session of theirs. Each is told by the
+    /// one caller whose write dropped it.
     pub(crate) fn on_expired(&self, hook: memory::ExpiryHook) {
-        if let Self::Memory(m) = self {
-            m.on_expired(hook);
+        match self {
+            Self::Memory(m) => m.on_expired(hook),
+            Self::Redis(r) => r.on_expired(hook),
         }
     }
 

@@ -27,7 +27,11 @@
 //!   as soon as the channel names it, and trusting nothing while the channel is down).
 //!
 //! Every write that must be atomic (create with kick-out, rotation, end) is one Lua script on
-//! the user's one key, so it works unchanged on Redis Cluster. Times inside records are the
+//! the user's one key, so it works unchanged on Redis Cluster. Each script rewrites the key
+//! without the records past their expiry, and returns those still marked active (lapsed,
+//! never marked expired) with its answer: the caller tells `[notify]` of their expiry
+//! ([`RedisStore::on_expired`]), the only caller that ever sees them. A user's last session
+//! lapsing with no write after it is told by nobody: the key's TTL ends with it. Times inside records are the
 //! `now` passed in (Unix milliseconds, in ARGV: the scripts never call `TIME`); Redis TTLs
 //! (`PX`/`PEXPIRE`) only collect garbage.
 //!
@@ -66,7 +70,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -80,7 +84,7 @@ use super::breaker::{self, Admit, Breaker};
 use super::ids::{
     b64, format_token, random, sid_of_user, sid_prefix, token_hash, ParsedToken, Secret, SidBytes,
 };
-use super::memory::MemoryStore;
+use super::memory::{ExpiryHook, MemoryStore};
 use super::record::{self, Entry};
 use super::sentinel::SentinelConn;
 use super::{
@@ -224,6 +228,9 @@ struct Inner {
     local: MemoryStore,
     /// The lock-out is on `local` now (for one log line per outage).
     degraded: AtomicBool,
+    /// Told of the sessions a script dropped while still marked active, past their expiry
+    /// (`LAPSED` in `lua/common.lua`): `[notify]`'s `expired` events.
+    on_expired: OnceLock<ExpiryHook>,
 }
 
 /// While Redis is unreachable, each failed login counts this many times in the per-instance
@@ -327,6 +334,18 @@ fn map_err(e: RedisError) -> StoreError {
 
 fn unexpected(what: &str) -> StoreError {
     StoreError::Backend(format!("unexpected answer from Redis ({what})"))
+}
+
+/// A `{answer, lapsed}` script reply (create, end): the answer's array and the lapsed
+/// records for [`RedisStore::tell_lapsed`].
+fn split_lapsed(v: Value) -> Result<(Vec<Value>, Option<Value>), StoreError> {
+    let mut parts = array(v)?;
+    if parts.len() != 2 {
+        return Err(unexpected("script reply"));
+    }
+    let lapsed = parts.pop();
+    let answer = parts.pop().map_or(Ok(Vec::new()), array)?;
+    Ok((answer, lapsed))
 }
 
 fn int(v: &Value) -> Result<i64, StoreError> {
@@ -518,8 +537,50 @@ impl RedisStore {
                 breaker: Breaker::new(breaker::FAILURES, breaker::COOL_DOWN, Instant::now()),
                 local: MemoryStore::with_captcha_cap(settings_for_local, LOCAL_CAPTCHAS),
                 degraded: AtomicBool::new(false),
+                on_expired: OnceLock::new(),
             }),
         })
+    }
+
+    /// Sets what is told of the sessions a write drops after their expiry (once; later calls
+    /// are ignored).
+    pub(crate) fn on_expired(&self, hook: ExpiryHook) {
+        let _ = self.inner.on_expired.set(hook);
+    }
+
+    /// Tells the expiry hook (if any) of the lapsed sessions a script dropped (its `LAPSED`,
+    /// an array of records). The script that dropped them is the only one that saw them, so
+    /// each is told once across instances. A record that does not decode is skipped (the
+    /// write it came with stands).
+    fn tell_lapsed(&self, lapsed: Option<Value>) {
+        let Some(lapsed) = lapsed else {
+            return;
+        };
+        let Ok(records) = array(lapsed) else {
+            tracing::warn!("unexpected answer from Redis (lapsed sessions)");
+            return;
+        };
+        if records.is_empty() {
+            return;
+        }
+        let sessions: Vec<Session> = records
+            .iter()
+            .filter_map(|r| {
+                let rec = bytes(r).ok().filter(|b| b.len() >= record::HEADER)?;
+                Entry(rec).to_session().ok()
+            })
+            .collect();
+        if sessions.len() < records.len() {
+            tracing::warn!(
+                "a lapsed session record from Redis did not decode; its expiry is not told"
+            );
+        }
+        for s in &sessions {
+            self.forget(&s.id);
+        }
+        if let (Some(hook), false) = (self.inner.on_expired.get(), sessions.is_empty()) {
+            hook(sessions);
+        }
     }
 
     fn user_key(&self, user_id: &str) -> String {
@@ -720,7 +781,8 @@ impl RedisStore {
             .arg(&prefix)
             .arg(MAX_SESSIONS_PER_USER)
             .arg(MAX_TOMBSTONES_PER_USER);
-        let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
+        let (out, lapsed) = split_lapsed(self.timed(inv.invoke_async(&mut conn)).await?)?;
+        self.tell_lapsed(lapsed);
         let mut kicked = Vec::with_capacity(out.len() / 3);
         let mut kicked_platforms = Vec::with_capacity(out.len() / 3);
         let mut deltas = vec![(session.expires_at, 1)];
@@ -795,8 +857,9 @@ impl RedisStore {
             let mut conn = store.inner.conn.clone();
             let mut inv = store.inner.scripts.touch.key(key);
             inv.arg(now.0).arg(&sid[..]);
-            if let Err(e) = store.timed(inv.invoke_async::<Value>(&mut conn)).await {
-                tracing::debug!(error = %e, "last-seen update lost");
+            match store.timed(inv.invoke_async::<Value>(&mut conn)).await {
+                Ok(lapsed) => store.tell_lapsed(Some(lapsed)),
+                Err(e) => tracing::debug!(error = %e, "last-seen update lost"),
             }
         });
     }
@@ -812,9 +875,12 @@ impl RedisStore {
         };
         let next = self.inner.settings.refresh_key.successor(&p.secret);
         let mut conn = self.inner.conn.clone();
-        let out = self
+        let mut out = self
             .refresh_script(&mut conn, &p, &next, lifetimes, now)
             .await?;
+        // The lapsed sessions this rotation (or theft) dropped: {code, old, record, lapsed}.
+        let lapsed = (out.len() == 4).then(|| out.pop()).flatten();
+        self.tell_lapsed(lapsed);
         match RefreshReply::parse(&out)? {
             None => Ok(RefreshOutcome::Invalid),
             Some(reply) => {
@@ -946,7 +1012,8 @@ impl RedisStore {
             .arg(&self.inner.channel)
             .arg(sid_prefix(user_id))
             .arg(if lapsed { "1" } else { "" });
-        let out = array(self.timed(inv.invoke_async::<Value>(&mut conn)).await?)?;
+        let (out, dropped) = split_lapsed(self.timed(inv.invoke_async(&mut conn)).await?)?;
+        self.tell_lapsed(dropped);
         let mut ended = Vec::with_capacity(out.len() / 2);
         let mut deltas = Vec::with_capacity(out.len() / 2);
         for pair in out.chunks(2) {

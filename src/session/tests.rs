@@ -1,6 +1,7 @@
 //! The behaviour suite, run against both stores (`memory_store::*` and `redis_store::*`), plus
 //! Redis-only fault tests and two ignored memory measurements.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ids::{format_sid, format_token, random};
@@ -229,6 +230,7 @@ both_stores! {
     end_end_all_and_list,
     idle_expiry,
     a_lapsed_session_is_marked_expired_once,
+    a_login_tells_of_the_lapsed_sessions_it_drops_once,
     end_all_names_the_sessions_it_ended,
     max_lifetime_caps_refreshes,
     tombstones_answer_replaced_then_go,
@@ -845,6 +847,160 @@ async fn a_lapsed_session_is_marked_expired_once(f: Fixture) {
         .unwrap());
     assert!(a.expire("u", t + secs(200)).await.unwrap().is_empty());
     assert!(a.expire("nobody", at).await.unwrap().is_empty());
+}
+
+/// What the stores' expiry hooks were told (one list for every store given).
+fn told_expired(stores: &[&SessionStore]) -> Arc<std::sync::Mutex<Vec<(String, String)>>> {
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for s in stores {
+        let to = told.clone();
+        s.on_expired(Arc::new(move |lapsed: Vec<Session>| {
+            let mut to = to.lock().unwrap();
+            to.extend(lapsed.into_iter().map(|s| (s.id, s.platform)));
+        }));
+    }
+    told
+}
+
+/// Waits (at most 3 s) until `told` holds `want` (in any order); then asserts it.
+async fn told_is(told: &std::sync::Mutex<Vec<(String, String)>>, want: &[(&str, &str)]) {
+    let mut want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut got = told.lock().unwrap().clone();
+        got.sort();
+        if got == want || Instant::now() > deadline {
+            assert_eq!(got, want);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A login that rewrites its user's record drops the sessions past their expiry that no
+/// request marked: the expiry hook hears of each once, from the one instance whose login
+/// dropped it, even when two instances log the user in at once on other platforms.
+async fn a_login_tells_of_the_lapsed_sessions_it_drops_once(f: Fixture) {
+    let a = &f.store;
+    let b = f.another_instance().await;
+    let told = told_expired(&[a, &b]);
+    let t = Millis::now();
+    let short = Lifetimes {
+        refresh_ttl: Duration::from_secs(100),
+        max_lifetime: None,
+    };
+    let gone = a.create(new("u", "web"), None, short, t).await.unwrap();
+    let stays = a
+        .create(new("u", "app"), None, short, t + secs(50))
+        .await
+        .unwrap();
+    let other = a.create(new("v", "web"), None, short, t).await.unwrap();
+    // Not yet lapsed: a login drops nothing.
+    a.create(new("u", "tv"), None, short, t + secs(99))
+        .await
+        .unwrap();
+    told_is(&told, &[]).await;
+    let at = t + secs(100);
+    let (x, y) = tokio::join!(
+        a.create(new("u", "h5"), None, short, at),
+        b.create(new("u", "pad"), None, short, at)
+    );
+    x.unwrap();
+    y.unwrap();
+    told_is(&told, &[(gone.session.id.as_str(), "web")]).await;
+    // Dropped, so nobody marks it again.
+    assert!(a.expire("u", at).await.unwrap().is_empty());
+    assert_eq!(
+        a.check("u", &gone.session.id, at).await.unwrap(),
+        SessionCheck::Unknown
+    );
+    assert_eq!(
+        a.check("u", &stays.session.id, at).await.unwrap(),
+        SessionCheck::Active
+    );
+    // Another user's lapsed session waits for a write of its own.
+    assert_eq!(
+        a.check("v", &other.session.id, at).await.unwrap(),
+        SessionCheck::Lapsed
+    );
+    told_is(&told, &[(gone.session.id.as_str(), "web")]).await;
+    // A login that kicks one session out and drops a lapsed one: each told its own way.
+    let live = a.create(new("k", "web"), None, life(), t).await.unwrap();
+    let idle = a.create(new("k", "app"), None, short, t).await.unwrap();
+    let c = b
+        .create(new("k", "web"), Some(1), life(), at)
+        .await
+        .unwrap();
+    assert_eq!(c.kicked, [live.session.id.as_str()]);
+    assert_eq!(c.kicked_platforms, ["web"]);
+    told_is(
+        &told,
+        &[
+            (gone.session.id.as_str(), "web"),
+            (idle.session.id.as_str(), "app"),
+        ],
+    )
+    .await;
+}
+
+/// On Redis every write to a user's record drops the sessions past their expiry, not only a
+/// login: a refresh, a logout of another session of theirs and a last-seen update tell the
+/// expiry hook of what they dropped, once. (The memory store rewrites a user's record only
+/// at a login; its sweep tells of the rest.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_every_write_tells_of_the_lapsed_sessions_it_drops() {
+    let Some(f) = Fixture::redis().await else {
+        return;
+    };
+    let s = &f.store;
+    let told = told_expired(&[s]);
+    let t = Millis::now();
+    let short = Lifetimes {
+        refresh_ttl: Duration::from_secs(100),
+        max_lifetime: None,
+    };
+    let mut want = Vec::new();
+    let lapsed_and_kept = |user: &'static str| async move {
+        let gone = s.create(new(user, "web"), None, short, t).await.unwrap();
+        let kept = s.create(new(user, "app"), None, life(), t).await.unwrap();
+        (gone, kept)
+    };
+    let at = t + secs(100);
+    // A refresh of another session of the user.
+    let (gone, kept) = lapsed_and_kept("r").await;
+    rotated(
+        s.refresh(kept.refresh_token.as_str(), life(), at)
+            .await
+            .unwrap(),
+    );
+    want.push(gone.session.id);
+    // A logout of another session.
+    let (gone, kept) = lapsed_and_kept("e").await;
+    assert!(s
+        .end("e", &kept.session.id, EndReason::Logout, at)
+        .await
+        .unwrap());
+    want.push(gone.session.id);
+    // A request's last-seen update (in the background, a minute after the last).
+    let (gone, kept) = lapsed_and_kept("h").await;
+    assert_eq!(
+        s.check("h", &kept.session.id, at).await.unwrap(),
+        SessionCheck::Active
+    );
+    want.push(gone.session.id);
+    let want: Vec<(&str, &str)> = want.iter().map(|id| (id.as_str(), "web")).collect();
+    told_is(&told, &want).await;
+    // Told once: the next writes find nothing more to drop.
+    for user in ["r", "e", "h"] {
+        s.create(new(user, "tv"), None, life(), at + secs(1))
+            .await
+            .unwrap();
+    }
+    told_is(&told, &want).await;
 }
 
 async fn end_all_names_the_sessions_it_ended(f: Fixture) {
@@ -2200,6 +2356,8 @@ async fn redis_cache_hears_rotations() {
         .unwrap()
         .is_some());
     assert_eq!(next_revocation(&mut heard).await, marker.session.id);
+    // Read from Redis (the rotation made B forget its entry): past its new expiry, not
+    // yet marked expired by anyone.
     assert_eq!(
         b.check("u", id, t + secs(12)).await.unwrap(),
         // Past its new expiry, not yet marked ended (the caller marks it: issue 16).
@@ -2232,7 +2390,6 @@ async fn redis_cache_hears_rotations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cache_never_passes_a_session_once_its_revocation_arrived() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let Some((_server, a, b)) = two_instances(CACHE).await else {
         return;
     };

@@ -350,6 +350,50 @@ async fn two_instances_send_each_event_once() {
     within("the second instance to stop", handle.shutdown()).await;
 }
 
+/// A lapsed session no request met, dropped from the user's record by a login of the same
+/// user on another platform (two at once, one on each instance): told once, reason
+/// `expired`, by the instance whose login dropped it, with that login's request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lapsed_session_dropped_by_a_login_is_told_once_across_instances() {
+    let recv = Receiver::start(&[Answer::Ok]).await;
+    let gw = gateway!(Conf::new()
+        .store(StoreKind::Redis)
+        .token("access_ttl = \"10m\"\nmax_lifetime = \"10m\"\nsilent_refresh_window = \"1m\"")
+        .section(&section(&[recv.url("/hooks/session")], "")));
+    let (other, handle) = gw.sibling().await;
+    let lapsed = gw.login_ok("alice", "web").await;
+    let kept = gw.login_ok("bob", "web").await;
+    gw.advance(Duration::from_secs(601));
+    handle.app.clock.advance(Duration::from_secs(601));
+    let (x, y) = tokio::join!(
+        other.login_on("alice", ALICE_PW, Some("app")),
+        gw.login_on("alice", ALICE_PW, Some("h5"))
+    );
+    assert_eq!((x.status, y.status), (200, 200));
+    let want = [what(&lapsed.sid, "session_ended", "expired")];
+    let got = arrived_once(&recv, &want).await;
+    poll_until(
+        "both instances' sent counts to add up",
+        || std::future::ready(gw.app.notify_counts().sent + handle.app.notify_counts().sent),
+        |n| *n == 1,
+    )
+    .await;
+    assert_well_formed(&got, &[lapsed.access.as_str(), lapsed.refresh.as_str()]);
+    assert_eq!(got[0].json["user_id"], lapsed.json["user"]["id"]);
+    assert_eq!(got[0].json["platform"], "web");
+    assert!(got[0].json["request_id"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    // Gone from the record: its token meets nothing to mark, so nothing is told again.
+    gw.assert_refused(&lapsed.access, "session_revoked").await;
+    assert_eq!(gw.refresh(&lapsed.refresh).await.status, 401);
+    // Bob's lapsed session is his own: marked by his next request, told once too.
+    gw.assert_refused(&kept.access, "session_revoked").await;
+    let want = [want[0].clone(), what(&kept.sid, "session_ended", "expired")];
+    arrived_once(&recv, &want).await;
+    within("the second instance to stop", handle.shutdown()).await;
+}
+
 /// A gateway (memory store) notifying `urls`, with short timeouts for the fault tests.
 async fn fault_gateway(urls: &[String], extra: &str) -> Gateway {
     Gateway::start(

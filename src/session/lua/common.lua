@@ -100,6 +100,11 @@ local function load(key)
   return list
 end
 
+-- The sessions `save` dropped while still marked active (past their idle limit or lifetime,
+-- never marked expired): every script returns them, so that the one caller whose write
+-- dropped them tells of their expiry (no one else can see them any more).
+local LAPSED = {}
+
 -- Writes the records back without the expired ones; the key lives as long as the last of them.
 local function save(key, list, now)
   local keep, last = {}, 0
@@ -108,6 +113,8 @@ local function save(key, list, now)
     if x > now then
       keep[#keep + 1] = e
       if x > last then last = x end
+    elseif state(e) == 0 then
+      LAPSED[#LAPSED + 1] = e
     end
   end
   if #keep == 0 then

@@ -2,7 +2,8 @@
 -- KEYS[1] the user's key
 -- ARGV: now (ms), new record, max per platform (0: none), tombstone ttl (ms), channel,
 --       sid prefix, max per user, max tombstones per user
--- Returns {sid, old expiry, platform, ...} of the sessions ended (reason replaced), oldest first.
+-- Returns {{sid, old expiry, platform, ...} of the sessions ended (reason replaced), oldest
+-- first, {record, ...} of the lapsed sessions dropped (LAPSED)}.
 local now, new, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local tomb, channel, prefix, cap = tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7])
 local list = load(KEYS[1])
@@ -50,4 +51,4 @@ for i, e in ipairs(list) do
 end
 kept[#kept + 1] = new
 save(KEYS[1], kept, now)
-return out
+return {out, LAPSED}

@@ -3,7 +3,8 @@
 -- ARGV: now (ms), sid or '', reason code, tombstone ttl (ms), channel, sid prefix,
 --       '1' to end only a session that is still active but past its expiry (marking an idle
 --       or lifetime expiry once, whichever instance notices it first), else ''
--- Returns {old expiry, record, ...} of the sessions ended.
+-- Returns {{old expiry, record, ...} of the sessions ended, {record, ...} of the lapsed
+-- sessions dropped (LAPSED)}.
 local now, s, why, tomb = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local lapsed = ARGV[7] == '1'
 local list = load(KEYS[1])
@@ -21,4 +22,4 @@ for i, e in ipairs(list) do
   end
 end
 if #out > 0 then save(KEYS[1], list, now) end
-return out
+return {out, LAPSED}
