@@ -31,7 +31,7 @@ TARGETS = {
     "d": [("b", 1.0, False)],
     "e": [("c", 1.2, True), ("l", 0.95, False)],
     "f": [("e", 0.95, False)],
-    "g": [("f", 0.8, False)],
+    "g": [("f", 0.95, False)],
     "h": [("e", 0.95, False), ("c", 1.2, False)],
     "i": [("e", 0.95, False)],
 }
