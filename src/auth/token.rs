@@ -285,7 +285,11 @@ mod tests {
         h.append("cookie", obs(b"x=caf\xc3\xa9; at=tok; y=\xff"));
         assert_eq!(cookie_value(&h, "at"), Ok(Some("tok")));
         strip_cookie(&mut h, "at");
-        let all: Vec<&[u8]> = h.get_all("cookie").iter().map(HeaderValue::as_bytes).collect();
+        let all: Vec<&[u8]> = h
+            .get_all("cookie")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
         assert_eq!(all, [&b"x=caf\xc3\xa9; y=\xff"[..]]);
 
         // Another value in such a header is a second token; a value of ours beyond ASCII is
