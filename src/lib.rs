@@ -45,6 +45,7 @@
 //!     router (admin → admin, `login.prefix` and JWKS → endpoints, the rest → pipeline).
 //! 13. `demo`: `authgate demo`'s echo upstream, token service (near-expiry tokens, a stand-in
 //!     identity provider), single-page app (the JavaScript client of `clients/js`) and config.
+//! 14. `fuzzing`: the entry points of the fuzz targets in `fuzz/` (hidden, not an API).
 //!
 //! `main.rs` (the command line) sits on top. A request's path through the files is in
 //! `ARCHITECTURE.md`.
@@ -62,6 +63,8 @@ pub mod demo;
 mod endpoints;
 mod error;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 mod login;
 pub mod logs;
 mod metrics;

@@ -58,74 +58,95 @@ fn bearer(v: &HeaderValue) -> Result<Option<&str>, GatewayError> {
 }
 
 /// The value of cookie `name` across every `Cookie` header; two different values are a 400.
+///
+/// Read byte by byte, as an upstream reads it: a header holding bytes beyond ASCII
+/// (`obs-text`, which HTTP lets through) is read too, so that a cookie of ours can neither
+/// hide in one (to reach the upstream unread and unstripped) nor make the crumbs of an
+/// HTTP/2 request read differently once joined. A value of ours beyond ASCII (no token or
+/// CSRF value is) is refused like a second value.
 pub(crate) fn cookie_value<'a>(
     headers: &'a HeaderMap,
     name: &str,
 ) -> Result<Option<&'a str>, GatewayError> {
     let mut found: Option<&str> = None;
     for v in headers.get_all(header::COOKIE) {
-        let Some(s) = ascii(v) else { continue };
-        for pair in s.split(';') {
-            let Some((k, val)) = pair.trim().split_once('=') else {
+        for (k, val) in pairs(v.as_bytes()) {
+            if k != name.as_bytes() {
                 continue;
-            };
-            if k.trim() == name {
-                let val = val.trim().trim_matches('"');
-                match found {
-                    Some(prev) if prev != val => return Err(AMBIGUOUS),
-                    _ => found = Some(val),
-                }
+            }
+            let val = trim_quotes(val);
+            let val = std::str::from_utf8(val)
+                .ok()
+                .filter(|v| v.is_ascii())
+                .ok_or(NOT_ASCII)?;
+            match found {
+                Some(prev) if prev != val => return Err(AMBIGUOUS),
+                _ => found = Some(val),
             }
         }
     }
     Ok(found.filter(|v| !v.is_empty()))
 }
 
-/// A header value as text when it is ASCII, as `to_str` would have it, but checked a word at
-/// a time: a `HeaderValue` holds no control bytes but tab, so ASCII is visible ASCII here.
-/// (`to_str`'s byte-by-byte check was a measurable part of a cookie request's cost.)
-fn ascii(v: &HeaderValue) -> Option<&str> {
-    let bytes = v.as_bytes();
-    if bytes.is_ascii() {
-        std::str::from_utf8(bytes).ok()
-    } else {
-        None
-    }
+const NOT_ASCII: GatewayError = GatewayError::BadRequest("a cookie of the gateway's is not ASCII");
+
+/// The `name=value` pairs of one `Cookie` value, each trimmed of spaces around its name and
+/// value; a part without `=` is no pair of any name.
+fn pairs(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    value.split(|b| *b == b';').filter_map(|part| {
+        let part = part.trim_ascii();
+        let eq = part.iter().position(|b| *b == b'=')?;
+        Some((part[..eq].trim_ascii(), part[eq + 1..].trim_ascii()))
+    })
 }
 
-/// Whether a `Cookie` header names cookie `name` (so that [`strip_cookie`] has work to do).
-fn names(value: &str, name: &str) -> bool {
-    value
-        .split(';')
-        .any(|p| p.split_once('=').is_some_and(|(k, _)| k.trim() == name))
+/// A value without the quotes around it (`"abc"` is `abc`).
+fn trim_quotes(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| *b != b'"').unwrap_or(v.len());
+    let end = v.iter().rposition(|b| *b != b'"').map_or(start, |i| i + 1);
+    &v[start..end.max(start)]
 }
 
-/// Removes cookie `name` from every `Cookie` header, keeping the others. Nothing is
-/// rebuilt (or allocated) when no header names it: the common case on the proxy path.
+/// Whether a `Cookie` value names cookie `name` (so that [`strip_cookie`] has work to do).
+fn names(value: &[u8], name: &str) -> bool {
+    pairs(value).any(|(k, _)| k == name.as_bytes())
+}
+
+/// Removes cookie `name` from every `Cookie` header, keeping the others (beyond-ASCII ones
+/// too, byte for byte). Nothing is rebuilt (or allocated) when no header names it: the
+/// common case on the proxy path.
 pub(crate) fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     let named = headers
         .get_all(header::COOKIE)
         .iter()
-        .any(|v| ascii(v).is_some_and(|s| names(s, name)));
+        .any(|v| names(v.as_bytes(), name));
     if !named {
         return;
     }
-    let values: Vec<String> = headers
+    let values: Vec<Vec<u8>> = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(ascii)
-        .map(|s| {
-            s.split(';')
-                .map(str::trim)
-                .filter(|p| p.split_once('=').is_none_or(|(k, _)| k.trim() != name))
-                .collect::<Vec<_>>()
-                .join("; ")
+        .map(|v| {
+            let kept = v
+                .as_bytes()
+                .split(|b| *b == b';')
+                .map(<[u8]>::trim_ascii)
+                .filter(|p| !p.is_empty() && !names(p, name));
+            let mut out = Vec::with_capacity(v.len());
+            for part in kept {
+                if !out.is_empty() {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(part);
+            }
+            out
         })
-        .filter(|s| !s.is_empty())
+        .filter(|v| !v.is_empty())
         .collect();
     headers.remove(header::COOKIE);
     for v in values {
-        if let Ok(v) = HeaderValue::from_str(&v) {
+        // Parts of a valid value joined with "; ": valid too.
+        if let Ok(v) = HeaderValue::from_bytes(&v) {
             headers.append(header::COOKIE, v);
         }
     }
@@ -248,12 +269,46 @@ mod tests {
         strip_cookie(&mut h, "at");
         let all: Vec<_> = h.get_all("cookie").iter().collect();
         assert_eq!(all, vec!["x=1;y=at", "ata=2 ;  z=3"]);
-        // A non-ASCII header is never read for cookies, so never taken for one of ours.
+    }
+
+    fn obs(v: &[u8]) -> HeaderValue {
+        HeaderValue::from_bytes(v).expect("obs-text is a valid header value")
+    }
+
+    /// Found by the `cookie_parse` fuzz target: a `Cookie` header with a byte beyond ASCII
+    /// anywhere was skipped whole, so a cookie of ours in it was neither read nor stripped
+    /// (the refresh cookie reached the upstream), and HTTP/2 crumbs read differently once
+    /// joined.
+    #[test]
+    fn a_header_beyond_ascii_is_read_and_stripped_byte_by_byte() {
         let mut h = HeaderMap::new();
-        h.append(
-            "cookie",
-            HeaderValue::from_bytes(b"at=\xc3\xa9").expect("obs-text"),
-        );
-        assert_eq!(cookie_value(&h, "at"), Ok(None));
+        h.append("cookie", obs(b"x=caf\xc3\xa9; at=tok; y=\xff"));
+        assert_eq!(cookie_value(&h, "at"), Ok(Some("tok")));
+        strip_cookie(&mut h, "at");
+        let all: Vec<&[u8]> = h
+            .get_all("cookie")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(all, [&b"x=caf\xc3\xa9; y=\xff"[..]]);
+
+        // Another value in such a header is a second token; a value of ours beyond ASCII is
+        // refused too.
+        let h = hm(&[("cookie", "at=tok")]);
+        let mut two = h.clone();
+        two.append("cookie", obs(b"at=other; x=\xe9"));
+        assert_eq!(cookie_value(&two, "at"), Err(AMBIGUOUS));
+        let mut bad = HeaderMap::new();
+        bad.append("cookie", obs(b"at=t\xc3\xa9"));
+        assert_eq!(cookie_value(&bad, "at"), Err(NOT_ASCII));
+
+        // Crumbs read as their join does (the pipeline joins them for an HTTP/1.1 upstream).
+        let mut crumbs = HeaderMap::new();
+        crumbs.append("cookie", obs(b"x=\xe9"));
+        crumbs.append("cookie", obs(b"at=tok"));
+        let mut joined = HeaderMap::new();
+        joined.append("cookie", obs(b"x=\xe9; at=tok"));
+        assert_eq!(cookie_value(&crumbs, "at"), cookie_value(&joined, "at"));
+        assert_eq!(cookie_value(&joined, "at"), Ok(Some("tok")));
     }
 }

@@ -44,6 +44,7 @@ use crate::metrics::Counted;
 use crate::proxy::ConnInfo;
 
 pub(crate) use ctx::{Flow, RequestCtx};
+pub(crate) use strip::client_headers as strip_client_headers;
 
 /// Runs one request through the phases; any error is the answer. `counted` learns the route
 /// as soon as one is found, for the request counter.

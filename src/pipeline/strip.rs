@@ -5,14 +5,22 @@
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::RequestCtx;
+use crate::config::Identity;
 use crate::proxy::{self, identity};
 
 /// Strips `h` in place and notes whether the client asks for a WebSocket upgrade.
 pub(super) fn headers(cx: &mut RequestCtx<'_, '_>, h: &mut HeaderMap) {
+    cx.websocket = client_headers(h, &cx.cfg().identity);
+}
+
+/// The work of [`headers`] on its own (the fuzz targets call it too): cookie crumbs joined,
+/// identity headers out, then hop-by-hop ones. Whether it is a WebSocket upgrade.
+pub(crate) fn client_headers(h: &mut HeaderMap, identity: &Identity) -> bool {
     join_cookies(h);
-    cx.websocket = proxy::is_websocket_upgrade(h);
-    identity::strip(h, &cx.cfg().identity);
-    proxy::strip_hop_by_hop(h, cx.websocket, |_| false);
+    let websocket = proxy::is_websocket_upgrade(h);
+    identity::strip(h, identity);
+    proxy::strip_hop_by_hop(h, websocket, |_| false);
+    websocket
 }
 
 /// HTTP/2 sends cookies as crumbs, one `cookie` field each (RFC 9113 §8.2.3); an HTTP/1.1

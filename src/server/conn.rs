@@ -33,6 +33,41 @@ use crate::body::Body;
 use crate::proxy::ConnInfo;
 use crate::shutdown::{Signal, Work};
 
+// HTTP/2 limits, set explicitly rather than left to hyper's and h2's defaults (h2 0.4.20),
+// each bounding what one connection can make the gateway hold or do. The floods they answer
+// are tested in `tests/it/h2_floods.rs`.
+//
+// - A header block: at most `max_header_list_size` (= `max_header_bytes`), received in frames
+//   of at most `H2_MAX_FRAME`; h2 counts a block's CONTINUATION frames against both
+//   (`max_header_list_size / max_frame_size` plus a quarter, at least 5) and answers more with
+//   GOAWAY ENHANCE_YOUR_CALM, so a CONTINUATION flood costs a few frames' worth of memory.
+// - PING and SETTINGS: h2 writes the acknowledgement before it reads the next frame, so a
+//   flood that does not read its acknowledgements stops itself against the socket, and the
+//   watchdog drops the connection once a write has not been taken for `send_timeout`. One
+//   that does read them gets one small frame back per frame sent, like any other traffic.
+// - Streams: `H2_MAX_STREAMS` open at once; `H2_PENDING_RESETS` streams reset by the client
+//   before the gateway took them (the Rapid Reset attack, CVE-2023-44487) and
+//   `H2_ERROR_RESETS` streams the gateway itself had to reset for errors (MadeYouReset,
+//   CVE-2025-8671) end the connection with GOAWAY.
+// - Buffers: request bodies the client may send ahead are held to the flow-control windows
+//   (`H2_STREAM_WINDOW` per stream, `H2_CONN_WINDOW` in all), response data queued per stream
+//   to `H2_SEND_BUF`; the HPACK table stays at the protocol's initial 4 KiB (h2's default;
+//   hyper-util's auto builder has no setter for it).
+
+/// Streams open at once on one HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 256;
+/// Largest frame the gateway accepts: the protocol's initial value (RFC 9113 §6.5.2).
+const H2_MAX_FRAME: u32 = 16 * 1024;
+/// Request body a client may send ahead on one stream, and on the whole connection.
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+const H2_CONN_WINDOW: u32 = 1024 * 1024;
+/// Response data queued per stream before its body is asked for more.
+const H2_SEND_BUF: usize = 400 * 1024;
+/// Streams the client reset before they were taken (Rapid Reset); hyper's default.
+const H2_PENDING_RESETS: usize = 20;
+/// Streams the gateway reset for the client's errors before the connection ends.
+const H2_ERROR_RESETS: usize = 256;
+
 /// The HTTP machinery of one listener, configured once.
 ///
 /// hyper-util's auto builder, which reads the first bytes itself and replays them, serves
@@ -60,7 +95,13 @@ impl Protocols {
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(max_list)
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_frame_size(H2_MAX_FRAME)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONN_WINDOW)
+            .max_send_buf_size(H2_SEND_BUF)
+            .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_ERROR_RESETS)
             .enable_connect_protocol();
         let mut http1 = http1::Builder::new();
         http1.max_buf_size(max_buf).keep_alive(true);
@@ -68,7 +109,13 @@ impl Protocols {
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(max_list)
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_frame_size(H2_MAX_FRAME)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONN_WINDOW)
+            .max_send_buf_size(H2_SEND_BUF)
+            .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_ERROR_RESETS)
             .enable_connect_protocol();
         Self { http1, http2, auto }
     }

@@ -363,7 +363,10 @@ impl KeyRing {
             payload: None,
         };
         let token = self.sign(&claims)?;
-        if !claims.sub.is_empty() {
+        // Only what verification itself would accept goes into its cache: callers mint fit
+        // identities, and one that is not (a value with a control character) is then refused
+        // here as on any other instance, instead of passing from the cache.
+        if check_identity(&claims).is_ok() {
             self.remember(&token, &Arc::new(claims.clone()), now);
         }
         Ok((token, claims))

@@ -11,6 +11,7 @@ mod cli;
 mod cors;
 mod demo;
 mod forward_auth;
+mod h2_floods;
 mod headers;
 mod issuers;
 mod lifecycle;

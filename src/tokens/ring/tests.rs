@@ -646,3 +646,25 @@ fn a_ring_without_a_signing_key_verifies_and_mints_nothing() {
         Err(TokenError::Invalid("unknown_kid"))
     );
 }
+
+/// Found by the `token_verify` fuzz target: `mint` put every token with a `sub` into the
+/// verify cache, so one whose identity held a control character (`"\u{b}"`) passed from the
+/// cache on the instance that minted it and was refused everywhere else.
+#[test]
+fn a_minted_token_with_an_unfit_identity_is_refused_by_its_own_ring_too() {
+    let keys = ring(private("k1", Algorithm::HS256), vec![]);
+    for unfit in ["\u{b}", "a\nb", " admin"] {
+        let id = AccessIdentity {
+            name: Some(unfit.into()),
+            ..identity()
+        };
+        let (token, _) = keys.mint(&id, NOW).unwrap();
+        assert_eq!(
+            keys.verify(&token, NOW),
+            Err(TokenError::Invalid("bad_identity_claim")),
+            "{unfit:?}"
+        );
+    }
+    let (token, _) = keys.mint(&identity(), NOW).unwrap();
+    assert!(keys.verify(&token, NOW).is_ok());
+}
