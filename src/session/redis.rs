@@ -686,6 +686,22 @@ impl RedisStore {
         self.inner.degraded.load(Ordering::Relaxed)
     }
 
+    /// `r`, or (Redis unreachable: the operation is degraded) `fallback`.
+    fn or_degraded<T>(
+        &self,
+        what: &'static str,
+        r: Result<T, StoreError>,
+        fallback: T,
+    ) -> Result<T, StoreError> {
+        match r {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.degrade(what, &e);
+                Ok(fallback)
+            }
+            other => other,
+        }
+    }
+
     /// A lock-out or captcha operation reached Redis again.
     fn undegrade(&self) {
         if self.inner.degraded.load(Ordering::Relaxed)
@@ -1398,13 +1414,11 @@ impl RedisStore {
         if let Some(until) = self.inner.local.locked_until(key, now).await? {
             return Ok(Some(until));
         }
-        match self.redis_locked_until(key, now).await {
-            Err(e @ StoreError::Unavailable(_)) => {
-                self.degrade("locked_until", &e);
-                Ok(None)
-            }
-            other => other,
-        }
+        self.or_degraded(
+            "locked_until",
+            self.redis_locked_until(key, now).await,
+            None,
+        )
     }
 
     /// The larger of Redis's count and this instance's weighted fallback count.
@@ -1449,13 +1463,7 @@ impl RedisStore {
         if let Some(answer) = self.inner.local.take_captcha(id, now).await? {
             return Ok(Some(answer));
         }
-        match self.redis_take_captcha(id, now).await {
-            Err(e @ StoreError::Unavailable(_)) => {
-                self.degrade("take_captcha", &e);
-                Ok(None)
-            }
-            other => other,
-        }
+        self.or_degraded("take_captcha", self.redis_take_captcha(id, now).await, None)
     }
 
     pub(crate) async fn captcha_answer(
@@ -1466,36 +1474,22 @@ impl RedisStore {
         if let Some(answer) = self.inner.local.captcha_answer(id, now).await? {
             return Ok(Some(answer));
         }
-        match self.redis_captcha_answer(id, now).await {
-            Err(e @ StoreError::Unavailable(_)) => {
-                self.degrade("captcha_answer", &e);
-                Ok(None)
-            }
-            other => other,
-        }
+        self.or_degraded(
+            "captcha_answer",
+            self.redis_captcha_answer(id, now).await,
+            None,
+        )
     }
 
     /// Gives one failure back, in the fallback and in Redis.
     pub(crate) async fn forgive_one(&self, key: &str) -> Result<(), StoreError> {
         self.inner.local.forgive_one(key).await?;
-        match self.redis_forgive_one(key).await {
-            Err(e @ StoreError::Unavailable(_)) => {
-                self.degrade("forgive_one", &e);
-                Ok(())
-            }
-            other => other,
-        }
+        self.or_degraded("forgive_one", self.redis_forgive_one(key).await, ())
     }
 
     pub(crate) async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         self.inner.local.clear_failures(key).await?;
-        match self.redis_clear_failures(key).await {
-            Err(e @ StoreError::Unavailable(_)) => {
-                self.degrade("clear_failures", &e);
-                Ok(())
-            }
-            other => other,
-        }
+        self.or_degraded("clear_failures", self.redis_clear_failures(key).await, ())
     }
 
     /// An admin's unlock: the fallback's lock goes at once; Redis's error is the caller's
