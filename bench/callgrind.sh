@@ -8,9 +8,11 @@
 #   bash bench/callgrind.sh            # case (d): public route
 #   CASE=e bash bench/callgrind.sh     # case (e): required route, stateless HS256
 #   CASE=e ACCESS=off bash bench/callgrind.sh   # the same with `[log] access = false`
+#   CASE=i bash bench/callgrind.sh     # case (i): (e) with the token in the [browser] access
+#                                      # cookie (bench/run.sh's (i) gateway: users file, [browser])
 #   callgrind_annotate --inclusive=yes "$OUT"   # where the instructions go
 #
-# Environment: CASE (d | e), ACCESS (on | off: the access log, on), DURATION (10), OUT (callgrind output file,
+# Environment: CASE (d | e | i), ACCESS (on | off: the access log, on), DURATION (10), OUT (callgrind output file,
 # /tmp/authgate-callgrind.CASE.out), SKIP_BUILD=1, AUTHGATE_BIN.
 set -euo pipefail
 
@@ -22,8 +24,8 @@ DURATION="${DURATION:-10}"
 OUT="${OUT:-/tmp/authgate-callgrind.$CASE.out}"
 case "$CASE" in
     d) path="public/bench" ;;
-    e) path="api/bench" ;;
-    *) die "CASE must be d or e" ;;
+    e | i) path="api/bench" ;;
+    *) die "CASE must be d, e or i" ;;
 esac
 
 ensure_tools wrk:wrk nginx:nginx-light valgrind:valgrind taskset:util-linux curl:curl python3:python3
@@ -32,7 +34,14 @@ init_tmp
 build_authgate || die "$BUILD_FAILURE"
 read -r UP_PORT PORT ADMIN <<<"$(free_ports 3)"
 start_upstream "$UP_PORT"
-write_authgate_config "$TMP_DIR/gw.toml" "$PORT" "$ADMIN" "$UP_PORT" stateless memory none
+if [ "$CASE" = i ]; then
+    make_users_file "$TMP_DIR/users.toml" || die "\`authgate hash-password\` did not print a hash"
+    write_authgate_config "$TMP_DIR/gw.toml" "$PORT" "$ADMIN" "$UP_PORT" stateless memory users_file "$TMP_DIR/users.toml"
+    sed -i 's|^admin_listen = .*|&\ntrusted_proxies = ["127.0.0.1/32"]|' "$TMP_DIR/gw.toml"
+    printf '\n[login.captcha]\nmode = "after_failures"\n\n[browser]\nenabled = true\ninsecure_cookies = true\n' >>"$TMP_DIR/gw.toml"
+else
+    write_authgate_config "$TMP_DIR/gw.toml" "$PORT" "$ADMIN" "$UP_PORT" stateless memory none
+fi
 case "${ACCESS:-on}" in
     on) ;;
     off) printf '\n[log]\naccess = false\n' >>"$TMP_DIR/gw.toml" ;;
@@ -48,7 +57,9 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 token="$(mint "$BENCH_SECRET")"
-requests="$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" -H "Authorization: Bearer $token" \
+credential="Authorization: Bearer $token"
+[ "$CASE" != i ] || credential="Cookie: authgate_access=$token"
+requests="$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" -H "$credential" \
     "http://127.0.0.1:$PORT/$path" | awk '/requests in/ {print $1}')"
 kill -INT "$pid"
 wait "$pid" 2>/dev/null || true

@@ -9,9 +9,17 @@
 # (default: a fresh temporary folder), so that the committed corpora never grow. libFuzzer
 # writes a failing input to fuzz/artifacts/<target>/; the script then prints it and exits 1.
 # One summary line per target: its run time and executions.
+#
+# FUZZ_DEV=1 builds and runs the dev profile of fuzz/Cargo.toml (opt-level 1: a faster build,
+# fewer executions a second) instead of release.
+# FUZZ_BUILD_ONLY=1 builds and stops (.ci/run builds in the background while the tests run).
+# FUZZ_TARGET_DIR=dir builds there instead of cargo's usual target folder (fuzz/target, or
+# CARGO_TARGET_DIR), so that a fuzz build running beside the main crate's never waits for its
+# lock.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ -z "${FUZZ_TARGET_DIR:-}" ] || export CARGO_TARGET_DIR="$FUZZ_TARGET_DIR"
 
 SECONDS_EACH="${1:-30}"
 shift || true
@@ -30,7 +38,10 @@ dict_of() {
     esac
 }
 
-cargo fuzz build --sanitizer none
+PROFILE=()
+[ "${FUZZ_DEV:-0}" != 1 ] || PROFILE=(--dev)
+cargo fuzz build --sanitizer none "${PROFILE[@]}"
+[ "${FUZZ_BUILD_ONLY:-0}" != 1 ] || exit 0
 
 run_one() {
     local t="$1"
@@ -40,7 +51,7 @@ run_one() {
     local args=(-max_total_time="$SECONDS_EACH" -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1)
     [ -n "$dict" ] && args+=(-dict="$dict")
     local start=$SECONDS
-    if cargo fuzz run --sanitizer none "$t" "$WORK/corpus/$t" "fuzz/corpus/$t" -- "${args[@]}" \
+    if cargo fuzz run --sanitizer none "${PROFILE[@]}" "$t" "$WORK/corpus/$t" "fuzz/corpus/$t" -- "${args[@]}" \
         >"$WORK/$t.log" 2>&1; then
         local execs
         execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$WORK/$t.log" | grep -o '[0-9]*$' || echo '?')"

@@ -26,6 +26,16 @@ pub(crate) fn extract<'a>(
         Some(name) => cookie_value(headers, name)?,
         None => None,
     };
+    // Spaces inside the quotes of a cookie (`at=" x "`) are kept by the cookie reader; a
+    // token never starts or ends with one, and an upstream trimming them would read another.
+    if from_cookie.is_some_and(|c| {
+        c.as_bytes()
+            .first()
+            .zip(c.as_bytes().last())
+            .is_some_and(|(a, z)| a.is_ascii_whitespace() || z.is_ascii_whitespace())
+    }) {
+        return Err(GatewayError::InvalidToken);
+    }
     match (bearer, from_cookie) {
         (Some(b), Some(c)) if b != c => Err(AMBIGUOUS),
         (Some(b), _) => Ok(Some(b)),
@@ -162,6 +172,27 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn a_cookie_token_with_spaces_inside_its_quotes_is_an_invalid_token() {
+        // Found by fuzz/token_verify: the quotes came off, the spaces inside them stayed.
+        for cookie in [
+            "at=\"  abc.def.ghi  \"",
+            "at=\" abc\"",
+            "at=\"abc \"",
+            "at=\"\tabc\"",
+        ] {
+            let h = hm(&[("cookie", cookie)]);
+            assert_eq!(
+                extract(&h, Some("at")),
+                Err(GatewayError::InvalidToken),
+                "{cookie}"
+            );
+        }
+        // Quotes alone are fine, and so is a space that is no part of the value.
+        let h = hm(&[("cookie", "a=1; at=\"abc.def\" ; b=2")]);
+        assert_eq!(extract(&h, Some("at")), Ok(Some("abc.def")));
     }
 
     #[test]

@@ -7,13 +7,21 @@
 //! with the parameters most of the file's users have, so it costs what a wrong password costs
 //! and answers the same `InvalidCredentials`: response time does not reveal which usernames
 //! exist. The dummy is computed once per config snapshot, on the first unknown username.
+//!
+//! Argon2's memory (19 MiB a verification with the `hash-password` defaults) comes from a
+//! process-wide pool of block buffers, one per verification running at a time, allocated on
+//! first use and reused ever after. Left to the allocator, every verification allocated and
+//! freed a block of that size on whichever blocking-pool thread ran it; glibc kept such blocks
+//! in per-thread arenas, and the gateway's RSS moved by one block at a time as logins came and
+//! went (the soak's RSS check, BENCHMARKS.md). The pool bounds that memory by the slot count
+//! and spares each login the page faults of fresh memory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 use super::{lockout, LoginIdentity, LoginOutcome};
@@ -142,19 +150,70 @@ impl UsersFile {
     }
 }
 
+/// Argon2 block buffers kept between verifications: at most one per verification running at
+/// a time (the slots bound that), each as large as the largest parameters it has served.
+static MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
 /// Does `password` match the PHC string `hash`? The algorithm, version and parameters come
-/// from the hash itself.
+/// from the hash itself. Runs Argon2 in a buffer of [`MEMORY`].
 fn verify(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+    verify_pooled(&MEMORY, hash, password)
+}
+
+/// [`verify`] with the buffers of `pool`.
+fn verify_pooled(pool: &Mutex<Vec<Vec<Block>>>, hash: &str, password: &str) -> bool {
+    let mut memory = pool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop()
+        .unwrap_or_default();
+    let matched = verify_in(hash, password, &mut memory);
+    pool.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(memory);
+    match matched {
+        Ok(matched) => matched,
         Err(e) => {
             // The config validated every hash; this is a bug, not a login failure.
-            tracing::error!(error = %e, "a users file password hash does not parse");
+            tracing::error!(error = %e, "a users file password hash cannot be verified");
             false
         }
     }
+}
+
+/// What argon2's `PasswordVerifier` does (the hash recomputed with the PHC string's algorithm,
+/// version, parameters and salt, then compared in constant time by [`Output`]'s `==`), with
+/// the blocks in `memory`, which grows to the parameters' size and keeps it.
+fn verify_in(
+    hash: &str,
+    password: &str,
+    memory: &mut Vec<Block>,
+) -> Result<bool, argon2::password_hash::Error> {
+    use argon2::password_hash::Error;
+    let parsed = PasswordHash::new(hash)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(Error::PhcStringField);
+    };
+    let algorithm = Algorithm::try_from(parsed.algorithm)?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()?
+        .unwrap_or_default();
+    let params = Params::try_from(&parsed)?;
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes)?;
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let computed = Output::init_with(expected.len(), |out| {
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..blocks])
+            .map_err(Error::from)
+    })?;
+    Ok(computed == expected)
 }
 
 /// A hash of a fixed password with the parameters (algorithm, version, m/t/p, output length,
@@ -297,6 +356,102 @@ pub(super) mod tests {
             .await;
         assert!(matches!(case, LoginOutcome::InvalidCredentials));
         assert_eq!(b.verifications(), 3);
+    }
+
+    #[test]
+    fn verifying_in_a_kept_buffer_answers_as_argon2s_own_verifier() {
+        use argon2::PasswordVerifier;
+        let hash_with = |algorithm, version, m, t, p, out: usize, salt: &str| {
+            let params = Params::new(m, t, p, Some(out)).expect("valid params");
+            Argon2::new(algorithm, version, params)
+                .hash_password(b"correct horse", &SaltString::from_b64(salt).unwrap())
+                .unwrap()
+                .to_string()
+        };
+        let hashes = [
+            hash_with(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                256,
+                1,
+                1,
+                32,
+                "c2FsdHNhbHRzYWx0c2FsdA",
+            ),
+            hash_with(
+                Algorithm::Argon2i,
+                Version::V0x13,
+                512,
+                2,
+                2,
+                16,
+                "c2FsdHNhbHQ",
+            ),
+            hash_with(
+                Algorithm::Argon2d,
+                Version::V0x10,
+                64,
+                3,
+                1,
+                64,
+                "bG9uZ2VyLXNhbHQtb2YtdHdlbnR5LWZvdXI",
+            ),
+            cheap_hash("correct horse"),
+        ];
+        let mut memory = Vec::new();
+        for hash in &hashes {
+            let parsed = PasswordHash::new(hash).unwrap();
+            for password in ["correct horse", "correct horsf", "", "correct horse "] {
+                let theirs = Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok();
+                assert_eq!(
+                    verify_in(hash, password, &mut memory),
+                    Ok(theirs),
+                    "{hash} {password:?}"
+                );
+                assert_eq!(theirs, password == "correct horse");
+            }
+        }
+        // The buffer grew to the largest parameters (512 KiB) and no further.
+        assert_eq!(memory.len(), 512);
+        // A hash that is not one answers an error, not a match.
+        assert!(verify_in("$argon2id$v=19$m=256,t=1,p=1$c2FsdA", "x", &mut memory).is_err());
+        assert!(verify_in("$argon2id$v=19$m=256,t=1,p=1", "x", &mut memory).is_err());
+    }
+
+    #[test]
+    fn verifications_reuse_the_pools_buffers() {
+        let pool = Mutex::new(Vec::new());
+        let hash = cheap_hash("correct horse");
+        assert!(verify_pooled(&pool, &hash, "correct horse"));
+        let first = pool
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_ptr())
+            .collect::<Vec<_>>();
+        assert_eq!(first.len(), 1, "the buffer went back to the pool");
+        assert!(!verify_pooled(&pool, &hash, "wrong"));
+        assert!(verify_pooled(&pool, &hash, "correct horse"));
+        let after = pool
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_ptr())
+            .collect::<Vec<_>>();
+        assert_eq!(after, first, "the same buffer served every verification");
+        assert_eq!(pool.lock().unwrap()[0].len(), 256);
+        // Two at a time: two buffers, both kept.
+        std::thread::scope(|s| {
+            let pool = &pool;
+            let hash = &hash;
+            let a = s.spawn(move || verify_pooled(pool, hash, "correct horse"));
+            let b = s.spawn(move || verify_pooled(pool, hash, "correct horse"));
+            assert!(a.join().unwrap() && b.join().unwrap());
+        });
+        let n = pool.lock().unwrap().len();
+        assert!((1..=2).contains(&n), "{n}");
     }
 
     #[test]

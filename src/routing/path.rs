@@ -1,7 +1,7 @@
 //! Path canonicalisation: the one path that route matching and forwarding both use.
 //!
-//! Works on bytes, once: split on `/`, decode percent-encoded unreserved characters, resolve `.`
-//! and `..`, merge `//`, keep every other escape as it came. Anything ambiguous is refused, so
+//! Works on bytes, once: split on `/`, decode percent-encoded unreserved characters and
+//! sub-delimiters, resolve `.` and `..`, merge `//`, keep every other escape as it came. Anything ambiguous is refused, so
 //! the upstream sees exactly the path that was matched and cannot read a different one out of it.
 //!
 //! The canonical form, precisely:
@@ -11,6 +11,12 @@
 //!   (`/..`, `/a/../..`) is refused rather than clamped;
 //! - percent-encoded unreserved characters (`ALPHA DIGIT - . _ ~`) are decoded (`/%7Euser` →
 //!   `/~user`, `/%2e%2e` is `..`);
+//! - so are the other characters a path segment may hold raw, the sub-delimiters and `:` `@`
+//!   (`! $ & ' ( ) * + , = : @`) but `;`: `/a%2Bb` → `/a+b`. Inside a path they delimit
+//!   nothing, and every server reads the escape and the character alike, so a route written
+//!   `/a+b` must take both; kept encoded, `/a%2Bb` missed that route and fell through to the
+//!   next (a public catch-all, say) while the upstream served `/a+b`. `%3B` stays encoded: a
+//!   raw `;` starts a segment's parameters;
 //! - every other escape is kept, with its hex digits in upper case (`%c3%a9` → `%C3%A9`; RFC 3986
 //!   §6.2.2.1 makes them equivalent, and one spelling lets a route pattern match either);
 //! - raw bytes that RFC 3986 does not allow in a path but hyper lets through (`" < > [ ] ^ `` ` ``
@@ -176,7 +182,7 @@ fn resolve(
 enum Unit {
     /// A byte kept as it came.
     Same(u8),
-    /// An escape of an unreserved character, written decoded.
+    /// An escape of an unreserved character or a sub-delimiter, written decoded.
     Decoded(u8),
     /// An escape kept; `as_came` when its hex digits were already upper case.
     Escape { byte: u8, as_came: bool },
@@ -234,7 +240,7 @@ fn read_unit(bytes: &[u8], i: usize, rules: PathRules) -> Result<(Unit, usize), 
                     0x00..=0x1f | 0x7f => return Err(PathError::ControlByte),
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     b'%' if !rules.allow_encoded_percent => return Err(PathError::EncodedPercent),
-                    _ if is_unreserved(byte) => Unit::Decoded(byte),
+                    _ if is_decoded(byte) => Unit::Decoded(byte),
                     _ => Unit::Escape {
                         byte,
                         as_came: !bytes[i + 1..i + 3].iter().any(u8::is_ascii_lowercase),
@@ -263,9 +269,28 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-/// RFC 3986 `unreserved`: the characters whose escapes are decoded.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+/// The characters whose escapes are decoded: RFC 3986 `pchar` but `;` (`unreserved`,
+/// `sub-delims` without `;`, `:` and `@`).
+fn is_decoded(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 /// What a whole segment turned out to be.
@@ -465,7 +490,12 @@ mod tests {
             ("/caf%c3%a9", "/caf%C3%A9"),
             ("/caf%C3%A9", "/caf%C3%A9"),
             ("/café", "/caf%C3%A9"),
-            ("/a%3ab%2A", "/a%3Ab%2A"),
+            ("/a%3ab%2A", "/a:b*"),
+            ("/a%2Bb", "/a+b"),
+            ("/%21%24%26%27%28%29%2a%2B%2C%3D%3A%40", "/!$&'()*+,=:@"),
+            ("/a%3Bb", "/a%3Bb"),
+            ("/a%3bx/b", "/a%3Bx/b"),
+            ("/a%3F%23", "/a%3F%23"),
             ("/{\"a\":1}", "/%7B%22a%22:1%7D"),
             ("/a[0]|b^c`d<e>", "/a%5B0%5D%7Cb%5Ec%60d%3Ce%3E"),
             ("/a?b#c", "/a%3Fb%23c"),
@@ -582,10 +612,7 @@ mod tests {
                     "{path:?} -> {c:?}: escape %{hex} not upper-case hex"
                 );
                 let byte = u8::from_str_radix(hex, 16).unwrap_or(b'a');
-                prop_assert!(
-                    !is_unreserved(byte),
-                    "{path:?} -> {c:?}: %{hex} left encoded"
-                );
+                prop_assert!(!is_decoded(byte), "{path:?} -> {c:?}: %{hex} left encoded");
             }
         }
         Ok(())

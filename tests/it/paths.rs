@@ -269,3 +269,41 @@ async fn route_case_sensitive_keeps_exact_comparison() {
         .await
         .assert_error(401, "missing_token");
 }
+
+#[tokio::test]
+async fn an_escaped_sub_delimiter_does_not_dodge_its_route() {
+    // A protected route whose pattern holds `+ : @`, in front of a public catch-all: each
+    // escaped spelling is that route (an upstream reads `%2B` as `+`), not the catch-all.
+    let gw = Gateway::start(Conf::new().routes(
+        "[[routes]]\nexact = \"/api/a+b\"\nupstream = \"up\"\nauth = \"required\"\n\
+         [[routes]]\npath = \"/v1:x@y\"\nupstream = \"up\"\nauth = \"required\"\n\
+         [[routes]]\npath = \"/\"\nupstream = \"up\"\nauth = \"public\"\n",
+    ))
+    .await;
+    let auth = format!("Authorization: Bearer {}\r\n", gw.mint(&alice()));
+    for (i, (raw, canonical)) in [
+        ("/api/a%2Bb", "/api/a+b"),
+        ("/api/a%2bb", "/api/a+b"),
+        ("/api/a+b", "/api/a+b"),
+        ("/v1%3Ax%40y/z", "/v1:x@y/z"),
+        ("/v1:x%40y", "/v1:x@y"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        gw.raw_get(raw, "").await.assert_error(401, "missing_token");
+        assert_eq!(
+            gw.upstream.hits(),
+            i,
+            "{raw} reached the upstream as public"
+        );
+        let r = gw.raw_get(raw, &auth).await;
+        assert_eq!(r.status, 200, "{raw}");
+        assert_eq!(r.seen_path(), canonical, "{raw}");
+        assert_eq!(r.seen("x-user-id"), ["1001"], "{raw}");
+    }
+    // `%3B` is no `;`: it stays encoded, and the path is not the route's.
+    let r = gw.raw_get("/api/a%3Bb", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen_path(), "/api/a%3Bb");
+}

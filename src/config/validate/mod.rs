@@ -250,7 +250,18 @@ fn non_canonical(p: &str) -> Option<String> {
     {
         return Some(format!("{p:?} is not canonical (no `//`, `.` or `..` segments); requests are matched after canonicalisation"));
     }
-    None
+    // The rest of canonicalisation: escapes (`%7E`, `%2B`, lower-case hex) and raw bytes that
+    // requests never keep as they are, so such a pattern would never match.
+    let rules = crate::routing::path::PathRules {
+        allow_encoded_percent: true,
+    };
+    match crate::routing::path::canonicalize(p, rules) {
+        Ok(c) if c == p => None,
+        Ok(c) => Some(format!(
+            "{p:?} is not canonical; requests are matched after canonicalisation, so write it as {c:?}"
+        )),
+        Err(e) => Some(format!("{p:?}: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +277,13 @@ mod tests {
             ("/./a", false),
             ("/a/..", false),
             ("/a b", false),
+            ("/a+b/~u/:@", true),
+            ("/a%2Bb", false),
+            ("/%7Eu", false),
+            ("/caf%c3%a9", false),
+            ("/caf%C3%A9", true),
+            ("/a%2Fb", false),
+            ("/a%3Bb", true),
         ] {
             assert_eq!(non_canonical(p).is_none(), ok, "{p:?}");
         }
