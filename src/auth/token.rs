@@ -28,12 +28,11 @@ pub(crate) fn extract<'a>(
     };
     // Spaces inside the quotes of a cookie (`at=" x "`) are kept by the cookie reader; a
     // token never starts or ends with one, and an upstream trimming them would read another.
-    if from_cookie.is_some_and(|c| {
-        c.as_bytes()
-            .first()
-            .zip(c.as_bytes().last())
-            .is_some_and(|(a, z)| a.is_ascii_whitespace() || z.is_ascii_whitespace())
-    }) {
+    let spaced = |c: &str| {
+        c.starts_with(|ch: char| ch.is_ascii_whitespace())
+            || c.ends_with(|ch: char| ch.is_ascii_whitespace())
+    };
+    if from_cookie.is_some_and(spaced) {
         return Err(GatewayError::InvalidToken);
     }
     match (bearer, from_cookie) {

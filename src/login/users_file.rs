@@ -162,15 +162,14 @@ fn verify(hash: &str, password: &str) -> bool {
 
 /// [`verify`] with the buffers of `pool`.
 fn verify_pooled(pool: &Mutex<Vec<Vec<Block>>>, hash: &str, password: &str) -> bool {
-    let mut memory = pool
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .pop()
-        .unwrap_or_default();
+    // A panic elsewhere while holding the lock leaves the buffers as good as they were.
+    let kept = || {
+        pool.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let mut memory = kept().pop().unwrap_or_default();
     let matched = verify_in(hash, password, &mut memory);
-    pool.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(memory);
+    kept().push(memory);
     match matched {
         Ok(matched) => matched,
         Err(e) => {
@@ -425,21 +424,15 @@ pub(super) mod tests {
         let pool = Mutex::new(Vec::new());
         let hash = cheap_hash("correct horse");
         assert!(verify_pooled(&pool, &hash, "correct horse"));
-        let first = pool
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_ptr())
-            .collect::<Vec<_>>();
+        let buffers = |pool: &Mutex<Vec<Vec<Block>>>| {
+            let kept = pool.lock().unwrap();
+            kept.iter().map(|b| b.as_ptr()).collect::<Vec<_>>()
+        };
+        let first = buffers(&pool);
         assert_eq!(first.len(), 1, "the buffer went back to the pool");
         assert!(!verify_pooled(&pool, &hash, "wrong"));
         assert!(verify_pooled(&pool, &hash, "correct horse"));
-        let after = pool
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_ptr())
-            .collect::<Vec<_>>();
+        let after = buffers(&pool);
         assert_eq!(after, first, "the same buffer served every verification");
         assert_eq!(pool.lock().unwrap()[0].len(), 256);
         // Two at a time: two buffers, both kept.
